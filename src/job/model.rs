@@ -1,0 +1,696 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use super::{JobId, JobState, WorkerId};
+use crate::{Error, ErrorKind, Result};
+
+pub use crate::strategy::RetryPolicy;
+
+/// The queue a job goes to when its submitter names none.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Job priority: higher runs first among jobs that are due. The default is 0.
+pub type Priority = i16;
+
+/// A job's JSON payload (or result), kept as validated JSON text behind an `Arc`, so cloning is
+/// cheap and backends store it without re-encoding.
+///
+/// ```
+/// use jobforge::Payload;
+/// use serde::Deserialize;
+///
+/// #[derive(Deserialize)]
+/// struct Email { to: String }
+///
+/// let payload = Payload::from_value(&serde_json::json!({"to": "ada@example.com"}))?;
+/// let email: Email = payload.decode()?;
+/// assert_eq!(email.to, "ada@example.com");
+/// assert_eq!(payload.len(), 25);
+/// # Ok::<(), jobforge::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Payload(Arc<RawValue>);
+
+impl Payload {
+    /// The JSON `null` payload.
+    #[must_use]
+    pub fn null() -> Self {
+        static NULL: std::sync::OnceLock<Payload> = std::sync::OnceLock::new();
+        NULL.get_or_init(|| Payload(Arc::from(RawValue::NULL.to_owned())))
+            .clone()
+    }
+
+    /// Serialize any value into a payload.
+    pub fn from_value<T: Serialize + ?Sized>(value: &T) -> Result<Self> {
+        let raw = serde_json::value::to_raw_value(value)?;
+        Ok(Self(Arc::from(raw)))
+    }
+
+    /// Take JSON text, checking that it is one valid JSON value.
+    pub fn from_json(text: impl Into<String>) -> Result<Self> {
+        let raw = RawValue::from_string(text.into())
+            .map_err(|e| Error::invalid_input("payload", format!("not valid JSON: {e}")))?;
+        Ok(Self(Arc::from(raw)))
+    }
+
+    /// Decode into a typed value. A payload that does not fit `T` is an
+    /// [`ErrorKind::Serialization`] error naming what did not fit.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        serde_json::from_str(self.0.get()).map_err(|e| {
+            Error::new(
+                ErrorKind::Serialization,
+                format!(
+                    "payload does not decode into {}: {e}",
+                    std::any::type_name::<T>()
+                ),
+            )
+        })
+    }
+
+    /// Decode into an untyped JSON value.
+    pub fn to_value(&self) -> Result<serde_json::Value> {
+        self.decode()
+    }
+
+    /// The JSON text.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Size of the JSON text in bytes.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.get().len()
+    }
+
+    /// Whether the JSON text is empty (never true for a valid payload).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.get().is_empty()
+    }
+
+    /// Whether the payload is JSON `null`.
+    #[must_use]
+    pub fn is_null(&self) -> bool {
+        self.0.get() == "null"
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Self::null()
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 128;
+        let text = self.as_str();
+        if text.len() <= MAX {
+            write!(f, "Payload({text})")
+        } else {
+            let mut end = MAX;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            write!(f, "Payload({}… {} bytes)", &text[..end], text.len())
+        }
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Ok(Self(Arc::from(raw)))
+    }
+}
+
+/// Limits checked when a job is submitted. Jobs that break them are rejected with an
+/// [`ErrorKind::InvalidInput`] error naming the field.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest accepted kind name, in bytes. Default 128.
+    pub max_kind_len: usize,
+    /// Longest accepted queue name, in bytes. Default 128.
+    pub max_queue_len: usize,
+    /// Largest accepted payload, in bytes of JSON. Default 1 MiB.
+    pub max_payload_bytes: usize,
+    /// Most tags on one job. Default 32.
+    pub max_tags: usize,
+    /// Longest tag, tenant or idempotency key, in bytes. Default 256.
+    pub max_label_len: usize,
+    /// Most attempts a job may ask for. Default 1,000.
+    pub max_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_kind_len: 128,
+            max_queue_len: 128,
+            max_payload_bytes: 1024 * 1024,
+            max_tags: 32,
+            max_label_len: 256,
+            max_attempts: 1_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Set the largest accepted payload.
+    #[must_use]
+    pub fn with_max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
+    }
+}
+
+/// A job to submit. Build it with [`NewJob::new`] and the `with_*`-style setters.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobforge::NewJob;
+///
+/// let job = NewJob::new("email.send")
+///     .payload(&serde_json::json!({"to": "ada@example.com"}))
+///     .priority(10)
+///     .delay(Duration::from_secs(30))
+///     .max_attempts(5)
+///     .timeout(Duration::from_secs(10))
+///     .idempotency_key("welcome-ada")
+///     .tag("onboarding");
+/// assert_eq!(job.kind(), "email.send");
+/// assert!(job.validate(&Default::default()).is_ok());
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub(crate) id: JobId,
+    pub(crate) kind: String,
+    pub(crate) queue: String,
+    pub(crate) payload: Payload,
+    pub(crate) priority: Priority,
+    pub(crate) run_at: Option<DateTime<Utc>>,
+    pub(crate) delay: Option<Duration>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) idempotency_key: Option<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) tenant: Option<String>,
+    pub(crate) strategy: Option<String>,
+    /// A payload that failed to serialize in the builder; reported by `validate`.
+    pub(crate) invalid_payload: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `kind` with a `null` payload on the default queue.
+    pub fn new(kind: impl Into<String>) -> Self {
+        Self {
+            id: JobId::new(),
+            kind: kind.into(),
+            queue: DEFAULT_QUEUE.to_owned(),
+            payload: Payload::null(),
+            priority: 0,
+            run_at: None,
+            delay: None,
+            max_attempts: None,
+            timeout: None,
+            idempotency_key: None,
+            tags: Vec::new(),
+            tenant: None,
+            strategy: None,
+            invalid_payload: None,
+        }
+    }
+
+    /// Set the payload from any serializable value. A value that fails to serialize makes the
+    /// submit fail with an error naming `payload`.
+    #[must_use]
+    pub fn payload<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        match Payload::from_value(value) {
+            Ok(payload) => {
+                self.payload = payload;
+                self.invalid_payload = None;
+            }
+            Err(err) => self.invalid_payload = Some(err.to_string()),
+        }
+        self
+    }
+
+    /// Set an already-built payload.
+    #[must_use]
+    pub fn raw_payload(mut self, payload: Payload) -> Self {
+        self.payload = payload;
+        self.invalid_payload = None;
+        self
+    }
+
+    /// Send the job to a named queue (default `"default"`).
+    #[must_use]
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Higher priority runs first among due jobs. Default 0.
+    #[must_use]
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Run no earlier than `delay` after submission.
+    #[must_use]
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self.run_at = None;
+        self
+    }
+
+    /// Run no earlier than `at`.
+    #[must_use]
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self.delay = None;
+        self
+    }
+
+    /// Attempts before the job is dead-lettered (default: the kind's retry policy).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// Deadline for one attempt (default: the kind's, or none).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A key that makes submission idempotent: a second submit with the same key returns the
+    /// first job instead of creating another.
+    #[must_use]
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
+    /// Add a free-form tag (searchable, and usable as a rate-limit key).
+    #[must_use]
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// The tenant the job belongs to (used for per-tenant limits and isolation).
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// Run the job with a named strategy instead of its kind's default.
+    #[must_use]
+    pub fn strategy(mut self, name: impl Into<String>) -> Self {
+        self.strategy = Some(name.into());
+        self
+    }
+
+    /// The job's id, fixed when the builder was made.
+    #[must_use]
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// The job's kind.
+    #[must_use]
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The queue the job goes to.
+    #[must_use]
+    pub fn queue_name(&self) -> &str {
+        &self.queue
+    }
+
+    /// The idempotency key, if any.
+    #[must_use]
+    pub fn key(&self) -> Option<&str> {
+        self.idempotency_key.as_deref()
+    }
+
+    /// The strategy named for this job, if any.
+    #[must_use]
+    pub fn strategy_name(&self) -> Option<&str> {
+        self.strategy.as_deref()
+    }
+
+    /// Check the job against `limits`. The error names the offending field.
+    pub fn validate(&self, limits: &Limits) -> Result<()> {
+        check_name("kind", &self.kind, limits.max_kind_len)?;
+        check_name("queue", &self.queue, limits.max_queue_len)?;
+        if let Some(reason) = &self.invalid_payload {
+            return Err(Error::invalid_input("payload", reason.clone()));
+        }
+        if self.payload.len() > limits.max_payload_bytes {
+            return Err(Error::invalid_input(
+                "payload",
+                format!(
+                    "{} bytes is over the limit of {} bytes; store large data elsewhere and pass a reference",
+                    self.payload.len(),
+                    limits.max_payload_bytes
+                ),
+            ));
+        }
+        if let Some(attempts) = self.max_attempts {
+            if attempts == 0 {
+                return Err(Error::invalid_input(
+                    "max_attempts",
+                    "must be at least 1 (1 means no retries)",
+                ));
+            }
+            if attempts > limits.max_attempts {
+                return Err(Error::invalid_input(
+                    "max_attempts",
+                    format!("{attempts} is over the limit of {}", limits.max_attempts),
+                ));
+            }
+        }
+        if self.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_input(
+                "timeout",
+                "must be greater than zero; leave it unset for no timeout",
+            ));
+        }
+        if let Some(key) = &self.idempotency_key {
+            check_label("idempotency_key", key, limits.max_label_len)?;
+        }
+        if let Some(tenant) = &self.tenant {
+            check_label("tenant", tenant, limits.max_label_len)?;
+        }
+        if let Some(strategy) = &self.strategy {
+            check_label("strategy", strategy, limits.max_label_len)?;
+        }
+        if self.tags.len() > limits.max_tags {
+            return Err(Error::invalid_input(
+                "tags",
+                format!(
+                    "{} tags is over the limit of {}",
+                    self.tags.len(),
+                    limits.max_tags
+                ),
+            ));
+        }
+        for tag in &self.tags {
+            check_label("tags", tag, limits.max_label_len)?;
+        }
+        Ok(())
+    }
+
+    /// When the job becomes due, given the time of submission.
+    pub(crate) fn due_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        match (self.run_at, self.delay) {
+            (Some(at), _) => at,
+            (None, Some(delay)) => {
+                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
+            }
+            (None, None) => now,
+        }
+    }
+}
+
+fn check_name(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid_input(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid_input(
+            field,
+            format!("{} bytes is over the limit of {max}", value.len()),
+        ));
+    }
+    if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::invalid_input(
+            field,
+            format!("must not contain whitespace or control characters (found {c:?})"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_label(field: &'static str, value: &str, max: usize) -> Result<()> {
+    if value.is_empty() {
+        return Err(Error::invalid_input(field, "must not be empty"));
+    }
+    if value.len() > max {
+        return Err(Error::invalid_input(
+            field,
+            format!("{} bytes is over the limit of {max}", value.len()),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Error::invalid_input(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// A job as stored: its definition, where it is in its life, and its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// The job's id.
+    pub id: JobId,
+    /// Its kind (which handler runs it).
+    pub kind: String,
+    /// The queue it was submitted to.
+    pub queue: String,
+    /// Its JSON payload.
+    pub payload: Payload,
+    /// Where it is in its life.
+    pub state: JobState,
+    /// Higher runs first.
+    pub priority: Priority,
+    /// Attempts started so far (the running one included).
+    pub attempt: u32,
+    /// Attempts allowed before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Deadline for one attempt, if any.
+    #[serde(with = "opt_millis", default)]
+    pub timeout: Option<Duration>,
+    /// The idempotency key it was submitted with, if any.
+    pub idempotency_key: Option<String>,
+    /// Free-form tags.
+    pub tags: Vec<String>,
+    /// The tenant it belongs to, if any.
+    pub tenant: Option<String>,
+    /// The strategy named at submission, if any.
+    pub strategy: Option<String>,
+    /// When it is (or was) due to run.
+    pub run_at: DateTime<Utc>,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal state.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The handler's result, once it succeeded.
+    pub result: Option<Payload>,
+    /// The latest error, with its class (`class: message`).
+    pub last_error: Option<String>,
+    /// The worker holding its lease, while running.
+    pub lease_owner: Option<WorkerId>,
+    /// When that lease runs out, while running.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Whether a cancel was asked for while it ran (the handler sees it through its token).
+    pub cancel_requested: bool,
+    /// Bumped on every change; compare-and-set checks it.
+    pub version: u64,
+}
+
+impl JobRecord {
+    /// A fresh `Queued` record for a validated job, with its attempts decided.
+    pub(crate) fn from_new(job: NewJob, max_attempts: u32, now: DateTime<Utc>) -> Self {
+        let run_at = job.due_at(now);
+        Self {
+            id: job.id,
+            kind: job.kind,
+            queue: job.queue,
+            payload: job.payload,
+            state: JobState::Queued,
+            priority: job.priority,
+            attempt: 0,
+            max_attempts: job.max_attempts.unwrap_or(max_attempts),
+            timeout: job.timeout,
+            idempotency_key: job.idempotency_key,
+            tags: job.tags,
+            tenant: job.tenant,
+            strategy: job.strategy,
+            run_at,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            result: None,
+            last_error: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            version: 1,
+        }
+    }
+
+    /// Whether the job has finished for good.
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        self.state.is_terminal()
+    }
+}
+
+/// One entry of a job's history: a transition, who made it, when and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The job.
+    pub job_id: JobId,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// The state before (`None` for creation).
+    pub from: Option<JobState>,
+    /// The state after.
+    pub to: JobState,
+    /// The attempt number at the time.
+    pub attempt: u32,
+    /// The worker that made the change, if a worker did.
+    pub worker: Option<WorkerId>,
+    /// Why (an error, "cancelled by request", "lease expired", ...).
+    pub reason: Option<String>,
+}
+
+mod opt_millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_some(&(d.as_millis() as u64)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(deserializer)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(job: &NewJob) -> Option<&'static str> {
+        job.validate(&Limits::default())
+            .err()
+            .and_then(|e| e.field())
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(field_of(&NewJob::new("")), Some("kind"));
+        assert_eq!(field_of(&NewJob::new("x".repeat(129))), Some("kind"));
+        assert_eq!(field_of(&NewJob::new("has space")), Some("kind"));
+        assert_eq!(field_of(&NewJob::new("k").queue("")), Some("queue"));
+        assert_eq!(
+            field_of(&NewJob::new("k").max_attempts(0)),
+            Some("max_attempts")
+        );
+        assert_eq!(
+            field_of(&NewJob::new("k").max_attempts(5_000)),
+            Some("max_attempts")
+        );
+        assert_eq!(
+            field_of(&NewJob::new("k").timeout(Duration::ZERO)),
+            Some("timeout")
+        );
+        assert_eq!(
+            field_of(&NewJob::new("k").idempotency_key("")),
+            Some("idempotency_key")
+        );
+        assert_eq!(field_of(&NewJob::new("k").tag("a\u{0}b")), Some("tags"));
+        assert_eq!(field_of(&NewJob::new("k").tenant("")), Some("tenant"));
+        assert_eq!(field_of(&NewJob::new("k")), None);
+    }
+
+    #[test]
+    fn payload_limit_is_configurable_and_inclusive() {
+        let job = NewJob::new("k").payload(&"a".repeat(98)); // 100 bytes with quotes
+        assert!(
+            job.validate(&Limits::default().with_max_payload_bytes(100))
+                .is_ok()
+        );
+        let err = job
+            .validate(&Limits::default().with_max_payload_bytes(99))
+            .err();
+        assert_eq!(err.as_ref().and_then(|e| e.field()), Some("payload"));
+        assert!(err.is_some_and(|e| e.to_string().contains("100 bytes")));
+        // Default is 1 MiB.
+        let big = NewJob::new("k").payload(&"a".repeat(1024 * 1024));
+        assert_eq!(field_of(&big), Some("payload"));
+    }
+
+    #[test]
+    fn unserializable_payload_is_reported_at_validation() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(vec![1u8], 1); // non-string keys cannot be JSON
+        let job = NewJob::new("k").payload(&map);
+        assert_eq!(field_of(&job), Some("payload"));
+    }
+
+    #[test]
+    fn payload_round_trips_and_rejects_bad_json() {
+        let p = Payload::from_json(r#"{"a":1}"#).ok();
+        assert_eq!(p.as_ref().map(Payload::as_str), Some(r#"{"a":1}"#));
+        let json = serde_json::to_string(&p).ok();
+        assert_eq!(json.as_deref(), Some(r#"{"a":1}"#));
+        assert!(Payload::from_json("{nope").is_err());
+        assert!(Payload::null().is_null());
+    }
+
+    #[test]
+    fn due_at_prefers_run_at_then_delay() {
+        let now = Utc::now();
+        assert_eq!(NewJob::new("k").due_at(now), now);
+        let delayed = NewJob::new("k").delay(Duration::from_secs(5)).due_at(now);
+        assert_eq!((delayed - now).num_seconds(), 5);
+        let at = now + chrono::Duration::seconds(60);
+        assert_eq!(NewJob::new("k").run_at(at).due_at(now), at);
+    }
+}

@@ -1,0 +1,81 @@
+//! # jobforge
+//!
+//! Background jobs inside your application, and across many machines when it outgrows one:
+//! leases and at-least-once delivery, exactly-once state transitions, retries with backoff,
+//! dead letters, cancellation, safety layers, and an execution strategy that learns from
+//! history.
+//!
+//! The embedded in-memory engine needs no server. Register a handler per job *kind*,
+//! start workers, submit jobs:
+//!
+//! ```
+//! use jobforge::prelude::*;
+//! use serde_json::json;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> jobforge::Result<()> {
+//! let orchestrator = Orchestrator::builder()
+//!     .handler("greet", |ctx: JobContext| async move {
+//!         let name: String = ctx.decode()?;
+//!         Ok(json!(format!("hello, {name}")))
+//!     })
+//!     .build()?;
+//! let workers = orchestrator.start_workers(WorkerConfig::default())?;
+//!
+//! let job = orchestrator.submit(NewJob::new("greet").payload("Ada")).await?;
+//! let done = orchestrator.wait_for(job.id, std::time::Duration::from_secs(5)).await?;
+//! assert_eq!(done.state, JobState::Succeeded);
+//! assert_eq!(done.result.map(|r| r.as_str().to_owned()), Some("\"hello, Ada\"".into()));
+//!
+//! workers.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## The pieces
+//!
+//! | concern | trait | embedded default |
+//! |---|---|---|
+//! | the public face | [`JobOrchestrator`] | [`Orchestrator`] |
+//! | delivery with leases | [`QueueManager`] | [`queue::InMemoryQueue`] |
+//! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
+//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`] |
+//! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
+//!
+//! ## Cargo features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | *(none)* | the in-memory engine: everything above |
+//! | `full` | every optional backend (Redis, PostgreSQL and HTTP arrive as features) |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+mod error;
+pub mod handler;
+pub mod job;
+pub mod memory;
+pub mod orchestrator;
+pub mod queue;
+pub mod state;
+pub mod strategy;
+
+pub use error::{Error, ErrorKind, Result};
+pub use handler::{Handler, JobContext, JobError, JobErrorKind, handler_fn};
+pub use job::{JobEvent, JobId, JobRecord, JobState, Limits, NewJob, Payload, WorkerId};
+pub use memory::Memory;
+pub use orchestrator::{
+    JobOrchestrator, KindConfig, Orchestrator, OrchestratorBuilder, Stats, Submitted, WorkerConfig,
+    WorkerPool,
+};
+pub use queue::QueueManager;
+pub use state::StateManager;
+pub use strategy::{RetryPolicy, Strategy};
+
+/// The names most programs need: `use jobforge::prelude::*;`.
+pub mod prelude {
+    pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
+    pub use crate::job::{JobId, JobRecord, JobState, NewJob};
+    pub use crate::orchestrator::{JobOrchestrator, KindConfig, Orchestrator, WorkerConfig};
+    pub use crate::strategy::RetryPolicy;
+}

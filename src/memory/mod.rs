@@ -1,0 +1,13 @@
+//! Memory: namespaced entries handlers and hosts keep, a record of every execution, and
+//! *reflection* — per-kind statistics and a recommendation the adaptive strategy acts on.
+
+mod in_memory;
+mod reflection;
+mod types;
+
+pub use in_memory::{InMemoryMemory, InMemoryMemoryConfig};
+pub use reflection::{LatencySummary, reflect_on};
+pub use types::{
+    Entry, EntryQuery, ErrorClassCount, ExecutionRecord, Memory, NewEntry, OutcomeClass,
+    Recommendation, Reflection, StrategyChoice, Window,
+};

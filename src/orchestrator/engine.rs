@@ -1,0 +1,292 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+
+use super::api::{JobOrchestrator, Stats, Submitted};
+use super::builder::{KindConfig, OrchestratorBuilder};
+use super::worker::{PoolShared, WorkerConfig, WorkerPool};
+use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
+use crate::memory::Memory;
+use crate::queue::{Envelope, QueueManager};
+use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, StateManager};
+use crate::strategy::{RetryPolicy, Strategy};
+use crate::{Error, ErrorKind, Result};
+
+pub(crate) struct Engine {
+    pub(crate) queue: Arc<dyn QueueManager>,
+    pub(crate) state: Arc<dyn StateManager>,
+    pub(crate) memory: Arc<dyn Memory>,
+    pub(crate) kinds: HashMap<String, KindConfig>,
+    pub(crate) strategies: HashMap<String, Arc<dyn Strategy>>,
+    pub(crate) default_strategy: String,
+    /// The default strategy itself (checked to be registered at build).
+    pub(crate) default: Arc<dyn Strategy>,
+    pub(crate) default_retry: RetryPolicy,
+    pub(crate) limits: Limits,
+    /// Worker pools of this process, so a cancel reaches a running job at once.
+    pub(crate) pools: parking_lot::Mutex<Vec<Weak<PoolShared>>>,
+}
+
+impl Engine {
+    pub(crate) fn retry_for(&self, kind: &str) -> RetryPolicy {
+        self.kinds
+            .get(kind)
+            .and_then(|k| k.retry)
+            .unwrap_or(self.default_retry)
+    }
+
+    /// The strategy for a job: its own, else its kind's, else the default.
+    pub(crate) fn strategy_for(&self, record: &JobRecord) -> &Arc<dyn Strategy> {
+        let kind = self.kinds.get(&record.kind);
+        let named = record
+            .strategy
+            .as_deref()
+            .or_else(|| kind.and_then(|k| k.strategy.as_deref()));
+        if let Some(strategy) = named.and_then(|n| self.strategies.get(n)) {
+            return strategy;
+        }
+        if let Some(name) = named {
+            tracing::warn!(job_id = %record.id, strategy = name, "strategy not registered on this worker; using the default");
+        }
+        &self.default
+    }
+}
+
+/// The orchestrator: submit, inspect and cancel jobs, and run worker pools. Cheap to clone;
+/// clones share everything.
+///
+/// Build it with [`Orchestrator::builder`]; every backend defaults to the in-memory one.
+#[derive(Clone)]
+pub struct Orchestrator {
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut kinds: Vec<&String> = self.engine.kinds.keys().collect();
+        kinds.sort();
+        f.debug_struct("Orchestrator")
+            .field("kinds", &kinds)
+            .field("default_strategy", &self.engine.default_strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// Start building.
+    #[must_use]
+    pub fn builder() -> OrchestratorBuilder {
+        OrchestratorBuilder::default()
+    }
+
+    pub(crate) fn from_engine(engine: Engine) -> Self {
+        Self {
+            engine: Arc::new(engine),
+        }
+    }
+
+    /// The queue backend.
+    #[must_use]
+    pub fn queue(&self) -> &Arc<dyn QueueManager> {
+        &self.engine.queue
+    }
+
+    /// The state backend.
+    #[must_use]
+    pub fn state(&self) -> &Arc<dyn StateManager> {
+        &self.engine.state
+    }
+
+    /// The memory.
+    #[must_use]
+    pub fn memory(&self) -> &Arc<dyn Memory> {
+        &self.engine.memory
+    }
+
+    /// The kinds this orchestrator has handlers for, sorted.
+    #[must_use]
+    pub fn kinds(&self) -> Vec<&str> {
+        let mut kinds: Vec<&str> = self.engine.kinds.keys().map(String::as_str).collect();
+        kinds.sort_unstable();
+        kinds
+    }
+
+    /// The registered strategy names, sorted.
+    #[must_use]
+    pub fn strategies(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.engine.strategies.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Start a worker pool on the current Tokio runtime. Several pools (in this process or
+    /// others) can share the same backends.
+    pub fn start_workers(&self, config: WorkerConfig) -> Result<WorkerPool> {
+        WorkerPool::start(Arc::clone(&self.engine), config)
+    }
+
+    /// Wait until job `id` reaches a terminal state, up to `timeout`
+    /// ([`ErrorKind::Timeout`] after that; [`ErrorKind::NotFound`] if there is no such job).
+    pub async fn wait_for(&self, id: JobId, timeout: Duration) -> Result<JobRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.engine.state.get(id).await? {
+                Some(record) if record.is_terminal() => return Ok(record),
+                Some(record) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::new(
+                            ErrorKind::Timeout,
+                            format!(
+                                "job {id} is still {} after {timeout:?}; wait longer or check that workers serve queue `{}`",
+                                record.state, record.queue
+                            ),
+                        ));
+                    }
+                }
+                None => return Err(Error::new(ErrorKind::NotFound, format!("no job {id}"))),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until no job is queued or running, up to `timeout` ([`ErrorKind::Timeout`]
+    /// after that).
+    pub async fn wait_idle(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let counts = self.engine.state.counts().await?;
+            if counts.total.active() == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "{} jobs queued and {} running after {timeout:?}",
+                        counts.total.queued, counts.total.running
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn prepare(&self, job: NewJob, now: chrono::DateTime<Utc>) -> Result<JobRecord> {
+        let engine = &self.engine;
+        job.validate(&engine.limits)?;
+        if let Some(name) = job.strategy_name() {
+            if !engine.strategies.contains_key(name) {
+                let mut names: Vec<&str> = engine.strategies.keys().map(String::as_str).collect();
+                names.sort_unstable();
+                return Err(Error::invalid_input(
+                    "strategy",
+                    format!(
+                        "`{name}` is not a registered strategy (registered: {})",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+        let max_attempts = engine.retry_for(job.kind()).max_attempts;
+        Ok(JobRecord::from_new(job, max_attempts, now))
+    }
+}
+
+#[async_trait]
+impl JobOrchestrator for Orchestrator {
+    async fn submit(&self, job: NewJob) -> Result<Submitted> {
+        let mut out = self.submit_batch(vec![job]).await?;
+        out.pop().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                "state store answered no result for one job",
+            )
+        })
+    }
+
+    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let mut records = Vec::with_capacity(jobs.len());
+        let mut envelopes = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let record = self.prepare(job, now)?;
+            envelopes.push(Envelope::from_record(&record));
+            records.push(record);
+        }
+        let created = self.engine.state.create(records).await?;
+        if created.len() != envelopes.len() {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!(
+                    "state store answered {} results for {} jobs",
+                    created.len(),
+                    envelopes.len()
+                ),
+            ));
+        }
+        let fresh: Vec<Envelope> = envelopes
+            .into_iter()
+            .zip(&created)
+            .filter_map(|(env, c)| matches!(c, Created::New(_)).then_some(env))
+            .collect();
+        self.engine.queue.enqueue(&fresh).await?;
+        for env in &fresh {
+            tracing::trace!(job_id = %env.id, kind = %env.kind, "submitted");
+        }
+        Ok(created
+            .into_iter()
+            .map(|c| Submitted {
+                id: c.id(),
+                created: matches!(c, Created::New(_)),
+            })
+            .collect())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+        self.engine.state.get(id).await
+    }
+
+    async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
+        self.engine.state.list(filter, page).await
+    }
+
+    async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.engine.state.events(id).await
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
+        let outcome = self.engine.state.cancel(id, "cancelled by request").await?;
+        if outcome == CancelOutcome::Requested {
+            // Fast path: if a pool of this process runs the job, fire its token now; remote
+            // workers learn it at their next heartbeat.
+            let pools: Vec<Arc<PoolShared>> = {
+                let mut pools = self.engine.pools.lock();
+                pools.retain(|p| p.strong_count() > 0);
+                pools.iter().filter_map(Weak::upgrade).collect()
+            };
+            for pool in pools {
+                pool.cancel_local(id);
+            }
+        }
+        tracing::info!(job_id = %id, ?outcome, "cancel");
+        Ok(outcome)
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        let (queue, jobs) = tokio::join!(self.engine.queue.stats(), self.engine.state.counts());
+        Ok(Stats {
+            queue: queue?,
+            jobs: jobs?,
+        })
+    }
+}

@@ -1,0 +1,12 @@
+//! The public face: the [`JobOrchestrator`] trait, the [`Orchestrator`] that implements it over
+//! any queue, state and memory, and the worker pool that runs handlers.
+
+mod api;
+mod builder;
+mod engine;
+mod worker;
+
+pub use api::{JobOrchestrator, Stats, Submitted};
+pub use builder::{KindConfig, OrchestratorBuilder};
+pub use engine::Orchestrator;
+pub use worker::{ShutdownReport, WorkerConfig, WorkerPool};

@@ -1,0 +1,400 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
+use crate::{Error, Result};
+
+/// The answer to creating one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new job was stored.
+    New(JobId),
+    /// A job with the same idempotency key already exists; this is its id. Nothing was stored.
+    Existing(JobId),
+}
+
+impl Created {
+    /// The id of the job that holds the submission (new or existing).
+    #[must_use]
+    pub fn id(&self) -> JobId {
+        match self {
+            Created::New(id) | Created::Existing(id) => *id,
+        }
+    }
+}
+
+/// The answer to claiming one job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The caller now holds the job (state `Running`, attempt counted, lease set).
+    Claimed(JobRecord),
+    /// The job is queued but not due until `run_at` (a duplicate or early delivery).
+    NotDue {
+        /// The job.
+        id: JobId,
+        /// When it is due.
+        run_at: DateTime<Utc>,
+    },
+    /// A worker died holding the job and its attempts are spent: the claim moved it to `Dead`.
+    Exhausted {
+        /// The job.
+        id: JobId,
+        /// The reason recorded.
+        reason: String,
+    },
+    /// The job cannot be claimed: unknown, finished, or held by a live lease. Drop the delivery.
+    Skipped {
+        /// The job.
+        id: JobId,
+        /// Its state, if it exists.
+        state: Option<JobState>,
+    },
+}
+
+/// What a heartbeat learned about one held job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Still held; the lease was extended. `cancel_requested` says a cancel was asked for.
+    Held {
+        /// Whether someone asked to cancel the job.
+        cancel_requested: bool,
+    },
+    /// No longer held by this worker (taken over, cancelled or finished elsewhere).
+    Lost,
+}
+
+/// Where a finished attempt leaves the job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    /// Done, with the handler's result.
+    Succeeded {
+        /// The result (`None` for no result).
+        result: Option<Payload>,
+    },
+    /// Failed, to be tried again at `run_at`. The attempt is spent.
+    Retry {
+        /// When to try again.
+        run_at: DateTime<Utc>,
+        /// What went wrong.
+        error: String,
+    },
+    /// Put back without spending the attempt (a safety layer deferred it).
+    Defer {
+        /// When to try again.
+        run_at: DateTime<Utc>,
+        /// Why.
+        reason: String,
+    },
+    /// Failed for good.
+    Dead {
+        /// What went wrong.
+        error: String,
+    },
+    /// Stopped at someone's request.
+    Cancelled {
+        /// Why.
+        reason: String,
+    },
+    /// Handed back unfinished (worker shutting down); the attempt is not spent; due now.
+    Release {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Finish {
+    /// The state the job moves to.
+    #[must_use]
+    pub fn target(&self) -> JobState {
+        match self {
+            Finish::Succeeded { .. } => JobState::Succeeded,
+            Finish::Retry { .. } | Finish::Defer { .. } | Finish::Release { .. } => {
+                JobState::Queued
+            }
+            Finish::Dead { .. } => JobState::Dead,
+            Finish::Cancelled { .. } => JobState::Cancelled,
+        }
+    }
+}
+
+/// Finish one running job, fenced: it applies only while `worker` still holds the job at
+/// `attempt` (a worker whose lease was taken over cannot overwrite the new owner's result).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The job.
+    pub id: JobId,
+    /// The worker that ran the attempt.
+    pub worker: WorkerId,
+    /// The attempt that ran (as returned by the claim).
+    pub attempt: u32,
+    /// Where it goes.
+    pub finish: Finish,
+}
+
+/// The answer to one [`Transition`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransitionResult {
+    /// Applied; the job is now in `state` at `version`.
+    Applied {
+        /// The new state.
+        state: JobState,
+        /// The new version.
+        version: u64,
+    },
+    /// Refused: the job is gone, no longer held by that worker and attempt, or the state
+    /// machine forbids the move.
+    Conflict {
+        /// The job's current state, if it exists.
+        current: Option<JobState>,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+impl TransitionResult {
+    /// Whether the transition was applied.
+    #[must_use]
+    pub fn is_applied(&self) -> bool {
+        matches!(self, TransitionResult::Applied { .. })
+    }
+}
+
+/// The answer to a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelOutcome {
+    /// The job was queued and is now `Cancelled`.
+    Cancelled,
+    /// The job is running; its handler's cancellation token fires and the job ends
+    /// `Cancelled` unless it finishes first.
+    Requested,
+    /// The job had already finished in this state; nothing changed.
+    AlreadyFinished(JobState),
+}
+
+/// Which jobs to list. Every set field must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs on this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this tenant.
+    pub tenant: Option<String>,
+}
+
+impl JobFilter {
+    /// Whether `record` matches.
+    #[must_use]
+    pub fn matches(&self, record: &JobRecord) -> bool {
+        self.state.is_none_or(|s| s == record.state)
+            && self.kind.as_deref().is_none_or(|k| k == record.kind)
+            && self.queue.as_deref().is_none_or(|q| q == record.queue)
+            && self
+                .tenant
+                .as_deref()
+                .is_none_or(|t| record.tenant.as_deref() == Some(t))
+    }
+}
+
+/// Listing order, by job id (which is creation order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Asc,
+    /// Newest first.
+    Desc,
+}
+
+/// Keyset pagination: `after` is the `next` cursor of the previous page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page {
+    /// Start after this job (exclusive); `None` for the first page.
+    pub after: Option<JobId>,
+    /// Most items per page (1 to 1,000).
+    pub limit: usize,
+    /// Order of the walk.
+    pub order: Order,
+}
+
+impl Default for Page {
+    fn default() -> Self {
+        Self {
+            after: None,
+            limit: 100,
+            order: Order::Asc,
+        }
+    }
+}
+
+impl Page {
+    /// Largest accepted page.
+    pub const MAX_LIMIT: usize = 1_000;
+
+    /// The first page of `limit` items.
+    #[must_use]
+    pub fn first(limit: usize) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// The page after `cursor`.
+    #[must_use]
+    pub fn after(mut self, cursor: JobId) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// Walk newest first.
+    #[must_use]
+    pub fn descending(mut self) -> Self {
+        self.order = Order::Desc;
+        self
+    }
+
+    /// Check the limit.
+    pub fn validate(&self) -> Result<()> {
+        if self.limit == 0 || self.limit > Self::MAX_LIMIT {
+            return Err(Error::invalid_input(
+                "limit",
+                format!(
+                    "{} is out of range; use 1 to {}",
+                    self.limit,
+                    Self::MAX_LIMIT
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One page of results.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paged<T> {
+    /// The items.
+    pub items: Vec<T>,
+    /// The cursor for the next page; `None` when this was the last.
+    pub next: Option<JobId>,
+}
+
+/// Job counts by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateTally {
+    /// Waiting to run.
+    pub queued: u64,
+    /// Held by a worker.
+    pub running: u64,
+    /// Finished with a result.
+    pub succeeded: u64,
+    /// Failed for good.
+    pub dead: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+}
+
+impl StateTally {
+    /// The count for one state.
+    #[must_use]
+    pub fn get(&self, state: JobState) -> u64 {
+        match state {
+            JobState::Queued => self.queued,
+            JobState::Running => self.running,
+            JobState::Succeeded => self.succeeded,
+            JobState::Dead => self.dead,
+            JobState::Cancelled => self.cancelled,
+        }
+    }
+
+    /// Mutable count for one state.
+    pub fn get_mut(&mut self, state: JobState) -> &mut u64 {
+        match state {
+            JobState::Queued => &mut self.queued,
+            JobState::Running => &mut self.running,
+            JobState::Succeeded => &mut self.succeeded,
+            JobState::Dead => &mut self.dead,
+            JobState::Cancelled => &mut self.cancelled,
+        }
+    }
+
+    /// Jobs not yet finished.
+    #[must_use]
+    pub fn active(&self) -> u64 {
+        self.queued + self.running
+    }
+
+    /// All counted jobs.
+    #[must_use]
+    pub fn total(&self) -> u64 {
+        self.queued + self.running + self.succeeded + self.dead + self.cancelled
+    }
+}
+
+/// Counts of the jobs a state store holds (finished jobs only while retained).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCounts {
+    /// All jobs.
+    pub total: StateTally,
+    /// Per kind.
+    pub per_kind: BTreeMap<String, StateTally>,
+}
+
+/// Durable job records, the state machine and history.
+///
+/// Every state change is a compare-and-set: two workers can never both finish a job, and a
+/// worker whose lease was taken over cannot overwrite the new owner's result. Batch methods
+/// answer per item, in input order.
+///
+/// Implementations must be usable as `Arc<dyn StateManager>`; see
+/// [`InMemoryState`](crate::state::InMemoryState) for the reference implementation.
+#[async_trait]
+pub trait StateManager: Send + Sync + 'static {
+    /// Store new `Queued` jobs. A job whose idempotency key is already taken is not stored:
+    /// its answer is [`Created::Existing`] with the holder's id.
+    async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>>;
+
+    /// Claim jobs for `worker` with a lease of `lease`: `Queued` and due, or `Running` with an
+    /// expired lease (a takeover). Each claim counts an attempt.
+    async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>>;
+
+    /// Extend the leases `worker` holds on `ids`, and report cancel requests.
+    async fn heartbeat(
+        &self,
+        ids: &[JobId],
+        worker: &WorkerId,
+        lease: Duration,
+    ) -> Result<Vec<Heartbeat>>;
+
+    /// Finish attempts, each fenced by its worker and attempt.
+    async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>>;
+
+    /// Cancel a job: queued jobs at once, running jobs cooperatively.
+    /// A job that does not exist is an [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) error.
+    async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome>;
+
+    /// One job.
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>>;
+
+    /// Jobs matching `filter`, one page at a time, by id.
+    async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>>;
+
+    /// A job's history, oldest first. Empty for an unknown job.
+    async fn events(&self, id: JobId) -> Result<Vec<JobEvent>>;
+
+    /// Counts by state, in all and per kind.
+    async fn counts(&self) -> Result<StateCounts>;
+
+    /// Whether the backend is reachable (used by readiness checks).
+    async fn ping(&self) -> Result<()> {
+        self.counts().await.map(|_| ())
+    }
+}
