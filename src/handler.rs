@@ -190,6 +190,7 @@ struct Shared {
 pub struct JobContext {
     shared: Arc<Shared>,
     token: CancellationToken,
+    idempotent: bool,
 }
 
 impl JobContext {
@@ -209,7 +210,22 @@ impl JobContext {
                 inline_retries: std::sync::atomic::AtomicU32::new(0),
             }),
             token,
+            idempotent: false,
         }
+    }
+
+    /// Mark the job's kind as idempotent (running it twice at once is harmless), which
+    /// strategies such as hedging require. The engine sets this from the kind's configuration.
+    #[must_use]
+    pub fn with_idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    /// Whether the job's kind is marked idempotent.
+    #[must_use]
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent
     }
 
     /// A context for the same job with its own token, cancelled when this one is (used to run
@@ -219,6 +235,7 @@ impl JobContext {
         Self {
             shared: Arc::clone(&self.shared),
             token: self.token.child_token(),
+            idempotent: self.idempotent,
         }
     }
 
