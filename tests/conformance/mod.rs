@@ -16,8 +16,8 @@ use jobforge::{ErrorKind, JobId, JobRecord, JobState, NewJob, Payload, WorkerId}
 pub fn envelope(kind: &str, priority: i16, delay_ms: i64) -> Envelope {
     Envelope {
         id: JobId::new(),
-        kind: kind.to_owned(),
-        queue: "default".to_owned(),
+        kind: kind.into(),
+        queue: "default".into(),
         priority,
         run_at: Utc::now() + chrono::Duration::milliseconds(delay_ms),
         attempt: 0,
