@@ -1,1 +1,3 @@
+//! Engine benchmarks (placeholder until the benchmark work lands).
+
 fn main() {}
