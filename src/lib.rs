@@ -39,7 +39,7 @@
 //! | the public face | [`JobOrchestrator`] | [`Orchestrator`] |
 //! | delivery with leases | [`QueueManager`] | [`queue::InMemoryQueue`] |
 //! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
-//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`] |
+//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`]; also [`InlineRetry`](strategy::InlineRetry), [`Fallback`](strategy::Fallback), [`Hedged`](strategy::Hedged), [`Adaptive`](strategy::Adaptive) |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
 //!
 //! ## Cargo features
