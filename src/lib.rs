@@ -75,6 +75,11 @@ pub use queue::QueueManager;
 pub use state::StateManager;
 pub use strategy::{RetryPolicy, Strategy};
 
+/// `docs/strategies.md`, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/strategies.md")]
+pub struct StrategiesGuide;
+
 /// The names most programs need: `use jobforge::prelude::*;`.
 pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
