@@ -39,7 +39,7 @@
 //! | the public face | [`JobOrchestrator`] | [`Orchestrator`] |
 //! | delivery with leases | [`QueueManager`] | [`queue::InMemoryQueue`] |
 //! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
-//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`] |
+//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`]; also [`InlineRetry`](strategy::InlineRetry), [`Fallback`](strategy::Fallback), [`Hedged`](strategy::Hedged), [`Adaptive`](strategy::Adaptive) |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
 //!
 //! ## Cargo features
@@ -57,6 +57,9 @@ pub mod job;
 pub mod memory;
 pub mod orchestrator;
 pub mod queue;
+// `state::Claim` holds a whole `JobRecord` inline by design; newer clippy flags the size gap.
+// Allowed here rather than edited in `src/state`, which another engineer owns.
+#[allow(clippy::large_enum_variant)]
 pub mod state;
 pub mod strategy;
 
@@ -71,6 +74,11 @@ pub use orchestrator::{
 pub use queue::QueueManager;
 pub use state::StateManager;
 pub use strategy::{RetryPolicy, Strategy};
+
+/// `docs/strategies.md`, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/strategies.md")]
+pub struct StrategiesGuide;
 
 /// The names most programs need: `use jobforge::prelude::*;`.
 pub mod prelude {

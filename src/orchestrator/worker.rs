@@ -586,7 +586,8 @@ async fn run_job(
         shared.worker.clone(),
         Arc::clone(&engine.memory),
         token,
-    );
+    )
+    .with_idempotent(kind.is_some_and(|k| k.is_idempotent()));
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {
