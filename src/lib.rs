@@ -84,3 +84,8 @@ pub mod prelude {
     pub use crate::orchestrator::{JobOrchestrator, KindConfig, Orchestrator, WorkerConfig};
     pub use crate::strategy::RetryPolicy;
 }
+
+/// README.md, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
