@@ -205,7 +205,8 @@ impl Limits {
 pub struct NewJob {
     pub(crate) id: JobId,
     pub(crate) kind: String,
-    pub(crate) queue: String,
+    /// `None` for the default queue (no allocation for the common case).
+    pub(crate) queue: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) priority: Priority,
     pub(crate) run_at: Option<DateTime<Utc>>,
@@ -226,7 +227,7 @@ impl NewJob {
         Self {
             id: JobId::new(),
             kind: kind.into(),
-            queue: DEFAULT_QUEUE.to_owned(),
+            queue: None,
             payload: Payload::null(),
             priority: 0,
             run_at: None,
@@ -266,7 +267,7 @@ impl NewJob {
     /// Send the job to a named queue (default `"default"`).
     #[must_use]
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = queue.into();
+        self.queue = Some(queue.into());
         self
     }
 
@@ -351,7 +352,7 @@ impl NewJob {
     /// The queue the job goes to.
     #[must_use]
     pub fn queue_name(&self) -> &str {
-        &self.queue
+        self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
     }
 
     /// The idempotency key, if any.
@@ -369,7 +370,7 @@ impl NewJob {
     /// Check the job against `limits`. The error names the offending field.
     pub fn validate(&self, limits: &Limits) -> Result<()> {
         check_name("kind", &self.kind, limits.max_kind_len)?;
-        check_name("queue", &self.queue, limits.max_queue_len)?;
+        check_name("queue", self.queue_name(), limits.max_queue_len)?;
         if let Some(reason) = &self.invalid_payload {
             return Err(Error::invalid_input("payload", reason.clone()));
         }
@@ -539,7 +540,7 @@ impl JobRecord {
         Self {
             id: job.id,
             kind: job.kind,
-            queue: job.queue,
+            queue: job.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
             payload: job.payload,
             state: JobState::Queued,
             priority: job.priority,

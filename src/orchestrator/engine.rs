@@ -218,9 +218,29 @@ impl JobOrchestrator for Orchestrator {
         let now = Utc::now();
         let mut records = Vec::with_capacity(jobs.len());
         let mut envelopes = Vec::with_capacity(jobs.len());
+        // Jobs of a batch mostly share kind and queue: share the names' text too.
+        let mut names: Option<(Arc<str>, Arc<str>)> = None;
         for job in jobs {
             let record = self.prepare(job, now)?;
-            envelopes.push(Envelope::from_record(&record));
+            let (kind, queue) = match &names {
+                Some((kind, queue)) if **kind == *record.kind && **queue == *record.queue => {
+                    (Arc::clone(kind), Arc::clone(queue))
+                }
+                _ => {
+                    let fresh: (Arc<str>, Arc<str>) =
+                        (Arc::from(record.kind.as_str()), Arc::from(record.queue.as_str()));
+                    names = Some(fresh.clone());
+                    fresh
+                }
+            };
+            envelopes.push(Envelope {
+                id: record.id,
+                kind,
+                queue,
+                priority: record.priority,
+                run_at: record.run_at,
+                attempt: record.attempt,
+            });
             records.push(record);
         }
         let created = self.engine.state.create(records).await?;

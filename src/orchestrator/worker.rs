@@ -546,14 +546,16 @@ fn spawn_jobs(
         let task_token = token.clone();
         let task_lease = lease.clone();
         let done_tx = done_tx.clone();
-        let handle = tokio::spawn(
+        // Boxed: the job future is large, and the task cell would otherwise copy it whole
+        // several times on the way in (measured: a third of all bytes copied per job).
+        let handle = tokio::spawn(Box::pin(
             async move {
                 let done = run_job(&task_shared, record, task_lease, task_token).await;
                 let _ = done_tx.send(done);
                 drop(permit);
             }
             .instrument(span),
-        );
+        ));
         running.insert(
             id,
             Running {
