@@ -2,11 +2,11 @@
 //! *reflection* — per-kind statistics and a recommendation the adaptive strategy acts on.
 
 mod in_memory;
-mod reflection;
+pub mod reflection;
 mod types;
 
 pub use in_memory::{InMemoryMemory, InMemoryMemoryConfig};
-pub use reflection::{LatencySummary, reflect_on};
+pub use reflection::{LatencySummary, percentile_cont, recommend, reflect_on};
 pub use types::{
     Entry, EntryQuery, ErrorClassCount, ExecutionRecord, Memory, NewEntry, OutcomeClass,
     Recommendation, Reflection, StrategyChoice, Window,
