@@ -160,9 +160,10 @@ impl fmt::Debug for InMemoryMemoryConfig {
 /// Bounded everywhere (see [`InMemoryMemoryConfig`]): entries by count and total value size;
 /// expired entries are never returned and are swept as operations pass (a few per call, all
 /// of them when the store is full), so they do not pile up; executions in a ring buffer per
-/// kind, for a bounded number of kinds. An execution costs about 100 bytes, its strategy,
+/// kind, for a bounded number of kinds. An execution costs about 104 bytes, its strategy,
 /// error class and decision strings shared with the executions before it when they repeat:
-/// 100,000 executions of a kind take about 10 MB.
+/// a full ring of 100,000 executions takes about 10 MB, so the defaults (64 kinds) bound
+/// execution history near 670 MB in the worst case, and a handful of kinds to a few tens.
 ///
 /// ```
 /// use jobforge::memory::{EntryQuery, InMemoryMemory, NewEntry};
@@ -641,6 +642,11 @@ impl Memory for InMemoryMemory {
             while log.runs.len() >= per_kind {
                 log.runs.pop_front();
             }
+            if log.runs.len() == log.runs.capacity() {
+                // Grow by doubling, but never past the bound: a full ring holds no slack.
+                let target = (log.runs.len() * 2).max(16).min(per_kind);
+                log.runs.reserve_exact(target.saturating_sub(log.runs.len()));
+            }
             log.runs.push_back(stored);
         }
         Ok(())
@@ -689,6 +695,37 @@ impl InMemoryMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_execution_is_compact() {
+        assert!(std::mem::size_of::<StoredRun>() <= 104);
+    }
+
+    #[tokio::test]
+    async fn a_full_ring_holds_no_slack() {
+        let memory = InMemoryMemory::with_config(
+            InMemoryMemoryConfig::default().with_max_executions_per_kind(1_100),
+        );
+        let run = ExecutionRecord {
+            job_id: JobId::new(),
+            kind: "k".into(),
+            strategy: "direct".into(),
+            outcome: OutcomeClass::Succeeded,
+            duration: Duration::from_millis(1),
+            attempt: 1,
+            inline_retries: 0,
+            error_class: None,
+            at: Utc::now(),
+            decision: None,
+        };
+        let batch = vec![run; 3_000];
+        memory.record(&batch).await.unwrap();
+        let executions = memory.executions.read();
+        let log = executions.kinds.get("k").unwrap();
+        assert_eq!(log.runs.len(), 1_100);
+        // Plain doubling would have reached 2,048.
+        assert!(log.runs.capacity() < 1_200, "{}", log.runs.capacity());
+    }
 
     #[test]
     fn interner_shares_repeats_and_stays_bounded() {
