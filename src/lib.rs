@@ -39,7 +39,7 @@
 //! | the public face | [`JobOrchestrator`] | [`Orchestrator`] |
 //! | delivery with leases | [`QueueManager`] | [`queue::InMemoryQueue`] |
 //! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
-//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`] |
+//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`]; also [`InlineRetry`](strategy::InlineRetry), [`Fallback`](strategy::Fallback), [`Hedged`](strategy::Hedged), [`Adaptive`](strategy::Adaptive) |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
 //!
 //! ## Cargo features
@@ -72,6 +72,11 @@ pub use queue::QueueManager;
 pub use state::StateManager;
 pub use strategy::{RetryPolicy, Strategy};
 
+/// `docs/strategies.md`, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/strategies.md")]
+pub struct StrategiesGuide;
+
 /// The names most programs need: `use jobforge::prelude::*;`.
 pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
@@ -79,3 +84,8 @@ pub mod prelude {
     pub use crate::orchestrator::{JobOrchestrator, KindConfig, Orchestrator, WorkerConfig};
     pub use crate::strategy::RetryPolicy;
 }
+
+/// README.md, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

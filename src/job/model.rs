@@ -31,7 +31,7 @@ pub type Priority = i16;
 /// let payload = Payload::from_value(&serde_json::json!({"to": "ada@example.com"}))?;
 /// let email: Email = payload.decode()?;
 /// assert_eq!(email.to, "ada@example.com");
-/// assert_eq!(payload.len(), 25);
+/// assert_eq!(payload.len(), 24); // {"to":"ada@example.com"}
 /// # Ok::<(), jobforge::Error>(())
 /// ```
 #[derive(Clone)]
@@ -562,6 +562,30 @@ impl JobRecord {
             cancel_requested: false,
             version: 1,
         }
+    }
+
+    /// The record of `job` as a worker holds it while running its first attempt: state
+    /// `Running`, attempt 1, `max_attempts` from the job or else [`RetryPolicy::default`]'s.
+    ///
+    /// For tests of handlers and strategies that build a [`JobContext`](crate::JobContext)
+    /// without an engine; the engine itself makes records at submit and claim. The job is not
+    /// validated.
+    ///
+    /// ```
+    /// use jobforge::{JobRecord, JobState, NewJob};
+    ///
+    /// let record = JobRecord::from_job(NewJob::new("resize").max_attempts(3));
+    /// assert_eq!((record.kind.as_str(), record.state), ("resize", JobState::Running));
+    /// assert_eq!((record.attempt, record.max_attempts), (1, 3));
+    /// ```
+    #[must_use]
+    pub fn from_job(job: NewJob) -> Self {
+        let now = Utc::now();
+        let mut record = Self::from_new(job, RetryPolicy::default().max_attempts, now);
+        record.state = JobState::Running;
+        record.attempt = 1;
+        record.started_at = Some(now);
+        record
     }
 
     /// Whether the job has finished for good.

@@ -1,4 +1,5 @@
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,10 +144,11 @@ impl OrchestratorBuilder {
     #[must_use]
     pub fn kind(mut self, kind: impl Into<String>, config: KindConfig) -> Self {
         let kind = kind.into();
-        if self.kinds.contains_key(&kind) {
-            self.duplicate_kinds.push(kind);
-        } else {
-            self.kinds.insert(kind, config);
+        match self.kinds.entry(kind) {
+            Entry::Occupied(taken) => self.duplicate_kinds.push(taken.key().clone()),
+            Entry::Vacant(free) => {
+                free.insert(config);
+            }
         }
         self
     }

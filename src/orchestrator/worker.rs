@@ -176,10 +176,9 @@ pub(crate) struct PoolShared {
     config: WorkerConfig,
     stop: CancellationToken,
     slots: Arc<Semaphore>,
-    /// Jobs whose handler is running (removed when the outcome is handed to the finisher).
-    running: parking_lot::Mutex<HashMap<JobId, Running>>,
-    /// Jobs whose outcome awaits the finisher (still leased; heartbeats go on).
-    finishing: parking_lot::Mutex<HashMap<JobId, Lease>>,
+    /// Jobs held by this pool: running, or finished and awaiting the finisher (heartbeats go
+    /// on for both). Added a claim batch at a time, removed a finish batch at a time.
+    running: parking_lot::Mutex<HashMap<JobId, Running, foldhash::fast::RandomState>>,
     records_dropped: AtomicU64,
 }
 
@@ -230,8 +229,7 @@ impl WorkerPool {
             slots: Arc::new(Semaphore::new(config.concurrency)),
             config,
             stop: CancellationToken::new(),
-            running: parking_lot::Mutex::new(HashMap::new()),
-            finishing: parking_lot::Mutex::new(HashMap::new()),
+            running: parking_lot::Mutex::new(HashMap::default()),
             records_dropped: AtomicU64::new(0),
         });
         engine.pools.lock().push(Arc::downgrade(&shared));
@@ -258,7 +256,7 @@ impl WorkerPool {
         &self.shared.worker
     }
 
-    /// Jobs running now.
+    /// Jobs this pool holds now (running, or finished and being recorded).
     #[must_use]
     pub fn running(&self) -> usize {
         self.shared.running.lock().len()
@@ -279,12 +277,23 @@ impl WorkerPool {
             .is_ok_and(|permit| permit.is_ok());
         let mut released = 0;
         if !drained {
-            let abandoned: Vec<(JobId, Running)> = shared.running.lock().drain().collect();
+            let abandoned: Vec<(JobId, Running)> = {
+                let mut running = shared.running.lock();
+                let ids: Vec<JobId> = running
+                    .iter()
+                    .filter(|(_, r)| !r.abort.is_finished())
+                    .map(|(id, _)| *id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| running.remove(&id).map(|r| (id, r)))
+                    .collect()
+            };
             let mut transitions = Vec::with_capacity(abandoned.len());
             let mut leases = Vec::with_capacity(abandoned.len());
+            // Hand the jobs back first: once released, a late result from their task is
+            // refused by the fence, whatever the task does when it sees its token.
+            let mut stop_tasks = Vec::with_capacity(abandoned.len());
             for (id, running) in abandoned {
-                running.token.cancel();
-                running.abort.abort();
                 transitions.push(Transition {
                     id,
                     worker: shared.worker.clone(),
@@ -294,9 +303,15 @@ impl WorkerPool {
                     },
                 });
                 leases.push(running.lease);
+                stop_tasks.push((running.token, running.abort));
             }
             match shared.engine.state.finish(transitions).await {
                 Ok(results) => {
+                    for r in &results {
+                        if let TransitionResult::Conflict { reason, .. } = r {
+                            tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
+                        }
+                    }
                     let now = Utc::now();
                     let items: Vec<Release> = leases
                         .into_iter()
@@ -316,6 +331,19 @@ impl WorkerPool {
                 Err(err) => {
                     tracing::warn!(error = %err, "could not release jobs at shutdown; their leases will expire and they will be delivered again");
                 }
+            }
+            // Tell the handlers to stop; give them a moment to clean up, then drop them.
+            for (token, _) in &stop_tasks {
+                token.cancel();
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            while stop_tasks.iter().any(|(_, task)| !task.is_finished())
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for (_, task) in stop_tasks {
+                task.abort();
             }
         }
         // The finisher ends when every sender is gone: ours, and those of job tasks.
@@ -433,6 +461,7 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
         let mut acks = Vec::new();
         let mut releases = Vec::new();
         let mut dead = Vec::new();
+        let mut claimed = Vec::with_capacity(leases.len());
         for (lease, claim) in leases.into_iter().zip(claims) {
             match claim {
                 Claim::Claimed(record) => {
@@ -445,7 +474,7 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
                         });
                         continue;
                     };
-                    spawn_job(&shared, record, lease, permit, done_tx.clone());
+                    claimed.push((record, lease, permit));
                 }
                 Claim::NotDue { run_at, .. } => releases.push(Release {
                     attempt: lease.envelope.attempt,
@@ -459,78 +488,82 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
                 Claim::Skipped { .. } => acks.push(lease),
             }
         }
-        let queue = &engine.queue;
-        for (what, result) in [
-            (
-                "ack",
-                if acks.is_empty() {
-                    Ok(())
-                } else {
-                    queue.ack(&acks).await
-                },
-            ),
-            (
-                "release",
-                if releases.is_empty() {
-                    Ok(())
-                } else {
-                    queue.release(&releases).await
-                },
-            ),
-            (
-                "dead-letter",
-                if dead.is_empty() {
-                    Ok(())
-                } else {
-                    queue.dead_letter(&dead).await
-                },
-            ),
-        ] {
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "{what} of unclaimable deliveries failed; they will be delivered again and dropped then");
-            }
+        spawn_jobs(&shared, claimed, &done_tx);
+        settle(
+            engine.queue.as_ref(),
+            &acks,
+            &releases,
+            &dead,
+            "unclaimable deliveries; they will be delivered again and dropped then",
+        )
+        .await;
+    }
+}
+
+/// Apply a batch's queue operations; failures are logged (the deliveries expire and come back).
+async fn settle(
+    queue: &dyn crate::queue::QueueManager,
+    acks: &[Lease],
+    releases: &[Release],
+    dead: &[DeadLetter],
+    what: &str,
+) {
+    if !acks.is_empty() {
+        if let Err(err) = queue.ack(acks).await {
+            tracing::warn!(error = %err, "queue ack failed for {what}");
+        }
+    }
+    if !releases.is_empty() {
+        if let Err(err) = queue.release(releases).await {
+            tracing::warn!(error = %err, "queue release failed for {what}");
+        }
+    }
+    if !dead.is_empty() {
+        if let Err(err) = queue.dead_letter(dead).await {
+            tracing::warn!(error = %err, "queue dead-letter failed for {what}");
         }
     }
 }
 
-fn spawn_job(
+fn spawn_jobs(
     shared: &Arc<PoolShared>,
-    record: JobRecord,
-    lease: Lease,
-    permit: OwnedSemaphorePermit,
-    done_tx: mpsc::UnboundedSender<Done>,
+    claimed: Vec<(JobRecord, Lease, OwnedSemaphorePermit)>,
+    done_tx: &mpsc::UnboundedSender<Done>,
 ) {
-    let token = CancellationToken::new();
-    let id = record.id;
-    let attempt = record.attempt;
-    let span = tracing::info_span!("job", id = %id, kind = %record.kind, attempt);
-    let task_shared = Arc::clone(shared);
-    let task_token = token.clone();
-    let task_lease = lease.clone();
-    // Hold the running-map lock across the spawn so the task cannot finish (and remove its
-    // entry) before the entry exists.
+    if claimed.is_empty() {
+        return;
+    }
+    // Hold the lock while spawning the batch so no task can finish (and the finisher remove
+    // its entry) before the entry exists.
     let mut running = shared.running.lock();
-    let handle = tokio::spawn(
-        async move {
-            let done = run_job(&task_shared, record, task_lease, task_token).await;
-            let still_ours = task_shared.running.lock().remove(&id).is_some();
-            if still_ours {
-                task_shared.finishing.lock().insert(id, done.lease.clone());
+    running.reserve(claimed.len());
+    for (record, lease, permit) in claimed {
+        let token = CancellationToken::new();
+        let id = record.id;
+        let attempt = record.attempt;
+        let span = tracing::info_span!("job", id = %id, kind = %record.kind, attempt);
+        let task_shared = Arc::clone(shared);
+        let task_token = token.clone();
+        let task_lease = lease.clone();
+        let done_tx = done_tx.clone();
+        let handle = tokio::spawn(
+            async move {
+                let done = run_job(&task_shared, record, task_lease, task_token).await;
                 let _ = done_tx.send(done);
+                drop(permit);
             }
-            drop(permit);
-        }
-        .instrument(span),
-    );
-    running.insert(
-        id,
-        Running {
-            lease,
-            attempt,
-            token,
-            abort: handle.abort_handle(),
-        },
-    );
+            .instrument(span),
+        );
+        running.insert(
+            id,
+            Running {
+                lease,
+                attempt,
+                token,
+                abort: handle.abort_handle(),
+            },
+        );
+    }
 }
 
 async fn run_job(
@@ -553,7 +586,8 @@ async fn run_job(
         shared.worker.clone(),
         Arc::clone(&engine.memory),
         token,
-    );
+    )
+    .with_idempotent(kind.is_some_and(|k| k.is_idempotent()));
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {
@@ -707,9 +741,9 @@ async fn finish_loop(
             }
         };
         {
-            let mut finishing = shared.finishing.lock();
+            let mut running = shared.running.lock();
             for done in &batch {
-                finishing.remove(&done.transition.id);
+                running.remove(&done.transition.id);
             }
         }
         let Some(results) = results else { continue };
@@ -767,37 +801,14 @@ async fn finish_loop(
                 }
             }
         }
-        let queue = &engine.queue;
-        for (what, result) in [
-            (
-                "ack",
-                if acks.is_empty() {
-                    Ok(())
-                } else {
-                    queue.ack(&acks).await
-                },
-            ),
-            (
-                "release",
-                if releases.is_empty() {
-                    Ok(())
-                } else {
-                    queue.release(&releases).await
-                },
-            ),
-            (
-                "dead-letter",
-                if dead.is_empty() {
-                    Ok(())
-                } else {
-                    queue.dead_letter(&dead).await
-                },
-            ),
-        ] {
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "queue {what} after finish failed; the deliveries will expire, be delivered again and be dropped by the claim");
-            }
-        }
+        settle(
+            engine.queue.as_ref(),
+            &acks,
+            &releases,
+            &dead,
+            "finished jobs; the deliveries will expire, be delivered again and be dropped by the claim",
+        )
+        .await;
         if !records.is_empty() && record_tx.try_send(records).is_err() {
             shared.records_dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -837,15 +848,12 @@ async fn heartbeat_loop(shared: Arc<PoolShared>) {
     let engine = Arc::clone(&shared.engine);
     loop {
         tokio::time::sleep(every).await;
-        let (ids, leases): (Vec<JobId>, Vec<Lease>) = {
-            let running = shared.running.lock();
-            let finishing = shared.finishing.lock();
-            running
-                .iter()
-                .map(|(id, r)| (*id, r.lease.clone()))
-                .chain(finishing.iter().map(|(id, l)| (*id, l.clone())))
-                .unzip()
-        };
+        let (ids, leases): (Vec<JobId>, Vec<Lease>) = shared
+            .running
+            .lock()
+            .iter()
+            .map(|(id, r)| (*id, r.lease.clone()))
+            .unzip();
         if ids.is_empty() {
             continue;
         }

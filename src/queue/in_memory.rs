@@ -1,5 +1,6 @@
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -85,16 +86,20 @@ impl PartialOrd for ReadyKey {
     }
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<JobId, Entry>,
-    ready: HashMap<String, BinaryHeap<ReadyKey>>,
+    entries: FastMap<JobId, Entry>,
+    ready: FastMap<Arc<str>, BinaryHeap<ReadyKey>>,
+    /// One shared copy of each kind and queue name.
+    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// (run_at, seq, id), earliest first.
     delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,
     /// (expires, token, id), earliest first; stale keys are skipped.
     leased: BinaryHeap<Reverse<(i64, u64, JobId)>>,
     dead: VecDeque<(Envelope, String)>,
-    kinds: HashMap<String, KindQueueStats>,
+    kinds: FastMap<Arc<str>, KindQueueStats>,
     seq: u64,
     token: u64,
 }
@@ -112,13 +117,25 @@ fn dur_micros(d: Duration) -> i64 {
 }
 
 impl Inner {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        match self.names.get(name) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.names.insert(Arc::clone(&shared));
+                shared
+            }
+        }
+    }
+
     fn with_kind(&mut self, kind: &str, f: impl FnOnce(&mut KindQueueStats)) {
         match self.kinds.get_mut(kind) {
             Some(stats) => f(stats),
             None => {
                 let mut stats = KindQueueStats::default();
                 f(&mut stats);
-                self.kinds.insert(kind.to_owned(), stats);
+                let name = self.intern(kind);
+                self.kinds.insert(name, stats);
             }
         }
     }
@@ -157,10 +174,10 @@ impl Inner {
                 seq,
                 id,
             };
-            match self.ready.get_mut(entry.envelope.queue.as_str()) {
+            match self.ready.get_mut(&*entry.envelope.queue) {
                 Some(heap) => heap.push(key),
                 None => {
-                    let queue = entry.envelope.queue.clone();
+                    let queue = Arc::clone(&entry.envelope.queue);
                     self.ready.entry(queue).or_default().push(key);
                 }
             }
@@ -220,17 +237,16 @@ impl Inner {
     fn pop_ready(&mut self, queues: &[String]) -> Option<JobId> {
         loop {
             // The best head among the requested queues.
-            let mut best: Option<(&str, &ReadyKey)> = None;
-            for queue in queues {
+            let mut best: Option<(usize, &ReadyKey)> = None;
+            for (i, queue) in queues.iter().enumerate() {
                 if let Some(key) = self.ready.get(queue.as_str()).and_then(BinaryHeap::peek) {
                     if best.is_none_or(|(_, b)| key > b) {
-                        best = Some((queue.as_str(), key));
+                        best = Some((i, key));
                     }
                 }
             }
-            let (queue, _) = best?;
-            let queue = queue.to_owned();
-            let key = self.ready.get_mut(queue.as_str())?.pop()?;
+            let (i, _) = best?;
+            let key = self.ready.get_mut(queues[i].as_str())?.pop()?;
             if let Some(entry) = self.entries.get(&key.id) {
                 if entry.seq == key.seq && entry.place == Place::Ready {
                     return Some(key.id);
@@ -348,10 +364,13 @@ impl QueueManager for InMemoryQueue {
                 if inner.entries.contains_key(&job.id) {
                     continue;
                 }
+                let mut envelope = job.clone();
+                envelope.kind = inner.intern(&job.kind);
+                envelope.queue = inner.intern(&job.queue);
                 inner.entries.insert(
                     job.id,
                     Entry {
-                        envelope: job.clone(),
+                        envelope,
                         seq: 0,
                         place: Place::Ready,
                     },
@@ -472,7 +491,7 @@ impl QueueManager for InMemoryQueue {
             stats.delayed += k.delayed;
             stats.in_flight += k.in_flight;
             stats.dead += k.dead;
-            stats.per_kind.insert(kind.clone(), *k);
+            stats.per_kind.insert(kind.to_string(), *k);
         }
         Ok(stats)
     }

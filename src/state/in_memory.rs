@@ -1,5 +1,6 @@
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use super::types::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, StateCounts,
     StateManager, StateTally, Transition, TransitionResult,
 };
-use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
+use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::{Error, ErrorKind, Result};
 
 /// Settings of an [`InMemoryState`].
@@ -69,10 +70,102 @@ struct Event {
     reason: Option<Box<str>>,
 }
 
+/// Fields most jobs never set (or only set once finished), kept out of line.
+#[derive(Default)]
+struct Extra {
+    idempotency_key: Option<String>,
+    tags: Vec<String>,
+    tenant: Option<String>,
+    strategy: Option<String>,
+    result: Option<Payload>,
+    last_error: Option<String>,
+}
+
+/// A job as this store keeps it: shared names, timestamps as microseconds, rare fields boxed.
+/// About a third of a `JobRecord`'s size; converted to a `JobRecord` when read.
 struct Slot {
-    record: JobRecord,
+    id: JobId,
+    kind: Arc<str>,
+    queue: Arc<str>,
+    payload: Payload,
+    state: JobState,
+    cancel_requested: bool,
+    priority: i16,
+    attempt: u32,
+    max_attempts: u32,
+    timeout: Option<Duration>,
+    run_at: i64,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    lease_expires_at: Option<i64>,
+    lease_owner: Option<WorkerId>,
+    version: u64,
+    extra: Option<Box<Extra>>,
     /// Transitions after creation (creation is derived from the record).
     events: Vec<Event>,
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn at(us: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+impl Slot {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn idempotency_key(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.idempotency_key.as_deref())
+    }
+
+    fn to_record(&self) -> JobRecord {
+        let extra = self.extra.as_deref();
+        JobRecord {
+            id: self.id,
+            kind: self.kind.to_string(),
+            queue: self.queue.to_string(),
+            payload: self.payload.clone(),
+            state: self.state,
+            priority: self.priority,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            timeout: self.timeout,
+            idempotency_key: extra.and_then(|e| e.idempotency_key.clone()),
+            tags: extra.map(|e| e.tags.clone()).unwrap_or_default(),
+            tenant: extra.and_then(|e| e.tenant.clone()),
+            strategy: extra.and_then(|e| e.strategy.clone()),
+            run_at: at(self.run_at),
+            created_at: at(self.created_at),
+            updated_at: at(self.updated_at),
+            started_at: self.started_at.map(at),
+            finished_at: self.finished_at.map(at),
+            result: extra.and_then(|e| e.result.clone()),
+            last_error: extra.and_then(|e| e.last_error.clone()),
+            lease_owner: self.lease_owner.clone(),
+            lease_expires_at: self.lease_expires_at.map(at),
+            cancel_requested: self.cancel_requested,
+            version: self.version,
+        }
+    }
+
+    /// Whether `filter` matches, without building a record.
+    fn matches(&self, filter: &JobFilter) -> bool {
+        filter.state.is_none_or(|s| s == self.state)
+            && filter.kind.as_deref().is_none_or(|k| k == &*self.kind)
+            && filter.queue.as_deref().is_none_or(|q| q == &*self.queue)
+            && filter
+                .tenant
+                .as_deref()
+                .is_none_or(|t| self.extra.as_ref().and_then(|e| e.tenant.as_deref()) == Some(t))
+    }
 }
 
 #[derive(Default)]
@@ -81,11 +174,25 @@ struct Inner {
     keys: HashMap<String, JobId>,
     /// Finished jobs in the order they finished, for retention.
     finished: VecDeque<(DateTime<Utc>, JobId)>,
-    counts: StateCounts,
+    total: StateTally,
+    per_kind: HashMap<Arc<str>, StateTally, foldhash::fast::RandomState>,
+    /// One shared copy of each kind and queue name.
+    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Inner {
-    fn tally(&mut self, kind: &str, from: Option<JobState>, to: Option<JobState>) {
+    fn intern(&mut self, name: &str) -> Arc<str> {
+        match self.names.get(name) {
+            Some(shared) => Arc::clone(shared),
+            None => {
+                let shared: Arc<str> = Arc::from(name);
+                self.names.insert(Arc::clone(&shared));
+                shared
+            }
+        }
+    }
+
+    fn tally(&mut self, kind: &Arc<str>, from: Option<JobState>, to: Option<JobState>) {
         let apply = |t: &mut StateTally| {
             if let Some(from) = from {
                 let c = t.get_mut(from);
@@ -95,15 +202,8 @@ impl Inner {
                 *t.get_mut(to) += 1;
             }
         };
-        apply(&mut self.counts.total);
-        match self.counts.per_kind.get_mut(kind) {
-            Some(t) => apply(t),
-            None => {
-                let mut t = StateTally::default();
-                apply(&mut t);
-                self.counts.per_kind.insert(kind.to_owned(), t);
-            }
-        }
+        apply(&mut self.total);
+        apply(self.per_kind.entry(Arc::clone(kind)).or_default());
     }
 
     fn sweep(&mut self, now: DateTime<Utc>, config: &InMemoryStateConfig) {
@@ -115,19 +215,18 @@ impl Inner {
             }
             self.finished.pop_front();
             if let Some(slot) = self.jobs.remove(&id) {
-                if let Some(key) = &slot.record.idempotency_key {
+                if let Some(key) = slot.idempotency_key() {
                     if self.keys.get(key) == Some(&id) {
                         self.keys.remove(key);
                     }
                 }
-                self.tally(&slot.record.kind, Some(slot.record.state), None);
+                self.tally(&slot.kind, Some(slot.state), None);
                 if self
-                    .counts
                     .per_kind
-                    .get(&slot.record.kind)
+                    .get(&slot.kind)
                     .is_some_and(|t| t.total() == 0)
                 {
-                    self.counts.per_kind.remove(&slot.record.kind);
+                    self.per_kind.remove(&slot.kind);
                 }
             }
         }
@@ -193,8 +292,12 @@ impl std::fmt::Debug for InMemoryState {
     }
 }
 
-fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+fn lease_until(now: i64, lease: Duration) -> i64 {
+    now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn owner_name(owner: Option<&WorkerId>) -> String {
+    owner.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 #[async_trait]
@@ -202,24 +305,62 @@ impl StateManager for InMemoryState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(jobs.len());
-        for record in jobs {
-            if let Some(key) = &record.idempotency_key {
+        for r in jobs {
+            if let Some(key) = &r.idempotency_key {
                 if let Some(existing) = inner.keys.get(key) {
                     out.push(Created::Existing(*existing));
                     continue;
                 }
-                inner.keys.insert(key.clone(), record.id);
             }
-            if inner.jobs.contains_key(&record.id) {
-                out.push(Created::Existing(record.id));
+            if inner.jobs.contains_key(&r.id) {
+                out.push(Created::Existing(r.id));
                 continue;
             }
-            let id = record.id;
-            inner.tally(&record.kind, None, Some(record.state));
+            if let Some(key) = &r.idempotency_key {
+                inner.keys.insert(key.clone(), r.id);
+            }
+            let kind = inner.intern(&r.kind);
+            let queue = inner.intern(&r.queue);
+            let needs_extra = r.idempotency_key.is_some()
+                || !r.tags.is_empty()
+                || r.tenant.is_some()
+                || r.strategy.is_some()
+                || r.result.is_some()
+                || r.last_error.is_some();
+            let extra = needs_extra.then(|| {
+                Box::new(Extra {
+                    idempotency_key: r.idempotency_key,
+                    tags: r.tags,
+                    tenant: r.tenant,
+                    strategy: r.strategy,
+                    result: r.result,
+                    last_error: r.last_error,
+                })
+            });
+            inner.tally(&kind, None, Some(r.state));
+            let id = r.id;
             inner.jobs.insert(
                 id,
                 Slot {
-                    record,
+                    id,
+                    kind,
+                    queue,
+                    payload: r.payload,
+                    state: r.state,
+                    cancel_requested: r.cancel_requested,
+                    priority: r.priority,
+                    attempt: r.attempt,
+                    max_attempts: r.max_attempts,
+                    timeout: r.timeout,
+                    run_at: micros(r.run_at),
+                    created_at: micros(r.created_at),
+                    updated_at: micros(r.updated_at),
+                    started_at: r.started_at.map(micros),
+                    finished_at: r.finished_at.map(micros),
+                    lease_expires_at: r.lease_expires_at.map(micros),
+                    lease_owner: r.lease_owner,
+                    version: r.version,
+                    extra,
                     events: Vec::new(),
                 },
             );
@@ -229,7 +370,8 @@ impl StateManager for InMemoryState {
     }
 
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
-        let now = Utc::now();
+        let now_at = Utc::now();
+        let now = micros(now_at);
         let until = lease_until(now, lease);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
@@ -243,31 +385,27 @@ impl StateManager for InMemoryState {
                 });
                 continue;
             };
-            let r = &mut slot.record;
-            let (reason, exhausted) = match r.state {
-                JobState::Queued if r.run_at > now => {
+            let (reason, exhausted) = match slot.state {
+                JobState::Queued if slot.run_at > now => {
                     out.push(Claim::NotDue {
                         id: *id,
-                        run_at: r.run_at,
+                        run_at: at(slot.run_at),
                     });
                     continue;
                 }
                 JobState::Queued => (None, false),
-                JobState::Running if r.lease_expires_at.is_some_and(|at| at <= now) => {
-                    let owner = r
-                        .lease_owner
-                        .as_ref()
-                        .map_or_else(|| "unknown".to_owned(), ToString::to_string);
-                    let exhausted = r.attempt >= r.max_attempts;
+                JobState::Running if slot.lease_expires_at.is_some_and(|t| t <= now) => {
+                    let owner = owner_name(slot.lease_owner.as_ref());
+                    let exhausted = slot.attempt >= slot.max_attempts;
                     let reason = if exhausted {
                         format!(
                             "worker_lost: lease of {owner} expired during attempt {} of {}; no attempts left",
-                            r.attempt, r.max_attempts
+                            slot.attempt, slot.max_attempts
                         )
                     } else {
                         format!(
                             "lease of {owner} expired during attempt {}; taken over",
-                            r.attempt
+                            slot.attempt
                         )
                     };
                     (Some(reason), exhausted)
@@ -280,21 +418,21 @@ impl StateManager for InMemoryState {
                     continue;
                 }
             };
-            let from = r.state;
-            let kind = r.kind.clone();
+            let from = slot.state;
+            let kind = Arc::clone(&slot.kind);
             if exhausted {
                 let reason = reason.unwrap_or_default();
-                r.state = JobState::Dead;
-                r.finished_at = Some(now);
-                r.updated_at = now;
-                r.last_error = Some(reason.clone());
-                r.lease_owner = None;
-                r.lease_expires_at = None;
-                r.version += 1;
-                let attempt = r.attempt;
+                slot.state = JobState::Dead;
+                slot.finished_at = Some(now);
+                slot.updated_at = now;
+                slot.extra().last_error = Some(reason.clone());
+                slot.lease_owner = None;
+                slot.lease_expires_at = None;
+                slot.version += 1;
+                let attempt = slot.attempt;
                 slot.push(
                     Event {
-                        at: now,
+                        at: now_at,
                         from,
                         to: JobState::Dead,
                         attempt,
@@ -304,37 +442,37 @@ impl StateManager for InMemoryState {
                     max_events,
                 );
                 inner.tally(&kind, Some(from), Some(JobState::Dead));
-                inner.finished.push_back((now, *id));
+                inner.finished.push_back((now_at, *id));
                 finished_any = true;
                 out.push(Claim::Exhausted { id: *id, reason });
                 continue;
             }
-            r.state = JobState::Running;
-            r.attempt += 1;
-            r.lease_owner = Some(worker.clone());
-            r.lease_expires_at = Some(until);
-            r.started_at = Some(now);
-            r.updated_at = now;
-            r.version += 1;
-            let record = r.clone();
+            slot.state = JobState::Running;
+            slot.attempt += 1;
+            slot.lease_owner = Some(worker.clone());
+            slot.lease_expires_at = Some(until);
+            slot.started_at = Some(now);
+            slot.updated_at = now;
+            slot.version += 1;
+            let attempt = slot.attempt;
             slot.push(
                 Event {
-                    at: now,
+                    at: now_at,
                     from,
                     to: JobState::Running,
-                    attempt: record.attempt,
+                    attempt,
                     worker: Some(worker.clone()),
                     reason: reason.map(String::into_boxed_str),
                 },
                 max_events,
             );
+            out.push(Claim::Claimed(slot.to_record()));
             if from != JobState::Running {
                 inner.tally(&kind, Some(from), Some(JobState::Running));
             }
-            out.push(Claim::Claimed(record));
         }
         if finished_any {
-            inner.sweep(now, &self.config);
+            inner.sweep(now_at, &self.config);
         }
         Ok(out)
     }
@@ -345,19 +483,18 @@ impl StateManager for InMemoryState {
         worker: &WorkerId,
         lease: Duration,
     ) -> Result<Vec<Heartbeat>> {
-        let now = Utc::now();
-        let until = lease_until(now, lease);
+        let until = lease_until(micros(Utc::now()), lease);
         let mut inner = self.inner.lock();
         Ok(ids
             .iter()
             .map(|id| match inner.jobs.get_mut(id) {
                 Some(slot)
-                    if slot.record.state == JobState::Running
-                        && slot.record.lease_owner.as_ref() == Some(worker) =>
+                    if slot.state == JobState::Running
+                        && slot.lease_owner.as_ref() == Some(worker) =>
                 {
-                    slot.record.lease_expires_at = Some(until);
+                    slot.lease_expires_at = Some(until);
                     Heartbeat::Held {
-                        cancel_requested: slot.record.cancel_requested,
+                        cancel_requested: slot.cancel_requested,
                     }
                 }
                 _ => Heartbeat::Lost,
@@ -366,7 +503,8 @@ impl StateManager for InMemoryState {
     }
 
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
-        let now = Utc::now();
+        let now_at = Utc::now();
+        let now = micros(now_at);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(transitions.len());
@@ -379,75 +517,74 @@ impl StateManager for InMemoryState {
                 });
                 continue;
             };
-            let r = &mut slot.record;
-            if r.state != JobState::Running
-                || r.lease_owner.as_ref() != Some(&t.worker)
-                || r.attempt != t.attempt
+            if slot.state != JobState::Running
+                || slot.lease_owner.as_ref() != Some(&t.worker)
+                || slot.attempt != t.attempt
             {
                 out.push(TransitionResult::Conflict {
-                    current: Some(r.state),
+                    current: Some(slot.state),
                     reason: format!(
                         "not held by {} at attempt {} (state {}, attempt {}, owner {})",
                         t.worker,
                         t.attempt,
-                        r.state,
-                        r.attempt,
-                        r.lease_owner
-                            .as_ref()
-                            .map_or_else(|| "none".to_owned(), ToString::to_string)
+                        slot.state,
+                        slot.attempt,
+                        owner_name(slot.lease_owner.as_ref())
                     ),
                 });
                 continue;
             }
             let mut finish = t.finish;
             // A cancel asked for while the job ran wins over putting it back in the queue.
-            if r.cancel_requested && finish.target() == JobState::Queued {
+            if slot.cancel_requested && finish.target() == JobState::Queued {
                 finish = Finish::Cancelled {
                     reason: "cancelled by request".to_owned(),
                 };
             }
             let to = finish.target();
-            let from = r.state;
+            let from = slot.state;
             debug_assert!(from.can_transition_to(to));
             let reason: Option<String> = match finish {
                 Finish::Succeeded { result } => {
-                    r.result = result;
+                    if result.is_some() {
+                        slot.extra().result = result;
+                    }
                     None
                 }
                 Finish::Retry { run_at, error } => {
-                    r.run_at = run_at;
-                    r.last_error = Some(error.clone());
+                    slot.run_at = micros(run_at);
+                    slot.extra().last_error = Some(error.clone());
                     Some(error)
                 }
                 Finish::Defer { run_at, reason } => {
-                    r.run_at = run_at;
-                    r.attempt = r.attempt.saturating_sub(1);
+                    slot.run_at = micros(run_at);
+                    slot.attempt = slot.attempt.saturating_sub(1);
                     Some(reason)
                 }
                 Finish::Release { reason } => {
-                    r.run_at = now;
-                    r.attempt = r.attempt.saturating_sub(1);
+                    slot.run_at = now;
+                    slot.attempt = slot.attempt.saturating_sub(1);
                     Some(reason)
                 }
                 Finish::Dead { error } => {
-                    r.last_error = Some(error.clone());
+                    slot.extra().last_error = Some(error.clone());
                     Some(error)
                 }
                 Finish::Cancelled { reason } => Some(reason),
             };
-            r.state = to;
-            r.updated_at = now;
-            r.lease_owner = None;
-            r.lease_expires_at = None;
-            r.version += 1;
+            slot.state = to;
+            slot.updated_at = now;
+            slot.lease_owner = None;
+            slot.lease_expires_at = None;
+            slot.version += 1;
             if to.is_terminal() {
-                r.finished_at = Some(now);
+                slot.finished_at = Some(now);
             }
-            let (attempt, version) = (r.attempt, r.version);
-            let kind = r.kind.clone();
+            let (attempt, version) = (slot.attempt, slot.version);
+            let kind = Arc::clone(&slot.kind);
             slot.push(
                 Event {
-                    at: now,
+                    at: now_at,
                     from,
                     to,
                     attempt,
@@ -458,35 +595,38 @@ impl StateManager for InMemoryState {
             );
             inner.tally(&kind, Some(from), Some(to));
             if to.is_terminal() {
-                inner.finished.push_back((now, t.id));
+                inner.finished.push_back((now_at, t.id));
                 finished_any = true;
             }
             out.push(TransitionResult::Applied { state: to, version });
         }
         if finished_any {
-            inner.sweep(now, &self.config);
+            inner.sweep(now_at, &self.config);
         }
         Ok(out)
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
-        let now = Utc::now();
+        let now_at = Utc::now();
+        let now = micros(now_at);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let Some(slot) = inner.jobs.get_mut(&id) else {
-            return Err(Error::new(ErrorKind::NotFound, format!("no job {id}")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no job {id} (it may have finished longer ago than the retention)"),
+            ));
         };
-        let r = &mut slot.record;
-        match r.state {
+        match slot.state {
             JobState::Queued => {
-                r.state = JobState::Cancelled;
-                r.updated_at = now;
-                r.finished_at = Some(now);
-                r.version += 1;
-                let (attempt, kind) = (r.attempt, r.kind.clone());
+                slot.state = JobState::Cancelled;
+                slot.updated_at = now;
+                slot.finished_at = Some(now);
+                slot.version += 1;
+                let (attempt, kind) = (slot.attempt, Arc::clone(&slot.kind));
                 slot.push(
                     Event {
-                        at: now,
+                        at: now_at,
                         from: JobState::Queued,
                         to: JobState::Cancelled,
                         attempt,
@@ -496,14 +636,14 @@ impl StateManager for InMemoryState {
                     max_events,
                 );
                 inner.tally(&kind, Some(JobState::Queued), Some(JobState::Cancelled));
-                inner.finished.push_back((now, id));
-                inner.sweep(now, &self.config);
+                inner.finished.push_back((now_at, id));
+                inner.sweep(now_at, &self.config);
                 Ok(CancelOutcome::Cancelled)
             }
             JobState::Running => {
-                r.cancel_requested = true;
-                r.updated_at = now;
-                r.version += 1;
+                slot.cancel_requested = true;
+                slot.updated_at = now;
+                slot.version += 1;
                 Ok(CancelOutcome::Requested)
             }
             state => Ok(CancelOutcome::AlreadyFinished(state)),
@@ -511,7 +651,7 @@ impl StateManager for InMemoryState {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
-        Ok(self.inner.lock().jobs.get(&id).map(|s| s.record.clone()))
+        Ok(self.inner.lock().jobs.get(&id).map(Slot::to_record))
     }
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
@@ -520,14 +660,14 @@ impl StateManager for InMemoryState {
         let mut items = Vec::with_capacity(page.limit.min(128));
         let mut next = None;
         let mut take = |slot: &Slot| -> bool {
-            if !filter.matches(&slot.record) {
+            if !slot.matches(filter) {
                 return true;
             }
             if items.len() == page.limit {
                 next = items.last().map(|r: &JobRecord| r.id);
                 return false;
             }
-            items.push(slot.record.clone());
+            items.push(slot.to_record());
             true
         };
         match (page.order, page.after) {
@@ -571,7 +711,7 @@ impl StateManager for InMemoryState {
         let mut events = Vec::with_capacity(slot.events.len() + 1);
         events.push(JobEvent {
             job_id: id,
-            at: slot.record.created_at,
+            at: at(slot.created_at),
             from: None,
             to: JobState::Queued,
             attempt: 0,
@@ -593,6 +733,14 @@ impl StateManager for InMemoryState {
     async fn counts(&self) -> Result<StateCounts> {
         let mut inner = self.inner.lock();
         inner.sweep(Utc::now(), &self.config);
-        Ok(inner.counts.clone())
+        Ok(StateCounts {
+            total: inner.total,
+            per_kind: inner
+                .per_kind
+                .iter()
+                .filter(|(_, t)| t.total() > 0)
+                .map(|(k, t)| (k.to_string(), *t))
+                .collect(),
+        })
     }
 }

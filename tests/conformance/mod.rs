@@ -1,0 +1,722 @@
+//! The contract every `QueueManager` and `StateManager` must keep. Each backend's test file
+//! runs these functions against fresh instances; a backend passes when all of them pass.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use jobforge::queue::{DeadLetter, Envelope, Lease, QueueManager, Release, Reserve};
+use jobforge::state::{
+    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Page, StateManager, Transition,
+    TransitionResult,
+};
+use jobforge::{ErrorKind, JobId, JobRecord, JobState, NewJob, Payload, WorkerId};
+
+pub fn envelope(kind: &str, priority: i16, delay_ms: i64) -> Envelope {
+    Envelope {
+        id: JobId::new(),
+        kind: kind.into(),
+        queue: "default".into(),
+        priority,
+        run_at: Utc::now() + chrono::Duration::milliseconds(delay_ms),
+        attempt: 0,
+    }
+}
+
+fn queues() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+
+pub async fn reserve(
+    q: &dyn QueueManager,
+    worker: &WorkerId,
+    max: usize,
+    lease: Duration,
+    wait: Duration,
+) -> Vec<Lease> {
+    let queues = queues();
+    q.reserve(&Reserve {
+        worker,
+        queues: &queues,
+        max,
+        lease,
+        wait,
+    })
+    .await
+    .expect("reserve")
+}
+
+const LONG: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------- queue contract
+
+pub async fn queue_orders_by_priority_then_run_at_then_fifo(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let low_old = envelope("k", 0, -50);
+    let low_new = envelope("k", 0, -10);
+    let high = envelope("k", 5, -1);
+    let low_same_a = envelope("k", 0, 0);
+    let mut low_same_b = envelope("k", 0, 0);
+    low_same_b.run_at = low_same_a.run_at;
+    q.enqueue(&[
+        low_new.clone(),
+        low_same_a.clone(),
+        low_same_b.clone(),
+        high.clone(),
+        low_old.clone(),
+    ])
+    .await
+    .unwrap();
+    let got: Vec<JobId> = reserve(q.as_ref(), &w, 10, LONG, Duration::ZERO)
+        .await
+        .iter()
+        .map(Lease::id)
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            high.id,
+            low_old.id,
+            low_new.id,
+            low_same_a.id,
+            low_same_b.id
+        ]
+    );
+}
+
+pub async fn queue_holds_delayed_jobs_until_due(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let later = envelope("k", 10, 300);
+    q.enqueue(std::slice::from_ref(&later)).await.unwrap();
+    assert!(
+        reserve(q.as_ref(), &w, 10, LONG, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.delayed), (0, 1));
+    // A reserve that waits long enough sees it come due.
+    let got = reserve(q.as_ref(), &w, 10, LONG, Duration::from_secs(2)).await;
+    assert_eq!(
+        got.iter().map(Lease::id).collect::<Vec<_>>(),
+        vec![later.id]
+    );
+}
+
+pub async fn queue_redelivers_after_lease_expiry(q: Arc<dyn QueueManager>) {
+    let a = WorkerId::new("a");
+    let b = WorkerId::new("b");
+    let e = envelope("k", 0, 0);
+    q.enqueue(std::slice::from_ref(&e)).await.unwrap();
+    let first = reserve(
+        q.as_ref(),
+        &a,
+        1,
+        Duration::from_millis(100),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(first.len(), 1);
+    assert!(
+        reserve(q.as_ref(), &b, 1, LONG, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = reserve(q.as_ref(), &b, 1, LONG, Duration::from_millis(500)).await;
+    assert_eq!(second.iter().map(Lease::id).collect::<Vec<_>>(), vec![e.id]);
+    // The stale holder can no longer extend or ack the new delivery away.
+    assert_eq!(q.extend(&first, LONG).await.unwrap(), vec![false]);
+    q.ack(&first).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().in_flight, 1);
+    q.ack(&second).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().in_flight, 0);
+}
+
+pub async fn queue_heartbeat_keeps_lease(q: Arc<dyn QueueManager>) {
+    let a = WorkerId::new("a");
+    let b = WorkerId::new("b");
+    q.enqueue(&[envelope("k", 0, 0)]).await.unwrap();
+    let held = reserve(
+        q.as_ref(),
+        &a,
+        1,
+        Duration::from_millis(200),
+        Duration::ZERO,
+    )
+    .await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(
+            q.extend(&held, Duration::from_millis(200)).await.unwrap(),
+            vec![true]
+        );
+    }
+    assert!(
+        reserve(q.as_ref(), &b, 1, LONG, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+}
+
+pub async fn queue_batch_reserve_and_ack(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let jobs: Vec<Envelope> = (0..250).map(|_| envelope("k", 0, 0)).collect();
+    q.enqueue(&jobs).await.unwrap();
+    // Enqueueing an id twice does not duplicate it.
+    q.enqueue(&jobs[..10]).await.unwrap();
+    let first = reserve(q.as_ref(), &w, 100, LONG, Duration::ZERO).await;
+    let second = reserve(q.as_ref(), &w, 1000, LONG, Duration::ZERO).await;
+    assert_eq!((first.len(), second.len()), (100, 150));
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (0, 250));
+    q.ack(&first).await.unwrap();
+    q.ack(&second).await.unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
+}
+
+pub async fn queue_release_and_dead_letter(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let a = envelope("alpha", 0, 0);
+    let b = envelope("beta", 0, 0);
+    q.enqueue(&[a.clone(), b.clone()]).await.unwrap();
+    let leases = reserve(q.as_ref(), &w, 2, LONG, Duration::ZERO).await;
+    let (la, lb): (Vec<_>, Vec<_>) = leases.into_iter().partition(|l| l.id() == a.id);
+    q.release(&[Release {
+        lease: la[0].clone(),
+        run_at: Utc::now() + chrono::Duration::seconds(60),
+        attempt: 1,
+    }])
+    .await
+    .unwrap();
+    q.dead_letter(&[DeadLetter {
+        lease: lb[0].clone(),
+        reason: "boom".into(),
+    }])
+    .await
+    .unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.delayed, stats.in_flight, stats.dead),
+        (0, 1, 0, 1)
+    );
+    assert_eq!(stats.per_kind["alpha"].delayed, 1);
+    assert_eq!(stats.per_kind["beta"].dead, 1);
+    // Released with an immediate run_at: delivered again.
+    let q2 = envelope("gamma", 0, 0);
+    q.enqueue(std::slice::from_ref(&q2)).await.unwrap();
+    let l = reserve(q.as_ref(), &w, 1, LONG, Duration::ZERO).await;
+    q.release(&[Release {
+        lease: l[0].clone(),
+        run_at: Utc::now(),
+        attempt: 1,
+    }])
+    .await
+    .unwrap();
+    let again = reserve(q.as_ref(), &w, 1, LONG, Duration::ZERO).await;
+    assert_eq!(again[0].id(), q2.id);
+    assert_eq!(again[0].envelope.attempt, 1);
+}
+
+pub async fn queue_serves_only_named_queues(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let mut mail = envelope("k", 0, 0);
+    mail.queue = "mail".into();
+    q.enqueue(&[mail.clone(), envelope("k", 0, 0)])
+        .await
+        .unwrap();
+    let only_mail = vec!["mail".to_owned()];
+    let got = q
+        .reserve(&Reserve {
+            worker: &w,
+            queues: &only_mail,
+            max: 10,
+            lease: LONG,
+            wait: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.iter().map(Lease::id).collect::<Vec<_>>(), vec![mail.id]);
+}
+
+pub async fn queue_wakes_a_waiting_reserve(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let q2 = Arc::clone(&q);
+    let waiter = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let got = reserve(q2.as_ref(), &w, 1, LONG, Duration::from_secs(5)).await;
+        (got.len(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    q.enqueue(&[envelope("k", 0, 0)]).await.unwrap();
+    let (n, waited) = waiter.await.unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        waited < Duration::from_secs(4),
+        "woken by the enqueue, not the timeout"
+    );
+}
+
+pub async fn run_queue_suite(make: &dyn Fn() -> Arc<dyn QueueManager>) {
+    queue_orders_by_priority_then_run_at_then_fifo(make()).await;
+    queue_holds_delayed_jobs_until_due(make()).await;
+    queue_redelivers_after_lease_expiry(make()).await;
+    queue_heartbeat_keeps_lease(make()).await;
+    queue_batch_reserve_and_ack(make()).await;
+    queue_release_and_dead_letter(make()).await;
+    queue_serves_only_named_queues(make()).await;
+    queue_wakes_a_waiting_reserve(make()).await;
+}
+
+// ---------------------------------------------------------------- state contract
+
+pub fn record(job: NewJob) -> JobRecord {
+    // Records are made by the orchestrator; tests build them from serde to stay on the
+    // public API.
+    let now = Utc::now();
+    serde_json::from_value(serde_json::json!({
+        "id": job.id(),
+        "kind": job.kind(),
+        "queue": job.queue_name(),
+        "payload": {"n": 1},
+        "state": "queued",
+        "priority": 0,
+        "attempt": 0,
+        "max_attempts": 3,
+        "timeout": null,
+        "idempotency_key": job.key(),
+        "tags": [],
+        "tenant": null,
+        "strategy": null,
+        "run_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "started_at": null,
+        "finished_at": null,
+        "result": null,
+        "last_error": null,
+        "lease_owner": null,
+        "lease_expires_at": null,
+        "cancel_requested": false,
+        "version": 1
+    }))
+    .unwrap()
+}
+
+async fn create_one(s: &dyn StateManager, job: NewJob) -> JobId {
+    match s.create(vec![record(job)]).await.unwrap()[0] {
+        Created::New(id) => id,
+        Created::Existing(id) => panic!("expected new, got existing {id}"),
+    }
+}
+
+async fn claim_one(s: &dyn StateManager, id: JobId, w: &WorkerId, lease: Duration) -> Claim {
+    s.claim(&[id], w, lease).await.unwrap().remove(0)
+}
+
+fn claimed(c: Claim) -> JobRecord {
+    match c {
+        Claim::Claimed(r) => r,
+        other => panic!("expected Claimed, got {other:?}"),
+    }
+}
+
+fn finish(id: JobId, w: &WorkerId, attempt: u32, f: Finish) -> Transition {
+    Transition {
+        id,
+        worker: w.clone(),
+        attempt,
+        finish: f,
+    }
+}
+
+pub async fn state_claim_is_exclusive_and_counts_attempts(s: Arc<dyn StateManager>) {
+    let a = WorkerId::new("a");
+    let b = WorkerId::new("b");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    let r = claimed(claim_one(s.as_ref(), id, &a, LONG).await);
+    assert_eq!(
+        (r.state, r.attempt, r.lease_owner.clone()),
+        (JobState::Running, 1, Some(a.clone()))
+    );
+    assert_eq!(r.payload, Payload::from_json(r#"{"n":1}"#).unwrap());
+    // A second claim while the lease lives is skipped.
+    assert_eq!(
+        claim_one(s.as_ref(), id, &b, LONG).await,
+        Claim::Skipped {
+            id,
+            state: Some(JobState::Running)
+        }
+    );
+    // Unknown ids are skipped too.
+    let ghost = JobId::new();
+    assert_eq!(
+        claim_one(s.as_ref(), ghost, &b, LONG).await,
+        Claim::Skipped {
+            id: ghost,
+            state: None
+        }
+    );
+}
+
+pub async fn state_finish_is_fenced(s: Arc<dyn StateManager>) {
+    let a = WorkerId::new("a");
+    let b = WorkerId::new("b");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    claimed(claim_one(s.as_ref(), id, &a, Duration::from_millis(50)).await);
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // b takes over the expired lease: attempt 2.
+    let r = claimed(claim_one(s.as_ref(), id, &b, LONG).await);
+    assert_eq!((r.attempt, r.lease_owner.clone()), (2, Some(b.clone())));
+    // a's late finish is refused; b's is applied; a second finish by b is refused.
+    let res = s
+        .finish(vec![finish(id, &a, 1, Finish::Succeeded { result: None })])
+        .await
+        .unwrap();
+    assert!(matches!(
+        res[0],
+        TransitionResult::Conflict {
+            current: Some(JobState::Running),
+            ..
+        }
+    ));
+    let res = s
+        .finish(vec![finish(
+            id,
+            &b,
+            2,
+            Finish::Succeeded {
+                result: Some(Payload::from_json("42").unwrap()),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(matches!(
+        res[0],
+        TransitionResult::Applied {
+            state: JobState::Succeeded,
+            ..
+        }
+    ));
+    let res = s
+        .finish(vec![finish(
+            id,
+            &b,
+            2,
+            Finish::Dead {
+                error: "late".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(!res[0].is_applied());
+    let r = s.get(id).await.unwrap().unwrap();
+    assert_eq!(r.state, JobState::Succeeded);
+    assert_eq!(r.result.as_ref().map(Payload::as_str), Some("42"));
+    assert!(r.finished_at.is_some());
+    // Heartbeat by the stale worker reports the loss.
+    assert_eq!(
+        s.heartbeat(&[id], &a, LONG).await.unwrap(),
+        vec![Heartbeat::Lost]
+    );
+}
+
+pub async fn state_retry_defer_and_not_due(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    let later = Utc::now() + chrono::Duration::seconds(60);
+    let res = s
+        .finish(vec![finish(
+            id,
+            &w,
+            1,
+            Finish::Retry {
+                run_at: later,
+                error: "flaky".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(res[0].is_applied());
+    let r = s.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.attempt, r.last_error.as_deref()),
+        (JobState::Queued, 1, Some("flaky"))
+    );
+    // Not due yet: an early delivery is told when.
+    match claim_one(s.as_ref(), id, &w, LONG).await {
+        Claim::NotDue { run_at, .. } => {
+            assert_eq!(run_at.timestamp_millis(), later.timestamp_millis())
+        }
+        other => panic!("expected NotDue, got {other:?}"),
+    }
+    // A deferral does not spend the attempt.
+    let id2 = create_one(s.as_ref(), NewJob::new("k")).await;
+    claimed(claim_one(s.as_ref(), id2, &w, LONG).await);
+    s.finish(vec![finish(
+        id2,
+        &w,
+        1,
+        Finish::Defer {
+            run_at: Utc::now(),
+            reason: "rate limited".into(),
+        },
+    )])
+    .await
+    .unwrap();
+    let r2 = claimed(claim_one(s.as_ref(), id2, &w, LONG).await);
+    assert_eq!(r2.attempt, 1, "deferral kept the attempt");
+}
+
+pub async fn state_lease_expiry_with_attempts_spent_is_dead(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let mut rec = record(NewJob::new("k"));
+    rec.max_attempts = 1;
+    let id = rec.id;
+    s.create(vec![rec]).await.unwrap();
+    claimed(claim_one(s.as_ref(), id, &w, Duration::from_millis(30)).await);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    match claim_one(s.as_ref(), id, &w, LONG).await {
+        Claim::Exhausted { reason, .. } => assert!(reason.contains("expired"), "{reason}"),
+        other => panic!("expected Exhausted, got {other:?}"),
+    }
+    let r = s.get(id).await.unwrap().unwrap();
+    assert_eq!(r.state, JobState::Dead);
+    assert!(r.last_error.unwrap().contains("no attempts left"));
+}
+
+pub async fn state_idempotency_keys(s: Arc<dyn StateManager>) {
+    let first = record(NewJob::new("k").idempotency_key("order-7"));
+    let second = record(NewJob::new("k").idempotency_key("order-7"));
+    let other = record(NewJob::new("k").idempotency_key("order-8"));
+    let first_id = first.id;
+    let res = s.create(vec![first, second, other]).await.unwrap();
+    assert_eq!(res[0], Created::New(first_id));
+    assert_eq!(res[1], Created::Existing(first_id));
+    assert!(matches!(res[2], Created::New(_)));
+    let again = s
+        .create(vec![record(NewJob::new("k").idempotency_key("order-7"))])
+        .await
+        .unwrap();
+    assert_eq!(again[0], Created::Existing(first_id));
+}
+
+pub async fn state_cancel(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let queued = create_one(s.as_ref(), NewJob::new("k")).await;
+    assert_eq!(
+        s.cancel(queued, "user").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        s.get(queued).await.unwrap().unwrap().state,
+        JobState::Cancelled
+    );
+    assert_eq!(
+        s.cancel(queued, "again").await.unwrap(),
+        CancelOutcome::AlreadyFinished(JobState::Cancelled)
+    );
+    assert!(matches!(
+        claim_one(s.as_ref(), queued, &w, LONG).await,
+        Claim::Skipped { .. }
+    ));
+
+    let running = create_one(s.as_ref(), NewJob::new("k")).await;
+    claimed(claim_one(s.as_ref(), running, &w, LONG).await);
+    assert_eq!(
+        s.cancel(running, "user").await.unwrap(),
+        CancelOutcome::Requested
+    );
+    assert_eq!(
+        s.heartbeat(&[running], &w, LONG).await.unwrap(),
+        vec![Heartbeat::Held {
+            cancel_requested: true
+        }]
+    );
+    // A retry after a cancel request ends the job cancelled instead.
+    let res = s
+        .finish(vec![finish(
+            running,
+            &w,
+            1,
+            Finish::Retry {
+                run_at: Utc::now(),
+                error: "x".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(matches!(
+        res[0],
+        TransitionResult::Applied {
+            state: JobState::Cancelled,
+            ..
+        }
+    ));
+
+    let err = s.cancel(JobId::new(), "nobody").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+pub async fn state_events_record_every_transition(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    s.finish(vec![finish(
+        id,
+        &w,
+        1,
+        Finish::Retry {
+            run_at: Utc::now(),
+            error: "flaky".into(),
+        },
+    )])
+    .await
+    .unwrap();
+    claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    s.finish(vec![finish(id, &w, 2, Finish::Succeeded { result: None })])
+        .await
+        .unwrap();
+    let events = s.events(id).await.unwrap();
+    let path: Vec<(Option<JobState>, JobState)> = events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        path,
+        vec![
+            (None, JobState::Queued),
+            (Some(JobState::Queued), JobState::Running),
+            (Some(JobState::Running), JobState::Queued),
+            (Some(JobState::Queued), JobState::Running),
+            (Some(JobState::Running), JobState::Succeeded),
+        ]
+    );
+    assert_eq!(events[2].reason.as_deref(), Some("flaky"));
+    assert_eq!(events[3].attempt, 2);
+    assert_eq!(events[1].worker.as_ref(), Some(&w));
+    assert!(events.windows(2).all(|p| p[0].at <= p[1].at));
+    assert!(s.events(JobId::new()).await.unwrap().is_empty());
+}
+
+pub async fn state_pagination_and_filters(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let kind = if i % 2 == 0 { "even" } else { "odd" };
+        ids.push(create_one(s.as_ref(), NewJob::new(kind)).await);
+    }
+    claimed(claim_one(s.as_ref(), ids[0], &w, LONG).await);
+    // Walk all pages of 10, ascending.
+    let mut seen = Vec::new();
+    let mut page = Page::first(10);
+    loop {
+        let got = s.list(&JobFilter::default(), &page).await.unwrap();
+        assert!(got.items.len() <= 10);
+        seen.extend(got.items.iter().map(|r| r.id));
+        match got.next {
+            Some(cursor) => page = Page::first(10).after(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    // Descending, filtered by kind.
+    let filter = JobFilter {
+        kind: Some("odd".into()),
+        ..Default::default()
+    };
+    let got = s
+        .list(&filter, &Page::first(100).descending())
+        .await
+        .unwrap();
+    let odd: Vec<JobId> = ids
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(i, _)| i % 2 == 1)
+        .map(|(_, id)| id)
+        .rev()
+        .collect();
+    assert_eq!(got.items.iter().map(|r| r.id).collect::<Vec<_>>(), odd);
+    assert_eq!(got.next, None);
+    // By state.
+    let filter = JobFilter {
+        state: Some(JobState::Running),
+        ..Default::default()
+    };
+    let got = s.list(&filter, &Page::first(100)).await.unwrap();
+    assert_eq!(
+        got.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[0]]
+    );
+    // Limits are checked.
+    let err = s
+        .list(&JobFilter::default(), &Page::first(0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.field(), Some("limit"));
+}
+
+pub async fn state_counts(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let a = create_one(s.as_ref(), NewJob::new("alpha")).await;
+    create_one(s.as_ref(), NewJob::new("alpha")).await;
+    let c = create_one(s.as_ref(), NewJob::new("beta")).await;
+    claimed(claim_one(s.as_ref(), a, &w, LONG).await);
+    s.finish(vec![finish(
+        a,
+        &w,
+        1,
+        Finish::Dead {
+            error: "bad".into(),
+        },
+    )])
+    .await
+    .unwrap();
+    s.cancel(c, "x").await.unwrap();
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.total.queued,
+            counts.total.dead,
+            counts.total.cancelled
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(counts.per_kind["alpha"].queued, 1);
+    assert_eq!(counts.per_kind["alpha"].dead, 1);
+    assert_eq!(counts.per_kind["beta"].cancelled, 1);
+}
+
+pub async fn state_batch_answers_in_order(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let recs: Vec<JobRecord> = (0..100).map(|_| record(NewJob::new("k"))).collect();
+    let ids: Vec<JobId> = recs.iter().map(|r| r.id).collect();
+    let created = s.create(recs).await.unwrap();
+    assert_eq!(created.iter().map(Created::id).collect::<Vec<_>>(), ids);
+    let mut probe = ids.clone();
+    probe.insert(50, JobId::new());
+    let claims = s.claim(&probe, &w, LONG).await.unwrap();
+    assert_eq!(claims.len(), 101);
+    assert!(matches!(claims[50], Claim::Skipped { state: None, .. }));
+    let transitions: Vec<Transition> = ids
+        .iter()
+        .map(|id| finish(*id, &w, 1, Finish::Succeeded { result: None }))
+        .collect();
+    let res = s.finish(transitions).await.unwrap();
+    assert!(res.iter().all(TransitionResult::is_applied));
+    assert_eq!(s.counts().await.unwrap().total.succeeded, 100);
+}
+
+pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
+    state_claim_is_exclusive_and_counts_attempts(make()).await;
+    state_finish_is_fenced(make()).await;
+    state_retry_defer_and_not_due(make()).await;
+    state_lease_expiry_with_attempts_spent_is_dead(make()).await;
+    state_idempotency_keys(make()).await;
+    state_cancel(make()).await;
+    state_events_record_every_transition(make()).await;
+    state_pagination_and_filters(make()).await;
+    state_counts(make()).await;
+    state_batch_answers_in_order(make()).await;
+}
