@@ -645,7 +645,8 @@ impl Memory for InMemoryMemory {
             if log.runs.len() == log.runs.capacity() {
                 // Grow by doubling, but never past the bound: a full ring holds no slack.
                 let target = (log.runs.len() * 2).max(16).min(per_kind);
-                log.runs.reserve_exact(target.saturating_sub(log.runs.len()));
+                log.runs
+                    .reserve_exact(target.saturating_sub(log.runs.len()));
             }
             log.runs.push_back(stored);
         }
