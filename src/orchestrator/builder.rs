@@ -3,7 +3,7 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::engine::{Engine, Orchestrator};
+use super::engine::{Engine, NameMap, Orchestrator};
 use crate::handler::Handler;
 use crate::job::Limits;
 use crate::memory::{InMemoryMemory, Memory};
@@ -192,7 +192,7 @@ impl OrchestratorBuilder {
         let limits = self.limits.unwrap_or_default();
         let default_retry = self.default_retry.unwrap_or_default();
         default_retry.validate()?;
-        let mut strategies: HashMap<String, Arc<dyn Strategy>> = HashMap::new();
+        let mut strategies: NameMap<Arc<dyn Strategy>> = NameMap::default();
         strategies.insert(Direct::NAME.to_owned(), Arc::new(Direct));
         for s in self.strategies {
             strategies.insert(s.name().to_owned(), s);
@@ -247,7 +247,7 @@ impl OrchestratorBuilder {
             memory: self
                 .memory
                 .unwrap_or_else(|| Arc::new(InMemoryMemory::new())),
-            kinds: self.kinds,
+            kinds: self.kinds.into_iter().collect(),
             strategies,
             default_strategy,
             default,

@@ -15,12 +15,16 @@ use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, StateManager}
 use crate::strategy::{RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
+/// Maps looked up by kind or strategy name on every job: a fast hasher (names are few and set
+/// by the host's code, not by submitters).
+pub(crate) type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 pub(crate) struct Engine {
     pub(crate) queue: Arc<dyn QueueManager>,
     pub(crate) state: Arc<dyn StateManager>,
     pub(crate) memory: Arc<dyn Memory>,
-    pub(crate) kinds: HashMap<String, KindConfig>,
-    pub(crate) strategies: HashMap<String, Arc<dyn Strategy>>,
+    pub(crate) kinds: NameMap<KindConfig>,
+    pub(crate) strategies: NameMap<Arc<dyn Strategy>>,
     pub(crate) default_strategy: String,
     /// The default strategy itself (checked to be registered at build).
     pub(crate) default: Arc<dyn Strategy>,
@@ -227,8 +231,10 @@ impl JobOrchestrator for Orchestrator {
                     (Arc::clone(kind), Arc::clone(queue))
                 }
                 _ => {
-                    let fresh: (Arc<str>, Arc<str>) =
-                        (Arc::from(record.kind.as_str()), Arc::from(record.queue.as_str()));
+                    let fresh: (Arc<str>, Arc<str>) = (
+                        Arc::from(record.kind.as_str()),
+                        Arc::from(record.queue.as_str()),
+                    );
                     names = Some(fresh.clone());
                     fresh
                 }

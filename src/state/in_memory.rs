@@ -1,3 +1,4 @@
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -303,8 +304,11 @@ fn owner_name(owner: Option<&WorkerId>) -> String {
 #[async_trait]
 impl StateManager for InMemoryState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
-        let mut inner = self.inner.lock();
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         let mut out = Vec::with_capacity(jobs.len());
+        let mut last_kind: Option<Arc<str>> = None;
+        let mut last_queue: Option<Arc<str>> = None;
         for r in jobs {
             if let Some(key) = &r.idempotency_key {
                 if let Some(existing) = inner.keys.get(key) {
@@ -312,15 +316,30 @@ impl StateManager for InMemoryState {
                     continue;
                 }
             }
-            if inner.jobs.contains_key(&r.id) {
-                out.push(Created::Existing(r.id));
+            // Jobs of a batch mostly share kind and queue: reuse the last shared names.
+            let kind = match &last_kind {
+                Some(k) if **k == *r.kind => Arc::clone(k),
+                _ => {
+                    let k = inner.intern(&r.kind);
+                    last_kind = Some(Arc::clone(&k));
+                    k
+                }
+            };
+            let queue = match &last_queue {
+                Some(q) if **q == *r.queue => Arc::clone(q),
+                _ => {
+                    let q = inner.intern(&r.queue);
+                    last_queue = Some(Arc::clone(&q));
+                    q
+                }
+            };
+            let id = r.id;
+            let state = r.state;
+            let Entry::Vacant(vacant) = inner.jobs.entry(id) else {
+                out.push(Created::Existing(id));
                 continue;
-            }
-            if let Some(key) = &r.idempotency_key {
-                inner.keys.insert(key.clone(), r.id);
-            }
-            let kind = inner.intern(&r.kind);
-            let queue = inner.intern(&r.queue);
+            };
+            let key = r.idempotency_key.clone();
             let needs_extra = r.idempotency_key.is_some()
                 || !r.tags.is_empty()
                 || r.tenant.is_some()
@@ -337,33 +356,32 @@ impl StateManager for InMemoryState {
                     last_error: r.last_error,
                 })
             });
-            inner.tally(&kind, None, Some(r.state));
-            let id = r.id;
-            inner.jobs.insert(
+            vacant.insert(Slot {
                 id,
-                Slot {
-                    id,
-                    kind,
-                    queue,
-                    payload: r.payload,
-                    state: r.state,
-                    cancel_requested: r.cancel_requested,
-                    priority: r.priority,
-                    attempt: r.attempt,
-                    max_attempts: r.max_attempts,
-                    timeout: r.timeout,
-                    run_at: micros(r.run_at),
-                    created_at: micros(r.created_at),
-                    updated_at: micros(r.updated_at),
-                    started_at: r.started_at.map(micros),
-                    finished_at: r.finished_at.map(micros),
-                    lease_expires_at: r.lease_expires_at.map(micros),
-                    lease_owner: r.lease_owner,
-                    version: r.version,
-                    extra,
-                    events: Vec::new(),
-                },
-            );
+                kind: Arc::clone(&kind),
+                queue,
+                payload: r.payload,
+                state,
+                cancel_requested: r.cancel_requested,
+                priority: r.priority,
+                attempt: r.attempt,
+                max_attempts: r.max_attempts,
+                timeout: r.timeout,
+                run_at: micros(r.run_at),
+                created_at: micros(r.created_at),
+                updated_at: micros(r.updated_at),
+                started_at: r.started_at.map(micros),
+                finished_at: r.finished_at.map(micros),
+                lease_expires_at: r.lease_expires_at.map(micros),
+                lease_owner: r.lease_owner,
+                version: r.version,
+                extra,
+                events: Vec::new(),
+            });
+            if let Some(key) = key {
+                inner.keys.insert(key, id);
+            }
+            inner.tally(&kind, None, Some(state));
             out.push(Created::New(id));
         }
         Ok(out)
