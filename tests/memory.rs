@@ -471,6 +471,31 @@ async fn too_few_executions_are_not_confident() {
 }
 
 #[tokio::test]
+async fn a_tail_that_starts_below_p95_is_hedged_at_three_times_the_median() {
+    // 92 fast calls and 8 slow ones: p90 (x = 89.1) is still fast, p95 (x = 94.05) is slow.
+    let mut runs = Vec::new();
+    runs.extend((0..92).map(|_| fresh("k", Succeeded, 10)));
+    runs.extend((0..8).map(|_| fresh("k", Succeeded, 500)));
+    let r = reflect(&runs).await;
+    assert_eq!(
+        (r.p50, r.p90, r.p95),
+        (Some(ms(10)), Some(ms(10)), Some(ms(500)))
+    );
+    let rec = &r.recommendation;
+    assert_eq!(rec.strategy, StrategyChoice::Hedged);
+    assert_eq!(
+        rec.hedge_delay,
+        Some(ms(30)),
+        "hedging at p95 would start inside the tail"
+    );
+    assert!(
+        rec.rationale.contains("hedge after 3× p50 = 30 ms"),
+        "{}",
+        rec.rationale
+    );
+}
+
+#[tokio::test]
 async fn a_long_tail_with_high_success_is_hedged_at_p95() {
     // p50 150 ms, p95 400 ms, p99 1.2 s.
     let mut runs = Vec::new();

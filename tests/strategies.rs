@@ -111,6 +111,7 @@ fn reflection(kind: &str, count: u64, recommendation: Recommendation) -> Reflect
         success_rate: (count > 0).then_some(1.0),
         deferred_rate: (count > 0).then_some(0.0),
         p50: None,
+        p90: None,
         p95: None,
         p99: None,
         retry_rescue_rate: None,

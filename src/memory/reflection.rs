@@ -83,6 +83,8 @@ pub const MAX_ATTEMPTS_WHEN_RESCUED: u32 = 5;
 pub struct LatencySummary {
     /// Median.
     pub p50: Option<Duration>,
+    /// 90th percentile.
+    pub p90: Option<Duration>,
     /// 95th percentile.
     pub p95: Option<Duration>,
     /// 99th percentile.
@@ -110,6 +112,7 @@ impl LatencySummary {
     fn of_sorted_nanos(sorted: &[u64]) -> Self {
         Self {
             p50: percentile_nanos(sorted, 0.50),
+            p90: percentile_nanos(sorted, 0.90),
             p95: percentile_nanos(sorted, 0.95),
             p99: percentile_nanos(sorted, 0.99),
         }
@@ -120,6 +123,7 @@ impl LatencySummary {
     fn of_unsorted_nanos(nanos: &mut [u64]) -> Self {
         Self {
             p50: select_percentile(nanos, 0.50),
+            p90: select_percentile(nanos, 0.90),
             p95: select_percentile(nanos, 0.95),
             p99: select_percentile(nanos, 0.99),
         }
@@ -346,6 +350,7 @@ where
         success_rate: ratio(succeeded, ended),
         deferred_rate: ratio(deferred, count),
         p50: latency.p50,
+        p90: latency.p90,
         p95: latency.p95,
         p99: latency.p99,
         retry_rescue_rate,
@@ -390,7 +395,8 @@ fn placeholder() -> Recommendation {
 ///    [`MAX_ATTEMPTS_WHEN_RESCUED`] (see [`MAX_ATTEMPTS_LADDER`]). Retries are spent only
 ///    where they have worked.
 /// 4. **Strategy**, first match wins:
-///    - [`Hedged`](StrategyChoice::Hedged) with `hedge_delay = p95` when the tail is long,
+///    - [`Hedged`](StrategyChoice::Hedged) with `hedge_delay = min(p95, 3 × p50)` when the
+///      tail is long (a call three times slower than the median is already in the tail),
 ///      `p99 ≥` [`LONG_TAIL_RATIO`]` × p50`, and `sr ≥` [`HEDGE_MIN_SUCCESS_RATE`];
 ///    - [`InlineRetry`](StrategyChoice::InlineRetry) with [`INLINE_RETRIES`] in-process
 ///      retries when failures are mostly transient (`retried / (retried + failed) ≥`
@@ -492,11 +498,25 @@ pub fn recommend(r: &Reflection) -> Recommendation {
     };
     let strategy_why = if long_tail && sr >= HEDGE_MIN_SUCCESS_RATE {
         rec.strategy = StrategyChoice::Hedged;
-        rec.hedge_delay = Some(p95);
-        format!(
-            "Hedged: {tail}: tail is long, hedge after p95 {}",
-            human(p95)
-        )
+        // Hedge where the slow calls begin: after p95 (at most ~5% extra calls), or sooner,
+        // after LONG_TAIL_RATIO × p50, when the tail already starts below p95: a call three
+        // times slower than the median is in the tail, and hedging at a p95 that lies inside
+        // the tail would start the hedge too late to help.
+        let body_edge = scale(p50, LONG_TAIL_RATIO);
+        if body_edge < p95 {
+            rec.hedge_delay = Some(body_edge);
+            format!(
+                "Hedged: {tail}: tail is long and starts below p95 {}: hedge after {LONG_TAIL_RATIO}× p50 = {}",
+                human(p95),
+                human(body_edge)
+            )
+        } else {
+            rec.hedge_delay = Some(p95);
+            format!(
+                "Hedged: {tail}: tail is long, hedge after p95 {}",
+                human(p95)
+            )
+        }
     } else if let Some(rescue) = r
         .retry_rescue_rate
         .filter(|rescue| *rescue >= INLINE_MIN_RESCUE_RATE && mostly_transient)
@@ -673,6 +693,7 @@ mod tests {
             success_rate: ratio(succeeded, count),
             deferred_rate: ratio(0, count),
             p50: Some(ms(p[0])),
+            p90: None,
             p95: Some(ms(p[1])),
             p99: Some(ms(p[2])),
             retry_rescue_rate: rescue,

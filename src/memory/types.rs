@@ -242,6 +242,9 @@ pub struct Reflection {
     /// Latency percentiles of executions that ran (deferred ones excluded).
     #[serde(with = "crate::memory::types::opt_millis")]
     pub p50: Option<Duration>,
+    /// 90th percentile.
+    #[serde(with = "crate::memory::types::opt_millis")]
+    pub p90: Option<Duration>,
     /// 95th percentile.
     #[serde(with = "crate::memory::types::opt_millis")]
     pub p95: Option<Duration>,

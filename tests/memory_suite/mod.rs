@@ -512,7 +512,10 @@ pub async fn reflect_recommends_from_history(m: Arc<dyn Memory>) {
         (r.p50, r.p95, r.p99),
         (Some(ms(100)), Some(ms(400)), Some(ms(2_000)))
     );
-    assert_eq!(rec.hedge_delay, Some(ms(400)));
+    // p90 (x = 89.1) = 100 + 0.1·300 = 130 ms. The tail starts below p95 400 ms: the hedge
+    // starts at 3 × p50 = 300 ms.
+    assert_eq!(r.p90, Some(ms(130)));
+    assert_eq!(rec.hedge_delay, Some(ms(300)));
     assert_eq!(rec.timeout, Some(ms(3_000)));
     assert!(rec.rationale.contains("tail is long"), "{}", rec.rationale);
 }
