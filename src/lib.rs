@@ -59,6 +59,7 @@ pub mod orchestrator;
 pub mod queue;
 pub mod state;
 pub mod strategy;
+mod util;
 
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Handler, JobContext, JobError, JobErrorKind, handler_fn};

@@ -441,26 +441,25 @@ impl NewJob {
     }
 }
 
+/// A name (kind, queue): non-empty, at most `max` bytes, no whitespace or control characters.
 fn check_name(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::invalid_input(field, "must not be empty"));
-    }
-    if value.len() > max {
-        return Err(Error::invalid_input(
-            field,
-            format!("{} bytes is over the limit of {max}", value.len()),
-        ));
-    }
-    if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid_input(
-            field,
-            format!("must not contain whitespace or control characters (found {c:?})"),
-        ));
-    }
-    Ok(())
+    check_text(field, value, max, "whitespace or control characters", |c| {
+        c.is_whitespace() || c.is_control()
+    })
 }
 
+/// A label (tag, tenant, key): non-empty, at most `max` bytes, no control characters.
 fn check_label(field: &'static str, value: &str, max: usize) -> Result<()> {
+    check_text(field, value, max, "control characters", char::is_control)
+}
+
+fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    forbidden_what: &str,
+    forbidden: impl Fn(char) -> bool,
+) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid_input(field, "must not be empty"));
     }
@@ -470,10 +469,10 @@ fn check_label(field: &'static str, value: &str, max: usize) -> Result<()> {
             format!("{} bytes is over the limit of {max}", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if let Some(c) = value.chars().find(|c| forbidden(*c)) {
         return Err(Error::invalid_input(
             field,
-            "must not contain control characters",
+            format!("must not contain {forbidden_what} (found {c:?})"),
         ));
     }
     Ok(())

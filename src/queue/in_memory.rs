@@ -1,10 +1,10 @@
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -13,6 +13,7 @@ use super::types::{
 };
 use crate::Result;
 use crate::job::{JobId, WorkerId};
+use crate::util::{Names, from_micros, micros, micros_after};
 
 /// Settings of an [`InMemoryQueue`].
 #[derive(Debug, Clone)]
@@ -92,8 +93,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 struct Inner {
     entries: FastMap<JobId, Entry>,
     ready: FastMap<Arc<str>, BinaryHeap<ReadyKey>>,
-    /// One shared copy of each kind and queue name.
-    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    names: Names,
     /// (run_at, seq, id), earliest first.
     delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,
     /// (expires, token, id), earliest first; stale keys are skipped.
@@ -104,37 +104,14 @@ struct Inner {
     token: u64,
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn dur_micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
 impl Inner {
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        match self.names.get(name) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                self.names.insert(Arc::clone(&shared));
-                shared
-            }
-        }
-    }
-
     fn with_kind(&mut self, kind: &str, f: impl FnOnce(&mut KindQueueStats)) {
         match self.kinds.get_mut(kind) {
             Some(stats) => f(stats),
             None => {
                 let mut stats = KindQueueStats::default();
                 f(&mut stats);
-                let name = self.intern(kind);
+                let name = self.names.intern(kind);
                 self.kinds.insert(name, stats);
             }
         }
@@ -307,7 +284,7 @@ impl InMemoryQueue {
     fn try_reserve(&self, req: &Reserve<'_>, now: i64) -> (Vec<Lease>, Option<i64>) {
         let mut inner = self.inner.lock();
         inner.promote(now);
-        let lease_us = dur_micros(req.lease);
+        let lease_us = i64::try_from(req.lease.as_micros()).unwrap_or(i64::MAX);
         let expires = now.saturating_add(lease_us);
         let mut out = Vec::with_capacity(req.max.min(1024));
         while out.len() < req.max {
@@ -365,8 +342,8 @@ impl QueueManager for InMemoryQueue {
                     continue;
                 }
                 let mut envelope = job.clone();
-                envelope.kind = inner.intern(&job.kind);
-                envelope.queue = inner.intern(&job.queue);
+                envelope.kind = inner.names.intern(&job.kind);
+                envelope.queue = inner.names.intern(&job.queue);
                 inner.entries.insert(
                     job.id,
                     Entry {
@@ -411,7 +388,7 @@ impl QueueManager for InMemoryQueue {
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        let expires = micros(Utc::now()).saturating_add(dur_micros(lease));
+        let expires = micros_after(micros(Utc::now()), lease);
         let mut inner = self.inner.lock();
         let mut held = Vec::with_capacity(leases.len());
         for l in leases {

@@ -1,5 +1,5 @@
 use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use super::types::{
     StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
+use crate::util::{Names, from_micros, micros, micros_after};
 use crate::{Error, ErrorKind, Result};
 
 /// Settings of an [`InMemoryState`].
@@ -108,14 +109,6 @@ struct Slot {
     events: Vec<Event>,
 }
 
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn at(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
 impl Slot {
     fn extra(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Box::default)
@@ -143,15 +136,15 @@ impl Slot {
             tags: extra.map(|e| e.tags.clone()).unwrap_or_default(),
             tenant: extra.and_then(|e| e.tenant.clone()),
             strategy: extra.and_then(|e| e.strategy.clone()),
-            run_at: at(self.run_at),
-            created_at: at(self.created_at),
-            updated_at: at(self.updated_at),
-            started_at: self.started_at.map(at),
-            finished_at: self.finished_at.map(at),
+            run_at: from_micros(self.run_at),
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+            started_at: self.started_at.map(from_micros),
+            finished_at: self.finished_at.map(from_micros),
             result: extra.and_then(|e| e.result.clone()),
             last_error: extra.and_then(|e| e.last_error.clone()),
             lease_owner: self.lease_owner.clone(),
-            lease_expires_at: self.lease_expires_at.map(at),
+            lease_expires_at: self.lease_expires_at.map(from_micros),
             cancel_requested: self.cancel_requested,
             version: self.version,
         }
@@ -177,22 +170,10 @@ struct Inner {
     finished: VecDeque<(DateTime<Utc>, JobId)>,
     total: StateTally,
     per_kind: HashMap<Arc<str>, StateTally, foldhash::fast::RandomState>,
-    /// One shared copy of each kind and queue name.
-    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    names: Names,
 }
 
 impl Inner {
-    fn intern(&mut self, name: &str) -> Arc<str> {
-        match self.names.get(name) {
-            Some(shared) => Arc::clone(shared),
-            None => {
-                let shared: Arc<str> = Arc::from(name);
-                self.names.insert(Arc::clone(&shared));
-                shared
-            }
-        }
-    }
-
     fn tally(&mut self, kind: &Arc<str>, from: Option<JobState>, to: Option<JobState>) {
         let apply = |t: &mut StateTally| {
             if let Some(from) = from {
@@ -293,10 +274,6 @@ impl std::fmt::Debug for InMemoryState {
     }
 }
 
-fn lease_until(now: i64, lease: Duration) -> i64 {
-    now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX))
-}
-
 fn owner_name(owner: Option<&WorkerId>) -> String {
     owner.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
@@ -320,7 +297,7 @@ impl StateManager for InMemoryState {
             let kind = match &last_kind {
                 Some(k) if **k == *r.kind => Arc::clone(k),
                 _ => {
-                    let k = inner.intern(&r.kind);
+                    let k = inner.names.intern(&r.kind);
                     last_kind = Some(Arc::clone(&k));
                     k
                 }
@@ -328,7 +305,7 @@ impl StateManager for InMemoryState {
             let queue = match &last_queue {
                 Some(q) if **q == *r.queue => Arc::clone(q),
                 _ => {
-                    let q = inner.intern(&r.queue);
+                    let q = inner.names.intern(&r.queue);
                     last_queue = Some(Arc::clone(&q));
                     q
                 }
@@ -390,7 +367,7 @@ impl StateManager for InMemoryState {
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
         let now_at = Utc::now();
         let now = micros(now_at);
-        let until = lease_until(now, lease);
+        let until = micros_after(now, lease);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(ids.len());
@@ -407,7 +384,7 @@ impl StateManager for InMemoryState {
                 JobState::Queued if slot.run_at > now => {
                     out.push(Claim::NotDue {
                         id: *id,
-                        run_at: at(slot.run_at),
+                        run_at: from_micros(slot.run_at),
                     });
                     continue;
                 }
@@ -501,7 +478,7 @@ impl StateManager for InMemoryState {
         worker: &WorkerId,
         lease: Duration,
     ) -> Result<Vec<Heartbeat>> {
-        let until = lease_until(micros(Utc::now()), lease);
+        let until = micros_after(micros(Utc::now()), lease);
         let mut inner = self.inner.lock();
         Ok(ids
             .iter()
@@ -729,7 +706,7 @@ impl StateManager for InMemoryState {
         let mut events = Vec::with_capacity(slot.events.len() + 1);
         events.push(JobEvent {
             job_id: id,
-            at: at(slot.created_at),
+            at: from_micros(slot.created_at),
             from: None,
             to: JobState::Queued,
             attempt: 0,
