@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::builder::KindConfig;
 use super::engine::Engine;
 use crate::handler::{JobContext, JobError};
 use crate::job::{DEFAULT_QUEUE, JobId, JobRecord, JobState, Payload, WorkerId};
@@ -161,7 +162,14 @@ struct Running {
     lease: Lease,
     attempt: u32,
     token: CancellationToken,
-    abort: tokio::task::AbortHandle,
+}
+
+/// A claimed job on its way to an executor, holding its concurrency slot. The record is
+/// already inside the context's `Arc`: it is moved once, not at every hand-off.
+struct Assigned {
+    ctx: JobContext,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
 }
 
 struct Done {
@@ -179,6 +187,11 @@ pub(crate) struct PoolShared {
     /// Jobs held by this pool: running, or finished and awaiting the finisher (heartbeats go
     /// on for both). Added a claim batch at a time, removed a finish batch at a time.
     running: parking_lot::Mutex<HashMap<JobId, Running, foldhash::fast::RandomState>>,
+    /// Claimed jobs for the executors (bounded by the concurrency; a slot is taken first).
+    jobs_tx: async_channel::Sender<Assigned>,
+    jobs_rx: async_channel::Receiver<Assigned>,
+    /// What each executor runs now: the jobs to hand back if a shutdown's grace runs out.
+    busy: Box<[parking_lot::Mutex<Option<JobId>>]>,
     records_dropped: AtomicU64,
 }
 
@@ -198,7 +211,7 @@ pub struct WorkerPool {
     finisher: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
-    done_tx: Option<mpsc::UnboundedSender<Done>>,
+    executors: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -223,13 +236,19 @@ impl WorkerPool {
             .worker_id
             .clone()
             .unwrap_or_else(|| WorkerId::unique("worker"));
+        let (jobs_tx, jobs_rx) = async_channel::bounded(config.concurrency);
         let shared = Arc::new(PoolShared {
             engine: Arc::clone(&engine),
             worker,
             slots: Arc::new(Semaphore::new(config.concurrency)),
+            busy: (0..config.concurrency)
+                .map(|_| parking_lot::Mutex::new(None))
+                .collect(),
             config,
             stop: CancellationToken::new(),
             running: parking_lot::Mutex::new(HashMap::default()),
+            jobs_tx,
+            jobs_rx,
             records_dropped: AtomicU64::new(0),
         });
         engine.pools.lock().push(Arc::downgrade(&shared));
@@ -238,7 +257,13 @@ impl WorkerPool {
         let recorder = runtime.spawn(record_loop(Arc::clone(&engine), record_rx));
         let finisher = runtime.spawn(finish_loop(Arc::clone(&shared), done_rx, record_tx));
         let heartbeat = runtime.spawn(heartbeat_loop(Arc::clone(&shared)));
-        let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared), done_tx.clone()));
+        // Long-lived executors, one per concurrency slot: a job costs a channel hand-off
+        // instead of a task spawn.
+        let executors = (0..shared.config.concurrency)
+            .map(|slot| runtime.spawn(executor_loop(Arc::clone(&shared), slot, done_tx.clone())))
+            .collect();
+        drop(done_tx);
+        let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared)));
         tracing::info!(worker = %shared.worker, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker pool started");
         Ok(Self {
             shared,
@@ -246,7 +271,7 @@ impl WorkerPool {
             finisher: Some(finisher),
             heartbeat: Some(heartbeat),
             recorder: Some(recorder),
-            done_tx: Some(done_tx),
+            executors,
         })
     }
 
@@ -277,22 +302,30 @@ impl WorkerPool {
             .is_ok_and(|permit| permit.is_ok());
         let mut released = 0;
         if !drained {
+            // Jobs still waiting for an executor never started; jobs an executor runs are
+            // abandoned. Both go back.
+            let mut ids: Vec<JobId> = Vec::new();
+            while let Ok(waiting) = shared.jobs_rx.try_recv() {
+                ids.push(waiting.ctx.id());
+            }
+            let busy: Vec<(usize, JobId)> = shared
+                .busy
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, job)| job.lock().map(|id| (slot, id)))
+                .collect();
+            ids.extend(busy.iter().map(|(_, id)| *id));
             let abandoned: Vec<(JobId, Running)> = {
                 let mut running = shared.running.lock();
-                let ids: Vec<JobId> = running
-                    .iter()
-                    .filter(|(_, r)| !r.abort.is_finished())
-                    .map(|(id, _)| *id)
-                    .collect();
                 ids.into_iter()
                     .filter_map(|id| running.remove(&id).map(|r| (id, r)))
                     .collect()
             };
             let mut transitions = Vec::with_capacity(abandoned.len());
             let mut leases = Vec::with_capacity(abandoned.len());
-            // Hand the jobs back first: once released, a late result from their task is
-            // refused by the fence, whatever the task does when it sees its token.
-            let mut stop_tasks = Vec::with_capacity(abandoned.len());
+            // Hand the jobs back first: once released, a late result from their executor is
+            // refused by the fence, whatever the handler does when it sees its token.
+            let mut tokens = Vec::with_capacity(abandoned.len());
             for (id, running) in abandoned {
                 transitions.push(Transition {
                     id,
@@ -303,7 +336,7 @@ impl WorkerPool {
                     },
                 });
                 leases.push(running.lease);
-                stop_tasks.push((running.token, running.abort));
+                tokens.push(running.token);
             }
             match shared.engine.state.finish(transitions).await {
                 Ok(results) => {
@@ -333,21 +366,30 @@ impl WorkerPool {
                 }
             }
             // Tell the handlers to stop; give them a moment to clean up, then drop them.
-            for (token, _) in &stop_tasks {
+            for token in &tokens {
                 token.cancel();
             }
             let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-            while stop_tasks.iter().any(|(_, task)| !task.is_finished())
+            let still_busy =
+                |slot: &usize| shared.busy.get(*slot).is_some_and(|b| b.lock().is_some());
+            while busy.iter().any(|(slot, _)| still_busy(slot))
                 && tokio::time::Instant::now() < deadline
             {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            for (_, task) in stop_tasks {
-                task.abort();
+            for (slot, _) in &busy {
+                if still_busy(slot) {
+                    if let Some(executor) = self.executors.get(*slot) {
+                        executor.abort();
+                    }
+                }
             }
         }
-        // The finisher ends when every sender is gone: ours, and those of job tasks.
-        drop(self.done_tx.take());
+        // Executors end when the channel closes; the finisher when every executor is gone.
+        shared.jobs_tx.close();
+        for executor in self.executors.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), executor).await;
+        }
         if let Some(finisher) = self.finisher.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), finisher).await;
         }
@@ -368,8 +410,10 @@ impl WorkerPool {
 }
 
 impl Drop for WorkerPool {
+    /// Stop reserving and let the executors finish what they run, then end; nothing waits.
     fn drop(&mut self) {
         self.shared.stop.cancel();
+        self.shared.jobs_tx.close();
     }
 }
 
@@ -380,7 +424,7 @@ fn backend_backoff(failures: u32) -> Duration {
     ceiling / 2 + Duration::from_micros(fastrand::u64(0..=(ceiling.as_micros() as u64 / 2)))
 }
 
-async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done>) {
+async fn fetch_loop(shared: Arc<PoolShared>) {
     let engine = Arc::clone(&shared.engine);
     let mut failures = 0u32;
     let batch = shared.config.batch_size;
@@ -488,7 +532,7 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
                 Claim::Skipped { .. } => acks.push(lease),
             }
         }
-        spawn_jobs(&shared, claimed, &done_tx);
+        dispatch_jobs(&shared, claimed);
         settle(
             engine.queue.as_ref(),
             &acks,
@@ -525,71 +569,80 @@ async fn settle(
     }
 }
 
-fn spawn_jobs(
-    shared: &Arc<PoolShared>,
-    claimed: Vec<(JobRecord, Lease, OwnedSemaphorePermit)>,
-    done_tx: &mpsc::UnboundedSender<Done>,
-) {
+/// Register a claimed batch and hand it to the executors.
+fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, OwnedSemaphorePermit)>) {
     if claimed.is_empty() {
         return;
     }
-    // Hold the lock while spawning the batch so no task can finish (and the finisher remove
-    // its entry) before the entry exists.
-    let mut running = shared.running.lock();
-    running.reserve(claimed.len());
-    for (record, lease, permit) in claimed {
-        let token = CancellationToken::new();
-        let id = record.id;
-        let attempt = record.attempt;
-        let span = tracing::info_span!("job", id = %id, kind = %record.kind, attempt);
-        let task_shared = Arc::clone(shared);
-        let task_token = token.clone();
-        let task_lease = lease.clone();
-        let done_tx = done_tx.clone();
-        // Boxed: the job future is large, and the task cell would otherwise copy it whole
-        // several times on the way in (measured: a third of all bytes copied per job).
-        let handle = tokio::spawn(Box::pin(
-            async move {
-                let done = run_job(&task_shared, record, task_lease, task_token).await;
-                let _ = done_tx.send(done);
-                drop(permit);
-            }
-            .instrument(span),
-        ));
-        running.insert(
-            id,
-            Running {
-                lease,
-                attempt,
+    let mut assigned = Vec::with_capacity(claimed.len());
+    {
+        let mut running = shared.running.lock();
+        running.reserve(claimed.len());
+        for (record, lease, permit) in claimed {
+            let token = CancellationToken::new();
+            running.insert(
+                record.id,
+                Running {
+                    lease: lease.clone(),
+                    attempt: record.attempt,
+                    token: token.clone(),
+                },
+            );
+            let idempotent = shared
+                .engine
+                .kinds
+                .get(&record.kind)
+                .is_some_and(KindConfig::is_idempotent);
+            let ctx = JobContext::new(
+                record,
+                shared.worker.clone(),
+                Arc::clone(&shared.engine.memory),
                 token,
-                abort: handle.abort_handle(),
-            },
-        );
+            )
+            .with_idempotent(idempotent);
+            assigned.push(Assigned { ctx, lease, permit });
+        }
+    }
+    for job in assigned {
+        // Never full: every job holds one of `concurrency` slots, and the channel has room
+        // for as many. Closed only at shutdown, after the fetcher stopped.
+        if let Err(err) = shared.jobs_tx.try_send(job) {
+            let job = err.into_inner();
+            tracing::error!(job_id = %job.ctx.id(), "no executor took the job; its lease will expire and it will be delivered again");
+            shared.running.lock().remove(&job.ctx.id());
+        }
     }
 }
 
-async fn run_job(
-    shared: &PoolShared,
-    record: JobRecord,
-    lease: Lease,
-    token: CancellationToken,
-) -> Done {
+/// One executor: runs claimed jobs one at a time until the pool closes its channel.
+async fn executor_loop(shared: Arc<PoolShared>, slot: usize, done_tx: mpsc::UnboundedSender<Done>) {
+    while let Ok(job) = shared.jobs_rx.recv().await {
+        let Assigned { ctx, lease, permit } = job;
+        if let Some(busy) = shared.busy.get(slot) {
+            *busy.lock() = Some(ctx.id());
+        }
+        let span =
+            tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
+        let done = run_job(&shared, ctx, lease).instrument(span).await;
+        if let Some(busy) = shared.busy.get(slot) {
+            *busy.lock() = None;
+        }
+        let _ = done_tx.send(done);
+        drop(permit);
+    }
+}
+
+async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
     let engine = &shared.engine;
+    let record = ctx.record();
     let id = record.id;
     let attempt = record.attempt;
     let max_attempts = record.max_attempts;
     let kind_name = record.kind.clone();
     let kind = engine.kinds.get(&record.kind);
-    let strategy = engine.strategy_for(&record);
+    let strategy = engine.strategy_for(record);
     let strategy_name = strategy.name().to_owned();
     let timeout = record.timeout.or_else(|| kind.and_then(|k| k.timeout));
-    let ctx = JobContext::new(
-        record,
-        shared.worker.clone(),
-        Arc::clone(&engine.memory),
-        token,
-    )
-    .with_idempotent(kind.is_some_and(|k| k.is_idempotent()));
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {

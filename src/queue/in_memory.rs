@@ -468,7 +468,7 @@ impl QueueManager for InMemoryQueue {
             stats.delayed += k.delayed;
             stats.in_flight += k.in_flight;
             stats.dead += k.dead;
-            stats.per_kind.insert(kind.to_string(), *k);
+            stats.per_kind.insert(String::from(&**kind), *k);
         }
         Ok(stats)
     }

@@ -124,8 +124,8 @@ impl Slot {
         let extra = self.extra.as_deref();
         JobRecord {
             id: self.id,
-            kind: self.kind.to_string(),
-            queue: self.queue.to_string(),
+            kind: String::from(&*self.kind),
+            queue: String::from(&*self.queue),
             payload: self.payload.clone(),
             state: self.state,
             priority: self.priority,
@@ -734,7 +734,7 @@ impl StateManager for InMemoryState {
                 .per_kind
                 .iter()
                 .filter(|(_, t)| t.total() > 0)
-                .map(|(k, t)| (k.to_string(), *t))
+                .map(|(k, t)| (String::from(&**k), *t))
                 .collect(),
         })
     }
