@@ -57,6 +57,7 @@ pub mod job;
 pub mod memory;
 pub mod orchestrator;
 pub mod queue;
+pub mod safety;
 pub mod state;
 pub mod strategy;
 
@@ -77,5 +78,6 @@ pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
     pub use crate::job::{JobId, JobRecord, JobState, NewJob};
     pub use crate::orchestrator::{JobOrchestrator, KindConfig, Orchestrator, WorkerConfig};
+    pub use crate::safety::HandlerExt;
     pub use crate::strategy::RetryPolicy;
 }
