@@ -41,6 +41,7 @@
 //! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
 //! | how one delivery runs | [`Strategy`] | [`strategy::Direct`] |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
+//! | safety: timeouts, breakers, rate limits, bulkheads | [`safety::Layer`] | [`safety::Timeout`], [`safety::CircuitBreaker`], [`safety::RateLimit`], [`safety::Bulkhead`] |
 //!
 //! ## Cargo features
 //!
