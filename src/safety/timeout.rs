@@ -125,8 +125,12 @@ impl<Q: QueueManager> QueueManager for Timeout<Q> {
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        self.backend("queue extend", Duration::ZERO, self.inner.extend(leases, lease))
-            .await
+        self.backend(
+            "queue extend",
+            Duration::ZERO,
+            self.inner.extend(leases, lease),
+        )
+        .await
     }
 
     async fn ack(&self, leases: &[Lease]) -> Result<()> {
@@ -190,13 +194,21 @@ impl<S: StateManager> StateManager for Timeout<S> {
     }
 
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
-        self.backend("state finish", Duration::ZERO, self.inner.finish(transitions))
-            .await
+        self.backend(
+            "state finish",
+            Duration::ZERO,
+            self.inner.finish(transitions),
+        )
+        .await
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
-        self.backend("state cancel", Duration::ZERO, self.inner.cancel(id, reason))
-            .await
+        self.backend(
+            "state cancel",
+            Duration::ZERO,
+            self.inner.cancel(id, reason),
+        )
+        .await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {

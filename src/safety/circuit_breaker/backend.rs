@@ -33,7 +33,11 @@ impl<S> CircuitBreaker<S> {
         let permit = registry.try_acquire(key).map_err(|refused| {
             Error::new(
                 ErrorKind::Backend,
-                format!("{}, retry after {:?}", refused.message(key), refused.retry_after),
+                format!(
+                    "{}, retry after {:?}",
+                    refused.message(key),
+                    refused.retry_after
+                ),
             )
         })?;
         let result = call.await;
@@ -60,8 +64,12 @@ impl<Q: QueueManager> QueueManager for CircuitBreaker<Q> {
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        self.guard(QUEUE_KEY, Duration::ZERO, self.inner().extend(leases, lease))
-            .await
+        self.guard(
+            QUEUE_KEY,
+            Duration::ZERO,
+            self.inner().extend(leases, lease),
+        )
+        .await
     }
 
     async fn ack(&self, leases: &[Lease]) -> Result<()> {

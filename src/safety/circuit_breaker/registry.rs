@@ -335,7 +335,9 @@ impl CallNotPermitted {
 impl fmt::Display for CallNotPermitted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.state {
-            BreakerState::HalfOpen => f.write_str("circuit half-open, every probe permit is out")?,
+            BreakerState::HalfOpen => {
+                f.write_str("circuit half-open, every probe permit is out")?
+            }
             _ => f.write_str("circuit open")?,
         }
         write!(f, "; retry after {:?}", self.retry_after)

@@ -138,7 +138,8 @@ impl RateLimiter {
     /// A limiter with these settings (checked first).
     pub fn new(config: RateLimitConfig) -> Result<Self> {
         let quota = config.quota()?;
-        let cleanup_every_nanos = u64::try_from(config.cleanup_every.as_nanos()).unwrap_or(u64::MAX);
+        let cleanup_every_nanos =
+            u64::try_from(config.cleanup_every.as_nanos()).unwrap_or(u64::MAX);
         Ok(Self {
             limiter: governor::RateLimiter::keyed(quota),
             key: config.key,
@@ -294,11 +295,10 @@ impl<H: Handler> Handler for RateLimit<H> {
                 limiter.jitter.mul_f64(fastrand::f64())
             };
             let after = wait.max(Duration::from_millis(1)) + jitter;
-            return Err(JobError::defer(
-                after,
-                format_args!("rate limit reached for {key}"),
-            )
-            .with_class("rate_limited"));
+            return Err(
+                JobError::defer(after, format_args!("rate limit reached for {key}"))
+                    .with_class("rate_limited"),
+            );
         }
         self.inner.handle(ctx).await
     }
