@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::key::KeyBy;
-use super::keyed_map::KeyedMap;
+use super::keyed_map::{HotKey, KeyedMap};
 use super::layer::Layer;
 use crate::handler::{Handler, JobContext, JobError};
 use crate::{Error, Result};
@@ -189,6 +189,7 @@ impl<S> Layer<S> for BulkheadLayer {
         Bulkhead {
             inner,
             registry: Arc::clone(&self.registry),
+            hot: HotKey::new(),
         }
     }
 }
@@ -196,10 +197,20 @@ impl<S> Layer<S> for BulkheadLayer {
 /// Runs at most the configured number of calls of the wrapped handler at once per key; a
 /// job that finds no place within `max_wait` is deferred (class `bulkhead_full`, attempt not
 /// spent).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Bulkhead<S> {
     inner: S,
     registry: Arc<BulkheadRegistry>,
+    hot: HotKey<Semaphore>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Bulkhead<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bulkhead")
+            .field("inner", &self.inner)
+            .field("registry", &self.registry)
+            .finish()
+    }
 }
 
 impl<S> Bulkhead<S> {
@@ -221,7 +232,7 @@ impl<H: Handler> Handler for Bulkhead<H> {
     async fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError> {
         let config = &self.registry.config;
         let key = config.key.key(ctx);
-        let semaphore = self.registry.semaphore(&key);
+        let semaphore = self.hot.get(&key, || self.registry.semaphore(&key));
         let _place = match semaphore.try_acquire() {
             Ok(place) => place,
             Err(TryAcquireError::NoPermits) if !config.max_wait.is_zero() => {

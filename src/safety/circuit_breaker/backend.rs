@@ -30,7 +30,7 @@ impl<S> CircuitBreaker<S> {
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let registry = self.registry();
-        let permit = registry.try_acquire(key).map_err(|refused| {
+        let permit = self.acquire(key).map_err(|refused| {
             Error::new(
                 ErrorKind::Backend,
                 format!(

@@ -196,6 +196,7 @@ impl Core {
             }
             other => other,
         };
+        self.last_used = now;
         if grant.epoch != self.epoch {
             // Let through in an earlier state: it says nothing about this one.
             return None;
@@ -273,7 +274,12 @@ impl Core {
 
     fn enter(&mut self, state: BreakerState) {
         self.state = state;
-        self.epoch = self.epoch.wrapping_add(1);
+        self.epoch = self.epoch.wrapping_add(1) & EPOCH_MASK;
+    }
+
+    /// State and epoch in one word, published for the lock-free closed-state fast path.
+    pub(crate) fn gate(&self) -> u64 {
+        (self.epoch << 2) | state_code(self.state)
     }
 
     pub(crate) fn state(&self) -> BreakerState {
@@ -313,6 +319,26 @@ impl Core {
     pub(crate) fn is_idle(&self, now: Instant, idle: Duration) -> bool {
         self.state == BreakerState::Closed && now.saturating_duration_since(self.last_used) >= idle
     }
+}
+
+const EPOCH_MASK: u64 = u64::MAX >> 2;
+const CLOSED: u64 = 0;
+
+fn state_code(state: BreakerState) -> u64 {
+    match state {
+        BreakerState::Closed => CLOSED,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
+}
+
+/// A call let through on the fast path, if `gate` says the breaker is closed.
+#[inline]
+pub(crate) fn closed_grant(gate: u64) -> Option<Grant> {
+    (gate & 3 == CLOSED).then_some(Grant {
+        epoch: gate >> 2,
+        probe: false,
+    })
 }
 
 fn exceeds(config: &CircuitBreakerConfig, totals: Totals) -> bool {

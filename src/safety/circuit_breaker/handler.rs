@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::config::{CallOutcome, CircuitBreakerConfig};
-use super::registry::BreakerRegistry;
+use super::registry::{BreakerRegistry, CallNotPermitted, KeyBreaker, Permit};
 use crate::Result;
 use crate::handler::{Handler, JobContext, JobError};
+use crate::safety::keyed_map::HotKey;
 use crate::safety::layer::Layer;
 
 /// Builds [`CircuitBreaker`]s. The layer owns a [`BreakerRegistry`]: every wrapper it builds,
@@ -64,6 +65,7 @@ impl<S> Layer<S> for CircuitBreakerLayer {
         CircuitBreaker {
             inner,
             registry: Arc::clone(&self.registry),
+            hot: HotKey::new(),
         }
     }
 }
@@ -79,13 +81,29 @@ impl<S> Layer<S> for CircuitBreakerLayer {
 ///   refused call fails fast with an [`ErrorKind::Backend`](crate::ErrorKind::Backend) error
 ///   saying `circuit open for <key>, retry after ..`. (The worker backs off on backend errors,
 ///   and recovers by itself when the breaker closes.)
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CircuitBreaker<S> {
     inner: S,
     registry: Arc<BreakerRegistry>,
+    hot: HotKey<KeyBreaker>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for CircuitBreaker<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("inner", &self.inner)
+            .field("registry", &self.registry)
+            .finish()
+    }
 }
 
 impl<S> CircuitBreaker<S> {
+    /// A permit for `key`, looked up through the wrapper's hot key first.
+    #[inline]
+    pub(crate) fn acquire(&self, key: &str) -> std::result::Result<Permit, CallNotPermitted> {
+        KeyBreaker::acquire(&self.hot.get(key, || self.registry.breaker(key)))
+    }
+
     /// The wrapped value.
     #[must_use]
     pub fn inner(&self) -> &S {
@@ -104,7 +122,7 @@ impl<H: Handler> Handler for CircuitBreaker<H> {
     async fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError> {
         let config = self.registry.config();
         let key = config.key().key(ctx);
-        let permit = match self.registry.try_acquire(&key) {
+        let permit = match self.acquire(&key) {
             Ok(permit) => permit,
             Err(refused) => {
                 return Err(JobError::defer(refused.retry_after, refused.message(&key))

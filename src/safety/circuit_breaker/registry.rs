@@ -1,11 +1,12 @@
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::config::{CallOutcome, CircuitBreakerConfig, DroppedCall};
-use super::core::{BreakerState, Change, Core, Grant, Record, Refusal};
+use super::core::{BreakerState, Change, Core, Grant, Record, Refusal, closed_grant};
 use crate::Result;
 use crate::safety::keyed_map::KeyedMap;
 
@@ -40,6 +41,9 @@ pub struct BreakerRegistry {
 pub(crate) struct KeyBreaker {
     key: Box<str>,
     config: Arc<CircuitBreakerConfig>,
+    /// `core.gate()` as of the last change: lets calls through a closed breaker without
+    /// taking the lock.
+    gate: AtomicU64,
     core: Mutex<Core>,
 }
 
@@ -59,13 +63,17 @@ impl BreakerRegistry {
         &self.config
     }
 
-    fn breaker(&self, key: &str) -> Arc<KeyBreaker> {
+    pub(crate) fn breaker(&self, key: &str) -> Arc<KeyBreaker> {
         self.breakers.get_or_insert_with(
             key,
-            |key| KeyBreaker {
-                key: key.into(),
-                config: Arc::clone(&self.config),
-                core: Mutex::new(Core::new(&self.config, self.config.clock.now())),
+            |key| {
+                let core = Core::new(&self.config, self.config.clock.now());
+                KeyBreaker {
+                    key: key.into(),
+                    config: Arc::clone(&self.config),
+                    gate: AtomicU64::new(core.gate()),
+                    core: Mutex::new(core),
+                }
             },
             |b| Arc::strong_count(b) > 1 || !b.is_idle(self.config.idle_eviction),
         )
@@ -74,21 +82,7 @@ impl BreakerRegistry {
     /// Ask to make a call under `key`: a [`Permit`] to record its outcome with, or why not.
     /// A key never seen before gets a closed breaker.
     pub fn try_acquire(&self, key: &str) -> std::result::Result<Permit, CallNotPermitted> {
-        let breaker = self.breaker(key);
-        let now = self.config.clock.now();
-        let (result, change) = breaker.core.lock().acquire(&self.config, now);
-        if let Some(change) = change {
-            breaker.emit(change, now);
-        }
-        match result {
-            Ok(grant) => Ok(Permit {
-                breaker,
-                grant,
-                started: now,
-                armed: true,
-            }),
-            Err(Refusal { state, retry_after }) => Err(CallNotPermitted { state, retry_after }),
-        }
+        KeyBreaker::acquire(&self.breaker(key))
     }
 
     /// The state of the breaker for `key` (`Closed` for a key never seen). An open breaker
@@ -126,7 +120,12 @@ impl BreakerRegistry {
         match self.breakers.get(key) {
             Some(breaker) => {
                 let now = self.config.clock.now();
-                let change = breaker.core.lock().reset(now);
+                let change = {
+                    let mut core = breaker.core.lock();
+                    let change = core.reset(now);
+                    breaker.gate.store(core.gate(), Ordering::Release);
+                    change
+                };
                 if let Some(change) = change {
                     breaker.emit(change, now);
                 }
@@ -166,11 +165,42 @@ impl fmt::Debug for BreakerRegistry {
 }
 
 impl KeyBreaker {
+    /// Ask to make a call. A closed breaker answers from its gate, without the lock.
+    #[inline]
+    pub(crate) fn acquire(this: &Arc<Self>) -> std::result::Result<Permit, CallNotPermitted> {
+        let now = this.config.clock.now();
+        let grant = match closed_grant(this.gate.load(Ordering::Acquire)) {
+            Some(grant) => grant,
+            None => this.acquire_slow(now)?,
+        };
+        Ok(Permit {
+            breaker: Arc::clone(this),
+            grant,
+            started: now,
+            armed: true,
+        })
+    }
+
+    #[cold]
+    fn acquire_slow(&self, now: Instant) -> std::result::Result<Grant, CallNotPermitted> {
+        let (result, change) = {
+            let mut core = self.core.lock();
+            let answer = core.acquire(&self.config, now);
+            self.gate.store(core.gate(), Ordering::Release);
+            answer
+        };
+        if let Some(change) = change {
+            self.emit(change, now);
+        }
+        result.map_err(|Refusal { state, retry_after }| CallNotPermitted { state, retry_after })
+    }
+
     fn tick(&self) -> (BreakerState, Option<Change>) {
         let now = self.config.clock.now();
         let (state, change) = {
             let mut core = self.core.lock();
             let change = core.tick(&self.config, now);
+            self.gate.store(core.gate(), Ordering::Release);
             (core.state(), change)
         };
         if let Some(change) = change {
@@ -206,7 +236,14 @@ impl KeyBreaker {
     }
 
     fn finish(&self, grant: Grant, record: Record, now: Instant) {
-        let change = self.core.lock().record(&self.config, grant, record, now);
+        let change = {
+            let mut core = self.core.lock();
+            let change = core.record(&self.config, grant, record, now);
+            if change.is_some() {
+                self.gate.store(core.gate(), Ordering::Release);
+            }
+            change
+        };
         if let Some(change) = change {
             self.emit(change, now);
         }
