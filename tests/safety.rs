@@ -15,7 +15,7 @@ use jobforge::queue::{
 use jobforge::safety::{
     BreakerRegistry, BreakerState, BulkheadConfig, BulkheadLayer, CallOutcome,
     CircuitBreakerConfig, CircuitBreakerLayer, DroppedCall, HandlerExt, KeyBy, Layer, ManualClock,
-    RateLimitConfig, RateLimitLayer, SlidingWindow, StateChange, TimeoutLayer,
+    RateLimitConfig, RateLimitLayer, RateLimiter, SlidingWindow, StateChange, TimeoutLayer,
 };
 use jobforge::{
     ErrorKind, Handler, JobContext, JobError, JobId, JobOrchestrator, JobRecord, JobState,
@@ -670,6 +670,38 @@ async fn rate_limit_holds_under_concurrent_load() {
     let err = handler.handle(&ctx("sms", Some("a"))).await.unwrap_err();
     assert_eq!(err.class(), "rate_limited");
     assert!(err.defer_for().unwrap() > Duration::from_secs(50));
+}
+
+#[test]
+fn refused_calls_get_successive_slots_and_stale_keys_are_dropped() {
+    let limiter = RateLimiter::new(RateLimitConfig::per_second(10).with_burst(1)).unwrap();
+    assert!(limiter.check("a").is_ok());
+    let waits: Vec<Duration> = (0..5).map(|_| limiter.check("a").unwrap_err()).collect();
+    // The first refusal waits for the next cell (100 ms); each next one a cell later, so the
+    // refused callers come back one by one instead of all together.
+    assert!(waits[0] <= Duration::from_millis(100), "{waits:?}");
+    assert!(waits[0] >= Duration::from_millis(80), "{waits:?}");
+    for pair in waits.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(80) && gap <= Duration::from_millis(100),
+            "{waits:?}"
+        );
+    }
+    assert!(
+        limiter.check("b").is_ok(),
+        "another key has its own allowance"
+    );
+    assert_eq!(limiter.len(), 2);
+    // Keys indistinguishable from fresh ones are dropped: memory follows the keys in use.
+    let fast = RateLimiter::new(RateLimitConfig::per_second(1000).with_burst(1)).unwrap();
+    for i in 0..100 {
+        let _ = fast.check(&format!("tenant-{i}"));
+    }
+    assert_eq!(fast.len(), 100);
+    std::thread::sleep(Duration::from_millis(20));
+    fast.retain_recent();
+    assert!(fast.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

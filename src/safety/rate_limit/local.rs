@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -5,17 +6,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use governor::clock::Clock as _;
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::Quota;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
 use serde_json::Value;
 
 use crate::handler::{Handler, JobContext, JobError};
 use crate::safety::key::KeyBy;
+use crate::safety::keyed_map::Hasher;
 use crate::safety::layer::Layer;
 use crate::{Error, Result};
 
-/// Calls between two checks of whether a cleanup is due (a power of two).
-const CLEANUP_CHECK_EVERY: u64 = 1024;
+/// One call in this many (at random, so no counter is shared between threads) checks
+/// whether a cleanup is due.
+const CLEANUP_CHECK_ONE_IN: u32 = 1024;
+
+type Keyed = governor::RateLimiter<String, DefaultKeyedStateStore<String, Hasher>, DefaultClock>;
 
 /// Settings of a rate limit: `count` calls per `per`, with bursts of up to `burst` (default
 /// `count`), per key (default: per kind).
@@ -80,8 +86,8 @@ impl RateLimitConfig {
         self
     }
 
-    /// Add a random delay in `[0, jitter]` to each deferral, so that jobs refused together do
-    /// not all come back at the same instant (default: none).
+    /// Add a random delay in `[0, jitter]` to each deferral (default: none; refused jobs are
+    /// already spread out, one emission interval apart, see [`RateLimiter::check`]).
     #[must_use]
     pub fn with_jitter(mut self, jitter: Duration) -> Self {
         self.jitter = jitter;
@@ -118,33 +124,51 @@ impl RateLimitConfig {
     }
 }
 
-/// A keyed GCRA rate limiter (governor's, with its default concurrent keyed store). Shared
+/// A keyed GCRA rate limiter (governor's, with its default concurrent keyed store, hashed with
+/// a seeded foldhash). Shared
 /// by a [`RateLimitLayer`], its clones and every [`RateLimit`] they build.
 ///
 /// Memory stays bounded by the keys in use: every so often (see
 /// [`RateLimitConfig::with_cleanup_every`]) keys whose state is indistinguishable from a
 /// fresh key are dropped.
 pub struct RateLimiter {
-    limiter: DefaultKeyedRateLimiter<String>,
+    limiter: Keyed,
+    /// One call's share of the period: `per / count`.
+    interval: Duration,
+    /// Per key, the next free slot handed to a refused call (only touched on refusals).
+    slots: parking_lot::Mutex<Slots>,
     key: KeyBy,
     jitter: Duration,
-    calls: AtomicU64,
     origin: Instant,
     cleanup_every_nanos: u64,
     next_cleanup_nanos: AtomicU64,
+}
+
+struct Slots {
+    next: HashMap<String, Instant, Hasher>,
+    sweep_at: usize,
 }
 
 impl RateLimiter {
     /// A limiter with these settings (checked first).
     pub fn new(config: RateLimitConfig) -> Result<Self> {
         let quota = config.quota()?;
+        let interval = quota.replenish_interval();
         let cleanup_every_nanos =
             u64::try_from(config.cleanup_every.as_nanos()).unwrap_or(u64::MAX);
         Ok(Self {
-            limiter: governor::RateLimiter::keyed(quota),
+            limiter: governor::RateLimiter::dashmap_with_clock_and_hasher(
+                quota,
+                DefaultClock::default(),
+                Hasher::default(),
+            ),
+            interval,
+            slots: parking_lot::Mutex::new(Slots {
+                next: HashMap::with_hasher(Hasher::default()),
+                sweep_at: 1024,
+            }),
             key: config.key,
             jitter: config.jitter,
-            calls: AtomicU64::new(0),
             origin: Instant::now(),
             cleanup_every_nanos,
             next_cleanup_nanos: AtomicU64::new(cleanup_every_nanos),
@@ -152,7 +176,12 @@ impl RateLimiter {
     }
 
     /// Take one call from `key`'s allowance: `Ok` if it may go now, or how long to wait.
-    /// (Builds a `String` from `key`; the [`RateLimit`] wrapper does not.)
+    ///
+    /// A refused call is given the key's next free slot: at least GCRA's wait, and one
+    /// emission interval (`per / count`) after the slot given to the previous refused call.
+    /// Callers refused together thus come back spread out, like a queue, instead of all at the
+    /// same instant (where all but one would be refused again). Builds a `String` from `key`;
+    /// the [`RateLimit`] wrapper does not.
     pub fn check(&self, key: &str) -> std::result::Result<(), Duration> {
         self.check_key(&key.to_owned())
     }
@@ -162,13 +191,38 @@ impl RateLimiter {
         self.maybe_cleanup();
         match self.limiter.check_key(key) {
             Ok(()) => Ok(()),
-            Err(not_until) => Err(not_until.wait_time_from(self.limiter.clock().now())),
+            Err(not_until) => {
+                Err(self.reserve(key, not_until.wait_time_from(self.limiter.clock().now())))
+            }
         }
     }
 
+    /// The delay until `key`'s next free slot, at least `wait` from now; takes the slot.
+    #[cold]
+    fn reserve(&self, key: &str, wait: Duration) -> Duration {
+        let now = Instant::now();
+        let earliest = now + wait;
+        let mut slots = self.slots.lock();
+        if slots.next.len() >= slots.sweep_at {
+            slots.next.retain(|_, slot| *slot > now);
+            slots.sweep_at = (slots.next.len() * 2).max(1024);
+        }
+        let at = match slots.next.get_mut(key) {
+            Some(next) => {
+                let at = (*next).max(earliest);
+                *next = at + self.interval;
+                at
+            }
+            None => {
+                slots.next.insert(key.to_owned(), earliest + self.interval);
+                earliest
+            }
+        };
+        at.saturating_duration_since(now)
+    }
+
     fn maybe_cleanup(&self) {
-        let calls = self.calls.fetch_add(1, Ordering::Relaxed);
-        if calls % CLEANUP_CHECK_EVERY != CLEANUP_CHECK_EVERY - 1 {
+        if fastrand::u32(..CLEANUP_CHECK_ONE_IN) != 0 {
             return;
         }
         let now = u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -192,6 +246,10 @@ impl RateLimiter {
     pub fn retain_recent(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+        let now = Instant::now();
+        let mut slots = self.slots.lock();
+        slots.next.retain(|_, slot| *slot > now);
+        slots.next.shrink_to_fit();
     }
 
     /// How many keys the limiter holds.
@@ -261,8 +319,8 @@ impl<S> Layer<S> for RateLimitLayer {
 }
 
 /// Lets a call through to the wrapped handler only within its key's rate; otherwise the job
-/// is deferred (class `rate_limited`, attempt not spent) for as long as the limiter says,
-/// plus the configured jitter.
+/// is deferred (class `rate_limited`, attempt not spent) until the key's next free slot (see
+/// [`RateLimiter::check`]), plus the configured jitter.
 #[derive(Debug, Clone)]
 pub struct RateLimit<S> {
     inner: S,
