@@ -30,7 +30,8 @@ impl<S> CircuitBreaker<S> {
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let registry = self.registry();
-        let permit = self.acquire(key).map_err(|refused| {
+        let breaker = self.breaker(key);
+        let permit = Self::acquire(&breaker).map_err(|refused| {
             Error::new(
                 ErrorKind::Backend,
                 format!(
@@ -46,7 +47,7 @@ impl<S> CircuitBreaker<S> {
             Err(error) => (registry.config().classify_backend)(error),
         };
         let took = permit.elapsed().saturating_sub(wait);
-        permit.record_with_duration(outcome, took);
+        permit.record(outcome, Some(took));
         result
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use super::config::CircuitBreakerConfig;
-use super::window::{Totals, Window, rate};
+use super::window::{Totals, Window};
 
 /// Where a breaker is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -342,6 +342,9 @@ pub(crate) fn closed_grant(gate: u64) -> Option<Grant> {
 }
 
 fn exceeds(config: &CircuitBreakerConfig, totals: Totals) -> bool {
-    rate(totals.failures, totals.calls).is_some_and(|r| r >= config.failure_rate_threshold)
-        || rate(totals.slow, totals.calls).is_some_and(|r| r >= config.slow_call_rate_threshold)
+    // `part / calls * 100 >= threshold`, without dividing.
+    let calls = f64::from(totals.calls);
+    totals.calls > 0
+        && (f64::from(totals.failures) * 100.0 >= config.failure_rate_threshold * calls
+            || f64::from(totals.slow) * 100.0 >= config.slow_call_rate_threshold * calls)
 }

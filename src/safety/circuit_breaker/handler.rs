@@ -4,10 +4,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::config::{CallOutcome, CircuitBreakerConfig};
-use super::registry::{BreakerRegistry, CallNotPermitted, KeyBreaker, Permit};
+use super::registry::{BreakerRegistry, CallNotPermitted, KeyBreaker, PermitOn};
 use crate::Result;
 use crate::handler::{Handler, JobContext, JobError};
-use crate::safety::keyed_map::HotKey;
+use crate::safety::keyed_map::{Found, HotKey};
 use crate::safety::layer::Layer;
 
 /// Builds [`CircuitBreaker`]s. The layer owns a [`BreakerRegistry`]: every wrapper it builds,
@@ -98,10 +98,18 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CircuitBreaker<S> {
 }
 
 impl<S> CircuitBreaker<S> {
-    /// A permit for `key`, looked up through the wrapper's hot key first.
+    /// The breaker for `key`, through the wrapper's hot key first.
     #[inline]
-    pub(crate) fn acquire(&self, key: &str) -> std::result::Result<Permit, CallNotPermitted> {
-        KeyBreaker::acquire(&self.hot.get(key, || self.registry.breaker(key)))
+    pub(crate) fn breaker(&self, key: &str) -> Found<'_, KeyBreaker> {
+        self.hot.get(key, || self.registry.breaker(key))
+    }
+
+    /// A permit on `breaker`, borrowing it for the call.
+    #[inline]
+    pub(crate) fn acquire<'a>(
+        breaker: &'a Found<'_, KeyBreaker>,
+    ) -> std::result::Result<PermitOn<&'a KeyBreaker>, CallNotPermitted> {
+        KeyBreaker::acquire(&***breaker)
     }
 
     /// The wrapped value.
@@ -122,7 +130,8 @@ impl<H: Handler> Handler for CircuitBreaker<H> {
     async fn handle(&self, ctx: &JobContext) -> std::result::Result<Value, JobError> {
         let config = self.registry.config();
         let key = config.key().key(ctx);
-        let permit = match self.acquire(&key) {
+        let breaker = self.breaker(&key);
+        let permit = match Self::acquire(&breaker) {
             Ok(permit) => permit,
             Err(refused) => {
                 return Err(JobError::defer(refused.retry_after, refused.message(&key))
@@ -134,7 +143,7 @@ impl<H: Handler> Handler for CircuitBreaker<H> {
             Ok(_) => CallOutcome::Success,
             Err(error) => (config.classify)(error),
         };
-        permit.record(outcome);
+        permit.record(outcome, None);
         result
     }
 }

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -82,7 +83,7 @@ impl BreakerRegistry {
     /// Ask to make a call under `key`: a [`Permit`] to record its outcome with, or why not.
     /// A key never seen before gets a closed breaker.
     pub fn try_acquire(&self, key: &str) -> std::result::Result<Permit, CallNotPermitted> {
-        KeyBreaker::acquire(&self.breaker(key))
+        KeyBreaker::acquire(self.breaker(key)).map(Permit)
     }
 
     /// The state of the breaker for `key` (`Closed` for a key never seen). An open breaker
@@ -167,14 +168,16 @@ impl fmt::Debug for BreakerRegistry {
 impl KeyBreaker {
     /// Ask to make a call. A closed breaker answers from its gate, without the lock.
     #[inline]
-    pub(crate) fn acquire(this: &Arc<Self>) -> std::result::Result<Permit, CallNotPermitted> {
-        let now = this.config.clock.now();
-        let grant = match closed_grant(this.gate.load(Ordering::Acquire)) {
+    pub(crate) fn acquire<B: Deref<Target = KeyBreaker>>(
+        breaker: B,
+    ) -> std::result::Result<PermitOn<B>, CallNotPermitted> {
+        let now = breaker.config.clock.now();
+        let grant = match closed_grant(breaker.gate.load(Ordering::Acquire)) {
             Some(grant) => grant,
-            None => this.acquire_slow(now)?,
+            None => breaker.acquire_slow(now)?,
         };
-        Ok(Permit {
-            breaker: Arc::clone(this),
+        Ok(PermitOn {
+            breaker,
             grant,
             started: now,
             armed: true,
@@ -390,34 +393,87 @@ impl std::error::Error for CallNotPermitted {}
 /// [`DroppedCall`]: by default it is not counted, and a half-open probe permit is given back.
 /// The duration of the call, for the slow-call rate, runs from the acquisition to the record.
 #[must_use = "a permit records nothing until its outcome is given; dropping it counts as a cancelled call"]
-pub struct Permit {
-    breaker: Arc<KeyBreaker>,
+pub struct Permit(PermitOn<Arc<KeyBreaker>>);
+
+/// A permit on a breaker held any way: owned by a [`Permit`], or borrowed by a wrapper that
+/// keeps the breaker alive for the call (no reference count to touch).
+pub(crate) struct PermitOn<B: Deref<Target = KeyBreaker>> {
+    breaker: B,
     grant: Grant,
     started: Instant,
     armed: bool,
+}
+
+impl<B: Deref<Target = KeyBreaker>> PermitOn<B> {
+    pub(crate) fn is_probe(&self) -> bool {
+        self.grant.probe
+    }
+
+    pub(crate) fn elapsed(&self) -> Duration {
+        self.breaker
+            .config
+            .clock
+            .now()
+            .saturating_duration_since(self.started)
+    }
+
+    /// Record the outcome, timed from the acquisition unless `took` is given.
+    pub(crate) fn record(mut self, outcome: CallOutcome, took: Option<Duration>) {
+        self.armed = false;
+        let config = &self.breaker.config;
+        let now = config.clock.now();
+        let took = took.unwrap_or_else(|| now.saturating_duration_since(self.started));
+        let slow = took >= config.slow_call_duration;
+        let record = match outcome {
+            CallOutcome::Success => Record::Call {
+                failure: false,
+                slow,
+            },
+            CallOutcome::Failure => Record::Call {
+                failure: true,
+                slow,
+            },
+            CallOutcome::Ignored => Record::Ignored,
+        };
+        self.breaker.finish(self.grant, record, now);
+    }
+}
+
+impl<B: Deref<Target = KeyBreaker>> Drop for PermitOn<B> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.armed = false;
+        let config = &self.breaker.config;
+        let now = config.clock.now();
+        let record = match config.dropped {
+            DroppedCall::Ignore => Record::Dropped,
+            DroppedCall::Failure => Record::DroppedFailure {
+                slow: now.saturating_duration_since(self.started) >= config.slow_call_duration,
+            },
+        };
+        self.breaker.finish(self.grant, record, now);
+    }
 }
 
 impl Permit {
     /// The breaker's key.
     #[must_use]
     pub fn key(&self) -> &str {
-        &self.breaker.key
+        &self.0.breaker.key
     }
 
     /// Whether this is a half-open probe.
     #[must_use]
     pub fn is_probe(&self) -> bool {
-        self.grant.probe
+        self.0.is_probe()
     }
 
     /// How long since the permit was given.
     #[must_use]
     pub fn elapsed(&self) -> Duration {
-        self.breaker
-            .config
-            .clock
-            .now()
-            .saturating_duration_since(self.started)
+        self.0.elapsed()
     }
 
     /// The call succeeded.
@@ -436,52 +492,14 @@ impl Permit {
     }
 
     /// Record the outcome, timing the call from the permit's acquisition.
-    pub fn record(mut self, outcome: CallOutcome) {
-        let now = self.breaker.config.clock.now();
-        let took = now.saturating_duration_since(self.started);
-        self.finish(outcome, took, now);
+    pub fn record(self, outcome: CallOutcome) {
+        self.0.record(outcome, None);
     }
 
     /// Record the outcome with a duration of your own (for instance without a long poll's
     /// deliberate wait).
-    pub fn record_with_duration(mut self, outcome: CallOutcome, took: Duration) {
-        let now = self.breaker.config.clock.now();
-        self.finish(outcome, took, now);
-    }
-
-    fn finish(&mut self, outcome: CallOutcome, took: Duration, now: Instant) {
-        self.armed = false;
-        let slow = took >= self.breaker.config.slow_call_duration;
-        let record = match outcome {
-            CallOutcome::Success => Record::Call {
-                failure: false,
-                slow,
-            },
-            CallOutcome::Failure => Record::Call {
-                failure: true,
-                slow,
-            },
-            CallOutcome::Ignored => Record::Ignored,
-        };
-        self.breaker.finish(self.grant, record, now);
-    }
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
-        self.armed = false;
-        let now = self.breaker.config.clock.now();
-        let record = match self.breaker.config.dropped {
-            DroppedCall::Ignore => Record::Dropped,
-            DroppedCall::Failure => Record::DroppedFailure {
-                slow: now.saturating_duration_since(self.started)
-                    >= self.breaker.config.slow_call_duration,
-            },
-        };
-        self.breaker.finish(self.grant, record, now);
+    pub fn record_with_duration(self, outcome: CallOutcome, took: Duration) {
+        self.0.record(outcome, Some(took));
     }
 }
 
@@ -489,7 +507,7 @@ impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Permit")
             .field("key", &self.key())
-            .field("probe", &self.grant.probe)
+            .field("probe", &self.is_probe())
             .finish_non_exhaustive()
     }
 }
