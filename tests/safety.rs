@@ -1062,10 +1062,13 @@ async fn workers_recover_when_a_broken_backend_returns() {
             .with_permitted_calls_in_half_open(1),
     )
     .unwrap();
-    let queue =
-        breaker.layer(TimeoutLayer::new(Duration::from_secs(2)).layer(ArcQueue(flaky.clone())));
+    let deadline = TimeoutLayer::new(Duration::from_secs(2));
+    let queue = breaker.layer(deadline.layer(ArcQueue(flaky.clone())));
+    // The state store goes through the same layers (its own breaker key); it stays healthy.
+    let state = breaker.layer(deadline.layer(jobforge::state::InMemoryState::new()));
     let orchestrator = Orchestrator::builder()
         .queue(Arc::new(queue))
+        .state(Arc::new(state))
         .handler("k", |_ctx: JobContext| async { Ok(json!("done")) })
         .build()
         .unwrap();
@@ -1103,5 +1106,10 @@ async fn workers_recover_when_a_broken_backend_returns() {
         breaker.registry().state("queue backend"),
         BreakerState::Closed
     );
+    assert_eq!(
+        breaker.registry().state("state backend"),
+        BreakerState::Closed
+    );
+    assert!(breaker.registry().snapshot("state backend").unwrap().calls > 0);
     workers.shutdown(Duration::from_secs(5)).await;
 }
