@@ -2,6 +2,10 @@
 //! trivial handler. Subtract `bare handler` to get a layer's own cost.
 //!
 //! `cargo bench --bench safety -- --warm-up-time 1 --measurement-time 3`
+//!
+//! Each figure is measured twice: in wall-clock time (`wall/..`), and in the CPU time of the
+//! benchmark thread (`cpu/..`, `CLOCK_THREAD_CPUTIME_ID` on Unix), which a loaded or shared
+//! machine does not inflate with time spent waiting for a core.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jobforge::memory::InMemoryMemory;
 use jobforge::safety::{
@@ -64,7 +69,60 @@ fn ctx() -> JobContext {
     )
 }
 
-fn bench(c: &mut Criterion) {
+/// CPU time of the current thread (wall-clock time off Unix).
+struct CpuTime;
+
+#[cfg(unix)]
+fn thread_cpu_nanos() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    Some(secs * 1_000_000_000 + nanos)
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_nanos() -> Option<u64> {
+    None
+}
+
+impl Measurement for CpuTime {
+    type Intermediate = (Option<u64>, std::time::Instant);
+    type Value = Duration;
+
+    fn start(&self) -> Self::Intermediate {
+        (thread_cpu_nanos(), std::time::Instant::now())
+    }
+    fn end(&self, (cpu, wall): Self::Intermediate) -> Duration {
+        match (cpu, thread_cpu_nanos()) {
+            (Some(a), Some(b)) => Duration::from_nanos(b.saturating_sub(a)),
+            _ => wall.elapsed(),
+        }
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        WALL.formatter()
+    }
+}
+
+static WALL: WallTime = WallTime;
+
+fn wall(c: &mut Criterion) {
+    layers(c, "wall");
+}
+
+fn cpu(c: &mut Criterion<CpuTime>) {
+    layers(c, "cpu");
+}
+
+fn layers<M: Measurement<Value = Duration> + 'static>(c: &mut Criterion<M>, group: &str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -79,7 +137,7 @@ fn bench(c: &mut Criterion) {
     };
     let bulkhead = || BulkheadLayer::new(BulkheadConfig::new(1024)).expect("valid bulkhead");
 
-    let mut group = c.benchmark_group("safety");
+    let mut group = c.benchmark_group(group);
     let bare = Noop;
     group.bench_function("bare handler", |b| {
         b.to_async(&rt)
@@ -142,5 +200,10 @@ fn reference(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, reference);
-criterion_main!(benches);
+criterion_group!(benches, wall, reference);
+criterion_group! {
+    name = cpu_benches;
+    config = Criterion::default().with_measurement(CpuTime);
+    targets = cpu
+}
+criterion_main!(benches, cpu_benches);
