@@ -120,8 +120,8 @@ async fn main() -> jobforge::Result<()> {
     )?;
     let tally = TallyLayer::default();
     // Innermost first: timeout, breaker, rate limit, then our tally of what came out.
-    let handler = Arc::clone(&downstream)
-        .as_handler()
+    let downstream_handler: Arc<dyn Handler> = downstream.clone();
+    let handler = downstream_handler
         .layer(TimeoutLayer::new(Duration::from_millis(200)))
         .layer(breaker.clone())
         .layer(RateLimitLayer::new(
@@ -227,15 +227,4 @@ async fn main() -> jobforge::Result<()> {
     assert!(counts.get("circuit_open").copied().unwrap_or(0) > 0);
     assert!(max_attempt <= 5);
     Ok(())
-}
-
-/// `Arc<Downstream>` as a handler.
-trait AsHandler {
-    fn as_handler(self) -> Arc<dyn Handler>;
-}
-
-impl AsHandler for Arc<Downstream> {
-    fn as_handler(self) -> Arc<dyn Handler> {
-        self
-    }
 }
