@@ -118,7 +118,10 @@ impl CountWindow {
         }
         self.ring[self.next] = (u8::from(failure) * FAILURE) | (u8::from(slow) * SLOW);
         self.totals.add(failure, slow);
-        self.next = (self.next + 1) % cap;
+        self.next += 1;
+        if self.next == cap {
+            self.next = 0;
+        }
         self.totals
     }
 
