@@ -249,7 +249,7 @@ impl<H: Handler> Handler for Bulkhead<H> {
 
 fn full(config: &BulkheadConfig, key: &str) -> JobError {
     JobError::defer(
-        config.retry_after,
+        config.retry_after.max(Duration::from_millis(1)),
         format_args!(
             "bulkhead full for {key}: {} calls running",
             config.max_concurrent

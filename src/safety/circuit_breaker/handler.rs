@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -134,8 +135,11 @@ impl<H: Handler> Handler for CircuitBreaker<H> {
         let permit = match Self::acquire(&breaker) {
             Ok(permit) => permit,
             Err(refused) => {
-                return Err(JobError::defer(refused.retry_after, refused.message(&key))
-                    .with_class("circuit_open"));
+                // Never defer for zero: the job would come straight back, in a busy loop.
+                let after = refused.retry_after.max(Duration::from_millis(1));
+                return Err(
+                    JobError::defer(after, refused.message(&key)).with_class("circuit_open")
+                );
             }
         };
         let result = self.inner.handle(ctx).await;
