@@ -41,6 +41,7 @@
 //! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
 //! | how one delivery runs | [`Strategy`] | [`strategy::Direct`]; also [`InlineRetry`](strategy::InlineRetry), [`Fallback`](strategy::Fallback), [`Hedged`](strategy::Hedged), [`Adaptive`](strategy::Adaptive) |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
+//! | safety: timeouts, breakers, rate limits, bulkheads | [`safety::Layer`] | [`safety::Timeout`], [`safety::CircuitBreaker`], [`safety::RateLimit`], [`safety::Bulkhead`] |
 //!
 //! ## Cargo features
 //!
@@ -57,6 +58,7 @@ pub mod job;
 pub mod memory;
 pub mod orchestrator;
 pub mod queue;
+pub mod safety;
 pub mod state;
 pub mod strategy;
 mod util;
@@ -83,6 +85,7 @@ pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
     pub use crate::job::{JobId, JobRecord, JobState, NewJob};
     pub use crate::orchestrator::{JobOrchestrator, KindConfig, Orchestrator, WorkerConfig};
+    pub use crate::safety::HandlerExt;
     pub use crate::strategy::RetryPolicy;
 }
 
