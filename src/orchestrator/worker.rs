@@ -716,7 +716,7 @@ async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
             },
             OutcomeClass::Failed,
         ),
-        Outcome::Deferred { after, reason } => (
+        Outcome::Deferred { after, reason, .. } => (
             Finish::Defer {
                 run_at: now + chrono::Duration::from_std(*after).unwrap_or(chrono::Duration::MAX),
                 reason: reason.clone(),

@@ -60,6 +60,8 @@ pub enum Outcome {
         after: Duration,
         /// Why.
         reason: String,
+        /// Who deferred it, as an error class (`circuit_open`, `rate_limited`, `deferred`...).
+        class: std::borrow::Cow<'static, str>,
     },
     /// It was cancelled.
     Cancelled(String),
@@ -79,6 +81,7 @@ impl Outcome {
                 JobErrorKind::Defer(after) => Outcome::Deferred {
                     after,
                     reason: error.to_string(),
+                    class: std::borrow::Cow::Owned(error.class().to_owned()),
                 },
                 JobErrorKind::Cancelled => Outcome::Cancelled(error.message().to_owned()),
                 _ => Outcome::Failed(error),
@@ -98,7 +101,7 @@ impl Outcome {
         match self {
             Outcome::Succeeded(_) => None,
             Outcome::Retry { error, .. } | Outcome::Failed(error) => Some(error.class()),
-            Outcome::Deferred { .. } => Some("deferred"),
+            Outcome::Deferred { class, .. } => Some(class),
             Outcome::Cancelled(_) => Some("cancelled"),
         }
     }
