@@ -774,11 +774,11 @@ async fn finish_loop(
                 Err(_) => break,
             }
         }
-        let transitions: Vec<Transition> = batch.iter().map(|d| d.transition.clone()).collect();
         let mut failures = 0u32;
         let results = loop {
-            match engine.state.finish(transitions.clone()).await {
-                Ok(results) if results.len() == transitions.len() => break Some(results),
+            let transitions: Vec<Transition> = batch.iter().map(|d| d.transition.clone()).collect();
+            match engine.state.finish(transitions).await {
+                Ok(results) if results.len() == batch.len() => break Some(results),
                 Ok(_) => {
                     tracing::error!("state store answered a finish batch with the wrong count");
                     break None;
@@ -790,7 +790,7 @@ async fn finish_loop(
                     tokio::time::sleep(pause).await;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, jobs = transitions.len(), "finish failed for good; the jobs' leases will expire and they will run again");
+                    tracing::error!(error = %err, jobs = batch.len(), "finish failed for good; the jobs' leases will expire and they will run again");
                     break None;
                 }
             }
@@ -864,8 +864,17 @@ async fn finish_loop(
             "finished jobs; the deliveries will expire, be delivered again and be dropped by the claim",
         )
         .await;
-        if !records.is_empty() && record_tx.try_send(records).is_err() {
-            shared.records_dropped.fetch_add(1, Ordering::Relaxed);
+        if !records.is_empty() {
+            if let Err(full) = record_tx.try_send(records) {
+                let lost = match full {
+                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
+                        r.len()
+                    }
+                };
+                shared
+                    .records_dropped
+                    .fetch_add(lost as u64, Ordering::Relaxed);
+            }
         }
     }
 }
