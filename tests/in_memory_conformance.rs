@@ -115,3 +115,77 @@ async fn the_in_memory_dead_letter_list_is_bounded() {
     assert_eq!(queue.stats().await.unwrap().dead, 3);
     assert!(queue.is_empty());
 }
+
+/// The in-memory state as its own queue: `claim_due` delivers by priority, then run_at, then
+/// arrival; holds delayed jobs; skips cancelled ones; re-files retries; takes over expired
+/// leases.
+#[tokio::test]
+async fn in_memory_state_delivers_due_jobs_itself() {
+    let state = InMemoryState::new();
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let req = |max, lease_ms, wait_ms| Reserve {
+        worker: &w,
+        queues: &queues,
+        max,
+        lease: Duration::from_millis(lease_ms),
+        wait: Duration::from_millis(wait_ms),
+    };
+    let mut low = conformance::record(NewJob::new("k"));
+    low.run_at -= chrono::Duration::milliseconds(50);
+    let mut high = conformance::record(NewJob::new("k"));
+    high.priority = 5;
+    let fifo_a = conformance::record(NewJob::new("k"));
+    let mut fifo_b = conformance::record(NewJob::new("k"));
+    fifo_b.run_at = fifo_a.run_at;
+    let mut later = conformance::record(NewJob::new("k"));
+    later.run_at += chrono::Duration::milliseconds(200);
+    let cancelled = conformance::record(NewJob::new("k"));
+    let ids = [high.id, low.id, fifo_a.id, fifo_b.id];
+    let (later_id, cancelled_id) = (later.id, cancelled.id);
+    state
+        .create(vec![fifo_a, low, later, cancelled, fifo_b, high])
+        .await
+        .unwrap();
+    state.cancel(cancelled_id, "x").await.unwrap();
+
+    let got = state.claim_due(&req(10, 30_000, 0)).await.unwrap();
+    let got_ids: Vec<_> = got
+        .iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r.id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        got_ids, ids,
+        "priority, then run_at, then arrival; cancelled skipped"
+    );
+    // The delayed job comes due while a claim waits.
+    let got = state.claim_due(&req(10, 30_000, 2_000)).await.unwrap();
+    assert!(matches!(&got[..], [Claim::Claimed(r)] if r.id == later_id));
+
+    // A retry is filed again and delivered again.
+    state
+        .finish(vec![Transition {
+            id: later_id,
+            worker: w.clone(),
+            attempt: 1,
+            finish: Finish::Retry {
+                run_at: Utc::now(),
+                error: "flaky".into(),
+            },
+        }])
+        .await
+        .unwrap();
+    let got = state.claim_due(&req(10, 50, 0)).await.unwrap();
+    assert!(matches!(&got[..], [Claim::Claimed(r)] if r.id == later_id && r.attempt == 2));
+    // Its worker dies: after the lease, another claim takes it over.
+    assert!(state.claim_due(&req(10, 50, 0)).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let got = state.claim_due(&req(10, 30_000, 0)).await.unwrap();
+    assert!(matches!(&got[..], [Claim::Claimed(r)] if r.id == later_id && r.attempt == 3));
+
+    let stats = state.queue_stats_now();
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 5));
+}

@@ -1,4 +1,4 @@
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use super::types::{
 };
 use crate::Result;
 use crate::job::{JobId, WorkerId};
-use crate::util::{Names, from_micros, micros, micros_after};
+use crate::util::{Names, ReadyKey, best_ready, from_micros, micros, micros_after};
 
 /// Settings of an [`InMemoryQueue`].
 #[derive(Debug, Clone)]
@@ -61,30 +61,6 @@ struct Entry {
     envelope: Envelope,
     seq: u64,
     place: Place,
-}
-
-#[derive(PartialEq, Eq)]
-struct ReadyKey {
-    priority: i16,
-    run_at: i64,
-    seq: u64,
-    id: JobId,
-}
-
-impl Ord for ReadyKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Max-heap: higher priority, then earlier run_at, then lower seq first.
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.run_at.cmp(&self.run_at))
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for ReadyKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -213,17 +189,7 @@ impl Inner {
 
     fn pop_ready(&mut self, queues: &[String]) -> Option<JobId> {
         loop {
-            // The best head among the requested queues.
-            let mut best: Option<(usize, &ReadyKey)> = None;
-            for (i, queue) in queues.iter().enumerate() {
-                if let Some(key) = self.ready.get(queue.as_str()).and_then(BinaryHeap::peek) {
-                    if best.is_none_or(|(_, b)| key > b) {
-                        best = Some((i, key));
-                    }
-                }
-            }
-            let (i, _) = best?;
-            let key = self.ready.get_mut(queues[i].as_str())?.pop()?;
+            let key = best_ready(&mut self.ready, queues)?;
             if let Some(entry) = self.entries.get(&key.id) {
                 if entry.seq == key.seq && entry.place == Place::Ready {
                     return Some(key.id);

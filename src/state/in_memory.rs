@@ -1,3 +1,5 @@
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
@@ -13,7 +15,8 @@ use super::types::{
     StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
-use crate::util::{Names, from_micros, micros, micros_after};
+use crate::queue::{KindQueueStats, QueueStats, Reserve};
+use crate::util::{Names, ReadyHeaps, ReadyKey, best_ready, from_micros, micros, micros_after};
 use crate::{Error, ErrorKind, Result};
 
 /// Settings of an [`InMemoryState`].
@@ -59,6 +62,8 @@ impl InMemoryStateConfig {
 pub struct InMemoryState {
     inner: Mutex<Inner>,
     config: InMemoryStateConfig,
+    /// Wakes `claim_due` callers waiting for work.
+    notify: tokio::sync::Notify,
 }
 
 /// A history entry without the repeated job id.
@@ -104,6 +109,8 @@ struct Slot {
     lease_expires_at: Option<i64>,
     lease_owner: Option<WorkerId>,
     version: u64,
+    /// Position stamp in the store's own delivery order (see `QueueIndex`).
+    seq: u64,
     extra: Option<Box<Extra>>,
     /// Transitions after creation (creation is derived from the record).
     events: Vec<Event>,
@@ -171,9 +178,183 @@ struct Inner {
     total: StateTally,
     per_kind: HashMap<Arc<str>, StateTally, foldhash::fast::RandomState>,
     names: Names,
+    /// Delivery order, built on the first `claim_due` (when the store is its own queue) and
+    /// kept from then on; `None` while a separate queue delivers.
+    index: Option<QueueIndex>,
+}
+
+/// The store's own delivery order: due jobs by queue and priority, delayed jobs by `run_at`,
+/// leases by expiry. Entries are checked against the slot when popped (lazy deletion).
+#[derive(Default)]
+struct QueueIndex {
+    ready: ReadyHeaps,
+    /// (run_at, seq, id), earliest first.
+    delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,
+    /// (lease expiry, id), earliest first; a heartbeat leaves an early entry behind, which is
+    /// re-filed at its real expiry when popped.
+    leases: BinaryHeap<Reverse<(i64, JobId)>>,
+    seq: u64,
+}
+
+impl QueueIndex {
+    fn build(jobs: &mut BTreeMap<JobId, Slot>, now: i64) -> Self {
+        let mut index = Self::default();
+        for slot in jobs.values_mut() {
+            match slot.state {
+                JobState::Queued => index.file(slot, now),
+                JobState::Running => {
+                    if let Some(expires) = slot.lease_expires_at {
+                        index.leases.push(Reverse((expires, slot.id)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    /// File a queued job as ready or delayed.
+    fn file(&mut self, slot: &mut Slot, now: i64) {
+        self.seq += 1;
+        slot.seq = self.seq;
+        if slot.run_at <= now {
+            self.push_ready(slot);
+        } else {
+            self.delayed.push(Reverse((slot.run_at, slot.seq, slot.id)));
+        }
+    }
+
+    fn push_ready(&mut self, slot: &Slot) {
+        let key = ReadyKey {
+            priority: slot.priority,
+            run_at: slot.run_at,
+            seq: slot.seq,
+            id: slot.id,
+        };
+        match self.ready.get_mut(&slot.queue) {
+            Some(heap) => heap.push(key),
+            None => {
+                self.ready
+                    .entry(Arc::clone(&slot.queue))
+                    .or_default()
+                    .push(key);
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<i64> {
+        let delayed = self.delayed.peek().map(|Reverse((at, _, _))| *at);
+        let leases = self.leases.peek().map(|Reverse((at, _))| *at);
+        match (delayed, leases) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Inner {
+    /// Claim one job for `worker` (see [`StateManager::claim`]); the flag says whether the job
+    /// reached a terminal state (a dead worker's last attempt).
+    fn claim_one(
+        &mut self,
+        id: JobId,
+        worker: &WorkerId,
+        now_at: DateTime<Utc>,
+        until: i64,
+        max_events: usize,
+    ) -> (Claim, bool) {
+        let now = micros(now_at);
+        let Some(slot) = self.jobs.get_mut(&id) else {
+            return (Claim::Skipped { id, state: None }, false);
+        };
+        let (reason, exhausted) = match slot.state {
+            JobState::Queued if slot.run_at > now => {
+                let run_at = from_micros(slot.run_at);
+                return (Claim::NotDue { id, run_at }, false);
+            }
+            JobState::Queued => (None, false),
+            JobState::Running if slot.lease_expires_at.is_some_and(|t| t <= now) => {
+                let owner = owner_name(slot.lease_owner.as_ref());
+                let exhausted = slot.attempt >= slot.max_attempts;
+                let reason = if exhausted {
+                    format!(
+                        "worker_lost: lease of {owner} expired during attempt {} of {}; no attempts left",
+                        slot.attempt, slot.max_attempts
+                    )
+                } else {
+                    format!(
+                        "lease of {owner} expired during attempt {}; taken over",
+                        slot.attempt
+                    )
+                };
+                (Some(reason), exhausted)
+            }
+            state => {
+                return (
+                    Claim::Skipped {
+                        id,
+                        state: Some(state),
+                    },
+                    false,
+                );
+            }
+        };
+        let from = slot.state;
+        let kind = Arc::clone(&slot.kind);
+        if exhausted {
+            let reason = reason.unwrap_or_default();
+            slot.state = JobState::Dead;
+            slot.finished_at = Some(now);
+            slot.updated_at = now;
+            slot.extra().last_error = Some(reason.clone());
+            slot.lease_owner = None;
+            slot.lease_expires_at = None;
+            slot.version += 1;
+            let attempt = slot.attempt;
+            slot.push(
+                Event {
+                    at: now_at,
+                    from,
+                    to: JobState::Dead,
+                    attempt,
+                    worker: Some(worker.clone()),
+                    reason: Some(reason.clone().into_boxed_str()),
+                },
+                max_events,
+            );
+            self.tally(&kind, Some(from), Some(JobState::Dead));
+            self.finished.push_back((now_at, id));
+            return (Claim::Exhausted { id, reason }, true);
+        }
+        slot.state = JobState::Running;
+        slot.attempt += 1;
+        slot.lease_owner = Some(worker.clone());
+        slot.lease_expires_at = Some(until);
+        slot.started_at = Some(now);
+        slot.updated_at = now;
+        slot.version += 1;
+        let attempt = slot.attempt;
+        slot.push(
+            Event {
+                at: now_at,
+                from,
+                to: JobState::Running,
+                attempt,
+                worker: Some(worker.clone()),
+                reason: reason.map(String::into_boxed_str),
+            },
+            max_events,
+        );
+        let record = slot.to_record();
+        if let Some(index) = &mut self.index {
+            index.leases.push(Reverse((until, id)));
+        }
+        if from != JobState::Running {
+            self.tally(&kind, Some(from), Some(JobState::Running));
+        }
+        (Claim::Claimed(record), false)
+    }
+
     fn tally(&mut self, kind: &Arc<str>, from: Option<JobState>, to: Option<JobState>) {
         let apply = |t: &mut StateTally| {
             if let Some(from) = from {
@@ -239,6 +420,7 @@ impl InMemoryState {
         Self {
             inner: Mutex::new(Inner::default()),
             config,
+            notify: tokio::sync::Notify::new(),
         }
     }
 
@@ -252,6 +434,153 @@ impl InMemoryState {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Claim up to `req.max` due jobs of `req.queues` straight from the records — the store as
+    /// its own queue: `Queued` jobs that are due (highest priority, then earliest `run_at`,
+    /// then first filed) and `Running` jobs whose lease expired (taken over, or
+    /// [`Claim::Exhausted`] when their attempts are spent). Waits up to `req.wait` for a first
+    /// one. The delivery index is built on the first call and kept from then on.
+    pub async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        if req.max == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + req.wait;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now_at = Utc::now();
+            let (claims, next) = self.take_due(req, now_at);
+            if !claims.is_empty() {
+                return Ok(claims);
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Ok(claims);
+            }
+            let until_next = next
+                .map(|at| Duration::from_micros(u64::try_from(at - micros(now_at)).unwrap_or(0)))
+                .unwrap_or(remaining);
+            let nap = remaining.min(until_next.max(Duration::from_millis(1)));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    fn take_due(&self, req: &Reserve<'_>, now_at: DateTime<Utc>) -> (Vec<Claim>, Option<i64>) {
+        let now = micros(now_at);
+        let until = micros_after(now, req.lease);
+        let max_events = self.config.max_events_per_job;
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let mut index = match inner.index.take() {
+            Some(index) => index,
+            None => QueueIndex::build(&mut inner.jobs, now),
+        };
+        // Delayed jobs that came due join their ready heaps.
+        while let Some(Reverse((run_at, seq, id))) = index.delayed.peek().copied() {
+            if run_at > now {
+                break;
+            }
+            index.delayed.pop();
+            if let Some(slot) = inner.jobs.get(&id) {
+                if slot.state == JobState::Queued && slot.seq == seq {
+                    index.push_ready(slot);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(req.max.min(1024));
+        let mut finished_any = false;
+        // Jobs whose worker stopped heartbeating first, so they are not starved.
+        while out.len() < req.max {
+            let Some(Reverse((expires, id))) = index.leases.peek().copied() else {
+                break;
+            };
+            if expires > now {
+                break;
+            }
+            index.leases.pop();
+            let Some(slot) = inner.jobs.get(&id) else {
+                continue;
+            };
+            match (slot.state, slot.lease_expires_at) {
+                (JobState::Running, Some(actual)) if actual <= now => {
+                    if !req.queues.iter().any(|q| *q.as_str() == *slot.queue) {
+                        // Another pool's queue: keep the entry for it.
+                        index.leases.push(Reverse((now.saturating_add(1_000), id)));
+                        continue;
+                    }
+                    let (claim, finished) =
+                        inner.claim_one(id, req.worker, now_at, until, max_events);
+                    finished_any |= finished;
+                    if let Claim::Claimed(_) = claim {
+                        index.leases.push(Reverse((until, id)));
+                    }
+                    out.push(claim);
+                }
+                // Extended by a heartbeat: file it again at its real expiry.
+                (JobState::Running, Some(actual)) => index.leases.push(Reverse((actual, id))),
+                _ => {}
+            }
+        }
+        // Then due jobs, best first.
+        while out.len() < req.max {
+            let Some(key) = best_ready(&mut index.ready, req.queues) else {
+                break;
+            };
+            let valid = inner
+                .jobs
+                .get(&key.id)
+                .is_some_and(|slot| slot.state == JobState::Queued && slot.seq == key.seq);
+            if !valid {
+                continue;
+            }
+            let (claim, finished) = inner.claim_one(key.id, req.worker, now_at, until, max_events);
+            finished_any |= finished;
+            if let Claim::Claimed(_) = claim {
+                index.leases.push(Reverse((until, key.id)));
+            }
+            out.push(claim);
+        }
+        let next = index.next_wakeup();
+        inner.index = Some(index);
+        if finished_any {
+            inner.sweep(now_at, &self.config);
+        }
+        (out, next)
+    }
+
+    /// Delivery counts read from the records (the store as its own queue): ready and delayed
+    /// (queued, due or not), in flight (running), dead (kept by retention).
+    #[must_use]
+    pub fn queue_stats_now(&self) -> QueueStats {
+        let now = micros(Utc::now());
+        let inner = self.inner.lock();
+        let mut delayed: HashMap<&str, u64> = HashMap::new();
+        for slot in inner.jobs.values() {
+            if slot.state == JobState::Queued && slot.run_at > now {
+                *delayed.entry(&slot.kind).or_default() += 1;
+            }
+        }
+        let mut stats = QueueStats::default();
+        for (kind, tally) in &inner.per_kind {
+            let late = delayed.get(&**kind).copied().unwrap_or(0);
+            let k = KindQueueStats {
+                ready: tally.queued.saturating_sub(late),
+                delayed: late,
+                in_flight: tally.running,
+                dead: tally.dead,
+            };
+            if k == KindQueueStats::default() {
+                continue;
+            }
+            stats.ready += k.ready;
+            stats.delayed += k.delayed;
+            stats.in_flight += k.in_flight;
+            stats.dead += k.dead;
+            stats.per_kind.insert(String::from(&**kind), k);
+        }
+        stats
     }
 
     /// Drop finished jobs past retention now (it also happens as jobs finish).
@@ -281,6 +610,7 @@ fn owner_name(owner: Option<&WorkerId>) -> String {
 #[async_trait]
 impl StateManager for InMemoryState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
+        let now = micros(Utc::now());
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         let mut out = Vec::with_capacity(jobs.len());
@@ -352,6 +682,7 @@ impl StateManager for InMemoryState {
                 lease_expires_at: r.lease_expires_at.map(micros),
                 lease_owner: r.lease_owner,
                 version: r.version,
+                seq: 0,
                 extra,
                 events: Vec::new(),
             });
@@ -359,7 +690,17 @@ impl StateManager for InMemoryState {
                 inner.keys.insert(key, id);
             }
             inner.tally(&kind, None, Some(state));
+            if let (Some(index), Some(slot)) = (&mut inner.index, inner.jobs.get_mut(&id)) {
+                if state == JobState::Queued {
+                    index.file(slot, now);
+                }
+            }
             out.push(Created::New(id));
+        }
+        let created_any = out.iter().any(|c| matches!(c, Created::New(_)));
+        drop(guard);
+        if created_any {
+            self.notify.notify_waiters();
         }
         Ok(out)
     }
@@ -373,98 +714,9 @@ impl StateManager for InMemoryState {
         let mut out = Vec::with_capacity(ids.len());
         let mut finished_any = false;
         for id in ids {
-            let Some(slot) = inner.jobs.get_mut(id) else {
-                out.push(Claim::Skipped {
-                    id: *id,
-                    state: None,
-                });
-                continue;
-            };
-            let (reason, exhausted) = match slot.state {
-                JobState::Queued if slot.run_at > now => {
-                    out.push(Claim::NotDue {
-                        id: *id,
-                        run_at: from_micros(slot.run_at),
-                    });
-                    continue;
-                }
-                JobState::Queued => (None, false),
-                JobState::Running if slot.lease_expires_at.is_some_and(|t| t <= now) => {
-                    let owner = owner_name(slot.lease_owner.as_ref());
-                    let exhausted = slot.attempt >= slot.max_attempts;
-                    let reason = if exhausted {
-                        format!(
-                            "worker_lost: lease of {owner} expired during attempt {} of {}; no attempts left",
-                            slot.attempt, slot.max_attempts
-                        )
-                    } else {
-                        format!(
-                            "lease of {owner} expired during attempt {}; taken over",
-                            slot.attempt
-                        )
-                    };
-                    (Some(reason), exhausted)
-                }
-                state => {
-                    out.push(Claim::Skipped {
-                        id: *id,
-                        state: Some(state),
-                    });
-                    continue;
-                }
-            };
-            let from = slot.state;
-            let kind = Arc::clone(&slot.kind);
-            if exhausted {
-                let reason = reason.unwrap_or_default();
-                slot.state = JobState::Dead;
-                slot.finished_at = Some(now);
-                slot.updated_at = now;
-                slot.extra().last_error = Some(reason.clone());
-                slot.lease_owner = None;
-                slot.lease_expires_at = None;
-                slot.version += 1;
-                let attempt = slot.attempt;
-                slot.push(
-                    Event {
-                        at: now_at,
-                        from,
-                        to: JobState::Dead,
-                        attempt,
-                        worker: Some(worker.clone()),
-                        reason: Some(reason.clone().into_boxed_str()),
-                    },
-                    max_events,
-                );
-                inner.tally(&kind, Some(from), Some(JobState::Dead));
-                inner.finished.push_back((now_at, *id));
-                finished_any = true;
-                out.push(Claim::Exhausted { id: *id, reason });
-                continue;
-            }
-            slot.state = JobState::Running;
-            slot.attempt += 1;
-            slot.lease_owner = Some(worker.clone());
-            slot.lease_expires_at = Some(until);
-            slot.started_at = Some(now);
-            slot.updated_at = now;
-            slot.version += 1;
-            let attempt = slot.attempt;
-            slot.push(
-                Event {
-                    at: now_at,
-                    from,
-                    to: JobState::Running,
-                    attempt,
-                    worker: Some(worker.clone()),
-                    reason: reason.map(String::into_boxed_str),
-                },
-                max_events,
-            );
-            out.push(Claim::Claimed(slot.to_record()));
-            if from != JobState::Running {
-                inner.tally(&kind, Some(from), Some(JobState::Running));
-            }
+            let (claim, finished) = inner.claim_one(*id, worker, now_at, until, max_events);
+            finished_any |= finished;
+            out.push(claim);
         }
         if finished_any {
             inner.sweep(now_at, &self.config);
@@ -504,6 +756,7 @@ impl StateManager for InMemoryState {
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(transitions.len());
         let mut finished_any = false;
+        let mut requeued_any = false;
         for t in transitions {
             let Some(slot) = inner.jobs.get_mut(&t.id) else {
                 out.push(TransitionResult::Conflict {
@@ -592,11 +845,21 @@ impl StateManager for InMemoryState {
             if to.is_terminal() {
                 inner.finished.push_back((now_at, t.id));
                 finished_any = true;
+            } else {
+                let fields = &mut *inner;
+                if let (Some(index), Some(slot)) = (&mut fields.index, fields.jobs.get_mut(&t.id)) {
+                    index.file(slot, now);
+                    requeued_any = true;
+                }
             }
             out.push(TransitionResult::Applied { state: to, version });
         }
         if finished_any {
             inner.sweep(now_at, &self.config);
+        }
+        drop(inner);
+        if requeued_any {
+            self.notify.notify_waiters();
         }
         Ok(out)
     }
