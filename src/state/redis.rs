@@ -53,12 +53,6 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     counts: state_script!("counts"),
 });
 
-/// The record fields a script returns after the id, in this order (see `common.lua`).
-const RECORD_FIELDS: [&str; 22] = [
-    "d", "k", "q", "tn", "ik", "p", "ma", "ca", "s", "v", "a", "r", "u", "st", "f", "res", "le",
-    "o", "x", "cr", "en", "eo",
-];
-
 /// Settings of a [`RedisState`].
 ///
 /// ```
@@ -284,27 +278,120 @@ impl std::fmt::Debug for RedisState {
     }
 }
 
-/// What a record keeps that no script looks at, stored as one JSON field.
+/// What a record keeps that never changes, stored as one JSON field `d`.
 #[derive(Serialize)]
 struct BlobOut<'a> {
     payload: &'a Payload,
+    queue: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    priority: i16,
+    created_at: i64,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     tags: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     strategy: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &i16) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
 struct BlobIn {
     payload: Payload,
+    queue: String,
+    #[serde(default)]
+    priority: i16,
+    created_at: i64,
     #[serde(default)]
     tags: Vec<String>,
+    #[serde(default)]
+    tenant: Option<String>,
     #[serde(default)]
     strategy: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// The changing part of a record, field `m`: `state|version|attempt|max attempts|run_at|
+/// updated|started|finished|lease expiry|cancel requested|last event|oldest kept event|owner`
+/// (times in microseconds, empty when unset; the owner last, as it may contain `|`).
+fn encode_m(r: &JobRecord) -> String {
+    let t = |at: Option<DateTime<Utc>>| at.map(|a| micros(a).to_string()).unwrap_or_default();
+    format!(
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|0|2|{}",
+        r.state,
+        r.version,
+        r.attempt,
+        r.max_attempts,
+        micros(r.run_at),
+        micros(r.updated_at),
+        t(r.started_at),
+        t(r.finished_at),
+        t(r.lease_expires_at),
+        u8::from(r.cancel_requested),
+        r.lease_owner.as_ref().map_or("", WorkerId::as_str),
+    )
+}
+
+struct Mutable {
+    state: JobState,
+    version: u64,
+    attempt: u32,
+    max_attempts: u32,
+    run_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    lease_expires_at: Option<DateTime<Utc>>,
+    cancel_requested: bool,
+    lease_owner: Option<WorkerId>,
+}
+
+fn decode_m(m: &str) -> Option<Mutable> {
+    let mut p = m.splitn(13, '|');
+    let mut next = || p.next();
+    let time = |s: &str| -> Option<Option<DateTime<Utc>>> {
+        if s.is_empty() {
+            Some(None)
+        } else {
+            s.parse().ok().map(|us| Some(from_micros(us)))
+        }
+    };
+    let state = next()?.parse().ok()?;
+    let version = next()?.parse().ok()?;
+    let attempt = next()?.parse().ok()?;
+    let max_attempts = next()?.parse().ok()?;
+    let run_at = time(next()?)??;
+    let updated_at = time(next()?)??;
+    let started_at = time(next()?)?;
+    let finished_at = time(next()?)?;
+    let lease_expires_at = time(next()?)?;
+    let cancel_requested = next()? == "1";
+    let _events = (next()?, next()?);
+    let owner = next()?;
+    Some(Mutable {
+        state,
+        version,
+        attempt,
+        max_attempts,
+        run_at,
+        updated_at,
+        started_at,
+        finished_at,
+        lease_expires_at,
+        cancel_requested,
+        lease_owner: (!owner.is_empty()).then(|| WorkerId::new(owner)),
+    })
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -332,51 +419,46 @@ fn bad_record(id: &str, what: &str) -> Error {
     )
 }
 
-/// Build a record from `[id, RECORD_FIELDS...]`.
+/// Build a record from `[id, d, k, m, res, le]`.
 fn parse_record(values: &[Value]) -> Result<JobRecord> {
-    if values.len() < RECORD_FIELDS.len() + 1 {
+    let [id, d, k, m, res, le, ..] = values else {
         return Err(unexpected("job record", &Value::Array(values.to_vec())));
-    }
-    let id_text = need_text("job id", &values[0])?;
-    let id: JobId = id_text.parse()?;
-    let f = |name: &str| -> &Value {
-        let i = RECORD_FIELDS.iter().position(|n| *n == name).unwrap_or(0);
-        &values[i + 1]
     };
-    let s = |name: &str| -> Option<String> { owned(f(name)) };
-    let num = |name: &str| -> Result<i64> { int(f(name)).ok_or_else(|| bad_record(id_text, name)) };
-    let time = |name: &str| -> Option<DateTime<Utc>> { int(f(name)).map(from_micros) };
-    let blob: BlobIn = serde_json::from_str(text(f("d")).ok_or_else(|| bad_record(id_text, "d"))?)
+    let id_text = need_text("job id", id)?;
+    let id: JobId = id_text.parse()?;
+    let blob: BlobIn = serde_json::from_str(text(d).ok_or_else(|| bad_record(id_text, "d"))?)
         .map_err(|_| bad_record(id_text, "d"))?;
-    let state: JobState = need_text("state", f("s"))?.parse()?;
+    let m = text(m)
+        .and_then(decode_m)
+        .ok_or_else(|| bad_record(id_text, "m"))?;
     Ok(JobRecord {
         id,
-        kind: s("k").ok_or_else(|| bad_record(id_text, "k"))?,
-        queue: s("q").ok_or_else(|| bad_record(id_text, "q"))?,
+        kind: owned(k).ok_or_else(|| bad_record(id_text, "k"))?,
+        queue: blob.queue,
         payload: blob.payload,
-        state,
-        priority: i16::try_from(num("p")?).map_err(|_| bad_record(id_text, "p"))?,
-        attempt: u32::try_from(num("a")?).map_err(|_| bad_record(id_text, "a"))?,
-        max_attempts: u32::try_from(num("ma")?).map_err(|_| bad_record(id_text, "ma"))?,
+        state: m.state,
+        priority: blob.priority,
+        attempt: m.attempt,
+        max_attempts: m.max_attempts,
         timeout: blob.timeout_ms.map(Duration::from_millis),
-        idempotency_key: s("ik"),
+        idempotency_key: blob.idempotency_key,
         tags: blob.tags,
-        tenant: s("tn"),
+        tenant: blob.tenant,
         strategy: blob.strategy,
-        run_at: time("r").ok_or_else(|| bad_record(id_text, "r"))?,
-        created_at: time("ca").ok_or_else(|| bad_record(id_text, "ca"))?,
-        updated_at: time("u").ok_or_else(|| bad_record(id_text, "u"))?,
-        started_at: time("st"),
-        finished_at: time("f"),
-        result: match text(f("res")) {
+        run_at: m.run_at,
+        created_at: from_micros(blob.created_at),
+        updated_at: m.updated_at,
+        started_at: m.started_at,
+        finished_at: m.finished_at,
+        result: match text(res) {
             Some(json) => Some(Payload::from_json(json).map_err(|_| bad_record(id_text, "res"))?),
             None => None,
         },
-        last_error: s("le"),
-        lease_owner: s("o").map(WorkerId::new),
-        lease_expires_at: time("x"),
-        cancel_requested: text(f("cr")) == Some("1"),
-        version: u64::try_from(num("v")?).map_err(|_| bad_record(id_text, "v"))?,
+        last_error: owned(le),
+        lease_owner: m.lease_owner,
+        lease_expires_at: m.lease_expires_at,
+        cancel_requested: m.cancel_requested,
+        version: m.version,
     })
 }
 
@@ -502,63 +584,27 @@ impl RedisState {
     fn record_fields(record: &JobRecord) -> Result<Vec<Vec<u8>>> {
         let blob = serde_json::to_vec(&BlobOut {
             payload: &record.payload,
+            queue: &record.queue,
+            priority: record.priority,
+            created_at: micros(record.created_at),
             tags: &record.tags,
+            tenant: record.tenant.as_deref(),
             strategy: record.strategy.as_deref(),
             timeout_ms: record
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            idempotency_key: record.idempotency_key.as_deref(),
         })?;
-        let mut fields: Vec<(&str, Vec<u8>)> = vec![
-            ("d", blob),
-            ("k", arg(&record.kind)),
-            ("q", arg(&record.queue)),
-            ("p", arg(record.priority)),
-            ("ma", arg(record.max_attempts)),
-            ("ca", arg(micros(record.created_at))),
-            ("s", arg(record.state)),
-            ("v", arg(record.version)),
-            ("a", arg(record.attempt)),
-            ("r", arg(micros(record.run_at))),
-            ("u", arg(micros(record.updated_at))),
-        ];
-        if let Some(t) = &record.tenant {
-            fields.push(("tn", arg(t)));
-        }
-        if let Some(k) = &record.idempotency_key {
-            fields.push(("ik", arg(k)));
-        }
-        if let Some(at) = record.started_at {
-            fields.push(("st", arg(micros(at))));
-        }
-        if let Some(at) = record.finished_at {
-            fields.push(("f", arg(micros(at))));
-        }
-        if let Some(res) = &record.result {
-            fields.push(("res", arg(res.as_str())));
-        }
-        if let Some(e) = &record.last_error {
-            fields.push(("le", arg(e)));
-        }
-        if let Some(o) = &record.lease_owner {
-            fields.push(("o", arg(o)));
-        }
-        if let Some(at) = record.lease_expires_at {
-            fields.push(("x", arg(micros(at))));
-        }
-        if record.cancel_requested {
-            fields.push(("cr", arg("1")));
-        }
-        let mut out = Vec::with_capacity(5 + fields.len() * 2);
-        out.push(arg(record.id));
-        out.push(arg(record.idempotency_key.as_deref().unwrap_or("")));
-        out.push(arg(&record.kind));
-        out.push(arg(record.state));
-        out.push(arg(fields.len()));
-        for (name, value) in fields {
-            out.push(arg(name));
-            out.push(value);
-        }
-        Ok(out)
+        Ok(vec![
+            arg(record.id),
+            arg(record.idempotency_key.as_deref().unwrap_or("")),
+            arg(&record.kind),
+            arg(record.state),
+            blob,
+            arg(encode_m(record)),
+            arg(record.result.as_ref().map_or("", Payload::as_str)),
+            arg(record.last_error.as_deref().unwrap_or("")),
+        ])
     }
 }
 
@@ -736,13 +782,11 @@ impl StateManager for RedisState {
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
         let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(self.job_key(id));
-        for f in RECORD_FIELDS {
-            cmd.arg(f);
-        }
+        cmd.arg(self.job_key(id))
+            .arg(&["d", "k", "m", "res", "le"][..]);
         let reply = self.link.query("get", &cmd).await?;
         let mut values = array("HMGET", reply)?;
-        if values.get(8).is_none_or(|s| *s == Value::Nil) {
+        if values.get(2).is_none_or(|m| *m == Value::Nil) {
             return Ok(None);
         }
         values.insert(0, Value::BulkString(arg(id)));
@@ -799,8 +843,10 @@ impl StateManager for RedisState {
         for pair in flat.chunks(2) {
             let [field, value] = pair else { continue };
             let Some(field) = text(field) else { continue };
-            if field == "ca" {
-                created = int(value).map(from_micros);
+            if field == "d" {
+                created = text(value)
+                    .and_then(|d| serde_json::from_str::<BlobIn>(d).ok())
+                    .map(|b| from_micros(b.created_at));
             } else if let Some(n) = field.strip_prefix('e').and_then(|n| n.parse::<u64>().ok()) {
                 if let Some(line) = owned(value) {
                     lines.insert(n, line);

@@ -8,16 +8,14 @@
 --        P:c          HASH   "<state>:<kind>" -> count
 --        P:done       ZSET   "<id><state letter><kind>" -> time (us) the record expires
 --        P:ik:<key>   STRING idempotency key -> job id
--- Job fields: d (JSON: payload, tags, strategy, timeout), k kind, q queue, tn tenant,
---   ik idempotency key, p priority, ma max attempts, ca created, s state, v version,
---   a attempt, r run_at, u updated, st started, f finished, res result, le last error,
---   o lease owner, x lease expiry, cr cancel requested; events e1, e<eo>..e<en> (times in us).
+-- Job fields: d   JSON of what never changes (payload, queue, priority, tags, tenant, ...)
+--             k   kind;  ik  idempotency key;  res  result;  le  last error
+--             m   what changes, one string (times in us, empty when unset):
+--                 state|version|attempt|max attempts|run_at|updated|started|finished|
+--                 lease expiry|cancel requested (0/1)|last event|oldest kept event|owner
+--             e1, e<oldest kept>..e<last>   history (the first transition and the latest)
 local P = KEYS[1]
 local CHUNK = 500
-local RF = {'d', 'k', 'q', 'tn', 'ik', 'p', 'ma', 'ca', 's', 'v', 'a', 'r', 'u', 'st', 'f',
-            'res', 'le', 'o', 'x', 'cr', 'en', 'eo'}
-local F = {}
-for i, f in ipairs(RF) do F[f] = i end
 
 local function fmt(n) return string.format('%.0f', n) end
 
@@ -27,6 +25,18 @@ local function now_us()
 end
 
 local function job_key(id) return P .. ':j:' .. id end
+
+-- m <-> table
+local function unm(m)
+  local s, v, a, ma, r, u, st, f, x, cr, en, eo, o = string.match(m,
+    '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
+  return {s = s, v = tonumber(v), a = tonumber(a), ma = tonumber(ma), r = r, u = u, st = st,
+          f = f, x = x, cr = cr, en = tonumber(en), eo = tonumber(eo), o = o}
+end
+local function mk(t)
+  return t.s .. '|' .. t.v .. '|' .. t.a .. '|' .. t.ma .. '|' .. t.r .. '|' .. t.u .. '|' ..
+    t.st .. '|' .. t.f .. '|' .. t.x .. '|' .. t.cr .. '|' .. t.en .. '|' .. t.eo .. '|' .. t.o
+end
 
 local function chunked(head, items)
   local n = #items
@@ -69,12 +79,13 @@ local function flush_moves()
     local m = moves[id]
     if m[1] ~= m[2] then
       if m[1] then
-        rem[m[1]] = rem[m[1]] or {}
-        table.insert(rem[m[1]], id)
+        local l = rem[m[1]]
+        if not l then l = {}; rem[m[1]] = l end
+        l[#l + 1] = id
       end
       if m[2] then
-        add[m[2]] = add[m[2]] or {}
         local l = add[m[2]]
+        if not l then l = {}; add[m[2]] = l end
         l[#l + 1] = '0'
         l[#l + 1] = id
       end
@@ -89,38 +100,37 @@ end
 local LETTER = {succeeded = 's', dead = 'd', cancelled = 'c'}
 local STATE_OF = {s = 'succeeded', d = 'dead', c = 'cancelled'}
 
--- A transition's history entry: "<at>|<from>|<to>|<attempt>|<worker length>|<worker><+reason or ->"
--- Keeps the first transition and the latest ones, `keep` in all.
-local function push_event(w, h, at, from, to, attempt, worker, reason, keep)
-  local en = tonumber(h[F.en] or '0') + 1
-  local eo = tonumber(h[F.eo] or '2')
+-- Append a transition to the history in `w` (HSET arguments) and `t` (the m table):
+-- "<at>|<from>|<to>|<attempt>|<worker length>|<worker><+reason or ->". Keeps the first
+-- transition and the latest, `keep` in all; returns the field to delete, if one fell out.
+local function push_event(w, t, at, from, to, attempt, worker, reason, keep)
+  local en = t.en + 1
+  local eo = t.eo
   local wpart
   if worker then wpart = #worker .. '|' .. worker else wpart = '-1|' end
   local rpart
   if reason then rpart = '+' .. reason else rpart = '-' end
   w[#w + 1] = 'e' .. en
   w[#w + 1] = fmt(at) .. '|' .. from .. '|' .. to .. '|' .. attempt .. '|' .. wpart .. rpart
-  w[#w + 1] = 'en'
-  w[#w + 1] = tostring(en)
   local dropped = nil
-  if en >= eo and 1 + (en - eo + 1) > keep then
+  if en >= eo and (en - eo + 2) > keep then
     dropped = 'e' .. eo
     eo = eo + 1
   end
-  w[#w + 1] = 'eo'
-  w[#w + 1] = tostring(eo)
+  t.en = en
+  t.eo = eo
   return dropped
 end
 
 -- A job reached a terminal state: it expires `keep_us` from now. The sweep removes it from
 -- the indexes and counts; PEXPIRE is the backstop should no sweep run for a long time.
 local done_list = {}
-local function finished(id, key, h, to, now, keep_us)
+local function finished(id, key, kind, ik, to, now, keep_us)
   done_list[#done_list + 1] = fmt(now + keep_us)
-  done_list[#done_list + 1] = id .. LETTER[to] .. h[F.k]
+  done_list[#done_list + 1] = id .. LETTER[to] .. kind
   local ttl = math.floor(keep_us / 1000) + 3600000
   redis.call('PEXPIRE', key, ttl)
-  if h[F.ik] then redis.call('PEXPIRE', P .. ':ik:' .. h[F.ik], ttl) end
+  if ik then redis.call('PEXPIRE', P .. ':ik:' .. ik, ttl) end
 end
 local function flush_done()
   chunked({'ZADD', P .. ':done'}, done_list)
@@ -160,15 +170,8 @@ local function sweep(now, limit)
   return #gone
 end
 
-local function hget_record(key)
-  local args = {'HMGET', key}
-  for i, f in ipairs(RF) do args[i + 2] = f end
-  return redis.call(unpack(args))
-end
-
--- A record as returned to the client: id, then the RF fields (false -> nil).
-local function record(id, h)
-  local out = {id}
-  for i = 1, #RF do out[i + 1] = h[i] end
-  return out
+-- A record as returned to the client: {id, d, k, m, res, le}.
+local function read_record(id)
+  local h = redis.call('HMGET', job_key(id), 'd', 'k', 'm', 'res', 'le')
+  return {id, h[1], h[2], h[3], h[4], h[5]}
 end

@@ -1,30 +1,33 @@
--- ARGV: groups: id, idempotency key ('' none), kind, state, n, then n field/value pairs.
--- Returns per job {'new', id} or {'existing', id}.
+-- ARGV: groups of 8: id, idempotency key ('' none), kind, state, d, m, result ('' none),
+-- last error ('' none). Returns per job {'new', id} or {'existing', id}.
 local out = {}
 local all, kinds = {}, {}
-local i = 1
-while i <= #ARGV do
-  local id, ik, kind, state, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
-  local first = i + 5
-  i = first + 2 * n
+for i = 1, #ARGV, 8 do
+  local id, ik, kind, state = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local key = job_key(id)
   local existing = nil
   if ik ~= '' then
     if not redis.call('SET', P .. ':ik:' .. ik, id, 'NX') then
       existing = redis.call('GET', P .. ':ik:' .. ik)
     end
   end
-  if not existing and redis.call('EXISTS', job_key(id)) == 1 then existing = id end
+  if not existing and redis.call('EXISTS', key) == 1 then existing = id end
   if existing then
     out[#out + 1] = {'existing', existing}
   else
-    local args = {'HSET', job_key(id)}
-    for k = first, first + 2 * n - 1 do args[#args + 1] = ARGV[k] end
-    redis.call(unpack(args))
+    if ik ~= '' then
+      redis.call('HSET', key, 'd', ARGV[i + 4], 'k', kind, 'm', ARGV[i + 5], 'ik', ik)
+    else
+      redis.call('HSET', key, 'd', ARGV[i + 4], 'k', kind, 'm', ARGV[i + 5])
+    end
+    if ARGV[i + 6] ~= '' then redis.call('HSET', key, 'res', ARGV[i + 6]) end
+    if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'le', ARGV[i + 7]) end
     all[#all + 1] = '0'
     all[#all + 1] = id
-    kinds[kind] = kinds[kind] or {}
-    table.insert(kinds[kind], '0')
-    table.insert(kinds[kind], id)
+    local l = kinds[kind]
+    if not l then l = {}; kinds[kind] = l end
+    l[#l + 1] = '0'
+    l[#l + 1] = id
     move(id, nil, state)
     tally(state, kind, 1)
     out[#out + 1] = {'new', id}

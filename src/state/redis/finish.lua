@@ -3,41 +3,44 @@
 -- Returns per transition {'applied', state, version} or {'conflict', state or false, reason}.
 local keep, retention, dead_keep, sweep_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_us()
+local snow = fmt(now)
 local out = {}
 local TARGET = {ok = 'succeeded', retry = 'queued', defer = 'queued', release = 'queued', dead = 'dead', cancel = 'cancelled'}
 for i = 5, #ARGV, 6 do
   local id, worker, attempt, code, run_at, text = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   local key = job_key(id)
-  local h = hget_record(key)
-  local s = h[F.s]
-  if not s then
+  local h = redis.call('HMGET', key, 'k', 'm', 'ik')
+  local t = h[2] and unm(h[2])
+  if not t then
     out[#out + 1] = {'conflict', false, 'no such job'}
-  elseif s ~= 'running' or h[F.o] ~= worker or h[F.a] ~= attempt then
-    out[#out + 1] = {'conflict', s, 'not held by ' .. worker .. ' at attempt ' .. attempt ..
-      ' (state ' .. s .. ', attempt ' .. (h[F.a] or '?') .. ', owner ' .. (h[F.o] or 'none') .. ')'}
+  elseif t.s ~= 'running' or t.o ~= worker or tostring(t.a) ~= attempt then
+    local owner = t.o
+    if owner == '' then owner = 'none' end
+    out[#out + 1] = {'conflict', t.s, 'not held by ' .. worker .. ' at attempt ' .. attempt ..
+      ' (state ' .. t.s .. ', attempt ' .. t.a .. ', owner ' .. owner .. ')'}
   else
     -- A cancel asked for while the job ran wins over putting it back in the queue.
-    if h[F.cr] == '1' and TARGET[code] == 'queued' then
+    if t.cr == '1' and TARGET[code] == 'queued' then
       code = 'cancel'
       text = 'cancelled by request'
     end
     local to = TARGET[code]
+    local kind = h[1]
     local w = {'HSET', key}
-    local a = tonumber(h[F.a])
     local reason = nil
     if code == 'ok' then
       if text ~= '' then w[#w + 1] = 'res'; w[#w + 1] = text end
     elseif code == 'retry' then
-      w[#w + 1] = 'r'; w[#w + 1] = run_at
+      t.r = run_at
       w[#w + 1] = 'le'; w[#w + 1] = text
       reason = text
     elseif code == 'defer' then
-      w[#w + 1] = 'r'; w[#w + 1] = run_at
-      a = math.max(0, a - 1)
+      t.r = run_at
+      t.a = math.max(0, t.a - 1)
       reason = text
     elseif code == 'release' then
-      w[#w + 1] = 'r'; w[#w + 1] = fmt(now)
-      a = math.max(0, a - 1)
+      t.r = snow
+      t.a = math.max(0, t.a - 1)
       reason = text
     elseif code == 'dead' then
       w[#w + 1] = 'le'; w[#w + 1] = text
@@ -45,24 +48,22 @@ for i = 5, #ARGV, 6 do
     else
       reason = text
     end
-    local v = tonumber(h[F.v]) + 1
-    local dropped = push_event(w, h, now, 'running', to, a, worker, reason, keep)
-    w[#w + 1] = 's'; w[#w + 1] = to
-    w[#w + 1] = 'a'; w[#w + 1] = tostring(a)
-    w[#w + 1] = 'u'; w[#w + 1] = fmt(now)
-    w[#w + 1] = 'v'; w[#w + 1] = tostring(v)
-    if to ~= 'queued' then w[#w + 1] = 'f'; w[#w + 1] = fmt(now) end
+    t.v = t.v + 1
+    local dropped = push_event(w, t, now, 'running', to, t.a, worker, reason, keep)
+    t.s = to; t.u = snow; t.o = ''; t.x = ''
+    if to ~= 'queued' then t.f = snow end
+    w[#w + 1] = 'm'; w[#w + 1] = mk(t)
     redis.call(unpack(w))
-    redis.call('HDEL', key, 'o', 'x', dropped or 'o')
+    if dropped then redis.call('HDEL', key, dropped) end
     move(id, 'running', to)
-    tally('running', h[F.k], -1)
-    tally(to, h[F.k], 1)
+    tally('running', kind, -1)
+    tally(to, kind, 1)
     if to ~= 'queued' then
       local k = retention
       if to == 'dead' then k = dead_keep end
-      finished(id, key, h, to, now, k)
+      finished(id, key, kind, h[3], to, now, k)
     end
-    out[#out + 1] = {'applied', to, v}
+    out[#out + 1] = {'applied', to, t.v}
   end
 end
 flush_moves()

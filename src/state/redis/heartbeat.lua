@@ -4,10 +4,12 @@ local now = now_us()
 local out = {}
 for i = 3, #ARGV do
   local key = job_key(ARGV[i])
-  local h = redis.call('HMGET', key, 's', 'o', 'cr')
-  if h[1] == 'running' and h[2] == worker then
-    redis.call('HSET', key, 'x', fmt(now + lease))
-    if h[3] == '1' then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
+  local m = redis.call('HGET', key, 'm')
+  local t = m and unm(m)
+  if t and t.s == 'running' and t.o == worker then
+    t.x = fmt(now + lease)
+    redis.call('HSET', key, 'm', mk(t))
+    if t.cr == '1' then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
   else
     out[#out + 1] = 'lost'
   end

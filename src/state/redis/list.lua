@@ -1,7 +1,7 @@
 -- ARGV: index ('all' | 's:<state>' | 'k:<kind>'), after ('' for the start), limit,
 -- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant filters ('' none).
 -- Walks the index by id from the cursor, checking at most `budget` ids.
--- Returns {records, next cursor or false}.
+-- Returns {records ({id, d, k, m, res, le} each), next cursor or false}.
 local idx = P .. ':i:' .. ARGV[1]
 local after, limit, order, budget = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local fs, fk, fq, ft = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
@@ -26,17 +26,20 @@ while not more and scanned < budget do
   end
   if #batch == 0 then exhausted = true; break end
   for _, id in ipairs(batch) do
-    local h = hget_record(job_key(id))
-    local ok = h[F.s] ~= false and h[F.s] ~= nil
-      and (fs == '' or h[F.s] == fs)
-      and (fk == '' or h[F.k] == fk)
-      and (fq == '' or h[F.q] == fq)
-      and (ft == '' or h[F.tn] == ft)
+    local r = read_record(id)
+    local ok = r[4] ~= false and r[4] ~= nil
+    if ok and fs ~= '' then ok = string.sub(r[4], 1, #fs + 1) == fs .. '|' end
+    if ok and fk ~= '' then ok = r[3] == fk end
+    if ok and (fq ~= '' or ft ~= '') then
+      local d = cjson.decode(r[2])
+      if fq ~= '' then ok = d.queue == fq end
+      if ok and ft ~= '' then ok = d.tenant == ft end
+    end
     if ok and #items == limit then more = true; break end
     scanned = scanned + 1
     last_scanned = id
     if ok then
-      items[#items + 1] = record(id, h)
+      items[#items + 1] = r
       last_item = id
     end
     if scanned >= budget then break end
