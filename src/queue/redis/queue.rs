@@ -516,7 +516,7 @@ impl RedisStreamsQueue {
             .arg("jobforge")
             .arg(req.worker.as_str())
             .arg("COUNT")
-            .arg(req.max)
+            .arg(req.max.min(self.config.chunk_size))
             .arg("BLOCK")
             .arg(millis(block).max(1))
             .arg("STREAMS");
@@ -697,7 +697,7 @@ impl QueueManager for RedisStreamsQueue {
             let mut lanes = Vec::with_capacity(n);
             for i in 0..n {
                 let queue = &req.queues[(start + i) % n];
-                let want = req.max - leases.len();
+                let want = (req.max - leases.len()).min(self.config.chunk_size);
                 if want == 0 {
                     break;
                 }
