@@ -239,7 +239,9 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
         .build()
         .unwrap();
     let pool = orch.start_workers(quick_workers()).unwrap();
-    let mut jobs: Vec<NewJob> = (0..200).map(|i| NewJob::new("double").payload(&i)).collect();
+    let mut jobs: Vec<NewJob> = (0..200)
+        .map(|i| NewJob::new("double").payload(&i))
+        .collect();
     jobs.push(NewJob::new("flaky").priority(5));
     jobs.push(NewJob::new("broken"));
     let later = NewJob::new("double")
@@ -294,7 +296,10 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
         (stats.queue.ready, stats.queue.in_flight, stats.queue.dead),
         (0, 0, 1)
     );
-    assert_eq!(stats.queue.delayed, 1, "the cancelled delayed job waits to be dropped by its claim");
+    assert_eq!(
+        stats.queue.delayed, 1,
+        "the cancelled delayed job waits to be dropped by its claim"
+    );
     let events = orch.events(submitted[200].id).await.unwrap();
     assert_eq!(events.len(), 7, "{events:?}");
     let listed = orch
@@ -440,7 +445,10 @@ async fn a_host_that_stops_heartbeating_is_taken_over_and_cannot_overwrite() {
     let host_b = Orchestrator::builder()
         .queue(qb)
         .state(sb)
-        .handler("slow", |_ctx: JobContext| async move { Ok(json!("from B")) })
+        .handler(
+            "slow",
+            |_ctx: JobContext| async move { Ok(json!("from B")) },
+        )
         .build()
         .unwrap();
     let pool_b = host_b
@@ -462,12 +470,16 @@ async fn a_host_that_stops_heartbeating_is_taken_over_and_cannot_overwrite() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let after = host_b.get(job).await.unwrap().unwrap();
     assert_eq!(after.result.as_ref().unwrap().as_str(), "\"from B\"");
-    assert_eq!(after.version, done_by_b.version, "A's late finish changed nothing");
+    assert_eq!(
+        after.version, done_by_b.version,
+        "A's late finish changed nothing"
+    );
     let events = host_b.events(job).await.unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref().is_some_and(|r| r.contains("taken over"))),
+        events.iter().any(|e| e
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("taken over"))),
         "{events:?}"
     );
     pool_b.shutdown(Duration::from_secs(5)).await;
@@ -547,6 +559,7 @@ async fn reconciler_enqueues_jobs_the_queue_lost() {
     let other = orch
         .start_reconciler(queue.clone(), ReconcilerConfig::default())
         .unwrap();
+    assert!(reconciler.run_once().await.unwrap().leader);
     assert!(!other.run_once().await.unwrap().leader);
     other.shutdown().await;
     reconciler.shutdown().await;
@@ -624,7 +637,10 @@ async fn two_orchestrators_share_one_rate_limit() {
         }
     }
     let least = Duration::from_secs_f64((JOBS as f64 - f64::from(BURST)) * per);
-    assert!(elapsed >= least.mul_f64(0.9), "{elapsed:?} < {least:?}: the limit held them back");
+    assert!(
+        elapsed >= least.mul_f64(0.9),
+        "{elapsed:?} < {least:?}: the limit held them back"
+    );
     let stats = hosts[0].0.stats().await.unwrap();
     assert_eq!(stats.jobs.total.succeeded, JOBS as u64);
     for (_, pool) in hosts {
@@ -648,7 +664,9 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     let orch = Orchestrator::builder()
         .queue(queue.clone())
         .state(state.clone())
-        .handler("noop", |_ctx: JobContext| async { Ok(serde_json::Value::Null) })
+        .handler("noop", |_ctx: JobContext| async {
+            Ok(serde_json::Value::Null)
+        })
         .build()
         .unwrap();
     let pool = orch
@@ -678,8 +696,15 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     assert_eq!(records, n, "one hash per retained job");
     // The fixed keys: the queue's lanes, stream, token sequence and timers, the registry;
     // the state's indexes (all, by state, by kind), counts and retention list.
-    assert!(others.len() <= 12, "{} other keys: {others:?}", others.len());
-    eprintln!("{n} jobs done: {records} records and {} fixed keys: {others:?}", others.len());
+    assert!(
+        others.len() <= 12,
+        "{} other keys: {others:?}",
+        others.len()
+    );
+    eprintln!(
+        "{n} jobs done: {records} records and {} fixed keys: {others:?}",
+        others.len()
+    );
 
     // With a short retention, finished records go: nothing per job is left.
     let short = ns.fresh("bounded-short");
@@ -696,7 +721,9 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     let orch = Orchestrator::builder()
         .queue(queue)
         .state(state.clone())
-        .handler("noop", |_ctx: JobContext| async { Ok(serde_json::Value::Null) })
+        .handler("noop", |_ctx: JobContext| async {
+            Ok(serde_json::Value::Null)
+        })
         .build()
         .unwrap();
     let pool = orch.start_workers(quick_workers()).unwrap();
@@ -710,7 +737,8 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     while state.sweep().await.unwrap() > 0 {}
     let keys = keys_of(&mut conn, &short).await;
     assert!(
-        keys.iter().all(|k| !k.contains(":j:") && !k.contains(":ik:")),
+        keys.iter()
+            .all(|k| !k.contains(":j:") && !k.contains(":ik:")),
         "records or idempotency keys outlived retention: {keys:?}"
     );
     assert!(keys.len() <= 12, "{keys:?}");
@@ -731,14 +759,20 @@ async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
         .unwrap_or(50_000);
     let ns = Namespaces::new(&url);
     let name = ns.fresh("backlog");
-    let queue = RedisStreamsQueue::connect(RedisQueueConfig::new(url.as_str()).with_namespace(&name))
-        .await
-        .unwrap();
-    let due = chrono::Utc::now() + chrono::Duration::seconds(3);
+    let queue =
+        RedisStreamsQueue::connect(RedisQueueConfig::new(url.as_str()).with_namespace(&name))
+            .await
+            .unwrap();
+    // Due once they are all in (enqueueing takes a while on a busy machine), all at once.
+    let due = chrono::Utc::now()
+        + chrono::Duration::seconds(2)
+        + chrono::Duration::microseconds(i64::try_from(2 * n * 50).unwrap_or(i64::MAX));
     let mut sent = 0;
     while sent < n {
         let take = (n - sent).min(10_000);
-        let ready: Vec<Envelope> = (0..take).map(|_| conformance::envelope("k", 0, 0)).collect();
+        let ready: Vec<Envelope> = (0..take)
+            .map(|_| conformance::envelope("k", 0, 0))
+            .collect();
         let delayed: Vec<Envelope> = (0..take)
             .map(|_| {
                 let mut e = conformance::envelope("k", 0, 0);
@@ -746,15 +780,18 @@ async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
                 e
             })
             .collect();
-        queue.enqueue(&ready).await.unwrap();
         queue.enqueue(&delayed).await.unwrap();
+        queue.enqueue(&ready).await.unwrap();
         sent += take;
     }
     let stats = queue.stats().await.unwrap();
-    assert_eq!((stats.ready, stats.delayed), (n as u64, n as u64));
+    assert_eq!(stats.ready + stats.delayed, 2 * n as u64);
+    assert!(
+        stats.delayed >= n as u64 * 9 / 10,
+        "the delayed jobs came due before they were all in: {stats:?}"
+    );
     tokio::time::sleep_until(tokio::time::Instant::from_std(
-        std::time::Instant::now()
-            + (due - chrono::Utc::now()).to_std().unwrap_or_default(),
+        std::time::Instant::now() + (due - chrono::Utc::now()).to_std().unwrap_or_default(),
     ))
     .await;
     // Everything is due at once now: drain it in batches.
@@ -785,10 +822,7 @@ async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
     }
     let trips = queue.round_trips() - trips_before;
     let stats = queue.stats().await.unwrap();
-    assert_eq!(
-        (stats.ready, stats.delayed, stats.in_flight),
-        (0, 0, 0)
-    );
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
     let tenth = (per_batch.len() / 10).max(1);
     let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     let first = avg(&per_batch[..tenth]);
@@ -801,9 +835,15 @@ async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
         first * 1e6,
         last * 1e6
     );
-    assert!(trips as f64 / ((2 * n) as f64) < 0.01, "{trips} round trips");
+    assert!(
+        trips as f64 / ((2 * n) as f64) < 0.01,
+        "{trips} round trips"
+    );
     // Per-job cost does not grow with the backlog (lenient: the machine is shared).
-    assert!(last < first * 5.0 + 50e-6, "first {first:e} s/job, last {last:e} s/job");
+    assert!(
+        last < first * 5.0 + 50e-6,
+        "first {first:e} s/job, last {last:e} s/job"
+    );
     ns.cleanup().await;
 }
 
@@ -844,13 +884,176 @@ async fn priority_lanes_are_strict_but_never_starve_the_lowest() {
             break;
         }
         if started.elapsed() < Duration::from_millis(250) {
-            assert!(got.iter().all(|l| l.envelope.priority == 10), "strict while young");
+            assert!(
+                got.iter().all(|l| l.envelope.priority == 10),
+                "strict while young"
+            );
         }
         queue.ack(&got).await.unwrap();
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     // ...until it has waited longer than the lane wait: then it is served.
     let (_, after) = low_seen_after.expect("the low-priority job was starved");
-    assert!(after >= Duration::from_millis(250), "served after {after:?}");
+    assert!(
+        after >= Duration::from_millis(250),
+        "served after {after:?}"
+    );
     ns.cleanup().await;
+}
+
+/// A `redis-server` of this test's own on a spare port (never the shared one), killed when
+/// dropped.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn spare_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a spare port")
+    }
+
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--maxmemory-policy",
+                "noeviction",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let server = Self {
+            port,
+            child: Some(child),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `SHUTDOWN NOSAVE`: everything it held is lost.
+    async fn shutdown_nosave(&mut self) {
+        if let Ok(mut conn) = redis::Client::open(self.url().as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+        {
+            let _ = redis::cmd("SHUTDOWN")
+                .arg("NOSAVE")
+                .query_async::<redis::Value>(&mut conn)
+                .await;
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
+    if redis_url("redis_restart_mid_run_workers_recover_and_every_job_finishes").is_none() {
+        return;
+    }
+    let port = PrivateRedis::spare_port();
+    let mut server = PrivateRedis::start(port);
+    let queue = Arc::new(
+        RedisStreamsQueue::connect(
+            RedisQueueConfig::new(server.url())
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_response_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap(),
+    );
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let orch = Orchestrator::builder()
+        .queue(queue.clone())
+        .state(Arc::new(InMemoryState::new()))
+        .handler("work", move |_ctx: JobContext| {
+            let r = Arc::clone(&r);
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(serde_json::Value::Null)
+            }
+        })
+        .build()
+        .unwrap();
+    let pool = orch
+        .start_workers(
+            WorkerConfig::default()
+                .concurrency(16)
+                .lease(Duration::from_millis(600))
+                .poll_wait(Duration::from_millis(100)),
+        )
+        .unwrap();
+    let reconciler = orch
+        .start_reconciler(
+            queue.clone(),
+            ReconcilerConfig::default()
+                .every(Duration::from_millis(300))
+                .grace(Duration::from_millis(300)),
+        )
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..400).map(|_| NewJob::new("work")).collect();
+    orch.submit_batch(jobs).await.unwrap();
+    // Let it get going, then pull the server away mid-run.
+    while ran.load(Ordering::SeqCst) < 50 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.shutdown_nosave().await;
+    let during = orch.submit(NewJob::new("work")).await;
+    assert!(during.is_err(), "the queue is down");
+    assert_eq!(during.unwrap_err().kind(), jobforge::ErrorKind::Backend);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let server = PrivateRedis::start(port);
+    // After the restart: workers, pooled connections, groups and scripts come back by
+    // themselves; the reconciler re-enqueues what the empty server lost.
+    let mut submitted_after = 0;
+    while submitted_after < 100 {
+        if orch.submit(NewJob::new("work")).await.is_ok() {
+            submitted_after += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    orch.wait_idle(Duration::from_secs(60)).await.unwrap();
+    let counts = orch.stats().await.unwrap().jobs;
+    // 400 + the one submitted during the outage (in state, lost by the queue) + 100.
+    assert_eq!(counts.total.succeeded, 501, "{counts:?}");
+    assert!(reconciler.enqueued() > 0);
+    reconciler.shutdown().await;
+    pool.shutdown(Duration::from_secs(5)).await;
+    drop(server);
 }

@@ -95,7 +95,11 @@ impl ReconcilerConfig {
         if self.page == 0 || self.page > Page::MAX_LIMIT {
             return Err(Error::invalid_input(
                 "page",
-                format!("{} is out of range; use 1 to {}", self.page, Page::MAX_LIMIT),
+                format!(
+                    "{} is out of range; use 1 to {}",
+                    self.page,
+                    Page::MAX_LIMIT
+                ),
             ));
         }
         Ok(())
@@ -265,9 +269,9 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
 /// One pass: every `Queued` job, then every `Running` one, a page at a time.
 async fn pass(shared: &Shared) -> Result<ReconcileReport> {
     let config = &shared.config;
-    // The lock lives for two intervals and is renewed every page, so a stalled holder hands
-    // over after that and a live one keeps it.
-    let ttl = config.every.saturating_mul(2).max(Duration::from_secs(1));
+    // The lock lives for three intervals (at least 5 s) and is renewed every page, so a
+    // stalled holder hands over after that and a live one keeps it.
+    let ttl = config.every.saturating_mul(3).max(Duration::from_secs(5));
     let mut report = ReconcileReport::default();
     if !shared
         .inspect
