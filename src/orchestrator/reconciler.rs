@@ -127,7 +127,8 @@ struct Shared {
     passes: AtomicU64,
 }
 
-/// A running reconciler (see the [module docs](self)). Any number may run, in any number of
+/// A running reconciler: re-enqueues jobs that state has as `Queued` (or `Running` with a long
+/// expired lease) but the queue lost. Any number may run, in any number of
 /// processes: a lock held through [`QueueInspect::try_lock`] lets one work at a time.
 /// Stop it with [`Reconciler::shutdown`]; dropping it stops it too.
 pub struct Reconciler {
