@@ -555,8 +555,14 @@ impl RedisStreamsQueue {
                 }
                 return Ok(Vec::new());
             }
-            Ok(Err(err)) => return Err(self.link.error("blocking read", err)),
+            Ok(Err(err)) => {
+                // The server went away (or restarted): the idle blocking connections are as
+                // dead as this one; open fresh ones next time.
+                self.blockers.lock().clear();
+                return Err(self.link.error("blocking read", err));
+            }
             Err(_) => {
+                self.blockers.lock().clear();
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(
