@@ -289,6 +289,8 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, submitted[201].id);
     assert!(dead[0].3.contains("no such account"));
+    let per_queue = queue.queue_stats("default").await.unwrap();
+    assert_eq!((per_queue.dead, per_queue.per_kind["broken"].dead), (1, 1));
     let stats = orch.stats().await.unwrap();
     assert_eq!(stats.jobs.total.succeeded, 202);
     assert_eq!(stats.jobs.total.cancelled, 1);

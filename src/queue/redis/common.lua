@@ -150,8 +150,10 @@ local function deliver(entries, expires)
   return out
 end
 
--- Look up leases given as ARGV groups starting at `from`, `width` wide: id, pri, eid, token, ...
--- Returns the list of {index, id, pri, eid, meta fields...} still held by that delivery.
+-- Look up leases given as ARGV groups starting at `from`, `width` wide: id, priority, entry
+-- id, the job's metadata as that delivery left it, kind, attempt, ... A lease is held while
+-- the metadata is exactly that (same entry, same token): no parsing needed.
+-- Returns the list of {index, id, pri, eid, attempt, kind, base} still held.
 local function held(from, width)
   local ids = {}
   local n = 0
@@ -160,12 +162,8 @@ local function held(from, width)
   local out = {}
   for k = 1, n do
     local b = from + (k - 1) * width
-    local m = metas[k]
-    if m then
-      local eid, tok, pri, att, rat, kind = parse(m)
-      if eid ~= '' and eid == ARGV[b + 2] and tok == ARGV[b + 3] and pri == ARGV[b + 1] then
-        out[#out + 1] = {k, ARGV[b], pri, eid, att, rat, kind, b}
-      end
+    if metas[k] == ARGV[b + 3] then
+      out[#out + 1] = {k, ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 5], ARGV[b + 4], b}
     end
   end
   return out

@@ -1,4 +1,4 @@
--- Heartbeat. ARGV: consumer, lease (ms), then groups of 4: id, priority, entry id, token.
+-- Heartbeat. ARGV: consumer, lease (ms), then groups of 6 (see `held`).
 -- Resets the idle time of each delivery still held (XCLAIM ... JUSTID, which does not count
 -- a delivery). Returns 1/0 per group.
 local consumer = ARGV[1]
@@ -6,10 +6,10 @@ local t = redis.call('TIME')
 local expires = fmt(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2]))
 local ok = {}
 local n = 0
-for _ = 3, #ARGV, 4 do n = n + 1; ok[n] = 0 end
+for _ = 3, #ARGV, 6 do n = n + 1; ok[n] = 0 end
 local by_lane = {}
 local leases = {}
-for _, h in ipairs(held(3, 4)) do
+for _, h in ipairs(held(3, 6)) do
   ok[h[1]] = 1
   leases[#leases + 1] = expires
   leases[#leases + 1] = h[2]

@@ -412,6 +412,57 @@ impl RedisStreamsQueue {
         Ok(out)
     }
 
+    /// Counts of one queue: ready and in flight from `XLEN` and `XPENDING` of its lanes,
+    /// delayed from `ZCARD`, dead from its dead-letter stream, per kind from its counters.
+    pub async fn queue_stats(&self, queue: &str) -> Result<QueueStats> {
+        let prefix = self.key_prefix(queue);
+        let reply = self.link.eval(&SCRIPTS.stats, &[&prefix], &[]).await?;
+        let parts = array("stats", reply)?;
+        let [ready, in_flight, delayed, dead, counters] = parts.as_slice() else {
+            return Err(unexpected("stats", &Value::Array(parts)));
+        };
+        let count = |v: &Value| u64::try_from(int(v).unwrap_or(0)).unwrap_or(0);
+        let mut stats = QueueStats {
+            ready: count(ready),
+            in_flight: count(in_flight),
+            delayed: count(delayed),
+            dead: count(dead),
+            per_kind: BTreeMap::new(),
+        };
+        let counters = array("stats counters", counters.clone())?;
+        let mut per: HashMap<String, (i64, i64, i64, i64)> = HashMap::new();
+        for pair in counters.chunks(2) {
+            let [field, value] = pair else { continue };
+            let (Some(field), Some(value)) = (text(field), int(value)) else {
+                continue;
+            };
+            let Some((what, kind)) = field.split_once('|') else {
+                continue;
+            };
+            let slot = per.entry(kind.to_owned()).or_default();
+            match what {
+                "n" => slot.0 += value,
+                "f" => slot.1 += value,
+                "d" => slot.2 += value,
+                "x" => slot.3 += value,
+                _ => {}
+            }
+        }
+        let pos = |v: i64| u64::try_from(v.max(0)).unwrap_or(0);
+        for (kind, (n, f, d, x)) in per {
+            let k = KindQueueStats {
+                ready: pos(n - f),
+                in_flight: pos(f),
+                delayed: pos(d),
+                dead: pos(x),
+            };
+            if k != KindQueueStats::default() {
+                stats.per_kind.insert(kind, k);
+            }
+        }
+        Ok(stats)
+    }
+
     fn parse_leases(
         &self,
         queue: &str,
@@ -646,13 +697,24 @@ impl RedisStreamsQueue {
     }
 }
 
+/// A lease as the scripts check it: id, priority, entry id, the job's metadata exactly as
+/// this delivery left it (entry, token, priority, attempt, run_at, kind), kind, attempt.
 fn lease_quad(lease: &Lease) -> Option<Vec<Vec<u8>>> {
     let (pri, eid) = receipt(lease)?;
+    let env = &lease.envelope;
     Some(vec![
-        arg(lease.envelope.id),
+        arg(env.id),
         arg(pri),
         arg(eid),
-        arg(lease.token),
+        arg(format!(
+            "{eid}|{}|{pri}|{}|{}|{}",
+            lease.token,
+            env.attempt,
+            micros(env.run_at),
+            env.kind
+        )),
+        arg(&env.kind),
+        arg(env.attempt),
     ])
 }
 
@@ -819,51 +881,19 @@ impl QueueManager for RedisStreamsQueue {
     async fn stats(&self) -> Result<QueueStats> {
         let mut stats = QueueStats::default();
         for queue in self.queues().await? {
-            let prefix = self.key_prefix(&queue);
-            let reply = self.link.eval(&SCRIPTS.stats, &[&prefix], &[]).await?;
-            let parts = array("stats", reply)?;
-            let [ready, in_flight, delayed, dead, counters] = parts.as_slice() else {
-                return Err(unexpected("stats", &Value::Array(parts)));
-            };
-            let count = |v: &Value| u64::try_from(int(v).unwrap_or(0)).unwrap_or(0);
-            stats.ready += count(ready);
-            stats.in_flight += count(in_flight);
-            stats.delayed += count(delayed);
-            stats.dead += count(dead);
-            let counters = array("stats counters", counters.clone())?;
-            let mut per: HashMap<String, (i64, i64, i64, i64)> = HashMap::new();
-            for pair in counters.chunks(2) {
-                let [field, value] = pair else { continue };
-                let (Some(field), Some(value)) = (text(field), int(value)) else {
-                    continue;
-                };
-                let Some((what, kind)) = field.split_once('|') else {
-                    continue;
-                };
-                let slot = per.entry(kind.to_owned()).or_default();
-                match what {
-                    "n" => slot.0 += value,
-                    "f" => slot.1 += value,
-                    "d" => slot.2 += value,
-                    "x" => slot.3 += value,
-                    _ => {}
-                }
-            }
-            for (kind, (n, f, d, x)) in per {
-                let k = stats
-                    .per_kind
-                    .entry(kind)
-                    .or_insert_with(KindQueueStats::default);
-                let pos = |v: i64| u64::try_from(v.max(0)).unwrap_or(0);
-                k.ready += pos(n - f);
-                k.in_flight += pos(f);
-                k.delayed += pos(d);
-                k.dead += pos(x);
+            let one = self.queue_stats(&queue).await?;
+            stats.ready += one.ready;
+            stats.in_flight += one.in_flight;
+            stats.delayed += one.delayed;
+            stats.dead += one.dead;
+            for (kind, k) in one.per_kind {
+                let all = stats.per_kind.entry(kind).or_default();
+                all.ready += k.ready;
+                all.in_flight += k.in_flight;
+                all.delayed += k.delayed;
+                all.dead += k.dead;
             }
         }
-        stats
-            .per_kind
-            .retain(|_, k| *k != KindQueueStats::default());
         Ok(stats)
     }
 

@@ -1,14 +1,14 @@
--- Give back. ARGV: groups of 6: id, priority, entry id, token, run_at (us), attempt.
+-- Give back. ARGV: groups of 8: the 6 of `held`, then run_at (us), attempt.
 -- Returns the number given back.
 local now = now_us()
-local h = held(1, 6)
+local h = held(1, 8)
 local writes = {}
 local delayed = {}
 local ids = {}
 for _, x in ipairs(h) do
-  ids[#ids + 1] = x[2]
-  local id, pri, kind, b = x[2], x[3], x[7], x[8]
-  local rat, att = ARGV[b + 4], ARGV[b + 5]
+  local id, pri, kind, b = x[2], x[3], x[6], x[7]
+  ids[#ids + 1] = id
+  local rat, att = ARGV[b + 6], ARGV[b + 7]
   remove_entry(pri, x[4])
   count('n', kind, -1)
   count('f', kind, -1)

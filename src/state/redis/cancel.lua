@@ -12,7 +12,7 @@ t.v = t.v + 1
 t.u = snow
 if s == 'queued' then
   local w = {'HSET', key}
-  local dropped = push_event(w, t, now, 'queued', 'cancelled', t.a, nil, reason, keep)
+  local dropped = push_event(w, t, snow, 'queued', 'cancelled', t.a, nil, reason, keep)
   t.s = 'cancelled'
   t.f = snow
   w[#w + 1] = 'm'; w[#w + 1] = mk(t)

@@ -5,6 +5,7 @@ local worker, lease, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local sweep_limit, dead_keep = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_us()
 local snow = fmt(now)
+local until_ = fmt(now + lease)
 local out = {}
 for i = 6, #ARGV do
   local id = ARGV[i]
@@ -42,7 +43,7 @@ for i = 6, #ARGV do
       t.u = snow
       local kind = h[2]
       if exhausted then
-        local dropped = push_event(w, t, now, from, 'dead', t.a, worker, reason, keep)
+        local dropped = push_event(w, t, snow, from, 'dead', t.a, worker, reason, keep)
         t.s = 'dead'; t.f = snow; t.o = ''; t.x = ''
         w[#w + 1] = 'le'; w[#w + 1] = reason
         w[#w + 1] = 'm'; w[#w + 1] = mk(t)
@@ -55,8 +56,8 @@ for i = 6, #ARGV do
         out[#out + 1] = {'exhausted', id, reason}
       else
         t.a = t.a + 1
-        local dropped = push_event(w, t, now, from, 'running', t.a, worker, reason, keep)
-        t.s = 'running'; t.o = worker; t.x = fmt(now + lease); t.st = snow
+        local dropped = push_event(w, t, snow, from, 'running', t.a, worker, reason, keep)
+        t.s = 'running'; t.o = worker; t.x = until_; t.st = snow
         local nm = mk(t)
         w[#w + 1] = 'm'; w[#w + 1] = nm
         redis.call(unpack(w))

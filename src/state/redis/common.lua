@@ -101,7 +101,8 @@ local LETTER = {succeeded = 's', dead = 'd', cancelled = 'c'}
 local STATE_OF = {s = 'succeeded', d = 'dead', c = 'cancelled'}
 
 -- Append a transition to the history in `w` (HSET arguments) and `t` (the m table):
--- "<at>|<from>|<to>|<attempt>|<worker length>|<worker><+reason or ->". Keeps the first
+-- "<at>|<from>|<to>|<attempt>|<worker length>|<worker><+reason or ->" (`at`: time in us, as
+-- text). Keeps the first
 -- transition and the latest, `keep` in all; returns the field to delete, if one fell out.
 local function push_event(w, t, at, from, to, attempt, worker, reason, keep)
   local en = t.en + 1
@@ -111,7 +112,7 @@ local function push_event(w, t, at, from, to, attempt, worker, reason, keep)
   local rpart
   if reason then rpart = '+' .. reason else rpart = '-' end
   w[#w + 1] = 'e' .. en
-  w[#w + 1] = fmt(at) .. '|' .. from .. '|' .. to .. '|' .. attempt .. '|' .. wpart .. rpart
+  w[#w + 1] = at .. '|' .. from .. '|' .. to .. '|' .. attempt .. '|' .. wpart .. rpart
   local dropped = nil
   if en >= eo and (en - eo + 2) > keep then
     dropped = 'e' .. eo

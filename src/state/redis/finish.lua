@@ -49,7 +49,7 @@ for i = 5, #ARGV, 6 do
       reason = text
     end
     t.v = t.v + 1
-    local dropped = push_event(w, t, now, 'running', to, t.a, worker, reason, keep)
+    local dropped = push_event(w, t, snow, 'running', to, t.a, worker, reason, keep)
     t.s = to; t.u = snow; t.o = ''; t.x = ''
     if to ~= 'queued' then t.f = snow end
     w[#w + 1] = 'm'; w[#w + 1] = mk(t)
