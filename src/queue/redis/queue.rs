@@ -487,8 +487,8 @@ impl RedisStreamsQueue {
             out.push(Lease {
                 envelope: Envelope {
                     id,
-                    kind: need_text("kind", kind)?.to_owned(),
-                    queue: queue.to_owned(),
+                    kind: need_text("kind", kind)?.into(),
+                    queue: queue.into(),
                     priority,
                     run_at,
                     attempt,
@@ -726,7 +726,7 @@ impl QueueManager for RedisStreamsQueue {
         }
         let mut groups: BTreeMap<&str, Vec<&Envelope>> = BTreeMap::new();
         for job in jobs {
-            groups.entry(job.queue.as_str()).or_default().push(job);
+            groups.entry(&*job.queue).or_default().push(job);
         }
         for (queue, mut group) in groups {
             self.register(queue).await?;
@@ -801,7 +801,7 @@ impl QueueManager for RedisStreamsQueue {
         for (i, lease) in leases.iter().enumerate() {
             if receipt(lease).is_some() {
                 groups
-                    .entry((lease.envelope.queue.as_str(), lease.worker.as_str()))
+                    .entry((&*lease.envelope.queue, lease.worker.as_str()))
                     .or_default()
                     .push(i);
             }
@@ -828,10 +828,7 @@ impl QueueManager for RedisStreamsQueue {
         let mut groups: BTreeMap<&str, Vec<Vec<Vec<u8>>>> = BTreeMap::new();
         for lease in leases {
             if let Some(quad) = lease_quad(lease) {
-                groups
-                    .entry(lease.envelope.queue.as_str())
-                    .or_default()
-                    .push(quad);
+                groups.entry(&*lease.envelope.queue).or_default().push(quad);
             }
         }
         for (queue, items) in groups {
@@ -847,7 +844,7 @@ impl QueueManager for RedisStreamsQueue {
                 quad.push(arg(micros(item.run_at)));
                 quad.push(arg(item.attempt));
                 groups
-                    .entry(item.lease.envelope.queue.as_str())
+                    .entry(&*item.lease.envelope.queue)
                     .or_default()
                     .push(quad);
             }
@@ -865,7 +862,7 @@ impl QueueManager for RedisStreamsQueue {
             if let Some(mut quad) = lease_quad(&item.lease) {
                 quad.push(arg(&item.reason));
                 groups
-                    .entry(item.lease.envelope.queue.as_str())
+                    .entry(&*item.lease.envelope.queue)
                     .or_default()
                     .push(quad);
             }
@@ -908,7 +905,7 @@ impl QueueInspect for RedisStreamsQueue {
         let mut out = vec![false; jobs.len()];
         let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, job) in jobs.iter().enumerate() {
-            groups.entry(job.queue.as_str()).or_default().push(i);
+            groups.entry(&*job.queue).or_default().push(i);
         }
         for (queue, idx) in groups {
             let items: Vec<Vec<Vec<u8>>> = idx.iter().map(|&i| vec![arg(jobs[i].id)]).collect();
