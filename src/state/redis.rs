@@ -322,25 +322,50 @@ struct BlobIn {
     idempotency_key: Option<String>,
 }
 
-/// The changing part of a record, field `m`: `state|version|attempt|max attempts|run_at|
-/// updated|started|finished|lease expiry|cancel requested|last event|oldest kept event|owner`
-/// (times in microseconds, empty when unset; the owner last, as it may contain `|`).
-fn encode_m(r: &JobRecord) -> String {
-    let t = |at: Option<DateTime<Utc>>| at.map(|a| micros(a).to_string()).unwrap_or_default();
-    format!(
-        "{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|0|2|{}",
-        r.state,
-        r.version,
-        r.attempt,
-        r.max_attempts,
-        micros(r.run_at),
-        micros(r.updated_at),
-        t(r.started_at),
-        t(r.finished_at),
-        t(r.lease_expires_at),
-        u8::from(r.cancel_requested),
-        r.lease_owner.as_ref().map_or("", WorkerId::as_str),
-    )
+/// The changing part of a record, field `m`, packed little-endian so the scripts read and
+/// write it with one `struct.unpack`/`struct.pack` call: state code (u8: 1 queued, 2 running,
+/// 3 succeeded, 4 dead, 5 cancelled), flags (u8: 1 started, 2 finished, 4 lease expiry,
+/// 8 cancel requested), version (f64), attempt (u32), max attempts (u32), run_at, updated,
+/// started, finished, lease expiry (f64 microseconds), last event (u32), oldest kept event
+/// (u32), owner (u32 length, then the bytes).
+fn encode_m(r: &JobRecord) -> Vec<u8> {
+    let owner = r.lease_owner.as_ref().map_or("", WorkerId::as_str);
+    let mut out = Vec::with_capacity(70 + owner.len());
+    out.push(state_code(r.state));
+    let flags = u8::from(r.started_at.is_some())
+        | (u8::from(r.finished_at.is_some()) << 1)
+        | (u8::from(r.lease_expires_at.is_some()) << 2)
+        | (u8::from(r.cancel_requested) << 3);
+    out.push(flags);
+    #[allow(clippy::cast_precision_loss)] // versions stay far below 2^53
+    out.extend_from_slice(&(r.version as f64).to_le_bytes());
+    out.extend_from_slice(&r.attempt.to_le_bytes());
+    out.extend_from_slice(&r.max_attempts.to_le_bytes());
+    for at in [
+        Some(r.run_at),
+        Some(r.updated_at),
+        r.started_at,
+        r.finished_at,
+        r.lease_expires_at,
+    ] {
+        #[allow(clippy::cast_precision_loss)] // microseconds since 1970 stay below 2^53
+        out.extend_from_slice(&(at.map_or(0, micros) as f64).to_le_bytes());
+    }
+    out.extend_from_slice(&0u32.to_le_bytes()); // last event
+    out.extend_from_slice(&2u32.to_le_bytes()); // oldest kept event after the first
+    out.extend_from_slice(&u32::try_from(owner.len()).unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(owner.as_bytes());
+    out
+}
+
+fn state_code(state: JobState) -> u8 {
+    match state {
+        JobState::Queued => 1,
+        JobState::Running => 2,
+        JobState::Succeeded => 3,
+        JobState::Dead => 4,
+        JobState::Cancelled => 5,
+    }
 }
 
 struct Mutable {
@@ -357,28 +382,50 @@ struct Mutable {
     lease_owner: Option<WorkerId>,
 }
 
-fn decode_m(m: &str) -> Option<Mutable> {
-    let mut p = m.splitn(13, '|');
-    let mut next = || p.next();
-    let time = |s: &str| -> Option<Option<DateTime<Utc>>> {
-        if s.is_empty() {
-            Some(None)
-        } else {
-            s.parse().ok().map(|us| Some(from_micros(us)))
+fn decode_m(m: &[u8]) -> Option<Mutable> {
+    struct Reader<'a>(&'a [u8]);
+    impl Reader<'_> {
+        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+            let (head, rest) = self.0.split_first_chunk::<N>()?;
+            self.0 = rest;
+            Some(*head)
         }
+        fn u8(&mut self) -> Option<u8> {
+            self.take::<1>().map(|[b]| b)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            self.take().map(u32::from_le_bytes)
+        }
+        fn f64(&mut self) -> Option<f64> {
+            self.take().map(f64::from_le_bytes)
+        }
+        #[allow(clippy::cast_possible_truncation)] // written from whole microseconds
+        fn time(&mut self) -> Option<DateTime<Utc>> {
+            self.f64().map(|us| from_micros(us as i64))
+        }
+    }
+    let mut r = Reader(m);
+    let state = match r.u8()? {
+        1 => JobState::Queued,
+        2 => JobState::Running,
+        3 => JobState::Succeeded,
+        4 => JobState::Dead,
+        5 => JobState::Cancelled,
+        _ => return None,
     };
-    let state = next()?.parse().ok()?;
-    let version = next()?.parse().ok()?;
-    let attempt = next()?.parse().ok()?;
-    let max_attempts = next()?.parse().ok()?;
-    let run_at = time(next()?)??;
-    let updated_at = time(next()?)??;
-    let started_at = time(next()?)?;
-    let finished_at = time(next()?)?;
-    let lease_expires_at = time(next()?)?;
-    let cancel_requested = next()? == "1";
-    let _events = (next()?, next()?);
-    let owner = next()?;
+    let flags = r.u8()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // whole, non-negative
+    let version = r.f64()? as u64;
+    let attempt = r.u32()?;
+    let max_attempts = r.u32()?;
+    let run_at = r.time()?;
+    let updated_at = r.time()?;
+    let started_at = r.time()?;
+    let finished_at = r.time()?;
+    let lease_expires_at = r.time()?;
+    let _events = (r.u32()?, r.u32()?);
+    let len = usize::try_from(r.u32()?).ok()?;
+    let owner = std::str::from_utf8(r.0.get(..len)?).ok()?;
     Some(Mutable {
         state,
         version,
@@ -386,10 +433,10 @@ fn decode_m(m: &str) -> Option<Mutable> {
         max_attempts,
         run_at,
         updated_at,
-        started_at,
-        finished_at,
-        lease_expires_at,
-        cancel_requested,
+        started_at: (flags & 1 != 0).then_some(started_at),
+        finished_at: (flags & 2 != 0).then_some(finished_at),
+        lease_expires_at: (flags & 4 != 0).then_some(lease_expires_at),
+        cancel_requested: flags & 8 != 0,
         lease_owner: (!owner.is_empty()).then(|| WorkerId::new(owner)),
     })
 }
@@ -428,9 +475,11 @@ fn parse_record(values: &[Value]) -> Result<JobRecord> {
     let id: JobId = id_text.parse()?;
     let blob: BlobIn = serde_json::from_str(text(d).ok_or_else(|| bad_record(id_text, "d"))?)
         .map_err(|_| bad_record(id_text, "d"))?;
-    let m = text(m)
-        .and_then(decode_m)
-        .ok_or_else(|| bad_record(id_text, "m"))?;
+    let m = match m {
+        Value::BulkString(bytes) => decode_m(bytes),
+        _ => None,
+    }
+    .ok_or_else(|| bad_record(id_text, "m"))?;
     Ok(JobRecord {
         id,
         kind: owned(k).ok_or_else(|| bad_record(id_text, "k"))?,
@@ -601,7 +650,7 @@ impl RedisState {
             arg(&record.kind),
             arg(record.state),
             blob,
-            arg(encode_m(record)),
+            encode_m(record),
             arg(record.result.as_ref().map_or("", Payload::as_str)),
             arg(record.last_error.as_deref().unwrap_or("")),
         ])

@@ -9,12 +9,12 @@ if not h[2] then return {'missing'} end
 local t = unm(h[2])
 local s = t.s
 t.v = t.v + 1
-t.u = snow
+t.u = now
 if s == 'queued' then
   local w = {'HSET', key}
   local dropped = push_event(w, t, snow, 'queued', 'cancelled', t.a, nil, reason, keep)
   t.s = 'cancelled'
-  t.f = snow
+  t.f = now
   w[#w + 1] = 'm'; w[#w + 1] = mk(t)
   redis.call(unpack(w))
   if dropped then redis.call('HDEL', key, dropped) end
@@ -27,7 +27,7 @@ if s == 'queued' then
   flush_done()
   return {'cancelled'}
 elseif s == 'running' then
-  t.cr = '1'
+  t.cr = true
   redis.call('HSET', key, 'm', mk(t))
   return {'requested'}
 end

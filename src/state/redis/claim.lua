@@ -5,7 +5,6 @@ local worker, lease, keep = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local sweep_limit, dead_keep = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = now_us()
 local snow = fmt(now)
-local until_ = fmt(now + lease)
 local out = {}
 for i = 6, #ARGV do
   local id = ARGV[i]
@@ -19,12 +18,12 @@ for i = 6, #ARGV do
     local from = t.s
     local reason, exhausted, go = nil, false, false
     if from == 'queued' then
-      if tonumber(t.r) > now then
+      if t.r > now then
         out[#out + 1] = {'notdue', id, t.r}
       else
         go = true
       end
-    elseif from == 'running' and t.x ~= '' and tonumber(t.x) <= now then
+    elseif from == 'running' and t.x and t.x <= now then
       local owner = t.o
       if owner == '' then owner = 'unknown' end
       exhausted = t.a >= t.ma
@@ -40,11 +39,11 @@ for i = 6, #ARGV do
     if go then
       local w = {'HSET', key}
       t.v = t.v + 1
-      t.u = snow
+      t.u = now
       local kind = h[2]
       if exhausted then
         local dropped = push_event(w, t, snow, from, 'dead', t.a, worker, reason, keep)
-        t.s = 'dead'; t.f = snow; t.o = ''; t.x = ''
+        t.s = 'dead'; t.f = now; t.o = ''; t.x = nil
         w[#w + 1] = 'le'; w[#w + 1] = reason
         w[#w + 1] = 'm'; w[#w + 1] = mk(t)
         redis.call(unpack(w))
@@ -57,7 +56,7 @@ for i = 6, #ARGV do
       else
         t.a = t.a + 1
         local dropped = push_event(w, t, snow, from, 'running', t.a, worker, reason, keep)
-        t.s = 'running'; t.o = worker; t.x = until_; t.st = snow
+        t.s = 'running'; t.o = worker; t.x = now + lease; t.st = now
         local nm = mk(t)
         w[#w + 1] = 'm'; w[#w + 1] = nm
         redis.call(unpack(w))

@@ -13,14 +13,14 @@ for i = 5, #ARGV, 6 do
   local t = h[2] and unm(h[2])
   if not t then
     out[#out + 1] = {'conflict', false, 'no such job'}
-  elseif t.s ~= 'running' or t.o ~= worker or tostring(t.a) ~= attempt then
+  elseif t.s ~= 'running' or t.o ~= worker or t.a ~= tonumber(attempt) then
     local owner = t.o
     if owner == '' then owner = 'none' end
     out[#out + 1] = {'conflict', t.s, 'not held by ' .. worker .. ' at attempt ' .. attempt ..
       ' (state ' .. t.s .. ', attempt ' .. t.a .. ', owner ' .. owner .. ')'}
   else
     -- A cancel asked for while the job ran wins over putting it back in the queue.
-    if t.cr == '1' and TARGET[code] == 'queued' then
+    if t.cr and TARGET[code] == 'queued' then
       code = 'cancel'
       text = 'cancelled by request'
     end
@@ -31,15 +31,15 @@ for i = 5, #ARGV, 6 do
     if code == 'ok' then
       if text ~= '' then w[#w + 1] = 'res'; w[#w + 1] = text end
     elseif code == 'retry' then
-      t.r = run_at
+      t.r = tonumber(run_at)
       w[#w + 1] = 'le'; w[#w + 1] = text
       reason = text
     elseif code == 'defer' then
-      t.r = run_at
+      t.r = tonumber(run_at)
       t.a = math.max(0, t.a - 1)
       reason = text
     elseif code == 'release' then
-      t.r = snow
+      t.r = now
       t.a = math.max(0, t.a - 1)
       reason = text
     elseif code == 'dead' then
@@ -50,8 +50,8 @@ for i = 5, #ARGV, 6 do
     end
     t.v = t.v + 1
     local dropped = push_event(w, t, snow, 'running', to, t.a, worker, reason, keep)
-    t.s = to; t.u = snow; t.o = ''; t.x = ''
-    if to ~= 'queued' then t.f = snow end
+    t.s = to; t.u = now; t.o = ''; t.x = nil
+    if to ~= 'queued' then t.f = now end
     w[#w + 1] = 'm'; w[#w + 1] = mk(t)
     redis.call(unpack(w))
     if dropped then redis.call('HDEL', key, dropped) end

@@ -7,9 +7,9 @@ for i = 3, #ARGV do
   local m = redis.call('HGET', key, 'm')
   local t = m and unm(m)
   if t and t.s == 'running' and t.o == worker then
-    t.x = fmt(now + lease)
+    t.x = now + lease
     redis.call('HSET', key, 'm', mk(t))
-    if t.cr == '1' then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
+    if t.cr then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
   else
     out[#out + 1] = 'lost'
   end

@@ -28,7 +28,7 @@ while not more and scanned < budget do
   for _, id in ipairs(batch) do
     local r = read_record(id)
     local ok = r[4] ~= false and r[4] ~= nil
-    if ok and fs ~= '' then ok = string.sub(r[4], 1, #fs + 1) == fs .. '|' end
+    if ok and fs ~= '' then ok = string.byte(r[4], 1) == CODE[fs] end
     if ok and fk ~= '' then ok = r[3] == fk end
     if ok and (fq ~= '' or ft ~= '') then
       local d = cjson.decode(r[2])
