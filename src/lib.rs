@@ -48,7 +48,8 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
-//! | `full` | every optional backend (Redis, PostgreSQL and HTTP arrive as features) |
+//! | `redis` | `queue::RedisStreamsQueue`, `state::RedisState`, `safety_redis::RedisRateLimit` and the orchestrator's reconciler at work: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -59,9 +60,18 @@ pub mod memory;
 pub mod orchestrator;
 pub mod queue;
 pub mod safety;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod safety_redis;
 pub mod state;
 pub mod strategy;
 mod util;
+
+/// The Redis connection pool crate the Redis backends use (and, through it, the `redis`
+/// crate), to build a pool to share between them.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use deadpool_redis;
 
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Handler, JobContext, JobError, JobErrorKind, handler_fn};
