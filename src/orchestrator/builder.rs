@@ -2,12 +2,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::direct::RecordQueue;
 use super::engine::{Engine, Orchestrator};
 use crate::handler::Handler;
 use crate::job::Limits;
 use crate::memory::{InMemoryMemory, Memory};
 use crate::queue::{InMemoryQueue, QueueManager};
-use crate::state::{InMemoryState, StateManager};
+use crate::state::{InMemoryState, QueuingState, StateManager};
 use crate::strategy::{Direct, RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
@@ -102,6 +103,7 @@ impl std::fmt::Debug for KindConfig {
 pub struct OrchestratorBuilder {
     queue: Option<Arc<dyn QueueManager>>,
     state: Option<Arc<dyn StateManager>>,
+    queuing_state: Option<Arc<dyn QueuingState>>,
     memory: Option<Arc<dyn Memory>>,
     kinds: HashMap<String, KindConfig>,
     strategies: Vec<Arc<dyn Strategy>>,
@@ -123,6 +125,18 @@ impl OrchestratorBuilder {
     #[must_use]
     pub fn state(mut self, state: Arc<dyn StateManager>) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// One store as both queue and state (a [`QueuingState`], such as
+    /// `PostgresState` (feature `postgres`)): its job records are the queue, so a
+    /// worker claims a batch of due jobs in one step and a finish needs no separate
+    /// acknowledgement. A queue set with [`queue`](Self::queue) as well takes over delivery,
+    /// and `store` is then the state only; a later [`state`](Self::state) replaces it.
+    #[must_use]
+    pub fn queue_and_state<S: QueuingState>(mut self, store: Arc<S>) -> Self {
+        self.state = Some(Arc::clone(&store) as Arc<dyn StateManager>);
+        self.queuing_state = Some(store);
         self
     }
 
@@ -239,9 +253,24 @@ impl OrchestratorBuilder {
                 ));
             }
         }
+        // The store is the queue only if nothing else delivers and it is still the state.
+        let direct = match (&self.queue, self.queuing_state, &self.state) {
+            (None, Some(store), Some(state))
+                if std::ptr::addr_eq(Arc::as_ptr(&store), Arc::as_ptr(state)) =>
+            {
+                Some(store)
+            }
+            _ => None,
+        };
+        let queue: Arc<dyn QueueManager> = match (self.queue, &direct) {
+            (Some(queue), _) => queue,
+            (None, Some(store)) => Arc::new(RecordQueue::new(Arc::clone(store))),
+            (None, None) => Arc::new(InMemoryQueue::new()),
+        };
         Ok(Orchestrator::from_engine(Engine {
-            queue: self.queue.unwrap_or_else(|| Arc::new(InMemoryQueue::new())),
+            queue,
             state: self.state.unwrap_or_else(|| Arc::new(InMemoryState::new())),
+            direct,
             memory: self
                 .memory
                 .unwrap_or_else(|| Arc::new(InMemoryMemory::new())),

@@ -11,13 +11,15 @@ use super::worker::{PoolShared, WorkerConfig, WorkerPool};
 use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
 use crate::memory::Memory;
 use crate::queue::{Envelope, QueueManager};
-use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, StateManager};
+use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, QueuingState, StateManager};
 use crate::strategy::{RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
 pub(crate) struct Engine {
     pub(crate) queue: Arc<dyn QueueManager>,
     pub(crate) state: Arc<dyn StateManager>,
+    /// Set when `state` is also the queue: workers claim through it in one step.
+    pub(crate) direct: Option<Arc<dyn QueuingState>>,
     pub(crate) memory: Arc<dyn Memory>,
     pub(crate) kinds: HashMap<String, KindConfig>,
     pub(crate) strategies: HashMap<String, Arc<dyn Strategy>>,

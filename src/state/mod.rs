@@ -2,10 +2,15 @@
 //! backends.
 
 mod in_memory;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+mod postgres;
 mod types;
 
 pub use in_memory::{InMemoryState, InMemoryStateConfig};
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresState;
 pub use types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, StateCounts,
-    StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
+    StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
