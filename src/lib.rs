@@ -47,6 +47,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
+//! | `postgres` | `postgres::PostgresBackend`: `state::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]) and `queue::PostgresQueue`, on sqlx |
 //! | `full` | every optional backend (Redis, PostgreSQL and HTTP arrive as features) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -56,6 +57,9 @@ pub mod handler;
 pub mod job;
 pub mod memory;
 pub mod orchestrator;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 pub mod queue;
 pub mod state;
 pub mod strategy;

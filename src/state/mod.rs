@@ -9,6 +9,7 @@ mod types;
 
 pub use in_memory::{InMemoryState, InMemoryStateConfig};
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::PostgresState;
 pub use types::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
