@@ -31,7 +31,15 @@ CREATE TABLE jobs (
     lease_owner      text,
     lease_expires_at timestamptz,
     cancel_requested boolean     NOT NULL DEFAULT false,
-    version          bigint      NOT NULL
+    version          bigint      NOT NULL,
+    -- The latest claim, which is the latest `running` event of the job's history: kept here
+    -- (the claim writes no event row) until a later claim moves it to job_events.
+    -- `started_at` is its time.
+    claimed_by       text,
+    claimed_from     text,
+    claim_attempt    integer,
+    claim_reason     text,
+    claim_version    bigint
 ) WITH (
     -- Every claim and finish rewrites a row: vacuum early so the claim index stays lean.
     autovacuum_vacuum_scale_factor = 0.01,
@@ -47,15 +55,18 @@ CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'running';
 -- Idempotent submission: one job per key while the job is kept.
 CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- Listing by state and by kind, walked by id (keyset pagination).
-CREATE INDEX jobs_state_id ON jobs (state, id);
-CREATE INDEX jobs_kind_id ON jobs (kind, id);
+-- Listing by state and by kind, walked by id (keyset pagination). Partial, so the hot path
+-- (claim: queued -> running, finish: running -> succeeded) adds no entries to them: running
+-- jobs are few (listed through jobs_lease) and succeeded ones the bulk (listed through the
+-- primary key).
+CREATE INDEX jobs_state_id ON jobs (state, id) WHERE state IN ('queued', 'dead', 'cancelled');
+CREATE INDEX jobs_kind_id ON jobs (kind, id) WHERE state IN ('queued', 'dead', 'cancelled');
 CREATE INDEX jobs_tenant_id ON jobs (tenant, id) WHERE tenant IS NOT NULL;
 -- Retention: finished jobs, oldest first.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 
--- Every transition after submission (submission itself is read from the job row). The job's
--- version after the transition orders a job's history.
+-- Every transition after submission, but for the two the job row itself tells (submission,
+-- and the latest claim). The job's version after the transition orders a job's history.
 CREATE TABLE job_events (
     job_id     uuid        NOT NULL,
     version    bigint      NOT NULL,

@@ -17,6 +17,11 @@ use crate::postgres::{Shared, db_error, micros, random_shard, stmt};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::{Error, ErrorKind, Result};
 
+/// What a claim reads of the rows it locks.
+const CLAIM_COLUMNS: &str = "id, kind, state, run_at, attempt, max_attempts, lease_owner, \
+    lease_expires_at, started_at, claimed_by, claimed_from, claim_attempt, claim_reason, \
+    claim_version";
+
 /// The columns of a job row, as [`JobRow`] reads them.
 const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
     max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
@@ -31,7 +36,9 @@ const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, 
     j.cancel_requested, j.version";
 
 /// Insert a batch of jobs (one `UNNEST` of column arrays); a taken id or idempotency key
-/// skips the row and answers the holder. Counts and notifies in the same statement.
+/// skips the row. Counts and notifies in the same statement (the notification is the outer
+/// side of the answer, so it always runs), and answers only the rows it skipped (with the
+/// holder of their key, if it can see one), or one empty row.
 const CREATE: &str = r"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
@@ -63,13 +70,19 @@ notified AS (
         ELSE ' ' || floor(extract(epoch FROM at) * 1000000)::bigint END)
     FROM (SELECT queue, run_at <= now() AS due, min(run_at) AS at FROM ins GROUP BY 1, 2) q
 )
-SELECT i.id, ins.id IS NOT NULL AS inserted, coalesce(ik.id, ek.id) AS holder,
-       (SELECT count(*) FROM notified) AS notified
-FROM input i
-LEFT JOIN ins ON ins.id = i.id
-LEFT JOIN ins ik ON ins.id IS NULL AND ik.idempotency_key = i.idempotency_key
-LEFT JOIN {s}.jobs ek ON ins.id IS NULL AND ek.idempotency_key = i.idempotency_key
-ORDER BY i.ord";
+SELECT s.ord, s.holder, s.id_taken
+FROM (SELECT count(*) FROM notified) n
+LEFT JOIN (
+    SELECT i.ord,
+        CASE WHEN i.idempotency_key IS NOT NULL THEN coalesce(
+            (SELECT x.id FROM ins x WHERE x.idempotency_key = i.idempotency_key LIMIT 1),
+            (SELECT e.id FROM {s}.jobs e WHERE e.idempotency_key = i.idempotency_key))
+        END AS holder,
+        EXISTS (SELECT 1 FROM {s}.jobs e WHERE e.id = i.id) AS id_taken
+    FROM input i LEFT JOIN ins ON ins.id = i.id
+    WHERE ins.id IS NULL
+) s ON true
+";
 
 /// The holders of idempotency keys, read in a fresh snapshot (for keys taken by a
 /// concurrent submit that committed after the create statement began).
@@ -111,6 +124,11 @@ upd AS (
         started_at = CASE WHEN d.outcome = 'exhausted' THEN j.started_at ELSE now() END,
         finished_at = CASE WHEN d.outcome = 'exhausted' THEN now() ELSE j.finished_at END,
         last_error = CASE WHEN d.outcome = 'exhausted' THEN d.reason ELSE j.last_error END,
+        claimed_by = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE {worker} END,
+        claimed_from = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE d.state END,
+        claim_attempt = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE j.attempt + 1 END,
+        claim_reason = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE d.reason END,
+        claim_version = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE j.version + 1 END,
         updated_at = now(),
         version = j.version + 1
     FROM decided d
@@ -120,8 +138,16 @@ upd AS (
 events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
-    SELECT u.id, u.version, now(), u.from_state, u.state, u.attempt, {worker}, d.reason
+    -- The previous claim, which the row now forgets.
+    SELECT d.id, d.claim_version, d.started_at, d.claimed_from, 'running', d.claim_attempt,
+           d.claimed_by, d.claim_reason
+    FROM decided d JOIN upd u ON u.id = d.id
+    WHERE d.claimed_by IS NOT NULL
+    UNION ALL
+    -- Attempts spent: the move to dead. (A claim itself is kept on the row.)
+    SELECT u.id, u.version, now(), 'running', 'dead', u.attempt, {worker}, d.reason
     FROM upd u JOIN decided d ON d.id = u.id
+    WHERE d.outcome = 'exhausted'
 ),
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
@@ -138,8 +164,7 @@ counted AS (
 /// concurrent batches cannot deadlock.
 const CLAIM_IDS_HEAD: &str = r"
 WITH locked AS (
-    SELECT id, kind, state, run_at, attempt, max_attempts, lease_owner, lease_expires_at
-    FROM {s}.jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+    SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
 ),";
 
 const CLAIM_IDS_FOOT: &str = r"
@@ -150,21 +175,19 @@ LEFT JOIN decided d ON d.id = i.id
 LEFT JOIN upd u ON u.id = i.id
 ORDER BY i.ord";
 
-/// Claim due jobs straight from the table (this store is the queue): expired leases first,
-/// then due jobs of each queue by priority, run_at and id, skipping rows other workers hold.
+/// Claim due jobs straight from the table (this store is the queue): expired leases first
+/// (when `$6` asks for them: that look is kept off most claims), then due jobs of each queue
+/// by priority, run_at and id, skipping rows other workers hold.
 const CLAIM_DUE_HEAD: &str = r"
 WITH expired AS (
-    SELECT id, kind, state, run_at, attempt, max_attempts, lease_owner, lease_expires_at
-    FROM {s}.jobs
-    WHERE state = 'running' AND lease_expires_at <= now() AND queue = ANY($1::text[])
+    SELECT {claim_columns} FROM {s}.jobs
+    WHERE $6 AND state = 'running' AND lease_expires_at <= now() AND queue = ANY($1::text[])
     ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
 ),
 due AS (
     SELECT j.* FROM unnest($1::text[]) AS q(name)
     CROSS JOIN LATERAL (
-        SELECT id, kind, state, run_at, attempt, max_attempts, lease_owner, lease_expires_at,
-               priority
-        FROM {s}.jobs
+        SELECT {claim_columns}, priority FROM {s}.jobs
         WHERE state = 'queued' AND queue = q.name AND run_at <= now()
         ORDER BY priority DESC, run_at, id
         LIMIT $2 FOR UPDATE SKIP LOCKED
@@ -173,11 +196,9 @@ due AS (
     LIMIT $2
 ),
 locked AS (
-    SELECT id, kind, state, run_at, attempt, max_attempts, lease_owner, lease_expires_at
-    FROM expired
+    SELECT {claim_columns} FROM expired
     UNION ALL
-    (SELECT id, kind, state, run_at, attempt, max_attempts, lease_owner, lease_expires_at
-     FROM due LIMIT greatest($2 - (SELECT count(*) FROM expired), 0))
+    (SELECT {claim_columns} FROM due LIMIT greatest($2 - (SELECT count(*) FROM expired), 0))
 ),";
 
 const CLAIM_DUE_FOOT: &str = r"
@@ -186,61 +207,51 @@ SELECT u.id AS input_id, d.outcome, NULL::text AS found_state,
 FROM upd u JOIN decided d ON d.id = u.id
 ORDER BY u.priority DESC, u.run_at, u.id";
 
-/// Extend the leases a worker holds; answers the jobs still held.
+/// Extend the leases a worker holds; answers the jobs still held. (An index scan with
+/// `= ANY` walks the ids sorted, so rows are locked in id order.)
 const HEARTBEAT: &str = r"
-WITH locked AS (
-    SELECT id FROM {s}.jobs
-    WHERE id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
-    ORDER BY id FOR UPDATE
-)
-UPDATE {s}.jobs j SET lease_expires_at = now() + $3 * interval '1 microsecond'
-FROM locked l WHERE j.id = l.id
-RETURNING j.id, j.cancel_requested";
+UPDATE {s}.jobs SET lease_expires_at = now() + $3 * interval '1 microsecond'
+WHERE id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
+RETURNING id, cancel_requested";
 
 /// Finish a batch of attempts, each fenced by worker and attempt; a cancel requested while
 /// the job ran turns a put-back into `cancelled`. Events, counts and a wake-up for jobs put
-/// back due now, all in the one statement.
+/// back due now, all in the one statement. The update locks the rows itself (the batch comes
+/// sorted by id, so concurrent batches lock in the same order); rows it does not touch are
+/// answered from the statement's snapshot.
 const FINISH: &str = r"
 WITH input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[],
                          $6::text[], $7::text[])
         WITH ORDINALITY AS t(id, worker, attempt, op, run_at, message, result, ord)
 ),
-locked AS (
-    SELECT id, kind, state, attempt, lease_owner, cancel_requested
-    FROM {s}.jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
-),
-decided AS (
-    SELECT i.id, i.ord, i.worker, i.run_at, i.result,
-        l.state AS cur_state, l.attempt AS cur_attempt, l.lease_owner AS cur_owner,
-        coalesce(l.state = 'running' AND l.lease_owner = i.worker AND l.attempt = i.attempt,
-                 false) AS held,
-        CASE WHEN l.cancel_requested AND i.op IN ('retry', 'defer', 'release')
-             THEN 'cancelled' ELSE i.op END AS op,
-        CASE WHEN l.cancel_requested AND i.op IN ('retry', 'defer', 'release')
-             THEN 'cancelled by request' ELSE i.message END AS message
-    FROM input i LEFT JOIN locked l ON l.id = i.id
-),
 upd AS (
     UPDATE {s}.jobs j SET
-        state = CASE d.op WHEN 'succeeded' THEN 'succeeded' WHEN 'dead' THEN 'dead'
-                          WHEN 'cancelled' THEN 'cancelled' ELSE 'queued' END,
-        result = CASE WHEN d.op = 'succeeded' THEN d.result::json ELSE j.result END,
-        run_at = CASE d.op WHEN 'retry' THEN d.run_at WHEN 'defer' THEN d.run_at
-                           WHEN 'release' THEN now() ELSE j.run_at END,
-        attempt = CASE WHEN d.op IN ('defer', 'release') THEN greatest(j.attempt - 1, 0)
-                       ELSE j.attempt END,
-        last_error = CASE WHEN d.op IN ('retry', 'dead') THEN d.message ELSE j.last_error END,
-        finished_at = CASE WHEN d.op IN ('succeeded', 'dead', 'cancelled') THEN now()
-                           ELSE j.finished_at END,
+        state = CASE WHEN i.op = 'succeeded' THEN 'succeeded'
+                     WHEN i.op = 'dead' THEN 'dead'
+                     WHEN i.op = 'cancelled' OR j.cancel_requested THEN 'cancelled'
+                     ELSE 'queued' END,
+        result = CASE WHEN i.op = 'succeeded' THEN i.result::json ELSE j.result END,
+        run_at = CASE WHEN j.cancel_requested THEN j.run_at
+                      WHEN i.op IN ('retry', 'defer') THEN i.run_at
+                      WHEN i.op = 'release' THEN now()
+                      ELSE j.run_at END,
+        attempt = CASE WHEN i.op IN ('defer', 'release') AND NOT j.cancel_requested
+                       THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+        last_error = CASE WHEN i.op = 'dead' OR (i.op = 'retry' AND NOT j.cancel_requested)
+                          THEN i.message ELSE j.last_error END,
+        finished_at = CASE WHEN i.op IN ('succeeded', 'dead', 'cancelled') OR j.cancel_requested
+                           THEN now() ELSE j.finished_at END,
         lease_owner = NULL,
         lease_expires_at = NULL,
         updated_at = now(),
         version = j.version + 1
-    FROM decided d
-    WHERE j.id = d.id AND d.held
-    RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, d.message,
-              d.worker
+    FROM input i
+    WHERE j.id = i.id AND j.state = 'running' AND j.lease_owner = i.worker
+      AND j.attempt = i.attempt
+    RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, i.worker,
+        CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
+             THEN 'cancelled by request' ELSE i.message END AS message
 ),
 events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
@@ -261,10 +272,13 @@ notified AS (
     SELECT pg_notify($9, queue)
     FROM (SELECT DISTINCT queue FROM upd WHERE state = 'queued' AND run_at <= now()) q
 )
-SELECT d.cur_state, d.cur_attempt, d.cur_owner, u.state AS new_state, u.version AS new_version,
+SELECT cur.state AS cur_state, cur.attempt AS cur_attempt, cur.lease_owner AS cur_owner,
+       u.state AS new_state, u.version AS new_version,
        (SELECT count(*) FROM notified) AS notified
-FROM decided d LEFT JOIN upd u ON u.id = d.id
-ORDER BY d.ord";
+FROM input i
+LEFT JOIN upd u ON u.id = i.id
+LEFT JOIN {s}.jobs cur ON u.id IS NULL AND cur.id = i.id
+ORDER BY i.ord";
 
 /// Cancel one job: queued at once, running by setting the flag its heartbeat reports.
 const CANCEL: &str = r"
@@ -300,11 +314,17 @@ counted AS (
 )
 SELECT state FROM locked";
 
+/// A job's history: submission and the latest claim from its row, the rest from
+/// `job_events`.
 const EVENTS: &str = r"
 SELECT at, from_state, to_state, attempt, worker, reason FROM (
     SELECT 0::bigint AS version, created_at AS at, NULL::text AS from_state,
            'queued' AS to_state, 0 AS attempt, NULL::text AS worker, 'submitted' AS reason
     FROM {s}.jobs WHERE id = $1
+    UNION ALL
+    SELECT claim_version, started_at, claimed_from, 'running', claim_attempt, claimed_by,
+           claim_reason
+    FROM {s}.jobs WHERE id = $1 AND claimed_by IS NOT NULL
     UNION ALL
     SELECT version, at, from_state, to_state, attempt, worker, reason
     FROM {s}.job_events WHERE job_id = $1
@@ -372,14 +392,14 @@ impl Statements {
         Self {
             create: shared.sql(CREATE),
             key_holders: shared.sql(KEY_HOLDERS),
-            claim_ids: shared.sql(&format!(
-                "{CLAIM_IDS_HEAD}{}{CLAIM_IDS_FOOT}",
-                tail("$2", "$3", "$4")
-            )),
-            claim_due: shared.sql(&format!(
-                "{CLAIM_DUE_HEAD}{}{CLAIM_DUE_FOOT}",
-                tail("$3", "$4", "$5")
-            )),
+            claim_ids: shared.sql(
+                &format!("{CLAIM_IDS_HEAD}{}{CLAIM_IDS_FOOT}", tail("$2", "$3", "$4"))
+                    .replace("{claim_columns}", CLAIM_COLUMNS),
+            ),
+            claim_due: shared.sql(
+                &format!("{CLAIM_DUE_HEAD}{}{CLAIM_DUE_FOOT}", tail("$3", "$4", "$5"))
+                    .replace("{claim_columns}", CLAIM_COLUMNS),
+            ),
             heartbeat: shared.sql(HEARTBEAT),
             finish: shared.sql(FINISH),
             cancel: shared.sql(CANCEL),
@@ -413,6 +433,9 @@ impl Statements {
 pub struct PostgresState {
     shared: Arc<Shared>,
     sql: Arc<Statements>,
+    /// When `claim_due` next looks for expired leases (at most once per poll interval: the
+    /// look scans the lease index, and takeovers are never urgent to the millisecond).
+    next_takeover_look: parking_lot::Mutex<tokio::time::Instant>,
 }
 
 impl std::fmt::Debug for PostgresState {
@@ -564,11 +587,14 @@ impl ClaimRow {
     }
 }
 
+/// A job `create` did not store (all `None` in the one row answered when none was skipped).
 #[derive(FromRow)]
-struct CreateRow {
-    id: Uuid,
-    inserted: bool,
+struct SkippedRow {
+    /// Its place in the batch, from 1.
+    ord: Option<i64>,
     holder: Option<Uuid>,
+    /// Whether a job with its id exists (as the statement saw the table).
+    id_taken: Option<bool>,
 }
 
 #[derive(FromRow)]
@@ -628,7 +654,11 @@ fn distinct_chunks<T>(items: Vec<T>, id: impl Fn(&T) -> JobId) -> Vec<Vec<T>> {
 impl PostgresState {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let sql = Arc::new(Statements::new(&shared));
-        Self { shared, sql }
+        Self {
+            shared,
+            sql,
+            next_takeover_look: parking_lot::Mutex::new(tokio::time::Instant::now()),
+        }
     }
 
     /// Delete finished jobs older than the configured retention, with their history, in
@@ -655,7 +685,7 @@ impl PostgresState {
         }
     }
 
-    async fn create_once(&self, jobs: &[&JobRecord]) -> Result<Vec<CreateRow>> {
+    async fn create_once(&self, jobs: &[&JobRecord]) -> Result<Vec<SkippedRow>> {
         let n = jobs.len();
         let mut ids = Vec::with_capacity(n);
         let mut kinds = Vec::with_capacity(n);
@@ -690,7 +720,7 @@ impl PostgresState {
             created.push(job.created_at);
         }
         self.shared.count_statement();
-        sqlx::query_as::<_, CreateRow>(stmt(&self.sql.create))
+        sqlx::query_as::<_, SkippedRow>(stmt(&self.sql.create))
             .bind(ids)
             .bind(kinds)
             .bind(queues)
@@ -741,8 +771,18 @@ impl PostgresState {
         let worker = WorkerId::clone(req.worker);
         let max = i64::try_from(req.max).unwrap_or(i64::MAX);
         let lease = micros(req.lease);
+        let takeovers = {
+            let mut next = self.next_takeover_look.lock();
+            let now = tokio::time::Instant::now();
+            let due = now >= *next;
+            if due {
+                *next = now + self.shared.config.poll_interval;
+            }
+            due
+        };
         tokio::spawn(async move {
-            let claims = claim_due_statement(&shared, &sql, &queues, max, &worker, lease).await;
+            let claims =
+                claim_due_statement(&shared, &sql, &queues, max, &worker, lease, takeovers).await;
             if let Err(Ok(claims)) = tx.send(claims) {
                 hand_back(&shared, &sql, &worker, claims).await;
             }
@@ -769,8 +809,10 @@ impl PostgresState {
             n += 1;
             n
         };
-        if filter.state.is_some() {
-            sql.push_str(&format!(" AND state = ${}", param()));
+        if let Some(state) = filter.state {
+            // A literal (one of five fixed names), so the planner can use the partial
+            // indexes whose predicate names states.
+            sql.push_str(&format!(" AND state = '{}'", state.as_str()));
         }
         if filter.kind.is_some() {
             sql.push_str(&format!(" AND kind = ${}", param()));
@@ -790,9 +832,6 @@ impl PostgresState {
         }
         sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", param()));
         let mut query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql));
-        if let Some(state) = filter.state {
-            query = query.bind(state.as_str());
-        }
         if let Some(kind) = &filter.kind {
             query = query.bind(kind.as_str());
         }
@@ -825,6 +864,7 @@ async fn claim_due_statement(
     max: i64,
     worker: &WorkerId,
     lease_micros: i64,
+    takeovers: bool,
 ) -> Result<Vec<Claim>> {
     shared.count_statement();
     let rows = sqlx::query_as::<_, ClaimRow>(stmt(&sql.claim_due))
@@ -833,6 +873,7 @@ async fn claim_due_statement(
         .bind(worker.as_str())
         .bind(lease_micros)
         .bind(random_shard())
+        .bind(takeovers)
         .fetch_all(&shared.pool)
         .await
         .map_err(|e| db_error("claim due jobs", e))?;
@@ -880,7 +921,10 @@ async fn finish_statement(
     let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
     let mut results: Vec<Option<String>> = Vec::with_capacity(n);
-    for t in &transitions {
+    // Sent in id order, so concurrent batches lock shared rows in the same order.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| transitions[i].id);
+    for t in order.iter().map(|&i| &transitions[i]) {
         ids.push(*t.id.as_uuid());
         workers.push(t.worker.as_str());
         attempts.push(i32::try_from(t.attempt).unwrap_or(i32::MAX));
@@ -916,28 +960,40 @@ async fn finish_statement(
         .fetch_all(&shared.pool)
         .await
         .map_err(|e| db_error("finish jobs", e))?;
-    transitions
-        .iter()
-        .zip(rows)
-        .map(|(t, row)| {
+    let mut answers: Vec<Option<TransitionResult>> = vec![None; n];
+    for (&i, row) in order.iter().zip(rows) {
+        let t = &transitions[i];
+        answers[i] = Some(
             if let (Some(state), Some(version)) = (&row.new_state, row.new_version) {
-                return Ok(TransitionResult::Applied {
+                TransitionResult::Applied {
                     state: parse_state(state)?,
                     version: u64::try_from(version).unwrap_or(0),
-                });
-            }
-            let current = row.cur_state.as_deref().map(parse_state).transpose()?;
-            let reason = match current {
-                None => "no such job".to_owned(),
-                Some(state) => format!(
-                    "not held by {} at attempt {} (state {state}, attempt {}, owner {})",
-                    t.worker,
-                    t.attempt,
-                    row.cur_attempt.map_or(0, count_u32),
-                    row.cur_owner.as_deref().unwrap_or("none"),
-                ),
-            };
-            Ok(TransitionResult::Conflict { current, reason })
+                }
+            } else {
+                let current = row.cur_state.as_deref().map(parse_state).transpose()?;
+                let reason = match current {
+                    None => "no such job".to_owned(),
+                    Some(state) => format!(
+                        "not held by {} at attempt {} (state {state}, attempt {}, owner {})",
+                        t.worker,
+                        t.attempt,
+                        row.cur_attempt.map_or(0, count_u32),
+                        row.cur_owner.as_deref().unwrap_or("none"),
+                    ),
+                };
+                TransitionResult::Conflict { current, reason }
+            },
+        );
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Backend,
+                    "PostgreSQL answered a finish batch with too few rows",
+                )
+            })
         })
         .collect()
 }
@@ -952,17 +1008,24 @@ impl StateManager for PostgresState {
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
         for _round in 0..3 {
             let batch: Vec<&JobRecord> = pending.iter().map(|&i| &jobs[i]).collect();
-            let rows = self.create_once(&batch).await?;
+            let skipped = self.create_once(&batch).await?;
+            for &i in &pending {
+                answers[i] = Some(Created::New(jobs[i].id));
+            }
             let mut unresolved = Vec::new();
-            for (&i, row) in pending.iter().zip(rows) {
-                let job = &jobs[i];
-                answers[i] = if row.inserted {
-                    Some(Created::New(JobId::from_uuid(row.id)))
-                } else if let Some(holder) = row.holder {
+            for row in skipped {
+                let Some(ord) = row.ord else { continue };
+                let Some(&i) = usize::try_from(ord - 1).ok().and_then(|k| pending.get(k)) else {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        "PostgreSQL answered a create batch with a row out of range",
+                    ));
+                };
+                answers[i] = if let Some(holder) = row.holder {
                     Some(Created::Existing(JobId::from_uuid(holder)))
-                } else if job.idempotency_key.is_none() {
+                } else if jobs[i].idempotency_key.is_none() || row.id_taken == Some(true) {
                     // The id itself is taken: the job exists.
-                    Some(Created::Existing(job.id))
+                    Some(Created::Existing(jobs[i].id))
                 } else {
                     unresolved.push(i);
                     None
