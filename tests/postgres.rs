@@ -462,6 +462,166 @@ async fn the_same_builder_runs_mixed_deployments() {
     assert_eq!(pg.state().counts().await.unwrap().total.succeeded, 400);
 }
 
+/// Drive a state store through retries, a takeover, attempts spent by lost workers, cancels,
+/// a deferral and a release; answer every job's history and final record.
+async fn scripted_history(
+    s: &dyn StateManager,
+    jobs: &[jobforge::JobRecord],
+) -> Vec<(
+    Vec<(
+        Option<JobState>,
+        JobState,
+        u32,
+        Option<String>,
+        Option<String>,
+    )>,
+    JobState,
+    u32,
+    Option<String>,
+)> {
+    use jobforge::state::Claim::Claimed;
+    let long = Duration::from_secs(30);
+    let short = Duration::from_millis(60);
+    let (w1, w2, w3) = (
+        WorkerId::new("w1"),
+        WorkerId::new("w2"),
+        WorkerId::new("w3"),
+    );
+    let fin = |id, w: &WorkerId, attempt, finish| Transition {
+        id,
+        worker: w.clone(),
+        attempt,
+        finish,
+    };
+    s.create(jobs.to_vec()).await.unwrap();
+    let [a, b, c, d, e] = [jobs[0].id, jobs[1].id, jobs[2].id, jobs[3].id, jobs[4].id];
+    let now = Utc::now;
+    // a: a retry, then success.
+    assert!(matches!(
+        s.claim(&[a], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    let retry = Finish::Retry {
+        run_at: now(),
+        error: "flaky".into(),
+    };
+    s.finish(vec![fin(a, &w1, 1, retry)]).await.unwrap();
+    assert!(matches!(
+        s.claim(&[a], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    s.finish(vec![fin(a, &w1, 2, Finish::Succeeded { result: None })])
+        .await
+        .unwrap();
+    // b (2 attempts): w1 dies, w2 takes over and dies, w3 finds the attempts spent.
+    assert!(matches!(
+        s.claim(&[b], &w1, short).await.unwrap()[0],
+        Claimed(_)
+    ));
+    tokio::time::sleep(short * 2).await;
+    assert!(matches!(
+        s.claim(&[b], &w2, short).await.unwrap()[0],
+        Claimed(_)
+    ));
+    tokio::time::sleep(short * 2).await;
+    assert!(matches!(
+        s.claim(&[b], &w3, long).await.unwrap()[0],
+        Claim::Exhausted { .. }
+    ));
+    // c: cancelled while running; its retry ends it cancelled.
+    assert!(matches!(
+        s.claim(&[c], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    assert_eq!(s.cancel(c, "user").await.unwrap(), CancelOutcome::Requested);
+    let retry = Finish::Retry {
+        run_at: now(),
+        error: "x".into(),
+    };
+    s.finish(vec![fin(c, &w1, 1, retry)]).await.unwrap();
+    // d: cancelled while queued.
+    assert_eq!(s.cancel(d, "user").await.unwrap(), CancelOutcome::Cancelled);
+    // e: deferred, released, then dead; a stale finish in between is refused.
+    assert!(matches!(
+        s.claim(&[e], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    let defer = Finish::Defer {
+        run_at: now(),
+        reason: "rate limited".into(),
+    };
+    s.finish(vec![fin(e, &w1, 1, defer)]).await.unwrap();
+    assert!(matches!(
+        s.claim(&[e], &w2, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    let stale = s
+        .finish(vec![fin(e, &w1, 1, Finish::Succeeded { result: None })])
+        .await
+        .unwrap();
+    assert!(!stale[0].is_applied());
+    let release = Finish::Release {
+        reason: "shutting down".into(),
+    };
+    s.finish(vec![fin(e, &w2, 1, release)]).await.unwrap();
+    assert!(matches!(
+        s.claim(&[e], &w3, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    s.finish(vec![fin(
+        e,
+        &w3,
+        1,
+        Finish::Dead {
+            error: "boom".into(),
+        },
+    )])
+    .await
+    .unwrap();
+
+    let mut out = Vec::new();
+    for job in jobs {
+        let events = s
+            .events(job.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|ev| {
+                (
+                    ev.from,
+                    ev.to,
+                    ev.attempt,
+                    ev.worker.map(|w| w.to_string()),
+                    ev.reason,
+                )
+            })
+            .collect();
+        let r = s.get(job.id).await.unwrap().unwrap();
+        out.push((events, r.state, r.attempt, r.last_error));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_records_match_the_in_memory_state() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let jobs: Vec<jobforge::JobRecord> = (0..5)
+        .map(|i| {
+            let mut r = conformance::record(NewJob::new("k"));
+            r.max_attempts = if i == 1 { 2 } else { 3 };
+            r
+        })
+        .collect();
+    let memory = jobforge::state::InMemoryState::new();
+    let expected = scripted_history(&memory, &jobs).await;
+    let got = scripted_history(pg.state().as_ref(), &jobs).await;
+    for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(want, have, "job {i}");
+    }
+}
+
 // ------------------------------------------------------------------ races and fencing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
