@@ -49,6 +49,7 @@
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
 //! | `redis` | `queue::RedisStreamsQueue`, `state::RedisState`, `safety_redis::RedisRateLimit` and the orchestrator's reconciler at work: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `postgres` | `postgres::PostgresBackend`: `state::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]) and `queue::PostgresQueue`, on sqlx |
 //! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -58,6 +59,9 @@ pub mod handler;
 pub mod job;
 pub mod memory;
 pub mod orchestrator;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 pub mod queue;
 pub mod safety;
 #[cfg(feature = "redis")]

@@ -331,44 +331,56 @@ async fn heartbeats_keep_long_jobs_from_being_taken_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_job_is_taken_over_after_its_lease() {
-    let orch = Orchestrator::builder()
-        .handler(
-            "k",
-            |ctx: JobContext| async move { Ok(json!(ctx.attempt())) },
-        )
-        .build()
-        .unwrap();
-    let id = orch.submit(NewJob::new("k")).await.unwrap().id;
-    // A worker reserves and claims it, then dies without a word.
-    let ghost = WorkerId::new("ghost");
-    let queues = vec!["default".to_owned()];
-    let leases = orch
-        .queue()
-        .reserve(&Reserve {
-            worker: &ghost,
-            queues: &queues,
-            max: 1,
-            lease: Duration::from_millis(100),
-            wait: Duration::ZERO,
-        })
-        .await
-        .unwrap();
-    assert_eq!(leases.len(), 1);
-    orch.state()
-        .claim(&[id], &ghost, Duration::from_millis(100))
-        .await
-        .unwrap();
-    let pool = orch.start_workers(workers()).unwrap();
-    let r = orch.wait_for(id, WAIT).await.unwrap();
-    assert_eq!((r.state, r.attempt), (JobState::Succeeded, 2));
-    assert_eq!(r.result.unwrap().as_str(), "2");
-    let events = orch.events(id).await.unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.reason.as_deref().is_some_and(|r| r.contains("expired")))
-    );
-    pool.shutdown(WAIT).await;
+    // Both shapes of the engine: the default (one store that is its own queue), and a
+    // separate queue and state.
+    for separate in [false, true] {
+        let mut builder = Orchestrator::builder().handler("k", |ctx: JobContext| async move {
+            Ok(json!(ctx.attempt()))
+        });
+        if separate {
+            builder = builder
+                .queue(Arc::new(jobforge::queue::InMemoryQueue::new()))
+                .state(Arc::new(jobforge::state::InMemoryState::new()));
+        }
+        let orch = builder.build().unwrap();
+        let id = orch.submit(NewJob::new("k")).await.unwrap().id;
+        // A worker takes the job, then dies without a word.
+        let ghost = WorkerId::new("ghost");
+        if separate {
+            let queues = vec!["default".to_owned()];
+            let leases = orch
+                .queue()
+                .reserve(&Reserve {
+                    worker: &ghost,
+                    queues: &queues,
+                    max: 1,
+                    lease: Duration::from_millis(100),
+                    wait: Duration::ZERO,
+                })
+                .await
+                .unwrap();
+            assert_eq!(leases.len(), 1);
+        }
+        orch.state()
+            .claim(&[id], &ghost, Duration::from_millis(100))
+            .await
+            .unwrap();
+        let pool = orch.start_workers(workers()).unwrap();
+        let r = orch.wait_for(id, WAIT).await.unwrap();
+        assert_eq!(
+            (r.state, r.attempt),
+            (JobState::Succeeded, 2),
+            "separate: {separate}"
+        );
+        assert_eq!(r.result.unwrap().as_str(), "2");
+        let events = orch.events(id).await.unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason.as_deref().is_some_and(|r| r.contains("expired")))
+        );
+        pool.shutdown(WAIT).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,13 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::direct::RecordQueue;
 use super::engine::{Engine, NameMap, Orchestrator};
 use crate::handler::Handler;
 use crate::job::Limits;
 use crate::memory::{InMemoryMemory, Memory};
 use crate::queue::{InMemoryQueue, QueueManager};
-use crate::state::{InMemoryState, StateManager};
+use crate::state::{InMemoryState, QueuingState, StateManager};
 use crate::strategy::{Direct, RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
@@ -103,6 +104,7 @@ impl std::fmt::Debug for KindConfig {
 pub struct OrchestratorBuilder {
     queue: Option<Arc<dyn QueueManager>>,
     state: Option<Arc<dyn StateManager>>,
+    queuing_state: Option<Arc<dyn QueuingState>>,
     memory: Option<Arc<dyn Memory>>,
     kinds: HashMap<String, KindConfig>,
     strategies: Vec<Arc<dyn Strategy>>,
@@ -124,6 +126,18 @@ impl OrchestratorBuilder {
     #[must_use]
     pub fn state(mut self, state: Arc<dyn StateManager>) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// One store as both queue and state (a [`QueuingState`], such as
+    /// `PostgresState` (feature `postgres`)): its job records are the queue, so a
+    /// worker claims a batch of due jobs in one step and a finish needs no separate
+    /// acknowledgement. A queue set with [`queue`](Self::queue) as well takes over delivery,
+    /// and `store` is then the state only; a later [`state`](Self::state) replaces it.
+    #[must_use]
+    pub fn queue_and_state<S: QueuingState>(mut self, store: Arc<S>) -> Self {
+        self.state = Some(Arc::clone(&store) as Arc<dyn StateManager>);
+        self.queuing_state = Some(store);
         self
     }
 
@@ -182,7 +196,7 @@ impl OrchestratorBuilder {
     }
 
     /// Check the configuration and build.
-    pub fn build(self) -> Result<Orchestrator> {
+    pub fn build(mut self) -> Result<Orchestrator> {
         if let Some(kind) = self.duplicate_kinds.first() {
             return Err(Error::new(
                 ErrorKind::Configuration,
@@ -241,9 +255,31 @@ impl OrchestratorBuilder {
                 ));
             }
         }
+        // With neither queue nor state given, the embedded default is one in-memory store that
+        // is its own queue: a worker claims in one step, and nothing is kept twice.
+        if self.queue.is_none() && self.state.is_none() {
+            let store = Arc::new(InMemoryState::new());
+            self.state = Some(Arc::clone(&store) as Arc<dyn StateManager>);
+            self.queuing_state = Some(store);
+        }
+        // The store is the queue only if nothing else delivers and it is still the state.
+        let direct = match (&self.queue, self.queuing_state, &self.state) {
+            (None, Some(store), Some(state))
+                if std::ptr::addr_eq(Arc::as_ptr(&store), Arc::as_ptr(state)) =>
+            {
+                Some(store)
+            }
+            _ => None,
+        };
+        let queue: Arc<dyn QueueManager> = match (self.queue, &direct) {
+            (Some(queue), _) => queue,
+            (None, Some(store)) => Arc::new(RecordQueue::new(Arc::clone(store))),
+            (None, None) => Arc::new(InMemoryQueue::new()),
+        };
         Ok(Orchestrator::from_engine(Engine {
-            queue: self.queue.unwrap_or_else(|| Arc::new(InMemoryQueue::new())),
+            queue,
             state: self.state.unwrap_or_else(|| Arc::new(InMemoryState::new())),
+            direct,
             memory: self
                 .memory
                 .unwrap_or_else(|| Arc::new(InMemoryMemory::new())),

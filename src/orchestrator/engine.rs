@@ -11,7 +11,7 @@ use super::worker::{PoolShared, WorkerConfig, WorkerPool};
 use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
 use crate::memory::Memory;
 use crate::queue::{Envelope, QueueManager};
-use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, StateManager};
+use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, QueuingState, StateManager};
 use crate::strategy::{RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
@@ -22,6 +22,8 @@ pub(crate) type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 pub(crate) struct Engine {
     pub(crate) queue: Arc<dyn QueueManager>,
     pub(crate) state: Arc<dyn StateManager>,
+    /// Set when `state` is also the queue: workers claim through it in one step.
+    pub(crate) direct: Option<Arc<dyn QueuingState>>,
     pub(crate) memory: Arc<dyn Memory>,
     pub(crate) kinds: NameMap<KindConfig>,
     pub(crate) strategies: NameMap<Arc<dyn Strategy>>,

@@ -3,6 +3,7 @@
 
 mod api;
 mod builder;
+mod direct;
 mod engine;
 mod reconciler;
 mod worker;

@@ -16,7 +16,7 @@ use super::engine::Engine;
 use crate::handler::{JobContext, JobError};
 use crate::job::{DEFAULT_QUEUE, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::memory::{ExecutionRecord, OutcomeClass};
-use crate::queue::{DeadLetter, Lease, Release, Reserve};
+use crate::queue::{DeadLetter, Envelope, Lease, Release, Reserve};
 use crate::state::{Claim, Finish, Heartbeat, Transition, TransitionResult};
 use crate::strategy::Outcome;
 use crate::{Error, ErrorKind, Result};
@@ -451,6 +451,33 @@ async fn fetch_loop(shared: Arc<PoolShared>) {
             lease: shared.config.lease,
             wait: shared.config.poll_wait,
         };
+        if let Some(direct) = &engine.direct {
+            // The state store is the queue: reserve and claim in one step.
+            let claims = tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => break,
+                r = direct.claim_due(&req) => r,
+            };
+            match claims {
+                Ok(claims) => {
+                    if failures > 0 {
+                        tracing::info!(worker = %shared.worker, "state backend reachable again");
+                    }
+                    failures = 0;
+                    start_direct_claims(&shared, claims, permits);
+                    continue;
+                }
+                Err(err) => {
+                    failures += 1;
+                    let pause = backend_backoff(failures);
+                    tracing::warn!(worker = %shared.worker, error = %err, ?pause, "claim failed; backing off");
+                    tokio::select! {
+                        () = shared.stop.cancelled() => break,
+                        () = tokio::time::sleep(pause) => continue,
+                    }
+                }
+            }
+        }
         let leases = tokio::select! {
             biased;
             () = shared.stop.cancelled() => break,
@@ -567,6 +594,41 @@ async fn settle(
             tracing::warn!(error = %err, "queue dead-letter failed for {what}");
         }
     }
+}
+
+/// Start the jobs a [`QueuingState`](crate::state::QueuingState) claimed. There are no
+/// deliveries to settle: each lease is made from its record, and the engine's queue ignores it.
+fn start_direct_claims(
+    shared: &Arc<PoolShared>,
+    claims: Vec<Claim>,
+    mut permits: Vec<OwnedSemaphorePermit>,
+) {
+    let mut claimed = Vec::with_capacity(claims.len());
+    for claim in claims {
+        match claim {
+            Claim::Claimed(record) => {
+                let Some(permit) = permits.pop() else {
+                    // claim_due answers at most `max` (= permits); the lease will expire and
+                    // the job will be taken over.
+                    tracing::error!(job_id = %record.id, "more claims than asked for; leaving the job to its lease");
+                    continue;
+                };
+                let lease = Lease {
+                    envelope: Envelope::from_record(&record),
+                    worker: shared.worker.clone(),
+                    token: record.version,
+                    receipt: None,
+                    expires_at: record.lease_expires_at.unwrap_or_else(Utc::now),
+                };
+                claimed.push((record, lease, permit));
+            }
+            Claim::Exhausted { id, reason } => {
+                tracing::warn!(job_id = %id, %reason, "dead: worker lost with no attempts left");
+            }
+            Claim::NotDue { .. } | Claim::Skipped { .. } => {}
+        }
+    }
+    dispatch_jobs(shared, claimed);
 }
 
 /// Register a claimed batch and hand it to the executors.

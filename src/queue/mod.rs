@@ -2,6 +2,9 @@
 
 mod in_memory;
 mod inspect;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+mod postgres;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 mod redis;
@@ -9,6 +12,9 @@ mod types;
 
 pub use in_memory::{InMemoryQueue, InMemoryQueueConfig};
 pub use inspect::QueueInspect;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresQueue;
 #[cfg(feature = "redis")]
 pub use redis::{RedisQueueConfig, RedisStreamsQueue};
 #[cfg(feature = "redis")]

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, StateCounts,
-    StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
+    StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
@@ -1000,5 +1000,17 @@ impl StateManager for InMemoryState {
                 .map(|(k, t)| (String::from(&**k), *t))
                 .collect(),
         })
+    }
+}
+
+/// The embedded store is its own queue: the default engine claims through this.
+#[async_trait]
+impl QueuingState for InMemoryState {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        InMemoryState::claim_due(self, req).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        Ok(self.queue_stats_now())
     }
 }

@@ -401,3 +401,24 @@ pub trait StateManager: Send + Sync + 'static {
         self.counts().await.map(|_| ())
     }
 }
+
+/// Optional capability of a state store that is also its own queue: its job records are the
+/// deliveries, so a worker claims due jobs straight from them — reserve and claim in one
+/// step — and [`StateManager::finish`] alone settles a batch (there is no separate queue to
+/// acknowledge).
+///
+/// The worker pool uses it when one store is both queue and state: build the orchestrator
+/// with [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state).
+/// `PostgresState` (feature `postgres`) implements it.
+#[async_trait]
+pub trait QueuingState: StateManager {
+    /// Claim up to `req.max` jobs of `req.queues` for `req.worker` with a lease of
+    /// `req.lease`: `Queued` jobs that are due, highest priority first, then earliest
+    /// `run_at`, then oldest; and `Running` jobs whose lease expired (a takeover, or
+    /// [`Claim::Exhausted`] when their attempts are spent). Waits up to `req.wait` for a first
+    /// one. Answers only [`Claim::Claimed`] and [`Claim::Exhausted`].
+    async fn claim_due(&self, req: &crate::queue::Reserve<'_>) -> Result<Vec<Claim>>;
+
+    /// Delivery counts read from the records: ready, delayed, in flight, and dead jobs kept.
+    async fn queue_stats(&self) -> Result<crate::queue::QueueStats>;
+}

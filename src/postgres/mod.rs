@@ -1,0 +1,39 @@
+//! PostgreSQL: one server as durable state, queue and memory, on [sqlx] with runtime queries
+//! (building needs no database).
+//!
+//! [`PostgresBackend::connect`] opens a pool, runs the crate's embedded migrations in its own
+//! schema (default `jobforge`) under an advisory lock, and starts a `LISTEN` connection that
+//! wakes idle workers when jobs arrive. From it come [`PostgresState`] and [`PostgresQueue`].
+//!
+//! With one Postgres as both queue and state, hand the state to
+//! [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state): the
+//! job rows are then the queue, a worker claims a batch of due jobs in one statement and
+//! finishes a batch in one statement.
+//!
+//! ```no_run
+//! use jobforge::postgres::PostgresBackend;
+//! use jobforge::prelude::*;
+//!
+//! # async fn run() -> jobforge::Result<()> {
+//! let pg = PostgresBackend::connect("postgres://postgres@127.0.0.1:5432/app").await?;
+//! let orchestrator = Orchestrator::builder()
+//!     .queue_and_state(pg.state())
+//!     .handler("noop", |_ctx: JobContext| async { Ok(serde_json::Value::Null) })
+//!     .build()?;
+//! let workers = orchestrator.start_workers(WorkerConfig::default())?;
+//! orchestrator.submit(NewJob::new("noop")).await?;
+//! # workers.shutdown(std::time::Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`PostgresState`]: crate::state::PostgresState
+//! [`PostgresQueue`]: crate::queue::PostgresQueue
+
+mod backend;
+mod config;
+mod shared;
+
+pub use backend::PostgresBackend;
+pub use config::PostgresConfig;
+pub(crate) use shared::{Shared, db_error, micros, random_shard, stmt};

@@ -1,0 +1,1403 @@
+#![cfg(feature = "postgres")]
+//! The PostgreSQL backend against a real server: the shared conformance suites, races, lease
+//! takeover, a server restart and killed connections, retention, and bad input at connect.
+//!
+//! Set `DATABASE_URL` (for example `postgres://postgres@127.0.0.1:5432/test`); without it
+//! every test says it skipped and passes. Each test works in a schema of its own, dropped at
+//! the end, so tests run in parallel and leave nothing behind. The restart test runs a
+//! cluster of its own (`initdb` into a temporary folder, `pg_ctl` on a spare port), never
+//! the shared server.
+
+mod conformance;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use jobforge::postgres::{PostgresBackend, PostgresConfig};
+use jobforge::prelude::*;
+use jobforge::queue::{QueueManager, Reserve};
+use jobforge::state::{
+    CancelOutcome, Claim, Finish, QueuingState, StateManager, Transition, TransitionResult,
+};
+use jobforge::{ErrorKind, JobId, WorkerId};
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn database_url() -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped: DATABASE_URL is not set; these tests need a PostgreSQL server, e.g. DATABASE_URL=postgres://postgres@127.0.0.1:5432/test"
+            );
+            None
+        }
+    }
+}
+
+macro_rules! database_url_or_skip {
+    () => {
+        match database_url() {
+            Some(url) => url,
+            None => return,
+        }
+    };
+}
+
+/// A fresh schema for one test, dropped when the guard goes (also when the test fails).
+struct TestSchema {
+    url: String,
+    name: String,
+    /// More statements to run at the end (dropping roles a test made).
+    cleanup: Mutex<Vec<String>>,
+}
+
+impl TestSchema {
+    fn new(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            name: format!("jf_t_{}", &uuid::Uuid::now_v7().simple().to_string()[20..]),
+            cleanup: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn config(&self) -> PostgresConfig {
+        PostgresConfig::default()
+            .with_schema(&self.name)
+            .with_max_connections(4)
+            .with_purge_interval(None)
+            .with_poll_interval(Duration::from_millis(200))
+            .with_application_name(&self.name)
+    }
+
+    async fn connect(&self) -> PostgresBackend {
+        self.connect_with(self.config()).await
+    }
+
+    async fn connect_with(&self, config: PostgresConfig) -> PostgresBackend {
+        PostgresBackend::connect_with(&self.url, config)
+            .await
+            .unwrap_or_else(|e| panic!("DATABASE_URL is set but connecting failed: {e}"))
+    }
+
+    async fn admin(&self) -> sqlx::PgConnection {
+        sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("admin connection")
+    }
+}
+
+impl Drop for TestSchema {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let mut statements = vec![format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)];
+        statements.append(self.cleanup.get_mut());
+        // A runtime of its own on a thread of its own: this may run inside the test's runtime.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                for sql in statements {
+                    // A role's connections may linger a moment after its backend is dropped.
+                    for _ in 0..50 {
+                        match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                            .execute(&mut conn)
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                }
+                conn.close().await
+            })
+        })
+        .join();
+    }
+}
+
+/// Fresh backends for the conformance suites, whose factories are synchronous.
+struct Factory {
+    url: String,
+    schemas: Mutex<Vec<TestSchema>>,
+}
+
+impl Factory {
+    fn new(url: String) -> Self {
+        Self {
+            url,
+            schemas: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn backend(&self) -> PostgresBackend {
+        let schema = TestSchema::new(&self.url);
+        let config = schema.config().with_max_connections(2);
+        let backend = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(schema.connect_with(config))
+        });
+        self.schemas.lock().push(schema);
+        backend
+    }
+}
+
+fn noop() -> impl Handler {
+    |_ctx: JobContext| async { Ok(Value::Null) }
+}
+
+fn workers() -> WorkerConfig {
+    WorkerConfig::default()
+        .poll_wait(Duration::from_millis(200))
+        .lease(Duration::from_secs(5))
+}
+
+async fn scalar_i64(conn: &mut sqlx::PgConnection, sql: String) -> i64 {
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
+        .expect("query")
+}
+
+// ------------------------------------------------------------------ the shared contracts
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_queue_keeps_the_queue_contract() {
+    let url = database_url_or_skip!();
+    let factory = Factory::new(url);
+    conformance::run_queue_suite(&|| factory.backend().queue() as Arc<dyn QueueManager>).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_state_keeps_the_state_contract() {
+    let url = database_url_or_skip!();
+    let factory = Factory::new(url);
+    conformance::run_state_suite(&|| factory.backend().state() as Arc<dyn StateManager>).await;
+}
+
+// ------------------------------------------------------------------ one store as the queue
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claiming_and_finishing_a_batch_are_one_statement_each() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .build()
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..100).map(|i| NewJob::new("k").payload(&i)).collect();
+    let before = pg.statements();
+    orch.submit_batch(jobs).await.unwrap();
+    assert_eq!(
+        pg.statements() - before,
+        1,
+        "submitting a batch is one statement"
+    );
+
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 100,
+        lease: Duration::from_secs(30),
+        wait: Duration::ZERO,
+    };
+    let before = pg.statements();
+    let claims = pg.state().claim_due(&req).await.unwrap();
+    assert_eq!(
+        pg.statements() - before,
+        1,
+        "claiming a batch is one statement"
+    );
+    assert_eq!(claims.len(), 100);
+    let transitions: Vec<Transition> = claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => Transition {
+                id: r.id,
+                worker: w.clone(),
+                attempt: r.attempt,
+                finish: Finish::Succeeded { result: None },
+            },
+            other => panic!("expected a claim, got {other:?}"),
+        })
+        .collect();
+    let before = pg.statements();
+    let results = pg.state().finish(transitions).await.unwrap();
+    assert_eq!(
+        pg.statements() - before,
+        1,
+        "finishing a batch is one statement"
+    );
+    assert!(results.iter().all(TransitionResult::is_applied));
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(stats.jobs.total.succeeded, 100);
+    assert_eq!((stats.queue.ready, stats.queue.in_flight), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_due_orders_by_priority_and_skips_what_is_not_due() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .build()
+        .unwrap();
+    let low = orch.submit(NewJob::new("k")).await.unwrap().id;
+    let high = orch.submit(NewJob::new("k").priority(5)).await.unwrap().id;
+    let later = orch
+        .submit(NewJob::new("k").delay(Duration::from_millis(400)))
+        .await
+        .unwrap()
+        .id;
+    let other = orch
+        .submit(NewJob::new("k").queue("other"))
+        .await
+        .unwrap()
+        .id;
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let mut req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 10,
+        lease: Duration::from_secs(30),
+        wait: Duration::ZERO,
+    };
+    let ids = |claims: Vec<Claim>| -> Vec<JobId> {
+        claims
+            .into_iter()
+            .map(|c| match c {
+                Claim::Claimed(r) => r.id,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(pg.state().claim_due(&req).await.unwrap()),
+        vec![high, low]
+    );
+    // The delayed one comes due while a claim waits (announced by its notification).
+    req.wait = Duration::from_secs(3);
+    let started = Instant::now();
+    assert_eq!(ids(pg.state().claim_due(&req).await.unwrap()), vec![later]);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let both = vec!["default".to_owned(), "other".to_owned()];
+    req.queues = &both;
+    req.wait = Duration::ZERO;
+    assert_eq!(ids(pg.state().claim_due(&req).await.unwrap()), vec![other]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_claim_is_woken_by_a_submit() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    // A long poll interval, so only the notification can explain a quick wake-up.
+    let pg = schema
+        .connect_with(schema.config().with_poll_interval(Duration::from_secs(10)))
+        .await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .build()
+        .unwrap();
+    let state = pg.state();
+    let waiter = tokio::spawn(async move {
+        let w = WorkerId::new("w");
+        let queues = vec!["default".to_owned()];
+        let req = Reserve {
+            worker: &w,
+            queues: &queues,
+            max: 1,
+            lease: Duration::from_secs(30),
+            wait: Duration::from_secs(8),
+        };
+        let started = Instant::now();
+        let got = state.claim_due(&req).await.unwrap();
+        (got.len(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    orch.submit(NewJob::new("k")).await.unwrap();
+    let (n, waited) = waiter.await.unwrap();
+    assert_eq!(n, 1);
+    assert!(waited < Duration::from_secs(3), "woken after {waited:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_only_engine_runs_retries_dead_letters_and_cancels() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&calls);
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .handler("double", |ctx: JobContext| async move {
+            let n: i64 = ctx.decode()?;
+            Ok(json!(n * 2))
+        })
+        .kind(
+            "flaky",
+            KindConfig::new(move |ctx: JobContext| {
+                let c = Arc::clone(&c);
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    if ctx.attempt() < 3 {
+                        Err(JobError::retryable("upstream 503"))
+                    } else {
+                        Ok(json!("ok"))
+                    }
+                }
+            })
+            .retry(
+                RetryPolicy::new(5)
+                    .with_base(Duration::from_millis(1))
+                    .with_cap(Duration::from_millis(5)),
+            ),
+        )
+        .handler("broken", |_ctx: JobContext| async move {
+            Err::<Value, _>(JobError::permanent("bad input"))
+        })
+        .handler("slow", |ctx: JobContext| async move {
+            ctx.cancelled().await;
+            Err::<Value, _>(JobError::cancelled("stopped"))
+        })
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(workers()).unwrap();
+    let d = orch
+        .submit(NewJob::new("double").payload(&21))
+        .await
+        .unwrap();
+    let f = orch.submit(NewJob::new("flaky")).await.unwrap();
+    let b = orch.submit(NewJob::new("broken")).await.unwrap();
+    let s = orch.submit(NewJob::new("slow")).await.unwrap();
+
+    let done = orch.wait_for(d.id, WAIT).await.unwrap();
+    assert_eq!(done.result.unwrap().as_str(), "42");
+    let flaky = orch.wait_for(f.id, WAIT).await.unwrap();
+    assert_eq!((flaky.state, flaky.attempt), (JobState::Succeeded, 3));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let broken = orch.wait_for(b.id, WAIT).await.unwrap();
+    assert_eq!(broken.state, JobState::Dead);
+    assert!(broken.last_error.unwrap().contains("bad input"));
+
+    // Cancel the running one: its heartbeat (or the local fast path) fires its token.
+    let deadline = Instant::now() + WAIT;
+    while orch.get(s.id).await.unwrap().unwrap().state != JobState::Running {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(orch.cancel(s.id).await.unwrap(), CancelOutcome::Requested);
+    let slow = orch.wait_for(s.id, WAIT).await.unwrap();
+    assert_eq!(slow.state, JobState::Cancelled);
+
+    let events = orch.events(f.id).await.unwrap();
+    assert_eq!(
+        events.len(),
+        1 + 2 * 3,
+        "submitted, then claim and finish per attempt"
+    );
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.jobs.total.succeeded,
+            stats.jobs.total.dead,
+            stats.jobs.total.cancelled
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(stats.queue.dead, 1);
+    assert!(pool.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_builder_runs_mixed_deployments() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    // Postgres queue + Postgres state through the generic path, then the in-memory queue with
+    // Postgres state: the state store's compare-and-set decides either way.
+    let deployments: Vec<(&str, Arc<dyn QueueManager>)> = vec![
+        ("postgres queue", pg.queue() as Arc<dyn QueueManager>),
+        (
+            "in-memory queue",
+            Arc::new(jobforge::queue::InMemoryQueue::new()),
+        ),
+    ];
+    for (name, queue) in deployments {
+        let orch = Orchestrator::builder()
+            .queue(queue)
+            .state(pg.state())
+            .handler("double", |ctx: JobContext| async move {
+                let n: i64 = ctx.decode()?;
+                Ok(json!(n * 2))
+            })
+            .build()
+            .unwrap();
+        let pool = orch.start_workers(workers()).unwrap();
+        let jobs: Vec<NewJob> = (0..200)
+            .map(|i| NewJob::new("double").payload(&i))
+            .collect();
+        let submitted = orch.submit_batch(jobs).await.unwrap();
+        orch.wait_idle(WAIT).await.unwrap();
+        let r = orch.get(submitted[7].id).await.unwrap().unwrap();
+        assert_eq!(r.result.unwrap().as_str(), "14", "{name}");
+        assert!(pool.shutdown(WAIT).await.drained, "{name}");
+        let stats = orch.queue().stats().await.unwrap();
+        assert_eq!((stats.ready, stats.in_flight), (0, 0), "{name}");
+    }
+    assert_eq!(pg.state().counts().await.unwrap().total.succeeded, 400);
+}
+
+/// Drive a state store through retries, a takeover, attempts spent by lost workers, cancels,
+/// a deferral and a release; answer every job's history and final record.
+async fn scripted_history(
+    s: &dyn StateManager,
+    jobs: &[jobforge::JobRecord],
+) -> Vec<(
+    Vec<(
+        Option<JobState>,
+        JobState,
+        u32,
+        Option<String>,
+        Option<String>,
+    )>,
+    JobState,
+    u32,
+    Option<String>,
+)> {
+    use jobforge::state::Claim::Claimed;
+    let long = Duration::from_secs(30);
+    let short = Duration::from_millis(60);
+    let (w1, w2, w3) = (
+        WorkerId::new("w1"),
+        WorkerId::new("w2"),
+        WorkerId::new("w3"),
+    );
+    let fin = |id, w: &WorkerId, attempt, finish| Transition {
+        id,
+        worker: w.clone(),
+        attempt,
+        finish,
+    };
+    s.create(jobs.to_vec()).await.unwrap();
+    let [a, b, c, d, e] = [jobs[0].id, jobs[1].id, jobs[2].id, jobs[3].id, jobs[4].id];
+    let now = Utc::now;
+    // a: a retry, then success.
+    assert!(matches!(
+        s.claim(&[a], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    let retry = Finish::Retry {
+        run_at: now(),
+        error: "flaky".into(),
+    };
+    s.finish(vec![fin(a, &w1, 1, retry)]).await.unwrap();
+    assert!(matches!(
+        s.claim(&[a], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    s.finish(vec![fin(a, &w1, 2, Finish::Succeeded { result: None })])
+        .await
+        .unwrap();
+    // b (2 attempts): w1 dies, w2 takes over and dies, w3 finds the attempts spent.
+    assert!(matches!(
+        s.claim(&[b], &w1, short).await.unwrap()[0],
+        Claimed(_)
+    ));
+    tokio::time::sleep(short * 2).await;
+    assert!(matches!(
+        s.claim(&[b], &w2, short).await.unwrap()[0],
+        Claimed(_)
+    ));
+    tokio::time::sleep(short * 2).await;
+    assert!(matches!(
+        s.claim(&[b], &w3, long).await.unwrap()[0],
+        Claim::Exhausted { .. }
+    ));
+    // c: cancelled while running; its retry ends it cancelled.
+    assert!(matches!(
+        s.claim(&[c], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    assert_eq!(s.cancel(c, "user").await.unwrap(), CancelOutcome::Requested);
+    let retry = Finish::Retry {
+        run_at: now(),
+        error: "x".into(),
+    };
+    s.finish(vec![fin(c, &w1, 1, retry)]).await.unwrap();
+    // d: cancelled while queued.
+    assert_eq!(s.cancel(d, "user").await.unwrap(), CancelOutcome::Cancelled);
+    // e: deferred, released, then dead; a stale finish in between is refused.
+    assert!(matches!(
+        s.claim(&[e], &w1, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    let defer = Finish::Defer {
+        run_at: now(),
+        reason: "rate limited".into(),
+    };
+    s.finish(vec![fin(e, &w1, 1, defer)]).await.unwrap();
+    assert!(matches!(
+        s.claim(&[e], &w2, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    let stale = s
+        .finish(vec![fin(e, &w1, 1, Finish::Succeeded { result: None })])
+        .await
+        .unwrap();
+    assert!(!stale[0].is_applied());
+    let release = Finish::Release {
+        reason: "shutting down".into(),
+    };
+    s.finish(vec![fin(e, &w2, 1, release)]).await.unwrap();
+    assert!(matches!(
+        s.claim(&[e], &w3, long).await.unwrap()[0],
+        Claimed(_)
+    ));
+    s.finish(vec![fin(
+        e,
+        &w3,
+        1,
+        Finish::Dead {
+            error: "boom".into(),
+        },
+    )])
+    .await
+    .unwrap();
+
+    let mut out = Vec::new();
+    for job in jobs {
+        let events = s
+            .events(job.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|ev| {
+                (
+                    ev.from,
+                    ev.to,
+                    ev.attempt,
+                    ev.worker.map(|w| w.to_string()),
+                    ev.reason,
+                )
+            })
+            .collect();
+        let r = s.get(job.id).await.unwrap().unwrap();
+        out.push((events, r.state, r.attempt, r.last_error));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_records_match_the_in_memory_state() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let jobs: Vec<jobforge::JobRecord> = (0..5)
+        .map(|i| {
+            let mut r = conformance::record(NewJob::new("k"));
+            r.max_attempts = if i == 1 { 2 } else { 3 };
+            r
+        })
+        .collect();
+    let memory = jobforge::state::InMemoryState::new();
+    let expected = scripted_history(&memory, &jobs).await;
+    let got = scripted_history(pg.state().as_ref(), &jobs).await;
+    for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
+        assert_eq!(want, have, "job {i}");
+    }
+}
+
+// ------------------------------------------------------------------ races and fencing
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_worker_pools_race_over_10000_jobs() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    // Eight pools, each with a backend of its own, as eight processes would be.
+    let mut backends = Vec::new();
+    for _ in 0..8 {
+        backends.push(
+            schema
+                .connect_with(schema.config().with_max_connections(2))
+                .await,
+        );
+    }
+    let running: Arc<Mutex<HashSet<JobId>>> = Arc::default();
+    let runs: Arc<Mutex<HashMap<JobId, u32>>> = Arc::default();
+    let overlaps = Arc::new(AtomicU64::new(0));
+    let mut orchestrators = Vec::new();
+    let mut pools = Vec::new();
+    for pg in &backends {
+        let (running, runs, overlaps) = (
+            Arc::clone(&running),
+            Arc::clone(&runs),
+            Arc::clone(&overlaps),
+        );
+        let orch = Orchestrator::builder()
+            .queue_and_state(pg.state())
+            .handler("race", move |ctx: JobContext| {
+                let (running, runs, overlaps) = (
+                    Arc::clone(&running),
+                    Arc::clone(&runs),
+                    Arc::clone(&overlaps),
+                );
+                async move {
+                    if !running.lock().insert(ctx.id()) {
+                        overlaps.fetch_add(1, Ordering::SeqCst);
+                    }
+                    *runs.lock().entry(ctx.id()).or_default() += 1;
+                    tokio::task::yield_now().await;
+                    running.lock().remove(&ctx.id());
+                    Ok(Value::Null)
+                }
+            })
+            .build()
+            .unwrap();
+        pools.push(
+            orch.start_workers(workers().concurrency(32).batch_size(64))
+                .unwrap(),
+        );
+        orchestrators.push(orch);
+    }
+    let mut ids = Vec::new();
+    for chunk in 0..10 {
+        let jobs: Vec<NewJob> = (0..1000)
+            .map(|i| NewJob::new("race").payload(&(chunk * 1000 + i)))
+            .collect();
+        let submitted = orchestrators[chunk % 8].submit_batch(jobs).await.unwrap();
+        ids.extend(submitted.into_iter().map(|s| s.id));
+    }
+    orchestrators[0]
+        .wait_idle(Duration::from_secs(90))
+        .await
+        .unwrap();
+    for pool in pools {
+        assert!(pool.shutdown(WAIT).await.drained);
+    }
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "a job ran twice at once"
+    );
+    let runs = runs.lock().clone();
+    assert_eq!(runs.len(), 10_000);
+    assert!(runs.values().all(|n| *n == 1), "every job ran exactly once");
+    let counts = orchestrators[0].stats().await.unwrap().jobs;
+    assert_eq!(counts.total.succeeded, 10_000);
+    assert_eq!(counts.total.active(), 0);
+    // The history agrees: one claim and one terminal transition per job (the latest claim
+    // is kept on the job row, the rest in job_events).
+    let mut admin = schema.admin().await;
+    let s = &schema.name;
+    let odd = scalar_i64(
+        &mut admin,
+        format!(
+            "SELECT count(*) FROM \"{s}\".jobs j
+             WHERE (SELECT count(*) FROM \"{s}\".job_events e
+                    WHERE e.job_id = j.id AND e.to_state = 'running')
+                   + (j.claimed_by IS NOT NULL)::int <> 1
+                OR (SELECT count(*) FROM \"{s}\".job_events e
+                    WHERE e.job_id = j.id AND e.to_state IN ('succeeded', 'dead', 'cancelled')) <> 1"
+        ),
+    )
+    .await;
+    assert_eq!(odd, 0);
+    let with_history = scalar_i64(
+        &mut admin,
+        format!("SELECT count(DISTINCT job_id) FROM \"{s}\".job_events"),
+    )
+    .await;
+    assert_eq!(with_history, 10_000);
+    assert_eq!(ids.len(), 10_000);
+}
+
+#[derive(Debug, Clone)]
+struct Held {
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .build()
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..1000)
+        .map(|_| NewJob::new("k").max_attempts(100))
+        .collect();
+    orch.submit_batch(jobs).await.unwrap();
+
+    let claims: Arc<Mutex<HashMap<JobId, Vec<Held>>>> = Arc::default();
+    let applied: Arc<Mutex<HashMap<JobId, u32>>> = Arc::default();
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut racers = Vec::new();
+    for n in 0..8 {
+        let backend = schema.connect().await;
+        let (claims, applied, refused) = (
+            Arc::clone(&claims),
+            Arc::clone(&applied),
+            Arc::clone(&refused),
+        );
+        racers.push(tokio::spawn(async move {
+            let state = backend.state();
+            let w = WorkerId::new(format!("racer-{n}"));
+            let queues = vec!["default".to_owned()];
+            let lease = Duration::from_millis(150);
+            let mut idle = 0;
+            while idle < 10 {
+                let req = Reserve {
+                    worker: &w,
+                    queues: &queues,
+                    max: 16,
+                    lease,
+                    wait: Duration::from_millis(50),
+                };
+                let got = state.claim_due(&req).await.unwrap();
+                if got.is_empty() {
+                    idle += 1;
+                    continue;
+                }
+                idle = 0;
+                let mut transitions = Vec::new();
+                for claim in got {
+                    let Claim::Claimed(r) = claim else {
+                        panic!("unexpected {claim:?}")
+                    };
+                    claims.lock().entry(r.id).or_default().push(Held {
+                        attempt: r.attempt,
+                        started_at: r.started_at.unwrap(),
+                        expires_at: r.lease_expires_at.unwrap(),
+                    });
+                    transitions.push(Transition {
+                        id: r.id,
+                        worker: w.clone(),
+                        attempt: r.attempt,
+                        finish: Finish::Succeeded { result: None },
+                    });
+                }
+                // Now and then a worker stalls past its lease: others take its jobs over.
+                if fastrand::u8(0..10) == 0 {
+                    tokio::time::sleep(lease * 2).await;
+                }
+                let results = state.finish(transitions.clone()).await.unwrap();
+                for (t, r) in transitions.iter().zip(results) {
+                    match r {
+                        TransitionResult::Applied { .. } => {
+                            *applied.lock().entry(t.id).or_default() += 1
+                        }
+                        TransitionResult::Conflict { .. } => {
+                            refused.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for racer in racers {
+        racer.await.unwrap();
+    }
+    let applied = applied.lock().clone();
+    assert_eq!(applied.len(), 1000);
+    assert!(
+        applied.values().all(|n| *n == 1),
+        "exactly one finish per job"
+    );
+    let claims = claims.lock().clone();
+    let mut takeovers = 0;
+    for (id, held) in claims.iter() {
+        let mut held = held.clone();
+        held.sort_by_key(|h| h.attempt);
+        for pair in held.windows(2) {
+            takeovers += 1;
+            assert!(
+                pair[1].started_at >= pair[0].expires_at,
+                "job {id}: attempt {} claimed while attempt {}'s lease lived",
+                pair[1].attempt,
+                pair[0].attempt
+            );
+        }
+    }
+    assert!(takeovers > 0, "the stalls should force some takeovers");
+    assert!(
+        refused.load(Ordering::SeqCst) > 0,
+        "stale finishes are refused"
+    );
+    assert_eq!(
+        pg.state().counts().await.unwrap().total.succeeded,
+        1000,
+        "every job reached one terminal state"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submits_with_one_idempotency_key_make_one_job() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .build()
+        .unwrap();
+    for round in 0..20 {
+        let key = format!("order-{round}");
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let orch = orch.clone();
+            let key = key.clone();
+            tasks.push(tokio::spawn(async move {
+                orch.submit(NewJob::new("k").idempotency_key(key))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap());
+        }
+        let ids: HashSet<JobId> = answers.iter().map(|a| a.id).collect();
+        assert_eq!(ids.len(), 1, "round {round}: {answers:?}");
+        assert_eq!(answers.iter().filter(|a| a.created).count(), 1);
+    }
+    assert_eq!(pg.state().counts().await.unwrap().total.queued, 20);
+}
+
+// ------------------------------------------------------------------ retention and schema
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_finished_jobs_in_small_batches() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema
+        .connect_with(
+            schema
+                .config()
+                .with_retention(Duration::from_millis(300))
+                .with_purge_batch(7),
+        )
+        .await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .handler("k", noop())
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(workers()).unwrap();
+    let jobs: Vec<NewJob> = (0..50)
+        .map(|i| NewJob::new("k").idempotency_key(format!("key-{i}")))
+        .collect();
+    let first = orch.submit_batch(jobs).await.unwrap();
+    orch.wait_idle(WAIT).await.unwrap();
+    let waiting = orch.submit(NewJob::new("other")).await.unwrap();
+    // Nothing is old enough yet.
+    assert_eq!(pg.purge().await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = pg.statements();
+    assert_eq!(pg.purge().await.unwrap(), 50);
+    assert!(pg.statements() - before >= 8, "50 rows in batches of 7");
+    assert!(orch.get(first[0].id).await.unwrap().is_none());
+    assert!(orch.events(first[0].id).await.unwrap().is_empty());
+    let counts = orch.stats().await.unwrap().jobs;
+    assert_eq!(
+        (counts.total.succeeded, counts.total.queued),
+        (0, 1),
+        "{counts:?}"
+    );
+    // Unfinished jobs stay; the keys of purged jobs are free again.
+    assert!(orch.get(waiting.id).await.unwrap().is_some());
+    let again = orch
+        .submit(NewJob::new("k").idempotency_key("key-0"))
+        .await
+        .unwrap();
+    assert!(again.created);
+    assert!(pool.shutdown(WAIT).await.drained);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_once_when_many_connect_at_once() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let mut connects = Vec::new();
+    for _ in 0..6 {
+        let config = schema.config().with_max_connections(1);
+        let url = url.clone();
+        connects.push(tokio::spawn(async move {
+            PostgresBackend::connect_with(&url, config).await
+        }));
+    }
+    for c in connects {
+        c.await.unwrap().unwrap();
+    }
+    let mut admin = schema.admin().await;
+    let applied = scalar_i64(
+        &mut admin,
+        format!(
+            "SELECT count(*) FROM \"{}\"._jobforge_migrations",
+            schema.name
+        ),
+    )
+    .await;
+    assert_eq!(applied, 1);
+    // The host's own migrations table is untouched.
+    let host = scalar_i64(
+        &mut admin,
+        "SELECT count(*) FROM pg_tables WHERE tablename = '_sqlx_migrations' AND schemaname = 'public'"
+            .to_owned(),
+    )
+    .await;
+    assert_eq!(host, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_claim_reads_only_due_rows_however_many_finished_are_kept() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let mut admin = schema.admin().await;
+    let s = &schema.name;
+    // 50,000 finished jobs kept for inspection.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{s}\".jobs (id, kind, queue, payload, state, priority, attempt,
+             max_attempts, tags, run_at, created_at, updated_at, finished_at, version)
+         SELECT gen_random_uuid(), 'k', 'default', 'null', 'succeeded', 0, 1, 3, '{{}}',
+                now(), now(), now(), now(), 3
+         FROM generate_series(1, 50000)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE \"{s}\".jobs")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .build()
+        .unwrap();
+    orch.submit_batch((0..10).map(|_| NewJob::new("k")).collect())
+        .await
+        .unwrap();
+    // The claim's scan of due jobs uses the partial index of queued rows only.
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+         SELECT id FROM \"{s}\".jobs
+         WHERE state = 'queued' AND queue = 'default' AND run_at <= now()
+         ORDER BY priority DESC, run_at, id LIMIT 64 FOR UPDATE SKIP LOCKED"
+    )))
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("jobs_due"), "{plan}");
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 64,
+        lease: Duration::from_secs(30),
+        wait: Duration::ZERO,
+    };
+    assert_eq!(pg.state().claim_due(&req).await.unwrap().len(), 10);
+}
+
+// ------------------------------------------------------------------ bad input at connect
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_and_unreachable_servers_are_clear_errors_at_connect() {
+    let err = PostgresBackend::connect("this is not a url")
+        .await
+        .unwrap_err();
+    eprintln!("{err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.field(), Some("url"));
+
+    let err = PostgresBackend::connect_with(
+        "postgres://postgres@127.0.0.1:1/test",
+        PostgresConfig::default().with_acquire_timeout(Duration::from_secs(2)),
+    )
+    .await
+    .unwrap_err();
+    eprintln!("{err}");
+    assert_eq!(err.kind(), ErrorKind::Backend);
+    assert!(
+        err.to_string().contains("127.0.0.1:1") && err.to_string().contains("running"),
+        "{err}"
+    );
+
+    let err = PostgresBackend::connect_with(
+        "postgres://postgres@127.0.0.1:1/test",
+        PostgresConfig::default().with_schema("Bad-Schema"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.field(), Some("schema"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_without_rights_is_a_clear_error_at_connect() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let role = format!("{}_role", schema.name);
+    let mut admin = schema.admin().await;
+    let exec = |sql: String| sqlx::query(sqlx::AssertSqlSafe(sql));
+    exec(format!("CREATE ROLE \"{role}\" LOGIN"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    schema.cleanup.lock().extend([
+        format!("DROP OWNED BY \"{role}\""),
+        format!("DROP ROLE IF EXISTS \"{role}\""),
+    ]);
+    let mut as_role: url_parts::Url = url_parts::Url::parse(&url);
+    as_role.user = role.clone();
+    let role_url = as_role.to_string();
+
+    // 1. The schema does not exist and the role may not create one.
+    let err = PostgresBackend::connect_with(&role_url, schema.config())
+        .await
+        .unwrap_err();
+    eprintln!("{err}");
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("CREATE SCHEMA"), "{err}");
+
+    // 2. It exists (set up by an administrator) but the role may not use it.
+    schema.connect().await;
+    let err = PostgresBackend::connect_with(&role_url, schema.config())
+        .await
+        .unwrap_err();
+    eprintln!("{err}");
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("permission denied"), "{err}");
+
+    // 3. The role may use the schema but not write its tables.
+    exec(format!(
+        "GRANT USAGE ON SCHEMA \"{}\" TO \"{role}\"",
+        schema.name
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    exec(format!(
+        "GRANT SELECT ON ALL TABLES IN SCHEMA \"{}\" TO \"{role}\"",
+        schema.name
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let err = PostgresBackend::connect_with(&role_url, schema.config())
+        .await
+        .unwrap_err();
+    eprintln!("{err}");
+    assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("jobs"), "{err}");
+
+    // 4. With the grants it connects (the schema is already migrated).
+    exec(format!(
+        "GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{0}\" TO \"{role}\";",
+        schema.name
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    exec(format!(
+        "GRANT USAGE ON ALL SEQUENCES IN SCHEMA \"{0}\" TO \"{role}\"",
+        schema.name
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    PostgresBackend::connect_with(&role_url, schema.config())
+        .await
+        .unwrap();
+}
+
+/// Just enough URL handling to swap the user.
+mod url_parts {
+    pub(crate) struct Url {
+        pub(crate) user: String,
+        rest: String,
+        scheme: String,
+    }
+
+    impl Url {
+        pub(crate) fn parse(url: &str) -> Self {
+            let (scheme, after) = url.split_once("://").expect("a URL with a scheme");
+            let (userinfo, rest) = after.split_once('@').expect("a URL with a user");
+            let user = userinfo.split(':').next().unwrap_or_default().to_owned();
+            Self {
+                user,
+                rest: rest.to_owned(),
+                scheme: scheme.to_owned(),
+            }
+        }
+    }
+
+    impl std::fmt::Display for Url {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}://{}@{}", self.scheme, self.user, self.rest)
+        }
+    }
+}
+
+// ------------------------------------------------------------------ restart and killed connections
+
+/// A PostgreSQL cluster of this test's own: `initdb` into a temporary folder, `pg_ctl` on a
+/// spare port. As root, the server binaries run as the `postgres` user (initdb refuses root).
+struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+impl Cluster {
+    fn start() -> Option<Self> {
+        let bin = std::env::var_os("PG_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
+        if !bin.join("initdb").exists() {
+            eprintln!(
+                "skipped: no PostgreSQL server binaries in {} (set PG_BIN to their folder)",
+                bin.display()
+            );
+            return None;
+        }
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let dir =
+            std::env::temp_dir().join(format!("jobforge-pg-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a spare port")
+            .port();
+        let cluster = Self {
+            bin,
+            dir,
+            port,
+            as_postgres,
+        };
+        if as_postgres {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&cluster.dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chown of the cluster folder to postgres failed");
+        }
+        cluster.run(
+            "initdb",
+            &[
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-D",
+                cluster.data().as_str(),
+            ],
+        );
+        cluster.pg_ctl("start");
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, program: &str, args: &[&str]) {
+        let exe = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd.args(args).output().expect("run a PostgreSQL binary");
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log").display().to_string();
+        let data = self.data();
+        let mut args = vec![action, "-D", data.as_str(), "-w", "-o", options.as_str()];
+        if action != "stop" {
+            args.extend(["-l", log.as_str()]);
+        }
+        if action != "start" {
+            args.extend(["-m", "fast"]);
+        }
+        self.run("pg_ctl", &args);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data();
+        let exe = self.bin.join("pg_ctl");
+        let args = ["stop", "-D", data.as_str(), "-m", "immediate", "-w"];
+        let _ = if self.as_postgres {
+            Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&exe)
+                .args(args)
+                .output()
+        } else {
+            Command::new(&exe).args(args).output()
+        };
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Succeeded jobs, or `None` while the server is unreachable.
+async fn succeeded(state: &dyn StateManager) -> Option<u64> {
+    state.counts().await.ok().map(|c| c.total.succeeded)
+}
+
+async fn wait_until_succeeded(state: &dyn StateManager, n: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if succeeded(state).await.is_some_and(|s| s >= n) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {:?} of {n} jobs succeeded in {within:?}",
+            succeeded(state).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_recover_by_themselves_from_killed_connections_and_a_restart() {
+    // Needs no DATABASE_URL: it runs a server of its own.
+    let Some(cluster) = tokio::task::block_in_place(Cluster::start) else {
+        return;
+    };
+    let app = "jobforge_restart_test";
+    let pg = PostgresBackend::connect_with(
+        &cluster.url(),
+        PostgresConfig::default()
+            .with_application_name(app)
+            .with_max_connections(4)
+            .with_acquire_timeout(Duration::from_secs(2))
+            .with_poll_interval(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let runs: Arc<Mutex<HashSet<JobId>>> = Arc::default();
+    let r = Arc::clone(&runs);
+    let orch = Orchestrator::builder()
+        .queue_and_state(pg.state())
+        .kind(
+            "work",
+            KindConfig::new(move |ctx: JobContext| {
+                let r = Arc::clone(&r);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    r.lock().insert(ctx.id());
+                    Ok(Value::Null)
+                }
+            })
+            .retry(RetryPolicy::new(20).with_base(Duration::from_millis(10))),
+        )
+        .build()
+        .unwrap();
+    let config = WorkerConfig::default()
+        .concurrency(16)
+        .lease(Duration::from_secs(2))
+        .poll_wait(Duration::from_millis(200));
+    let pools = [
+        orch.start_workers(config.clone()).unwrap(),
+        orch.start_workers(config).unwrap(),
+    ];
+    let jobs: Vec<NewJob> = (0..1500).map(|i| NewJob::new("work").payload(&i)).collect();
+    let mut ids: Vec<JobId> = orch
+        .submit_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let state = pg.state();
+    wait_until_succeeded(state.as_ref(), 300, WAIT).await;
+
+    // Kill every connection of the workers (the pool's and LISTEN's).
+    let mut admin = sqlx::PgConnection::connect(&cluster.url()).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = $1 AND pid <> pg_backend_pid()) k",
+    )
+    .bind(app)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 2, "killed {killed} connections");
+    drop(admin);
+    wait_until_succeeded(state.as_ref(), 800, WAIT).await;
+
+    // Restart the server under them.
+    tokio::task::block_in_place(|| cluster.pg_ctl("restart"));
+
+    // Submitting works again once the server is back (retry while it comes up).
+    let deadline = Instant::now() + WAIT;
+    let more = loop {
+        let jobs: Vec<NewJob> = (0..500).map(|i| NewJob::new("work").payload(&i)).collect();
+        match orch.submit_batch(jobs).await {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "submit never recovered: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    ids.extend(more.into_iter().map(|s| s.id));
+    wait_until_succeeded(state.as_ref(), 2000, Duration::from_secs(60)).await;
+    for pool in pools {
+        pool.shutdown(WAIT).await;
+    }
+    let runs = runs.lock().clone();
+    let lost: Vec<&JobId> = ids.iter().filter(|id| !runs.contains(id)).collect();
+    assert!(lost.is_empty(), "{} jobs never ran", lost.len());
+    let counts = state.counts().await.unwrap();
+    assert_eq!(counts.total.succeeded, 2000);
+    assert_eq!(counts.total.active(), 0);
+}
