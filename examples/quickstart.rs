@@ -46,7 +46,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "report.render",
             KindConfig::new(|ctx: JobContext| async move {
                 let n: u64 = ctx.decode()?;
-                if n % 3 == 0 && ctx.attempt() == 1 {
+                // Jobs get n = 1, 4, 7, ...: every third of them fails its first attempt.
+                if (n / 3) % 3 == 0 && ctx.attempt() == 1 {
                     return Err(JobError::retryable("renderer busy").with_class("busy"));
                 }
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -120,8 +121,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .reflect("report.render", jobforge::memory::Window::All)
         .await?;
     println!(
-        "\nreport.render: {} executions, {} retried and rescued later",
-        retried.count, retried.retried
+        "\nreport.render: {} executions, {} failed and were retried; retries rescued {:.0}% of the jobs that failed",
+        retried.count,
+        retried.retried,
+        retried.retry_rescue_rate.unwrap_or(0.0) * 100.0
     );
     println!(
         "dead letters kept by the queue: {} (payment.charge with invalid amounts)",
