@@ -663,7 +663,7 @@ impl StateManager for InMemoryState {
                     last_error: r.last_error,
                 })
             });
-            vacant.insert(Slot {
+            let slot = vacant.insert(Slot {
                 id,
                 kind: Arc::clone(&kind),
                 queue,
@@ -686,15 +686,15 @@ impl StateManager for InMemoryState {
                 extra,
                 events: Vec::new(),
             });
-            if let Some(key) = key {
-                inner.keys.insert(key, id);
-            }
-            inner.tally(&kind, None, Some(state));
-            if let (Some(index), Some(slot)) = (&mut inner.index, inner.jobs.get_mut(&id)) {
+            if let Some(index) = &mut inner.index {
                 if state == JobState::Queued {
                     index.file(slot, now);
                 }
             }
+            if let Some(key) = key {
+                inner.keys.insert(key, id);
+            }
+            inner.tally(&kind, None, Some(state));
             out.push(Created::New(id));
         }
         let created_any = out.iter().any(|c| matches!(c, Created::New(_)));
