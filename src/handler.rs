@@ -185,7 +185,7 @@ struct Shared {
 }
 
 /// What a handler sees: the job, its attempt, a cancellation token, and the
-/// [`Memory`](crate::Memory). Cheap to clone.
+/// [`Memory`]. Cheap to clone.
 #[derive(Clone)]
 pub struct JobContext {
     shared: Arc<Shared>,

@@ -39,16 +39,18 @@
 //! | the public face | [`JobOrchestrator`] | [`Orchestrator`] |
 //! | delivery with leases | [`QueueManager`] | [`queue::InMemoryQueue`] |
 //! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
-//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`] |
+//! | how one delivery runs | [`Strategy`] | [`strategy::Direct`]; also [`InlineRetry`](strategy::InlineRetry), [`Fallback`](strategy::Fallback), [`Hedged`](strategy::Hedged), [`Adaptive`](strategy::Adaptive) |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
+//! | safety: timeouts, breakers, rate limits, bulkheads | [`safety::Layer`] | [`safety::Timeout`], [`safety::CircuitBreaker`], [`safety::RateLimit`], [`safety::Bulkhead`] |
 //!
 //! ## Cargo features
 //!
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
-//! | `postgres` | `postgres::PostgresBackend`: `state::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]) and `queue::PostgresQueue`, on sqlx |
-//! | `full` | every optional backend (Redis, PostgreSQL and HTTP arrive as features) |
+//! | `postgres` | `postgres::PostgresBackend`: `state::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]), `queue::PostgresQueue` and `memory::PostgresMemory`, on sqlx |
+//! | `redis` | `queue::RedisStreamsQueue`, `state::RedisState`, `safety_redis::RedisRateLimit` and the orchestrator's reconciler at work: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
@@ -61,8 +63,19 @@ pub mod orchestrator;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod queue;
+pub mod safety;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod safety_redis;
 pub mod state;
 pub mod strategy;
+mod util;
+
+/// The Redis connection pool crate the Redis backends use (and, through it, the `redis`
+/// crate), to build a pool to share between them.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use deadpool_redis;
 
 pub use error::{Error, ErrorKind, Result};
 pub use handler::{Handler, JobContext, JobError, JobErrorKind, handler_fn};
@@ -76,10 +89,21 @@ pub use queue::QueueManager;
 pub use state::StateManager;
 pub use strategy::{RetryPolicy, Strategy};
 
+/// `docs/strategies.md`, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/strategies.md")]
+pub struct StrategiesGuide;
+
 /// The names most programs need: `use jobforge::prelude::*;`.
 pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
     pub use crate::job::{JobId, JobRecord, JobState, NewJob};
     pub use crate::orchestrator::{JobOrchestrator, KindConfig, Orchestrator, WorkerConfig};
+    pub use crate::safety::HandlerExt;
     pub use crate::strategy::RetryPolicy;
 }
+
+/// README.md, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -31,7 +31,7 @@ pub type Priority = i16;
 /// let payload = Payload::from_value(&serde_json::json!({"to": "ada@example.com"}))?;
 /// let email: Email = payload.decode()?;
 /// assert_eq!(email.to, "ada@example.com");
-/// assert_eq!(payload.len(), 25);
+/// assert_eq!(payload.len(), 24); // {"to":"ada@example.com"}
 /// # Ok::<(), jobforge::Error>(())
 /// ```
 #[derive(Clone)]
@@ -205,7 +205,8 @@ impl Limits {
 pub struct NewJob {
     pub(crate) id: JobId,
     pub(crate) kind: String,
-    pub(crate) queue: String,
+    /// `None` for the default queue (no allocation for the common case).
+    pub(crate) queue: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) priority: Priority,
     pub(crate) run_at: Option<DateTime<Utc>>,
@@ -226,7 +227,7 @@ impl NewJob {
         Self {
             id: JobId::new(),
             kind: kind.into(),
-            queue: DEFAULT_QUEUE.to_owned(),
+            queue: None,
             payload: Payload::null(),
             priority: 0,
             run_at: None,
@@ -266,7 +267,7 @@ impl NewJob {
     /// Send the job to a named queue (default `"default"`).
     #[must_use]
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.queue = queue.into();
+        self.queue = Some(queue.into());
         self
     }
 
@@ -351,7 +352,7 @@ impl NewJob {
     /// The queue the job goes to.
     #[must_use]
     pub fn queue_name(&self) -> &str {
-        &self.queue
+        self.queue.as_deref().unwrap_or(DEFAULT_QUEUE)
     }
 
     /// The idempotency key, if any.
@@ -369,7 +370,7 @@ impl NewJob {
     /// Check the job against `limits`. The error names the offending field.
     pub fn validate(&self, limits: &Limits) -> Result<()> {
         check_name("kind", &self.kind, limits.max_kind_len)?;
-        check_name("queue", &self.queue, limits.max_queue_len)?;
+        check_name("queue", self.queue_name(), limits.max_queue_len)?;
         if let Some(reason) = &self.invalid_payload {
             return Err(Error::invalid_input("payload", reason.clone()));
         }
@@ -440,26 +441,25 @@ impl NewJob {
     }
 }
 
+/// A name (kind, queue): non-empty, at most `max` bytes, no whitespace or control characters.
 fn check_name(field: &'static str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::invalid_input(field, "must not be empty"));
-    }
-    if value.len() > max {
-        return Err(Error::invalid_input(
-            field,
-            format!("{} bytes is over the limit of {max}", value.len()),
-        ));
-    }
-    if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::invalid_input(
-            field,
-            format!("must not contain whitespace or control characters (found {c:?})"),
-        ));
-    }
-    Ok(())
+    check_text(field, value, max, "whitespace or control characters", |c| {
+        c.is_whitespace() || c.is_control()
+    })
 }
 
+/// A label (tag, tenant, key): non-empty, at most `max` bytes, no control characters.
 fn check_label(field: &'static str, value: &str, max: usize) -> Result<()> {
+    check_text(field, value, max, "control characters", char::is_control)
+}
+
+fn check_text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    forbidden_what: &str,
+    forbidden: impl Fn(char) -> bool,
+) -> Result<()> {
     if value.is_empty() {
         return Err(Error::invalid_input(field, "must not be empty"));
     }
@@ -469,10 +469,10 @@ fn check_label(field: &'static str, value: &str, max: usize) -> Result<()> {
             format!("{} bytes is over the limit of {max}", value.len()),
         ));
     }
-    if value.chars().any(char::is_control) {
+    if let Some(c) = value.chars().find(|c| forbidden(*c)) {
         return Err(Error::invalid_input(
             field,
-            "must not contain control characters",
+            format!("must not contain {forbidden_what} (found {c:?})"),
         ));
     }
     Ok(())
@@ -539,7 +539,7 @@ impl JobRecord {
         Self {
             id: job.id,
             kind: job.kind,
-            queue: job.queue,
+            queue: job.queue.unwrap_or_else(|| DEFAULT_QUEUE.to_owned()),
             payload: job.payload,
             state: JobState::Queued,
             priority: job.priority,
@@ -562,6 +562,30 @@ impl JobRecord {
             cancel_requested: false,
             version: 1,
         }
+    }
+
+    /// The record of `job` as a worker holds it while running its first attempt: state
+    /// `Running`, attempt 1, `max_attempts` from the job or else [`RetryPolicy::default`]'s.
+    ///
+    /// For tests of handlers and strategies that build a [`JobContext`](crate::JobContext)
+    /// without an engine; the engine itself makes records at submit and claim. The job is not
+    /// validated.
+    ///
+    /// ```
+    /// use jobforge::{JobRecord, JobState, NewJob};
+    ///
+    /// let record = JobRecord::from_job(NewJob::new("resize").max_attempts(3));
+    /// assert_eq!((record.kind.as_str(), record.state), ("resize", JobState::Running));
+    /// assert_eq!((record.attempt, record.max_attempts), (1, 3));
+    /// ```
+    #[must_use]
+    pub fn from_job(job: NewJob) -> Self {
+        let now = Utc::now();
+        let mut record = Self::from_new(job, RetryPolicy::default().max_attempts, now);
+        record.state = JobState::Running;
+        record.attempt = 1;
+        record.started_at = Some(now);
+        record
     }
 
     /// Whether the job has finished for good.

@@ -1,46 +1,786 @@
-//! Statistics and recommendations from execution history. (Filled in by the memory work.)
+//! Reflection: statistics over the execution history of one kind, and the recommendation
+//! that the adaptive strategy acts on.
+//!
+//! Everything here is a pure function of the executions given, so every [`Memory`]
+//! backend gives the same answers: [`InMemoryMemory`](super::InMemoryMemory) calls
+//! [`reflect_on`] directly; a SQL backend computes the counts and percentiles in the
+//! database (`percentile_cont`) and hands them to [`recommend`].
+//!
+//! # The numbers
+//!
+//! Over the executions given (one kind, already cut to the [`Window`](super::Window)):
+//!
+//! | number | definition |
+//! |---|---|
+//! | `count` | executions |
+//! | `succeeded`, `retried`, `failed`, `deferred`, `cancelled` | executions by [`OutcomeClass`] |
+//! | `success_rate` | `succeeded / (count − deferred − cancelled)`; `None` when that is 0 |
+//! | `deferred_rate` | `deferred / count`; `None` when `count` is 0 |
+//! | `p50`, `p95`, `p99` | percentiles of `duration` over executions that ran (every outcome but `Deferred`), by linear interpolation exactly as SQL's `percentile_cont`: on the ascending durations `d[0..n]`, position `x = p·(n−1)`, value `d[⌊x⌋] + (x − ⌊x⌋)·(d[⌈x⌉] − d[⌊x⌋])`, computed on nanoseconds and rounded to the nearest nanosecond; `None` with no such executions |
+//! | `retry_rescue_rate` | among jobs (by `job_id`) that failed at least once — an execution that ended `Retried`, or any execution with `inline_retries > 0` — the fraction that also have a `Succeeded` execution; `None` when no job failed |
+//! | `top_errors` | the most frequent `error_class` among failed executions (`Retried` or `Failed`), most frequent first, ties by class name, at most 5. `Deferred` and `Cancelled` executions are left out: their classes (`deferred`, `cancelled`) are not errors and are already counted |
+//!
+//! # The recommendation
+//!
+//! See [`recommend`] for the rules; the constants below are its thresholds.
+//!
+//! [`Memory`]: super::Memory
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::types::{ExecutionRecord, Recommendation, Reflection, StrategyChoice};
+use super::types::{
+    ErrorClassCount, ExecutionRecord, OutcomeClass, Recommendation, Reflection, StrategyChoice,
+};
+use crate::job::JobId;
+
+/// Below this many executions that ran to an end (`count − deferred − cancelled`), a
+/// recommendation is not [`confident`](Recommendation::confident).
+pub const MIN_SAMPLE: u64 = 20;
+
+/// The recommended timeout is `p99` times this.
+pub const TIMEOUT_TAIL_FACTOR: f64 = 1.5;
+
+/// The recommended timeout is never shorter than this: a deadline under a second buys
+/// little and risks killing healthy runs on a briefly stalled machine.
+pub const TIMEOUT_FLOOR: Duration = Duration::from_secs(1);
+
+/// The recommended timeout is never longer than this (a sanity bound).
+pub const TIMEOUT_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The tail is long when `p99 ≥ LONG_TAIL_RATIO × p50`.
+pub const LONG_TAIL_RATIO: f64 = 3.0;
+
+/// Hedging needs at least this success rate: hedging a kind that fails often doubles
+/// failing work instead of cutting latency.
+pub const HEDGE_MIN_SUCCESS_RATE: f64 = 0.95;
+
+/// In-process retries need at least this retry rescue rate.
+pub const INLINE_MIN_RESCUE_RATE: f64 = 0.5;
+
+/// In-process retries need at least this share of failed executions to have been
+/// transient: `retried / (retried + failed)`. With no failed executions at all (the inline
+/// retries absorbed them) the condition holds.
+pub const INLINE_MIN_TRANSIENT_SHARE: f64 = 0.5;
+
+/// In-process retries recommended with [`StrategyChoice::InlineRetry`].
+pub const INLINE_RETRIES: u32 = 2;
+
+/// `max_attempts` when the history says nothing about retries (too few executions, or no
+/// job ever failed with a retryable error).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// `max_attempts` by retry rescue rate: the first row whose bound the rate is under wins;
+/// a rate at or above every bound gets [`MAX_ATTEMPTS_WHEN_RESCUED`].
+pub const MAX_ATTEMPTS_LADDER: [(f64, u32); 3] = [(0.1, 1), (0.3, 2), (0.6, 3)];
+
+/// `max_attempts` when retries rescue at least 60% of the jobs that failed.
+pub const MAX_ATTEMPTS_WHEN_RESCUED: u32 = 5;
 
 /// Latency percentiles of a set of executions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LatencySummary {
     /// Median.
     pub p50: Option<Duration>,
+    /// 90th percentile.
+    pub p90: Option<Duration>,
     /// 95th percentile.
     pub p95: Option<Duration>,
     /// 99th percentile.
     pub p99: Option<Duration>,
 }
 
-/// Reflect on the executions of `kind` (already cut to the window).
+impl LatencySummary {
+    /// The percentiles of `durations` (any order), as [`percentile_cont`] computes them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use jobforge::memory::LatencySummary;
+    ///
+    /// let ms = |n| Duration::from_millis(n);
+    /// let summary = LatencySummary::of([ms(40), ms(10), ms(30), ms(20)]);
+    /// assert_eq!(summary.p50, Some(ms(25)));
+    /// ```
+    #[must_use]
+    pub fn of(durations: impl IntoIterator<Item = Duration>) -> Self {
+        let mut nanos: Vec<u64> = durations.into_iter().map(duration_nanos).collect();
+        nanos.sort_unstable();
+        Self::of_sorted_nanos(&nanos)
+    }
+
+    fn of_sorted_nanos(sorted: &[u64]) -> Self {
+        Self {
+            p50: percentile_nanos(sorted, 0.50),
+            p90: percentile_nanos(sorted, 0.90),
+            p95: percentile_nanos(sorted, 0.95),
+            p99: percentile_nanos(sorted, 0.99),
+        }
+    }
+
+    /// The same numbers as sorting and calling `of_sorted_nanos`, by selection: a few
+    /// linear passes instead of a full sort. Reorders `nanos`.
+    fn of_unsorted_nanos(nanos: &mut [u64]) -> Self {
+        Self {
+            p50: select_percentile(nanos, 0.50),
+            p90: select_percentile(nanos, 0.90),
+            p95: select_percentile(nanos, 0.95),
+            p99: select_percentile(nanos, 0.99),
+        }
+    }
+}
+
+/// `percentile_cont` without sorting: select the `⌈x⌉`-th smallest, and read the
+/// `⌊x⌋`-th as the largest of the ones before it.
+fn select_percentile(nanos: &mut [u64], p: f64) -> Option<Duration> {
+    if nanos.is_empty() {
+        return None;
+    }
+    let (lo, hi, frac) = interpolation_points(nanos.len(), p);
+    let (below, at_hi, _) = nanos.select_nth_unstable(hi);
+    let b = *at_hi;
+    let a = if lo == hi {
+        b
+    } else {
+        // lo = hi − 1, and `below` holds exactly the hi smallest values.
+        below.iter().copied().max().unwrap_or(b)
+    };
+    Some(interpolate(a, b, frac))
+}
+
+/// The `p` percentile (0.0 to 1.0, clamped) of durations sorted ascending, by linear
+/// interpolation exactly as SQL's `percentile_cont`: position `x = p·(n−1)`, value
+/// `d[⌊x⌋] + (x − ⌊x⌋)·(d[⌈x⌉] − d[⌊x⌋])`, rounded to the nearest nanosecond. `None` when
+/// empty.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobforge::memory::percentile_cont;
+///
+/// let sorted: Vec<Duration> = (1..=10).map(|n| Duration::from_millis(n * 10)).collect();
+/// // x = 0.95 × 9 = 8.55: 90 ms + 0.55 × (100 ms − 90 ms)
+/// assert_eq!(percentile_cont(&sorted, 0.95), Some(Duration::from_micros(95_500)));
+/// ```
+#[must_use]
+pub fn percentile_cont(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let (lo, hi, frac) = interpolation_points(sorted.len(), p);
+    let a = duration_nanos(*sorted.get(lo)?);
+    let b = duration_nanos(*sorted.get(hi)?);
+    Some(interpolate(a, b, frac))
+}
+
+fn percentile_nanos(sorted: &[u64], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let (lo, hi, frac) = interpolation_points(sorted.len(), p);
+    Some(interpolate(*sorted.get(lo)?, *sorted.get(hi)?, frac))
+}
+
+/// `⌊x⌋`, `⌈x⌉` and `x − ⌊x⌋` for `x = p·(n−1)`, as `percentile_cont` computes them.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn interpolation_points(n: usize, p: f64) -> (usize, usize, f64) {
+    let p = if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
+    let x = p * (n.saturating_sub(1)) as f64;
+    let lo = x.floor();
+    let hi = x.ceil();
+    (lo as usize, hi as usize, x - lo)
+}
+
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn interpolate(a: u64, b: u64, frac: f64) -> Duration {
+    // Sorted ascending, so b >= a; interpolating on the difference keeps `a` exact.
+    let step = (b.saturating_sub(a) as f64 * frac).round() as u64;
+    Duration::from_nanos(a.saturating_add(step))
+}
+
+/// `d × factor`, rounded to the nearest nanosecond, saturating.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+fn scale(d: Duration, factor: f64) -> Duration {
+    // Float-to-int casts saturate (and NaN becomes 0): no panic whatever the input.
+    Duration::from_nanos((duration_nanos(d) as f64 * factor).round() as u64)
+}
+
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The facts about one execution that reflection reads; implemented by
+/// [`ExecutionRecord`] and by backends' own compact stored forms.
+pub(crate) trait RunFacts {
+    fn job_id(&self) -> JobId;
+    fn outcome(&self) -> OutcomeClass;
+    fn duration(&self) -> Duration;
+    fn inline_retries(&self) -> u32;
+    fn error_class(&self) -> Option<&str>;
+}
+
+impl RunFacts for ExecutionRecord {
+    fn job_id(&self) -> JobId {
+        self.job_id
+    }
+    fn outcome(&self) -> OutcomeClass {
+        self.outcome
+    }
+    fn duration(&self) -> Duration {
+        self.duration
+    }
+    fn inline_retries(&self) -> u32 {
+        self.inline_retries
+    }
+    fn error_class(&self) -> Option<&str> {
+        self.error_class.as_deref()
+    }
+}
+
+/// Reflect on the executions of `kind`: the numbers defined in the
+/// [module docs](self) and the [`recommend`]ation they lead to.
+///
+/// `runs` are the executions to look at, already cut to the window; the caller selects
+/// the kind's executions (`kind` only names the result). Nothing is cloned but durations,
+/// from which the percentiles are selected (`select_nth_unstable`, no full sort).
+///
+/// ```
+/// use std::time::Duration;
+/// use jobforge::JobId;
+/// use jobforge::memory::{reflect_on, ExecutionRecord, OutcomeClass};
+///
+/// let run = |ms: u64, outcome| ExecutionRecord {
+///     job_id: JobId::new(),
+///     kind: "email".into(),
+///     strategy: "direct".into(),
+///     outcome,
+///     duration: Duration::from_millis(ms),
+///     attempt: 1,
+///     inline_retries: 0,
+///     error_class: None,
+///     at: chrono::Utc::now(),
+///     decision: None,
+/// };
+/// let history = [run(10, OutcomeClass::Succeeded), run(30, OutcomeClass::Failed)];
+/// let refs: Vec<&ExecutionRecord> = history.iter().collect();
+/// let r = reflect_on("email", &refs);
+/// assert_eq!(r.success_rate, Some(0.5));
+/// assert_eq!(r.p50, Some(Duration::from_millis(20)));
+/// assert!(!r.recommendation.confident); // 2 executions are too few
+/// ```
 #[must_use]
 pub fn reflect_on(kind: &str, runs: &[&ExecutionRecord]) -> Reflection {
-    Reflection {
+    reflect_runs(kind, runs.iter().copied())
+}
+
+/// [`reflect_on`] over any iterator of run facts (walked twice at most).
+pub(crate) fn reflect_runs<'a, R, I>(kind: &str, runs: I) -> Reflection
+where
+    R: RunFacts + 'a,
+    I: Iterator<Item = &'a R> + Clone,
+{
+    let (mut count, mut succeeded, mut retried, mut failed, mut deferred, mut cancelled) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut durations: Vec<u64> = Vec::with_capacity(runs.size_hint().0);
+    // Jobs that failed at least once, and whether they also succeeded.
+    let mut failed_jobs: HashMap<JobId, bool, foldhash::fast::RandomState> = HashMap::default();
+    let mut errors: HashMap<&'a str, u64> = HashMap::new();
+
+    for run in runs.clone() {
+        count += 1;
+        let outcome = run.outcome();
+        match outcome {
+            OutcomeClass::Succeeded => succeeded += 1,
+            OutcomeClass::Retried => retried += 1,
+            OutcomeClass::Failed => failed += 1,
+            OutcomeClass::Deferred => deferred += 1,
+            OutcomeClass::Cancelled => cancelled += 1,
+        }
+        if outcome != OutcomeClass::Deferred {
+            durations.push(duration_nanos(run.duration()));
+        }
+        if outcome == OutcomeClass::Retried || run.inline_retries() > 0 {
+            failed_jobs.entry(run.job_id()).or_insert(false);
+        }
+        if matches!(outcome, OutcomeClass::Retried | OutcomeClass::Failed) {
+            if let Some(class) = run.error_class() {
+                *errors.entry(class).or_insert(0) += 1;
+            }
+        }
+    }
+
+    let retry_rescue_rate = if failed_jobs.is_empty() {
+        None
+    } else {
+        // Second pass, only when some job failed: which of those jobs also succeeded.
+        let mut rescued = 0usize;
+        for run in runs {
+            if run.outcome() == OutcomeClass::Succeeded {
+                if let Some(seen) = failed_jobs.get_mut(&run.job_id()) {
+                    if !*seen {
+                        *seen = true;
+                        rescued += 1;
+                    }
+                }
+            }
+        }
+        ratio(rescued as u64, failed_jobs.len() as u64)
+    };
+
+    let latency = LatencySummary::of_unsorted_nanos(&mut durations);
+
+    let mut top_errors: Vec<ErrorClassCount> = errors
+        .into_iter()
+        .map(|(class, count)| ErrorClassCount {
+            class: class.to_owned(),
+            count,
+        })
+        .collect();
+    top_errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.class.cmp(&b.class)));
+    top_errors.truncate(5);
+
+    let ended = count.saturating_sub(deferred + cancelled);
+    let mut reflection = Reflection {
         kind: kind.to_owned(),
-        count: runs.len() as u64,
-        succeeded: 0,
-        retried: 0,
-        failed: 0,
-        deferred: 0,
-        cancelled: 0,
-        success_rate: None,
-        deferred_rate: None,
-        p50: None,
-        p95: None,
-        p99: None,
-        retry_rescue_rate: None,
-        top_errors: Vec::new(),
-        recommendation: Recommendation {
-            strategy: StrategyChoice::Direct,
-            timeout: None,
-            max_attempts: 1,
-            inline_retries: 0,
-            hedge_delay: None,
-            confident: false,
-            rationale: String::new(),
-        },
+        count,
+        succeeded,
+        retried,
+        failed,
+        deferred,
+        cancelled,
+        success_rate: ratio(succeeded, ended),
+        deferred_rate: ratio(deferred, count),
+        p50: latency.p50,
+        p90: latency.p90,
+        p95: latency.p95,
+        p99: latency.p99,
+        retry_rescue_rate,
+        top_errors,
+        recommendation: placeholder(),
+    };
+    reflection.recommendation = recommend(&reflection);
+    reflection
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+fn placeholder() -> Recommendation {
+    Recommendation {
+        strategy: StrategyChoice::Direct,
+        timeout: None,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        inline_retries: 0,
+        hedge_delay: None,
+        confident: false,
+        rationale: String::new(),
+    }
+}
+
+/// What to do about a kind, from the numbers of a [`Reflection`] (its `recommendation`
+/// field is ignored). [`reflect_on`] calls this; a backend that computes the numbers itself
+/// calls it too, so every backend recommends alike.
+///
+/// Let `ended = count − deferred − cancelled`, `sr` the success rate and `rescue` the retry
+/// rescue rate. The rules, in order:
+///
+/// 1. **Too few to judge.** With `ended <` [`MIN_SAMPLE`] (or no latency): not confident;
+///    [`Direct`](StrategyChoice::Direct), no timeout, no hedge, no inline retries,
+///    `max_attempts` [`DEFAULT_MAX_ATTEMPTS`].
+/// 2. **Timeout** from the tail: `p99 ×` [`TIMEOUT_TAIL_FACTOR`], clamped to
+///    [`TIMEOUT_FLOOR`]..=[`TIMEOUT_CEILING`].
+/// 3. **Attempts** from `rescue`: no job failed with a retryable error (`None`) →
+///    [`DEFAULT_MAX_ATTEMPTS`]; under 0.1 → 1; under 0.3 → 2; under 0.6 → 3; otherwise
+///    [`MAX_ATTEMPTS_WHEN_RESCUED`] (see [`MAX_ATTEMPTS_LADDER`]). Retries are spent only
+///    where they have worked.
+/// 4. **Strategy**, first match wins:
+///    - [`Hedged`](StrategyChoice::Hedged) with `hedge_delay = min(p95, 3 × p50)` when the
+///      tail is long (a call three times slower than the median is already in the tail),
+///      `p99 ≥` [`LONG_TAIL_RATIO`]` × p50`, and `sr ≥` [`HEDGE_MIN_SUCCESS_RATE`];
+///    - [`InlineRetry`](StrategyChoice::InlineRetry) with [`INLINE_RETRIES`] in-process
+///      retries when failures are mostly transient (`retried / (retried + failed) ≥`
+///      [`INLINE_MIN_TRANSIENT_SHARE`], or no failed executions at all) and retries rescue
+///      them (`rescue ≥` [`INLINE_MIN_RESCUE_RATE`]);
+///    - [`Direct`](StrategyChoice::Direct) otherwise.
+///
+///    `inline_retries` is non-zero only with `InlineRetry`, `hedge_delay` set only with
+///    `Hedged`.
+///
+/// The rationale leads with the strategy and why, then the sample, the timeout and the
+/// attempts, citing the numbers: for example "Hedged: p99 1.2 s is 8.0× p50 150 ms: tail is
+/// long, hedge after p95 400 ms; 100 executions ran, success rate 100%; timeout 1.8 s =
+/// 1.5× p99 1.2 s; no job failed with a retryable error: keep 3 attempts".
+#[must_use]
+pub fn recommend(r: &Reflection) -> Recommendation {
+    let ended = r.count.saturating_sub(r.deferred + r.cancelled);
+    let (Some(p50), Some(p95), Some(p99), Some(sr)) = (r.p50, r.p95, r.p99, r.success_rate) else {
+        return not_confident(r, ended);
+    };
+    if ended < MIN_SAMPLE {
+        return not_confident(r, ended);
+    }
+    let sample = format!("{ended} executions ran, success rate {}", percent(sr));
+
+    // Timeout from the tail.
+    let raw = scale(p99, TIMEOUT_TAIL_FACTOR);
+    let timeout = raw.clamp(TIMEOUT_FLOOR, TIMEOUT_CEILING);
+    let mut timeout_why = format!(
+        "timeout {} = {TIMEOUT_TAIL_FACTOR}× p99 {}",
+        human(timeout),
+        human(p99)
+    );
+    if raw < TIMEOUT_FLOOR {
+        let _ = write!(
+            timeout_why,
+            " (raised to the {} floor)",
+            human(TIMEOUT_FLOOR)
+        );
+    } else if raw > TIMEOUT_CEILING {
+        let _ = write!(
+            timeout_why,
+            " (cut to the {} ceiling)",
+            human(TIMEOUT_CEILING)
+        );
+    }
+
+    // Attempts from the rescue rate.
+    let (max_attempts, attempts_why) = match r.retry_rescue_rate {
+        None => (
+            DEFAULT_MAX_ATTEMPTS,
+            format!("no job failed with a retryable error: keep {DEFAULT_MAX_ATTEMPTS} attempts"),
+        ),
+        Some(rescue) => {
+            let attempts = MAX_ATTEMPTS_LADDER
+                .iter()
+                .find(|(bound, _)| rescue < *bound)
+                .map_or(MAX_ATTEMPTS_WHEN_RESCUED, |(_, attempts)| *attempts);
+            let verdict = if attempts <= 2 {
+                "retries rarely help"
+            } else {
+                "retries pay off"
+            };
+            (
+                attempts,
+                format!(
+                    "retries rescued {} of the jobs that failed: {verdict}, allow {attempts} \
+                     attempt{}",
+                    percent(rescue),
+                    if attempts == 1 { "" } else { "s" }
+                ),
+            )
+        }
+    };
+
+    // Strategy, first match wins.
+    let tail_ratio = tail_ratio(p50, p99);
+    let long_tail = tail_ratio >= LONG_TAIL_RATIO;
+    let transient_share = ratio(r.retried, r.retried + r.failed);
+    let mostly_transient = transient_share.is_none_or(|t| t >= INLINE_MIN_TRANSIENT_SHARE);
+    let tail = format!(
+        "p99 {} is {}× p50 {}",
+        human(p99),
+        ratio_text(tail_ratio),
+        human(p50)
+    );
+    let no_hedge = format!(
+        "success rate under {} rules out hedging",
+        percent(HEDGE_MIN_SUCCESS_RATE)
+    );
+    let mut rec = Recommendation {
+        strategy: StrategyChoice::Direct,
+        timeout: Some(timeout),
+        max_attempts,
+        inline_retries: 0,
+        hedge_delay: None,
+        confident: true,
+        rationale: String::new(),
+    };
+    let strategy_why = if long_tail && sr >= HEDGE_MIN_SUCCESS_RATE {
+        rec.strategy = StrategyChoice::Hedged;
+        // Hedge where the slow calls begin: after p95 (at most ~5% extra calls), or sooner,
+        // after LONG_TAIL_RATIO × p50, when the tail already starts below p95: a call three
+        // times slower than the median is in the tail, and hedging at a p95 that lies inside
+        // the tail would start the hedge too late to help.
+        let body_edge = scale(p50, LONG_TAIL_RATIO);
+        if body_edge < p95 {
+            rec.hedge_delay = Some(body_edge);
+            format!(
+                "Hedged: {tail}: tail is long and starts below p95 {}: hedge after {LONG_TAIL_RATIO}× p50 = {}",
+                human(p95),
+                human(body_edge)
+            )
+        } else {
+            rec.hedge_delay = Some(p95);
+            format!(
+                "Hedged: {tail}: tail is long, hedge after p95 {}",
+                human(p95)
+            )
+        }
+    } else if let Some(rescue) = r
+        .retry_rescue_rate
+        .filter(|rescue| *rescue >= INLINE_MIN_RESCUE_RATE && mostly_transient)
+    {
+        rec.strategy = StrategyChoice::InlineRetry;
+        rec.inline_retries = INLINE_RETRIES;
+        let transient = transient_share.map_or_else(
+            || "in-process retries absorbed every failure".to_owned(),
+            |t| format!("{} of failed executions were transient", percent(t)),
+        );
+        let mut why = format!(
+            "InlineRetry: {transient} and retries rescued {} of failed jobs: retry in process \
+             up to {INLINE_RETRIES} times",
+            percent(rescue)
+        );
+        if long_tail {
+            let _ = write!(why, " ({tail}, but {no_hedge})");
+        }
+        why
+    } else if long_tail {
+        format!("Direct: {tail}: tail is long, but {no_hedge}")
+    } else {
+        format!("Direct: {tail}: tail is short")
+    };
+    rec.rationale = format!("{strategy_why}; {sample}; {timeout_why}; {attempts_why}");
+    rec
+}
+
+fn not_confident(r: &Reflection, ended: u64) -> Recommendation {
+    let rationale = if ended < MIN_SAMPLE {
+        format!(
+            "Direct, not confident: only {ended} executions ran to an end ({} recorded, {} \
+             deferred, {} cancelled); at least {MIN_SAMPLE} are needed to judge, so run \
+             Direct with the kind's own settings",
+            r.count, r.deferred, r.cancelled
+        )
+    } else {
+        // Enough runs but no latency or success rate: the numbers given are inconsistent.
+        format!(
+            "Direct, not confident: {ended} executions ran but no latency or success rate \
+             was given; run Direct with the kind's own settings"
+        )
+    };
+    Recommendation {
+        rationale,
+        ..placeholder()
+    }
+}
+
+/// `p99 / p50`, with a zero median read as "no tail" when p99 is zero too.
+fn tail_ratio(p50: Duration, p99: Duration) -> f64 {
+    match (p50.is_zero(), p99.is_zero()) {
+        (_, true) => 1.0,
+        (true, false) => f64::INFINITY,
+        (false, false) => p99.as_secs_f64() / p50.as_secs_f64(),
+    }
+}
+
+fn ratio_text(ratio: f64) -> String {
+    if ratio.is_finite() {
+        format!("{ratio:.1}")
+    } else {
+        "∞".to_owned()
+    }
+}
+
+fn percent(rate: f64) -> String {
+    let pct = rate * 100.0;
+    if (pct - pct.round()).abs() < 0.05 {
+        format!("{pct:.0}%")
+    } else {
+        format!("{pct:.1}%")
+    }
+}
+
+/// A duration for people: `850 µs`, `150 ms`, `1.2 s`, `2.5 min`, `3 h`.
+pub(crate) fn human(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    let (value, unit) = if secs >= 3600.0 {
+        (secs / 3600.0, "h")
+    } else if secs >= 60.0 {
+        (secs / 60.0, "min")
+    } else if secs >= 1.0 {
+        (secs, "s")
+    } else if secs >= 1e-3 {
+        (secs * 1e3, "ms")
+    } else {
+        (secs * 1e6, "µs")
+    };
+    let text = if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        let text = format!("{value:.1}");
+        text.strip_suffix(".0").map_or(text.clone(), str::to_owned)
+    };
+    format!("{text} {unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_percentile_cont() {
+        let sorted: Vec<Duration> = (1..=10).map(|n| ms(n * 10)).collect();
+        // x = p·(n−1) = p·9
+        assert_eq!(percentile_cont(&sorted, 0.50), Some(ms(55))); // 4.5
+        assert_eq!(
+            percentile_cont(&sorted, 0.95),
+            Some(Duration::from_micros(95_500))
+        ); // 8.55
+        assert_eq!(
+            percentile_cont(&sorted, 0.99),
+            Some(Duration::from_micros(99_100))
+        ); // 8.91
+        assert_eq!(percentile_cont(&sorted, 0.0), Some(ms(10)));
+        assert_eq!(percentile_cont(&sorted, 1.0), Some(ms(100)));
+        assert_eq!(percentile_cont(&sorted, 7.0), Some(ms(100)));
+        assert_eq!(percentile_cont(&sorted, f64::NAN), Some(ms(10)));
+        assert_eq!(percentile_cont(&[], 0.5), None);
+        assert_eq!(percentile_cont(&[ms(7)], 0.99), Some(ms(7)));
+        let summary = LatencySummary::of(sorted.iter().rev().copied());
+        assert_eq!(summary.p50, Some(ms(55)));
+        assert_eq!(summary.p99, Some(Duration::from_micros(99_100)));
+        assert_eq!(LatencySummary::of([]), LatencySummary::default());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn selection_gives_the_sorted_percentiles(
+            mut nanos in proptest::collection::vec(0u64..5_000_000_000, 0..300),
+        ) {
+            let mut sorted = nanos.clone();
+            sorted.sort_unstable();
+            let expected = LatencySummary::of_sorted_nanos(&sorted);
+            proptest::prop_assert_eq!(LatencySummary::of_unsorted_nanos(&mut nanos), expected);
+        }
+    }
+
+    #[test]
+    fn durations_and_rates_read_well() {
+        assert_eq!(human(Duration::from_micros(850)), "850 µs");
+        assert_eq!(human(ms(150)), "150 ms");
+        assert_eq!(human(Duration::from_micros(8_500)), "8.5 ms");
+        assert_eq!(human(ms(1_200)), "1.2 s");
+        assert_eq!(human(ms(1_000)), "1 s");
+        assert_eq!(human(Duration::from_secs(90)), "1.5 min");
+        assert_eq!(human(Duration::from_secs(24 * 3600)), "24 h");
+        assert_eq!(percent(0.975), "97.5%");
+        assert_eq!(percent(0.5), "50%");
+    }
+
+    /// A reflection with the given numbers (the recommendation left empty).
+    fn stats(
+        succeeded: u64,
+        retried: u64,
+        failed: u64,
+        p: [u64; 3],
+        rescue: Option<f64>,
+    ) -> Reflection {
+        let count = succeeded + retried + failed;
+        Reflection {
+            kind: "k".into(),
+            count,
+            succeeded,
+            retried,
+            failed,
+            deferred: 0,
+            cancelled: 0,
+            success_rate: ratio(succeeded, count),
+            deferred_rate: ratio(0, count),
+            p50: Some(ms(p[0])),
+            p90: None,
+            p95: Some(ms(p[1])),
+            p99: Some(ms(p[2])),
+            retry_rescue_rate: rescue,
+            top_errors: Vec::new(),
+            recommendation: placeholder(),
+        }
+    }
+
+    #[test]
+    fn too_few_executions_are_not_trusted() {
+        let rec = recommend(&stats(19, 0, 0, [10, 20, 900], None));
+        assert!(!rec.confident);
+        assert_eq!(rec.strategy, StrategyChoice::Direct);
+        assert_eq!(rec.timeout, None);
+        assert!(
+            rec.rationale.contains("only 19 executions"),
+            "{}",
+            rec.rationale
+        );
+        let rec = recommend(&stats(20, 0, 0, [10, 20, 25], None));
+        assert!(rec.confident);
+    }
+
+    #[test]
+    fn long_tail_with_high_success_hedges_at_p95() {
+        let rec = recommend(&stats(100, 0, 0, [150, 400, 1_200], None));
+        assert_eq!(rec.strategy, StrategyChoice::Hedged);
+        assert_eq!(rec.hedge_delay, Some(ms(400)));
+        assert_eq!(rec.inline_retries, 0);
+        assert_eq!(rec.timeout, Some(ms(1_800)));
+        assert!(
+            rec.rationale
+                .contains("p99 1.2 s is 8.0× p50 150 ms: tail is long, hedge after p95 400 ms"),
+            "{}",
+            rec.rationale
+        );
+        // The same tail with a poor success rate does not hedge.
+        let rec = recommend(&stats(80, 0, 20, [150, 400, 1_200], None));
+        assert_eq!(rec.strategy, StrategyChoice::Direct);
+        assert!(
+            rec.rationale.contains("rules out hedging"),
+            "{}",
+            rec.rationale
+        );
+    }
+
+    #[test]
+    fn timeout_follows_the_tail_within_bounds() {
+        let at = |p99| recommend(&stats(50, 0, 0, [p99 / 2, p99, p99], None)).timeout;
+        assert_eq!(at(100), Some(TIMEOUT_FLOOR));
+        assert_eq!(at(2_000), Some(ms(3_000)));
+        assert_eq!(at(4_000), Some(ms(6_000)));
+        assert_eq!(at(100 * 3600 * 1000), Some(TIMEOUT_CEILING));
+    }
+
+    #[test]
+    fn attempts_follow_the_rescue_rate() {
+        let attempts = |rescue| recommend(&stats(50, 10, 10, [10, 20, 25], rescue)).max_attempts;
+        assert_eq!(attempts(None), DEFAULT_MAX_ATTEMPTS);
+        assert_eq!(attempts(Some(0.0)), 1);
+        assert_eq!(attempts(Some(0.2)), 2);
+        assert_eq!(attempts(Some(0.5)), 3);
+        assert_eq!(attempts(Some(0.9)), MAX_ATTEMPTS_WHEN_RESCUED);
+    }
+
+    #[test]
+    fn transient_rescued_failures_retry_in_process() {
+        let rec = recommend(&stats(80, 15, 5, [10, 20, 25], Some(0.9)));
+        assert_eq!(rec.strategy, StrategyChoice::InlineRetry);
+        assert_eq!(rec.inline_retries, INLINE_RETRIES);
+        // Mostly permanent failures: retrying in process would not help.
+        let rec = recommend(&stats(80, 5, 15, [10, 20, 25], Some(0.9)));
+        assert_eq!(rec.strategy, StrategyChoice::Direct);
+        // Failures fully absorbed by inline retries keep inline retrying.
+        let rec = recommend(&stats(100, 0, 0, [10, 20, 25], Some(1.0)));
+        assert_eq!(rec.strategy, StrategyChoice::InlineRetry);
+        assert!(
+            rec.rationale.contains("absorbed every failure"),
+            "{}",
+            rec.rationale
+        );
+    }
+
+    #[test]
+    fn zero_latency_is_no_tail() {
+        assert!((tail_ratio(Duration::ZERO, Duration::ZERO) - 1.0).abs() < f64::EPSILON);
+        assert!(tail_ratio(Duration::ZERO, ms(1)).is_infinite());
+        assert_eq!(ratio_text(f64::INFINITY), "∞");
     }
 }

@@ -242,16 +242,21 @@ pub struct Reflection {
     /// Latency percentiles of executions that ran (deferred ones excluded).
     #[serde(with = "crate::memory::types::opt_millis")]
     pub p50: Option<Duration>,
+    /// 90th percentile.
+    #[serde(with = "crate::memory::types::opt_millis")]
+    pub p90: Option<Duration>,
     /// 95th percentile.
     #[serde(with = "crate::memory::types::opt_millis")]
     pub p95: Option<Duration>,
     /// 99th percentile.
     #[serde(with = "crate::memory::types::opt_millis")]
     pub p99: Option<Duration>,
-    /// Of the jobs that failed at least once (an attempt, or an in-process retry), how many
-    /// succeeded later; `None` when none failed.
+    /// Of the jobs (by id) that failed at least once — an execution that ended `Retried`,
+    /// or any execution with `inline_retries > 0` — the fraction that also have a
+    /// `Succeeded` execution; `None` when none failed.
     pub retry_rescue_rate: Option<f64>,
-    /// The most frequent error classes, most frequent first (at most 5).
+    /// The most frequent error classes among failed executions (`Retried` or `Failed`),
+    /// most frequent first, ties by class name, at most 5.
     pub top_errors: Vec<ErrorClassCount>,
     /// What to do about it.
     pub recommendation: Recommendation,
@@ -259,8 +264,32 @@ pub struct Reflection {
 
 /// Memory: entries (CRUD), execution history, and reflection.
 ///
-/// Implementations must be usable as `Arc<dyn Memory>`; see
-/// [`InMemoryMemory`](crate::memory::InMemoryMemory).
+/// Implementations must be usable as `Arc<dyn Memory>`, validate input alike (namespace
+/// up to [`MAX_NAMESPACE_BYTES`](crate::memory::MAX_NAMESPACE_BYTES), key up to
+/// [`MAX_KEY_BYTES`](crate::memory::MAX_KEY_BYTES), no control characters, search limit 1
+/// to [`MAX_SEARCH_LIMIT`](crate::memory::MAX_SEARCH_LIMIT); errors name the field), and
+/// reflect through [`reflect_on`](crate::memory::reflect_on) or
+/// [`recommend`](crate::memory::recommend) so that every backend gives the same answers.
+/// The shared conformance suite in `tests/memory_suite` is the contract; see
+/// [`InMemoryMemory`](crate::memory::InMemoryMemory) for the embedded one.
+///
+/// ```
+/// use std::sync::Arc;
+/// use jobforge::memory::{InMemoryMemory, NewEntry, Window};
+/// use jobforge::Memory;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> jobforge::Result<()> {
+/// let memory: Arc<dyn Memory> = Arc::new(InMemoryMemory::new());
+/// memory.put(NewEntry::new("billing", "last-run", serde_json::json!("2024-05-01"))).await?;
+/// assert!(memory.get("billing", "last-run").await?.is_some());
+///
+/// let reflection = memory.reflect("send-invoice", Window::Last(1_000)).await?;
+/// assert_eq!(reflection.count, 0);
+/// assert!(!reflection.recommendation.confident);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait]
 pub trait Memory: Send + Sync + 'static {
     /// Store an entry, replacing any entry at the same namespace and key.

@@ -1,9 +1,10 @@
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::direct::RecordQueue;
-use super::engine::{Engine, Orchestrator};
+use super::engine::{Engine, NameMap, Orchestrator};
 use crate::handler::Handler;
 use crate::job::Limits;
 use crate::memory::{InMemoryMemory, Memory};
@@ -157,10 +158,11 @@ impl OrchestratorBuilder {
     #[must_use]
     pub fn kind(mut self, kind: impl Into<String>, config: KindConfig) -> Self {
         let kind = kind.into();
-        if self.kinds.contains_key(&kind) {
-            self.duplicate_kinds.push(kind);
-        } else {
-            self.kinds.insert(kind, config);
+        match self.kinds.entry(kind) {
+            Entry::Occupied(taken) => self.duplicate_kinds.push(taken.key().clone()),
+            Entry::Vacant(free) => {
+                free.insert(config);
+            }
         }
         self
     }
@@ -204,7 +206,7 @@ impl OrchestratorBuilder {
         let limits = self.limits.unwrap_or_default();
         let default_retry = self.default_retry.unwrap_or_default();
         default_retry.validate()?;
-        let mut strategies: HashMap<String, Arc<dyn Strategy>> = HashMap::new();
+        let mut strategies: NameMap<Arc<dyn Strategy>> = NameMap::default();
         strategies.insert(Direct::NAME.to_owned(), Arc::new(Direct));
         for s in self.strategies {
             strategies.insert(s.name().to_owned(), s);
@@ -274,7 +276,7 @@ impl OrchestratorBuilder {
             memory: self
                 .memory
                 .unwrap_or_else(|| Arc::new(InMemoryMemory::new())),
-            kinds: self.kinds,
+            kinds: self.kinds.into_iter().collect(),
             strategies,
             default_strategy,
             default,

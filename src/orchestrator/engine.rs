@@ -15,14 +15,18 @@ use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, QueuingState,
 use crate::strategy::{RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
+/// Maps looked up by kind or strategy name on every job: a fast hasher (names are few and set
+/// by the host's code, not by submitters).
+pub(crate) type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
 pub(crate) struct Engine {
     pub(crate) queue: Arc<dyn QueueManager>,
     pub(crate) state: Arc<dyn StateManager>,
     /// Set when `state` is also the queue: workers claim through it in one step.
     pub(crate) direct: Option<Arc<dyn QueuingState>>,
     pub(crate) memory: Arc<dyn Memory>,
-    pub(crate) kinds: HashMap<String, KindConfig>,
-    pub(crate) strategies: HashMap<String, Arc<dyn Strategy>>,
+    pub(crate) kinds: NameMap<KindConfig>,
+    pub(crate) strategies: NameMap<Arc<dyn Strategy>>,
     pub(crate) default_strategy: String,
     /// The default strategy itself (checked to be registered at build).
     pub(crate) default: Arc<dyn Strategy>,
@@ -220,9 +224,31 @@ impl JobOrchestrator for Orchestrator {
         let now = Utc::now();
         let mut records = Vec::with_capacity(jobs.len());
         let mut envelopes = Vec::with_capacity(jobs.len());
+        // Jobs of a batch mostly share kind and queue: share the names' text too.
+        let mut names: Option<(Arc<str>, Arc<str>)> = None;
         for job in jobs {
             let record = self.prepare(job, now)?;
-            envelopes.push(Envelope::from_record(&record));
+            let (kind, queue) = match &names {
+                Some((kind, queue)) if **kind == *record.kind && **queue == *record.queue => {
+                    (Arc::clone(kind), Arc::clone(queue))
+                }
+                _ => {
+                    let fresh: (Arc<str>, Arc<str>) = (
+                        Arc::from(record.kind.as_str()),
+                        Arc::from(record.queue.as_str()),
+                    );
+                    names = Some(fresh.clone());
+                    fresh
+                }
+            };
+            envelopes.push(Envelope {
+                id: record.id,
+                kind,
+                queue,
+                priority: record.priority,
+                run_at: record.run_at,
+                attempt: record.attempt,
+            });
             records.push(record);
         }
         let created = self.engine.state.create(records).await?;

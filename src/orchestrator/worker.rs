@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::builder::KindConfig;
 use super::engine::Engine;
 use crate::handler::{JobContext, JobError};
 use crate::job::{DEFAULT_QUEUE, JobId, JobRecord, JobState, Payload, WorkerId};
@@ -161,7 +162,14 @@ struct Running {
     lease: Lease,
     attempt: u32,
     token: CancellationToken,
-    abort: tokio::task::AbortHandle,
+}
+
+/// A claimed job on its way to an executor, holding its concurrency slot. The record is
+/// already inside the context's `Arc`: it is moved once, not at every hand-off.
+struct Assigned {
+    ctx: JobContext,
+    lease: Lease,
+    permit: OwnedSemaphorePermit,
 }
 
 struct Done {
@@ -176,10 +184,14 @@ pub(crate) struct PoolShared {
     config: WorkerConfig,
     stop: CancellationToken,
     slots: Arc<Semaphore>,
-    /// Jobs whose handler is running (removed when the outcome is handed to the finisher).
-    running: parking_lot::Mutex<HashMap<JobId, Running>>,
-    /// Jobs whose outcome awaits the finisher (still leased; heartbeats go on).
-    finishing: parking_lot::Mutex<HashMap<JobId, Lease>>,
+    /// Jobs held by this pool: running, or finished and awaiting the finisher (heartbeats go
+    /// on for both). Added a claim batch at a time, removed a finish batch at a time.
+    running: parking_lot::Mutex<HashMap<JobId, Running, foldhash::fast::RandomState>>,
+    /// Claimed jobs for the executors (bounded by the concurrency; a slot is taken first).
+    jobs_tx: async_channel::Sender<Assigned>,
+    jobs_rx: async_channel::Receiver<Assigned>,
+    /// What each executor runs now: the jobs to hand back if a shutdown's grace runs out.
+    busy: Box<[parking_lot::Mutex<Option<JobId>>]>,
     records_dropped: AtomicU64,
 }
 
@@ -199,7 +211,7 @@ pub struct WorkerPool {
     finisher: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
-    done_tx: Option<mpsc::UnboundedSender<Done>>,
+    executors: Vec<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -224,14 +236,19 @@ impl WorkerPool {
             .worker_id
             .clone()
             .unwrap_or_else(|| WorkerId::unique("worker"));
+        let (jobs_tx, jobs_rx) = async_channel::bounded(config.concurrency);
         let shared = Arc::new(PoolShared {
             engine: Arc::clone(&engine),
             worker,
             slots: Arc::new(Semaphore::new(config.concurrency)),
+            busy: (0..config.concurrency)
+                .map(|_| parking_lot::Mutex::new(None))
+                .collect(),
             config,
             stop: CancellationToken::new(),
-            running: parking_lot::Mutex::new(HashMap::new()),
-            finishing: parking_lot::Mutex::new(HashMap::new()),
+            running: parking_lot::Mutex::new(HashMap::default()),
+            jobs_tx,
+            jobs_rx,
             records_dropped: AtomicU64::new(0),
         });
         engine.pools.lock().push(Arc::downgrade(&shared));
@@ -240,7 +257,13 @@ impl WorkerPool {
         let recorder = runtime.spawn(record_loop(Arc::clone(&engine), record_rx));
         let finisher = runtime.spawn(finish_loop(Arc::clone(&shared), done_rx, record_tx));
         let heartbeat = runtime.spawn(heartbeat_loop(Arc::clone(&shared)));
-        let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared), done_tx.clone()));
+        // Long-lived executors, one per concurrency slot: a job costs a channel hand-off
+        // instead of a task spawn.
+        let executors = (0..shared.config.concurrency)
+            .map(|slot| runtime.spawn(executor_loop(Arc::clone(&shared), slot, done_tx.clone())))
+            .collect();
+        drop(done_tx);
+        let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared)));
         tracing::info!(worker = %shared.worker, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker pool started");
         Ok(Self {
             shared,
@@ -248,7 +271,7 @@ impl WorkerPool {
             finisher: Some(finisher),
             heartbeat: Some(heartbeat),
             recorder: Some(recorder),
-            done_tx: Some(done_tx),
+            executors,
         })
     }
 
@@ -258,7 +281,7 @@ impl WorkerPool {
         &self.shared.worker
     }
 
-    /// Jobs running now.
+    /// Jobs this pool holds now (running, or finished and being recorded).
     #[must_use]
     pub fn running(&self) -> usize {
         self.shared.running.lock().len()
@@ -279,12 +302,31 @@ impl WorkerPool {
             .is_ok_and(|permit| permit.is_ok());
         let mut released = 0;
         if !drained {
-            let abandoned: Vec<(JobId, Running)> = shared.running.lock().drain().collect();
+            // Jobs still waiting for an executor never started; jobs an executor runs are
+            // abandoned. Both go back.
+            let mut ids: Vec<JobId> = Vec::new();
+            while let Ok(waiting) = shared.jobs_rx.try_recv() {
+                ids.push(waiting.ctx.id());
+            }
+            let busy: Vec<(usize, JobId)> = shared
+                .busy
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, job)| job.lock().map(|id| (slot, id)))
+                .collect();
+            ids.extend(busy.iter().map(|(_, id)| *id));
+            let abandoned: Vec<(JobId, Running)> = {
+                let mut running = shared.running.lock();
+                ids.into_iter()
+                    .filter_map(|id| running.remove(&id).map(|r| (id, r)))
+                    .collect()
+            };
             let mut transitions = Vec::with_capacity(abandoned.len());
             let mut leases = Vec::with_capacity(abandoned.len());
+            // Hand the jobs back first: once released, a late result from their executor is
+            // refused by the fence, whatever the handler does when it sees its token.
+            let mut tokens = Vec::with_capacity(abandoned.len());
             for (id, running) in abandoned {
-                running.token.cancel();
-                running.abort.abort();
                 transitions.push(Transition {
                     id,
                     worker: shared.worker.clone(),
@@ -294,9 +336,15 @@ impl WorkerPool {
                     },
                 });
                 leases.push(running.lease);
+                tokens.push(running.token);
             }
             match shared.engine.state.finish(transitions).await {
                 Ok(results) => {
+                    for r in &results {
+                        if let TransitionResult::Conflict { reason, .. } = r {
+                            tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
+                        }
+                    }
                     let now = Utc::now();
                     let items: Vec<Release> = leases
                         .into_iter()
@@ -317,9 +365,31 @@ impl WorkerPool {
                     tracing::warn!(error = %err, "could not release jobs at shutdown; their leases will expire and they will be delivered again");
                 }
             }
+            // Tell the handlers to stop; give them a moment to clean up, then drop them.
+            for token in &tokens {
+                token.cancel();
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+            let still_busy =
+                |slot: &usize| shared.busy.get(*slot).is_some_and(|b| b.lock().is_some());
+            while busy.iter().any(|(slot, _)| still_busy(slot))
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for (slot, _) in &busy {
+                if still_busy(slot) {
+                    if let Some(executor) = self.executors.get(*slot) {
+                        executor.abort();
+                    }
+                }
+            }
         }
-        // The finisher ends when every sender is gone: ours, and those of job tasks.
-        drop(self.done_tx.take());
+        // Executors end when the channel closes; the finisher when every executor is gone.
+        shared.jobs_tx.close();
+        for executor in self.executors.drain(..) {
+            let _ = tokio::time::timeout(Duration::from_secs(10), executor).await;
+        }
         if let Some(finisher) = self.finisher.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), finisher).await;
         }
@@ -340,8 +410,10 @@ impl WorkerPool {
 }
 
 impl Drop for WorkerPool {
+    /// Stop reserving and let the executors finish what they run, then end; nothing waits.
     fn drop(&mut self) {
         self.shared.stop.cancel();
+        self.shared.jobs_tx.close();
     }
 }
 
@@ -352,7 +424,7 @@ fn backend_backoff(failures: u32) -> Duration {
     ceiling / 2 + Duration::from_micros(fastrand::u64(0..=(ceiling.as_micros() as u64 / 2)))
 }
 
-async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done>) {
+async fn fetch_loop(shared: Arc<PoolShared>) {
     let engine = Arc::clone(&shared.engine);
     let mut failures = 0u32;
     let batch = shared.config.batch_size;
@@ -392,7 +464,7 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
                         tracing::info!(worker = %shared.worker, "state backend reachable again");
                     }
                     failures = 0;
-                    start_direct_claims(&shared, claims, permits, &done_tx);
+                    start_direct_claims(&shared, claims, permits);
                     continue;
                 }
                 Err(err) => {
@@ -460,6 +532,7 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
         let mut acks = Vec::new();
         let mut releases = Vec::new();
         let mut dead = Vec::new();
+        let mut claimed = Vec::with_capacity(leases.len());
         for (lease, claim) in leases.into_iter().zip(claims) {
             match claim {
                 Claim::Claimed(record) => {
@@ -472,7 +545,7 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
                         });
                         continue;
                     };
-                    spawn_job(&shared, record, lease, permit, done_tx.clone());
+                    claimed.push((record, lease, permit));
                 }
                 Claim::NotDue { run_at, .. } => releases.push(Release {
                     attempt: lease.envelope.attempt,
@@ -486,36 +559,39 @@ async fn fetch_loop(shared: Arc<PoolShared>, done_tx: mpsc::UnboundedSender<Done
                 Claim::Skipped { .. } => acks.push(lease),
             }
         }
-        let queue = &engine.queue;
-        for (what, result) in [
-            (
-                "ack",
-                if acks.is_empty() {
-                    Ok(())
-                } else {
-                    queue.ack(&acks).await
-                },
-            ),
-            (
-                "release",
-                if releases.is_empty() {
-                    Ok(())
-                } else {
-                    queue.release(&releases).await
-                },
-            ),
-            (
-                "dead-letter",
-                if dead.is_empty() {
-                    Ok(())
-                } else {
-                    queue.dead_letter(&dead).await
-                },
-            ),
-        ] {
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "{what} of unclaimable deliveries failed; they will be delivered again and dropped then");
-            }
+        dispatch_jobs(&shared, claimed);
+        settle(
+            engine.queue.as_ref(),
+            &acks,
+            &releases,
+            &dead,
+            "unclaimable deliveries; they will be delivered again and dropped then",
+        )
+        .await;
+    }
+}
+
+/// Apply a batch's queue operations; failures are logged (the deliveries expire and come back).
+async fn settle(
+    queue: &dyn crate::queue::QueueManager,
+    acks: &[Lease],
+    releases: &[Release],
+    dead: &[DeadLetter],
+    what: &str,
+) {
+    if !acks.is_empty() {
+        if let Err(err) = queue.ack(acks).await {
+            tracing::warn!(error = %err, "queue ack failed for {what}");
+        }
+    }
+    if !releases.is_empty() {
+        if let Err(err) = queue.release(releases).await {
+            tracing::warn!(error = %err, "queue release failed for {what}");
+        }
+    }
+    if !dead.is_empty() {
+        if let Err(err) = queue.dead_letter(dead).await {
+            tracing::warn!(error = %err, "queue dead-letter failed for {what}");
         }
     }
 }
@@ -526,8 +602,8 @@ fn start_direct_claims(
     shared: &Arc<PoolShared>,
     claims: Vec<Claim>,
     mut permits: Vec<OwnedSemaphorePermit>,
-    done_tx: &mpsc::UnboundedSender<Done>,
 ) {
+    let mut claimed = Vec::with_capacity(claims.len());
     for claim in claims {
         match claim {
             Claim::Claimed(record) => {
@@ -544,7 +620,7 @@ fn start_direct_claims(
                     receipt: None,
                     expires_at: record.lease_expires_at.unwrap_or_else(Utc::now),
                 };
-                spawn_job(shared, record, lease, permit, done_tx.clone());
+                claimed.push((record, lease, permit));
             }
             Claim::Exhausted { id, reason } => {
                 tracing::warn!(job_id = %id, %reason, "dead: worker lost with no attempts left");
@@ -552,69 +628,83 @@ fn start_direct_claims(
             Claim::NotDue { .. } | Claim::Skipped { .. } => {}
         }
     }
+    dispatch_jobs(shared, claimed);
 }
 
-fn spawn_job(
-    shared: &Arc<PoolShared>,
-    record: JobRecord,
-    lease: Lease,
-    permit: OwnedSemaphorePermit,
-    done_tx: mpsc::UnboundedSender<Done>,
-) {
-    let token = CancellationToken::new();
-    let id = record.id;
-    let attempt = record.attempt;
-    let span = tracing::info_span!("job", id = %id, kind = %record.kind, attempt);
-    let task_shared = Arc::clone(shared);
-    let task_token = token.clone();
-    let task_lease = lease.clone();
-    // Hold the running-map lock across the spawn so the task cannot finish (and remove its
-    // entry) before the entry exists.
-    let mut running = shared.running.lock();
-    let handle = tokio::spawn(
-        async move {
-            let done = run_job(&task_shared, record, task_lease, task_token).await;
-            let still_ours = task_shared.running.lock().remove(&id).is_some();
-            if still_ours {
-                task_shared.finishing.lock().insert(id, done.lease.clone());
-                let _ = done_tx.send(done);
-            }
-            drop(permit);
+/// Register a claimed batch and hand it to the executors.
+fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, OwnedSemaphorePermit)>) {
+    if claimed.is_empty() {
+        return;
+    }
+    let mut assigned = Vec::with_capacity(claimed.len());
+    {
+        let mut running = shared.running.lock();
+        running.reserve(claimed.len());
+        for (record, lease, permit) in claimed {
+            let token = CancellationToken::new();
+            running.insert(
+                record.id,
+                Running {
+                    lease: lease.clone(),
+                    attempt: record.attempt,
+                    token: token.clone(),
+                },
+            );
+            let idempotent = shared
+                .engine
+                .kinds
+                .get(&record.kind)
+                .is_some_and(KindConfig::is_idempotent);
+            let ctx = JobContext::new(
+                record,
+                shared.worker.clone(),
+                Arc::clone(&shared.engine.memory),
+                token,
+            )
+            .with_idempotent(idempotent);
+            assigned.push(Assigned { ctx, lease, permit });
         }
-        .instrument(span),
-    );
-    running.insert(
-        id,
-        Running {
-            lease,
-            attempt,
-            token,
-            abort: handle.abort_handle(),
-        },
-    );
+    }
+    for job in assigned {
+        // Never full: every job holds one of `concurrency` slots, and the channel has room
+        // for as many. Closed only at shutdown, after the fetcher stopped.
+        if let Err(err) = shared.jobs_tx.try_send(job) {
+            let job = err.into_inner();
+            tracing::error!(job_id = %job.ctx.id(), "no executor took the job; its lease will expire and it will be delivered again");
+            shared.running.lock().remove(&job.ctx.id());
+        }
+    }
 }
 
-async fn run_job(
-    shared: &PoolShared,
-    record: JobRecord,
-    lease: Lease,
-    token: CancellationToken,
-) -> Done {
+/// One executor: runs claimed jobs one at a time until the pool closes its channel.
+async fn executor_loop(shared: Arc<PoolShared>, slot: usize, done_tx: mpsc::UnboundedSender<Done>) {
+    while let Ok(job) = shared.jobs_rx.recv().await {
+        let Assigned { ctx, lease, permit } = job;
+        if let Some(busy) = shared.busy.get(slot) {
+            *busy.lock() = Some(ctx.id());
+        }
+        let span =
+            tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
+        let done = run_job(&shared, ctx, lease).instrument(span).await;
+        if let Some(busy) = shared.busy.get(slot) {
+            *busy.lock() = None;
+        }
+        let _ = done_tx.send(done);
+        drop(permit);
+    }
+}
+
+async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
     let engine = &shared.engine;
+    let record = ctx.record();
     let id = record.id;
     let attempt = record.attempt;
     let max_attempts = record.max_attempts;
     let kind_name = record.kind.clone();
     let kind = engine.kinds.get(&record.kind);
-    let strategy = engine.strategy_for(&record);
+    let strategy = engine.strategy_for(record);
     let strategy_name = strategy.name().to_owned();
     let timeout = record.timeout.or_else(|| kind.and_then(|k| k.timeout));
-    let ctx = JobContext::new(
-        record,
-        shared.worker.clone(),
-        Arc::clone(&engine.memory),
-        token,
-    );
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {
@@ -688,7 +778,7 @@ async fn run_job(
             },
             OutcomeClass::Failed,
         ),
-        Outcome::Deferred { after, reason } => (
+        Outcome::Deferred { after, reason, .. } => (
             Finish::Defer {
                 run_at: now + chrono::Duration::from_std(*after).unwrap_or(chrono::Duration::MAX),
                 reason: reason.clone(),
@@ -746,11 +836,11 @@ async fn finish_loop(
                 Err(_) => break,
             }
         }
-        let transitions: Vec<Transition> = batch.iter().map(|d| d.transition.clone()).collect();
         let mut failures = 0u32;
         let results = loop {
-            match engine.state.finish(transitions.clone()).await {
-                Ok(results) if results.len() == transitions.len() => break Some(results),
+            let transitions: Vec<Transition> = batch.iter().map(|d| d.transition.clone()).collect();
+            match engine.state.finish(transitions).await {
+                Ok(results) if results.len() == batch.len() => break Some(results),
                 Ok(_) => {
                     tracing::error!("state store answered a finish batch with the wrong count");
                     break None;
@@ -762,15 +852,15 @@ async fn finish_loop(
                     tokio::time::sleep(pause).await;
                 }
                 Err(err) => {
-                    tracing::error!(error = %err, jobs = transitions.len(), "finish failed for good; the jobs' leases will expire and they will run again");
+                    tracing::error!(error = %err, jobs = batch.len(), "finish failed for good; the jobs' leases will expire and they will run again");
                     break None;
                 }
             }
         };
         {
-            let mut finishing = shared.finishing.lock();
+            let mut running = shared.running.lock();
             for done in &batch {
-                finishing.remove(&done.transition.id);
+                running.remove(&done.transition.id);
             }
         }
         let Some(results) = results else { continue };
@@ -828,39 +918,25 @@ async fn finish_loop(
                 }
             }
         }
-        let queue = &engine.queue;
-        for (what, result) in [
-            (
-                "ack",
-                if acks.is_empty() {
-                    Ok(())
-                } else {
-                    queue.ack(&acks).await
-                },
-            ),
-            (
-                "release",
-                if releases.is_empty() {
-                    Ok(())
-                } else {
-                    queue.release(&releases).await
-                },
-            ),
-            (
-                "dead-letter",
-                if dead.is_empty() {
-                    Ok(())
-                } else {
-                    queue.dead_letter(&dead).await
-                },
-            ),
-        ] {
-            if let Err(err) = result {
-                tracing::warn!(error = %err, "queue {what} after finish failed; the deliveries will expire, be delivered again and be dropped by the claim");
+        settle(
+            engine.queue.as_ref(),
+            &acks,
+            &releases,
+            &dead,
+            "finished jobs; the deliveries will expire, be delivered again and be dropped by the claim",
+        )
+        .await;
+        if !records.is_empty() {
+            if let Err(full) = record_tx.try_send(records) {
+                let lost = match full {
+                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
+                        r.len()
+                    }
+                };
+                shared
+                    .records_dropped
+                    .fetch_add(lost as u64, Ordering::Relaxed);
             }
-        }
-        if !records.is_empty() && record_tx.try_send(records).is_err() {
-            shared.records_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -898,15 +974,12 @@ async fn heartbeat_loop(shared: Arc<PoolShared>) {
     let engine = Arc::clone(&shared.engine);
     loop {
         tokio::time::sleep(every).await;
-        let (ids, leases): (Vec<JobId>, Vec<Lease>) = {
-            let running = shared.running.lock();
-            let finishing = shared.finishing.lock();
-            running
-                .iter()
-                .map(|(id, r)| (*id, r.lease.clone()))
-                .chain(finishing.iter().map(|(id, l)| (*id, l.clone())))
-                .unzip()
-        };
+        let (ids, leases): (Vec<JobId>, Vec<Lease>) = shared
+            .running
+            .lock()
+            .iter()
+            .map(|(id, r)| (*id, r.lease.clone()))
+            .unzip();
         if ids.is_empty() {
             continue;
         }

@@ -1,9 +1,10 @@
-use std::cmp::{Ordering, Reverse};
+use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
@@ -12,6 +13,7 @@ use super::types::{
 };
 use crate::Result;
 use crate::job::{JobId, WorkerId};
+use crate::util::{Names, ReadyKey, best_ready, from_micros, micros, micros_after};
 
 /// Settings of an [`InMemoryQueue`].
 #[derive(Debug, Clone)]
@@ -61,54 +63,21 @@ struct Entry {
     place: Place,
 }
 
-#[derive(PartialEq, Eq)]
-struct ReadyKey {
-    priority: i16,
-    run_at: i64,
-    seq: u64,
-    id: JobId,
-}
-
-impl Ord for ReadyKey {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // Max-heap: higher priority, then earlier run_at, then lower seq first.
-        self.priority
-            .cmp(&other.priority)
-            .then_with(|| other.run_at.cmp(&self.run_at))
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
-
-impl PartialOrd for ReadyKey {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<JobId, Entry>,
-    ready: HashMap<String, BinaryHeap<ReadyKey>>,
+    entries: FastMap<JobId, Entry>,
+    ready: FastMap<Arc<str>, BinaryHeap<ReadyKey>>,
+    names: Names,
     /// (run_at, seq, id), earliest first.
     delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,
     /// (expires, token, id), earliest first; stale keys are skipped.
     leased: BinaryHeap<Reverse<(i64, u64, JobId)>>,
     dead: VecDeque<(Envelope, String)>,
-    kinds: HashMap<String, KindQueueStats>,
+    kinds: FastMap<Arc<str>, KindQueueStats>,
     seq: u64,
     token: u64,
-}
-
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn dur_micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl Inner {
@@ -118,7 +87,8 @@ impl Inner {
             None => {
                 let mut stats = KindQueueStats::default();
                 f(&mut stats);
-                self.kinds.insert(kind.to_owned(), stats);
+                let name = self.names.intern(kind);
+                self.kinds.insert(name, stats);
             }
         }
     }
@@ -157,10 +127,10 @@ impl Inner {
                 seq,
                 id,
             };
-            match self.ready.get_mut(entry.envelope.queue.as_str()) {
+            match self.ready.get_mut(&*entry.envelope.queue) {
                 Some(heap) => heap.push(key),
                 None => {
-                    let queue = entry.envelope.queue.clone();
+                    let queue = Arc::clone(&entry.envelope.queue);
                     self.ready.entry(queue).or_default().push(key);
                 }
             }
@@ -219,18 +189,7 @@ impl Inner {
 
     fn pop_ready(&mut self, queues: &[String]) -> Option<JobId> {
         loop {
-            // The best head among the requested queues.
-            let mut best: Option<(&str, &ReadyKey)> = None;
-            for queue in queues {
-                if let Some(key) = self.ready.get(queue.as_str()).and_then(BinaryHeap::peek) {
-                    if best.is_none_or(|(_, b)| key > b) {
-                        best = Some((queue.as_str(), key));
-                    }
-                }
-            }
-            let (queue, _) = best?;
-            let queue = queue.to_owned();
-            let key = self.ready.get_mut(queue.as_str())?.pop()?;
+            let key = best_ready(&mut self.ready, queues)?;
             if let Some(entry) = self.entries.get(&key.id) {
                 if entry.seq == key.seq && entry.place == Place::Ready {
                     return Some(key.id);
@@ -291,7 +250,7 @@ impl InMemoryQueue {
     fn try_reserve(&self, req: &Reserve<'_>, now: i64) -> (Vec<Lease>, Option<i64>) {
         let mut inner = self.inner.lock();
         inner.promote(now);
-        let lease_us = dur_micros(req.lease);
+        let lease_us = i64::try_from(req.lease.as_micros()).unwrap_or(i64::MAX);
         let expires = now.saturating_add(lease_us);
         let mut out = Vec::with_capacity(req.max.min(1024));
         while out.len() < req.max {
@@ -348,10 +307,13 @@ impl QueueManager for InMemoryQueue {
                 if inner.entries.contains_key(&job.id) {
                     continue;
                 }
+                let mut envelope = job.clone();
+                envelope.kind = inner.names.intern(&job.kind);
+                envelope.queue = inner.names.intern(&job.queue);
                 inner.entries.insert(
                     job.id,
                     Entry {
-                        envelope: job.clone(),
+                        envelope,
                         seq: 0,
                         place: Place::Ready,
                     },
@@ -392,7 +354,7 @@ impl QueueManager for InMemoryQueue {
     }
 
     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> {
-        let expires = micros(Utc::now()).saturating_add(dur_micros(lease));
+        let expires = micros_after(micros(Utc::now()), lease);
         let mut inner = self.inner.lock();
         let mut held = Vec::with_capacity(leases.len());
         for l in leases {
@@ -472,7 +434,7 @@ impl QueueManager for InMemoryQueue {
             stats.delayed += k.delayed;
             stats.in_flight += k.in_flight;
             stats.dead += k.dead;
-            stats.per_kind.insert(kind.clone(), *k);
+            stats.per_kind.insert(String::from(&**kind), *k);
         }
         Ok(stats)
     }

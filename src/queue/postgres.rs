@@ -252,8 +252,8 @@ impl PostgresQueue {
                 (
                     Envelope {
                         id: JobId::from_uuid(r.id),
-                        kind: r.kind,
-                        queue: r.queue,
+                        kind: r.kind.into(),
+                        queue: r.queue.into(),
                         priority: r.priority,
                         run_at: r.run_at,
                         attempt: u32::try_from(r.attempt).unwrap_or(0),
@@ -302,8 +302,8 @@ impl PostgresQueue {
             .map(|r| Lease {
                 envelope: Envelope {
                     id: JobId::from_uuid(r.id),
-                    kind: r.kind,
-                    queue: r.queue,
+                    kind: r.kind.into(),
+                    queue: r.queue.into(),
                     priority: r.priority,
                     run_at: r.run_at,
                     attempt: u32::try_from(r.attempt).unwrap_or(0),
@@ -328,8 +328,8 @@ impl QueueManager for PostgresQueue {
             return Ok(());
         }
         let ids: Vec<Uuid> = jobs.iter().map(|j| *j.id.as_uuid()).collect();
-        let kinds: Vec<&str> = jobs.iter().map(|j| j.kind.as_str()).collect();
-        let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+        let kinds: Vec<&str> = jobs.iter().map(|j| &*j.kind).collect();
+        let queues: Vec<&str> = jobs.iter().map(|j| &*j.queue).collect();
         let priorities: Vec<i16> = jobs.iter().map(|j| j.priority).collect();
         let run_ats: Vec<DateTime<Utc>> = jobs.iter().map(|j| j.run_at).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| attempt_i32(j.attempt)).collect();

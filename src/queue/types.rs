@@ -1,4 +1,5 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,10 +15,10 @@ use crate::job::{JobId, JobRecord, Priority, WorkerId};
 pub struct Envelope {
     /// The job.
     pub id: JobId,
-    /// Its kind.
-    pub kind: String,
+    /// Its kind (shared text: cloning an envelope does not copy it).
+    pub kind: Arc<str>,
     /// The queue it belongs to.
-    pub queue: String,
+    pub queue: Arc<str>,
     /// Higher is delivered first among due jobs.
     pub priority: Priority,
     /// Not delivered before this time.
@@ -32,8 +33,8 @@ impl Envelope {
     pub fn from_record(record: &JobRecord) -> Self {
         Self {
             id: record.id,
-            kind: record.kind.clone(),
-            queue: record.queue.clone(),
+            kind: Arc::from(record.kind.as_str()),
+            queue: Arc::from(record.queue.as_str()),
             priority: record.priority,
             run_at: record.run_at,
             attempt: record.attempt,

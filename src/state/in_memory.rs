@@ -1,5 +1,9 @@
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +14,9 @@ use super::types::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, StateCounts,
     StateManager, StateTally, Transition, TransitionResult,
 };
-use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
+use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
+use crate::queue::{KindQueueStats, QueueStats, Reserve};
+use crate::util::{Names, ReadyHeaps, ReadyKey, best_ready, from_micros, micros, micros_after};
 use crate::{Error, ErrorKind, Result};
 
 /// Settings of an [`InMemoryState`].
@@ -56,6 +62,8 @@ impl InMemoryStateConfig {
 pub struct InMemoryState {
     inner: Mutex<Inner>,
     config: InMemoryStateConfig,
+    /// Wakes `claim_due` callers waiting for work.
+    notify: tokio::sync::Notify,
 }
 
 /// A history entry without the repeated job id.
@@ -69,10 +77,96 @@ struct Event {
     reason: Option<Box<str>>,
 }
 
+/// Fields most jobs never set (or only set once finished), kept out of line.
+#[derive(Default)]
+struct Extra {
+    idempotency_key: Option<String>,
+    tags: Vec<String>,
+    tenant: Option<String>,
+    strategy: Option<String>,
+    result: Option<Payload>,
+    last_error: Option<String>,
+}
+
+/// A job as this store keeps it: shared names, timestamps as microseconds, rare fields boxed.
+/// About a third of a `JobRecord`'s size; converted to a `JobRecord` when read.
 struct Slot {
-    record: JobRecord,
+    id: JobId,
+    kind: Arc<str>,
+    queue: Arc<str>,
+    payload: Payload,
+    state: JobState,
+    cancel_requested: bool,
+    priority: i16,
+    attempt: u32,
+    max_attempts: u32,
+    timeout: Option<Duration>,
+    run_at: i64,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+    lease_expires_at: Option<i64>,
+    lease_owner: Option<WorkerId>,
+    version: u64,
+    /// Position stamp in the store's own delivery order (see `QueueIndex`).
+    seq: u64,
+    extra: Option<Box<Extra>>,
     /// Transitions after creation (creation is derived from the record).
     events: Vec<Event>,
+}
+
+impl Slot {
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn idempotency_key(&self) -> Option<&str> {
+        self.extra
+            .as_ref()
+            .and_then(|e| e.idempotency_key.as_deref())
+    }
+
+    fn to_record(&self) -> JobRecord {
+        let extra = self.extra.as_deref();
+        JobRecord {
+            id: self.id,
+            kind: String::from(&*self.kind),
+            queue: String::from(&*self.queue),
+            payload: self.payload.clone(),
+            state: self.state,
+            priority: self.priority,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            timeout: self.timeout,
+            idempotency_key: extra.and_then(|e| e.idempotency_key.clone()),
+            tags: extra.map(|e| e.tags.clone()).unwrap_or_default(),
+            tenant: extra.and_then(|e| e.tenant.clone()),
+            strategy: extra.and_then(|e| e.strategy.clone()),
+            run_at: from_micros(self.run_at),
+            created_at: from_micros(self.created_at),
+            updated_at: from_micros(self.updated_at),
+            started_at: self.started_at.map(from_micros),
+            finished_at: self.finished_at.map(from_micros),
+            result: extra.and_then(|e| e.result.clone()),
+            last_error: extra.and_then(|e| e.last_error.clone()),
+            lease_owner: self.lease_owner.clone(),
+            lease_expires_at: self.lease_expires_at.map(from_micros),
+            cancel_requested: self.cancel_requested,
+            version: self.version,
+        }
+    }
+
+    /// Whether `filter` matches, without building a record.
+    fn matches(&self, filter: &JobFilter) -> bool {
+        filter.state.is_none_or(|s| s == self.state)
+            && filter.kind.as_deref().is_none_or(|k| k == &*self.kind)
+            && filter.queue.as_deref().is_none_or(|q| q == &*self.queue)
+            && filter
+                .tenant
+                .as_deref()
+                .is_none_or(|t| self.extra.as_ref().and_then(|e| e.tenant.as_deref()) == Some(t))
+    }
 }
 
 #[derive(Default)]
@@ -81,11 +175,187 @@ struct Inner {
     keys: HashMap<String, JobId>,
     /// Finished jobs in the order they finished, for retention.
     finished: VecDeque<(DateTime<Utc>, JobId)>,
-    counts: StateCounts,
+    total: StateTally,
+    per_kind: HashMap<Arc<str>, StateTally, foldhash::fast::RandomState>,
+    names: Names,
+    /// Delivery order, built on the first `claim_due` (when the store is its own queue) and
+    /// kept from then on; `None` while a separate queue delivers.
+    index: Option<QueueIndex>,
+}
+
+/// The store's own delivery order: due jobs by queue and priority, delayed jobs by `run_at`,
+/// leases by expiry. Entries are checked against the slot when popped (lazy deletion).
+#[derive(Default)]
+struct QueueIndex {
+    ready: ReadyHeaps,
+    /// (run_at, seq, id), earliest first.
+    delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,
+    /// (lease expiry, id), earliest first; a heartbeat leaves an early entry behind, which is
+    /// re-filed at its real expiry when popped.
+    leases: BinaryHeap<Reverse<(i64, JobId)>>,
+    seq: u64,
+}
+
+impl QueueIndex {
+    fn build(jobs: &mut BTreeMap<JobId, Slot>, now: i64) -> Self {
+        let mut index = Self::default();
+        for slot in jobs.values_mut() {
+            match slot.state {
+                JobState::Queued => index.file(slot, now),
+                JobState::Running => {
+                    if let Some(expires) = slot.lease_expires_at {
+                        index.leases.push(Reverse((expires, slot.id)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        index
+    }
+
+    /// File a queued job as ready or delayed.
+    fn file(&mut self, slot: &mut Slot, now: i64) {
+        self.seq += 1;
+        slot.seq = self.seq;
+        if slot.run_at <= now {
+            self.push_ready(slot);
+        } else {
+            self.delayed.push(Reverse((slot.run_at, slot.seq, slot.id)));
+        }
+    }
+
+    fn push_ready(&mut self, slot: &Slot) {
+        let key = ReadyKey {
+            priority: slot.priority,
+            run_at: slot.run_at,
+            seq: slot.seq,
+            id: slot.id,
+        };
+        match self.ready.get_mut(&slot.queue) {
+            Some(heap) => heap.push(key),
+            None => {
+                self.ready
+                    .entry(Arc::clone(&slot.queue))
+                    .or_default()
+                    .push(key);
+            }
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<i64> {
+        let delayed = self.delayed.peek().map(|Reverse((at, _, _))| *at);
+        let leases = self.leases.peek().map(|Reverse((at, _))| *at);
+        match (delayed, leases) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
 }
 
 impl Inner {
-    fn tally(&mut self, kind: &str, from: Option<JobState>, to: Option<JobState>) {
+    /// Claim one job for `worker` (see [`StateManager::claim`]); the flag says whether the job
+    /// reached a terminal state (a dead worker's last attempt).
+    fn claim_one(
+        &mut self,
+        id: JobId,
+        worker: &WorkerId,
+        now_at: DateTime<Utc>,
+        until: i64,
+        max_events: usize,
+    ) -> (Claim, bool) {
+        let now = micros(now_at);
+        let Some(slot) = self.jobs.get_mut(&id) else {
+            return (Claim::Skipped { id, state: None }, false);
+        };
+        let (reason, exhausted) = match slot.state {
+            JobState::Queued if slot.run_at > now => {
+                let run_at = from_micros(slot.run_at);
+                return (Claim::NotDue { id, run_at }, false);
+            }
+            JobState::Queued => (None, false),
+            JobState::Running if slot.lease_expires_at.is_some_and(|t| t <= now) => {
+                let owner = owner_name(slot.lease_owner.as_ref());
+                let exhausted = slot.attempt >= slot.max_attempts;
+                let reason = if exhausted {
+                    format!(
+                        "worker_lost: lease of {owner} expired during attempt {} of {}; no attempts left",
+                        slot.attempt, slot.max_attempts
+                    )
+                } else {
+                    format!(
+                        "lease of {owner} expired during attempt {}; taken over",
+                        slot.attempt
+                    )
+                };
+                (Some(reason), exhausted)
+            }
+            state => {
+                return (
+                    Claim::Skipped {
+                        id,
+                        state: Some(state),
+                    },
+                    false,
+                );
+            }
+        };
+        let from = slot.state;
+        let kind = Arc::clone(&slot.kind);
+        if exhausted {
+            let reason = reason.unwrap_or_default();
+            slot.state = JobState::Dead;
+            slot.finished_at = Some(now);
+            slot.updated_at = now;
+            slot.extra().last_error = Some(reason.clone());
+            slot.lease_owner = None;
+            slot.lease_expires_at = None;
+            slot.version += 1;
+            let attempt = slot.attempt;
+            slot.push(
+                Event {
+                    at: now_at,
+                    from,
+                    to: JobState::Dead,
+                    attempt,
+                    worker: Some(worker.clone()),
+                    reason: Some(reason.clone().into_boxed_str()),
+                },
+                max_events,
+            );
+            self.tally(&kind, Some(from), Some(JobState::Dead));
+            self.finished.push_back((now_at, id));
+            return (Claim::Exhausted { id, reason }, true);
+        }
+        slot.state = JobState::Running;
+        slot.attempt += 1;
+        slot.lease_owner = Some(worker.clone());
+        slot.lease_expires_at = Some(until);
+        slot.started_at = Some(now);
+        slot.updated_at = now;
+        slot.version += 1;
+        let attempt = slot.attempt;
+        slot.push(
+            Event {
+                at: now_at,
+                from,
+                to: JobState::Running,
+                attempt,
+                worker: Some(worker.clone()),
+                reason: reason.map(String::into_boxed_str),
+            },
+            max_events,
+        );
+        let record = slot.to_record();
+        if let Some(index) = &mut self.index {
+            index.leases.push(Reverse((until, id)));
+        }
+        if from != JobState::Running {
+            self.tally(&kind, Some(from), Some(JobState::Running));
+        }
+        (Claim::Claimed(record), false)
+    }
+
+    fn tally(&mut self, kind: &Arc<str>, from: Option<JobState>, to: Option<JobState>) {
         let apply = |t: &mut StateTally| {
             if let Some(from) = from {
                 let c = t.get_mut(from);
@@ -95,15 +365,8 @@ impl Inner {
                 *t.get_mut(to) += 1;
             }
         };
-        apply(&mut self.counts.total);
-        match self.counts.per_kind.get_mut(kind) {
-            Some(t) => apply(t),
-            None => {
-                let mut t = StateTally::default();
-                apply(&mut t);
-                self.counts.per_kind.insert(kind.to_owned(), t);
-            }
-        }
+        apply(&mut self.total);
+        apply(self.per_kind.entry(Arc::clone(kind)).or_default());
     }
 
     fn sweep(&mut self, now: DateTime<Utc>, config: &InMemoryStateConfig) {
@@ -115,19 +378,18 @@ impl Inner {
             }
             self.finished.pop_front();
             if let Some(slot) = self.jobs.remove(&id) {
-                if let Some(key) = &slot.record.idempotency_key {
+                if let Some(key) = slot.idempotency_key() {
                     if self.keys.get(key) == Some(&id) {
                         self.keys.remove(key);
                     }
                 }
-                self.tally(&slot.record.kind, Some(slot.record.state), None);
+                self.tally(&slot.kind, Some(slot.state), None);
                 if self
-                    .counts
                     .per_kind
-                    .get(&slot.record.kind)
+                    .get(&slot.kind)
                     .is_some_and(|t| t.total() == 0)
                 {
-                    self.counts.per_kind.remove(&slot.record.kind);
+                    self.per_kind.remove(&slot.kind);
                 }
             }
         }
@@ -158,6 +420,7 @@ impl InMemoryState {
         Self {
             inner: Mutex::new(Inner::default()),
             config,
+            notify: tokio::sync::Notify::new(),
         }
     }
 
@@ -171,6 +434,153 @@ impl InMemoryState {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Claim up to `req.max` due jobs of `req.queues` straight from the records — the store as
+    /// its own queue: `Queued` jobs that are due (highest priority, then earliest `run_at`,
+    /// then first filed) and `Running` jobs whose lease expired (taken over, or
+    /// [`Claim::Exhausted`] when their attempts are spent). Waits up to `req.wait` for a first
+    /// one. The delivery index is built on the first call and kept from then on.
+    pub async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        if req.max == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + req.wait;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now_at = Utc::now();
+            let (claims, next) = self.take_due(req, now_at);
+            if !claims.is_empty() {
+                return Ok(claims);
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Ok(claims);
+            }
+            let until_next = next
+                .map(|at| Duration::from_micros(u64::try_from(at - micros(now_at)).unwrap_or(0)))
+                .unwrap_or(remaining);
+            let nap = remaining.min(until_next.max(Duration::from_millis(1)));
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    fn take_due(&self, req: &Reserve<'_>, now_at: DateTime<Utc>) -> (Vec<Claim>, Option<i64>) {
+        let now = micros(now_at);
+        let until = micros_after(now, req.lease);
+        let max_events = self.config.max_events_per_job;
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
+        let mut index = match inner.index.take() {
+            Some(index) => index,
+            None => QueueIndex::build(&mut inner.jobs, now),
+        };
+        // Delayed jobs that came due join their ready heaps.
+        while let Some(Reverse((run_at, seq, id))) = index.delayed.peek().copied() {
+            if run_at > now {
+                break;
+            }
+            index.delayed.pop();
+            if let Some(slot) = inner.jobs.get(&id) {
+                if slot.state == JobState::Queued && slot.seq == seq {
+                    index.push_ready(slot);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(req.max.min(1024));
+        let mut finished_any = false;
+        // Jobs whose worker stopped heartbeating first, so they are not starved.
+        while out.len() < req.max {
+            let Some(Reverse((expires, id))) = index.leases.peek().copied() else {
+                break;
+            };
+            if expires > now {
+                break;
+            }
+            index.leases.pop();
+            let Some(slot) = inner.jobs.get(&id) else {
+                continue;
+            };
+            match (slot.state, slot.lease_expires_at) {
+                (JobState::Running, Some(actual)) if actual <= now => {
+                    if !req.queues.iter().any(|q| *q.as_str() == *slot.queue) {
+                        // Another pool's queue: keep the entry for it.
+                        index.leases.push(Reverse((now.saturating_add(1_000), id)));
+                        continue;
+                    }
+                    let (claim, finished) =
+                        inner.claim_one(id, req.worker, now_at, until, max_events);
+                    finished_any |= finished;
+                    if let Claim::Claimed(_) = claim {
+                        index.leases.push(Reverse((until, id)));
+                    }
+                    out.push(claim);
+                }
+                // Extended by a heartbeat: file it again at its real expiry.
+                (JobState::Running, Some(actual)) => index.leases.push(Reverse((actual, id))),
+                _ => {}
+            }
+        }
+        // Then due jobs, best first.
+        while out.len() < req.max {
+            let Some(key) = best_ready(&mut index.ready, req.queues) else {
+                break;
+            };
+            let valid = inner
+                .jobs
+                .get(&key.id)
+                .is_some_and(|slot| slot.state == JobState::Queued && slot.seq == key.seq);
+            if !valid {
+                continue;
+            }
+            let (claim, finished) = inner.claim_one(key.id, req.worker, now_at, until, max_events);
+            finished_any |= finished;
+            if let Claim::Claimed(_) = claim {
+                index.leases.push(Reverse((until, key.id)));
+            }
+            out.push(claim);
+        }
+        let next = index.next_wakeup();
+        inner.index = Some(index);
+        if finished_any {
+            inner.sweep(now_at, &self.config);
+        }
+        (out, next)
+    }
+
+    /// Delivery counts read from the records (the store as its own queue): ready and delayed
+    /// (queued, due or not), in flight (running), dead (kept by retention).
+    #[must_use]
+    pub fn queue_stats_now(&self) -> QueueStats {
+        let now = micros(Utc::now());
+        let inner = self.inner.lock();
+        let mut delayed: HashMap<&str, u64> = HashMap::new();
+        for slot in inner.jobs.values() {
+            if slot.state == JobState::Queued && slot.run_at > now {
+                *delayed.entry(&slot.kind).or_default() += 1;
+            }
+        }
+        let mut stats = QueueStats::default();
+        for (kind, tally) in &inner.per_kind {
+            let late = delayed.get(&**kind).copied().unwrap_or(0);
+            let k = KindQueueStats {
+                ready: tally.queued.saturating_sub(late),
+                delayed: late,
+                in_flight: tally.running,
+                dead: tally.dead,
+            };
+            if k == KindQueueStats::default() {
+                continue;
+            }
+            stats.ready += k.ready;
+            stats.delayed += k.delayed;
+            stats.in_flight += k.in_flight;
+            stats.dead += k.dead;
+            stats.per_kind.insert(String::from(&**kind), k);
+        }
+        stats
     }
 
     /// Drop finished jobs past retention now (it also happens as jobs finish).
@@ -193,148 +603,123 @@ impl std::fmt::Debug for InMemoryState {
     }
 }
 
-fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
-    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX)
+fn owner_name(owner: Option<&WorkerId>) -> String {
+    owner.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
 #[async_trait]
 impl StateManager for InMemoryState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
-        let mut inner = self.inner.lock();
+        let now = micros(Utc::now());
+        let mut guard = self.inner.lock();
+        let inner = &mut *guard;
         let mut out = Vec::with_capacity(jobs.len());
-        for record in jobs {
-            if let Some(key) = &record.idempotency_key {
+        let mut last_kind: Option<Arc<str>> = None;
+        let mut last_queue: Option<Arc<str>> = None;
+        for r in jobs {
+            if let Some(key) = &r.idempotency_key {
                 if let Some(existing) = inner.keys.get(key) {
                     out.push(Created::Existing(*existing));
                     continue;
                 }
-                inner.keys.insert(key.clone(), record.id);
             }
-            if inner.jobs.contains_key(&record.id) {
-                out.push(Created::Existing(record.id));
+            // Jobs of a batch mostly share kind and queue: reuse the last shared names.
+            let kind = match &last_kind {
+                Some(k) if **k == *r.kind => Arc::clone(k),
+                _ => {
+                    let k = inner.names.intern(&r.kind);
+                    last_kind = Some(Arc::clone(&k));
+                    k
+                }
+            };
+            let queue = match &last_queue {
+                Some(q) if **q == *r.queue => Arc::clone(q),
+                _ => {
+                    let q = inner.names.intern(&r.queue);
+                    last_queue = Some(Arc::clone(&q));
+                    q
+                }
+            };
+            let id = r.id;
+            let state = r.state;
+            let Entry::Vacant(vacant) = inner.jobs.entry(id) else {
+                out.push(Created::Existing(id));
                 continue;
-            }
-            let id = record.id;
-            inner.tally(&record.kind, None, Some(record.state));
-            inner.jobs.insert(
+            };
+            let key = r.idempotency_key.clone();
+            let needs_extra = r.idempotency_key.is_some()
+                || !r.tags.is_empty()
+                || r.tenant.is_some()
+                || r.strategy.is_some()
+                || r.result.is_some()
+                || r.last_error.is_some();
+            let extra = needs_extra.then(|| {
+                Box::new(Extra {
+                    idempotency_key: r.idempotency_key,
+                    tags: r.tags,
+                    tenant: r.tenant,
+                    strategy: r.strategy,
+                    result: r.result,
+                    last_error: r.last_error,
+                })
+            });
+            vacant.insert(Slot {
                 id,
-                Slot {
-                    record,
-                    events: Vec::new(),
-                },
-            );
+                kind: Arc::clone(&kind),
+                queue,
+                payload: r.payload,
+                state,
+                cancel_requested: r.cancel_requested,
+                priority: r.priority,
+                attempt: r.attempt,
+                max_attempts: r.max_attempts,
+                timeout: r.timeout,
+                run_at: micros(r.run_at),
+                created_at: micros(r.created_at),
+                updated_at: micros(r.updated_at),
+                started_at: r.started_at.map(micros),
+                finished_at: r.finished_at.map(micros),
+                lease_expires_at: r.lease_expires_at.map(micros),
+                lease_owner: r.lease_owner,
+                version: r.version,
+                seq: 0,
+                extra,
+                events: Vec::new(),
+            });
+            if let Some(key) = key {
+                inner.keys.insert(key, id);
+            }
+            inner.tally(&kind, None, Some(state));
+            if let (Some(index), Some(slot)) = (&mut inner.index, inner.jobs.get_mut(&id)) {
+                if state == JobState::Queued {
+                    index.file(slot, now);
+                }
+            }
             out.push(Created::New(id));
+        }
+        let created_any = out.iter().any(|c| matches!(c, Created::New(_)));
+        drop(guard);
+        if created_any {
+            self.notify.notify_waiters();
         }
         Ok(out)
     }
 
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
-        let now = Utc::now();
-        let until = lease_until(now, lease);
+        let now_at = Utc::now();
+        let now = micros(now_at);
+        let until = micros_after(now, lease);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(ids.len());
         let mut finished_any = false;
         for id in ids {
-            let Some(slot) = inner.jobs.get_mut(id) else {
-                out.push(Claim::Skipped {
-                    id: *id,
-                    state: None,
-                });
-                continue;
-            };
-            let r = &mut slot.record;
-            let (reason, exhausted) = match r.state {
-                JobState::Queued if r.run_at > now => {
-                    out.push(Claim::NotDue {
-                        id: *id,
-                        run_at: r.run_at,
-                    });
-                    continue;
-                }
-                JobState::Queued => (None, false),
-                JobState::Running if r.lease_expires_at.is_some_and(|at| at <= now) => {
-                    let owner = r
-                        .lease_owner
-                        .as_ref()
-                        .map_or_else(|| "unknown".to_owned(), ToString::to_string);
-                    let exhausted = r.attempt >= r.max_attempts;
-                    let reason = if exhausted {
-                        format!(
-                            "worker_lost: lease of {owner} expired during attempt {} of {}; no attempts left",
-                            r.attempt, r.max_attempts
-                        )
-                    } else {
-                        format!(
-                            "lease of {owner} expired during attempt {}; taken over",
-                            r.attempt
-                        )
-                    };
-                    (Some(reason), exhausted)
-                }
-                state => {
-                    out.push(Claim::Skipped {
-                        id: *id,
-                        state: Some(state),
-                    });
-                    continue;
-                }
-            };
-            let from = r.state;
-            let kind = r.kind.clone();
-            if exhausted {
-                let reason = reason.unwrap_or_default();
-                r.state = JobState::Dead;
-                r.finished_at = Some(now);
-                r.updated_at = now;
-                r.last_error = Some(reason.clone());
-                r.lease_owner = None;
-                r.lease_expires_at = None;
-                r.version += 1;
-                let attempt = r.attempt;
-                slot.push(
-                    Event {
-                        at: now,
-                        from,
-                        to: JobState::Dead,
-                        attempt,
-                        worker: Some(worker.clone()),
-                        reason: Some(reason.clone().into_boxed_str()),
-                    },
-                    max_events,
-                );
-                inner.tally(&kind, Some(from), Some(JobState::Dead));
-                inner.finished.push_back((now, *id));
-                finished_any = true;
-                out.push(Claim::Exhausted { id: *id, reason });
-                continue;
-            }
-            r.state = JobState::Running;
-            r.attempt += 1;
-            r.lease_owner = Some(worker.clone());
-            r.lease_expires_at = Some(until);
-            r.started_at = Some(now);
-            r.updated_at = now;
-            r.version += 1;
-            let record = r.clone();
-            slot.push(
-                Event {
-                    at: now,
-                    from,
-                    to: JobState::Running,
-                    attempt: record.attempt,
-                    worker: Some(worker.clone()),
-                    reason: reason.map(String::into_boxed_str),
-                },
-                max_events,
-            );
-            if from != JobState::Running {
-                inner.tally(&kind, Some(from), Some(JobState::Running));
-            }
-            out.push(Claim::Claimed(record));
+            let (claim, finished) = inner.claim_one(*id, worker, now_at, until, max_events);
+            finished_any |= finished;
+            out.push(claim);
         }
         if finished_any {
-            inner.sweep(now, &self.config);
+            inner.sweep(now_at, &self.config);
         }
         Ok(out)
     }
@@ -345,19 +730,18 @@ impl StateManager for InMemoryState {
         worker: &WorkerId,
         lease: Duration,
     ) -> Result<Vec<Heartbeat>> {
-        let now = Utc::now();
-        let until = lease_until(now, lease);
+        let until = micros_after(micros(Utc::now()), lease);
         let mut inner = self.inner.lock();
         Ok(ids
             .iter()
             .map(|id| match inner.jobs.get_mut(id) {
                 Some(slot)
-                    if slot.record.state == JobState::Running
-                        && slot.record.lease_owner.as_ref() == Some(worker) =>
+                    if slot.state == JobState::Running
+                        && slot.lease_owner.as_ref() == Some(worker) =>
                 {
-                    slot.record.lease_expires_at = Some(until);
+                    slot.lease_expires_at = Some(until);
                     Heartbeat::Held {
-                        cancel_requested: slot.record.cancel_requested,
+                        cancel_requested: slot.cancel_requested,
                     }
                 }
                 _ => Heartbeat::Lost,
@@ -366,11 +750,13 @@ impl StateManager for InMemoryState {
     }
 
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
-        let now = Utc::now();
+        let now_at = Utc::now();
+        let now = micros(now_at);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(transitions.len());
         let mut finished_any = false;
+        let mut requeued_any = false;
         for t in transitions {
             let Some(slot) = inner.jobs.get_mut(&t.id) else {
                 out.push(TransitionResult::Conflict {
@@ -379,75 +765,74 @@ impl StateManager for InMemoryState {
                 });
                 continue;
             };
-            let r = &mut slot.record;
-            if r.state != JobState::Running
-                || r.lease_owner.as_ref() != Some(&t.worker)
-                || r.attempt != t.attempt
+            if slot.state != JobState::Running
+                || slot.lease_owner.as_ref() != Some(&t.worker)
+                || slot.attempt != t.attempt
             {
                 out.push(TransitionResult::Conflict {
-                    current: Some(r.state),
+                    current: Some(slot.state),
                     reason: format!(
                         "not held by {} at attempt {} (state {}, attempt {}, owner {})",
                         t.worker,
                         t.attempt,
-                        r.state,
-                        r.attempt,
-                        r.lease_owner
-                            .as_ref()
-                            .map_or_else(|| "none".to_owned(), ToString::to_string)
+                        slot.state,
+                        slot.attempt,
+                        owner_name(slot.lease_owner.as_ref())
                     ),
                 });
                 continue;
             }
             let mut finish = t.finish;
             // A cancel asked for while the job ran wins over putting it back in the queue.
-            if r.cancel_requested && finish.target() == JobState::Queued {
+            if slot.cancel_requested && finish.target() == JobState::Queued {
                 finish = Finish::Cancelled {
                     reason: "cancelled by request".to_owned(),
                 };
             }
             let to = finish.target();
-            let from = r.state;
+            let from = slot.state;
             debug_assert!(from.can_transition_to(to));
             let reason: Option<String> = match finish {
                 Finish::Succeeded { result } => {
-                    r.result = result;
+                    if result.is_some() {
+                        slot.extra().result = result;
+                    }
                     None
                 }
                 Finish::Retry { run_at, error } => {
-                    r.run_at = run_at;
-                    r.last_error = Some(error.clone());
+                    slot.run_at = micros(run_at);
+                    slot.extra().last_error = Some(error.clone());
                     Some(error)
                 }
                 Finish::Defer { run_at, reason } => {
-                    r.run_at = run_at;
-                    r.attempt = r.attempt.saturating_sub(1);
+                    slot.run_at = micros(run_at);
+                    slot.attempt = slot.attempt.saturating_sub(1);
                     Some(reason)
                 }
                 Finish::Release { reason } => {
-                    r.run_at = now;
-                    r.attempt = r.attempt.saturating_sub(1);
+                    slot.run_at = now;
+                    slot.attempt = slot.attempt.saturating_sub(1);
                     Some(reason)
                 }
                 Finish::Dead { error } => {
-                    r.last_error = Some(error.clone());
+                    slot.extra().last_error = Some(error.clone());
                     Some(error)
                 }
                 Finish::Cancelled { reason } => Some(reason),
             };
-            r.state = to;
-            r.updated_at = now;
-            r.lease_owner = None;
-            r.lease_expires_at = None;
-            r.version += 1;
+            slot.state = to;
+            slot.updated_at = now;
+            slot.lease_owner = None;
+            slot.lease_expires_at = None;
+            slot.version += 1;
             if to.is_terminal() {
-                r.finished_at = Some(now);
+                slot.finished_at = Some(now);
             }
-            let (attempt, version) = (r.attempt, r.version);
-            let kind = r.kind.clone();
+            let (attempt, version) = (slot.attempt, slot.version);
+            let kind = Arc::clone(&slot.kind);
             slot.push(
                 Event {
-                    at: now,
+                    at: now_at,
                     from,
                     to,
                     attempt,
@@ -458,35 +843,48 @@ impl StateManager for InMemoryState {
             );
             inner.tally(&kind, Some(from), Some(to));
             if to.is_terminal() {
-                inner.finished.push_back((now, t.id));
+                inner.finished.push_back((now_at, t.id));
                 finished_any = true;
+            } else {
+                let fields = &mut *inner;
+                if let (Some(index), Some(slot)) = (&mut fields.index, fields.jobs.get_mut(&t.id)) {
+                    index.file(slot, now);
+                    requeued_any = true;
+                }
             }
             out.push(TransitionResult::Applied { state: to, version });
         }
         if finished_any {
-            inner.sweep(now, &self.config);
+            inner.sweep(now_at, &self.config);
+        }
+        drop(inner);
+        if requeued_any {
+            self.notify.notify_waiters();
         }
         Ok(out)
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
-        let now = Utc::now();
+        let now_at = Utc::now();
+        let now = micros(now_at);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let Some(slot) = inner.jobs.get_mut(&id) else {
-            return Err(Error::new(ErrorKind::NotFound, format!("no job {id}")));
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no job {id} (it may have finished longer ago than the retention)"),
+            ));
         };
-        let r = &mut slot.record;
-        match r.state {
+        match slot.state {
             JobState::Queued => {
-                r.state = JobState::Cancelled;
-                r.updated_at = now;
-                r.finished_at = Some(now);
-                r.version += 1;
-                let (attempt, kind) = (r.attempt, r.kind.clone());
+                slot.state = JobState::Cancelled;
+                slot.updated_at = now;
+                slot.finished_at = Some(now);
+                slot.version += 1;
+                let (attempt, kind) = (slot.attempt, Arc::clone(&slot.kind));
                 slot.push(
                     Event {
-                        at: now,
+                        at: now_at,
                         from: JobState::Queued,
                         to: JobState::Cancelled,
                         attempt,
@@ -496,14 +894,14 @@ impl StateManager for InMemoryState {
                     max_events,
                 );
                 inner.tally(&kind, Some(JobState::Queued), Some(JobState::Cancelled));
-                inner.finished.push_back((now, id));
-                inner.sweep(now, &self.config);
+                inner.finished.push_back((now_at, id));
+                inner.sweep(now_at, &self.config);
                 Ok(CancelOutcome::Cancelled)
             }
             JobState::Running => {
-                r.cancel_requested = true;
-                r.updated_at = now;
-                r.version += 1;
+                slot.cancel_requested = true;
+                slot.updated_at = now;
+                slot.version += 1;
                 Ok(CancelOutcome::Requested)
             }
             state => Ok(CancelOutcome::AlreadyFinished(state)),
@@ -511,7 +909,7 @@ impl StateManager for InMemoryState {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
-        Ok(self.inner.lock().jobs.get(&id).map(|s| s.record.clone()))
+        Ok(self.inner.lock().jobs.get(&id).map(Slot::to_record))
     }
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
@@ -520,14 +918,14 @@ impl StateManager for InMemoryState {
         let mut items = Vec::with_capacity(page.limit.min(128));
         let mut next = None;
         let mut take = |slot: &Slot| -> bool {
-            if !filter.matches(&slot.record) {
+            if !slot.matches(filter) {
                 return true;
             }
             if items.len() == page.limit {
                 next = items.last().map(|r: &JobRecord| r.id);
                 return false;
             }
-            items.push(slot.record.clone());
+            items.push(slot.to_record());
             true
         };
         match (page.order, page.after) {
@@ -571,7 +969,7 @@ impl StateManager for InMemoryState {
         let mut events = Vec::with_capacity(slot.events.len() + 1);
         events.push(JobEvent {
             job_id: id,
-            at: slot.record.created_at,
+            at: from_micros(slot.created_at),
             from: None,
             to: JobState::Queued,
             attempt: 0,
@@ -593,6 +991,25 @@ impl StateManager for InMemoryState {
     async fn counts(&self) -> Result<StateCounts> {
         let mut inner = self.inner.lock();
         inner.sweep(Utc::now(), &self.config);
-        Ok(inner.counts.clone())
+        Ok(StateCounts {
+            total: inner.total,
+            per_kind: inner
+                .per_kind
+                .iter()
+                .filter(|(_, t)| t.total() > 0)
+                .map(|(k, t)| (String::from(&**k), *t))
+                .collect(),
+        })
+    }
+}
+
+#[async_trait]
+impl super::types::QueuingState for InMemoryState {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        InMemoryState::claim_due(self, req).await
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        Ok(self.queue_stats_now())
     }
 }

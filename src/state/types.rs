@@ -28,6 +28,9 @@ impl Created {
 }
 
 /// The answer to claiming one job.
+// `Claimed` carries the whole record inline: it is the common answer, and boxing it would add
+// an allocation per claimed job for the rare variants' sake.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
     /// The caller now holds the job (state `Running`, attempt counted, lease set).

@@ -1,11 +1,37 @@
 //! How one delivery of a job runs: the [`Strategy`] trait, its [`Outcome`], the built-in
 //! strategies, and retry backoff.
+//!
+//! | strategy | name | what one delivery does | use it for |
+//! |---|---|---|---|
+//! | [`Direct`] | `direct` | calls the handler once; retries go back through the queue with backoff | the default; most kinds |
+//! | [`InlineRetry`] | `inline_retry` | retries *retryable* errors in process, a few times, 10–50 ms apart, then hands the last failure to the queue | flaky dependencies whose blips pass in milliseconds |
+//! | [`Fallback`] | `fallback` | the kind's handler, then its alternates in order, until one succeeds | kinds with a second way to do the work (another provider, a degraded path) |
+//! | [`Hedged`] | `hedged` | starts a second attempt if the first is slower than the p95 (or a set delay); the first success wins, the other is cancelled | **idempotent** kinds with a long latency tail |
+//! | [`Adaptive`] | `adaptive` | picks and tunes the above per kind from [`Memory::reflect`](crate::Memory::reflect): per-attempt timeout, inline retries, hedging | kinds whose history should decide |
+//!
+//! A job runs with the strategy it names ([`NewJob::strategy`](crate::NewJob::strategy)),
+//! else its kind's ([`KindConfig::strategy`](crate::KindConfig::strategy)), else the
+//! orchestrator's default ([`default_strategy`](crate::OrchestratorBuilder::default_strategy),
+//! `direct` unless set). Every strategy but `direct` must be registered with
+//! [`OrchestratorBuilder::strategy`](crate::OrchestratorBuilder::strategy); an unknown name is
+//! rejected at build and at submit. The strategies that retry in process or hedge run inside the
+//! kind's timeout, which bounds the whole delivery. See `docs/strategies.md` for a guide.
 
+mod adaptive;
+mod attempt;
 mod backoff;
+mod cache;
 mod direct;
+mod fallback;
+mod hedged;
+mod inline_retry;
 
+pub use adaptive::{Adaptive, AdaptivePlan, Tuning};
 pub use backoff::RetryPolicy;
 pub use direct::Direct;
+pub use fallback::Fallback;
+pub use hedged::Hedged;
+pub use inline_retry::InlineRetry;
 
 use std::time::Duration;
 
@@ -34,6 +60,8 @@ pub enum Outcome {
         after: Duration,
         /// Why.
         reason: String,
+        /// Who deferred it, as an error class (`circuit_open`, `rate_limited`, `deferred`...).
+        class: std::borrow::Cow<'static, str>,
     },
     /// It was cancelled.
     Cancelled(String),
@@ -53,6 +81,7 @@ impl Outcome {
                 JobErrorKind::Defer(after) => Outcome::Deferred {
                     after,
                     reason: error.to_string(),
+                    class: std::borrow::Cow::Owned(error.class().to_owned()),
                 },
                 JobErrorKind::Cancelled => Outcome::Cancelled(error.message().to_owned()),
                 _ => Outcome::Failed(error),
@@ -72,7 +101,7 @@ impl Outcome {
         match self {
             Outcome::Succeeded(_) => None,
             Outcome::Retry { error, .. } | Outcome::Failed(error) => Some(error.class()),
-            Outcome::Deferred { .. } => Some("deferred"),
+            Outcome::Deferred { class, .. } => Some(class),
             Outcome::Cancelled(_) => Some("cancelled"),
         }
     }

@@ -16,8 +16,8 @@ use jobforge::{ErrorKind, JobId, JobRecord, JobState, NewJob, Payload, WorkerId}
 pub fn envelope(kind: &str, priority: i16, delay_ms: i64) -> Envelope {
     Envelope {
         id: JobId::new(),
-        kind: kind.to_owned(),
-        queue: "default".to_owned(),
+        kind: kind.into(),
+        queue: "default".into(),
         priority,
         run_at: Utc::now() + chrono::Duration::milliseconds(delay_ms),
         attempt: 0,
@@ -88,7 +88,7 @@ pub async fn queue_orders_by_priority_then_run_at_then_fifo(q: Arc<dyn QueueMana
 pub async fn queue_holds_delayed_jobs_until_due(q: Arc<dyn QueueManager>) {
     let w = WorkerId::new("w");
     let later = envelope("k", 10, 300);
-    q.enqueue(&[later.clone()]).await.unwrap();
+    q.enqueue(std::slice::from_ref(&later)).await.unwrap();
     assert!(
         reserve(q.as_ref(), &w, 10, LONG, Duration::ZERO)
             .await
@@ -108,7 +108,7 @@ pub async fn queue_redelivers_after_lease_expiry(q: Arc<dyn QueueManager>) {
     let a = WorkerId::new("a");
     let b = WorkerId::new("b");
     let e = envelope("k", 0, 0);
-    q.enqueue(&[e.clone()]).await.unwrap();
+    q.enqueue(std::slice::from_ref(&e)).await.unwrap();
     let first = reserve(
         q.as_ref(),
         &a,
@@ -206,7 +206,7 @@ pub async fn queue_release_and_dead_letter(q: Arc<dyn QueueManager>) {
     assert_eq!(stats.per_kind["beta"].dead, 1);
     // Released with an immediate run_at: delivered again.
     let q2 = envelope("gamma", 0, 0);
-    q.enqueue(&[q2.clone()]).await.unwrap();
+    q.enqueue(std::slice::from_ref(&q2)).await.unwrap();
     let l = reserve(q.as_ref(), &w, 1, LONG, Duration::ZERO).await;
     q.release(&[Release {
         lease: l[0].clone(),

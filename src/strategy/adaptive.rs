@@ -1,0 +1,359 @@
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::attempt::{attempt, describe, fmt_duration};
+use super::cache::{CacheConfig, ReflectionCache};
+use super::hedged::{HedgeReport, hedge, warn_not_idempotent};
+use super::inline_retry::{Pause, retry_inline};
+use super::{Direct, Outcome, Strategy};
+use crate::handler::{Handler, JobContext, JobError};
+use crate::memory::{Reflection, StrategyChoice, Window};
+
+/// Chooses and tunes the other strategies per kind from its history
+/// ([`Memory::reflect`](crate::Memory::reflect)).
+///
+/// For each job, `Adaptive` looks up its kind's [`Reflection`] in a per-kind cache (loaded on
+/// the kind's first job, refreshed in the background every 30 s or, if set, every *M*
+/// executions; never a memory round trip per job) and turns its
+/// [`Recommendation`](crate::memory::Recommendation) into a [`AdaptivePlan`]:
+///
+/// | recommendation field | what `Adaptive` does with it |
+/// |---|---|
+/// | `confident == false` (or no reflection) | runs the **base strategy** ([`Direct`] unless set with [`Adaptive::with_base`]) unchanged |
+/// | `timeout` | deadline of **each attempt** (`tokio::time::timeout`, ending in a retryable [`JobError::timeout`]); floored at 10 ms |
+/// | `inline_retries` | in-process retries of retryable errors, as [`InlineRetry`](super::InlineRetry) does; capped at 3 |
+/// | `strategy == Hedged` + `hedge_delay` (else `p95`) | **hedges** each attempt after that delay, *only if the kind is idempotent*; otherwise runs once and notes the refusal |
+/// | `max_attempts` | not acted on by default (a job's stored attempts cannot change); with [`Adaptive::fail_fast`], see below |
+/// | `rationale` | copied into the decision recorded with the execution |
+///
+/// The kind's (or job's) own timeout still bounds the whole delivery, retries and hedges
+/// included; the recommended timeout bounds each attempt within it.
+///
+/// **Fail fast (opt-in).** With [`Adaptive::fail_fast`]`(true)`, when the confident
+/// recommendation says `max_attempts == 1` *and* the reflection saw failures
+/// (`retry_rescue_rate` is `Some`, so retries were tried and did not rescue them), a delivery
+/// that still ends retryable is returned as a permanent [`Outcome::Failed`] (class kept,
+/// message marked), instead of spending the job's remaining queue attempts. Off by default:
+/// a new kind of transient failure the history has not seen would otherwise be dead-lettered
+/// at once.
+///
+/// Every execution records its decision via [`JobContext::set_decision`]: the settings used,
+/// what happened (inline retries used, which hedge attempt won) and the recommendation's
+/// rationale.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use jobforge::strategy::{Adaptive, InlineRetry};
+/// use jobforge::Orchestrator;
+///
+/// let orchestrator = Orchestrator::builder()
+///     // Until history is confident, fall back to two quick inline retries.
+///     .strategy(Arc::new(Adaptive::new().with_base(Arc::new(InlineRetry::new(2)))))
+///     .default_strategy("adaptive")
+///     .build()?;
+/// assert_eq!(orchestrator.strategies(), vec!["adaptive", "direct"]);
+/// # Ok::<(), jobforge::Error>(())
+/// ```
+pub struct Adaptive {
+    name: String,
+    base: Arc<dyn Strategy>,
+    cache: ReflectionCache,
+    pause: Pause,
+    max_inline_retries: u32,
+    min_timeout: Duration,
+    fail_fast: bool,
+    warned: parking_lot::Mutex<HashSet<String>>,
+}
+
+impl fmt::Debug for Adaptive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Adaptive")
+            .field("name", &self.name)
+            .field("base", &self.base.name())
+            .field("cache", &self.cache)
+            .field("pause", &self.pause)
+            .field("max_inline_retries", &self.max_inline_retries)
+            .field("min_timeout", &self.min_timeout)
+            .field("fail_fast", &self.fail_fast)
+            .finish()
+    }
+}
+
+impl Default for Adaptive {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What [`Adaptive`] does for one job of a kind, given the kind's reflection
+/// (see [`Adaptive::plan`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdaptivePlan {
+    /// Run the base strategy: there is no confident recommendation.
+    Base {
+        /// Why (no reflection, or not confident, with the count seen).
+        reason: String,
+    },
+    /// Run with settings taken from the recommendation.
+    Tuned(Tuning),
+}
+
+/// The settings [`Adaptive`] runs a confidently-understood kind with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tuning {
+    /// Deadline of each attempt.
+    pub timeout: Option<Duration>,
+    /// In-process retries of retryable errors.
+    pub inline_retries: u32,
+    /// Hedge each attempt after this delay.
+    pub hedge_delay: Option<Duration>,
+    /// Hedging was recommended but the kind is not idempotent, so it is not done.
+    pub hedge_refused: bool,
+    /// A retryable failure is returned as permanent (see [`Adaptive::fail_fast`]).
+    pub fail_fast: bool,
+}
+
+impl fmt::Display for Tuning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.timeout {
+            Some(t) => write!(f, "timeout {}/attempt", fmt_duration(t))?,
+            None => f.write_str("no timeout")?,
+        }
+        match self.inline_retries {
+            0 => f.write_str(", no inline retries")?,
+            n => write!(f, ", up to {n} inline retries")?,
+        }
+        match (self.hedge_delay, self.hedge_refused) {
+            (Some(d), _) => write!(f, ", hedge after {}", fmt_duration(d))?,
+            (None, true) => f.write_str(", hedging refused: kind not idempotent")?,
+            (None, false) => f.write_str(", no hedge")?,
+        }
+        if self.fail_fast {
+            f.write_str(", fail fast")?;
+        }
+        Ok(())
+    }
+}
+
+impl Adaptive {
+    /// The name it is registered under unless renamed with [`Adaptive::with_name`].
+    pub const NAME: &'static str = "adaptive";
+
+    /// [`Direct`] until confident; reflections over the latest 500 executions, refreshed every
+    /// 30 s; at most 3 inline retries, 10–50 ms apart; timeouts no shorter than 10 ms; no fail
+    /// fast.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            name: Self::NAME.to_owned(),
+            base: Arc::new(Direct),
+            cache: ReflectionCache::new(CacheConfig::default()),
+            pause: Pause::default(),
+            max_inline_retries: 3,
+            min_timeout: Duration::from_millis(10),
+            fail_fast: false,
+            warned: parking_lot::Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Register under another name.
+    #[must_use]
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The strategy to run while the recommendation is not confident (default [`Direct`]).
+    #[must_use]
+    pub fn with_base(mut self, base: Arc<dyn Strategy>) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// The window of history to reflect on (default the latest 500 executions).
+    #[must_use]
+    pub fn with_window(mut self, window: Window) -> Self {
+        self.cache.config.window = window;
+        self
+    }
+
+    /// Ask the memory again after this long (default 30 s).
+    #[must_use]
+    pub fn with_refresh_interval(mut self, interval: Duration) -> Self {
+        self.cache.config.interval = interval;
+        self
+    }
+
+    /// Also ask the memory again after this many executions of a kind (default: only by
+    /// time).
+    #[must_use]
+    pub fn with_refresh_after_runs(mut self, executions: u64) -> Self {
+        self.cache.config.after_runs = Some(executions.max(1));
+        self
+    }
+
+    /// The most inline retries made, whatever is recommended (default 3).
+    #[must_use]
+    pub fn with_max_inline_retries(mut self, retries: u32) -> Self {
+        self.max_inline_retries = retries;
+        self
+    }
+
+    /// The pause before an inline retry: `delay` plus a uniform `0..=jitter` (default 10 ms
+    /// + 40 ms).
+    #[must_use]
+    pub fn with_inline_pause(mut self, delay: Duration, jitter: Duration) -> Self {
+        self.pause = Pause { delay, jitter };
+        self
+    }
+
+    /// The shortest per-attempt timeout applied, whatever is recommended (default 10 ms).
+    #[must_use]
+    pub fn with_min_timeout(mut self, min: Duration) -> Self {
+        self.min_timeout = min;
+        self
+    }
+
+    /// Return a retryable failure as permanent when the history says retries do not help
+    /// (default off; see the [type docs](Adaptive)).
+    #[must_use]
+    pub fn fail_fast(mut self, enabled: bool) -> Self {
+        self.fail_fast = enabled;
+        self
+    }
+
+    /// What this strategy does for a job of a kind with `reflection`, whose kind is
+    /// `idempotent` or not. Pure: it is what [`Strategy::run`] follows, offered to inspect
+    /// and test the choice.
+    ///
+    /// ```
+    /// use jobforge::strategy::{Adaptive, AdaptivePlan};
+    ///
+    /// // Without history, the base strategy runs.
+    /// assert!(matches!(Adaptive::new().plan(None, true), AdaptivePlan::Base { .. }));
+    /// ```
+    #[must_use]
+    pub fn plan(&self, reflection: Option<&Reflection>, idempotent: bool) -> AdaptivePlan {
+        let Some(reflection) = reflection else {
+            return AdaptivePlan::Base {
+                reason: "no reflection available".to_owned(),
+            };
+        };
+        let rec = &reflection.recommendation;
+        if !rec.confident {
+            return AdaptivePlan::Base {
+                reason: format!(
+                    "recommendation not confident ({} executions seen)",
+                    reflection.count
+                ),
+            };
+        }
+        let wants_hedge = rec.strategy == StrategyChoice::Hedged;
+        let hedge_delay = rec.hedge_delay.or(reflection.p95);
+        AdaptivePlan::Tuned(Tuning {
+            timeout: rec.timeout.map(|t| t.max(self.min_timeout)),
+            inline_retries: rec.inline_retries.min(self.max_inline_retries),
+            hedge_delay: hedge_delay.filter(|_| wants_hedge && idempotent),
+            hedge_refused: wants_hedge && !idempotent,
+            fail_fast: self.fail_fast
+                && rec.max_attempts <= 1
+                && reflection.retry_rescue_rate.is_some(),
+        })
+    }
+
+    async fn run_base(&self, ctx: &JobContext, handler: &dyn Handler, reason: &str) -> Outcome {
+        let outcome = self.base.run(ctx, handler).await;
+        let inner = ctx.decision().map(|d| format!("; {d}")).unwrap_or_default();
+        ctx.set_decision(format!(
+            "{}: base strategy `{}` ({reason}): {}{inner}",
+            self.name,
+            self.base.name(),
+            describe(&outcome)
+        ));
+        outcome
+    }
+}
+
+#[async_trait]
+impl Strategy for Adaptive {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn run(&self, ctx: &JobContext, handler: &dyn Handler) -> Outcome {
+        let reflection = self.cache.get(ctx).await;
+        let tuning = match self.plan(reflection.as_deref(), ctx.is_idempotent()) {
+            AdaptivePlan::Base { reason } => return self.run_base(ctx, handler, &reason).await,
+            AdaptivePlan::Tuned(tuning) => tuning,
+        };
+        if tuning.hedge_refused {
+            warn_not_idempotent(&self.warned, ctx.kind(), &self.name);
+        }
+        let hedges = AtomicU32::new(0);
+        let last_hedge: parking_lot::Mutex<Option<HedgeReport>> = parking_lot::Mutex::new(None);
+        let (hedges, last_hedge, plan) = (&hedges, &last_hedge, &tuning);
+        let (outcome, used) = retry_inline(ctx, tuning.inline_retries, self.pause, || async move {
+            match plan.hedge_delay {
+                Some(delay) => {
+                    let (outcome, report) = hedge(ctx, handler, delay, plan.timeout).await;
+                    if report.hedged() {
+                        hedges.fetch_add(1, Ordering::Relaxed);
+                    }
+                    *last_hedge.lock() = Some(report);
+                    outcome
+                }
+                None => attempt(ctx, handler, plan.timeout).await,
+            }
+        })
+        .await;
+        let outcome = match outcome {
+            Outcome::Retry { error, .. } if tuning.fail_fast => Outcome::Failed(
+                JobError::permanent(format!(
+                    "{} (adaptive fail-fast: retries have not rescued failures of this kind)",
+                    error.message()
+                ))
+                .with_class(error.class().to_owned()),
+            ),
+            other => other,
+        };
+        let mut ran = Vec::new();
+        if tuning.inline_retries > 0 {
+            ran.push(format!("{used} inline retries used"));
+        }
+        if let Some(report) = last_hedge.lock().take() {
+            if used == 0 {
+                ran.push(report.to_string());
+            } else {
+                ran.push(format!(
+                    "{} of {} attempts hedged; last: {report}",
+                    hedges.load(Ordering::Relaxed),
+                    used + 1
+                ));
+            }
+        }
+        let ran = if ran.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", ran.join(", "))
+        };
+        let rationale = reflection
+            .as_deref()
+            .map(|r| r.recommendation.rationale.trim())
+            .filter(|r| !r.is_empty())
+            .map(|r| format!("; why: {r}"))
+            .unwrap_or_default();
+        ctx.set_decision(format!(
+            "{}: {tuning}{ran}: {}{rationale}",
+            self.name,
+            describe(&outcome)
+        ));
+        outcome
+    }
+}
