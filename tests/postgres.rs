@@ -799,7 +799,7 @@ async fn eight_worker_pools_race_over_10000_jobs() {
         0,
         "a job ran twice at once"
     );
-    let runs = runs.lock();
+    let runs = runs.lock().clone();
     assert_eq!(runs.len(), 10_000);
     assert!(runs.values().all(|n| *n == 1), "every job ran exactly once");
     let counts = orchestrators[0].stats().await.unwrap().jobs;
@@ -921,13 +921,13 @@ async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
     for racer in racers {
         racer.await.unwrap();
     }
-    let applied = applied.lock();
+    let applied = applied.lock().clone();
     assert_eq!(applied.len(), 1000);
     assert!(
         applied.values().all(|n| *n == 1),
         "exactly one finish per job"
     );
-    let claims = claims.lock();
+    let claims = claims.lock().clone();
     let mut takeovers = 0;
     for (id, held) in claims.iter() {
         let mut held = held.clone();
@@ -1277,16 +1277,40 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Option<Self> {
+        // PG_BIN, else pg_config's answer, else the newest /usr/lib/postgresql/<version>/bin.
+        let from_pg_config = || {
+            Command::new("pg_config")
+                .arg("--bindir")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        };
+        let newest_installed = || {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect();
+            dirs.sort_by_key(|d| {
+                d.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+            });
+            dirs.pop()
+        };
         let bin = std::env::var_os("PG_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-        if !bin.join("initdb").exists() {
+            .into_iter()
+            .chain(from_pg_config())
+            .chain(newest_installed())
+            .find(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
             eprintln!(
-                "skipped: no PostgreSQL server binaries in {} (set PG_BIN to their folder)",
-                bin.display()
+                "skipped: no PostgreSQL server binaries found (set PG_BIN to the folder holding initdb and pg_ctl)"
             );
             return None;
-        }
+        };
         let as_postgres = Command::new("id")
             .arg("-u")
             .output()
@@ -1499,7 +1523,7 @@ async fn workers_recover_by_themselves_from_killed_connections_and_a_restart() {
     for pool in pools {
         pool.shutdown(WAIT).await;
     }
-    let runs = runs.lock();
+    let runs = runs.lock().clone();
     let lost: Vec<&JobId> = ids.iter().filter(|id| !runs.contains(id)).collect();
     assert!(lost.is_empty(), "{} jobs never ran", lost.len());
     let counts = state.counts().await.unwrap();
