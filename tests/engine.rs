@@ -541,3 +541,28 @@ async fn executions_are_recorded_in_memory() {
     assert_eq!(reflection.count, 20);
     assert_eq!(reflection.succeeded, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_in_memory_state_can_be_queue_and_state_at_once() {
+    let state = Arc::new(jobforge::state::InMemoryState::new());
+    let orch = Orchestrator::builder()
+        .queue_and_state(Arc::clone(&state))
+        .handler("double", |ctx: JobContext| async move {
+            let n: i64 = ctx.decode()?;
+            Ok(json!(n * 2))
+        })
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(workers()).unwrap();
+    let jobs: Vec<NewJob> = (0..200)
+        .map(|i| NewJob::new("double").payload(&i))
+        .collect();
+    let submitted = orch.submit_batch(jobs).await.unwrap();
+    orch.wait_idle(WAIT).await.unwrap();
+    let r = orch.get(submitted[21].id).await.unwrap().unwrap();
+    assert_eq!(r.result.unwrap().as_str(), "42");
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(stats.jobs.total.succeeded, 200);
+    assert_eq!((stats.queue.ready, stats.queue.in_flight), (0, 0));
+    assert!(pool.shutdown(WAIT).await.drained);
+}

@@ -9,6 +9,7 @@
 //! the shared server.
 
 mod conformance;
+mod memory_suite;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -18,13 +19,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use jobforge::memory::{ExecutionRecord, Window};
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
 use jobforge::state::{
     CancelOutcome, Claim, Finish, QueuingState, StateManager, Transition, TransitionResult,
 };
-use jobforge::{ErrorKind, JobId, WorkerId};
+use jobforge::{ErrorKind, JobId, Memory, WorkerId};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -183,6 +185,109 @@ async fn postgres_state_keeps_the_state_contract() {
     let url = database_url_or_skip!();
     let factory = Factory::new(url);
     conformance::run_state_suite(&|| factory.backend().state() as Arc<dyn StateManager>).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_memory_keeps_the_memory_contract() {
+    let url = database_url_or_skip!();
+    let factory = Factory::new(url);
+    memory_suite::run_all(&|| factory.backend().memory() as Arc<dyn Memory>).await;
+}
+
+/// A history with every outcome, inline retries, rescued and unrescued jobs, ties among
+/// error classes, and durations down to the nanosecond.
+fn mixed_history(kind: &str, n: usize, seed: u64) -> Vec<ExecutionRecord> {
+    use jobforge::memory::OutcomeClass::*;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let now = Utc::now();
+    let jobs: Vec<JobId> = (0..n / 3 + 1).map(|_| JobId::new()).collect();
+    (0..n)
+        .map(|i| {
+            let outcome = [
+                Succeeded, Succeeded, Succeeded, Retried, Failed, Deferred, Cancelled,
+            ][rng.usize(0..7)];
+            ExecutionRecord {
+                job_id: jobs[rng.usize(0..jobs.len())],
+                kind: kind.to_owned(),
+                strategy: "direct".to_owned(),
+                outcome,
+                // Mostly 1-50 ms, now and then a long tail.
+                duration: Duration::from_nanos(if rng.u8(0..20) == 0 {
+                    rng.u64(1_000_000_000..5_000_000_000)
+                } else {
+                    rng.u64(1_000_000..50_000_000)
+                }),
+                attempt: 1,
+                inline_retries: if rng.u8(0..5) == 0 { 1 } else { 0 },
+                error_class: match outcome {
+                    Succeeded => None,
+                    _ => {
+                        Some(["timeout", "http_503", "bad_input", "db"][rng.usize(0..4)].to_owned())
+                    }
+                },
+                // Half two days ago, half within the last hour (far from any window edge).
+                at: if i < n / 2 {
+                    now - chrono::Duration::hours(48)
+                } else {
+                    now - chrono::Duration::minutes(30)
+                },
+                decision: None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_in_sql_answers_as_the_in_memory_memory() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await.memory();
+    let memory = jobforge::memory::InMemoryMemory::new();
+    let mut histories = vec![("small", mixed_history("small", 7, 1))];
+    for (i, name) in ["mixed-a", "mixed-b", "mixed-c"].into_iter().enumerate() {
+        histories.push((name, mixed_history(name, 300 + 97 * i, 10 + i as u64)));
+    }
+    // A long-tailed, always-successful kind: confident and hedged.
+    let mut tail: Vec<ExecutionRecord> = mixed_history("tail", 200, 7)
+        .into_iter()
+        .map(|mut r| {
+            r.outcome = jobforge::memory::OutcomeClass::Succeeded;
+            r.error_class = None;
+            r.inline_retries = 0;
+            r
+        })
+        .collect();
+    tail.truncate(200);
+    histories.push(("tail", tail));
+    for (_, history) in &histories {
+        for chunk in history.chunks(64) {
+            memory.record(chunk).await.unwrap();
+            pg.record(chunk).await.unwrap();
+        }
+    }
+    let windows = [
+        Window::All,
+        Window::Last(0),
+        Window::Last(1),
+        Window::Last(50),
+        Window::Last(10_000),
+        Window::Since(Duration::from_secs(3600)),
+        Window::Since(Duration::from_secs(7 * 24 * 3600)),
+        Window::Since(Duration::MAX),
+    ];
+    let mut confident = 0;
+    for (kind, _) in histories.iter().chain([("never-ran", Vec::new())].iter()) {
+        for window in windows {
+            let want = memory.reflect(kind, window).await.unwrap();
+            let got = pg.reflect(kind, window).await.unwrap();
+            assert_eq!(got, want, "{kind} {window:?}");
+            confident += usize::from(want.recommendation.confident);
+        }
+    }
+    assert!(
+        confident > 10,
+        "the histories should be big enough to recommend from"
+    );
 }
 
 // ------------------------------------------------------------------ one store as the queue
@@ -1172,16 +1277,40 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Option<Self> {
+        // PG_BIN, else pg_config's answer, else the newest /usr/lib/postgresql/<version>/bin.
+        let from_pg_config = || {
+            Command::new("pg_config")
+                .arg("--bindir")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        };
+        let newest_installed = || {
+            let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+                .collect();
+            dirs.sort_by_key(|d| {
+                d.parent()
+                    .and_then(|v| v.file_name())
+                    .and_then(|v| v.to_str())
+                    .and_then(|v| v.parse::<u32>().ok())
+            });
+            dirs.pop()
+        };
         let bin = std::env::var_os("PG_BIN")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"));
-        if !bin.join("initdb").exists() {
+            .into_iter()
+            .chain(from_pg_config())
+            .chain(newest_installed())
+            .find(|b| b.join("initdb").exists());
+        let Some(bin) = bin else {
             eprintln!(
-                "skipped: no PostgreSQL server binaries in {} (set PG_BIN to their folder)",
-                bin.display()
+                "skipped: no PostgreSQL server binaries found (set PG_BIN to the folder holding initdb and pg_ctl)"
             );
             return None;
-        }
+        };
         let as_postgres = Command::new("id")
             .arg("-u")
             .output()

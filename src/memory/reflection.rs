@@ -191,7 +191,7 @@ fn interpolation_points(n: usize, p: f64) -> (usize, usize, f64) {
 }
 
 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-fn interpolate(a: u64, b: u64, frac: f64) -> Duration {
+pub(crate) fn interpolate(a: u64, b: u64, frac: f64) -> Duration {
     // Sorted ascending, so b >= a; interpolating on the difference keeps `a` exact.
     let step = (b.saturating_sub(a) as f64 * frac).round() as u64;
     Duration::from_nanos(a.saturating_add(step))

@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use super::PostgresConfig;
 use super::shared::{Shared, db_error};
+use crate::memory::PostgresMemory;
 use crate::queue::PostgresQueue;
 use crate::state::PostgresState;
 use crate::{Error, ErrorKind, Result};
@@ -44,6 +45,7 @@ pub struct PostgresBackend {
     shared: Arc<Shared>,
     state: Arc<PostgresState>,
     queue: Arc<PostgresQueue>,
+    memory: Arc<PostgresMemory>,
 }
 
 impl std::fmt::Debug for PostgresBackend {
@@ -145,10 +147,12 @@ impl PostgresBackend {
 
         let state = Arc::new(PostgresState::new(Arc::clone(&shared)));
         let queue = Arc::new(PostgresQueue::new(Arc::clone(&shared)));
+        let memory = Arc::new(PostgresMemory::new(Arc::clone(&shared)));
         if let Some(every) = shared.config.purge_interval {
             let task = tokio::spawn(purge_loop(
                 Arc::downgrade(&state),
                 Arc::downgrade(&queue),
+                Arc::downgrade(&memory),
                 every,
             ));
             shared.add_task(task.abort_handle());
@@ -158,6 +162,7 @@ impl PostgresBackend {
             shared,
             state,
             queue,
+            memory,
         })
     }
 
@@ -174,6 +179,12 @@ impl PostgresBackend {
     #[must_use]
     pub fn queue(&self) -> Arc<PostgresQueue> {
         Arc::clone(&self.queue)
+    }
+
+    /// The memory: entries, execution history and reflection.
+    #[must_use]
+    pub fn memory(&self) -> Arc<PostgresMemory> {
+        Arc::clone(&self.memory)
     }
 
     /// The connection pool.
@@ -196,16 +207,20 @@ impl PostgresBackend {
     }
 
     /// Delete now what is past retention (finished jobs with their history, old dead
-    /// letters), in batches of [`PostgresConfig::purge_batch`] rows. Returns the rows
+    /// letters and executions, expired memory entries), in batches of [`PostgresConfig::purge_batch`] rows. Returns the rows
     /// deleted. The background purge does the same every
     /// [`PostgresConfig::purge_interval`].
     pub async fn purge(&self) -> Result<u64> {
-        purge_all(&self.state, &self.queue).await
+        purge_all(&self.state, &self.queue, &self.memory).await
     }
 }
 
-async fn purge_all(state: &PostgresState, queue: &PostgresQueue) -> Result<u64> {
-    Ok(state.purge_finished().await? + queue.purge_dead_letters().await?)
+async fn purge_all(
+    state: &PostgresState,
+    queue: &PostgresQueue,
+    memory: &PostgresMemory,
+) -> Result<u64> {
+    Ok(state.purge_finished().await? + queue.purge_dead_letters().await? + memory.purge().await?)
 }
 
 async fn listen_loop(shared: Weak<Shared>, mut listener: PgListener) {
@@ -240,13 +255,20 @@ async fn listen_loop(shared: Weak<Shared>, mut listener: PgListener) {
     }
 }
 
-async fn purge_loop(state: Weak<PostgresState>, queue: Weak<PostgresQueue>, every: Duration) {
+async fn purge_loop(
+    state: Weak<PostgresState>,
+    queue: Weak<PostgresQueue>,
+    memory: Weak<PostgresMemory>,
+    every: Duration,
+) {
     loop {
         tokio::time::sleep(every).await;
-        let (Some(state), Some(queue)) = (state.upgrade(), queue.upgrade()) else {
+        let (Some(state), Some(queue), Some(memory)) =
+            (state.upgrade(), queue.upgrade(), memory.upgrade())
+        else {
             return;
         };
-        match purge_all(&state, &queue).await {
+        match purge_all(&state, &queue, &memory).await {
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "purged rows past retention"),
             Err(err) => tracing::warn!(error = %err, "purge failed; will try again"),

@@ -43,6 +43,9 @@ pub struct PostgresConfig {
     pub purge_batch: usize,
     /// How long executions recorded in the memory are kept. Default 7 days.
     pub execution_retention: Duration,
+    /// Largest memory entry value, in bytes of JSON (as the in-memory memory's default).
+    /// Default 64 KiB.
+    pub max_value_bytes: usize,
 }
 
 impl Default for PostgresConfig {
@@ -57,6 +60,7 @@ impl Default for PostgresConfig {
             purge_interval: Some(Duration::from_secs(60)),
             purge_batch: 1_000,
             execution_retention: Duration::from_secs(7 * 24 * 3600),
+            max_value_bytes: 64 * 1024,
         }
     }
 }
@@ -122,6 +126,13 @@ impl PostgresConfig {
     #[must_use]
     pub fn with_execution_retention(mut self, retention: Duration) -> Self {
         self.execution_retention = retention;
+        self
+    }
+
+    /// Accept memory entry values up to `bytes` of JSON.
+    #[must_use]
+    pub fn with_max_value_bytes(mut self, bytes: usize) -> Self {
+        self.max_value_bytes = bytes;
         self
     }
 

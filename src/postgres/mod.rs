@@ -3,7 +3,8 @@
 //!
 //! [`PostgresBackend::connect`] opens a pool, runs the crate's embedded migrations in its own
 //! schema (default `jobforge`) under an advisory lock, and starts a `LISTEN` connection that
-//! wakes idle workers when jobs arrive. From it come [`PostgresState`] and [`PostgresQueue`].
+//! wakes idle workers when jobs arrive. From it come [`PostgresState`], [`PostgresQueue`] and
+//! [`PostgresMemory`].
 //!
 //! With one Postgres as both queue and state, hand the state to
 //! [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state): the
@@ -18,6 +19,7 @@
 //! let pg = PostgresBackend::connect("postgres://postgres@127.0.0.1:5432/app").await?;
 //! let orchestrator = Orchestrator::builder()
 //!     .queue_and_state(pg.state())
+//!     .memory(pg.memory())
 //!     .handler("noop", |_ctx: JobContext| async { Ok(serde_json::Value::Null) })
 //!     .build()?;
 //! let workers = orchestrator.start_workers(WorkerConfig::default())?;
@@ -29,6 +31,7 @@
 //!
 //! [`PostgresState`]: crate::state::PostgresState
 //! [`PostgresQueue`]: crate::queue::PostgresQueue
+//! [`PostgresMemory`]: crate::memory::PostgresMemory
 
 mod backend;
 mod config;
