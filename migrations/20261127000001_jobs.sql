@@ -56,11 +56,12 @@ CREATE INDEX jobs_lease ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE UNIQUE INDEX jobs_idempotency_key ON jobs (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 -- Listing by state and by kind, walked by id (keyset pagination). Partial, so the hot path
--- (claim: queued -> running, finish: running -> succeeded) adds no entries to them: running
--- jobs are few (listed through jobs_lease) and succeeded ones the bulk (listed through the
--- primary key).
+-- adds few entries: a claim (queued -> running) and a finish (running -> succeeded) none,
+-- a submit one (queued, which listing and the reconciler page through). Running jobs are
+-- few (listed through jobs_lease), succeeded ones the bulk (listed through the primary key);
+-- by kind, the rare end states have an index, the rest is walked by id.
 CREATE INDEX jobs_state_id ON jobs (state, id) WHERE state IN ('queued', 'dead', 'cancelled');
-CREATE INDEX jobs_kind_id ON jobs (kind, id) WHERE state IN ('queued', 'dead', 'cancelled');
+CREATE INDEX jobs_kind_id ON jobs (kind, id) WHERE state IN ('dead', 'cancelled');
 CREATE INDEX jobs_tenant_id ON jobs (tenant, id) WHERE tenant IS NOT NULL;
 -- Retention: finished jobs, oldest first.
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;

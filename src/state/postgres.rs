@@ -62,7 +62,8 @@ ins AS (
 ),
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
-    SELECT kind, 'queued', $14, count(*) FROM ins GROUP BY kind ORDER BY kind
+    SELECT kind, 'queued', $14, n FROM (SELECT kind, count(*) AS n FROM ins GROUP BY kind) g
+    ORDER BY kind
     ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
 ),
 notified AS (
