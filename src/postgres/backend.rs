@@ -79,8 +79,14 @@ impl PostgresBackend {
             .application_name(&config.application_name)
             // The batch statements bind arrays of thousands of values; planning them anew
             // for those values (PostgreSQL's first five runs of a prepared statement) costs
-            // more than running them, and the generic plan is as good.
-            .options([("plan_cache_mode", "force_generic_plan")]);
+            // more than running them, and the generic plan is as good. Every statement is
+            // built for an index, but a generic plan made while the tables are still small
+            // (a new schema; statistics lag behind by up to a minute) would scan whole
+            // tables that then grow: seq scans are for when no index applies.
+            .options([
+                ("plan_cache_mode", "force_generic_plan"),
+                ("enable_seqscan", "off"),
+            ]);
         let target = format!(
             "{}:{} (database `{}`, user `{}`)",
             options.get_host(),
@@ -120,10 +126,13 @@ impl PostgresBackend {
     /// schema explicitly, so the pool's `search_path` does not matter. `LISTEN` gets a
     /// connection of its own, opened with the pool's options.
     ///
-    /// For batch speed, open the pool with `plan_cache_mode=force_generic_plan`
-    /// (`PgConnectOptions::options`), as [`connect`](Self::connect) does: otherwise PostgreSQL
-    /// plans each of the first five runs of a statement for its bound values, and planning
-    /// a batch of thousands of values costs more than running it.
+    /// For batch speed, open the pool with `plan_cache_mode=force_generic_plan` and
+    /// `enable_seqscan=off` (`PgConnectOptions::options`), as [`connect`](Self::connect)
+    /// does: otherwise PostgreSQL plans each of the first five runs of a statement for its
+    /// bound values (planning a batch of thousands of values costs more than running it),
+    /// and a generic plan made while the tables are new and small can scan whole tables
+    /// that then grow, until autovacuum's statistics catch up. Both settings would apply to
+    /// every query on the pool, so a pool of jobforge's own is the better choice.
     pub async fn from_pool(pool: PgPool, config: PostgresConfig) -> Result<Self> {
         config.validate()?;
         migrate(&pool, &config.schema).await?;

@@ -40,14 +40,7 @@ const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, 
 /// side of the answer, so it always runs), and answers only the rows it skipped (with the
 /// holder of their key, if it can see one), or one empty row.
 const CREATE: &str = r"
-WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
-                         $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
-                         $11::text[], $12::timestamptz[], $13::timestamptz[])
-        WITH ORDINALITY AS t(id, kind, queue, payload, priority, max_attempts, timeout_ms,
-                             idempotency_key, tags, tenant, strategy, run_at, created_at, ord)
-),
-ins AS (
+WITH ins AS (
     INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
         timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
         version)
@@ -56,7 +49,12 @@ ins AS (
         CASE WHEN tags IS NULL THEN '{}'::text[]
              ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
         tenant, strategy, run_at, created_at, created_at, 1
-    FROM input ORDER BY ord
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
+                $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
+                $11::text[], $12::timestamptz[], $13::timestamptz[])
+        WITH ORDINALITY AS t(id, kind, queue, payload, priority, max_attempts, timeout_ms,
+                             idempotency_key, tags, tenant, strategy, run_at, created_at, ord)
+    ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING id, kind, queue, run_at, idempotency_key
 ),
@@ -74,14 +72,16 @@ notified AS (
 SELECT s.ord, s.holder, s.id_taken
 FROM (SELECT count(*) FROM notified) n
 LEFT JOIN (
+    -- Looked for only when some row was skipped (a one-time test on the count).
     SELECT i.ord,
         CASE WHEN i.idempotency_key IS NOT NULL THEN coalesce(
             (SELECT x.id FROM ins x WHERE x.idempotency_key = i.idempotency_key LIMIT 1),
             (SELECT e.id FROM {s}.jobs e WHERE e.idempotency_key = i.idempotency_key))
         END AS holder,
         EXISTS (SELECT 1 FROM {s}.jobs e WHERE e.id = i.id) AS id_taken
-    FROM input i LEFT JOIN ins ON ins.id = i.id
-    WHERE ins.id IS NULL
+    FROM unnest($1::uuid[], $8::text[]) WITH ORDINALITY AS i(id, idempotency_key, ord)
+    LEFT JOIN ins ON ins.id = i.id
+    WHERE ins.id IS NULL AND (SELECT count(*) FROM ins) < cardinality($1::uuid[])
 ) s ON true
 ";
 
