@@ -41,13 +41,12 @@ local entries = {}
 local need = max
 local deleted = {}
 
--- 2. Reclaim expired leases, now and then: first those whose lease (P:lx, exact per
--- delivery) ran out, claimed with XCLAIM; then, with XAUTOCLAIM looping on its cursor,
--- entries pending longer than `lease` that were never turned into a lease (a blocking read
--- whose reader died before adopting them).
-local rc = P .. ':rc'
-if now_ms >= tonumber(redis.call('GET', rc) or '0') then
-  redis.call('SET', rc, fmt(now_ms + reclaim_every))
+-- 2. Reclaim expired leases: on every call, those whose lease (P:lx, exact per delivery)
+-- ran out, claimed with XCLAIM (one ZRANGEBYSCORE when none did, so whatever lease the
+-- caller asked for, a short lease is taken over on time); now and then, with XAUTOCLAIM
+-- looping on its cursor, entries pending longer than `lease` that were never turned into a
+-- lease (a blocking read whose reader died before adopting them).
+do
   local expired = redis.call('ZRANGEBYSCORE', LX, '-inf', fmt(now_ms), 'LIMIT', 0, need)
   if #expired > 0 then
     local metas = hmget(M, expired)
@@ -83,6 +82,10 @@ if now_ms >= tonumber(redis.call('GET', rc) or '0') then
     chunked({'HDEL', M}, stale)
     chunked({'HSET', M}, writes)
   end
+end
+local rc = P .. ':rc'
+if now_ms >= tonumber(redis.call('GET', rc) or '0') then
+  redis.call('SET', rc, fmt(now_ms + reclaim_every))
   for _, pri in ipairs(lanes) do
     if need <= 0 then break end
     local cursor = '0-0'
