@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 
-use crate::queue::client::{Link, LinkConfig, Lua, redact};
+use crate::queue::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
 use crate::queue::reply::{array, int, unexpected};
 use crate::{Error, Result};
 
@@ -29,20 +29,17 @@ static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new("gcra", include_str!("gcr
 /// ```
 #[derive(Clone)]
 pub struct RedisRateLimitConfig {
-    url: String,
+    link: LinkConfig,
     namespace: String,
     rate: u32,
     per: Duration,
     burst: u32,
-    pool_size: usize,
-    connect_timeout: Duration,
-    response_timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisRateLimitConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisRateLimitConfig")
-            .field("url", &redact(&self.url))
+            .field("link", &self.link)
             .field("namespace", &self.namespace)
             .field("rate", &self.rate)
             .field("per", &self.per)
@@ -51,19 +48,18 @@ impl std::fmt::Debug for RedisRateLimitConfig {
     }
 }
 
+connection_settings!(RedisRateLimitConfig);
+
 impl RedisRateLimitConfig {
     /// `rate` checks allowed per `per`, per key, on the server at `url`; bursts of 1 (set
     /// with [`with_burst`](Self::with_burst)); namespace `jobforge`.
     pub fn new(url: impl Into<String>, rate: u32, per: Duration) -> Self {
         Self {
-            url: url.into(),
+            link: LinkConfig::new(url.into(), 4, Duration::from_secs(5)),
             namespace: "jobforge".to_owned(),
             rate,
             per,
             burst: 1,
-            pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(5),
         }
     }
 
@@ -71,20 +67,6 @@ impl RedisRateLimitConfig {
     #[must_use]
     pub fn with_burst(mut self, burst: u32) -> Self {
         self.burst = burst;
-        self
-    }
-
-    /// Prefix of every key (default `jobforge`).
-    #[must_use]
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Most pooled connections (default 4).
-    #[must_use]
-    pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
         self
     }
 
@@ -114,9 +96,7 @@ impl RedisRateLimitConfig {
                 ),
             ));
         }
-        if self.namespace.is_empty() {
-            return Err(Error::invalid_input("namespace", "must not be empty"));
-        }
+        validate_namespace(&self.namespace)?;
         Ok(())
     }
 }
@@ -184,12 +164,7 @@ impl RedisRateLimit {
     pub async fn connect(config: RedisRateLimitConfig) -> Result<Self> {
         config.validate()?;
         let link = Link::connect(
-            &LinkConfig {
-                url: config.url.clone(),
-                pool_size: config.pool_size,
-                connect_timeout: config.connect_timeout,
-                response_timeout: config.response_timeout,
-            },
+            &config.link,
             "rate limit",
         )
         .await?;
@@ -199,7 +174,7 @@ impl RedisRateLimit {
     /// Use a pool the host built.
     pub fn with_pool(pool: Pool, config: RedisRateLimitConfig) -> Result<Self> {
         config.validate()?;
-        let link = Link::with_pool(pool, &config.url, "rate limit")?;
+        let link = Link::with_pool(pool, &config.link.url, "rate limit")?;
         Ok(Self { link, config })
     }
 

@@ -16,7 +16,7 @@ use super::types::{
     StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
-use crate::queue::client::{Link, LinkConfig, Lua, redact};
+use crate::queue::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
 use crate::queue::reply::{array, int, need_int, need_text, owned, text, unexpected};
 use crate::{Error, ErrorKind, Result};
 
@@ -66,11 +66,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// ```
 #[derive(Clone)]
 pub struct RedisStateConfig {
-    url: String,
+    link: LinkConfig,
     namespace: String,
-    pool_size: usize,
-    connect_timeout: Duration,
-    response_timeout: Duration,
     retention: Duration,
     dead_retention: Duration,
     max_events_per_job: usize,
@@ -82,11 +79,8 @@ pub struct RedisStateConfig {
 impl std::fmt::Debug for RedisStateConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStateConfig")
-            .field("url", &redact(&self.url))
+            .field("link", &self.link)
             .field("namespace", &self.namespace)
-            .field("pool_size", &self.pool_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
             .field("retention", &self.retention)
             .field("dead_retention", &self.dead_retention)
             .field("max_events_per_job", &self.max_events_per_job)
@@ -104,17 +98,16 @@ impl Default for RedisStateConfig {
     }
 }
 
+connection_settings!(RedisStateConfig);
+
 impl RedisStateConfig {
     /// Settings for the server at `url`, with namespace `jobforge`, a pool of 8 connections,
     /// 5 s connect and 10 s response timeouts, finished jobs kept 24 h (dead ones 7 days), 64
     /// events per job, and 1,000 jobs per script call.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            link: LinkConfig::new(url.into(), 8, Duration::from_secs(10)),
             namespace: "jobforge".to_owned(),
-            pool_size: 8,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(10),
             retention: Duration::from_secs(24 * 3600),
             dead_retention: Duration::from_secs(7 * 24 * 3600),
             max_events_per_job: 64,
@@ -122,34 +115,6 @@ impl RedisStateConfig {
             sweep_batch: 1_000,
             list_scan_budget: 5_000,
         }
-    }
-
-    /// Prefix of every key (default `jobforge`).
-    #[must_use]
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Most pooled connections (default 8).
-    #[must_use]
-    pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
-
-    /// How long connecting may take (default 5 s).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one request may take (default 10 s).
-    #[must_use]
-    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
     }
 
     /// How long succeeded and cancelled jobs (and their idempotency keys) are kept
@@ -203,28 +168,8 @@ impl RedisStateConfig {
         self.retention
     }
 
-    /// The namespace.
-    #[must_use]
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn link(&self) -> LinkConfig {
-        LinkConfig {
-            url: self.url.clone(),
-            pool_size: self.pool_size,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-        }
-    }
-
     fn validate(&self) -> Result<()> {
-        if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
-            return Err(Error::invalid_input(
-                "namespace",
-                "must be non-empty and contain no `{` or `}` (they delimit Redis Cluster hash tags)",
-            ));
-        }
+        validate_namespace(&self.namespace)?;
         if self.chunk_size == 0 || self.chunk_size > 5_000 {
             return Err(Error::invalid_input(
                 "chunk_size",
@@ -548,14 +493,14 @@ impl RedisState {
     /// malformed or the server does not answer.
     pub async fn connect(config: RedisStateConfig) -> Result<Self> {
         config.validate()?;
-        let link = Link::connect(&config.link(), "state").await?;
+        let link = Link::connect(&config.link, "state").await?;
         Ok(Self::from_link(link, config))
     }
 
     /// Use a pool the host built (shared with the queue, say).
     pub fn with_pool(pool: Pool, config: RedisStateConfig) -> Result<Self> {
         config.validate()?;
-        let link = Link::with_pool(pool, &config.url, "state")?;
+        let link = Link::with_pool(pool, &config.link.url, "state")?;
         Ok(Self::from_link(link, config))
     }
 

@@ -12,13 +12,94 @@ use deadpool_redis::{Manager, Pool, PoolError, Runtime};
 
 use crate::{Error, ErrorKind, Result};
 
-/// Connection settings shared by the Redis backends.
+/// Connection settings shared by the Redis backends' configs (queue, state, rate limit).
 #[derive(Clone)]
 pub(crate) struct LinkConfig {
     pub(crate) url: String,
     pub(crate) pool_size: usize,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
+}
+
+impl LinkConfig {
+    /// `url` with a pool of `pool_size`, a 5 s connect timeout and `response_timeout`.
+    pub(crate) fn new(url: String, pool_size: usize, response_timeout: Duration) -> Self {
+        Self {
+            url,
+            pool_size,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout,
+        }
+    }
+}
+
+impl std::fmt::Debug for LinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinkConfig")
+            .field("url", &redact(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+/// The connection setters every Redis config shares. The type needs the fields
+/// `link: LinkConfig` and `namespace: String`; its `new` documents the defaults.
+macro_rules! connection_settings {
+    ($ty:ty) => {
+        impl $ty {
+            /// Prefix of every key (default `jobforge`); deployments sharing a server use
+            /// different ones.
+            #[must_use]
+            pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+                self.namespace = namespace.into();
+                self
+            }
+
+            /// Most pooled connections (default in [`new`](Self::new)). Each is multiplexed:
+            /// many requests share one.
+            #[must_use]
+            pub fn with_pool_size(mut self, size: usize) -> Self {
+                self.link.pool_size = size;
+                self
+            }
+
+            /// How long connecting may take (default 5 s).
+            #[must_use]
+            pub fn with_connect_timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.link.connect_timeout = timeout;
+                self
+            }
+
+            /// How long one request may take on a pooled connection (default in
+            /// [`new`](Self::new)). Blocking reads use connections of their own, bounded by
+            /// the read's wait plus this.
+            #[must_use]
+            pub fn with_response_timeout(mut self, timeout: std::time::Duration) -> Self {
+                self.link.response_timeout = timeout;
+                self
+            }
+
+            /// The namespace.
+            #[must_use]
+            pub fn namespace(&self) -> &str {
+                &self.namespace
+            }
+        }
+    };
+}
+pub(crate) use connection_settings;
+
+/// A namespace is the hash tag of every key: non-empty, without `{` or `}`.
+pub(crate) fn validate_namespace(namespace: &str) -> Result<()> {
+    if namespace.is_empty() || namespace.contains(['{', '}']) {
+        return Err(Error::invalid_input(
+            "namespace",
+            "must be non-empty and contain no `{` or `}` (they delimit Redis Cluster hash tags)",
+        ));
+    }
+    Ok(())
 }
 
 /// `redis://user:secret@host` → `redis://user:***@host`, for messages and `Debug`.

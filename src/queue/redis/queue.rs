@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::Pool;
 
-use super::client::{Link, LinkConfig, Lua, redact};
+use super::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
 use super::reply::{array, int, need_int, need_text, owned, text, unexpected};
 use crate::job::{JobId, WorkerId};
 use crate::queue::{
@@ -73,11 +73,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 /// ```
 #[derive(Clone)]
 pub struct RedisQueueConfig {
-    url: String,
+    link: LinkConfig,
     namespace: String,
-    pool_size: usize,
-    connect_timeout: Duration,
-    response_timeout: Duration,
     dead_letter_capacity: usize,
     max_lane_wait: Duration,
     promote_batch: usize,
@@ -87,11 +84,8 @@ pub struct RedisQueueConfig {
 impl std::fmt::Debug for RedisQueueConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisQueueConfig")
-            .field("url", &redact(&self.url))
+            .field("link", &self.link)
             .field("namespace", &self.namespace)
-            .field("pool_size", &self.pool_size)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
             .field("dead_letter_capacity", &self.dead_letter_capacity)
             .field("max_lane_wait", &self.max_lane_wait)
             .field("promote_batch", &self.promote_batch)
@@ -107,6 +101,8 @@ impl Default for RedisQueueConfig {
     }
 }
 
+connection_settings!(RedisQueueConfig);
+
 impl RedisQueueConfig {
     /// Settings for the server at `url` (`redis://[user:password@]host[:port][/db]`), with
     /// namespace `jobforge`, a pool of 8 connections, 5 s connect and 10 s response
@@ -114,45 +110,13 @@ impl RedisQueueConfig {
     /// their oldest job waited 60 s, and 1,000 items per script call.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
-            url: url.into(),
+            link: LinkConfig::new(url.into(), 8, Duration::from_secs(10)),
             namespace: "jobforge".to_owned(),
-            pool_size: 8,
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(10),
             dead_letter_capacity: 10_000,
             max_lane_wait: Duration::from_secs(60),
             promote_batch: 1_000,
             chunk_size: 1_000,
         }
-    }
-
-    /// Prefix of every key (default `jobforge`); deployments sharing a server use different ones.
-    #[must_use]
-    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// Most pooled connections (default 8). Each is multiplexed: many requests share one.
-    #[must_use]
-    pub fn with_pool_size(mut self, size: usize) -> Self {
-        self.pool_size = size;
-        self
-    }
-
-    /// How long connecting may take (default 5 s).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// How long one request may take on a pooled connection (default 10 s). Blocking reads use
-    /// connections of their own, bounded by the reserve's wait plus this.
-    #[must_use]
-    pub fn with_response_timeout(mut self, timeout: Duration) -> Self {
-        self.response_timeout = timeout;
-        self
     }
 
     /// Dead letters kept per queue; the oldest are dropped past this (default 10,000).
@@ -187,28 +151,8 @@ impl RedisQueueConfig {
         self
     }
 
-    /// The namespace.
-    #[must_use]
-    pub fn namespace(&self) -> &str {
-        &self.namespace
-    }
-
-    fn link(&self) -> LinkConfig {
-        LinkConfig {
-            url: self.url.clone(),
-            pool_size: self.pool_size,
-            connect_timeout: self.connect_timeout,
-            response_timeout: self.response_timeout,
-        }
-    }
-
     fn validate(&self) -> Result<()> {
-        if self.namespace.is_empty() || self.namespace.contains(['{', '}']) {
-            return Err(Error::invalid_input(
-                "namespace",
-                "must be non-empty and contain no `{` or `}` (they delimit Redis Cluster hash tags)",
-            ));
-        }
+        validate_namespace(&self.namespace)?;
         if self.chunk_size == 0 || self.chunk_size > 5_000 {
             return Err(Error::invalid_input(
                 "chunk_size",
@@ -296,7 +240,7 @@ impl RedisStreamsQueue {
     /// malformed or the server does not answer.
     pub async fn connect(config: RedisQueueConfig) -> Result<Self> {
         config.validate()?;
-        let link = Link::connect(&config.link(), "queue").await?;
+        let link = Link::connect(&config.link, "queue").await?;
         Ok(Self::from_link(link, config))
     }
 
@@ -304,7 +248,7 @@ impl RedisStreamsQueue {
     /// The config's URL is still used for the connections dedicated to blocking reads.
     pub fn with_pool(pool: Pool, config: RedisQueueConfig) -> Result<Self> {
         config.validate()?;
-        let link = Link::with_pool(pool, &config.url, "queue")?;
+        let link = Link::with_pool(pool, &config.link.url, "queue")?;
         Ok(Self::from_link(link, config))
     }
 
@@ -543,7 +487,7 @@ impl RedisStreamsQueue {
         if let Some(conn) = self.blockers.lock().pop() {
             return Ok(conn);
         }
-        self.link.blocking_conn(self.config.connect_timeout).await
+        self.link.blocking_conn(self.config.link.connect_timeout).await
     }
 
     fn put_blocker(&self, conn: MultiplexedConnection) {
@@ -590,7 +534,7 @@ impl RedisStreamsQueue {
         }
         let mut conn = self.take_blocker().await?;
         self.link.count_round_trip();
-        let limit = block + self.config.response_timeout;
+        let limit = block + self.config.link.response_timeout;
         let reply = match tokio::time::timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
             Ok(Ok(value)) => {
                 self.put_blocker(conn);
