@@ -263,7 +263,7 @@ async fn retries_strategies_dead_letters() {
         (Some("succeeded"), Some(3)),
         "{job}"
     );
-    assert_eq!(job["result"], json!({"succeeded_on_attempt": 3}));
+    assert_eq!(job["result"], json!({"succeeded_on_attempt": 3, "try": 3}));
     let (_, events) = s
         .get(&format!(
             "/v1/jobs/{}/events",

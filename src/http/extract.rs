@@ -100,9 +100,11 @@ fn classify(err: serde_json::Error, path: &str) -> Problem {
                 });
             let field = match (named, path) {
                 (Some(name), "." | "") => name.to_owned(),
-                (Some(name), parent) => format!("{parent}.{name}"),
                 (None, "." | "") => "body".to_owned(),
-                (None, path) => path.to_owned(),
+                // An unknown field is already the last segment of the path; a missing one is
+                // not (the path stops at the object that lacks it).
+                (Some(name), path) if !path.ends_with(name) => format!("{path}.{name}"),
+                (_, path) => path.to_owned(),
             };
             let detail = match message.split(" at line ").next() {
                 Some(head) => format!("`{field}`: {head}"),

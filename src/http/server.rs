@@ -269,8 +269,8 @@ struct FailTimes {
 /// - `sleep` (`{"ms": 50}`): sleeps, stops early when cancelled; behind a circuit breaker
 ///   (so `/metrics` shows a breaker).
 /// - `fail_n_times` (`{"times": 2}` or `{"permanent": true}`): fails its first `times`
-///   attempts with a retryable error, then succeeds; 5 attempts with short backoff, so
-///   `times >= 5` ends dead.
+///   tries (attempts, plus a strategy's in-process retries) with a retryable error, then
+///   succeeds; 5 attempts with short backoff, so `times >= 5` ends dead.
 fn demo_kinds(
     builder: OrchestratorBuilder,
 ) -> Result<(OrchestratorBuilder, Arc<BreakerRegistry>), BoxError> {
@@ -303,15 +303,16 @@ fn demo_kinds(
                 JobError::permanent("asked to fail permanently").with_class("demo_permanent")
             );
         }
-        if ctx.attempt() <= spec.times {
+        // A try is an attempt, or a strategy's in-process retry within one.
+        let tries = ctx.attempt() + ctx.inline_retries();
+        if tries <= spec.times {
             return Err(JobError::retryable(format!(
-                "failing attempt {} of the first {}",
-                ctx.attempt(),
+                "failing try {tries} of the first {}",
                 spec.times
             ))
             .with_class("demo_failure"));
         }
-        Ok(json!({ "succeeded_on_attempt": ctx.attempt() }))
+        Ok(json!({ "succeeded_on_attempt": ctx.attempt(), "try": tries }))
     });
     let builder = builder
         .kind("echo", KindConfig::new(echo).retry(quick).idempotent(true))
