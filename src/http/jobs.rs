@@ -59,10 +59,15 @@ pub(crate) enum JobStateName {
 }))]
 pub(crate) struct SubmitJob {
     /// Which handler runs it: a registered kind (no whitespace, at most 128 bytes).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\s\u0000-\u001F\u007F-\u009F]+$"
+    )]
     kind: String,
     /// Any JSON value (default `null`), at most 1 MiB.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     payload: Option<Box<RawValue>>,
     /// The queue (default `default`).
     #[serde(default)]
@@ -70,17 +75,20 @@ pub(crate) struct SubmitJob {
     /// Higher runs first among due jobs (default 0).
     #[serde(default)]
     priority: Option<i16>,
-    /// Run no earlier than this many milliseconds after submission.
+    /// Run no earlier than this many milliseconds after submission (at most ten years).
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 315_360_000_000_u64)]
     delay_ms: Option<u64>,
     /// Run no earlier than this time (RFC 3339); wins over `delay_ms`.
     #[serde(default)]
     run_at: Option<DateTime<Utc>>,
     /// Attempts before the job is dead-lettered (default: the kind's retry policy), 1 to 1,000.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000)]
     max_attempts: Option<u32>,
-    /// Deadline of one attempt in milliseconds (greater than zero).
+    /// Deadline of one attempt in milliseconds, 1 to 604,800,000 (a week).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604_800_000_u64)]
     timeout_ms: Option<u64>,
     /// A repeat submission with the same key returns the first job instead of a new one.
     /// The `Idempotency-Key` header does the same when this field is absent.
@@ -148,7 +156,7 @@ pub(crate) struct JobView {
     /// Its queue.
     queue: String,
     /// Its JSON payload.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     payload: Payload,
     /// Where it is in its life.
     #[schema(value_type = JobStateName)]
@@ -180,7 +188,7 @@ pub(crate) struct JobView {
     /// When it reached a terminal state.
     finished_at: Option<DateTime<Utc>>,
     /// The handler's result, once it succeeded.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Value)]
     result: Option<Payload>,
     /// The latest error (`class: message`).
     last_error: Option<String>,
@@ -277,6 +285,7 @@ pub(crate) struct ListParams {
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// The `next_cursor` of the previous page; absent for the first page.
+    #[param(value_type = Option<uuid::Uuid>)]
     cursor: Option<String>,
     /// `asc` (oldest first, the default) or `desc`.
     #[param(value_type = Option<String>, pattern = "^(asc|desc)$")]
@@ -550,13 +559,27 @@ fn to_new_job(
 ) -> ApiResult<NewJob> {
     let mut job = NewJob::new(body.kind);
     if let Some(payload) = body.payload {
-        job = job.raw_payload(Payload::from_json(String::from(Box::<str>::from(payload)))?);
+        job = job.raw_payload(Payload::from_json(payload.get().to_owned())?);
     }
     if let Some(queue) = body.queue {
         job = job.queue(queue);
     }
     if let Some(priority) = body.priority {
         job = job.priority(priority);
+    }
+    const MAX_DELAY_MS: u64 = 315_360_000_000;
+    const MAX_TIMEOUT_MS: u64 = 604_800_000;
+    if body.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+        return Err(Problem::validation(
+            &format!("{field_prefix}delay_ms"),
+            format!("must be at most {MAX_DELAY_MS} (ten years); use `run_at` for a fixed time"),
+        ));
+    }
+    if body.timeout_ms.is_some_and(|t| t > MAX_TIMEOUT_MS) {
+        return Err(Problem::validation(
+            &format!("{field_prefix}timeout_ms"),
+            format!("must be at most {MAX_TIMEOUT_MS} (a week); leave it out for no timeout"),
+        ));
     }
     if let Some(delay) = body.delay_ms {
         job = job.delay(Duration::from_millis(delay));
@@ -765,7 +788,7 @@ pub(crate) async fn submit_batch(
     path = "/v1/jobs/{id}",
     tag = "jobs",
     operation_id = "getJob",
-    params(("id" = String, Path, description = "The job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
+    params(("id" = uuid::Uuid, Path, description = "The job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
     responses((status = 200, description = "The job.", body = JobView))
 )]
 pub(crate) async fn get_job(
@@ -844,7 +867,7 @@ pub(crate) async fn list(
     path = "/v1/jobs/{id}/events",
     tag = "jobs",
     operation_id = "getJobEvents",
-    params(("id" = String, Path, description = "The job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
+    params(("id" = uuid::Uuid, Path, description = "The job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
     responses((status = 200, description = "The job's history.", body = EventList))
 )]
 pub(crate) async fn events(
@@ -872,7 +895,7 @@ pub(crate) async fn events(
     path = "/v1/jobs/{id}/cancel",
     tag = "jobs",
     operation_id = "cancelJob",
-    params(("id" = String, Path, description = "The job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
+    params(("id" = uuid::Uuid, Path, description = "The job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
     responses((status = 200, description = "What the cancel did, and the job's state now.", body = CancelView))
 )]
 pub(crate) async fn cancel(

@@ -40,6 +40,24 @@ fn memory(state: &AppState) -> ApiResult<&Arc<dyn Memory>> {
     })
 }
 
+/// A memory error as a problem: fields that are path or query parameters (`namespace`,
+/// `key`, and in a search `prefix`, `tag`, `limit`) answer 400 `invalid-parameter`.
+fn memory_error(err: crate::Error, params_only: bool) -> Problem {
+    let problem = Problem::from(err);
+    let renamed = match problem.field.as_deref() {
+        Some("namespace") => Some("namespace"),
+        Some("key") => Some("key"),
+        Some("key_prefix") if params_only => Some("prefix"),
+        Some("tags") if params_only => Some("tag"),
+        Some("limit") if params_only => Some("limit"),
+        _ => None,
+    };
+    match renamed {
+        Some(field) if problem.status == 422 => Problem::parameter(field, problem.detail),
+        _ => problem,
+    }
+}
+
 /// A stored entry.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
@@ -58,7 +76,6 @@ pub(crate) struct EntryView {
     /// The key.
     key: String,
     /// The value: any JSON.
-    #[schema(value_type = Object)]
     value: Value,
     /// Its tags.
     tags: Vec<String>,
@@ -93,14 +110,13 @@ impl From<Entry> for EntryView {
 #[schema(example = json!({"value": {"at": "2025-01-01T00:00:00Z", "invoices": 42}, "tags": ["nightly"], "ttl_secs": 86400}))]
 pub(crate) struct PutEntry {
     /// Any JSON value (size-limited by the memory's configuration).
-    #[schema(value_type = Object)]
     value: Value,
     /// Tags to search by.
     #[serde(default)]
     tags: Vec<String>,
     /// Expire this many seconds after the write; absent keeps it until deleted.
     #[serde(default)]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 315_360_000_u64)]
     ttl_secs: Option<u64>,
 }
 
@@ -111,15 +127,55 @@ pub(crate) struct EntryList {
     items: Vec<EntryView>,
 }
 
+/// A memory entry's address. (Documents the path; axum extracts it as a tuple.)
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct EntryPath {
+    /// The namespace: 1 to 128 bytes, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "billing"
+    )]
+    namespace: String,
+    /// The key: 1 to 256 bytes, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 256,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "last-run"
+    )]
+    key: String,
+}
+
+/// A memory namespace. (Documents the path.)
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct NamespacePath {
+    /// The namespace: 1 to 128 bytes, no control characters.
+    #[param(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$",
+        example = "billing"
+    )]
+    namespace: String,
+}
+
 /// Which entries of the namespace to return. (Documents the query; the handler parses the
 /// pairs itself, to name a bad or unknown parameter.)
 #[derive(Debug, Default, IntoParams)]
 #[allow(dead_code)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct SearchParams {
-    /// Only keys starting with this.
+    /// Only keys starting with this (no control characters).
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
     prefix: Option<String>,
     /// Only entries carrying this tag (repeat the parameter for several: all must match).
+    #[param(pattern = r"^[^\u0000-\u001F\u007F-\u009F]+$")]
     tag: Option<String>,
     /// At most this many, 1 to 1,000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
@@ -180,17 +236,17 @@ fn parse_window(raw: &str) -> ApiResult<Window> {
     path = "/v1/memory/{namespace}/{key}",
     tag = "memory",
     operation_id = "getMemoryEntry",
-    params(
-        ("namespace" = String, Path, description = "The namespace (at most 128 bytes).", example = "billing"),
-        ("key" = String, Path, description = "The key (at most 256 bytes).", example = "last-run"),
-    ),
+    params(EntryPath),
     responses((status = 200, description = "The entry.", body = EntryView))
 )]
 pub(crate) async fn get_entry(
     State(state): State<AppState>,
     Path((namespace, key)): Path<(String, String)>,
 ) -> ApiResult<Json<EntryView>> {
-    let entry = memory(&state)?.get(&namespace, &key).await?;
+    let entry = memory(&state)?
+        .get(&namespace, &key)
+        .await
+        .map_err(|e| memory_error(e, true))?;
     entry.map(|e| Json(e.into())).ok_or_else(|| {
         Problem::not_found(format!(
             "no entry `{key}` in namespace `{namespace}` (or it expired)"
@@ -207,10 +263,7 @@ pub(crate) async fn get_entry(
     path = "/v1/memory/{namespace}/{key}",
     tag = "memory",
     operation_id = "putMemoryEntry",
-    params(
-        ("namespace" = String, Path, description = "The namespace (at most 128 bytes).", example = "billing"),
-        ("key" = String, Path, description = "The key (at most 256 bytes).", example = "last-run"),
-    ),
+    params(EntryPath),
     request_body(content = PutEntry, description = "The value, tags and time to live."),
     responses(
         (status = 201, description = "The entry was created.", body = EntryView),
@@ -223,16 +276,19 @@ pub(crate) async fn put_entry(
     ApiJson(body): ApiJson<PutEntry>,
 ) -> ApiResult<Response> {
     let memory = memory(&state)?;
-    if body.ttl_secs == Some(0) {
+    if body.ttl_secs.is_some_and(|t| t == 0 || t > 315_360_000) {
         return Err(Problem::validation(
             "ttl_secs",
-            "must be at least 1; leave it out to keep the entry until deleted",
+            "must be 1 to 315360000 (ten years); leave it out to keep the entry until deleted",
         ));
     }
     let mut entry = NewEntry::new(namespace, key, body.value);
     entry.tags = body.tags;
     entry.ttl = body.ttl_secs.map(Duration::from_secs);
-    let stored = memory.put(entry).await?;
+    let stored = memory
+        .put(entry)
+        .await
+        .map_err(|e| memory_error(e, false))?;
     let status = if stored.version == 1 {
         StatusCode::CREATED
     } else {
@@ -249,17 +305,18 @@ pub(crate) async fn put_entry(
     path = "/v1/memory/{namespace}/{key}",
     tag = "memory",
     operation_id = "deleteMemoryEntry",
-    params(
-        ("namespace" = String, Path, description = "The namespace.", example = "billing"),
-        ("key" = String, Path, description = "The key.", example = "last-run"),
-    ),
+    params(EntryPath),
     responses((status = 204, description = "The entry was deleted."))
 )]
 pub(crate) async fn delete_entry(
     State(state): State<AppState>,
     Path((namespace, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    if memory(&state)?.delete(&namespace, &key).await? {
+    let deleted = memory(&state)?
+        .delete(&namespace, &key)
+        .await
+        .map_err(|e| memory_error(e, true))?;
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Problem::not_found(format!(
@@ -277,7 +334,7 @@ pub(crate) async fn delete_entry(
     tag = "memory",
     operation_id = "searchMemory",
     params(
-        ("namespace" = String, Path, description = "The namespace.", example = "billing"),
+        NamespacePath,
         SearchParams,
     ),
     responses((status = 200, description = "The entries found.", body = EntryList,
@@ -309,14 +366,10 @@ pub(crate) async fn search(
             }
         }
     }
-    let entries = memory.search(&query).await.map_err(|e| {
-        // Query errors name query parameters, not body fields.
-        let p = Problem::from(e);
-        match p.field.clone() {
-            Some(field) if p.status == 422 => Problem::parameter(&field, p.detail),
-            _ => p,
-        }
-    })?;
+    let entries = memory
+        .search(&query)
+        .await
+        .map_err(|e| memory_error(e, true))?;
     Ok(Json(EntryList {
         items: entries.into_iter().map(EntryView::from).collect(),
     }))

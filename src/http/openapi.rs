@@ -85,7 +85,6 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
         ],
         "getMemoryEntry" | "deleteMemoryEntry" => &[
             InvalidParameter,
-            Validation,
             NotFound,
             MemoryNotConfigured,
             BackendUnavailable,
@@ -105,7 +104,6 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
         ],
         "searchMemory" => &[
             InvalidParameter,
-            Validation,
             MemoryNotConfigured,
             BackendUnavailable,
             Timeout,
