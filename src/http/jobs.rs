@@ -937,6 +937,7 @@ pub(crate) async fn stats(State(state): State<AppState>) -> ApiResult<Json<Stats
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn list_params_name_the_bad_parameter() {
