@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""jobforge over HTTP with the Python standard library only: submit jobs, poll them to
+completion, read the stats.
+
+Needs a server with the demo kinds (``jobforge-server --demo-handlers``).
+Usage: ``JOBFORGE_URL=http://127.0.0.1:8080 python3 examples/clients/client.py``
+"""
+
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+
+class Problem(Exception):
+    """An RFC 9457 problem answered by the server."""
+
+    def __init__(self, status, body):
+        self.status = status
+        self.body = body
+        super().__init__(f"{status} {body.get('type')}: {body.get('detail')} (field: {body.get('field')})")
+
+
+class JobforgeClient:
+    def __init__(self, base_url):
+        self.base_url = base_url.rstrip("/")
+
+    def _request(self, method, path, body=None, headers=None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("accept", "application/json")
+        if data is not None:
+            request.add_header("content-type", "application/json")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                text = response.read()
+                return response.status, (json.loads(text) if text else None)
+        except urllib.error.HTTPError as error:
+            raise Problem(error.code, json.loads(error.read() or b"{}")) from None
+
+    def submit(self, kind, payload=None, **options):
+        """Submit one job; answers the stored job."""
+        body = {"kind": kind, "payload": payload, **options}
+        _, job = self._request("POST", "/v1/jobs", body)
+        return job
+
+    def get(self, job_id):
+        _, job = self._request("GET", f"/v1/jobs/{job_id}")
+        return job
+
+    def wait(self, job_id, timeout=20.0):
+        """Poll until the job is succeeded, dead or cancelled."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if job["state"] in ("succeeded", "dead", "cancelled"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
+            time.sleep(0.05)
+
+    def stats(self):
+        _, stats = self._request("GET", "/v1/queues/stats")
+        return stats
+
+
+def main():
+    client = JobforgeClient(os.environ.get("JOBFORGE_URL", "http://127.0.0.1:8080"))
+    jobs = [
+        client.submit("echo", {"hello": "from python"}),
+        client.submit("fail_n_times", {"times": 1}),
+        client.submit("sleep", {"ms": 20}),
+    ]
+    print("submitted", " ".join(job["id"] for job in jobs))
+    for job in jobs:
+        done = client.wait(job["id"])
+        if done["state"] != "succeeded":
+            print(f"job {done['id']} ended {done['state']}: {done['last_error']}", file=sys.stderr)
+            return 1
+        print(f"{done['id']} ({done['kind']}) succeeded after {done['attempt']} attempt(s): {json.dumps(done['result'])}")
+    # Errors are problems with a stable type and the field that was wrong.
+    try:
+        client.submit("echo", priority="high")
+        print("a bad priority was accepted", file=sys.stderr)
+        return 1
+    except Problem as problem:
+        assert problem.status == 422 and problem.body["field"] == "priority", problem
+        print(f"bad input answered {problem.status} {problem.body['type']} (field {problem.body['field']})")
+    stats = client.stats()
+    print(f"stats: ready={stats['ready']} in_flight={stats['in_flight']} succeeded={stats['jobs']['succeeded']}")
+    print("python client: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

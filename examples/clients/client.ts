@@ -1,0 +1,122 @@
+// jobforge over HTTP from TypeScript with Node's built-in fetch (Node 20+, no packages):
+// submit jobs, poll them to completion, read the stats.
+//
+// Needs a server with the demo kinds (`jobforge-server --demo-handlers`).
+// Run: JOBFORGE_URL=http://127.0.0.1:8080 node --experimental-strip-types examples/clients/client.ts
+// (Node 22.6+), or compile with `tsc` and run the JavaScript.
+
+type JobState = "queued" | "running" | "succeeded" | "dead" | "cancelled";
+
+interface Job {
+  id: string;
+  kind: string;
+  state: JobState;
+  attempt: number;
+  result: unknown;
+  last_error: string | null;
+}
+
+interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  detail: string;
+  field?: string;
+}
+
+interface Stats {
+  ready: number;
+  delayed: number;
+  in_flight: number;
+  dead: number;
+  jobs: Record<JobState, number>;
+}
+
+class ProblemError extends Error {
+  constructor(public readonly problem: Problem) {
+    super(`${problem.status} ${problem.type}: ${problem.detail}`);
+  }
+}
+
+class JobforgeClient {
+  constructor(private readonly baseUrl: string) {}
+
+  private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const response = await fetch(this.baseUrl + path, {
+      method,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const payload = await response.json();
+    if (!response.ok) {
+      throw new ProblemError(payload as Problem);
+    }
+    return payload as T;
+  }
+
+  submit(kind: string, payload?: unknown, options: Record<string, unknown> = {}): Promise<Job> {
+    return this.request<Job>("POST", "/v1/jobs", { kind, payload, ...options });
+  }
+
+  get(id: string): Promise<Job> {
+    return this.request<Job>("GET", `/v1/jobs/${id}`);
+  }
+
+  async wait(id: string, timeoutMs = 20_000): Promise<Job> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const job = await this.get(id);
+      if (job.state === "succeeded" || job.state === "dead" || job.state === "cancelled") {
+        return job;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`job ${id} still ${job.state} after ${timeoutMs} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  stats(): Promise<Stats> {
+    return this.request<Stats>("GET", "/v1/queues/stats");
+  }
+}
+
+async function main(): Promise<number> {
+  const client = new JobforgeClient(process.env.JOBFORGE_URL ?? "http://127.0.0.1:8080");
+  const jobs = [
+    await client.submit("echo", { hello: "from typescript" }),
+    await client.submit("fail_n_times", { times: 1 }),
+    await client.submit("sleep", { ms: 20 }),
+  ];
+  console.log("submitted", jobs.map((j) => j.id).join(" "));
+  for (const job of jobs) {
+    const done = await client.wait(job.id);
+    if (done.state !== "succeeded") {
+      console.error(`job ${done.id} ended ${done.state}: ${done.last_error}`);
+      return 1;
+    }
+    console.log(`${done.id} (${done.kind}) succeeded after ${done.attempt} attempt(s): ${JSON.stringify(done.result)}`);
+  }
+  try {
+    await client.submit("no.such.kind");
+    console.error("an unknown kind was accepted");
+    return 1;
+  } catch (error) {
+    if (!(error instanceof ProblemError) || error.problem.status !== 422) {
+      throw error;
+    }
+    console.log(`bad input answered ${error.problem.status} ${error.problem.type} (field ${error.problem.field})`);
+  }
+  const stats = await client.stats();
+  console.log(`stats: ready=${stats.ready} in_flight=${stats.in_flight} succeeded=${stats.jobs.succeeded}`);
+  console.log("typescript client: OK");
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    console.error(error);
+    process.exit(1);
+  },
+);

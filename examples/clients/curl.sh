@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# jobforge over HTTP with curl: submit jobs, poll them to completion, read the stats.
+# Needs a server with the demo kinds:  jobforge-server --demo-handlers
+# Usage: JOBFORGE_URL=http://127.0.0.1:8080 bash examples/clients/curl.sh
+set -euo pipefail
+BASE="${JOBFORGE_URL:-http://127.0.0.1:8080}"
+command -v curl >/dev/null || { echo "curl.sh: curl is not installed" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "curl.sh: python3 (to read JSON) is not installed" >&2; exit 1; }
+
+json_field() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(eval("v"+sys.argv[1]))' "$1"; }
+
+submit() {
+    # -f: fail on HTTP errors; the problem+json body is printed by --fail-with-body.
+    curl -sS --fail-with-body -X POST "$BASE/v1/jobs" -H 'content-type: application/json' -d "$1"
+}
+
+echo_job=$(submit '{"kind":"echo","payload":{"hello":"from curl"}}')
+flaky_job=$(submit '{"kind":"fail_n_times","payload":{"times":1}}')
+ids=("$(json_field '["id"]' <<<"$echo_job")" "$(json_field '["id"]' <<<"$flaky_job")")
+echo "submitted ${ids[*]}"
+
+for id in "${ids[@]}"; do
+    for _ in $(seq 1 200); do
+        job=$(curl -sS --fail-with-body "$BASE/v1/jobs/$id")
+        state=$(json_field '["state"]' <<<"$job")
+        case "$state" in
+            succeeded) echo "$id succeeded after $(json_field '["attempt"]' <<<"$job") attempt(s): $(json_field '["result"]' <<<"$job")"; break ;;
+            dead|cancelled) echo "$id ended $state: $job" >&2; exit 1 ;;
+        esac
+        sleep 0.05
+    done
+    [ "$state" = succeeded ] || { echo "$id still $state" >&2; exit 1; }
+done
+
+stats=$(curl -sS --fail-with-body "$BASE/v1/queues/stats")
+echo "stats: ready=$(json_field '["ready"]' <<<"$stats") in_flight=$(json_field '["in_flight"]' <<<"$stats") succeeded=$(json_field '["jobs"]["succeeded"]' <<<"$stats")"
+echo "curl client: OK"

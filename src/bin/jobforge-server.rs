@@ -1,0 +1,23 @@
+//! `jobforge-server`: jobforge's HTTP API and workers in one process. See
+//! `jobforge-server --help`, and `jobforge::http::server` for what each flag does.
+
+use clap::Parser;
+use jobforge::http::server::{Cli, run};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "jobforge=info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("jobforge-server: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

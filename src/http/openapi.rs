@@ -1,0 +1,279 @@
+//! The OpenAPI document, generated from the handlers and their types (utoipa), with the error
+//! responses of every operation added from one table, and the Swagger UI at `/docs`.
+
+use axum::Router;
+use serde_json::Value;
+use utoipa::OpenApi;
+use utoipa::openapi::Ref;
+use utoipa::openapi::content::ContentBuilder;
+use utoipa::openapi::example::ExampleBuilder;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::problem::{PROBLEM_JSON, Problem, ProblemType};
+use super::{jobs, memory, ops};
+
+/// The OpenAPI document of the API, as derived from the handlers. Use [`openapi`] for the
+/// complete document (error responses included).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "jobforge",
+        description = "Background jobs over HTTP: submit, inspect and cancel jobs, read queue statistics, keep memory entries, and read what each kind's execution history says.\n\nEvery error is an RFC 9457 `application/problem+json` document with a stable `type` URI (`https://jobforge.dev/problems/<name>`); errors about input name the `field`. Every response carries the request's `x-request-id`.",
+        license(name = "MIT OR Apache-2.0", identifier = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        jobs::submit,
+        jobs::submit_batch,
+        jobs::list,
+        jobs::get_job,
+        jobs::events,
+        jobs::cancel,
+        jobs::stats,
+        memory::reflection,
+        memory::get_entry,
+        memory::put_entry,
+        memory::delete_entry,
+        memory::search,
+        ops::health,
+        ops::ready,
+        ops::metrics,
+    ),
+    components(schemas(Problem)),
+    tags(
+        (name = "jobs", description = "Submit, read, list and cancel jobs."),
+        (name = "queues", description = "What the queue and the state store hold."),
+        (name = "kinds", description = "What each kind's execution history says."),
+        (name = "memory", description = "Namespaced entries handlers and hosts keep."),
+        (name = "operations", description = "Probes and metrics, outside `/v1`."),
+    )
+)]
+pub struct ApiDoc;
+
+/// Which problems each operation can answer, besides `500 internal`.
+fn errors_of(operation_id: &str) -> &'static [ProblemType] {
+    use ProblemType::*;
+    match operation_id {
+        "submitJob" | "submitJobs" => &[
+            MalformedJson,
+            InvalidParameter,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            Validation,
+            UnknownKind,
+            LimitExceeded,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "getJob" | "getJobEvents" => &[InvalidParameter, NotFound, BackendUnavailable, Timeout],
+        "cancelJob" => &[
+            InvalidParameter,
+            NotFound,
+            Conflict,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "listJobs" => &[InvalidParameter, BackendUnavailable, Timeout],
+        "getQueueStats" => &[BackendUnavailable, Timeout],
+        "getKindReflection" => &[
+            InvalidParameter,
+            NotFound,
+            MemoryNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "getMemoryEntry" | "deleteMemoryEntry" => &[
+            InvalidParameter,
+            NotFound,
+            MemoryNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "putMemoryEntry" => &[
+            MalformedJson,
+            InvalidParameter,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            Validation,
+            Conflict,
+            LimitExceeded,
+            MemoryNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "searchMemory" => &[
+            InvalidParameter,
+            MemoryNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "ready" => &[NotReady],
+        "metrics" => &[BackendUnavailable, Timeout],
+        _ => &[],
+    }
+}
+
+/// An example of `kind`, as the API answers it.
+fn example_of(kind: ProblemType) -> Value {
+    let (detail, field): (&str, Option<&str>) = match kind {
+        ProblemType::MalformedJson => (
+            "the body is not valid JSON: EOF while parsing an object at line 1 column 9",
+            None,
+        ),
+        ProblemType::UnsupportedMediaType => (
+            "send the body as JSON with the header `content-type: application/json`",
+            None,
+        ),
+        ProblemType::Validation => ("invalid `kind`: must not be empty", Some("kind")),
+        ProblemType::InvalidParameter => (
+            "`not-a-uuid` is not a job id; job ids are UUIDs such as 01890a5d-ac96-774b-b9aa-76a1c8c8a1f4",
+            Some("id"),
+        ),
+        ProblemType::UnknownKind => (
+            "no handler is registered for kind `emial.send` on this server; registered kinds: echo, fail_n_times, sleep",
+            Some("kind"),
+        ),
+        ProblemType::NotFound => (
+            "no job 01890a5d-ac96-774b-b9aa-76a1c8c8a1f4; it may never have existed, or have left retention after it finished",
+            None,
+        ),
+        ProblemType::MethodNotAllowed => ("this route does not take this method", None),
+        ProblemType::Conflict => (
+            "the entry changed since it was read; read it again and retry",
+            None,
+        ),
+        ProblemType::InvalidTransition => {
+            ("the job state machine does not allow this change", None)
+        }
+        ProblemType::PayloadTooLarge => (
+            "the body is over this server's limit of 1048576 bytes; send less (large data belongs elsewhere, with a reference in the payload)",
+            None,
+        ),
+        ProblemType::LimitExceeded => (
+            "the memory holds its maximum number of entries; delete some or raise the limit",
+            None,
+        ),
+        ProblemType::Timeout => (
+            "the request took longer than the server's request timeout; retry, or ask for less",
+            None,
+        ),
+        ProblemType::BackendUnavailable => (
+            "state store unreachable; the backend may be restarting, so retry with backoff",
+            None,
+        ),
+        ProblemType::ShuttingDown => ("the server is shutting down", None),
+        ProblemType::NotReady => (
+            "a backend did not answer: connection refused; check that it runs and is reachable",
+            None,
+        ),
+        ProblemType::MemoryNotConfigured => (
+            "this server has no memory configured, so entries and reflection are not served; configure one with `HttpConfig::with_memory`",
+            None,
+        ),
+        _ => (
+            "the server failed while answering; the request id finds it in the server's log",
+            None,
+        ),
+    };
+    let mut problem = Problem::new(kind, detail);
+    problem.field = field.map(str::to_owned);
+    problem.instance = Some("/v1/jobs".to_owned());
+    problem.request_id = Some("0b8e3c1e-6f0a-4a53-9d77-3f5f8a1f2b90".to_owned());
+    serde_json::to_value(problem).unwrap_or(Value::Null)
+}
+
+fn add_errors(operation: &mut Operation) {
+    let id = operation.operation_id.clone().unwrap_or_default();
+    let mut kinds: Vec<ProblemType> = errors_of(&id).to_vec();
+    kinds.push(ProblemType::Internal);
+    let mut statuses: Vec<u16> = kinds.iter().map(|k| k.status().as_u16()).collect();
+    statuses.sort_unstable();
+    statuses.dedup();
+    for status in statuses {
+        let of_status: Vec<ProblemType> = kinds
+            .iter()
+            .copied()
+            .filter(|k| k.status().as_u16() == status)
+            .collect();
+        let description = of_status
+            .iter()
+            .map(|k| format!("`{}`: {}.", k.slug(), k.title()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let examples = of_status.iter().map(|k| {
+            (
+                k.slug(),
+                ExampleBuilder::new()
+                    .summary(k.title())
+                    .value(Some(example_of(*k)))
+                    .build(),
+            )
+        });
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .examples_from_iter(examples)
+            .build();
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(PROBLEM_JSON, content)
+            .build();
+        operation
+            .responses
+            .responses
+            .insert(status.to_string(), response.into());
+    }
+}
+
+/// The complete OpenAPI document: [`ApiDoc`] with every operation's error responses (each
+/// problem type it can answer, with an example) and the request id header.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            item.get.as_mut(),
+            item.post.as_mut(),
+            item.put.as_mut(),
+            item.delete.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            add_errors(operation);
+        }
+    }
+    doc
+}
+
+/// `/openapi.json` and the Swagger UI at `/docs`.
+pub(crate) fn docs_routes() -> Router {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", openapi()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_is_documented_with_errors() {
+        let doc = serde_json::to_value(openapi()).unwrap_or(Value::Null);
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        assert!(paths.len() >= 12);
+        for (path, item) in &paths {
+            for (method, op) in item.as_object().cloned().unwrap_or_default() {
+                let at = format!("{method} {path}");
+                assert!(
+                    op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                    "{at}: summary"
+                );
+                assert!(
+                    op["description"].as_str().is_some_and(|s| !s.is_empty()),
+                    "{at}: description"
+                );
+                assert!(op["responses"]["500"].is_object(), "{at}: 500");
+            }
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The `jobforge-server` binary: its flags and environment, backend selection, the demo
+//! handlers, and startup with graceful shutdown. The binary's `main` only parses [`Cli`] and
+//! calls [`run`].
+//!
+//! Backends follow the URLs that are set: none gives the in-memory engine; `DATABASE_URL`
+//! gives PostgreSQL (state, queue and memory; feature `postgres`); `REDIS_URL` gives Redis
+//! Streams as the queue and Redis as the state (feature `redis`); both give Redis as the queue
+//! and PostgreSQL as the state and memory, with the reconciler.
+
+use std::error::Error as StdError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{HttpConfig, openapi, router};
+use crate::orchestrator::Reconciler;
+use crate::safety::{BreakerRegistry, CircuitBreakerConfig, CircuitBreakerLayer, HandlerExt};
+use crate::strategy::{Adaptive, Hedged, InlineRetry};
+use crate::{
+    Error, ErrorKind, JobContext, JobError, KindConfig, Orchestrator, OrchestratorBuilder,
+    RetryPolicy, WorkerConfig, handler_fn,
+};
+
+/// A boxed error for startup failures.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// The command line of `jobforge-server`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "jobforge-server",
+    version,
+    about = "Serve jobforge's HTTP API and run its workers",
+    long_about = "Serve jobforge's HTTP API and run its workers.\n\nBackends follow the URLs that are set: none gives the in-memory engine, DATABASE_URL PostgreSQL, REDIS_URL Redis, both Redis as the queue and PostgreSQL as the state and memory."
+)]
+pub struct Cli {
+    /// What to do instead of serving (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// How to serve.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands of `jobforge-server`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the OpenAPI document (JSON) and exit.
+    Openapi,
+}
+
+/// How to serve: flags, each with an environment variable.
+#[derive(Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the address is printed).
+    #[arg(long, env = "JOBFORGE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Redis URL: Redis Streams queue and Redis state (feature `redis`).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// PostgreSQL URL: PostgreSQL state, queue and memory (feature `postgres`).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Serve the API only; run no workers in this process.
+    #[arg(long, env = "JOBFORGE_NO_WORKERS", conflicts_with = "workers_only")]
+    pub no_workers: bool,
+    /// Run workers only, with no HTTP server (scale workers out behind shared backends).
+    #[arg(long, env = "JOBFORGE_WORKERS_ONLY")]
+    pub workers_only: bool,
+    /// Register the demo kinds `echo`, `sleep` and `fail_n_times`, for trials and load tests.
+    #[arg(long, env = "JOBFORGE_DEMO_HANDLERS")]
+    pub demo_handlers: bool,
+    /// Accept submissions of kinds this server has no handler for (workers elsewhere may
+    /// have them). By default, once handlers are registered, other kinds answer 422.
+    #[arg(long, env = "JOBFORGE_ALLOW_UNKNOWN_KINDS")]
+    pub allow_unknown_kinds: bool,
+    /// Jobs run at once by this process's workers.
+    #[arg(long, env = "JOBFORGE_CONCURRENCY", default_value_t = 64)]
+    pub concurrency: usize,
+    /// Queues the workers serve, comma-separated.
+    #[arg(
+        long,
+        env = "JOBFORGE_QUEUES",
+        value_delimiter = ',',
+        default_value = "default"
+    )]
+    pub queues: Vec<String>,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "JOBFORGE_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+    /// Longest a request may take, in milliseconds.
+    #[arg(long, env = "JOBFORGE_REQUEST_TIMEOUT_MS", default_value_t = 30_000)]
+    pub request_timeout_ms: u64,
+    /// How long running jobs get to finish at shutdown, in milliseconds.
+    #[arg(long, env = "JOBFORGE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+}
+
+fn redact(url: Option<&String>) -> Option<&'static str> {
+    url.map(|_| "<set>")
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // URLs carry passwords: say whether they are set, never what they are.
+        f.debug_struct("ServeArgs")
+            .field("bind", &self.bind)
+            .field("redis_url", &redact(self.redis_url.as_ref()))
+            .field("database_url", &redact(self.database_url.as_ref()))
+            .field("no_workers", &self.no_workers)
+            .field("workers_only", &self.workers_only)
+            .field("demo_handlers", &self.demo_handlers)
+            .field("allow_unknown_kinds", &self.allow_unknown_kinds)
+            .field("concurrency", &self.concurrency)
+            .field("queues", &self.queues)
+            .field("body_limit", &self.body_limit)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .finish()
+    }
+}
+
+/// Run the command line: serve, or print the OpenAPI document.
+pub async fn run(cli: Cli) -> Result<(), BoxError> {
+    match cli.command {
+        Some(Command::Openapi) => {
+            println!("{}", openapi_json()?);
+            Ok(())
+        }
+        None => serve(cli.serve).await,
+    }
+}
+
+/// The OpenAPI document as pretty JSON with a final newline, as `docs/openapi.json` holds it.
+pub fn openapi_json() -> Result<String, BoxError> {
+    Ok(serde_json::to_string_pretty(&openapi())?)
+}
+
+/// What startup built.
+struct Built {
+    orchestrator: Orchestrator,
+    reconciler: Option<Reconciler>,
+    breakers: Option<Arc<BreakerRegistry>>,
+    backends: &'static str,
+}
+
+/// Build the orchestrator on the backends the URLs select, with the demo kinds if asked.
+async fn build(args: &ServeArgs) -> Result<Built, BoxError> {
+    let mut builder = Orchestrator::builder()
+        .strategy(Arc::new(InlineRetry::new(2)))
+        .strategy(Arc::new(Hedged::new()))
+        .strategy(Arc::new(Adaptive::new()));
+    let mut breakers = None;
+    if args.demo_handlers {
+        let (b, registry) = demo_kinds(builder)?;
+        builder = b;
+        breakers = Some(registry);
+    }
+    let (builder, inspect, backends) = backends(builder, args).await?;
+    let orchestrator = builder.build()?;
+    let reconciler = match inspect {
+        Some(inspect) if !args.no_workers => Some(
+            orchestrator
+                .start_reconciler(inspect, crate::orchestrator::ReconcilerConfig::default())?,
+        ),
+        _ => None,
+    };
+    Ok(Built {
+        orchestrator,
+        reconciler,
+        breakers,
+        backends,
+    })
+}
+
+type Inspect = Option<Arc<dyn crate::queue::QueueInspect>>;
+
+#[allow(clippy::unused_async)]
+async fn backends(
+    builder: OrchestratorBuilder,
+    args: &ServeArgs,
+) -> Result<(OrchestratorBuilder, Inspect, &'static str), BoxError> {
+    match (args.redis_url.as_deref(), args.database_url.as_deref()) {
+        (None, None) => Ok((builder, None, "in-memory")),
+        #[cfg(feature = "postgres")]
+        (None, Some(url)) => {
+            let pg = crate::postgres::PostgresBackend::connect(url).await?;
+            Ok((
+                builder.queue_and_state(pg.state()).memory(pg.memory()),
+                None,
+                "postgres",
+            ))
+        }
+        #[cfg(feature = "redis")]
+        (Some(url), None) => {
+            use crate::queue::{RedisQueueConfig, RedisStreamsQueue};
+            use crate::state::{RedisState, RedisStateConfig};
+            let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(url)).await?);
+            let state = Arc::new(RedisState::connect(RedisStateConfig::new(url)).await?);
+            Ok((
+                builder.queue(Arc::clone(&queue) as _).state(state),
+                Some(queue as _),
+                "redis",
+            ))
+        }
+        #[cfg(all(feature = "redis", feature = "postgres"))]
+        (Some(redis), Some(pg_url)) => {
+            use crate::queue::{RedisQueueConfig, RedisStreamsQueue};
+            let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(redis)).await?);
+            let pg = crate::postgres::PostgresBackend::connect(pg_url).await?;
+            Ok((
+                builder
+                    .queue(Arc::clone(&queue) as _)
+                    .state(pg.state())
+                    .memory(pg.memory()),
+                Some(queue as _),
+                "redis queue, postgres state and memory",
+            ))
+        }
+        #[allow(unreachable_patterns)]
+        (redis, pg) => {
+            let mut missing = Vec::new();
+            if redis.is_some() && !cfg!(feature = "redis") {
+                missing
+                    .push("REDIS_URL is set but this binary was built without the `redis` feature");
+            }
+            if pg.is_some() && !cfg!(feature = "postgres") {
+                missing.push(
+                    "DATABASE_URL is set but this binary was built without the `postgres` feature",
+                );
+            }
+            Err(Error::new(
+                ErrorKind::Configuration,
+                format!(
+                    "{}; rebuild with `--features http,redis,postgres` (or `full`), or unset the variable to run in memory",
+                    missing.join("; ")
+                ),
+            )
+            .into())
+        }
+    }
+}
+
+/// The payload of `sleep`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepFor {
+    ms: u64,
+}
+
+/// The payload of `fail_n_times`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FailTimes {
+    /// Fail this many first attempts (retryably), then succeed.
+    #[serde(default)]
+    times: u32,
+    /// Fail permanently instead (dead at once).
+    #[serde(default)]
+    permanent: bool,
+}
+
+/// The demo kinds:
+///
+/// - `echo`: answers its payload.
+/// - `sleep` (`{"ms": 50}`): sleeps, stops early when cancelled; behind a circuit breaker
+///   (so `/metrics` shows a breaker).
+/// - `fail_n_times` (`{"times": 2}` or `{"permanent": true}`): fails its first `times`
+///   tries (attempts, plus a strategy's in-process retries) with a retryable error, then
+///   succeeds; 5 attempts with short backoff, so `times >= 5` ends dead.
+fn demo_kinds(
+    builder: OrchestratorBuilder,
+) -> Result<(OrchestratorBuilder, Arc<BreakerRegistry>), BoxError> {
+    let quick = RetryPolicy::new(5)
+        .with_base(Duration::from_millis(10))
+        .with_cap(Duration::from_millis(100));
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default())?;
+    let registry = Arc::clone(breaker.registry());
+    let echo = handler_fn(|ctx: JobContext| async move {
+        ctx.payload()
+            .to_value()
+            .map_err(|e| JobError::permanent(e.message()).with_class("bad_payload"))
+    });
+    let sleep = handler_fn(|ctx: JobContext| async move {
+        let SleepFor { ms } = ctx.decode()?;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms.min(600_000))) => Ok(json!({ "slept_ms": ms })),
+            () = ctx.cancellation_token().cancelled() => Err(JobError::cancelled("cancelled while sleeping")),
+        }
+    })
+    .layer(breaker);
+    let fail = handler_fn(|ctx: JobContext| async move {
+        let spec: FailTimes = if ctx.payload().is_null() {
+            FailTimes::default()
+        } else {
+            ctx.decode()?
+        };
+        if spec.permanent {
+            return Err(
+                JobError::permanent("asked to fail permanently").with_class("demo_permanent")
+            );
+        }
+        // A try is an attempt, or a strategy's in-process retry within one.
+        let tries = ctx.attempt() + ctx.inline_retries();
+        if tries <= spec.times {
+            return Err(JobError::retryable(format!(
+                "failing try {tries} of the first {}",
+                spec.times
+            ))
+            .with_class("demo_failure"));
+        }
+        Ok(json!({ "succeeded_on_attempt": ctx.attempt(), "try": tries }))
+    });
+    let builder = builder
+        .kind("echo", KindConfig::new(echo).retry(quick).idempotent(true))
+        .kind(
+            "sleep",
+            KindConfig::new(sleep).retry(quick).idempotent(true),
+        )
+        .kind("fail_n_times", KindConfig::new(fail).retry(quick));
+    Ok((builder, registry))
+}
+
+/// Serve (and run workers) until SIGINT or SIGTERM, then shut down gracefully: stop taking
+/// requests, finish those in flight, then give running jobs `shutdown_grace_ms` to finish.
+pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
+    if args.concurrency == 0 {
+        return Err(Error::invalid_input("concurrency", "must be at least 1").into());
+    }
+    let built = build(&args).await?;
+    let orchestrator = built.orchestrator;
+    let kinds: Vec<String> = orchestrator
+        .kinds()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let workers = if args.no_workers {
+        None
+    } else {
+        if kinds.is_empty() {
+            tracing::warn!(
+                "workers run with no handlers: jobs will end dead with `no handler`; pass --demo-handlers, or embed jobforge::http::router in your own binary with your handlers"
+            );
+        }
+        Some(
+            orchestrator.start_workers(
+                WorkerConfig::default()
+                    .concurrency(args.concurrency)
+                    .queues(args.queues.clone()),
+            )?,
+        )
+    };
+    tracing::info!(backends = built.backends, kinds = ?kinds, workers = workers.is_some(), "jobforge-server starting");
+    if args.workers_only {
+        println!(
+            "jobforge-server running workers only ({} backend, kinds: {})",
+            built.backends,
+            kinds.join(", ")
+        );
+        shutdown_signal().await;
+    } else {
+        let mut config = HttpConfig::default()
+            .with_body_limit(args.body_limit)
+            .with_request_timeout(Duration::from_millis(args.request_timeout_ms.max(1)))
+            .with_memory(Arc::clone(orchestrator.memory()));
+        if let Some(registry) = built.breakers {
+            config = config.with_breakers(registry);
+        }
+        if !args.allow_unknown_kinds && !kinds.is_empty() {
+            config = config.with_known_kinds(kinds.iter().cloned());
+        }
+        let app = router(Arc::new(orchestrator.clone()), config);
+        let listener = tokio::net::TcpListener::bind(args.bind).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Configuration,
+                format!(
+                    "cannot listen on {}: {e}; pick another address with --bind or JOBFORGE_BIND",
+                    args.bind
+                ),
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        // One line on stdout that scripts and tests read to learn the port.
+        println!(
+            "jobforge-server listening on http://{addr} ({} backend{})",
+            built.backends,
+            if workers.is_some() {
+                ", with workers"
+            } else {
+                ", no workers"
+            }
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+    }
+    tracing::info!("shutting down");
+    if let Some(workers) = workers {
+        let report = workers
+            .shutdown(Duration::from_millis(args.shutdown_grace_ms))
+            .await;
+        tracing::info!(?report, "workers stopped");
+    }
+    if let Some(reconciler) = built.reconciler {
+        reconciler.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
