@@ -61,8 +61,17 @@ fn is_json_media_type(value: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Decode `bytes` as `T`, naming the offending field on failure.
+/// Decode `bytes` as `T`, naming the offending field on failure. Every request body is a
+/// JSON object: anything else valid JSON (an array, which serde would otherwise read into a
+/// struct field by field, a string, a number) is a 422 naming `body`.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Problem::validation("body", "`body`: must be a JSON object"),
+            Err(err) => classify(err, ""),
+        });
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {
         Ok(value) => value,

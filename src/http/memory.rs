@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
+use super::{AppState, Tenant};
 use super::extract::ApiJson;
 use super::problem::{ApiResult, Problem, ProblemType};
 use crate::memory::{
@@ -38,6 +39,28 @@ fn memory(state: &AppState) -> ApiResult<&Arc<dyn Memory>> {
             "this server has no memory configured, so entries and reflection are not served; configure one with `HttpConfig::with_memory`",
         )
     })
+}
+
+/// Where a caller's namespace lives in the store. A caller bound to a tenant gets namespaces
+/// of its own, `tenant:<length of the tenant>:<tenant>:<namespace>`, which no other tenant's
+/// can spell (the length makes the split unambiguous); callers bound to no tenant use the
+/// namespace as given.
+fn stored_namespace(tenant: Option<&Tenant>, namespace: String) -> String {
+    match tenant {
+        Some(Tenant(t)) => format!("tenant:{}:{t}:{namespace}", t.len()),
+        None => namespace,
+    }
+}
+
+/// An entry as its caller named it: the tenant's prefix taken off again.
+fn view(tenant: Option<&Tenant>, mut entry: Entry) -> EntryView {
+    if let Some(Tenant(t)) = tenant {
+        let prefix = format!("tenant:{}:{t}:", t.len());
+        if let Some(rest) = entry.namespace.strip_prefix(&prefix) {
+            entry.namespace = rest.to_owned();
+        }
+    }
+    EntryView::from(entry)
 }
 
 /// A memory error as a problem: fields that are path or query parameters (`namespace`,
@@ -241,13 +264,15 @@ fn parse_window(raw: &str) -> ApiResult<Window> {
 )]
 pub(crate) async fn get_entry(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     Path((namespace, key)): Path<(String, String)>,
 ) -> ApiResult<Json<EntryView>> {
+    let tenant = tenant.as_deref();
     let entry = memory(&state)?
-        .get(&namespace, &key)
+        .get(&stored_namespace(tenant, namespace.clone()), &key)
         .await
         .map_err(|e| memory_error(e, true))?;
-    entry.map(|e| Json(e.into())).ok_or_else(|| {
+    entry.map(|e| Json(view(tenant, e))).ok_or_else(|| {
         Problem::not_found(format!(
             "no entry `{key}` in namespace `{namespace}` (or it expired)"
         ))
@@ -272,6 +297,7 @@ pub(crate) async fn get_entry(
 )]
 pub(crate) async fn put_entry(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     Path((namespace, key)): Path<(String, String)>,
     ApiJson(body): ApiJson<PutEntry>,
 ) -> ApiResult<Response> {
@@ -282,7 +308,8 @@ pub(crate) async fn put_entry(
             "must be 1 to 315360000 (ten years); leave it out to keep the entry until deleted",
         ));
     }
-    let mut entry = NewEntry::new(namespace, key, body.value);
+    let tenant = tenant.as_deref();
+    let mut entry = NewEntry::new(stored_namespace(tenant, namespace), key, body.value);
     entry.tags = body.tags;
     entry.ttl = body.ttl_secs.map(Duration::from_secs);
     let stored = memory
@@ -294,7 +321,7 @@ pub(crate) async fn put_entry(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(EntryView::from(stored))).into_response())
+    Ok((status, Json(view(tenant, stored))).into_response())
 }
 
 /// Delete a memory entry
@@ -310,10 +337,11 @@ pub(crate) async fn put_entry(
 )]
 pub(crate) async fn delete_entry(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     Path((namespace, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let deleted = memory(&state)?
-        .delete(&namespace, &key)
+        .delete(&stored_namespace(tenant.as_deref(), namespace.clone()), &key)
         .await
         .map_err(|e| memory_error(e, true))?;
     if deleted {
@@ -342,11 +370,13 @@ pub(crate) async fn delete_entry(
 )]
 pub(crate) async fn search(
     State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
     Path(namespace): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> ApiResult<Json<EntryList>> {
     let memory = memory(&state)?;
-    let mut query = EntryQuery::namespace(namespace);
+    let tenant = tenant.as_deref();
+    let mut query = EntryQuery::namespace(stored_namespace(tenant, namespace));
     for (name, value) in param_pairs_only(&pairs, &["prefix", "tag", "limit"])? {
         match name.as_str() {
             "prefix" => query = query.prefix(value.clone()),
@@ -371,7 +401,7 @@ pub(crate) async fn search(
         .await
         .map_err(|e| memory_error(e, true))?;
     Ok(Json(EntryList {
-        items: entries.into_iter().map(EntryView::from).collect(),
+        items: entries.into_iter().map(|e| view(tenant, e)).collect(),
     }))
 }
 
