@@ -56,6 +56,9 @@
 
 mod error;
 pub mod handler;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 pub mod job;
 pub mod memory;
 pub mod orchestrator;
