@@ -202,7 +202,7 @@ impl fmt::Display for AuthError {
                 "no credentials: send `Authorization: Bearer <API key or JWT>` or `X-API-Key: <key>`",
             ),
             AuthError::InvalidCredentials => f.write_str(
-                "the credentials are not valid: check the key or token, its expiry and audience",
+                "the credentials are not valid for this server; use a current key or token",
             ),
             AuthError::InsufficientScope(scope) => {
                 write!(f, "the credentials lack the scope this route needs: {scope}")
