@@ -536,6 +536,48 @@ fn eddsa_pinning() {
 }
 
 #[tokio::test]
+async fn scopes_hold_inside_nested_routers() {
+    // The router may protect only its `/v1` part, nested: the scope is still judged on the
+    // full path, so a read-only key cannot submit.
+    let reader = ApiKey::generate().unwrap();
+    let security = SecurityConfig {
+        api_keys: vec![entry(&reader, "jobs:read", None)],
+        rate_limits: Some(generous_limits()),
+        ..SecurityConfig::default()
+    }
+    .build()
+    .unwrap();
+    let v1 = security.protect(Router::new().route("/jobs", get(list_jobs).post(submit_job)));
+    let app = security.harden(
+        Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .nest("/v1", v1),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let c = client();
+    let jobs = format!("http://{addr}/v1/jobs");
+    assert_eq!(send(c.get(&jobs)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(c.get(&jobs).bearer_auth(reader.key())).await.status,
+        StatusCode::OK
+    );
+    let submit = send(c.post(&jobs).bearer_auth(reader.key()).json(&json!({}))).await;
+    assert_eq!(submit.status, StatusCode::FORBIDDEN, "{}", submit.body);
+    let health = send(c.get(format!("http://{addr}/health"))).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_security_headers(&health, "/health outside the nest");
+}
+
+#[tokio::test]
 async fn unauthenticated_loopback_acts_unrestricted() {
     let server = serve(SecurityConfig::default()).await;
     let a = send(client().get(format!("{}/v1/jobs", server.base))).await;

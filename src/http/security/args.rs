@@ -263,7 +263,7 @@ impl SecurityArgs {
                 ));
             }
         };
-        let rate_limits = (!self.no_rate_limit).then(|| RateLimits {
+        let rate_limits = (!self.no_rate_limit).then_some(RateLimits {
             per_ip: self.rate_limit_ip,
             read: self.rate_limit_read,
             write: self.rate_limit_write,

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, OriginalUri, Request, State};
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -186,10 +186,16 @@ pub(crate) async fn auth_guard(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if guard.is_public(request.uri().path()) {
+    // Inside `Router::nest` the URI has lost its prefix; decide on the path the client sent.
+    let path = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| request.uri().path(), |original| original.path())
+        .to_owned();
+    if guard.is_public(&path) {
         return next.run(request).await;
     }
-    let required = required_scope(request.method(), request.uri().path());
+    let required = required_scope(request.method(), &path);
     let (principal, limit_key) = if guard.auth_enabled {
         match guard.authenticate(request.headers()) {
             Ok(found) => found,

@@ -192,7 +192,8 @@ impl Security {
     /// per-address limit first, then credentials, then the route's scope, then the
     /// per-principal limit. Public paths skip the credential part (not the address limit).
     /// Apply it to the whole router, after the routes (and their fallback) are added, so
-    /// unknown paths are refused like known ones and reveal nothing.
+    /// unknown paths are refused like known ones and reveal nothing. Applied to a router that
+    /// is then `nest`ed, it still judges the full path the client sent (`OriginalUri`).
     pub fn protect<S: Clone + Send + Sync + 'static>(&self, router: Router<S>) -> Router<S> {
         router
             .layer(from_fn_with_state(self.guard.clone(), auth_guard))

@@ -303,7 +303,8 @@ mod tests {
     #[test]
     fn refuses_bad_claims() {
         let v = verifier();
-        let cases: [(&str, Box<dyn Fn(&mut Value)>); 9] = [
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: [(&str, Change); 9] = [
             ("expired", Box::new(|c| c["exp"] = json!(now() - 120))),
             ("not yet valid", Box::new(|c| c["nbf"] = json!(now() + 120))),
             ("wrong aud", Box::new(|c| c["aud"] = json!("other"))),
