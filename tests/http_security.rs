@@ -577,6 +577,59 @@ async fn scopes_hold_inside_nested_routers() {
     assert_security_headers(&health, "/health outside the nest");
 }
 
+/// Captures what `tracing` writes, for the audit-event test.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn refusals_leave_audit_events_without_credentials() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    // current_thread runtime: the server task runs on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let keys = keys();
+    let server = auth_server(&keys).await;
+    let c = client();
+    let jobs = format!("{}/v1/jobs", server.base);
+    let stranger = ApiKey::generate().unwrap();
+    send(c.get(&jobs).bearer_auth(stranger.key())).await;
+    send(
+        c.post(&jobs)
+            .bearer_auth(keys.acme_reader.key())
+            .json(&json!({})),
+    )
+    .await;
+    send(c.get(&jobs)).await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("jobforge::http::audit"), "{log}");
+    assert!(log.contains("outcome=\"invalid_credentials\""), "{log}");
+    assert!(log.contains("outcome=\"insufficient_scope\""), "{log}");
+    assert!(log.contains("outcome=\"missing_credentials\""), "{log}");
+    assert!(
+        log.contains(&format!("principal=\"{}\"", keys.acme_reader.id())),
+        "{log}"
+    );
+    assert!(log.contains("client=127.0.0.1"), "{log}");
+    for secret in [stranger.key(), keys.acme_reader.key()] {
+        assert!(!log.contains(secret), "the audit log holds a credential");
+    }
+}
+
 #[tokio::test]
 async fn unauthenticated_loopback_acts_unrestricted() {
     let server = serve(SecurityConfig::default()).await;

@@ -140,6 +140,34 @@ fn credential(headers: &HeaderMap) -> Result<&str, AuthError> {
     Ok(found)
 }
 
+/// The `tracing` target of the security audit events: every refused request (who, what, why
+/// in one stable word), and every authenticated one at `debug`. Never a credential.
+pub const AUDIT_TARGET: &str = "jobforge::http::audit";
+
+fn client_of(request: &Request) -> IpAddr {
+    request
+        .extensions()
+        .get::<ClientIp>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ClientIp(ip)| *ip)
+}
+
+fn audit(request: &Request, path: &str, principal: Option<&Principal>, refusal: &AuthError) {
+    let outcome = match refusal {
+        AuthError::MissingCredentials => "missing_credentials",
+        AuthError::InvalidCredentials => "invalid_credentials",
+        AuthError::InsufficientScope(_) => "insufficient_scope",
+        AuthError::TenantMismatch => "tenant_mismatch",
+    };
+    tracing::info!(
+        target: AUDIT_TARGET,
+        client = %client_of(request),
+        principal = principal.map(Principal::id),
+        method = %request.method(),
+        path,
+        outcome,
+    );
+}
+
 /// Middleware: find the client address, put [`ClientIp`] in the extensions, and apply the
 /// per-address limit.
 pub(crate) async fn client_guard(
@@ -170,6 +198,14 @@ pub(crate) async fn client_guard(
         .as_ref()
         .map(|limiter| limiter.check(&rate_limit_key(ip)));
     if let Some(refusal) = decision.and_then(|d| d.refusal("client address")) {
+        tracing::info!(
+            target: AUDIT_TARGET,
+            client = %ip,
+            method = %request.method(),
+            path = request.uri().path(),
+            outcome = "rate_limited",
+            limit = "client address",
+        );
         return refusal;
     }
     let mut response = next.run(request).await;
@@ -199,12 +235,16 @@ pub(crate) async fn auth_guard(
     let (principal, limit_key) = if guard.auth_enabled {
         match guard.authenticate(request.headers()) {
             Ok(found) => found,
-            Err(refusal) => return refusal.into_response(),
+            Err(refusal) => {
+                audit(&request, &path, None, &refusal);
+                return refusal.into_response();
+            }
         }
     } else {
         (Principal::unrestricted(), String::new())
     };
     if let Some(Err(refusal)) = required.map(|scope| principal.require(scope)) {
+        audit(&request, &path, Some(&principal), &refusal);
         return refusal.into_response();
     }
     let tier = required.map_or(Tier::Read, Scope::tier);
@@ -220,8 +260,25 @@ pub(crate) async fn auth_guard(
         _ => None,
     };
     if let Some(refusal) = decision.and_then(|d| d.refusal("credential")) {
+        tracing::info!(
+            target: AUDIT_TARGET,
+            client = %client_of(&request),
+            principal = principal.id(),
+            method = %request.method(),
+            path = %path,
+            outcome = "rate_limited",
+            limit = tier.as_str(),
+        );
         return refusal;
     }
+    tracing::debug!(
+        target: AUDIT_TARGET,
+        client = %client_of(&request),
+        principal = principal.id(),
+        method = %request.method(),
+        path = %path,
+        outcome = "allowed",
+    );
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
     if let Some(decision) = decision {

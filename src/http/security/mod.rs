@@ -57,7 +57,7 @@ pub use api_key::{
     looks_like_api_key, sha256_hex,
 };
 pub use args::{JwtAlgorithmArg, SecurityArgs};
-pub use auth::required_scope;
+pub use auth::{AUDIT_TARGET, required_scope};
 pub use client_ip::{
     ClientIp, TrustedProxies, X_FORWARDED_FOR, canonical, client_ip, rate_limit_key,
 };
