@@ -43,6 +43,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod problem;
+pub mod security;
 pub mod server;
 
 use std::collections::BTreeSet;
