@@ -67,10 +67,12 @@ fn is_json_media_type(value: &str) -> bool {
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Ok(_) => Problem::validation("body", "`body`: must be a JSON object"),
-            Err(err) => classify(err, ""),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => Problem::validation("body", "`body`: must be a JSON object"),
+                Err(err) => classify(err, ""),
+            },
+        );
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = match serde_path_to_error::deserialize::<_, T>(&mut de) {

@@ -14,9 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{AppState, Tenant};
 use super::extract::ApiJson;
 use super::problem::{ApiResult, Problem, ProblemType};
+use super::{AppState, Tenant};
 use crate::memory::{
     Entry, EntryQuery, MAX_SEARCH_LIMIT, Memory, NewEntry, Recommendation, Reflection,
     StrategyChoice, Window,
@@ -341,7 +341,10 @@ pub(crate) async fn delete_entry(
     Path((namespace, key)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let deleted = memory(&state)?
-        .delete(&stored_namespace(tenant.as_deref(), namespace.clone()), &key)
+        .delete(
+            &stored_namespace(tenant.as_deref(), namespace.clone()),
+            &key,
+        )
         .await
         .map_err(|e| memory_error(e, true))?;
     if deleted {

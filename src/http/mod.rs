@@ -24,13 +24,15 @@
 //! # }
 //! ```
 //!
-//! ## Where authentication goes
+//! ## Security
 //!
-//! [`router`] builds the `/v1` routes and the operations routes separately and merges them, so
-//! a middleware stack (authentication, per-client limits) wraps the `/v1` routes alone. A
-//! middleware that knows the caller's tenant inserts a [`Tenant`] into the request
-//! extensions: submissions are then stamped with it and every read and cancel only sees that
-//! tenant's jobs.
+//! [`HttpConfig::with_security`] puts the [`security`] layers around every route:
+//! authentication (API keys, JWT), a scope per route, per-address and per-credential rate
+//! limits, CORS, and the security headers (sent on every response even without it). Public
+//! paths (`/health` by default) skip the credential check. A caller bound to a tenant gets a
+//! [`Tenant`] in its request extensions: submissions are stamped with it, every read and
+//! cancel only sees that tenant's jobs, and its memory namespaces are its own. A host with
+//! authentication of its own can insert [`Tenant`] itself instead.
 
 // Handlers answer `Result<_, Problem>`: the problem is the response body, built on the rare
 // error path only, so moving its 152 bytes costs nothing that boxing would save.
@@ -103,6 +105,7 @@ pub struct HttpConfig {
     readiness: Option<ReadinessCheck>,
     reflection_window: Window,
     docs: bool,
+    security: Option<security::Security>,
 }
 
 impl Default for HttpConfig {
@@ -117,6 +120,7 @@ impl Default for HttpConfig {
             readiness: None,
             reflection_window: Window::Last(1_000),
             docs: true,
+            security: None,
         }
     }
 }
@@ -133,6 +137,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("readiness", &self.readiness.is_some())
             .field("reflection_window", &self.reflection_window)
             .field("docs", &self.docs)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -214,6 +219,16 @@ impl HttpConfig {
         self
     }
 
+    /// Authentication, scopes, per-client rate limits, CORS and the security headers (see
+    /// [`security`]). Without it the router authenticates nobody (the host's own middleware
+    /// may) but still sends the security headers on every response. A caller bound to a tenant
+    /// sees only its tenant's jobs and memory.
+    #[must_use]
+    pub fn with_security(mut self, security: security::Security) -> Self {
+        self.security = Some(security);
+        self
+    }
+
     /// The body limit in bytes.
     #[must_use]
     pub fn body_limit(&self) -> usize {
@@ -276,7 +291,15 @@ pub fn router(orchestrator: Arc<dyn JobOrchestrator>, config: HttpConfig) -> Rou
     // leaves the operations routes open to probes and scrapers.
     let api = api_routes(state.clone());
     let ops = ops_routes(state.clone(), docs);
-    api.merge(ops).fallback(ops::unknown_route).layer(
+    let app = api.merge(ops).fallback(ops::unknown_route);
+    // Authentication wraps the routes and their fallback (unknown paths are refused like
+    // known ones), inside the request id, tracing, problem and metrics layers so refusals get
+    // them too; public paths (`/health` by default) pass.
+    let app = match &config.security {
+        Some(security) => security.protect(app),
+        None => app,
+    };
+    let app = app.layer(
         ServiceBuilder::new()
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(ops::request_span))
@@ -292,7 +315,12 @@ pub fn router(orchestrator: Arc<dyn JobOrchestrator>, config: HttpConfig) -> Rou
                 request_timeout,
             ))
             .layer(DefaultBodyLimit::max(body_limit)),
-    )
+    );
+    // CORS and the security headers outermost, so every answer carries them.
+    match &config.security {
+        Some(security) => security.harden(app),
+        None => security::with_security_headers(app, false),
+    }
 }
 
 /// The versioned API: jobs, queues, kinds, memory.

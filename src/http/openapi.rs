@@ -9,6 +9,9 @@ use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::example::ExampleBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::problem::{PROBLEM_JSON, Problem, ProblemType};
@@ -225,13 +228,83 @@ fn add_errors(operation: &mut Operation) {
     }
 }
 
+/// A refusal of the security layer (`jobforge::http::security`) as the API answers it.
+fn security_problem(slug: &str, title: &str, status: u16, detail: &str) -> Value {
+    serde_json::json!({
+        "type": format!("https://jobforge.dev/problems/{slug}"),
+        "title": title,
+        "status": status,
+        "detail": detail,
+    })
+}
+
+/// The answers of the security layer: 401 without valid credentials, 403 without the route's
+/// scope (`scoped`), 429 past a rate limit (every route, public ones included).
+fn add_security_responses(operation: &mut Operation, authenticated: bool, scoped: bool) {
+    let mut answers = vec![(
+        429u16,
+        "rate-limited",
+        "Too Many Requests",
+        "`rate-limited`: a rate limit (per client address, or per credential and tier) was reached; wait `Retry-After` seconds. `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` tell the quota.",
+        "rate limit reached; retry after 1 s",
+    )];
+    if authenticated {
+        answers.push((
+            401,
+            "unauthorized",
+            "Unauthorized",
+            "`unauthorized`: no credentials, or ones that are not valid (unknown, revoked or expired); `WWW-Authenticate` says which scheme to use. Only when the server has authentication configured.",
+            "missing credentials: send `Authorization: Bearer <API key or JWT>` or `X-API-Key`",
+        ));
+    }
+    if scoped {
+        answers.push((
+            403,
+            "forbidden",
+            "Forbidden",
+            "`forbidden`: the credentials are valid but lack the scope this route needs (see docs/AUTHENTICATION.md).",
+            "this request needs the scope `jobs:write`",
+        ));
+    }
+    for (status, slug, title, description, detail) in answers {
+        let example = ExampleBuilder::new()
+            .summary(title)
+            .value(Some(security_problem(slug, title, status, detail)))
+            .build();
+        let content = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .examples_from_iter([(slug, example)])
+            .build();
+        let response = ResponseBuilder::new()
+            .description(description)
+            .content(PROBLEM_JSON, content)
+            .build();
+        operation
+            .responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| response.into());
+    }
+    if authenticated {
+        operation.security = Some(vec![
+            SecurityRequirement::new("bearer", Vec::<String>::new()),
+            SecurityRequirement::new("apiKey", Vec::<String>::new()),
+        ]);
+    }
+}
+
 /// The complete OpenAPI document: [`ApiDoc`] with every operation's error responses (each
-/// problem type it can answer, with an example) and the request id header.
+/// problem type it can answer, with an example), the request id header, and the security
+/// schemes (bearer API key or JWT, or `X-API-Key`) with their 401, 403 and 429 answers.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        // `/health` is public by default; everything else needs credentials when the server
+        // has authentication configured, and all of `/v1` and `/metrics` a scope.
+        let authenticated = path != "/health";
+        let scoped = path.starts_with("/v1/") || path == "/metrics";
         for operation in [
             item.get.as_mut(),
             item.post.as_mut(),
@@ -242,7 +315,28 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .flatten()
         {
             add_errors(operation);
+            add_security_responses(operation, authenticated, scoped);
         }
+    }
+    if let Some(components) = doc.components.as_mut() {
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`jfk_...`, from `jobforge-server keys generate`) or a JWT, as `Authorization: Bearer <credential>`.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "apiKey",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "An API key in the `X-API-Key` header instead of `Authorization`.",
+            ))),
+        );
     }
     doc
 }

@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::security::{SecurityArgs, generate_key_command, load_server_config, serve_tls};
 use super::{HttpConfig, openapi, router};
 use crate::orchestrator::Reconciler;
 use crate::safety::{BreakerRegistry, CircuitBreakerConfig, CircuitBreakerLayer, HandlerExt};
@@ -50,6 +51,20 @@ pub struct Cli {
 pub enum Command {
     /// Print the OpenAPI document (JSON) and exit.
     Openapi,
+    /// API keys.
+    Keys {
+        /// What to do with keys.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// `jobforge-server keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Print a new API key, its SHA-256 hash and the flag that configures the server with it.
+    /// The server is only ever given the hash.
+    Generate,
 }
 
 /// How to serve: flags, each with an environment variable.
@@ -97,6 +112,9 @@ pub struct ServeArgs {
     /// How long running jobs get to finish at shutdown, in milliseconds.
     #[arg(long, env = "JOBFORGE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Authentication, rate limits, CORS and TLS.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 fn redact(url: Option<&String>) -> Option<&'static str> {
@@ -119,6 +137,7 @@ impl std::fmt::Debug for ServeArgs {
             .field("body_limit", &self.body_limit)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .field("security", &self.security)
             .finish()
     }
 }
@@ -128,6 +147,12 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Some(Command::Openapi) => {
             println!("{}", openapi_json()?);
+            Ok(())
+        }
+        Some(Command::Keys {
+            command: KeysCommand::Generate,
+        }) => {
+            println!("{}", generate_key_command()?);
             Ok(())
         }
         None => serve(cli.serve).await,
@@ -330,6 +355,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     if args.concurrency == 0 {
         return Err(Error::invalid_input("concurrency", "must be at least 1").into());
     }
+    // Security first: a server that would listen on a public address with no authentication
+    // refuses to start before it touches any backend.
+    let security = if args.workers_only {
+        None
+    } else {
+        let config = args.security.clone().into_config()?;
+        config.check_bind(args.bind)?;
+        let tls = config.tls.clone();
+        let security = config.build()?;
+        if !security.auth_enabled() {
+            tracing::warn!(
+                "no authentication configured: every caller may submit, read and cancel jobs; fine on loopback, see docs/AUTHENTICATION.md"
+            );
+        }
+        Some((security, tls))
+    };
     let built = build(&args).await?;
     let orchestrator = built.orchestrator;
     let kinds: Vec<String> = orchestrator
@@ -361,7 +402,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             kinds.join(", ")
         );
         shutdown_signal().await;
-    } else {
+    } else if let Some((security, tls)) = security {
         let mut config = HttpConfig::default()
             .with_body_limit(args.body_limit)
             .with_request_timeout(Duration::from_millis(args.request_timeout_ms.max(1)))
@@ -372,8 +413,11 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         if !args.allow_unknown_kinds && !kinds.is_empty() {
             config = config.with_known_kinds(kinds.iter().cloned());
         }
+        let config = config.with_security(security);
         let app = router(Arc::new(orchestrator.clone()), config);
-        let listener = tokio::net::TcpListener::bind(args.bind).await.map_err(|e| {
+        // TLS settings are checked (files readable, key matching) before listening.
+        let tls_config = tls.as_ref().map(load_server_config).transpose()?;
+        let listener = std::net::TcpListener::bind(args.bind).map_err(|e| {
             Error::new(
                 ErrorKind::Configuration,
                 format!(
@@ -385,7 +429,12 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         let addr = listener.local_addr()?;
         // One line on stdout that scripts and tests read to learn the port.
         println!(
-            "jobforge-server listening on http://{addr} ({} backend{})",
+            "jobforge-server listening on {}://{addr} ({} backend{})",
+            if tls_config.is_some() {
+                "https"
+            } else {
+                "http"
+            },
             built.backends,
             if workers.is_some() {
                 ", with workers"
@@ -393,9 +442,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
                 ", no workers"
             }
         );
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        let grace = Duration::from_millis(args.request_timeout_ms.max(1));
+        match tls_config {
+            Some(tls_config) => {
+                serve_tls(listener, app, tls_config, shutdown_signal(), grace).await?;
+            }
+            None => {
+                listener.set_nonblocking(true)?;
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                // Peer addresses feed the per-client rate limit.
+                axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown_signal())
+                .await?;
+            }
+        }
     }
     tracing::info!("shutting down");
     if let Some(workers) = workers {

@@ -163,11 +163,7 @@ impl RedisRateLimit {
     /// does not answer.
     pub async fn connect(config: RedisRateLimitConfig) -> Result<Self> {
         config.validate()?;
-        let link = Link::connect(
-            &config.link,
-            "rate limit",
-        )
-        .await?;
+        let link = Link::connect(&config.link, "rate limit").await?;
         Ok(Self { link, config })
     }
 

@@ -107,7 +107,8 @@ pub struct SecurityArgs {
     #[arg(long, env = "JOBFORGE_JWT_TENANT_CLAIM")]
     pub jwt_tenant_claim: Option<String>,
 
-    /// A path served without credentials (exact match). Repeatable; replaces the default.
+    /// A path served without credentials, with what lies below it (`/docs` covers
+    /// `/docs/index.css`). Repeatable; replaces the default.
     #[arg(
         long = "public-path",
         value_name = "PATH",

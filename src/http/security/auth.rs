@@ -82,8 +82,13 @@ pub(crate) struct Guard {
 static WARNED_NO_CONNECT_INFO: AtomicBool = AtomicBool::new(false);
 
 impl Guard {
-    fn is_public(&self, path: &str) -> bool {
-        self.public_paths.iter().any(|p| p == path)
+    /// A public path covers itself and what lies below it (`/docs` covers `/docs/` and
+    /// `/docs/index.css`), never a sibling that merely starts the same (`/docsx`).
+    pub(crate) fn is_public(&self, path: &str) -> bool {
+        self.public_paths.iter().any(|p| {
+            path.strip_prefix(p.trim_end_matches('/'))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
     }
 
     /// The principal for the request's credentials, and a key for its rate limit that cannot
@@ -279,6 +284,11 @@ pub(crate) async fn auth_guard(
         path = %path,
         outcome = "allowed",
     );
+    // The router's handlers scope jobs and memory by the `Tenant` extension.
+    if let Some(tenant) = principal.tenant() {
+        let tenant = crate::http::Tenant(tenant.to_owned());
+        request.extensions_mut().insert(tenant);
+    }
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
     if let Some(decision) = decision {

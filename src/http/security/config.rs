@@ -40,8 +40,9 @@ pub struct SecurityConfig {
     pub api_keys: Vec<ApiKeyEntry>,
     /// JWT verification, if bearer JWTs are accepted.
     pub jwt: Option<JwtConfig>,
-    /// Paths served without credentials, matched exactly. Default `["/health"]`; add `/ready`
-    /// and `/metrics` to expose them to probes and scrapers.
+    /// Paths served without credentials, each with what lies below it (`/docs` covers
+    /// `/docs/index.css`). Default `["/health"]`; add `/ready` and `/metrics` for probes and
+    /// scrapers, `/docs` and `/openapi.json` to browse the API's documentation.
     pub public_paths: Vec<String>,
     /// Rate limits; `None` turns them off (only behind a gateway that limits instead).
     pub rate_limits: Option<RateLimits>,
@@ -105,10 +106,16 @@ impl SecurityConfig {
             ));
         }
         for path in &self.public_paths {
-            if !path.starts_with('/') || path.starts_with("/v1") {
+            // A public path covers what lies below it, so `/` would open everything.
+            let trimmed = path.trim_end_matches('/');
+            if !path.starts_with('/')
+                || trimmed.is_empty()
+                || trimmed == "/v1"
+                || trimmed.starts_with("/v1/")
+            {
                 return Err(Error::invalid_input(
                     "public path",
-                    format!("{path:?} must start with '/' and lie outside /v1"),
+                    format!("{path:?} must start with '/', not be '/' itself, and lie outside /v1"),
                 ));
             }
         }
@@ -258,6 +265,29 @@ impl std::fmt::Debug for Security {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_paths_cover_what_lies_below_and_never_the_api() {
+        for bad in ["/", "//", "/v1", "/v1/jobs", "health"] {
+            let config = SecurityConfig {
+                public_paths: vec![bad.to_owned()],
+                ..SecurityConfig::default()
+            };
+            assert!(config.build().is_err(), "{bad:?} must be refused");
+        }
+        let config = SecurityConfig {
+            public_paths: vec!["/health".into(), "/docs/".into()],
+            ..SecurityConfig::default()
+        };
+        let security = config.build().unwrap();
+        let guard = &security.guard;
+        for open in ["/health", "/docs", "/docs/", "/docs/index.css"] {
+            assert!(guard.is_public(open), "{open}");
+        }
+        for closed in ["/healthz", "/docsx", "/v1/jobs", "/", "/metrics"] {
+            assert!(!guard.is_public(closed), "{closed}");
+        }
+    }
 
     #[test]
     fn bind_rules() {

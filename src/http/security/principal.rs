@@ -26,8 +26,9 @@ use super::scope::{Scope, Scopes};
 ///   answer **404**, exactly as for a job that does not exist (a 403 would confirm the id);
 /// - submitting: set the job's tenant to [`Principal::effective_tenant`] of the one in the
 ///   request (a tenant-bound caller cannot submit for another tenant);
-/// - memory: only namespaces for which [`Principal::can_access_namespace`] holds; others are
-///   404 too.
+/// - memory: the router keeps each tenant's namespaces apart (a tenant-bound caller's
+///   namespace `n` is stored as `tenant:<length>:<tenant>:n` and shown back as `n`), so one
+///   tenant can neither read nor overwrite another's entries.
 ///
 /// ```
 /// use jobforge::http::security::{Principal, Scope, Scopes};
@@ -39,8 +40,6 @@ use super::scope::{Scope, Scopes};
 /// assert!(acme.can_see_tenant(Some("acme")));
 /// assert!(!acme.can_see_tenant(Some("globex")));
 /// assert!(!acme.can_see_tenant(None));
-/// assert!(acme.can_access_namespace("acme/cache"));
-/// assert!(!acme.can_access_namespace("acmecorp"));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -119,21 +118,6 @@ impl Principal {
             (Some(mine), None) => Ok(Some(mine.clone())),
             (Some(mine), Some(asked)) if asked == mine => Ok(Some(mine.clone())),
             (Some(_), Some(_)) => Err(AuthError::TenantMismatch),
-        }
-    }
-
-    /// Whether the principal may use memory namespace `namespace`: any namespace without a
-    /// tenant; with tenant `t`, exactly `t` or one starting with `t/`.
-    #[must_use]
-    pub fn can_access_namespace(&self, namespace: &str) -> bool {
-        match &self.tenant {
-            None => true,
-            Some(mine) => {
-                namespace == mine
-                    || namespace
-                        .strip_prefix(mine.as_str())
-                        .is_some_and(|rest| rest.starts_with('/'))
-            }
         }
     }
 }
@@ -260,9 +244,6 @@ mod tests {
         assert_eq!(free.effective_tenant(Some("x")), Ok(Some("x".into())));
         assert_eq!(free.effective_tenant(None), Ok(None));
         assert!(free.can_see_tenant(None) && free.can_see_tenant(Some("x")));
-        assert!(acme.can_access_namespace("acme"));
-        assert!(!acme.can_access_namespace("acme2/x"));
-        assert!(!acme.can_access_namespace("other/acme"));
     }
 
     #[test]

@@ -487,7 +487,9 @@ impl RedisStreamsQueue {
         if let Some(conn) = self.blockers.lock().pop() {
             return Ok(conn);
         }
-        self.link.blocking_conn(self.config.link.connect_timeout).await
+        self.link
+            .blocking_conn(self.config.link.connect_timeout)
+            .await
     }
 
     fn put_blocker(&self, conn: MultiplexedConnection) {
