@@ -4,6 +4,7 @@ completion, read the stats.
 
 Needs a server with the demo kinds (``jobforge-server --demo-handlers``).
 Usage: ``JOBFORGE_URL=http://127.0.0.1:8080 python3 examples/clients/client.py``
+(with ``JOBFORGE_API_KEY=jfk_...`` when the server requires authentication).
 """
 
 import json
@@ -24,8 +25,9 @@ class Problem(Exception):
 
 
 class JobforgeClient:
-    def __init__(self, base_url):
+    def __init__(self, base_url, api_key=None):
         self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
 
     def _request(self, method, path, body=None, headers=None):
         data = None if body is None else json.dumps(body).encode()
@@ -33,6 +35,8 @@ class JobforgeClient:
         request.add_header("accept", "application/json")
         if data is not None:
             request.add_header("content-type", "application/json")
+        if self.api_key:
+            request.add_header("authorization", "Bearer " + self.api_key)
         for name, value in (headers or {}).items():
             request.add_header(name, value)
         try:
@@ -69,7 +73,10 @@ class JobforgeClient:
 
 
 def main():
-    client = JobforgeClient(os.environ.get("JOBFORGE_URL", "http://127.0.0.1:8080"))
+    client = JobforgeClient(
+        os.environ.get("JOBFORGE_URL", "http://127.0.0.1:8080"),
+        os.environ.get("JOBFORGE_API_KEY"),
+    )
     jobs = [
         client.submit("echo", {"hello": "from python"}),
         client.submit("fail_n_times", {"times": 1}),

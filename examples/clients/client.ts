@@ -3,6 +3,7 @@
 //
 // Needs a server with the demo kinds (`jobforge-server --demo-handlers`).
 // Run: JOBFORGE_URL=http://127.0.0.1:8080 node --experimental-strip-types examples/clients/client.ts
+// (with JOBFORGE_API_KEY=jfk_... when the server requires authentication)
 // (Node 22.6+), or compile with `tsc` and run the JavaScript.
 
 type JobState = "queued" | "running" | "succeeded" | "dead" | "cancelled";
@@ -39,12 +40,18 @@ class ProblemError extends Error {
 }
 
 class JobforgeClient {
-  constructor(private readonly baseUrl: string) {}
+  constructor(
+    private readonly baseUrl: string,
+    private readonly apiKey?: string,
+  ) {}
 
   private async request<T>(method: string, path: string, body?: unknown): Promise<T> {
     const response = await fetch(this.baseUrl + path, {
       method,
-      headers: body === undefined ? {} : { "content-type": "application/json" },
+      headers: {
+        ...(body === undefined ? {} : { "content-type": "application/json" }),
+        ...(this.apiKey ? { authorization: `Bearer ${this.apiKey}` } : {}),
+      },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
     const payload = await response.json();
@@ -82,7 +89,10 @@ class JobforgeClient {
 }
 
 async function main(): Promise<number> {
-  const client = new JobforgeClient(process.env.JOBFORGE_URL ?? "http://127.0.0.1:8080");
+  const client = new JobforgeClient(
+    process.env.JOBFORGE_URL ?? "http://127.0.0.1:8080",
+    process.env.JOBFORGE_API_KEY,
+  );
   const jobs = [
     await client.submit("echo", { hello: "from typescript" }),
     await client.submit("fail_n_times", { times: 1 }),

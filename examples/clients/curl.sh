@@ -2,8 +2,11 @@
 # jobforge over HTTP with curl: submit jobs, poll them to completion, read the stats.
 # Needs a server with the demo kinds:  jobforge-server --demo-handlers
 # Usage: JOBFORGE_URL=http://127.0.0.1:8080 bash examples/clients/curl.sh
+#        (with JOBFORGE_API_KEY=jfk_... when the server requires authentication)
 set -euo pipefail
 BASE="${JOBFORGE_URL:-http://127.0.0.1:8080}"
+AUTH=()
+if [ -n "${JOBFORGE_API_KEY:-}" ]; then AUTH=(-H "Authorization: Bearer $JOBFORGE_API_KEY"); fi
 command -v curl >/dev/null || { echo "curl.sh: curl is not installed" >&2; exit 1; }
 command -v python3 >/dev/null || { echo "curl.sh: python3 (to read JSON) is not installed" >&2; exit 1; }
 
@@ -11,7 +14,7 @@ json_field() { python3 -c 'import json,sys; v=json.load(sys.stdin); print(eval("
 
 submit() {
     # -f: fail on HTTP errors; the problem+json body is printed by --fail-with-body.
-    curl -sS --fail-with-body -X POST "$BASE/v1/jobs" -H 'content-type: application/json' -d "$1"
+    curl -sS --fail-with-body "${AUTH[@]}" -X POST "$BASE/v1/jobs" -H 'content-type: application/json' -d "$1"
 }
 
 echo_job=$(submit '{"kind":"echo","payload":{"hello":"from curl"}}')
@@ -21,7 +24,7 @@ echo "submitted ${ids[*]}"
 
 for id in "${ids[@]}"; do
     for _ in $(seq 1 200); do
-        job=$(curl -sS --fail-with-body "$BASE/v1/jobs/$id")
+        job=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/jobs/$id")
         state=$(json_field '["state"]' <<<"$job")
         case "$state" in
             succeeded) echo "$id succeeded after $(json_field '["attempt"]' <<<"$job") attempt(s): $(json_field '["result"]' <<<"$job")"; break ;;
@@ -32,6 +35,6 @@ for id in "${ids[@]}"; do
     [ "$state" = succeeded ] || { echo "$id still $state" >&2; exit 1; }
 done
 
-stats=$(curl -sS --fail-with-body "$BASE/v1/queues/stats")
+stats=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/queues/stats")
 echo "stats: ready=$(json_field '["ready"]' <<<"$stats") in_flight=$(json_field '["in_flight"]' <<<"$stats") succeeded=$(json_field '["jobs"]["succeeded"]' <<<"$stats")"
 echo "curl client: OK"
