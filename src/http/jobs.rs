@@ -527,6 +527,17 @@ fn parse_id(raw: &str) -> ApiResult<JobId> {
     })
 }
 
+/// The job at path parameter `id`, if the id parses, the job exists and the caller's tenant
+/// (if any) may see it; another tenant's job answers the same 404 as a missing one.
+async fn find_visible(
+    state: &AppState,
+    tenant: Option<Extension<Tenant>>,
+    id: &str,
+) -> ApiResult<JobRecord> {
+    let id = parse_id(id)?;
+    find(state, id, tenant.as_deref()).await
+}
+
 /// The job, if it exists and the caller may see it.
 async fn find(state: &AppState, id: JobId, tenant: Option<&Tenant>) -> ApiResult<JobRecord> {
     let record = state.shared.orchestrator.get(id).await?;
@@ -796,9 +807,7 @@ pub(crate) async fn get_job(
     tenant: Option<Extension<Tenant>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<JobView>> {
-    let id = parse_id(&id)?;
-    let tenant = tenant.map(|Extension(t)| t);
-    Ok(Json(find(&state, id, tenant.as_ref()).await?.into()))
+    Ok(Json(find_visible(&state, tenant, &id).await?.into()))
 }
 
 /// List jobs
@@ -875,9 +884,7 @@ pub(crate) async fn events(
     tenant: Option<Extension<Tenant>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<EventList>> {
-    let id = parse_id(&id)?;
-    let tenant = tenant.map(|Extension(t)| t);
-    find(&state, id, tenant.as_ref()).await?;
+    let id = find_visible(&state, tenant, &id).await?.id;
     let events = state.shared.orchestrator.events(id).await?;
     Ok(Json(EventList {
         items: events.into_iter().map(EventView::from).collect(),
@@ -903,9 +910,7 @@ pub(crate) async fn cancel(
     tenant: Option<Extension<Tenant>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<CancelView>> {
-    let id = parse_id(&id)?;
-    let tenant = tenant.map(|Extension(t)| t);
-    find(&state, id, tenant.as_ref()).await?;
+    let id = find_visible(&state, tenant, &id).await?.id;
     let outcome = state.shared.orchestrator.cancel(id).await?;
     let (outcome, job_state) = match outcome {
         CancelOutcome::Cancelled => (CancelOutcomeName::Cancelled, JobState::Cancelled),
