@@ -458,7 +458,16 @@ async fn bad_input_gets_exact_problems_and_changes_nothing() {
     let running = s
         .submit(json!({"kind": "sleep", "payload": {"ms": 300}}))
         .await;
-    let before = s.job_totals().await;
+    // Snapshot once the sleeper is running, so the only change to expect is none.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let totals = s.job_totals().await;
+        if totals["running"] == 1 && totals["queued"] == 0 {
+            break totals;
+        }
+        assert!(Instant::now() < deadline, "the sleeper never ran: {totals}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
 
     let r = s
         .post_raw(
