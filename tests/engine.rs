@@ -566,3 +566,46 @@ async fn the_in_memory_state_can_be_queue_and_state_at_once() {
     assert_eq!((stats.queue.ready, stats.queue.in_flight), (0, 0));
     assert!(pool.shutdown(WAIT).await.drained);
 }
+
+/// Delayed counts per kind while the in-memory store serves as the queue (they come from its
+/// delayed index, not from a walk over every job): cancelled and re-filed jobs are not
+/// counted, due ones count as ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_counts_follow_cancels_and_due_times() {
+    let orch = Orchestrator::builder()
+        .handler("later", |_ctx: JobContext| async { Ok(Value::Null) })
+        .handler("other", |_ctx: JobContext| async { Ok(Value::Null) })
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(WorkerConfig::default()).unwrap();
+    let hour = Duration::from_secs(3600);
+    let a = orch
+        .submit(NewJob::new("later").delay(hour))
+        .await
+        .unwrap()
+        .id;
+    orch.submit(NewJob::new("later").delay(hour)).await.unwrap();
+    orch.submit(NewJob::new("other").delay(hour)).await.unwrap();
+    let soon = orch
+        .submit(NewJob::new("other").delay(Duration::from_millis(50)))
+        .await
+        .unwrap()
+        .id;
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(stats.queue.delayed, 4);
+    assert_eq!(stats.queue.per_kind["later"].delayed, 2);
+    assert_eq!(orch.cancel(a).await.unwrap(), CancelOutcome::Cancelled);
+    orch.wait_for(soon, Duration::from_secs(10)).await.unwrap();
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(
+        (
+            stats.queue.delayed,
+            stats.queue.ready,
+            stats.queue.in_flight
+        ),
+        (2, 0, 0)
+    );
+    assert_eq!(stats.queue.per_kind["later"].delayed, 1);
+    assert_eq!(stats.queue.per_kind["other"].delayed, 1);
+    pool.shutdown(Duration::from_secs(5)).await;
+}

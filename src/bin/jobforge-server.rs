@@ -1,6 +1,8 @@
 //! `jobforge-server`: jobforge's HTTP API and workers in one process. See
 //! `jobforge-server --help`, and `jobforge::http::server` for what each flag does.
 
+use std::io::IsTerminal;
+
 use clap::Parser;
 use jobforge::http::server::{Cli, run};
 
@@ -12,6 +14,8 @@ async fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| "jobforge=info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal, not in log files and collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

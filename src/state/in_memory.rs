@@ -557,9 +557,29 @@ impl InMemoryState {
         let now = micros(Utc::now());
         let inner = self.inner.lock();
         let mut delayed: HashMap<&str, u64> = HashMap::new();
-        for slot in inner.jobs.values() {
-            if slot.state == JobState::Queued && slot.run_at > now {
-                *delayed.entry(&slot.kind).or_default() += 1;
+        match &inner.index {
+            // Serving as the queue, every queued job with a future run_at is filed in the
+            // delayed heap under its current seq: walk that (a scrape of /metrics holds the
+            // lock for the delayed jobs only, not for every job kept). Entries left behind by
+            // a cancel or a re-file have another seq or state and are skipped.
+            Some(index) => {
+                for Reverse((run_at, seq, id)) in &index.delayed {
+                    if *run_at <= now {
+                        continue;
+                    }
+                    if let Some(slot) = inner.jobs.get(id) {
+                        if slot.state == JobState::Queued && slot.seq == *seq && slot.run_at > now {
+                            *delayed.entry(&slot.kind).or_default() += 1;
+                        }
+                    }
+                }
+            }
+            None => {
+                for slot in inner.jobs.values() {
+                    if slot.state == JobState::Queued && slot.run_at > now {
+                        *delayed.entry(&slot.kind).or_default() += 1;
+                    }
+                }
             }
         }
         let mut stats = QueueStats::default();
