@@ -468,10 +468,13 @@ impl InMemoryState {
     }
 
     fn take_due(&self, req: &Reserve<'_>, now_at: DateTime<Utc>) -> (Vec<Claim>, Option<i64>) {
-        let now = micros(now_at);
-        let until = micros_after(now, req.lease);
         let max_events = self.config.max_events_per_job;
         let mut guard = self.inner.lock();
+        // The clock is read again under the lock: a writer that held it meanwhile may have
+        // filed a job as ready by a later reading than the caller's.
+        let now_at = now_at.max(Utc::now());
+        let now = micros(now_at);
+        let until = micros_after(now, req.lease);
         let inner = &mut *guard;
         let mut index = match inner.index.take() {
             Some(index) => index,
@@ -537,8 +540,17 @@ impl InMemoryState {
             }
             let (claim, finished) = inner.claim_one(key.id, req.worker, now_at, until, max_events);
             finished_any |= finished;
-            if let Claim::Claimed(_) = claim {
-                index.leases.push(Reverse((until, key.id)));
+            match claim {
+                Claim::Claimed(_) => index.leases.push(Reverse((until, key.id))),
+                // Not due after all (filed as ready by a clock read ahead of this one): keep
+                // it, as delayed; dropping the entry would strand the job queued for good.
+                Claim::NotDue { .. } => {
+                    if let Some(slot) = inner.jobs.get(&key.id) {
+                        index.delayed.push(Reverse((slot.run_at, slot.seq, key.id)));
+                    }
+                    continue;
+                }
+                _ => {}
             }
             out.push(claim);
         }
@@ -1032,5 +1044,59 @@ impl QueuingState for InMemoryState {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         Ok(self.queue_stats_now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewJob;
+    use crate::state::StateManager;
+
+    /// A job filed as ready by a writer whose clock read ahead of the claimer's (its run_at
+    /// lies between the two readings) must not be lost: it waits as delayed and is claimed
+    /// once due. Before the fix the claim popped it, answered NotDue and dropped it, and the
+    /// job stayed queued for good.
+    #[tokio::test]
+    async fn a_ready_entry_not_yet_due_is_kept_not_dropped() {
+        let state = InMemoryState::new();
+        let mut record = JobRecord::from_job(NewJob::new("k"));
+        record.state = JobState::Queued;
+        record.attempt = 0;
+        record.started_at = None;
+        record.run_at = Utc::now() + chrono::Duration::milliseconds(150);
+        let id = record.id;
+        state.create(vec![record]).await.unwrap();
+        {
+            // File it as the finish of a later clock reading would: ready, though not due.
+            let mut guard = state.inner.lock();
+            let inner = &mut *guard;
+            let mut index = QueueIndex::default();
+            let slot = inner.jobs.get_mut(&id).unwrap();
+            index.seq += 1;
+            slot.seq = index.seq;
+            index.push_ready(slot);
+            inner.index = Some(index);
+        }
+        let worker = WorkerId::new("w");
+        let queues = vec!["default".to_owned()];
+        let req = Reserve {
+            worker: &worker,
+            queues: &queues,
+            max: 8,
+            lease: Duration::from_secs(30),
+            wait: Duration::ZERO,
+        };
+        assert!(state.claim_due(&req).await.unwrap().is_empty());
+        assert_eq!(state.queue_stats_now().delayed, 1, "kept, as delayed");
+        let req = Reserve {
+            wait: Duration::from_secs(5),
+            ..req
+        };
+        let claims = state.claim_due(&req).await.unwrap();
+        assert!(
+            matches!(claims.as_slice(), [Claim::Claimed(r)] if r.id == id),
+            "{claims:?}"
+        );
     }
 }
