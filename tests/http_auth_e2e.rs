@@ -237,11 +237,17 @@ async fn credentials_scopes_and_tenancy_on_the_real_routes() {
     let metrics = send(server.get("/metrics").bearer_auth(&acme)).await;
     assert_eq!(metrics.status, StatusCode::FORBIDDEN);
     assert_eq!(metrics.problem(), "forbidden");
-    assert_eq!(
-        send(server.get("/metrics").bearer_auth(&admin))
-            .await
-            .status,
-        StatusCode::OK
+    // Any token is an HTTP method; metrics label the unusual ones `other`, so no client can
+    // grow the label set.
+    let odd = reqwest::Method::from_bytes(b"XYZZYMETHOD").expect("a method token");
+    let _ = send(server.http.request(odd, format!("{}/v1/jobs", server.base))).await;
+    let scraped = send(server.get("/metrics").bearer_auth(&admin)).await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    assert!(!scraped.text.contains("XYZZYMETHOD"), "{}", scraped.text);
+    assert!(
+        scraped.text.contains("method=\"other\""),
+        "{}",
+        scraped.text
     );
     assert_eq!(
         send(server.get("/openapi.json")).await.status,
@@ -281,6 +287,32 @@ async fn credentials_scopes_and_tenancy_on_the_real_routes() {
     .await;
     assert_eq!(other_tenant.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(other_tenant.json()["field"], "tenant");
+
+    // Idempotency keys are per tenant: the same key from two tenants makes two jobs, and
+    // each sees its key as it sent it.
+    let keyed = json!({"kind": "echo", "idempotency_key": "order-42"});
+    let acme_keyed = send(server.post("/v1/jobs", keyed.clone()).bearer_auth(&acme)).await;
+    let globex_keyed = send(server.post("/v1/jobs", keyed.clone()).bearer_auth(&globex)).await;
+    assert_eq!(
+        acme_keyed.status,
+        StatusCode::CREATED,
+        "{}",
+        acme_keyed.text
+    );
+    assert_eq!(
+        globex_keyed.status,
+        StatusCode::CREATED,
+        "{}",
+        globex_keyed.text
+    );
+    assert_ne!(acme_keyed.json()["id"], globex_keyed.json()["id"]);
+    assert_eq!(globex_keyed.json()["idempotency_key"], "order-42");
+    let again = send(server.post("/v1/jobs", keyed).bearer_auth(&acme)).await;
+    assert_eq!(
+        again.json()["id"],
+        acme_keyed.json()["id"],
+        "a repeat returns acme's job"
+    );
 
     // globex cannot see, list or cancel it: the same 404 as a job that does not exist.
     let theirs = send(server.get(&format!("/v1/jobs/{id}")).bearer_auth(&globex)).await;

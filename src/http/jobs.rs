@@ -203,6 +203,12 @@ pub(crate) struct JobView {
     version: u64,
 }
 
+/// The prefix of a tenant-bound caller's idempotency keys: `tenant:<length>:<tenant>:`, which
+/// no other tenant's can spell.
+fn tenant_key_prefix(tenant: &str) -> String {
+    format!("tenant:{}:{tenant}:", tenant.len())
+}
+
 impl From<JobRecord> for JobView {
     fn from(r: JobRecord) -> Self {
         Self {
@@ -217,7 +223,13 @@ impl From<JobRecord> for JobView {
             timeout_ms: r
                 .timeout
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-            idempotency_key: r.idempotency_key,
+            idempotency_key: match (r.idempotency_key, r.tenant.as_deref()) {
+                (Some(key), Some(tenant)) => Some(
+                    key.strip_prefix(&tenant_key_prefix(tenant))
+                        .map_or_else(|| key.clone(), str::to_owned),
+                ),
+                (key, _) => key,
+            },
             tags: r.tags,
             tenant: r.tenant,
             strategy: r.strategy,
@@ -605,7 +617,12 @@ fn to_new_job(
         job = job.timeout(Duration::from_millis(timeout));
     }
     if let Some(key) = body.idempotency_key.as_deref().or(header_key) {
-        job = job.idempotency_key(key);
+        // A tenant's keys are its own: stored under the tenant's prefix (shown back without
+        // it), so one tenant can neither block another's submissions nor learn its job ids.
+        job = match tenant {
+            Some(t) => job.idempotency_key(format!("{}{key}", tenant_key_prefix(&t.0))),
+            None => job.idempotency_key(key),
+        };
     }
     for tag in body.tags {
         job = job.tag(tag);

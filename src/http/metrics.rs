@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use parking_lot::Mutex;
@@ -157,11 +158,22 @@ pub(crate) async fn track(State(state): State<AppState>, req: Request, next: Nex
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().clone();
+    // A fixed set of labels: HTTP allows any token as a method, and each distinct one would
+    // otherwise be a label kept forever (memory any client could grow).
+    let method = match *req.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let response = next.run(req).await;
     state.shared.metrics.observe(
         &route,
-        method.as_str(),
+        method,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );

@@ -42,10 +42,16 @@ use super::scope::{Scope, Tier};
 /// ```
 #[must_use]
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
-    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let all: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    // Mounted under a prefix (`/api/v1/jobs` when the host nests the router at `/api`), the
+    // API starts at the first `v1` segment; judging the whole path would find no scope.
+    let segments = match all.iter().position(|s| *s == "v1") {
+        Some(at) => &all[at..],
+        None => &all[..],
+    };
     let read = *method == Method::GET || *method == Method::HEAD;
-    match segments.as_slice() {
-        ["metrics"] => Some(Scope::Admin),
+    match segments {
+        [.., "metrics"] => Some(Scope::Admin),
         ["v1", rest @ ..] => Some(match (rest, read) {
             (["jobs"], false) if *method == Method::POST => Scope::JobsWrite,
             (["jobs", "batch"], false) if *method == Method::POST => Scope::JobsWrite,
@@ -331,6 +337,16 @@ mod tests {
             (Method::GET, "/metrics", Some(Scope::Admin)),
             (Method::GET, "/docs", None),
             (Method::GET, "/V1/jobs", None),
+            // Mounted under a prefix by the host.
+            (Method::POST, "/api/v1/jobs", Some(Scope::JobsWrite)),
+            (Method::GET, "/api/v1/jobs", Some(Scope::JobsRead)),
+            (
+                Method::DELETE,
+                "/api/v1/memory/ns/k",
+                Some(Scope::MemoryWrite),
+            ),
+            (Method::GET, "/api/metrics", Some(Scope::Admin)),
+            (Method::GET, "/api/docs", None),
         ];
         for (method, path, scope) in cases {
             assert_eq!(required_scope(&method, path), scope, "{method} {path}");

@@ -221,11 +221,11 @@ impl JwtVerifier {
         };
         let tenant = match &self.tenant_claim {
             None => None,
+            // With a tenant claim configured every token must name its tenant: a token without
+            // one (or with one that is not a non-empty string) would otherwise see every tenant.
             Some(claim) => match claims.get(claim) {
-                None | Some(Value::Null) => None,
                 Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
-                // A tenant claim that is not a non-empty string must not widen access.
-                Some(_) => return Err(AuthError::InvalidCredentials),
+                _ => return Err(AuthError::InvalidCredentials),
             },
         };
         Ok(Principal::new(subject, scopes, tenant))
@@ -304,7 +304,7 @@ mod tests {
     fn refuses_bad_claims() {
         let v = verifier();
         type Change = Box<dyn Fn(&mut Value)>;
-        let cases: [(&str, Change); 9] = [
+        let cases: [(&str, Change); 11] = [
             ("expired", Box::new(|c| c["exp"] = json!(now() - 120))),
             ("not yet valid", Box::new(|c| c["nbf"] = json!(now() + 120))),
             ("wrong aud", Box::new(|c| c["aud"] = json!("other"))),
@@ -326,6 +326,12 @@ mod tests {
                 "tenant not a string",
                 Box::new(|c| c["tenant"] = json!(["a", "b"])),
             ),
+            // A configured tenant claim that is absent or null would see every tenant.
+            (
+                "no tenant",
+                Box::new(|c| drop(c.as_object_mut().map(|o| o.remove("tenant")))),
+            ),
+            ("null tenant", Box::new(|c| c["tenant"] = Value::Null)),
         ];
         for (name, change) in cases {
             let mut claims = good();

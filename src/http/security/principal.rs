@@ -111,7 +111,9 @@ impl Principal {
 
     /// The tenant a job submitted with `requested` belongs to: the principal's own tenant (a
     /// request naming the same one, or none, is fine), or `requested` for a principal with no
-    /// tenant. A tenant-bound principal naming another tenant is refused with `403`.
+    /// tenant. A tenant-bound principal naming another tenant is refused (`TenantMismatch`, a
+    /// `403`; `jobforge::http::router` itself answers such a job body with a `422` naming the
+    /// `tenant` field).
     pub fn effective_tenant(&self, requested: Option<&str>) -> Result<Option<String>, AuthError> {
         match (&self.tenant, requested) {
             (None, requested) => Ok(requested.map(str::to_owned)),
