@@ -128,13 +128,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
         return peer;
     }
     let mut client = peer;
-    let values: Vec<&str> = headers
+    let values: Vec<&[u8]> = headers
         .get_all(X_FORWARDED_FOR)
         .iter()
-        .map(|v| v.to_str().unwrap_or(""))
+        .map(|v| v.as_bytes())
         .collect();
-    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
-        match parse_forwarded_entry(entry) {
+    // Split the raw bytes, so a byte that is not visible ASCII spoils only its own entry (one
+    // the client wrote), not the entries the trusted proxies appended after it.
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(|b| *b == b',')) {
+        match std::str::from_utf8(entry)
+            .ok()
+            .and_then(parse_forwarded_entry)
+        {
             Some(ip) => {
                 client = ip;
                 if !trusted.contains(ip) {
@@ -233,6 +238,14 @@ mod tests {
         // Empty entries are garbage too.
         let h = xff(&[", ,"]);
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("10.0.0.1"));
+        // A byte that is not ASCII in the client's own entry spoils that entry only: the
+        // address the proxy appended is still read.
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR,
+            axum::http::HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("203.0.113.9"));
     }
 
     #[test]
