@@ -27,25 +27,14 @@ static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new("gcra", include_str!("gcr
 ///     .with_namespace("billing");
 /// assert_eq!(config.burst(), 10);
 /// ```
-#[derive(Clone)]
+// `Debug` is derived: the URL sits in `LinkConfig`, whose `Debug` hides the password.
+#[derive(Clone, Debug)]
 pub struct RedisRateLimitConfig {
     link: LinkConfig,
     namespace: String,
     rate: u32,
     per: Duration,
     burst: u32,
-}
-
-impl std::fmt::Debug for RedisRateLimitConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisRateLimitConfig")
-            .field("link", &self.link)
-            .field("namespace", &self.namespace)
-            .field("rate", &self.rate)
-            .field("per", &self.per)
-            .field("burst", &self.burst)
-            .finish_non_exhaustive()
-    }
 }
 
 connection_settings!(RedisRateLimitConfig);

@@ -64,7 +64,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 ///     .with_retention(Duration::from_secs(3600));
 /// assert_eq!(config.retention(), Duration::from_secs(3600));
 /// ```
-#[derive(Clone)]
+// `Debug` is derived: the URL sits in `LinkConfig`, whose `Debug` hides the password.
+#[derive(Clone, Debug)]
 pub struct RedisStateConfig {
     link: LinkConfig,
     namespace: String,
@@ -74,21 +75,6 @@ pub struct RedisStateConfig {
     chunk_size: usize,
     sweep_batch: usize,
     list_scan_budget: usize,
-}
-
-impl std::fmt::Debug for RedisStateConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStateConfig")
-            .field("link", &self.link)
-            .field("namespace", &self.namespace)
-            .field("retention", &self.retention)
-            .field("dead_retention", &self.dead_retention)
-            .field("max_events_per_job", &self.max_events_per_job)
-            .field("chunk_size", &self.chunk_size)
-            .field("sweep_batch", &self.sweep_batch)
-            .field("list_scan_budget", &self.list_scan_budget)
-            .finish()
-    }
 }
 
 impl Default for RedisStateConfig {

@@ -71,7 +71,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 ///     .with_max_lane_wait(Duration::from_secs(30));
 /// assert!(!format!("{config:?}").contains("secret"));
 /// ```
-#[derive(Clone)]
+// `Debug` is derived: the URL sits in `LinkConfig`, whose `Debug` hides the password.
+#[derive(Clone, Debug)]
 pub struct RedisQueueConfig {
     link: LinkConfig,
     namespace: String,
@@ -79,19 +80,6 @@ pub struct RedisQueueConfig {
     max_lane_wait: Duration,
     promote_batch: usize,
     chunk_size: usize,
-}
-
-impl std::fmt::Debug for RedisQueueConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisQueueConfig")
-            .field("link", &self.link)
-            .field("namespace", &self.namespace)
-            .field("dead_letter_capacity", &self.dead_letter_capacity)
-            .field("max_lane_wait", &self.max_lane_wait)
-            .field("promote_batch", &self.promote_batch)
-            .field("chunk_size", &self.chunk_size)
-            .finish()
-    }
 }
 
 impl Default for RedisQueueConfig {
