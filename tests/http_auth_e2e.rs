@@ -4,8 +4,8 @@
 //! security layers in depth (the JWT matrix, proxies, CORS, TLS) around a small router; this
 //! file checks that the server wires them to the real routes and the real tenancy.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::process::Stdio;
 use std::time::Duration;
 
 use jobforge::http::security::ApiKey;
@@ -14,54 +14,21 @@ use serde_json::{Value, json};
 
 const PROBLEMS: &str = "https://jobforge.dev/problems/";
 
+mod common;
+use common::command;
+
 struct Server {
-    child: Child,
+    _proc: common::Spawned,
     base: String,
     http: Client,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(args: &[String]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_jobforge-server"));
-    cmd.args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "warn");
-    cmd
-}
-
 impl Server {
     fn start(args: &[String]) -> Server {
-        let mut all = vec![
-            "--bind".to_owned(),
-            "127.0.0.1:0".to_owned(),
-            "--demo-handlers".to_owned(),
-        ];
-        all.extend_from_slice(args);
-        let mut child = command(&all)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn jobforge-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let proc = common::spawn(args);
         Server {
-            child,
-            base,
+            base: proc.base.clone(),
+            _proc: proc,
             http: Client::new(),
         }
     }

@@ -1,8 +1,7 @@
 //! End to end over real HTTP: each test spawns the `jobforge-server` binary (in-memory
 //! backend, demo handlers) on a free port and drives it with an HTTP client.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
@@ -10,44 +9,20 @@ use serde_json::{Value, json};
 
 const PROBLEMS: &str = "https://jobforge.dev/problems/";
 
+mod common;
+
 struct Server {
-    child: Child,
+    proc: common::Spawned,
     base: String,
     http: Client,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Server {
     fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_jobforge-server"))
-            .args(["--bind", "127.0.0.1:0", "--demo-handlers"])
-            .args(extra)
-            .env_remove("REDIS_URL")
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn jobforge-server");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_owned();
+        let proc = common::spawn(extra);
         Server {
-            child,
-            base,
+            base: proc.base.clone(),
+            proc,
             http: Client::new(),
         }
     }
@@ -715,7 +690,7 @@ async fn graceful_shutdown_on_sigterm() {
     let mut s = Server::start(&[]);
     let (status, _) = s.get("/health").await;
     assert_eq!(status, StatusCode::OK);
-    let pid = s.child.id().to_string();
+    let pid = s.proc.child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -723,7 +698,7 @@ async fn graceful_shutdown_on_sigterm() {
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(exit) = s.child.try_wait().expect("wait") {
+        if let Some(exit) = s.proc.child.try_wait().expect("wait") {
             assert!(exit.success(), "{exit:?}");
             break;
         }
