@@ -106,22 +106,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let batch = env_usize("BATCH", 1_000);
     let namespace = format!("jobforge-bench-{}", uuid::Uuid::now_v7().simple());
 
-    let queue = Arc::new(
-        RedisStreamsQueue::connect(RedisQueueConfig::new(url.clone()).with_namespace(&namespace))
-            .await?,
+    // `MODE=streams` runs the Streams queue beside the state (as with a Postgres state);
+    // by default the Redis state is its own queue, the Redis-only deployment.
+    let streams = std::env::var("MODE").is_ok_and(|m| m == "streams");
+    let state = Arc::new(
+        RedisState::connect(RedisStateConfig::new(url.clone()).with_namespace(&namespace)).await?,
     );
-    let state = Arc::new(RedisState::with_pool(
-        queue.pool().clone(),
-        RedisStateConfig::new(url.clone()).with_namespace(&namespace),
-    )?);
+    let queue = if streams {
+        Some(Arc::new(RedisStreamsQueue::with_pool(
+            state.pool().clone(),
+            RedisQueueConfig::new(url.clone()).with_namespace(&namespace),
+        )?))
+    } else {
+        None
+    };
     let done = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Latencies(Mutex::new(Vec::with_capacity(
         stream.max(backlog),
     ))));
     let (d, l) = (Arc::clone(&done), Arc::clone(&latencies));
-    let orch = Orchestrator::builder()
-        .queue(queue.clone())
-        .state(state.clone())
+    let builder = match &queue {
+        Some(queue) => Orchestrator::builder()
+            .queue(queue.clone())
+            .state(state.clone()),
+        None => Orchestrator::builder().queue_and_state(state.clone()),
+    };
+    let orch = builder
         .handler("noop", move |ctx: JobContext| {
             let (d, l) = (Arc::clone(&d), Arc::clone(&l));
             async move {
@@ -140,9 +150,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_size(batch)
         .poll_wait(Duration::from_millis(200))
         .record_executions(false);
-    let trips = || queue.round_trips() + state.round_trips();
+    let trips = || queue.as_ref().map_or(0, |q| q.round_trips()) + state.round_trips();
     println!(
-        "redis_throughput: {url} namespace {namespace}: backlog {backlog}, streamed {stream}, concurrency {concurrency}, batch {batch}"
+        "redis_throughput ({}): {url} namespace {namespace}: backlog {backlog}, streamed {stream}, concurrency {concurrency}, batch {batch}",
+        if streams {
+            "Streams queue + Redis state"
+        } else {
+            "Redis state as its own queue"
+        }
     );
 
     // Phase 1: a backlog, then the workers.

@@ -662,10 +662,14 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
         .unwrap_or(100_000);
     let ns = Namespaces::new(&url);
     let name = ns.fresh("bounded");
-    let (queue, state) = redis_backends(&url, &name).await;
+    // The Redis-only deployment: the state is its own queue.
+    let state = Arc::new(
+        RedisState::connect(RedisStateConfig::new(url.as_str()).with_namespace(&name))
+            .await
+            .unwrap(),
+    );
     let orch = Orchestrator::builder()
-        .queue(queue.clone())
-        .state(state.clone())
+        .queue_and_state(state.clone())
         .handler("noop", |_ctx: JobContext| async {
             Ok(serde_json::Value::Null)
         })
@@ -691,38 +695,38 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let keys = keys_of(&mut conn, &name).await;
-    let records = keys.iter().filter(|k| k.contains(":j:")).count();
-    let mut others: Vec<&String> = keys.iter().filter(|k| !k.contains(":j:")).collect();
-    others.sort();
-    assert_eq!(records, n, "one hash per retained job");
-    // The fixed keys: the queue's lanes, stream, token sequence and timers, the registry;
-    // the state's indexes (all, by state, by kind), counts and retention list.
-    assert!(
-        others.len() <= 12,
-        "{} other keys: {others:?}",
-        others.len()
-    );
+    let hlen = |key: String| redis::cmd("HLEN").arg(key).to_owned();
+    let fields = |conn: &mut redis::aio::MultiplexedConnection, key: String| {
+        let cmd = hlen(key);
+        let mut conn = conn.clone();
+        async move { cmd.query_async::<usize>(&mut conn).await.unwrap() }
+    };
+    // One record (two fields) per retained job, and a fixed set of keys besides.
+    assert_eq!(fields(&mut conn, format!("{{{name}}}:m")).await, n);
+    assert_eq!(fields(&mut conn, format!("{{{name}}}:d")).await, n);
+    let mut keys = keys_of(&mut conn, &name).await;
+    keys.sort();
+    // The records, the index by kind, the lane, its registry and the queue names, the
+    // counts, the retention list: nothing per job.
+    assert!(keys.len() <= 12, "{} keys: {keys:?}", keys.len());
     eprintln!(
-        "{n} jobs done: {records} records and {} fixed keys: {others:?}",
-        others.len()
+        "{n} jobs done: {n} records in 2 hashes, {} keys: {keys:?}",
+        keys.len()
     );
 
     // With a short retention, finished records go: nothing per job is left.
     let short = ns.fresh("bounded-short");
-    let (queue, state) = redis_backends(&url, &short).await;
     let state = Arc::new(
-        RedisState::with_pool(
-            state.pool().clone(),
+        RedisState::connect(
             RedisStateConfig::new(url.as_str())
                 .with_namespace(&short)
                 .with_retention(Duration::from_millis(300)),
         )
+        .await
         .unwrap(),
     );
     let orch = Orchestrator::builder()
-        .queue(queue)
-        .state(state.clone())
+        .queue_and_state(state.clone())
         .handler("noop", |_ctx: JobContext| async {
             Ok(serde_json::Value::Null)
         })
@@ -739,10 +743,11 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     while state.sweep().await.unwrap() > 0 {}
     let keys = keys_of(&mut conn, &short).await;
     assert!(
-        keys.iter()
-            .all(|k| !k.contains(":j:") && !k.contains(":ik:")),
-        "records or idempotency keys outlived retention: {keys:?}"
+        keys.iter().all(|k| !k.contains(":ik:")),
+        "idempotency keys outlived retention: {keys:?}"
     );
+    assert_eq!(fields(&mut conn, format!("{{{short}}}:m")).await, 0);
+    assert_eq!(fields(&mut conn, format!("{{{short}}}:d")).await, 0);
     assert!(keys.len() <= 12, "{keys:?}");
     assert_eq!(state.counts().await.unwrap().total.total(), 0);
     ns.cleanup().await;

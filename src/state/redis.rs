@@ -1,23 +1,28 @@
-//! The Redis state store: job records in hashes, Lua compare-and-set transitions, indexes
-//! for listing, retention.
+//! The Redis state store: job records in two shared hashes, Lua compare-and-set
+//! transitions, indexes for listing, retention; and its own queue (lanes per priority).
 
-use std::collections::BTreeMap;
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use ::redis::Value;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_redis::Pool;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, StateCounts,
-    StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
+    StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::queue::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
 use crate::queue::reply::{array, int, need_int, need_text, owned, text, unexpected};
+use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::{Error, ErrorKind, Result};
 
 macro_rules! state_script {
@@ -41,6 +46,9 @@ struct Scripts {
     cancel: Lua,
     list: Lua,
     counts: Lua,
+    get: Lua,
+    stats: Lua,
+    settle: Lua,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -51,7 +59,14 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: state_script!("cancel"),
     list: state_script!("list"),
     counts: state_script!("counts"),
+    get: state_script!("get"),
+    stats: state_script!("stats"),
+    settle: state_script!("settle"),
 });
+
+/// Most claimed records remembered for settling (see [`RedisState::finish`]); past it the
+/// memory starts over and finishes take the script's path.
+const HELD_CAP: usize = 1 << 16;
 
 /// Settings of a [`RedisState`].
 ///
@@ -75,6 +90,7 @@ pub struct RedisStateConfig {
     chunk_size: usize,
     sweep_batch: usize,
     list_scan_budget: usize,
+    poll_interval: Duration,
 }
 
 impl Default for RedisStateConfig {
@@ -100,6 +116,7 @@ impl RedisStateConfig {
             chunk_size: 1_000,
             sweep_batch: 1_000,
             list_scan_budget: 5_000,
+            poll_interval: Duration::from_millis(500),
         }
     }
 
@@ -145,6 +162,16 @@ impl RedisStateConfig {
     #[must_use]
     pub fn with_list_scan_budget(mut self, n: usize) -> Self {
         self.list_scan_budget = n;
+        self
+    }
+
+    /// How often a waiting [`QueuingState::claim_due`] looks again when nothing woke it
+    /// (default 500 ms). New and retried jobs wake waiting claims at once, in this process and
+    /// in others (through a Redis channel), and a claim knows when the next delayed job comes
+    /// due; the poll is the fallback while that channel reconnects.
+    #[must_use]
+    pub fn with_poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every.max(Duration::from_millis(1));
         self
     }
 
@@ -198,6 +225,13 @@ pub struct RedisState {
     link: Link,
     config: RedisStateConfig,
     prefix: String,
+    wake: Arc<Notify>,
+    listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
+    /// Records as this store's claims left them, by job: a finish computes the next record
+    /// from it and the settle script only compares and writes.
+    held: parking_lot::Mutex<HashMap<JobId, Vec<u8>>>,
+    /// Redis's clock minus ours (microseconds), read at each claim.
+    clock_offset: AtomicI64,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -209,13 +243,11 @@ impl std::fmt::Debug for RedisState {
     }
 }
 
-/// What a record keeps that never changes, stored as one JSON field `d`.
+/// What a record keeps that never changes and the scripts do not read, stored as JSON in
+/// the hash `d` (kind, queue and priority are in `m`, where the scripts need them).
 #[derive(Serialize)]
 struct BlobOut<'a> {
     payload: &'a Payload,
-    queue: &'a str,
-    #[serde(skip_serializing_if = "is_zero")]
-    priority: i16,
     created_at: i64,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     tags: &'a [String],
@@ -229,17 +261,9 @@ struct BlobOut<'a> {
     idempotency_key: Option<&'a str>,
 }
 
-#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
-fn is_zero(n: &i16) -> bool {
-    *n == 0
-}
-
 #[derive(Deserialize)]
 struct BlobIn {
     payload: Payload,
-    queue: String,
-    #[serde(default)]
-    priority: i16,
     created_at: i64,
     #[serde(default)]
     tags: Vec<String>,
@@ -253,40 +277,157 @@ struct BlobIn {
     idempotency_key: Option<String>,
 }
 
-/// The changing part of a record, field `m`, packed little-endian so the scripts read and
-/// write it with one `struct.unpack`/`struct.pack` call: state code (u8: 1 queued, 2 running,
-/// 3 succeeded, 4 dead, 5 cancelled), flags (u8: 1 started, 2 finished, 4 lease expiry,
-/// 8 cancel requested), version (f64), attempt (u32), max attempts (u32), run_at, updated,
-/// started, finished, lease expiry (f64 microseconds), last event (u32), oldest kept event
-/// (u32), owner (u32 length, then the bytes).
-fn encode_m(r: &JobRecord) -> Vec<u8> {
-    let owner = r.lease_owner.as_ref().map_or("", WorkerId::as_str);
-    let mut out = Vec::with_capacity(70 + owner.len());
-    out.push(state_code(r.state));
-    let flags = u8::from(r.started_at.is_some())
-        | (u8::from(r.finished_at.is_some()) << 1)
-        | (u8::from(r.lease_expires_at.is_some()) << 2)
-        | (u8::from(r.cancel_requested) << 3);
-    out.push(flags);
-    #[allow(clippy::cast_precision_loss)] // versions stay far below 2^53
-    out.extend_from_slice(&(r.version as f64).to_le_bytes());
-    out.extend_from_slice(&r.attempt.to_le_bytes());
-    out.extend_from_slice(&r.max_attempts.to_le_bytes());
-    for at in [
-        Some(r.run_at),
-        Some(r.updated_at),
-        r.started_at,
-        r.finished_at,
-        r.lease_expires_at,
-    ] {
-        #[allow(clippy::cast_precision_loss)] // microseconds since 1970 stay below 2^53
-        out.extend_from_slice(&(at.map_or(0, micros) as f64).to_le_bytes());
+// Flags in `m` (see common.lua).
+const F_STARTED: u8 = 1;
+const F_FINISHED: u8 = 2;
+const F_LEASE: u8 = 4;
+const F_CANCEL: u8 = 8;
+const F_LE: u8 = 16;
+const F_RES: u8 = 32;
+const F_DK: u8 = 64;
+
+/// A record's `m` taken apart: the changing part of a record and what the scripts need of
+/// the rest, one field of the hash `m`, packed little-endian so a script reads and writes it
+/// with one `struct.unpack`/`struct.pack` call: state code (u8: 1 queued, 2 running,
+/// 3 succeeded, 4 dead, 5 cancelled), flags (u8: 1 started, 2 finished, 4 lease, 8 cancel
+/// requested, 16 last error, 32 result, 64 filed as delayed), version (f64), attempt (u32),
+/// max attempts (u32), run_at, updated, started, finished, lease expiry (f64 microseconds),
+/// priority (i16), events kept (u32), then six strings, each a u32 length and its bytes:
+/// lease owner, kind, queue, idempotency key, last error, result; then the events (see
+/// [`decode_events`]).
+#[derive(Clone)]
+struct Packed<'a> {
+    state: u8,
+    flags: u8,
+    version: f64,
+    attempt: u32,
+    max_attempts: u32,
+    run_at: f64,
+    updated: f64,
+    started: f64,
+    finished: f64,
+    lease: f64,
+    priority: i16,
+    events_kept: u32,
+    owner: &'a str,
+    kind: &'a str,
+    queue: &'a str,
+    key: &'a str,
+    error: &'a str,
+    result: &'a str,
+    events: &'a [u8],
+}
+
+impl<'a> Packed<'a> {
+    fn read(m: &'a [u8]) -> Option<Self> {
+        let mut r = Reader(m);
+        Some(Self {
+            state: r.u8()?,
+            flags: r.u8()?,
+            version: r.f64()?,
+            attempt: r.u32()?,
+            max_attempts: r.u32()?,
+            run_at: r.f64()?,
+            updated: r.f64()?,
+            started: r.f64()?,
+            finished: r.f64()?,
+            lease: r.f64()?,
+            priority: r.i16()?,
+            events_kept: r.u32()?,
+            owner: r.str()?,
+            kind: r.str()?,
+            queue: r.str()?,
+            key: r.str()?,
+            error: r.str()?,
+            result: r.str()?,
+            events: r.0,
+        })
     }
-    out.extend_from_slice(&0u32.to_le_bytes()); // last event
-    out.extend_from_slice(&2u32.to_le_bytes()); // oldest kept event after the first
-    out.extend_from_slice(&u32::try_from(owner.len()).unwrap_or(0).to_le_bytes());
-    out.extend_from_slice(owner.as_bytes());
-    out
+
+    /// The packed form, with `event` (packed) added after the events kept.
+    fn write(&self, event: &[u8]) -> Vec<u8> {
+        let strings = [
+            self.owner,
+            self.kind,
+            self.queue,
+            self.key,
+            self.error,
+            self.result,
+        ];
+        let mut out = Vec::with_capacity(
+            88 + strings.iter().map(|s| s.len()).sum::<usize>() + self.events.len() + event.len(),
+        );
+        out.push(self.state);
+        out.push(self.flags);
+        out.extend_from_slice(&self.version.to_le_bytes());
+        out.extend_from_slice(&self.attempt.to_le_bytes());
+        out.extend_from_slice(&self.max_attempts.to_le_bytes());
+        for at in [
+            self.run_at,
+            self.updated,
+            self.started,
+            self.finished,
+            self.lease,
+        ] {
+            out.extend_from_slice(&at.to_le_bytes());
+        }
+        out.extend_from_slice(&self.priority.to_le_bytes());
+        out.extend_from_slice(&self.events_kept.to_le_bytes());
+        for s in strings {
+            out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+        out.extend_from_slice(self.events);
+        out.extend_from_slice(event);
+        out
+    }
+}
+
+#[allow(clippy::cast_precision_loss)] // microseconds since 1970 stay below 2^53
+fn us(at: Option<DateTime<Utc>>) -> f64 {
+    at.map_or(0, micros) as f64
+}
+
+/// A new record's `m` (no events yet: its creation is implied).
+fn encode_m(r: &JobRecord, delayed: bool) -> Vec<u8> {
+    let flags = (if r.started_at.is_some() { F_STARTED } else { 0 })
+        | (if r.finished_at.is_some() {
+            F_FINISHED
+        } else {
+            0
+        })
+        | (if r.lease_expires_at.is_some() {
+            F_LEASE
+        } else {
+            0
+        })
+        | (if r.cancel_requested { F_CANCEL } else { 0 })
+        | (if r.last_error.is_some() { F_LE } else { 0 })
+        | (if r.result.is_some() { F_RES } else { 0 })
+        | (if delayed { F_DK } else { 0 });
+    Packed {
+        state: state_code(r.state),
+        flags,
+        #[allow(clippy::cast_precision_loss)] // versions stay far below 2^53
+        version: r.version as f64,
+        attempt: r.attempt,
+        max_attempts: r.max_attempts,
+        run_at: us(Some(r.run_at)),
+        updated: us(Some(r.updated_at)),
+        started: us(r.started_at),
+        finished: us(r.finished_at),
+        lease: us(r.lease_expires_at),
+        priority: r.priority,
+        events_kept: 0,
+        owner: r.lease_owner.as_ref().map_or("", WorkerId::as_str),
+        kind: &r.kind,
+        queue: &r.queue,
+        key: r.idempotency_key.as_deref().unwrap_or(""),
+        error: r.last_error.as_deref().unwrap_or(""),
+        result: r.result.as_ref().map_or("", Payload::as_str),
+        events: &[],
+    }
+    .write(&[])
 }
 
 fn state_code(state: JobState) -> u8 {
@@ -299,7 +440,54 @@ fn state_code(state: JobState) -> u8 {
     }
 }
 
-struct Mutable {
+fn state_of(code: u8) -> Option<JobState> {
+    Some(match code {
+        1 => JobState::Queued,
+        2 => JobState::Running,
+        3 => JobState::Succeeded,
+        4 => JobState::Dead,
+        5 => JobState::Cancelled,
+        _ => return None,
+    })
+}
+
+/// Reads the little-endian values the scripts pack.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (head, rest) = self.0.split_first_chunk::<N>()?;
+        self.0 = rest;
+        Some(*head)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|[b]| b)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take().map(u32::from_le_bytes)
+    }
+    fn i16(&mut self) -> Option<i16> {
+        self.take().map(i16::from_le_bytes)
+    }
+    fn f64(&mut self) -> Option<f64> {
+        self.take().map(f64::from_le_bytes)
+    }
+    #[allow(clippy::cast_possible_truncation)] // written from whole microseconds
+    fn time(&mut self) -> Option<DateTime<Utc>> {
+        self.f64().map(|us| from_micros(us as i64))
+    }
+    fn str(&mut self) -> Option<&'a str> {
+        let len = usize::try_from(self.u32()?).ok()?;
+        if self.0.len() < len {
+            return None;
+        }
+        let (s, rest) = self.0.split_at(len);
+        self.0 = rest;
+        std::str::from_utf8(s).ok()
+    }
+}
+
+struct Mutable<'a> {
     state: JobState,
     version: u64,
     attempt: u32,
@@ -310,66 +498,192 @@ struct Mutable {
     finished_at: Option<DateTime<Utc>>,
     lease_expires_at: Option<DateTime<Utc>>,
     cancel_requested: bool,
+    priority: i16,
     lease_owner: Option<WorkerId>,
+    kind: &'a str,
+    queue: &'a str,
+    last_error: Option<&'a str>,
+    result: Option<&'a str>,
+    events: &'a [u8],
 }
 
-fn decode_m(m: &[u8]) -> Option<Mutable> {
-    struct Reader<'a>(&'a [u8]);
-    impl Reader<'_> {
-        fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
-            let (head, rest) = self.0.split_first_chunk::<N>()?;
-            self.0 = rest;
-            Some(*head)
-        }
-        fn u8(&mut self) -> Option<u8> {
-            self.take::<1>().map(|[b]| b)
-        }
-        fn u32(&mut self) -> Option<u32> {
-            self.take().map(u32::from_le_bytes)
-        }
-        fn f64(&mut self) -> Option<f64> {
-            self.take().map(f64::from_le_bytes)
-        }
-        #[allow(clippy::cast_possible_truncation)] // written from whole microseconds
-        fn time(&mut self) -> Option<DateTime<Utc>> {
-            self.f64().map(|us| from_micros(us as i64))
-        }
-    }
-    let mut r = Reader(m);
-    let state = match r.u8()? {
-        1 => JobState::Queued,
-        2 => JobState::Running,
-        3 => JobState::Succeeded,
-        4 => JobState::Dead,
-        5 => JobState::Cancelled,
-        _ => return None,
-    };
-    let flags = r.u8()?;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // whole, non-negative
-    let version = r.f64()? as u64;
-    let attempt = r.u32()?;
-    let max_attempts = r.u32()?;
-    let run_at = r.time()?;
-    let updated_at = r.time()?;
-    let started_at = r.time()?;
-    let finished_at = r.time()?;
-    let lease_expires_at = r.time()?;
-    let _events = (r.u32()?, r.u32()?);
-    let len = usize::try_from(r.u32()?).ok()?;
-    let owner = std::str::from_utf8(r.0.get(..len)?).ok()?;
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // whole, non-negative
+fn decode_m(m: &[u8]) -> Option<Mutable<'_>> {
+    let p = Packed::read(m)?;
+    let time = |us: f64| from_micros(us as i64);
+    let flags = p.flags;
     Some(Mutable {
-        state,
-        version,
-        attempt,
-        max_attempts,
-        run_at,
-        updated_at,
-        started_at: (flags & 1 != 0).then_some(started_at),
-        finished_at: (flags & 2 != 0).then_some(finished_at),
-        lease_expires_at: (flags & 4 != 0).then_some(lease_expires_at),
-        cancel_requested: flags & 8 != 0,
-        lease_owner: (!owner.is_empty()).then(|| WorkerId::new(owner)),
+        state: state_of(p.state)?,
+        version: p.version as u64,
+        attempt: p.attempt,
+        max_attempts: p.max_attempts,
+        run_at: time(p.run_at),
+        updated_at: time(p.updated),
+        started_at: (flags & F_STARTED != 0).then(|| time(p.started)),
+        finished_at: (flags & F_FINISHED != 0).then(|| time(p.finished)),
+        lease_expires_at: (flags & F_LEASE != 0).then(|| time(p.lease)),
+        cancel_requested: flags & F_CANCEL != 0,
+        priority: p.priority,
+        lease_owner: (!p.owner.is_empty()).then(|| WorkerId::new(p.owner)),
+        kind: p.kind,
+        queue: p.queue,
+        last_error: (flags & F_LE != 0).then_some(p.error),
+        result: (flags & F_RES != 0).then_some(p.result),
+        events: p.events,
     })
+}
+
+/// The length of the first packed event in `events`.
+fn event_len(events: &[u8]) -> Option<usize> {
+    let mut r = Reader(events);
+    r.take::<15>()?; // at, from, to, flags, attempt
+    r.str()?;
+    r.str()?;
+    Some(events.len() - r.0.len())
+}
+
+/// What a settled transition writes (see [`settle`]).
+struct Settled {
+    m: Vec<u8>,
+    state: JobState,
+    version: u64,
+    kind: String,
+    queue: String,
+    priority: i16,
+    /// The lane score of a job put back in its queue.
+    score: Option<i64>,
+}
+
+/// The record `finish` writes for `t` when the stored one is `old` (as this store's claim
+/// returned it): the transition of the finish script, computed here so that the settle
+/// script only compares and writes. `now` is Redis's clock (microseconds), `keep` the events
+/// kept besides creation. `None` where the script must decide: the job is not held by `t`'s
+/// worker at `t`'s attempt as far as `old` says, or a cancel was asked for.
+#[allow(clippy::cast_precision_loss)] // microseconds since 1970 stay below 2^53
+fn settle(old: &[u8], t: &Transition, now: i64, keep: usize) -> Option<Settled> {
+    let mut p = Packed::read(old)?;
+    if p.state != 2
+        || p.owner != t.worker.as_str()
+        || p.attempt != t.attempt
+        || p.flags & F_CANCEL != 0
+    {
+        return None;
+    }
+    let now_f = now as f64;
+    let reason: Option<&str> = match &t.finish {
+        Finish::Succeeded { result } => {
+            if let Some(result) = result.as_ref().filter(|r| !r.as_str().is_empty()) {
+                p.result = result.as_str();
+                p.flags |= F_RES;
+            }
+            None
+        }
+        Finish::Retry { run_at, error } => {
+            p.run_at = micros(*run_at) as f64;
+            p.error = error;
+            p.flags |= F_LE;
+            Some(error)
+        }
+        Finish::Defer { run_at, reason } => {
+            p.run_at = micros(*run_at) as f64;
+            p.attempt = p.attempt.saturating_sub(1);
+            Some(reason)
+        }
+        Finish::Release { reason } => {
+            p.run_at = now_f;
+            p.attempt = p.attempt.saturating_sub(1);
+            Some(reason)
+        }
+        Finish::Dead { error } => {
+            p.error = error;
+            p.flags |= F_LE;
+            Some(error)
+        }
+        Finish::Cancelled { reason } => Some(reason),
+    };
+    let to = t.finish.target();
+    p.version += 1.0;
+    // The event, as push_event packs it.
+    let worker = t.worker.as_str();
+    let why = reason.unwrap_or("");
+    let mut event = Vec::with_capacity(23 + worker.len() + why.len());
+    event.extend_from_slice(&now_f.to_le_bytes());
+    event.push(2);
+    event.push(state_code(to));
+    event.push(1 | if reason.is_some() { 2 } else { 0 });
+    event.extend_from_slice(&p.attempt.to_le_bytes());
+    event.extend_from_slice(&u32::try_from(worker.len()).ok()?.to_le_bytes());
+    event.extend_from_slice(worker.as_bytes());
+    event.extend_from_slice(&u32::try_from(why.len()).ok()?.to_le_bytes());
+    event.extend_from_slice(why.as_bytes());
+    let kept: Vec<u8>;
+    if usize::try_from(p.events_kept).ok()? >= keep {
+        // Keep the first transition and the latest.
+        let first = event_len(p.events)?;
+        kept = if keep >= 2 {
+            let second = event_len(&p.events[first..])?;
+            [&p.events[..first], &p.events[first + second..]].concat()
+        } else {
+            p.events[first..].to_vec()
+        };
+        p.events = &kept;
+    } else {
+        p.events_kept += 1;
+    }
+    p.state = state_code(to);
+    p.updated = now_f;
+    p.owner = "";
+    p.lease = 0.0;
+    p.flags &= !F_LEASE;
+    #[allow(clippy::cast_possible_truncation)] // whole microseconds
+    let score = if to == JobState::Queued {
+        if p.run_at > now_f {
+            p.flags |= F_DK;
+        }
+        Some(p.run_at as i64)
+    } else {
+        p.finished = now_f;
+        p.flags |= F_FINISHED;
+        None
+    };
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // whole, non-negative
+    let version = p.version as u64;
+    Some(Settled {
+        m: p.write(&event),
+        state: to,
+        version,
+        kind: p.kind.to_owned(),
+        queue: p.queue.to_owned(),
+        priority: p.priority,
+        score,
+    })
+}
+
+/// The history kept in `m`: events of `at` (f64 us), from and to (u8 state codes), flags
+/// (u8: 1 worker, 2 reason), attempt (u32), worker and reason (u32 length + bytes each).
+fn decode_events(id: JobId, mut bytes: &[u8]) -> Option<Vec<JobEvent>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let mut r = Reader(bytes);
+        let at = r.time()?;
+        let from = state_of(r.u8()?)?;
+        let to = state_of(r.u8()?)?;
+        let flags = r.u8()?;
+        let attempt = r.u32()?;
+        let worker = r.str()?;
+        let reason = r.str()?;
+        out.push(JobEvent {
+            job_id: id,
+            at,
+            from: Some(from),
+            to,
+            attempt,
+            worker: (flags & 1 != 0).then(|| WorkerId::new(worker)),
+            reason: (flags & 2 != 0).then(|| reason.to_owned()),
+        });
+        bytes = r.0;
+    }
+    Some(out)
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -397,9 +711,9 @@ fn bad_record(id: &str, what: &str) -> Error {
     )
 }
 
-/// Build a record from `[id, d, k, m, res, le]`.
+/// Build a record from `[id, d, m]`.
 fn parse_record(values: &[Value]) -> Result<JobRecord> {
-    let [id, d, k, m, res, le, ..] = values else {
+    let [id, d, m, ..] = values else {
         return Err(unexpected("job record", &Value::Array(values.to_vec())));
     };
     let id_text = need_text("job id", id)?;
@@ -413,11 +727,11 @@ fn parse_record(values: &[Value]) -> Result<JobRecord> {
     .ok_or_else(|| bad_record(id_text, "m"))?;
     Ok(JobRecord {
         id,
-        kind: owned(k).ok_or_else(|| bad_record(id_text, "k"))?,
-        queue: blob.queue,
+        kind: m.kind.to_owned(),
+        queue: m.queue.to_owned(),
         payload: blob.payload,
         state: m.state,
-        priority: blob.priority,
+        priority: m.priority,
         attempt: m.attempt,
         max_attempts: m.max_attempts,
         timeout: blob.timeout_ms.map(Duration::from_millis),
@@ -430,47 +744,15 @@ fn parse_record(values: &[Value]) -> Result<JobRecord> {
         updated_at: m.updated_at,
         started_at: m.started_at,
         finished_at: m.finished_at,
-        result: match text(res) {
-            Some(json) => Some(Payload::from_json(json).map_err(|_| bad_record(id_text, "res"))?),
+        result: match m.result {
+            Some(json) => Some(Payload::from_json(json).map_err(|_| bad_record(id_text, "m"))?),
             None => None,
         },
-        last_error: owned(le),
+        last_error: m.last_error.map(str::to_owned),
         lease_owner: m.lease_owner,
         lease_expires_at: m.lease_expires_at,
         cancel_requested: m.cancel_requested,
         version: m.version,
-    })
-}
-
-/// One history line: `<at>|<from>|<to>|<attempt>|<worker length>|<worker><+reason | ->`.
-fn parse_event(id: JobId, line: &str) -> Option<JobEvent> {
-    let mut parts = line.splitn(5, '|');
-    let at = from_micros(parts.next()?.parse().ok()?);
-    let from: JobState = parts.next()?.parse().ok()?;
-    let to: JobState = parts.next()?.parse().ok()?;
-    let attempt: u32 = parts.next()?.parse().ok()?;
-    let rest = parts.next()?;
-    let (wlen, rest) = rest.split_once('|')?;
-    let wlen: i64 = wlen.parse().ok()?;
-    let (worker, rest) = if wlen < 0 {
-        (None, rest)
-    } else {
-        let n = usize::try_from(wlen).ok()?;
-        if !rest.is_char_boundary(n) {
-            return None;
-        }
-        let (w, r) = rest.split_at(n);
-        (Some(WorkerId::new(w)), r)
-    };
-    let reason = rest.strip_prefix('+').map(str::to_owned);
-    Some(JobEvent {
-        job_id: id,
-        at,
-        from: Some(from),
-        to,
-        attempt,
-        worker,
-        reason,
     })
 }
 
@@ -496,6 +778,10 @@ impl RedisState {
             link,
             config,
             prefix,
+            wake: Arc::new(Notify::new()),
+            listener: parking_lot::Mutex::new(None),
+            held: parking_lot::Mutex::new(HashMap::new()),
+            clock_offset: AtomicI64::new(0),
         }
     }
 
@@ -522,10 +808,6 @@ impl RedisState {
     pub async fn sweep(&self) -> Result<usize> {
         let (swept, _) = self.counts_raw().await?;
         Ok(swept)
-    }
-
-    fn job_key(&self, id: JobId) -> String {
-        format!("{}:j:{id}", self.prefix)
     }
 
     async fn counts_raw(&self) -> Result<(usize, Vec<Value>)> {
@@ -561,11 +843,9 @@ impl RedisState {
         Ok(out)
     }
 
-    fn record_fields(record: &JobRecord) -> Result<Vec<Vec<u8>>> {
+    fn record_fields(record: &JobRecord, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
         let blob = serde_json::to_vec(&BlobOut {
             payload: &record.payload,
-            queue: &record.queue,
-            priority: record.priority,
             created_at: micros(record.created_at),
             tags: &record.tags,
             tenant: record.tenant.as_deref(),
@@ -575,17 +855,268 @@ impl RedisState {
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             idempotency_key: record.idempotency_key.as_deref(),
         })?;
+        let delayed = record.run_at > now;
         Ok(vec![
             arg(record.id),
             arg(record.idempotency_key.as_deref().unwrap_or("")),
             arg(&record.kind),
-            arg(record.state),
+            arg(&record.queue),
+            arg(record.priority),
+            arg(micros(record.run_at)),
+            if delayed { b"1".to_vec() } else { Vec::new() },
             blob,
-            encode_m(record),
-            arg(record.result.as_ref().map_or("", Payload::as_str)),
-            arg(record.last_error.as_deref().unwrap_or("")),
+            encode_m(record, delayed),
         ])
     }
+
+    /// The claim script's head: mode, worker, lease, events kept, sweep limit, dead retention.
+    fn claim_head(&self, mode: &str, worker: &WorkerId, lease: Duration) -> Vec<Vec<u8>> {
+        vec![
+            arg(mode),
+            arg(worker),
+            arg(dur_micros(lease)),
+            arg(self.config.max_events_per_job - 1),
+            arg(self.config.sweep_batch),
+            arg(dur_micros(self.config.dead_retention)),
+        ]
+    }
+
+    /// One pass of [`QueuingState::claim_due`]: the claims, and when nothing was claimed,
+    /// when something comes due next (by Redis's clock).
+    async fn claim_due_once(&self, req: &Reserve<'_>) -> Result<(Vec<Claim>, Option<i64>)> {
+        let mut args = self.claim_head("due", req.worker, req.lease);
+        args.push(arg(req.max.min(self.config.chunk_size)));
+        args.extend(req.queues.iter().map(arg));
+        let reply = self
+            .link
+            .eval(&SCRIPTS.claim, &[&self.prefix], &args)
+            .await?;
+        let mut parts = array("claim", reply)?.into_iter();
+        let claims = self.claimed(&array("claim", parts.next().unwrap_or(Value::Nil))?)?;
+        let next = parts.next().as_ref().and_then(int);
+        self.note_clock(parts.next().as_ref());
+        Ok((claims, next))
+    }
+
+    /// Parse claim answers and remember the records claimed, for settling.
+    fn claimed(&self, replies: &[Value]) -> Result<Vec<Claim>> {
+        let claims = parse_claims(replies)?;
+        let mut held = self.held.lock();
+        if held.len() + claims.len() > HELD_CAP {
+            held.clear();
+        }
+        for (claim, group) in claims.iter().zip(replies.chunks(4)) {
+            if let (Claim::Claimed(r), Some(Value::BulkString(m))) = (claim, group.get(3)) {
+                held.insert(r.id, m.clone());
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Remember how far Redis's clock (as a script read it) is from ours.
+    fn note_clock(&self, redis_now: Option<&Value>) {
+        if let Some(now) = redis_now.and_then(int) {
+            self.clock_offset
+                .store(now - micros(Utc::now()), Ordering::Relaxed);
+        }
+    }
+
+    /// Redis's clock now, as far as the last claim told.
+    fn redis_now(&self) -> i64 {
+        micros(Utc::now()) + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Settle what can be settled from the records remembered at claim time; answers per
+    /// transition, `None` where the finish script must decide.
+    async fn settle_known(
+        &self,
+        transitions: &[Transition],
+    ) -> Result<Vec<Option<TransitionResult>>> {
+        let mut out = vec![None; transitions.len()];
+        let now = self.redis_now();
+        let keep = self.config.max_events_per_job - 1;
+        let mut items = Vec::new();
+        let mut answers = Vec::new();
+        {
+            let mut held = self.held.lock();
+            for (i, t) in transitions.iter().enumerate() {
+                let Some(old) = held.remove(&t.id) else {
+                    continue;
+                };
+                let Some(s) = settle(&old, t, now, keep) else {
+                    continue;
+                };
+                items.push(vec![
+                    arg(t.id),
+                    old,
+                    s.m,
+                    arg(&s.kind),
+                    arg(&s.queue),
+                    arg(s.priority),
+                    s.score.map_or_else(Vec::new, arg),
+                ]);
+                answers.push((i, s.state, s.version));
+            }
+        }
+        if items.is_empty() {
+            return Ok(out);
+        }
+        let head = [
+            arg(dur_micros(self.config.retention)),
+            arg(dur_micros(self.config.dead_retention)),
+            arg(self.config.sweep_batch),
+        ];
+        let replies = self.chunks(&SCRIPTS.settle, &head, items).await?;
+        for (reply, (i, state, version)) in replies.iter().zip(answers) {
+            if int(reply) == Some(1) {
+                out[i] = Some(TransitionResult::Applied { state, version });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finish by the script, which decides on the stored records.
+    async fn finish_by_script(
+        &self,
+        transitions: Vec<Transition>,
+    ) -> Result<Vec<TransitionResult>> {
+        let head = [
+            arg(self.config.max_events_per_job - 1),
+            arg(dur_micros(self.config.retention)),
+            arg(dur_micros(self.config.dead_retention)),
+            arg(self.config.sweep_batch),
+        ];
+        let items = transitions.iter().map(finish_args).collect();
+        let replies = self.chunks(&SCRIPTS.finish, &head, items).await?;
+        replies
+            .chunks(3)
+            .map(|parts| {
+                let state = parts
+                    .get(1)
+                    .and_then(text)
+                    .and_then(|s| s.parse::<JobState>().ok());
+                match parts.first().and_then(text) {
+                    Some("applied") => Ok(TransitionResult::Applied {
+                        state: state
+                            .ok_or_else(|| unexpected("finish", &Value::Array(parts.to_vec())))?,
+                        version: u64::try_from(need_int(
+                            "version",
+                            parts.get(2).unwrap_or(&Value::Nil),
+                        )?)
+                        .unwrap_or(0),
+                    }),
+                    Some("conflict") => Ok(TransitionResult::Conflict {
+                        current: state,
+                        reason: parts.get(2).and_then(owned).unwrap_or_default(),
+                    }),
+                    _ => Err(unexpected("finish", &Value::Array(parts.to_vec()))),
+                }
+            })
+            .collect()
+    }
+
+    /// Settle what the claims' records allow, and the rest by the script.
+    async fn finish_all(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
+        let settled = self.settle_known(&transitions).await?;
+        if settled.iter().all(Option::is_some) {
+            return Ok(settled.into_iter().flatten().collect());
+        }
+        let (rest, slots): (Vec<Transition>, Vec<usize>) = transitions
+            .into_iter()
+            .zip(0..)
+            .filter(|(_, i)| settled[*i].is_none())
+            .unzip();
+        let mut decided = self.finish_by_script(rest).await?.into_iter();
+        let mut out = settled;
+        for i in slots {
+            out[i] = decided.next();
+        }
+        out.into_iter()
+            .map(|r| {
+                r.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Backend,
+                        "the finish script answered too few transitions",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Listen for the wake-ups the scripts publish when they file due work, so a claim
+    /// waiting in another process starts at once. Started by the first waiting claim; it
+    /// reconnects by itself and ends with the store.
+    fn ensure_listener(&self) {
+        let mut slot = self.listener.lock();
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            return;
+        }
+        let client = self.link.client().clone();
+        let channel = format!("{}:wake", self.prefix);
+        let wake = Arc::downgrade(&self.wake);
+        let task = tokio::spawn(async move {
+            loop {
+                match client.get_async_pubsub().await {
+                    Ok(mut pubsub) => {
+                        if pubsub.subscribe(&channel).await.is_ok() {
+                            let mut messages = pubsub.on_message();
+                            while messages.next().await.is_some() {
+                                let Some(wake) = wake.upgrade() else { return };
+                                wake.notify_waiters();
+                            }
+                        }
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, "Redis wake-up channel unavailable; retrying");
+                    }
+                }
+                let Some(wake) = wake.upgrade() else { return };
+                // Lost the connection: whatever was published meanwhile, look again.
+                wake.notify_waiters();
+                drop(wake);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        *slot = Some(task);
+    }
+}
+
+impl Drop for RedisState {
+    fn drop(&mut self) {
+        if let Some(task) = self.listener.get_mut().take() {
+            task.abort();
+        }
+    }
+}
+
+/// Claim answers, four values each: `claimed, id, d, m` | `notdue, id, run_at, -` |
+/// `exhausted, id, reason, -` | `skipped, id, state, -`.
+fn parse_claims(replies: &[Value]) -> Result<Vec<Claim>> {
+    replies
+        .chunks(4)
+        .map(|parts| {
+            let what = parts.first().and_then(text).unwrap_or("");
+            let id = || -> Result<JobId> {
+                need_text("job id", parts.get(1).unwrap_or(&Value::Nil))?.parse()
+            };
+            Ok(match what {
+                "claimed" => Claim::Claimed(parse_record(&parts[1..])?),
+                "notdue" => Claim::NotDue {
+                    id: id()?,
+                    run_at: from_micros(need_int("run_at", parts.get(2).unwrap_or(&Value::Nil))?),
+                },
+                "exhausted" => Claim::Exhausted {
+                    id: id()?,
+                    reason: parts.get(2).and_then(owned).unwrap_or_default(),
+                },
+                "skipped" => Claim::Skipped {
+                    id: id()?,
+                    state: parts.get(2).and_then(text).and_then(|s| s.parse().ok()),
+                },
+                _ => return Err(unexpected("claim", &Value::Array(parts.to_vec()))),
+            })
+        })
+        .collect()
 }
 
 fn finish_args(t: &Transition) -> Vec<Vec<u8>> {
@@ -610,17 +1141,26 @@ fn finish_args(t: &Transition) -> Vec<Vec<u8>> {
 #[async_trait]
 impl StateManager for RedisState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
+        if let Some(bad) = jobs.iter().find(|j| j.state != JobState::Queued) {
+            return Err(Error::invalid_input(
+                "state",
+                format!(
+                    "job {} is {}; only queued jobs are created (submit new jobs)",
+                    bad.id, bad.state
+                ),
+            ));
+        }
+        let now = Utc::now();
         let items = jobs
             .iter()
-            .map(Self::record_fields)
+            .map(|r| Self::record_fields(r, now))
             .collect::<Result<Vec<_>>>()?;
         let replies = self.chunks(&SCRIPTS.create, &[], items).await?;
-        replies
-            .into_iter()
-            .map(|r| {
-                let parts = array("create", r)?;
-                let [what, id] = parts.as_slice() else {
-                    return Err(unexpected("create", &Value::Array(parts)));
+        let created = replies
+            .chunks(2)
+            .map(|parts| {
+                let [what, id] = parts else {
+                    return Err(unexpected("create", &Value::Array(parts.to_vec())));
                 };
                 let id: JobId = need_text("job id", id)?.parse()?;
                 Ok(match text(what) {
@@ -628,48 +1168,29 @@ impl StateManager for RedisState {
                     _ => Created::Existing(id),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        if created.iter().any(|c| matches!(c, Created::New(_))) {
+            self.wake.notify_waiters();
+        }
+        Ok(created)
     }
 
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
-        let head = [
-            arg(worker),
-            arg(dur_micros(lease)),
-            arg(self.config.max_events_per_job - 1),
-            arg(self.config.sweep_batch),
-            arg(dur_micros(self.config.dead_retention)),
-        ];
-        let items = ids.iter().map(|id| vec![arg(id)]).collect();
-        let replies = self.chunks(&SCRIPTS.claim, &head, items).await?;
-        replies
-            .into_iter()
-            .map(|r| {
-                let parts = array("claim", r)?;
-                let what = parts.first().and_then(text).unwrap_or("");
-                let id = || -> Result<JobId> {
-                    need_text("job id", parts.get(1).unwrap_or(&Value::Nil))?.parse()
-                };
-                Ok(match what {
-                    "claimed" => Claim::Claimed(parse_record(&parts[1..])?),
-                    "notdue" => Claim::NotDue {
-                        id: id()?,
-                        run_at: from_micros(need_int(
-                            "run_at",
-                            parts.get(2).unwrap_or(&Value::Nil),
-                        )?),
-                    },
-                    "exhausted" => Claim::Exhausted {
-                        id: id()?,
-                        reason: parts.get(2).and_then(owned).unwrap_or_default(),
-                    },
-                    "skipped" => Claim::Skipped {
-                        id: id()?,
-                        state: parts.get(2).and_then(text).and_then(|s| s.parse().ok()),
-                    },
-                    _ => return Err(unexpected("claim", &Value::Array(parts))),
-                })
-            })
-            .collect()
+        let head = self.claim_head("ids", worker, lease);
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(self.config.chunk_size) {
+            let mut args = head.clone();
+            args.extend(chunk.iter().map(arg));
+            let reply = self
+                .link
+                .eval(&SCRIPTS.claim, &[&self.prefix], &args)
+                .await?;
+            let mut parts = array("claim", reply)?.into_iter();
+            out.extend(self.claimed(&array("claim", parts.next().unwrap_or(Value::Nil))?)?);
+            parts.next();
+            self.note_clock(parts.next().as_ref());
+        }
+        Ok(out)
     }
 
     async fn heartbeat(
@@ -695,41 +1216,19 @@ impl StateManager for RedisState {
             .collect())
     }
 
+    /// Most transitions are settled from the record this store's claim returned: the next
+    /// record is computed here and one script compares and writes it. The rest (the record
+    /// changed since: a heartbeat, a cancel request, a takeover) go through the finish
+    /// script, which decides on what is stored.
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
-        let head = [
-            arg(self.config.max_events_per_job - 1),
-            arg(dur_micros(self.config.retention)),
-            arg(dur_micros(self.config.dead_retention)),
-            arg(self.config.sweep_batch),
-        ];
-        let items = transitions.iter().map(finish_args).collect();
-        let replies = self.chunks(&SCRIPTS.finish, &head, items).await?;
-        replies
-            .into_iter()
-            .map(|r| {
-                let parts = array("finish", r)?;
-                let state = parts
-                    .get(1)
-                    .and_then(text)
-                    .and_then(|s| s.parse::<JobState>().ok());
-                match parts.first().and_then(text) {
-                    Some("applied") => Ok(TransitionResult::Applied {
-                        state: state
-                            .ok_or_else(|| unexpected("finish", &Value::Array(parts.clone())))?,
-                        version: u64::try_from(need_int(
-                            "version",
-                            parts.get(2).unwrap_or(&Value::Nil),
-                        )?)
-                        .unwrap_or(0),
-                    }),
-                    Some("conflict") => Ok(TransitionResult::Conflict {
-                        current: state,
-                        reason: parts.get(2).and_then(owned).unwrap_or_default(),
-                    }),
-                    _ => Err(unexpected("finish", &Value::Array(parts))),
-                }
-            })
-            .collect()
+        let requeues = transitions
+            .iter()
+            .any(|t| t.finish.target() == JobState::Queued);
+        let result = self.finish_all(transitions).await;
+        if requeues {
+            self.wake.notify_waiters();
+        }
+        result
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
@@ -761,12 +1260,15 @@ impl StateManager for RedisState {
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
-        let mut cmd = ::redis::cmd("HMGET");
-        cmd.arg(self.job_key(id))
-            .arg(&["d", "k", "m", "res", "le"][..]);
-        let reply = self.link.query("get", &cmd).await?;
-        let mut values = array("HMGET", reply)?;
-        if values.get(2).is_none_or(|m| *m == Value::Nil) {
+        let reply = self
+            .link
+            .eval(&SCRIPTS.get, &[&self.prefix], &[arg(id)])
+            .await?;
+        let mut values = array("get", reply)?;
+        if values
+            .get(1)
+            .is_none_or(|m| !matches!(m, Value::BulkString(_)))
+        {
             return Ok(None);
         }
         values.insert(0, Value::BulkString(arg(id)));
@@ -775,10 +1277,12 @@ impl StateManager for RedisState {
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
+        // Dead and cancelled jobs have indexes of their own (they are few among many); other
+        // states are filtered while walking the kind's index or the index of all jobs.
         let index = match (&filter.state, &filter.kind) {
-            (Some(state), _) => format!("s:{state}"),
-            (None, Some(kind)) => format!("k:{kind}"),
-            (None, None) => "all".to_owned(),
+            (Some(state @ (JobState::Dead | JobState::Cancelled)), _) => format!("s:{state}"),
+            (_, Some(kind)) => format!("k:{kind}"),
+            (_, None) => "all".to_owned(),
         };
         let args = [
             arg(index),
@@ -811,44 +1315,32 @@ impl StateManager for RedisState {
     }
 
     async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
-        let mut cmd = ::redis::cmd("HGETALL");
-        cmd.arg(self.job_key(id));
-        let reply = self.link.query("events", &cmd).await?;
-        let flat = array("HGETALL", reply)?;
-        if flat.is_empty() {
+        let reply = self
+            .link
+            .eval(&SCRIPTS.get, &[&self.prefix], &[arg(id)])
+            .await?;
+        let values = array("events", reply)?;
+        let (Some(Value::BulkString(d)), Some(Value::BulkString(m))) =
+            (values.first(), values.get(1))
+        else {
             return Ok(Vec::new());
-        }
-        let mut created = None;
-        let mut lines: BTreeMap<u64, String> = BTreeMap::new();
-        for pair in flat.chunks(2) {
-            let [field, value] = pair else { continue };
-            let Some(field) = text(field) else { continue };
-            if field == "d" {
-                created = text(value)
-                    .and_then(|d| serde_json::from_str::<BlobIn>(d).ok())
-                    .map(|b| from_micros(b.created_at));
-            } else if let Some(n) = field.strip_prefix('e').and_then(|n| n.parse::<u64>().ok()) {
-                if let Some(line) = owned(value) {
-                    lines.insert(n, line);
-                }
-            }
-        }
-        let mut events = Vec::with_capacity(lines.len() + 1);
+        };
+        let created = serde_json::from_slice::<BlobIn>(d)
+            .map(|b| from_micros(b.created_at))
+            .map_err(|_| bad_record(&id.to_string(), "d"))?;
+        let m = decode_m(m).ok_or_else(|| bad_record(&id.to_string(), "m"))?;
+        let kept = decode_events(id, m.events).ok_or_else(|| bad_record(&id.to_string(), "m"))?;
+        let mut events = Vec::with_capacity(kept.len() + 1);
         events.push(JobEvent {
             job_id: id,
-            at: created.unwrap_or_else(Utc::now),
+            at: created,
             from: None,
             to: JobState::Queued,
             attempt: 0,
             worker: None,
             reason: Some("submitted".to_owned()),
         });
-        for line in lines.values() {
-            match parse_event(id, line) {
-                Some(event) => events.push(event),
-                None => tracing::warn!(job_id = %id, line, "skipping a malformed history entry"),
-            }
-        }
+        events.extend(kept);
         Ok(events)
     }
 
@@ -880,5 +1372,75 @@ impl StateManager for RedisState {
 
     async fn ping(&self) -> Result<()> {
         self.link.ping().await
+    }
+}
+
+/// The Redis store is its own queue: each queue's jobs wait in lanes (one sorted set per
+/// priority, by `run_at`), running jobs in a set ordered by lease expiry, and one script
+/// call claims a batch — takeovers of expired leases first, then due jobs, highest priority
+/// first — while [`StateManager::finish`] settles it.
+#[async_trait]
+impl QueuingState for RedisState {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        if req.max == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deadline = tokio::time::Instant::now() + req.wait;
+        if !req.wait.is_zero() {
+            self.ensure_listener();
+        }
+        loop {
+            let notified = self.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (claims, next) = self.claim_due_once(req).await?;
+            let now = tokio::time::Instant::now();
+            if !claims.is_empty() || now >= deadline {
+                return Ok(claims);
+            }
+            let mut nap = (deadline - now).min(self.config.poll_interval);
+            if let Some(next) = next {
+                let until = u64::try_from(next - micros(Utc::now())).unwrap_or(0);
+                nap = nap.min(Duration::from_micros(until).max(Duration::from_millis(1)));
+            }
+            let _ = tokio::time::timeout(nap, notified).await;
+        }
+    }
+
+    async fn queue_stats(&self) -> Result<QueueStats> {
+        let reply = self.link.eval(&SCRIPTS.stats, &[&self.prefix], &[]).await?;
+        let parts = array("queue stats", reply)?;
+        let number = |v: Option<&Value>| v.and_then(int).and_then(|n| u64::try_from(n).ok());
+        let mut stats = QueueStats {
+            ready: number(parts.first()).unwrap_or(0),
+            delayed: number(parts.get(1)).unwrap_or(0),
+            in_flight: number(parts.get(2)).unwrap_or(0),
+            ..QueueStats::default()
+        };
+        let flat = match parts.get(3) {
+            Some(Value::Array(items)) => items.as_slice(),
+            _ => &[],
+        };
+        for k in flat.chunks(5) {
+            let [kind, queued, delayed, running, dead] = k else {
+                continue;
+            };
+            let Some(kind) = owned(kind) else { continue };
+            let (queued, delayed) = (
+                number(Some(queued)).unwrap_or(0),
+                number(Some(delayed)).unwrap_or(0),
+            );
+            let entry = KindQueueStats {
+                ready: queued.saturating_sub(delayed),
+                delayed: delayed.min(queued),
+                in_flight: number(Some(running)).unwrap_or(0),
+                dead: number(Some(dead)).unwrap_or(0),
+            };
+            stats.dead += entry.dead;
+            if entry != KindQueueStats::default() {
+                stats.per_kind.insert(kind, entry);
+            }
+        }
+        Ok(stats)
     }
 }

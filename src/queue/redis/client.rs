@@ -206,6 +206,11 @@ impl Link {
         }
     }
 
+    /// The client, for connections of their own (blocking reads, subscriptions).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     pub(crate) fn pool(&self) -> &Pool {
         &self.pool
     }

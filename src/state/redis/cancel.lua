@@ -1,34 +1,30 @@
 -- ARGV: id, reason, events kept, retention (us). Returns {'cancelled'} | {'requested'}
 -- | {'finished', state} | {'missing'}.
 local id, reason, keep, retention = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = now_us()
-local snow = fmt(now)
-local key = job_key(id)
-local h = redis.call('HMGET', key, 'k', 'm', 'ik')
-if not h[2] then return {'missing'} end
-local t = unm(h[2])
+local m = redis.call('HGET', P .. ':m', id)
+if not m then return {'missing'} end
+local t = unm(m)
 local s = t.s
-t.v = t.v + 1
-t.u = now
-if s == 'queued' then
-  local w = {'HSET', key}
-  local dropped = push_event(w, t, snow, 'queued', 'cancelled', t.a, nil, reason, keep)
-  t.s = 'cancelled'
-  t.f = now
-  w[#w + 1] = 'm'; w[#w + 1] = mk(t)
-  redis.call(unpack(w))
-  if dropped then redis.call('HDEL', key, dropped) end
-  move(id, 'queued', 'cancelled')
-  tally('queued', h[1], -1)
-  tally('cancelled', h[1], 1)
-  finished(id, key, h[1], h[3], 'cancelled', now, retention)
-  flush_moves()
-  flush_tallies()
-  flush_done()
+if s == QUEUED then
+  t.v = t.v + 1
+  t.u = NOW
+  unfile(t, id)
+  push_event(t, QUEUED, CANCELLED, nil, reason, keep)
+  t.s = CANCELLED
+  t.f = NOW
+  t.fl = bor(t.fl, F_FINISHED)
+  put_m(id, mk(t))
+  tally(QUEUED, t.k, -1)
+  tally(CANCELLED, t.k, 1)
+  finished(t, id, retention)
+  flush()
   return {'cancelled'}
-elseif s == 'running' then
-  t.cr = true
-  redis.call('HSET', key, 'm', mk(t))
+elseif s == RUNNING then
+  t.v = t.v + 1
+  t.u = NOW
+  t.fl = bor(t.fl, F_CANCEL)
+  put_m(id, mk(t))
+  flush()
   return {'requested'}
 end
-return {'finished', s}
+return {'finished', NAME[s]}

@@ -2,65 +2,178 @@
 -- `{<namespace>}`: all state keys carry it, so multi-job scripts are cluster-safe (the state
 -- of one namespace lives in one slot).
 --
--- Keys:  P:j:<id>     HASH   one job (fields below)
---        P:i:all      ZSET   every retained job id (score 0, ordered by id = creation)
---        P:i:s:<st>   ZSET   ids by state;  P:i:k:<kind>  ZSET  ids by kind
---        P:c          HASH   "<state>:<kind>" -> count
---        P:done       ZSET   "<id><state letter><kind>" -> time (us) the record expires
---        P:ik:<key>   STRING idempotency key -> job id
--- Job fields: d   JSON of what never changes (payload, queue, priority, tags, tenant, ...)
---             k   kind;  ik  idempotency key;  res  result;  le  last error
---             m   what changes, packed in one string (see `unm`)
---             e1, e<oldest kept>..e<last>   history (the first transition and the latest)
+-- Records live in two hashes shared by every job, so a script reads and writes a whole batch
+-- with one command each instead of one per job (a command called from Lua costs about a
+-- microsecond of Redis's one thread however little it does):
+--   P:d          HASH  id -> JSON of what never changes (payload, queue, priority, tags, ...)
+--   P:m          HASH  id -> what changes and what the scripts need, packed (see `unm`)
+-- Indexes and queues (ZSETs), all of a size set by the live jobs, queues and kinds:
+--   P:i:all      every retained id (score 0, so ordered by id = creation)
+--   P:i:k:<kind> ids by kind;  P:i:s:dead, P:i:s:cancelled  ids in those (rare) states
+--   P:q:<queue>:<priority>  a lane: queued ids, score run_at (us)
+--   P:l:<queue>  the queue's lanes: member priority, score -priority
+--   P:r:<queue>  running ids, score lease expiry (us)
+--   P:dk:<kind>  queued ids filed with a later run_at, score run_at (per-kind delayed counts)
+--   P:done, P:done:dead  LISTs of finished ids, each after the time (us, as text) its
+--                retention ends: one list per retention, so each is in expiry order
+--   P:c          HASH "<state>:<kind>" -> count;  P:queues  SET of queue names
+--   P:ik:<key>   STRING idempotency key -> job id
+-- Times are microseconds since 1970. Scores go to Redis as text formatted once per call
+-- (a Lua number would be formatted with 14 digits, too few for microseconds).
 local P = KEYS[1]
 local CHUNK = 500
 
 local function fmt(n) return string.format('%.0f', n) end
 
-local function now_us()
+local NOW
+do
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+  NOW = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local SNOW = fmt(NOW)
 
-local function job_key(id) return P .. ':j:' .. id end
-
--- m <-> table. m is packed (struct, little-endian), so reading and writing it is one C call:
--- state code (B: 1 queued, 2 running, 3 succeeded, 4 dead, 5 cancelled), flags (B: 1 started,
--- 2 finished, 4 lease expiry, 8 cancel requested), version (d), attempt (I), max attempts (I),
--- run_at, updated, started, finished, lease expiry (d, us), last event (I), oldest kept
--- event (I), owner (I length + bytes).
-local M_FORMAT = '<BBdIIdddddIIIc0'
+-- State codes (as in `m`) and names.
+local QUEUED, RUNNING, SUCCEEDED, DEAD, CANCELLED = 1, 2, 3, 4, 5
 local NAME = {'queued', 'running', 'succeeded', 'dead', 'cancelled'}
 local CODE = {queued = 1, running = 2, succeeded = 3, dead = 4, cancelled = 5}
+
+-- Flags in `m`.
+local F_STARTED, F_FINISHED, F_LEASE, F_CANCEL, F_LE, F_RES, F_DK = 1, 2, 4, 8, 16, 32, 64
+local band, bor, bnot = bit.band, bit.bor, bit.bnot
+local function has(fl, f) return band(fl, f) ~= 0 end
+
+-- m, packed little-endian so reading and writing it is one C call each: state (B), flags (B),
+-- version (d), attempt (I), max attempts (I), run_at, updated, started, finished, lease
+-- expiry (d, us), priority (h), events kept (I), then six strings, each a length (I) and
+-- its bytes: lease owner, kind, queue, idempotency key, last error, result; then the events.
+-- An event: at (d, us), from (B), to (B), flags (B: 1 worker, 2 reason), attempt (I),
+-- worker and reason (length I + bytes each).
+local M_FORMAT = '<BBdIIdddddhIIc0Ic0Ic0Ic0Ic0Ic0'
+local E_FORMAT = '<dBBBIIc0Ic0'
+-- Decoded into one table reused for every record (a new table per job costs Redis about a
+-- microsecond): a script handles one record at a time.
+local T = {s = 0, fl = 0, v = 0, a = 0, ma = 0, r = 0, u = 0, st = 0, f = 0, x = 0, pr = 0,
+           ne = 0, o = '', k = '', q = '', ik = '', le = '', res = '', ev = ''}
 local function unm(m)
-  local s, fl, v, a, ma, r, u, st, f, x, en, eo, o = struct.unpack(M_FORMAT, m)
-  local t = {s = NAME[s], v = v, a = a, ma = ma, r = r, u = u, en = en, eo = eo, o = o,
-             cr = fl >= 8}
-  if fl % 2 == 1 then t.st = st end
-  if fl % 4 >= 2 then t.f = f end
-  if fl % 8 >= 4 then t.x = x end
+  local t = T
+  local pos
+  -- (struct's `c0` takes the length before it off the results)
+  t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne, t.o, t.k, t.q, t.ik, t.le,
+    t.res, pos = struct.unpack(M_FORMAT, m)
+  t.ev = string.sub(m, pos)
   return t
 end
 local function mk(t)
-  local fl = 0
-  if t.st then fl = fl + 1 end
-  if t.f then fl = fl + 2 end
-  if t.x then fl = fl + 4 end
-  if t.cr then fl = fl + 8 end
-  return struct.pack(M_FORMAT, CODE[t.s], fl, t.v, t.a, t.ma, t.r, t.u, t.st or 0, t.f or 0,
-    t.x or 0, t.en, t.eo, #t.o, t.o)
+  return struct.pack(M_FORMAT, t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne,
+    #t.o, t.o, #t.k, t.k, #t.q, t.q, #t.ik, t.ik, #t.le, t.le, #t.res, t.res) .. t.ev
+end
+
+-- Append a transition to t's history, keeping the first and the latest: `keep` in all.
+local function push_event(t, from, to, worker, reason, keep)
+  local ef = 0
+  if worker then ef = 1 else worker = '' end
+  if reason then ef = ef + 2 else reason = '' end
+  local e = struct.pack(E_FORMAT, NOW, from, to, ef, t.a, #worker, worker, #reason, reason)
+  local ev = t.ev
+  if t.ne >= keep then
+    local p2 = select(8, struct.unpack(E_FORMAT, ev))
+    if keep >= 2 then
+      local p3 = select(8, struct.unpack(E_FORMAT, ev, p2))
+      ev = string.sub(ev, 1, p2 - 1) .. string.sub(ev, p3)
+    else
+      ev = string.sub(ev, p2)
+    end
+  else
+    t.ne = t.ne + 1
+  end
+  t.ev = ev .. e
 end
 
 local function chunked(head, items)
   local n = #items
   local i = 1
   while i <= n do
-    local args = {}
-    for k = 1, #head do args[k] = head[k] end
     local last = math.min(i + CHUNK - 1, n)
-    for k = i, last do args[#args + 1] = items[k] end
+    local args = {unpack(head)}
+    local h = #args
+    for k = i, last do args[h + k - i + 1] = items[k] end
     redis.call(unpack(args))
     i = last + 1
+  end
+end
+
+-- HMGET of many fields of one hash, `CHUNK` at a time.
+local function hmget(key, fields)
+  local out = {}
+  local n = #fields
+  local i = 1
+  while i <= n do
+    local last = math.min(i + CHUNK - 1, n)
+    local got = redis.call('HMGET', key, unpack(fields, i, last))
+    for k = 1, #got do out[i + k - 1] = got[k] end
+    i = last + 1
+  end
+  return out
+end
+
+-- Key names, built once per call.
+local key_cache = {}
+local function cached(kind, a, b)
+  local by = key_cache[kind]
+  if not by then by = {}; key_cache[kind] = by end
+  local k = by[a]
+  if b ~= nil then
+    if not k then k = {}; by[a] = k end
+    local v = k[b]
+    if not v then v = P .. ':' .. kind .. ':' .. a .. ':' .. b; k[b] = v end
+    return v
+  end
+  if not k then k = P .. ':' .. kind .. ':' .. a; by[a] = k end
+  return k
+end
+local function lane_key(q, pr) return cached('q', q, pr) end
+local function run_key(q) return cached('r', q) end
+local function kind_key(k) return cached('i:k', k) end
+local function dk_key(k) return cached('dk', k) end
+local STATE_INDEX = {[DEAD] = P .. ':i:s:dead', [CANCELLED] = P .. ':i:s:cancelled'}
+-- Finished ids to append to the retention lists (see `finished`).
+local DONE, DONE_DEAD = P .. ':done', P .. ':done:dead'
+local DONE_OUT = {}
+
+-- Index and queue updates, gathered per command and key and sent in bulk at the end:
+-- removals first, then additions, so an id removed and re-added in one call stays.
+local REM, ADD = {}, {}
+local function zrem(key, id)
+  local l = REM[key]
+  if not l then l = {}; REM[key] = l end
+  l[#l + 1] = id
+end
+local function zadd(key, score, id)
+  local l = ADD[key]
+  if not l then l = {}; ADD[key] = l end
+  local n = #l
+  l[n + 1] = score
+  l[n + 2] = id
+end
+
+-- Lanes filed in this call: registered with their queue at the flush.
+local new_lanes = {}
+local function file(t, id, score, delayed)
+  zadd(lane_key(t.q, t.pr), score, id)
+  local by = new_lanes[t.q]
+  if not by then by = {}; new_lanes[t.q] = by end
+  by[t.pr] = true
+  if delayed then
+    zadd(dk_key(t.k), score, id)
+    t.fl = bor(t.fl, F_DK)
+  end
+end
+-- Take a queued job out of its lane (and the delayed index).
+local function unfile(t, id)
+  zrem(lane_key(t.q, t.pr), id)
+  if has(t.fl, F_DK) then
+    zrem(dk_key(t.k), id)
+    t.fl = band(t.fl, bnot(F_DK))
   end
 end
 
@@ -71,10 +184,43 @@ local function tally(state, kind, delta)
   local by_kind = tally_keys[state]
   if not by_kind then by_kind = {}; tally_keys[state] = by_kind end
   local f = by_kind[kind]
-  if not f then f = state .. ':' .. kind; by_kind[kind] = f end
+  if not f then f = NAME[state] .. ':' .. kind; by_kind[kind] = f end
   tallies[f] = (tallies[f] or 0) + delta
 end
-local function flush_tallies()
+
+-- Records written in this call (id -> m), sent with one HSET at the flush.
+local M_OUT = {}
+local M_ORDER = {}
+local function put_m(id, m)
+  if M_OUT[id] == nil then M_ORDER[#M_ORDER + 1] = id end
+  M_OUT[id] = m
+end
+
+local function flush()
+  if #M_ORDER > 0 then
+    local flat = {}
+    for i, id in ipairs(M_ORDER) do
+      flat[2 * i - 1] = id
+      flat[2 * i] = M_OUT[id]
+    end
+    chunked({'HSET', P .. ':m'}, flat)
+    M_OUT, M_ORDER = {}, {}
+  end
+  for key, ids in pairs(REM) do chunked({'ZREM', key}, ids) end
+  for key, items in pairs(ADD) do chunked({'ZADD', key}, items) end
+  REM, ADD = {}, {}
+  for list, items in pairs(DONE_OUT) do chunked({'RPUSH', list}, items) end
+  DONE_OUT = {}
+  for q, prs in pairs(new_lanes) do
+    local l = {}
+    for pr in pairs(prs) do
+      l[#l + 1] = -pr
+      l[#l + 1] = pr
+    end
+    chunked({'ZADD', P .. ':l:' .. q}, l)
+    redis.call('SADD', P .. ':queues', q)
+  end
+  new_lanes = {}
   for f, d in pairs(tallies) do
     if d ~= 0 and redis.call('HINCRBY', P .. ':c', f, d) <= 0 then
       redis.call('HDEL', P .. ':c', f)
@@ -83,119 +229,60 @@ local function flush_tallies()
   tallies = {}
 end
 
--- Index moves: first and last state of each id in this call, applied at the end in bulk.
-local moves = {}
-local move_order = {}
-local function move(id, from, to)
-  local m = moves[id]
-  if m then m[2] = to else moves[id] = {from, to}; move_order[#move_order + 1] = id end
-end
-local function flush_moves()
-  local rem, add = {}, {}
-  for _, id in ipairs(move_order) do
-    local m = moves[id]
-    if m[1] ~= m[2] then
-      if m[1] then
-        local l = rem[m[1]]
-        if not l then l = {}; rem[m[1]] = l end
-        l[#l + 1] = id
-      end
-      if m[2] then
-        local l = add[m[2]]
-        if not l then l = {}; add[m[2]] = l end
-        l[#l + 1] = '0'
-        l[#l + 1] = id
-      end
-    end
-  end
-  for st, ids in pairs(rem) do chunked({'ZREM', P .. ':i:s:' .. st}, ids) end
-  for st, ids in pairs(add) do chunked({'ZADD', P .. ':i:s:' .. st}, ids) end
-  moves = {}
-  move_order = {}
-end
-
-local LETTER = {succeeded = 's', dead = 'd', cancelled = 'c'}
-local STATE_OF = {s = 'succeeded', d = 'dead', c = 'cancelled'}
-
--- Append a transition to the history in `w` (HSET arguments) and `t` (the m table):
--- "<at>|<from>|<to>|<attempt>|<worker length>|<worker><+reason or ->" (`at`: time in us, as
--- text). Keeps the first
--- transition and the latest, `keep` in all; returns the field to delete, if one fell out.
-local function push_event(w, t, at, from, to, attempt, worker, reason, keep)
-  local en = t.en + 1
-  local eo = t.eo
-  local wpart
-  if worker then wpart = #worker .. '|' .. worker else wpart = '-1|' end
-  local rpart
-  if reason then rpart = '+' .. reason else rpart = '-' end
-  w[#w + 1] = 'e' .. en
-  w[#w + 1] = at .. '|' .. from .. '|' .. to .. '|' .. attempt .. '|' .. wpart .. rpart
-  local dropped = nil
-  if en >= eo and (en - eo + 2) > keep then
-    dropped = 'e' .. eo
-    eo = eo + 1
-  end
-  t.en = en
-  t.eo = eo
-  return dropped
-end
-
--- A job reached a terminal state: it expires `keep_us` from now. The sweep removes it from
--- the indexes and counts; PEXPIRE is the backstop should no sweep run for a long time.
-local done_list = {}
+-- A job reached a terminal state: its record goes when `keep_us` has passed (the sweep).
+-- Dead jobs have a retention of their own, so a list of their own.
 local done_at = {}
-local function finished(id, key, kind, ik, to, now, keep_us)
+local function finished(t, id, keep_us)
   local at = done_at[keep_us]
   if not at then
-    at = {fmt(now + keep_us), fmt(math.floor(keep_us / 1000) + 3600000)}
+    at = {fmt(NOW + keep_us), fmt(math.floor(keep_us / 1000) + 3600000)}
     done_at[keep_us] = at
   end
-  local n = #done_list
-  done_list[n + 1] = at[1]
-  done_list[n + 2] = id .. LETTER[to] .. kind
-  redis.call('PEXPIRE', key, at[2])
-  if ik then redis.call('PEXPIRE', P .. ':ik:' .. ik, at[2]) end
-end
-local function flush_done()
-  chunked({'ZADD', P .. ':done'}, done_list)
-  done_list = {}
+  local list = DONE
+  if t.s == DEAD then list = DONE_DEAD end
+  local l = DONE_OUT[list]
+  if not l then l = {}; DONE_OUT[list] = l end
+  l[#l + 1] = at[1]
+  l[#l + 1] = id
+  if STATE_INDEX[t.s] then zadd(STATE_INDEX[t.s], '0', id) end
+  -- The idempotency key is a key of its own; its expiry is the backstop of the sweep.
+  if t.ik ~= '' then redis.call('PEXPIRE', P .. ':ik:' .. t.ik, at[2]) end
 end
 
 -- Drop records whose retention ran out, at most `limit` of them.
-local function sweep(now, limit)
-  local gone = redis.call('ZRANGEBYSCORE', P .. ':done', '-inf', fmt(now), 'LIMIT', 0, limit)
-  if #gone == 0 then return 0 end
-  local all, by_state, by_kind, keys = {}, {}, {}, {}
-  for _, member in ipairs(gone) do
-    local id = string.sub(member, 1, 36)
-    local state = STATE_OF[string.sub(member, 37, 37)]
-    local kind = string.sub(member, 38)
-    local key = job_key(id)
-    local ik = redis.call('HGET', key, 'ik')
-    if ik and redis.call('GET', P .. ':ik:' .. ik) == id then
-      keys[#keys + 1] = P .. ':ik:' .. ik
+local function sweep(limit)
+  local gone = {}
+  for _, list in ipairs({DONE, DONE_DEAD}) do
+    local room = limit - #gone
+    if room <= 0 then break end
+    local l = redis.call('LRANGE', list, 0, 2 * room - 1)
+    local n = 0
+    for i = 1, #l, 2 do
+      if tonumber(l[i]) > NOW then break end
+      gone[#gone + 1] = l[i + 1]
+      n = n + 1
     end
-    keys[#keys + 1] = key
-    all[#all + 1] = id
-    if state then
-      by_state[state] = by_state[state] or {}
-      table.insert(by_state[state], id)
-      tally(state, kind, -1)
-    end
-    by_kind[kind] = by_kind[kind] or {}
-    table.insert(by_kind[kind], id)
+    if n > 0 then redis.call('LTRIM', list, 2 * n, -1) end
   end
-  chunked({'DEL'}, keys)
-  chunked({'ZREM', P .. ':i:all'}, all)
-  for st, ids in pairs(by_state) do chunked({'ZREM', P .. ':i:s:' .. st}, ids) end
-  for kind, ids in pairs(by_kind) do chunked({'ZREM', P .. ':i:k:' .. kind}, ids) end
-  chunked({'ZREM', P .. ':done'}, gone)
-  flush_tallies()
+  if #gone == 0 then return 0 end
+  local ms = hmget(P .. ':m', gone)
+  local keys = {}
+  for i, id in ipairs(gone) do
+    local m = ms[i]
+    if m then
+      local t = unm(m)
+      if t.ik ~= '' and redis.call('GET', P .. ':ik:' .. t.ik) == id then
+        keys[#keys + 1] = P .. ':ik:' .. t.ik
+      end
+      zrem(kind_key(t.k), id)
+      if STATE_INDEX[t.s] then zrem(STATE_INDEX[t.s], id) end
+      tally(t.s, t.k, -1)
+    end
+  end
+  if #keys > 0 then chunked({'DEL'}, keys) end
+  chunked({'HDEL', P .. ':d'}, gone)
+  chunked({'HDEL', P .. ':m'}, gone)
+  chunked({'ZREM', P .. ':i:all'}, gone)
+  flush()
   return #gone
-end
-
--- A record as returned to the client: {id, d, k, m, res, le}.
-local function read_record(id)
-  local h = redis.call('HMGET', job_key(id), 'd', 'k', 'm', 'res', 'le')
-  return {id, h[1], h[2], h[3], h[4], h[5]}
 end

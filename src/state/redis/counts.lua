@@ -1,3 +1,3 @@
 -- ARGV: sweep limit. Drops expired records, then returns {how many went, counts (flat)}.
-local swept = sweep(now_us(), tonumber(ARGV[1]))
+local swept = sweep(tonumber(ARGV[1]))
 return {swept, redis.call('HGETALL', P .. ':c')}

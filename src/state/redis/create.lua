@@ -1,40 +1,45 @@
--- ARGV: groups of 8: id, idempotency key ('' none), kind, state, d, m, result ('' none),
--- last error ('' none). Returns per job {'new', id} or {'existing', id}.
+-- ARGV: groups of 9: id, idempotency key ('' none), kind, queue, priority, run_at (us),
+-- delayed ('1' when the submitter's clock saw run_at ahead), d, m.
+-- Stores new queued jobs and files them in their lanes.
+-- Returns, flat, per job: 'new', id or 'existing', id (the holder of the key).
 local out = {}
-local all, kinds = {}, {}
-for i = 1, #ARGV, 8 do
-  local id, ik, kind, state = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local key = job_key(id)
+local ids = {}
+for i = 1, #ARGV, 9 do ids[#ids + 1] = ARGV[i] end
+local have = hmget(P .. ':m', ids)
+local seen = {}
+local dflat = {}
+local filed = 0
+for j, id in ipairs(ids) do
+  local i = (j - 1) * 9 + 1
+  local ik = ARGV[i + 1]
   local existing = nil
-  if ik ~= '' then
+  if have[j] or seen[id] then existing = id end
+  if not existing and ik ~= '' then
     if not redis.call('SET', P .. ':ik:' .. ik, id, 'NX') then
       existing = redis.call('GET', P .. ':ik:' .. ik)
     end
   end
-  if not existing and redis.call('EXISTS', key) == 1 then existing = id end
   if existing then
-    out[#out + 1] = {'existing', existing}
+    out[#out + 1] = 'existing'
+    out[#out + 1] = existing
   else
-    if ik ~= '' then
-      redis.call('HSET', key, 'd', ARGV[i + 4], 'k', kind, 'm', ARGV[i + 5], 'ik', ik)
-    else
-      redis.call('HSET', key, 'd', ARGV[i + 4], 'k', kind, 'm', ARGV[i + 5])
-    end
-    if ARGV[i + 6] ~= '' then redis.call('HSET', key, 'res', ARGV[i + 6]) end
-    if ARGV[i + 7] ~= '' then redis.call('HSET', key, 'le', ARGV[i + 7]) end
-    all[#all + 1] = '0'
-    all[#all + 1] = id
-    local l = kinds[kind]
-    if not l then l = {}; kinds[kind] = l end
-    l[#l + 1] = '0'
-    l[#l + 1] = id
-    move(id, nil, state)
-    tally(state, kind, 1)
-    out[#out + 1] = {'new', id}
+    seen[id] = true
+    local kind = ARGV[i + 2]
+    local t = T
+    t.q, t.pr, t.k, t.fl = ARGV[i + 3], tonumber(ARGV[i + 4]), kind, 0
+    dflat[#dflat + 1] = id
+    dflat[#dflat + 1] = ARGV[i + 7]
+    put_m(id, ARGV[i + 8])
+    zadd(P .. ':i:all', '0', id)
+    zadd(kind_key(kind), '0', id)
+    file(t, id, ARGV[i + 5], ARGV[i + 6] == '1')
+    filed = filed + 1
+    tally(QUEUED, kind, 1)
+    out[#out + 1] = 'new'
+    out[#out + 1] = id
   end
 end
-chunked({'ZADD', P .. ':i:all'}, all)
-for kind, list in pairs(kinds) do chunked({'ZADD', P .. ':i:k:' .. kind}, list) end
-flush_moves()
-flush_tallies()
+chunked({'HSET', P .. ':d'}, dflat)
+flush()
+if filed > 0 then redis.call('PUBLISH', P .. ':wake', filed) end
 return out

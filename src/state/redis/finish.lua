@@ -1,73 +1,84 @@
 -- ARGV: events kept, retention (us), dead retention (us), sweep limit, then groups of 6:
 -- id, worker, attempt, code (ok|retry|defer|dead|cancel|release), run_at (us or ''), text.
--- Returns per transition {'applied', state, version} or {'conflict', state or false, reason}.
+-- Returns, flat, three values per transition: 'applied', state, version or 'conflict',
+-- state or false, reason.
 local keep, retention, dead_keep, sweep_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = now_us()
-local snow = fmt(now)
 local out = {}
-local TARGET = {ok = 'succeeded', retry = 'queued', defer = 'queued', release = 'queued', dead = 'dead', cancel = 'cancelled'}
-for i = 5, #ARGV, 6 do
-  local id, worker, attempt, code, run_at, text = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
-  local key = job_key(id)
-  local h = redis.call('HMGET', key, 'k', 'm', 'ik')
-  local t = h[2] and unm(h[2])
+local TARGET = {ok = SUCCEEDED, retry = QUEUED, defer = QUEUED, release = QUEUED, dead = DEAD, cancel = CANCELLED}
+local ids = {}
+for i = 5, #ARGV, 6 do ids[#ids + 1] = ARGV[i] end
+local ms = hmget(P .. ':m', ids)
+local cur = {}
+local requeued = 0
+for j, id in ipairs(ids) do
+  local i = 5 + (j - 1) * 6
+  local worker, attempt, code, run_at, text = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
+  local m = cur[id] or ms[j]
+  local t = m and unm(m)
   if not t then
-    out[#out + 1] = {'conflict', false, 'no such job'}
-  elseif t.s ~= 'running' or t.o ~= worker or t.a ~= tonumber(attempt) then
+    out[#out + 1] = 'conflict'
+    out[#out + 1] = false
+    out[#out + 1] = 'no such job'
+  elseif t.s ~= RUNNING or t.o ~= worker or t.a ~= tonumber(attempt) then
     local owner = t.o
     if owner == '' then owner = 'none' end
-    out[#out + 1] = {'conflict', t.s, 'not held by ' .. worker .. ' at attempt ' .. attempt ..
-      ' (state ' .. t.s .. ', attempt ' .. t.a .. ', owner ' .. owner .. ')'}
+    out[#out + 1] = 'conflict'
+    out[#out + 1] = NAME[t.s]
+    out[#out + 1] = 'not held by ' .. worker .. ' at attempt ' .. attempt ..
+      ' (state ' .. NAME[t.s] .. ', attempt ' .. t.a .. ', owner ' .. owner .. ')'
   else
     -- A cancel asked for while the job ran wins over putting it back in the queue.
-    if t.cr and TARGET[code] == 'queued' then
+    if has(t.fl, F_CANCEL) and TARGET[code] == QUEUED then
       code = 'cancel'
       text = 'cancelled by request'
     end
     local to = TARGET[code]
-    local kind = h[1]
-    local w = {'HSET', key}
     local reason = nil
+    local score = nil
     if code == 'ok' then
-      if text ~= '' then w[#w + 1] = 'res'; w[#w + 1] = text end
+      if text ~= '' then t.res = text; t.fl = bor(t.fl, F_RES) end
     elseif code == 'retry' then
-      t.r = tonumber(run_at)
-      w[#w + 1] = 'le'; w[#w + 1] = text
+      t.r = tonumber(run_at); score = run_at
+      t.le = text; t.fl = bor(t.fl, F_LE)
       reason = text
     elseif code == 'defer' then
-      t.r = tonumber(run_at)
+      t.r = tonumber(run_at); score = run_at
       t.a = math.max(0, t.a - 1)
       reason = text
     elseif code == 'release' then
-      t.r = now
+      t.r = NOW; score = SNOW
       t.a = math.max(0, t.a - 1)
       reason = text
     elseif code == 'dead' then
-      w[#w + 1] = 'le'; w[#w + 1] = text
+      t.le = text; t.fl = bor(t.fl, F_LE)
       reason = text
     else
       reason = text
     end
     t.v = t.v + 1
-    local dropped = push_event(w, t, snow, 'running', to, t.a, worker, reason, keep)
-    t.s = to; t.u = now; t.o = ''; t.x = nil
-    if to ~= 'queued' then t.f = now end
-    w[#w + 1] = 'm'; w[#w + 1] = mk(t)
-    redis.call(unpack(w))
-    if dropped then redis.call('HDEL', key, dropped) end
-    move(id, 'running', to)
-    tally('running', kind, -1)
-    tally(to, kind, 1)
-    if to ~= 'queued' then
-      local k = retention
-      if to == 'dead' then k = dead_keep end
-      finished(id, key, kind, h[3], to, now, k)
+    push_event(t, RUNNING, to, worker, reason, keep)
+    t.s = to; t.u = NOW; t.o = ''; t.x = 0
+    t.fl = band(t.fl, bnot(F_LEASE))
+    zrem(run_key(t.q), id)
+    if to == QUEUED then
+      file(t, id, score, t.r > NOW)
+      requeued = requeued + 1
+    else
+      t.f = NOW
+      t.fl = bor(t.fl, F_FINISHED)
+      if to == DEAD then finished(t, id, dead_keep) else finished(t, id, retention) end
     end
-    out[#out + 1] = {'applied', to, t.v}
+    local nm = mk(t)
+    put_m(id, nm)
+    cur[id] = nm
+    tally(RUNNING, t.k, -1)
+    tally(to, t.k, 1)
+    out[#out + 1] = 'applied'
+    out[#out + 1] = NAME[to]
+    out[#out + 1] = t.v
   end
 end
-flush_moves()
-flush_tallies()
-flush_done()
-sweep(now, sweep_limit)
+flush()
+if requeued > 0 then redis.call('PUBLISH', P .. ':wake', requeued) end
+sweep(sweep_limit)
 return out

@@ -1,17 +1,21 @@
 -- ARGV: worker, lease (us), then job ids. Returns per id: 'held', 'cancel' or 'lost'.
 local worker, lease = ARGV[1], tonumber(ARGV[2])
-local now = now_us()
+local ids = {}
+for i = 3, #ARGV do ids[#ids + 1] = ARGV[i] end
+local ms = hmget(P .. ':m', ids)
+local score = fmt(NOW + lease)
 local out = {}
-for i = 3, #ARGV do
-  local key = job_key(ARGV[i])
-  local m = redis.call('HGET', key, 'm')
+for j, id in ipairs(ids) do
+  local m = ms[j]
   local t = m and unm(m)
-  if t and t.s == 'running' and t.o == worker then
-    t.x = now + lease
-    redis.call('HSET', key, 'm', mk(t))
-    if t.cr then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
+  if t and t.s == RUNNING and t.o == worker then
+    t.x = NOW + lease
+    put_m(id, mk(t))
+    zadd(run_key(t.q), score, id)
+    if has(t.fl, F_CANCEL) then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
   else
     out[#out + 1] = 'lost'
   end
 end
+flush()
 return out

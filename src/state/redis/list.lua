@@ -1,10 +1,11 @@
 -- ARGV: index ('all' | 's:<state>' | 'k:<kind>'), after ('' for the start), limit,
 -- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant filters ('' none).
 -- Walks the index by id from the cursor, checking at most `budget` ids.
--- Returns {records ({id, d, k, m, res, le} each), next cursor or false}.
+-- Returns {records ({id, d, m} each), next cursor or false}.
 local idx = P .. ':i:' .. ARGV[1]
 local after, limit, order, budget = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local fs, fk, fq, ft = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local fcode = CODE[fs]
 local items = {}
 local scanned = 0
 local last_scanned = nil
@@ -25,21 +26,23 @@ while not more and scanned < budget do
     batch = redis.call('ZRANGEBYLEX', idx, lo, '+', 'LIMIT', 0, n)
   end
   if #batch == 0 then exhausted = true; break end
-  for _, id in ipairs(batch) do
-    local r = read_record(id)
-    local ok = r[4] ~= false and r[4] ~= nil
-    if ok and fs ~= '' then ok = string.byte(r[4], 1) == CODE[fs] end
-    if ok and fk ~= '' then ok = r[3] == fk end
-    if ok and (fq ~= '' or ft ~= '') then
-      local d = cjson.decode(r[2])
-      if fq ~= '' then ok = d.queue == fq end
-      if ok and ft ~= '' then ok = d.tenant == ft end
+  local ms = hmget(P .. ':m', batch)
+  local ds = hmget(P .. ':d', batch)
+  for j, id in ipairs(batch) do
+    local m, d = ms[j], ds[j]
+    local ok = m ~= nil and m ~= false and d ~= nil and d ~= false
+    if ok and fcode then ok = string.byte(m, 1) == fcode end
+    if ok and (fk ~= '' or fq ~= '') then
+      local t = unm(m)
+      if fk ~= '' then ok = t.k == fk end
+      if ok and fq ~= '' then ok = t.q == fq end
     end
+    if ok and ft ~= '' then ok = cjson.decode(d).tenant == ft end
     if ok and #items == limit then more = true; break end
     scanned = scanned + 1
     last_scanned = id
     if ok then
-      items[#items + 1] = r
+      items[#items + 1] = {id, d, m}
       last_item = id
     end
     if scanned >= budget then break end
