@@ -948,7 +948,7 @@ impl RedisState {
                 };
                 items.push(vec![
                     arg(t.id),
-                    old,
+                    arg(s.version - 1),
                     s.m,
                     arg(&s.kind),
                     arg(&s.queue),
@@ -1409,33 +1409,24 @@ impl QueuingState for RedisState {
 
     async fn queue_stats(&self) -> Result<QueueStats> {
         let reply = self.link.eval(&SCRIPTS.stats, &[&self.prefix], &[]).await?;
-        let parts = array("queue stats", reply)?;
-        let number = |v: Option<&Value>| v.and_then(int).and_then(|n| u64::try_from(n).ok());
-        let mut stats = QueueStats {
-            ready: number(parts.first()).unwrap_or(0),
-            delayed: number(parts.get(1)).unwrap_or(0),
-            in_flight: number(parts.get(2)).unwrap_or(0),
-            ..QueueStats::default()
-        };
-        let flat = match parts.get(3) {
-            Some(Value::Array(items)) => items.as_slice(),
-            _ => &[],
-        };
+        let flat = array("queue stats", reply)?;
+        let number = |v: &Value| int(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let mut stats = QueueStats::default();
         for k in flat.chunks(5) {
             let [kind, queued, delayed, running, dead] = k else {
                 continue;
             };
             let Some(kind) = owned(kind) else { continue };
-            let (queued, delayed) = (
-                number(Some(queued)).unwrap_or(0),
-                number(Some(delayed)).unwrap_or(0),
-            );
+            let (queued, delayed) = (number(queued), number(delayed));
             let entry = KindQueueStats {
                 ready: queued.saturating_sub(delayed),
                 delayed: delayed.min(queued),
-                in_flight: number(Some(running)).unwrap_or(0),
-                dead: number(Some(dead)).unwrap_or(0),
+                in_flight: number(running),
+                dead: number(dead),
             };
+            stats.ready += entry.ready;
+            stats.delayed += entry.delayed;
+            stats.in_flight += entry.in_flight;
             stats.dead += entry.dead;
             if entry != KindQueueStats::default() {
                 stats.per_kind.insert(kind, entry);

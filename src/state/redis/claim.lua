@@ -1,19 +1,19 @@
 -- ARGV: mode, worker, lease (us), events kept, sweep limit, dead retention (us), then
 --   mode 'ids': the job ids to claim;
 --   mode 'due': most jobs, then the queues to take from. Takes running jobs whose lease
---   expired first, then queued jobs that are due: highest priority first, then earliest
---   run_at, then oldest.
--- Returns {claims, next}: claims flat, four values per job: 'claimed', id, d, m |
+--   expired first, then due jobs from the lanes: highest priority first, each lane in the
+--   order its jobs became due.
+-- Returns {claims, next, now}: claims flat, four values per job: 'claimed', id, d, m |
 -- 'notdue', id, run_at, false | 'exhausted', id, reason, false | 'skipped', id, state or
--- false, false ('due' answers only the first and third); next: when nothing was claimed in mode 'due', the earliest time (us, as
--- text) something comes due, or false; then Redis's clock (us, as text).
+-- false, false ('due' answers only the first and third); next: when nothing was claimed in
+-- mode 'due', the earliest time (us, as text) something comes due, or false; now: Redis's
+-- clock (us, as text).
 local mode, worker = ARGV[1], ARGV[2]
 local lease, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
 local sweep_limit, dead_keep = tonumber(ARGV[5]), tonumber(ARGV[6])
 local due = mode == 'due'
 local ids = {}
 local source = {} -- mode 'due': the key each id was taken from
-local touched = {} -- lanes taken from, checked for emptiness at the end
 if not due then
   for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
@@ -28,8 +28,28 @@ else
       source[id] = rk
     end
   end
-  -- Lanes of every queue, highest priority first; lanes of one priority are merged by
-  -- run_at, then id.
+  -- Waiting jobs that came due join the tail of their lane.
+  for _, q in ipairs(queues) do
+    local wk = wait_key(q)
+    local due_ids = redis.call('ZRANGEBYSCORE', wk, '-inf', SNOW, 'LIMIT', 0, max)
+    if #due_ids > 0 then
+      local wm = hmget(P .. ':m', due_ids)
+      for j, id in ipairs(due_ids) do
+        local m = wm[j]
+        if m and string.byte(m, 1) == QUEUED then
+          local t = unm(m)
+          unfile(t, id)
+          file(t, id, nil, false)
+          put_m(id, mk(t))
+        else
+          zrem(wk, id)
+        end
+      end
+      flush()
+    end
+  end
+  -- Lanes of every queue, highest priority first (queues of one priority in the order
+  -- given); each lane in the order its jobs became due.
   local lanes = {}
   for qi, q in ipairs(queues) do
     local l = redis.call('ZRANGE', P .. ':l:' .. q, 0, -1)
@@ -41,43 +61,29 @@ else
     if a.pr ~= b.pr then return a.pr > b.pr end
     return a.qi < b.qi
   end)
-  local i = 1
-  while i <= #lanes and #ids < max do
-    local j = i
-    while j < #lanes and lanes[j + 1].pr == lanes[i].pr do j = j + 1 end
+  for _, lane in ipairs(lanes) do
     local need = max - #ids
-    if i == j then
-      local key = lanes[i].key
-      local got = redis.call('ZRANGEBYSCORE', key, '-inf', SNOW, 'LIMIT', 0, need)
-      for _, id in ipairs(got) do
-        ids[#ids + 1] = id
-        source[id] = key
-      end
-      touched[key] = lanes[i]
-    else
-      local cand = {}
-      for k = i, j do
-        local key = lanes[k].key
-        local got = redis.call('ZRANGEBYSCORE', key, '-inf', SNOW, 'WITHSCORES', 'LIMIT', 0, need)
-        for n = 1, #got, 2 do
-          cand[#cand + 1] = {id = got[n], s = tonumber(got[n + 1]), key = key}
-        end
-        touched[key] = lanes[k]
-      end
-      table.sort(cand, function(a, b)
-        if a.s ~= b.s then return a.s < b.s end
-        return a.id < b.id
-      end)
-      for n = 1, math.min(need, #cand) do
-        ids[#ids + 1] = cand[n].id
-        source[cand[n].id] = cand[n].key
-      end
+    if need <= 0 then break end
+    local got = redis.call('LPOP', lane.key, need)
+    if not got then got = {} end
+    for _, id in ipairs(got) do
+      ids[#ids + 1] = id
+      source[id] = lane.key
     end
-    i = j + 1
+    if #got < need then
+      -- Emptied: off the queue's list of lanes (a job filed later puts it back).
+      redis.call('ZREM', P .. ':l:' .. lane.q, lane.pr)
+    end
   end
 end
 
 local out = {}
+-- An entry taken from the running set goes; one popped from a lane is gone already.
+local function drop(id)
+  local key = source[id]
+  if key and string.sub(key, #P + 1, #P + 3) == ':r:' then zrem(key, id) end
+end
+local trim = {} -- mode 'ids': lanes whose head may now hold jobs that moved on
 local function answer(a, b, c, d)
   local n = #out
   out[n + 1] = a
@@ -93,7 +99,7 @@ local running_score = fmt(NOW + lease)
 for j, id in ipairs(ids) do
   local m = cur[id] or ms[j]
   if not m then
-    if due then zrem(source[id], id) else answer('skipped', id, false, false) end
+    if due then drop(id) else answer('skipped', id, false, false) end
   else
     local t = unm(m)
     local from = t.s
@@ -101,8 +107,14 @@ for j, id in ipairs(ids) do
     if from == QUEUED then
       if t.r > NOW then
         if due then
-          -- Filed with a score that says due: file it again by its run_at.
-          zadd(source[id], fmt(t.r), id)
+          -- Filed as due by a clock ahead of this one: wait for its run_at.
+          if source[id] ~= run_key(t.q) then
+            unfile(t, id)
+            file(t, id, fmt(t.r), true)
+            local nm = mk(t)
+            put_m(id, nm)
+            cur[id] = nm
+          end
         else
           answer('notdue', id, fmt(t.r), false)
         end
@@ -124,7 +136,7 @@ for j, id in ipairs(ids) do
       if from == RUNNING and has(t.fl, F_LEASE) and source[id] == run_key(t.q) then
         zadd(source[id], fmt(t.x), id)
       else
-        zrem(source[id], id)
+        drop(id)
       end
     else
       answer('skipped', id, NAME[from], false)
@@ -132,7 +144,10 @@ for j, id in ipairs(ids) do
     if go then
       t.v = t.v + 1
       t.u = NOW
-      if from == QUEUED then unfile(t, id) end
+      if from == QUEUED then
+        if not due and not has(t.fl, F_DK) then trim[lane_key(t.q, t.pr)] = true end
+        unfile(t, id)
+      end
       if exhausted then
         push_event(t, from, DEAD, worker, reason, keep)
         t.s = DEAD; t.f = NOW; t.o = ''; t.x = 0
@@ -165,20 +180,26 @@ for j, id in ipairs(ids) do
   end
 end
 flush()
-for key, lane in pairs(touched) do
-  if redis.call('ZCARD', key) == 0 then
-    redis.call('ZREM', P .. ':l:' .. lane.q, lane.pr)
+-- Mode 'ids' (a separate queue delivers): drop lane heads whose jobs moved on, so lanes do
+-- not grow; a head still queued stops the trim (its job is yet to be delivered).
+for key in pairs(trim) do
+  local heads = redis.call('LRANGE', key, 0, 199)
+  local hm = hmget(P .. ':m', heads)
+  local k = 0
+  for i = 1, #heads do
+    local m = hm[i]
+    if m and string.byte(m, 1) == QUEUED and not has(string.byte(m, 2), F_DK) then break end
+    k = k + 1
   end
+  if k > 0 then redis.call('LTRIM', key, k, -1) end
 end
 local next_due = false
 if due and #out == 0 then
   local best = nil
   for i = 8, #ARGV do
     local q = ARGV[i]
-    local h = redis.call('ZRANGE', run_key(q), 0, 0, 'WITHSCORES')
-    if h[2] and (not best or tonumber(h[2]) < best) then best = tonumber(h[2]) end
-    for _, pr in ipairs(redis.call('ZRANGE', P .. ':l:' .. q, 0, -1)) do
-      h = redis.call('ZRANGE', lane_key(q, tonumber(pr)), 0, 0, 'WITHSCORES')
+    for _, key in ipairs({run_key(q), wait_key(q)}) do
+      local h = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
       if h[2] and (not best or tonumber(h[2]) < best) then best = tonumber(h[2]) end
     end
   end

@@ -10,10 +10,11 @@
 -- Indexes and queues (ZSETs), all of a size set by the live jobs, queues and kinds:
 --   P:i:all      every retained id (score 0, so ordered by id = creation)
 --   P:i:k:<kind> ids by kind;  P:i:s:dead, P:i:s:cancelled  ids in those (rare) states
---   P:q:<queue>:<priority>  a lane: queued ids, score run_at (us)
---   P:l:<queue>  the queue's lanes: member priority, score -priority
+--   P:w:<queue>  queued ids waiting for a later run_at, score run_at (us)
 --   P:r:<queue>  running ids, score lease expiry (us)
---   P:dk:<kind>  queued ids filed with a later run_at, score run_at (per-kind delayed counts)
+--   P:l:<queue>  the queue's lanes: member priority, score -priority
+--   P:dk:<kind>  the waiting ids again, by kind (per-kind delayed counts)
+-- Lanes (LISTs):  P:q:<queue>:<priority>  due ids, in the order they became due
 --   P:done, P:done:dead  LISTs of finished ids, each after the time (us, as text) its
 --                retention ends: one list per retention, so each is in expiry order
 --   P:c          HASH "<state>:<kind>" -> count;  P:queues  SET of queue names
@@ -135,6 +136,7 @@ local function lane_key(q, pr) return cached('q', q, pr) end
 local function run_key(q) return cached('r', q) end
 local function kind_key(k) return cached('i:k', k) end
 local function dk_key(k) return cached('dk', k) end
+local function wait_key(q) return cached('w', q) end
 local STATE_INDEX = {[DEAD] = P .. ':i:s:dead', [CANCELLED] = P .. ':i:s:cancelled'}
 -- Finished ids to append to the retention lists (see `finished`).
 local DONE, DONE_DEAD = P .. ':done', P .. ':done:dead'
@@ -156,22 +158,34 @@ local function zadd(key, score, id)
   l[n + 2] = id
 end
 
--- Lanes filed in this call: registered with their queue at the flush.
+-- Filing a queued job: due ones at the tail of their lane (a LIST, so a claim pops a batch
+-- from the head without naming an id), later ones in the queue's waiting set until a claim
+-- finds them due and moves them to their lane. An entry whose job moved on by other means
+-- (cancelled, or claimed through a separate queue) stays in its lane until popped or
+-- trimmed and is then dropped: removing it from the middle of a list would cost a scan.
+local PUSH = {}
 local new_lanes = {}
 local function file(t, id, score, delayed)
-  zadd(lane_key(t.q, t.pr), score, id)
-  local by = new_lanes[t.q]
-  if not by then by = {}; new_lanes[t.q] = by end
-  by[t.pr] = true
   if delayed then
+    zadd(wait_key(t.q), score, id)
     zadd(dk_key(t.k), score, id)
     t.fl = bor(t.fl, F_DK)
+    new_lanes[t.q] = new_lanes[t.q] or {}
+  else
+    local key = lane_key(t.q, t.pr)
+    local l = PUSH[key]
+    if not l then l = {}; PUSH[key] = l end
+    l[#l + 1] = id
+    local by = new_lanes[t.q]
+    if not by then by = {}; new_lanes[t.q] = by end
+    by[t.pr] = true
   end
 end
--- Take a queued job out of its lane (and the delayed index).
+-- A queued job leaves the queue: out of the waiting set if it waited there (its lane entry,
+-- if any, is dropped when reached).
 local function unfile(t, id)
-  zrem(lane_key(t.q, t.pr), id)
   if has(t.fl, F_DK) then
+    zrem(wait_key(t.q), id)
     zrem(dk_key(t.k), id)
     t.fl = band(t.fl, bnot(F_DK))
   end
@@ -211,13 +225,15 @@ local function flush()
   REM, ADD = {}, {}
   for list, items in pairs(DONE_OUT) do chunked({'RPUSH', list}, items) end
   DONE_OUT = {}
+  for key, ids in pairs(PUSH) do chunked({'RPUSH', key}, ids) end
+  PUSH = {}
   for q, prs in pairs(new_lanes) do
     local l = {}
     for pr in pairs(prs) do
       l[#l + 1] = -pr
       l[#l + 1] = pr
     end
-    chunked({'ZADD', P .. ':l:' .. q}, l)
+    if #l > 0 then chunked({'ZADD', P .. ':l:' .. q}, l) end
     redis.call('SADD', P .. ':queues', q)
   end
   new_lanes = {}
@@ -255,7 +271,11 @@ local function sweep(limit)
   for _, list in ipairs({DONE, DONE_DEAD}) do
     local room = limit - #gone
     if room <= 0 then break end
-    local l = redis.call('LRANGE', list, 0, 2 * room - 1)
+    -- Most calls find nothing due: look at the head before reading a batch.
+    local head = redis.call('LINDEX', list, 0)
+    if not head or tonumber(head) > NOW then room = 0 end
+    local l = {}
+    if room > 0 then l = redis.call('LRANGE', list, 0, 2 * room - 1) end
     local n = 0
     for i = 1, #l, 2 do
       if tonumber(l[i]) > NOW then break end

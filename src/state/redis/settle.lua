@@ -1,8 +1,9 @@
--- ARGV: retention (us), dead retention (us), sweep limit, then groups of 7: id, the record
--- (`m`) the caller expects, the record to write, kind, queue, priority, lane score ('' when
--- the job is finished). A settlement applies only where the stored record is exactly the
--- expected one (a compare-and-set on the whole record: version, state, owner and attempt
--- included), so the caller computed the transition from what is really there.
+-- ARGV: retention (us), dead retention (us), sweep limit, then groups of 7: id, the version
+-- the caller's copy of the record has, the record to write, kind, queue, priority, lane
+-- score ('' when the job is finished). A settlement applies only where the stored record
+-- still has that version (every change but a heartbeat's lease extension makes a new one,
+-- and the settled record drops the lease), so the caller computed the transition from what
+-- is really there.
 -- Returns, per group, 1 (applied) or 0 (the record differs: settle it with `finish`).
 local retention, dead_keep, sweep_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ids = {}
@@ -14,7 +15,8 @@ local t = T
 for j, id in ipairs(ids) do
   local i = 4 + (j - 1) * 7
   local nm = ARGV[i + 2]
-  if ms[j] ~= ARGV[i + 1] or M_OUT[id] then
+  local m = ms[j]
+  if not m or struct.unpack('<d', m, 3) ~= tonumber(ARGV[i + 1]) or M_OUT[id] then
     out[j] = 0
   else
     out[j] = 1
@@ -26,8 +28,8 @@ for j, id in ipairs(ids) do
     tally(to, kind, 1)
     t.s, t.k, t.q, t.pr, t.fl, t.ik = to, kind, q, tonumber(ARGV[i + 5]), 0, ''
     if to == QUEUED then
-      local score = ARGV[i + 6]
-      file(t, id, score, tonumber(score) > NOW)
+      -- Waiting or due as the record's flag says, so the two always agree.
+      file(t, id, ARGV[i + 6], has(string.byte(nm, 2), F_DK))
       requeued = requeued + 1
     elseif to == DEAD then
       finished(t, id, dead_keep)

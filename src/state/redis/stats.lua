@@ -1,15 +1,6 @@
--- Delivery counts. Returns {ready, delayed, in flight, per kind flat {kind, queued,
--- delayed, running, dead, ...}}.
-local ready, delayed, inflight = 0, 0, 0
+-- Delivery counts from the counts per state and kind, and the waiting sets by kind.
+-- Returns per kind, flat: kind, queued, delayed, running, dead, ...
 local after = '(' .. SNOW
-for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
-  inflight = inflight + redis.call('ZCARD', run_key(q))
-  for _, pr in ipairs(redis.call('ZRANGE', P .. ':l:' .. q, 0, -1)) do
-    local key = lane_key(q, tonumber(pr))
-    ready = ready + redis.call('ZCOUNT', key, '-inf', SNOW)
-    delayed = delayed + redis.call('ZCOUNT', key, after, '+inf')
-  end
-end
 local per = {}
 local order = {}
 local flat = redis.call('HGETALL', P .. ':c')
@@ -32,4 +23,4 @@ for _, kind in ipairs(order) do
   kinds[#kinds + 1] = k[2]
   kinds[#kinds + 1] = k[3]
 end
-return {ready, delayed, inflight, kinds}
+return kinds
