@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the Redis backends against `REDIS_URL` (skipped, with a note,
 //! when it is unset): a batch of 1,000 jobs through the queue (enqueue, reserve, ack) and
-//! through the state (create, claim, finish).
+//! through the state (create, claim, finish), and through the state as its own queue
+//! (create, claim_due, finish: the Redis-only deployment).
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379 cargo bench --features redis --bench redis
@@ -13,7 +14,9 @@ use std::time::Duration;
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jobforge::queue::{Envelope, QueueManager, RedisQueueConfig, RedisStreamsQueue, Reserve};
-use jobforge::state::{Claim, Finish, RedisState, RedisStateConfig, StateManager, Transition};
+use jobforge::state::{
+    Claim, Finish, QueuingState, RedisState, RedisStateConfig, StateManager, Transition,
+};
 use jobforge::{JobId, JobRecord, WorkerId};
 
 const BATCH: usize = 1_000;
@@ -128,6 +131,37 @@ fn bench(c: &mut Criterion) {
             state.finish(done).await.ok();
         });
     });
+    group.bench_function(
+        "state as its own queue: create + claim_due + finish, 1000 jobs",
+        |b| {
+            b.to_async(&rt).iter(|| async {
+                state.create(records(BATCH)).await.ok();
+                let claims = state
+                    .claim_due(&Reserve {
+                        worker: &worker,
+                        queues: &queues,
+                        max: BATCH,
+                        lease: Duration::from_secs(30),
+                        wait: Duration::ZERO,
+                    })
+                    .await
+                    .unwrap_or_default();
+                let done: Vec<Transition> = claims
+                    .into_iter()
+                    .filter_map(|c| match c {
+                        Claim::Claimed(r) => Some(Transition {
+                            id: r.id,
+                            worker: worker.clone(),
+                            attempt: r.attempt,
+                            finish: Finish::Succeeded { result: None },
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                state.finish(done).await.ok();
+            });
+        },
+    );
     group.finish();
     cleanup(&url, &ns);
 }

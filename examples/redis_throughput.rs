@@ -1,5 +1,6 @@
-//! Load test of the Redis backends: no-op jobs through a Redis Streams queue and Redis
-//! state, run by one worker process.
+//! Load test of the Redis backends: no-op jobs through the Redis state as its own queue (the
+//! Redis-only deployment; `MODE=streams` puts the Redis Streams queue beside it instead),
+//! run by one worker process.
 //!
 //! Two phases: (1) a backlog of `BACKLOG` jobs (default 20,000) submitted before the workers
 //! start, drained; (2) `STREAM` jobs (default 100,000) submitted in batches while the workers

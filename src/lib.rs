@@ -49,7 +49,7 @@
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
 //! | `postgres` | `postgres::PostgresBackend`: `state::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]), `queue::PostgresQueue` and `memory::PostgresMemory`, on sqlx |
-//! | `redis` | `queue::RedisStreamsQueue`, `state::RedisState`, `safety_redis::RedisRateLimit` and the orchestrator's reconciler at work: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `redis` | `state::RedisState` (its own queue: the Redis-only deployment), `queue::RedisStreamsQueue` (Redis delivery beside another state, with the orchestrator's reconciler), `safety_redis::RedisRateLimit`: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
 //! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

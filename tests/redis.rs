@@ -1064,3 +1064,610 @@ async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
     pool.shutdown(Duration::from_secs(5)).await;
     drop(server);
 }
+
+// ------------------------------------------------- the Redis state as its own queue
+
+use jobforge::state::{Finish, QueuingState};
+
+async fn queuing_state(url: &str, ns: &str, config: RedisStateConfig) -> Arc<RedisState> {
+    Arc::new(
+        RedisState::connect(config.with_namespace(ns))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {url}: {e}")),
+    )
+}
+
+fn claimed_ids(claims: Vec<Claim>) -> Vec<JobId> {
+    claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r.id,
+            other => panic!("expected Claimed, got {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
+    let Some(url) = redis_url("redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels")
+    else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("own-queue");
+    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    let orch = Orchestrator::builder()
+        .queue_and_state(state.clone())
+        .handler("double", |ctx: JobContext| async move {
+            let n: i64 = ctx.decode()?;
+            Ok(json!(n * 2))
+        })
+        .kind(
+            "flaky",
+            KindConfig::new(move |ctx: JobContext| {
+                let c = Arc::clone(&c);
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    if ctx.attempt() < 3 {
+                        Err(JobError::retryable("upstream 503"))
+                    } else {
+                        Ok(json!("ok"))
+                    }
+                }
+            })
+            .retry(
+                RetryPolicy::new(5)
+                    .with_base(Duration::from_millis(5))
+                    .with_cap(Duration::from_millis(20)),
+            ),
+        )
+        .handler("broken", |_ctx: JobContext| async move {
+            Err::<serde_json::Value, _>(JobError::permanent("bad input: no such account"))
+        })
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(quick_workers()).unwrap();
+    let mut jobs: Vec<NewJob> = (0..200)
+        .map(|i| NewJob::new("double").payload(&i))
+        .collect();
+    jobs.push(NewJob::new("flaky").priority(5));
+    jobs.push(NewJob::new("broken"));
+    let later = NewJob::new("double")
+        .payload(&1)
+        .delay(Duration::from_secs(60));
+    let later_id = later.id();
+    jobs.push(later);
+    let submitted = orch.submit_batch(jobs).await.unwrap();
+    let a = orch
+        .submit(NewJob::new("double").payload(&7).idempotency_key("k-7"))
+        .await
+        .unwrap();
+    let b = orch
+        .submit(NewJob::new("double").payload(&7).idempotency_key("k-7"))
+        .await
+        .unwrap();
+    assert!(a.created && !b.created && a.id == b.id);
+    let stats = orch.stats().await.unwrap();
+    assert!(stats.queue.delayed >= 1, "{stats:?}");
+    assert_eq!(
+        orch.cancel(later_id).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = orch.stats().await.unwrap().jobs;
+        if counts.total.active() == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still active: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let d = orch.get(submitted[3].id).await.unwrap().unwrap();
+    assert_eq!(d.state, JobState::Succeeded);
+    assert_eq!(d.result.unwrap().as_str(), "6");
+    let flaky = orch.get(submitted[200].id).await.unwrap().unwrap();
+    assert_eq!((flaky.state, flaky.attempt), (JobState::Succeeded, 3));
+    assert!(flaky.last_error.unwrap().contains("upstream 503"));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let broken = orch.get(submitted[201].id).await.unwrap().unwrap();
+    assert_eq!(broken.state, JobState::Dead);
+    assert!(broken.last_error.unwrap().contains("no such account"));
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(stats.jobs.total.succeeded, 202);
+    assert_eq!(stats.jobs.total.cancelled, 1);
+    assert_eq!(stats.jobs.total.dead, 1);
+    // Stats come from the counts: the cancelled job's lane entry does not count.
+    assert_eq!(
+        (
+            stats.queue.ready,
+            stats.queue.delayed,
+            stats.queue.in_flight,
+            stats.queue.dead
+        ),
+        (0, 0, 0, 1)
+    );
+    assert_eq!(stats.queue.per_kind["broken"].dead, 1);
+    // Creation, then per attempt running and back to queued (twice), running, succeeded.
+    let events = orch.events(submitted[200].id).await.unwrap();
+    assert_eq!(events.len(), 7, "{events:?}");
+    assert_eq!(
+        events.last().map(|e| (e.from, e.to, e.attempt)),
+        Some((Some(JobState::Running), JobState::Succeeded, 3))
+    );
+    assert!(
+        events[2]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("upstream 503")
+    );
+    let listed = orch
+        .list(
+            &JobFilter {
+                kind: Some("flaky".into()),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let dead = orch
+        .list(
+            &JobFilter {
+                state: Some(JobState::Dead),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dead.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![submitted[201].id]
+    );
+    assert!(pool.shutdown(Duration::from_secs(5)).await.drained);
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_due_takes_priority_first_and_waits_for_delayed_jobs() {
+    let Some(url) = redis_url("claim_due_takes_priority_first_and_waits_for_delayed_jobs") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("claim-due");
+    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    let orch = Orchestrator::builder()
+        .queue_and_state(state.clone())
+        .build()
+        .unwrap();
+    let low = orch.submit(NewJob::new("k")).await.unwrap().id;
+    let high = orch.submit(NewJob::new("k").priority(5)).await.unwrap().id;
+    let low2 = orch.submit(NewJob::new("k")).await.unwrap().id;
+    let later = orch
+        .submit(NewJob::new("k").delay(Duration::from_millis(400)))
+        .await
+        .unwrap()
+        .id;
+    let other = orch
+        .submit(NewJob::new("k").queue("other"))
+        .await
+        .unwrap()
+        .id;
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let mut req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 10,
+        lease: Duration::from_secs(30),
+        wait: Duration::ZERO,
+    };
+    assert_eq!(
+        claimed_ids(state.claim_due(&req).await.unwrap()),
+        vec![high, low, low2]
+    );
+    // The delayed one comes due while a claim waits (it knows when).
+    req.wait = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        claimed_ids(state.claim_due(&req).await.unwrap()),
+        vec![later]
+    );
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    let both = vec!["default".to_owned(), "other".to_owned()];
+    req.queues = &both;
+    req.wait = Duration::ZERO;
+    assert_eq!(
+        claimed_ids(state.claim_due(&req).await.unwrap()),
+        vec![other]
+    );
+    assert!(state.claim_due(&req).await.unwrap().is_empty());
+    let record = state.get(later).await.unwrap().unwrap();
+    assert_eq!((record.state, record.attempt), (JobState::Running, 1));
+    assert_eq!(record.lease_owner.as_ref(), Some(&w));
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_claim_is_woken_by_a_submit_from_another_process() {
+    let Some(url) = redis_url("an_idle_claim_is_woken_by_a_submit_from_another_process") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("wake");
+    // A long poll interval, so only the published wake-up can explain a quick start.
+    let config = RedisStateConfig::new(url.as_str()).with_poll_interval(Duration::from_secs(20));
+    let waiting = queuing_state(&url, &name, config.clone()).await;
+    let submitting = queuing_state(&url, &name, config).await;
+    let waiter = tokio::spawn(async move {
+        let w = WorkerId::new("w");
+        let queues = vec!["default".to_owned()];
+        let req = Reserve {
+            worker: &w,
+            queues: &queues,
+            max: 5,
+            lease: Duration::from_secs(30),
+            wait: Duration::from_secs(10),
+        };
+        // A first claim subscribes; the submit comes while the second waits.
+        let started = std::time::Instant::now();
+        let got = waiting.claim_due(&req).await.unwrap();
+        (got.len(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let record = conformance::record(NewJob::new("k"));
+    let created = submitting.create(vec![record]).await.unwrap();
+    assert!(matches!(created[..], [Created::New(_)]));
+    let (n, waited) = waiter.await.unwrap();
+    assert_eq!(n, 1);
+    assert!(waited < Duration::from_secs(5), "woken after {waited:?}");
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_due_takes_over_expired_leases_and_fences_the_old_owner() {
+    let Some(url) = redis_url("claim_due_takes_over_expired_leases_and_fences_the_old_owner")
+    else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("takeover");
+    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    let mut job = conformance::record(NewJob::new("k"));
+    job.max_attempts = 2;
+    let id = job.id;
+    state.create(vec![job]).await.unwrap();
+    let queues = vec!["default".to_owned()];
+    let (a, b) = (WorkerId::new("host-a"), WorkerId::new("host-b"));
+    let req = |w| Reserve {
+        worker: w,
+        queues: &queues,
+        max: 10,
+        lease: Duration::from_millis(200),
+        wait: Duration::ZERO,
+    };
+    assert_eq!(
+        claimed_ids(state.claim_due(&req(&a)).await.unwrap()),
+        vec![id]
+    );
+    // A heartbeat keeps the lease: no takeover while it holds.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(matches!(
+        state
+            .heartbeat(&[id], &a, Duration::from_millis(200))
+            .await
+            .unwrap()[..],
+        [Heartbeat::Held { .. }]
+    ));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    assert!(state.claim_due(&req(&b)).await.unwrap().is_empty());
+    // Host a goes quiet; host b takes the job over once the lease ran out.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let taken = state.claim_due(&req(&b)).await.unwrap();
+    let [Claim::Claimed(r)] = &taken[..] else {
+        panic!("{taken:?}")
+    };
+    assert_eq!((r.id, r.attempt, r.lease_owner.as_ref()), (id, 2, Some(&b)));
+    // Host a comes back and cannot overwrite: its settle finds another version.
+    let late = state
+        .finish(vec![Transition {
+            id,
+            worker: a.clone(),
+            attempt: 1,
+            finish: Finish::Succeeded { result: None },
+        }])
+        .await
+        .unwrap();
+    assert!(
+        matches!(late[..], [TransitionResult::Conflict { .. }]),
+        "{late:?}"
+    );
+    // Host b goes quiet too: its attempts are spent, so the next claim buries the job.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let buried = state.claim_due(&req(&a)).await.unwrap();
+    assert!(
+        matches!(&buried[..], [Claim::Exhausted { id: x, .. }] if *x == id),
+        "{buried:?}"
+    );
+    let record = state.get(id).await.unwrap().unwrap();
+    assert_eq!(record.state, JobState::Dead);
+    assert!(record.last_error.unwrap().contains("no attempts left"));
+    let stats = state.queue_stats().await.unwrap();
+    assert_eq!((stats.in_flight, stats.dead), (0, 1));
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_separate_queue_the_state_keeps_no_lane_backlog() {
+    let Some(url) = redis_url("with_a_separate_queue_the_state_keeps_no_lane_backlog") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("lanes");
+    let (queue, state) = redis_backends(&url, &name).await;
+    let orch = Orchestrator::builder()
+        .queue(queue.clone())
+        .state(state.clone())
+        .handler("noop", |_ctx: JobContext| async {
+            Ok(serde_json::Value::Null)
+        })
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(quick_workers()).unwrap();
+    for _ in 0..5 {
+        let jobs: Vec<NewJob> = (0..1000).map(|_| NewJob::new("noop")).collect();
+        orch.submit_batch(jobs).await.unwrap();
+    }
+    orch.wait_idle(Duration::from_secs(60)).await.unwrap();
+    pool.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(state.counts().await.unwrap().total.succeeded, 5000);
+    // The state filed every job in its own lane too; the claims through the Streams queue
+    // trimmed the lane behind them.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: usize = redis::cmd("LLEN")
+        .arg(format!("{{{name}}}:q:default:0"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(left <= 200, "{left} lane entries left behind");
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost() {
+    let Some(url) = redis_url("own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost")
+    else {
+        return;
+    };
+    // Same shape as the full 1,000,000 + 1,000,000; set JOBFORGE_BACKLOG=1000000 for it.
+    let n: usize = std::env::var("JOBFORGE_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("own-backlog");
+    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    // Due once they are all in (a debug build creates about 15k jobs/s), all at once.
+    let due = chrono::Utc::now()
+        + chrono::Duration::seconds(2)
+        + chrono::Duration::microseconds(i64::try_from(2 * n * 100).unwrap_or(i64::MAX));
+    let mut sent = 0;
+    while sent < n {
+        let take = (n - sent).min(5_000);
+        let mut records: Vec<JobRecord> = (0..take)
+            .map(|_| conformance::record(NewJob::new("k")))
+            .collect();
+        records.extend((0..take).map(|_| {
+            let mut r = conformance::record(NewJob::new("k"));
+            r.run_at = due;
+            r
+        }));
+        state.create(records).await.unwrap();
+        sent += take;
+    }
+    let stats = state.queue_stats().await.unwrap();
+    assert_eq!(stats.ready + stats.delayed, 2 * n as u64);
+    assert!(
+        stats.delayed >= n as u64 * 9 / 10,
+        "the delayed jobs came due before they were all in: {stats:?}"
+    );
+    tokio::time::sleep_until(tokio::time::Instant::from_std(
+        std::time::Instant::now() + (due - chrono::Utc::now()).to_std().unwrap_or_default(),
+    ))
+    .await;
+    let worker = WorkerId::new("drainer");
+    let queues = vec!["default".to_owned()];
+    let mut seen = std::collections::HashSet::with_capacity(2 * n);
+    let trips_before = state.round_trips();
+    let mut per_batch = Vec::new();
+    while seen.len() < 2 * n {
+        let t = std::time::Instant::now();
+        let claims = state
+            .claim_due(&Reserve {
+                worker: &worker,
+                queues: &queues,
+                max: 1000,
+                lease: Duration::from_secs(60),
+                wait: Duration::from_millis(100),
+            })
+            .await
+            .unwrap();
+        assert!(!claims.is_empty(), "drained {} of {}", seen.len(), 2 * n);
+        let mut done = Vec::with_capacity(claims.len());
+        for c in claims {
+            let Claim::Claimed(r) = c else {
+                panic!("{c:?}")
+            };
+            assert!(seen.insert(r.id), "{} claimed twice", r.id);
+            done.push(Transition {
+                id: r.id,
+                worker: worker.clone(),
+                attempt: r.attempt,
+                finish: Finish::Succeeded { result: None },
+            });
+        }
+        let n_done = done.len();
+        let results = state.finish(done).await.unwrap();
+        assert!(
+            results
+                .iter()
+                .all(|r| matches!(r, TransitionResult::Applied { .. }))
+        );
+        per_batch.push(t.elapsed().as_secs_f64() / n_done as f64);
+    }
+    let trips = state.round_trips() - trips_before;
+    let stats = state.queue_stats().await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
+    assert_eq!(state.counts().await.unwrap().total.succeeded, 2 * n as u64);
+    let tenth = (per_batch.len() / 10).max(1);
+    let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let first = avg(&per_batch[..tenth]);
+    let last = avg(&per_batch[per_batch.len() - tenth..]);
+    eprintln!(
+        "drained {} jobs: {:.4} round trips/job, {:.1} us/job in the first tenth, {:.1} in the last",
+        2 * n,
+        trips as f64 / (2 * n) as f64,
+        first * 1e6,
+        last * 1e6
+    );
+    assert!(
+        trips as f64 / ((2 * n) as f64) < 0.01,
+        "{trips} round trips"
+    );
+    assert!(
+        last < first * 5.0 + 50e-6,
+        "first {first:e} s/job, last {last:e} s/job"
+    );
+    ns.cleanup().await;
+}
+
+/// A finish is settled from the record the claim returned (computed in Rust) or, when that
+/// copy is not at hand, by the finish script (in Lua): both must write the same record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settled_finish_writes_what_the_finish_script_writes() {
+    let Some(url) = redis_url("a_settled_finish_writes_what_the_finish_script_writes") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("settle");
+    let config = RedisStateConfig::new(url.as_str()).with_max_events_per_job(3);
+    let settling = queuing_state(&url, &name, config.clone()).await;
+    // Another instance on the same data never saw the claims: it finishes by the script.
+    let scripted = queuing_state(&url, &name, config).await;
+    let w = WorkerId::new("w");
+    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let finishes = [
+        Finish::Succeeded {
+            result: Some(jobforge::Payload::from_json("{\"ok\":1}").unwrap()),
+        },
+        Finish::Succeeded { result: None },
+        Finish::Retry {
+            run_at: later,
+            error: "boom".into(),
+        },
+        Finish::Defer {
+            run_at: later,
+            reason: "rate limited".into(),
+        },
+        Finish::Dead {
+            error: "bad input".into(),
+        },
+        Finish::Cancelled {
+            reason: "stopped".into(),
+        },
+        Finish::Release {
+            reason: "shutting down".into(),
+        },
+    ];
+    for finish in finishes {
+        let mut records = Vec::new();
+        for _ in 0..2 {
+            let mut r = conformance::record(
+                NewJob::new("k").idempotency_key(format!("key-{}", uuid::Uuid::now_v7())),
+            );
+            r.max_attempts = 5;
+            records.push(r);
+        }
+        let ids: Vec<JobId> = records.iter().map(|r| r.id).collect();
+        settling.create(records).await.unwrap();
+        // Three rounds, so the history cap (3 events with creation) drops events too.
+        for round in 0..3 {
+            let claims = settling
+                .claim(&ids, &w, Duration::from_secs(30))
+                .await
+                .unwrap();
+            assert!(
+                claims.iter().all(|c| matches!(c, Claim::Claimed(_))),
+                "{claims:?}"
+            );
+            let t = |id| Transition {
+                id,
+                worker: w.clone(),
+                attempt: 1,
+                finish: if round < 2 {
+                    Finish::Release {
+                        reason: "again".into(),
+                    }
+                } else {
+                    finish.clone()
+                },
+            };
+            let before = settling.round_trips();
+            let a = settling.finish(vec![t(ids[0])]).await.unwrap();
+            assert_eq!(
+                settling.round_trips() - before,
+                1,
+                "settled in one call, without the script's fallback"
+            );
+            let b = scripted.finish(vec![t(ids[1])]).await.unwrap();
+            // Release keeps the attempt: the next round claims attempt 1 again.
+            assert_eq!(a, b, "{finish:?}");
+        }
+        let (x, y) = (
+            settling.get(ids[0]).await.unwrap().unwrap(),
+            settling.get(ids[1]).await.unwrap().unwrap(),
+        );
+        let shape = |r: &JobRecord| {
+            (
+                r.state,
+                r.attempt,
+                r.version,
+                r.result.as_ref().map(|p| p.as_str().to_owned()),
+                r.last_error.clone(),
+                r.lease_owner.clone(),
+                r.lease_expires_at.is_some(),
+                r.finished_at.is_some(),
+                r.started_at.is_some(),
+            )
+        };
+        assert_eq!(shape(&x), shape(&y), "{finish:?}");
+        let (ex, ey) = (
+            settling.events(ids[0]).await.unwrap(),
+            settling.events(ids[1]).await.unwrap(),
+        );
+        let steps = |e: &[JobEvent]| {
+            e.iter()
+                .map(|e| (e.from, e.to, e.attempt, e.worker.clone(), e.reason.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(steps(&ex), steps(&ey), "{finish:?}");
+        assert_eq!(ex.len(), 3, "{ex:?}");
+        let stats = settling.queue_stats().await.unwrap();
+        assert_eq!(stats.in_flight, 0, "{finish:?}: {stats:?}");
+    }
+    let counts = settling.counts().await.unwrap();
+    assert_eq!(counts.total.running, 0);
+    ns.cleanup().await;
+}

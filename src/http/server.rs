@@ -221,15 +221,10 @@ async fn backends(
         }
         #[cfg(feature = "redis")]
         (Some(url), None) => {
-            use crate::queue::{RedisQueueConfig, RedisStreamsQueue};
             use crate::state::{RedisState, RedisStateConfig};
-            let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(url)).await?);
+            // Redis only: the state is its own queue (one script claims a batch, one settles it).
             let state = Arc::new(RedisState::connect(RedisStateConfig::new(url)).await?);
-            Ok((
-                builder.queue(Arc::clone(&queue) as _).state(state),
-                Some(queue as _),
-                "redis",
-            ))
+            Ok((builder.queue_and_state(state), None, "redis"))
         }
         #[cfg(all(feature = "redis", feature = "postgres"))]
         (Some(redis), Some(pg_url)) => {

@@ -199,15 +199,20 @@ impl RedisStateConfig {
     }
 }
 
-/// The Redis state store: with it (and [`RedisStreamsQueue`](crate::queue::RedisStreamsQueue))
-/// a Redis-only deployment works end to end.
+/// The Redis state store, and its own queue: with it alone
+/// ([`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state)) a
+/// Redis-only deployment works end to end.
 ///
-/// Each job is one hash; every transition is a Lua compare-and-set on its state, lease owner
-/// and attempt, so two workers never both finish a job and a worker whose lease was taken
-/// over cannot overwrite the new owner's result. Idempotency keys are `SET NX`; history is
-/// capped per job; sorted-set indexes by state and kind give keyset pagination; finished jobs
-/// expire after the retention (default 24 h, dead ones 7 days), so memory stays bounded.
-/// All keys of a namespace share the hash tag `{<namespace>}`.
+/// A job is two fields of two hashes shared by every job (what never changes, and the rest
+/// packed), so a script reads or writes a whole batch with one command. Every transition is
+/// a Lua compare-and-set on the job's state, lease owner and attempt, so two workers never
+/// both finish a job and a worker whose lease was taken over cannot overwrite the new
+/// owner's result. As a queue, due jobs wait in a list per queue and priority and one script
+/// claims a batch; a finish is settled from the record the claim returned. Idempotency keys
+/// are `SET NX`; history is capped per job; sorted-set indexes give keyset pagination;
+/// finished jobs go after the retention (default 24 h, dead ones 7 days), so memory stays
+/// bounded. All keys of a namespace share the hash tag `{<namespace>}`. The layout, order and
+/// guarantees are in `docs/backends.md`.
 ///
 /// ```no_run
 /// use std::sync::Arc;
@@ -216,7 +221,9 @@ impl RedisStateConfig {
 ///
 /// # async fn run() -> jobforge::Result<()> {
 /// let state = RedisState::connect(RedisStateConfig::new("redis://127.0.0.1:6379")).await?;
-/// let orchestrator = Orchestrator::builder().state(Arc::new(state)).build()?;
+/// let orchestrator = Orchestrator::builder()
+///     .queue_and_state(Arc::new(state))
+///     .build()?;
 /// # drop(orchestrator);
 /// # Ok(())
 /// # }
@@ -549,6 +556,7 @@ struct Settled {
     version: u64,
     kind: String,
     queue: String,
+    key: String,
     priority: i16,
     /// The lane score of a job put back in its queue.
     score: Option<i64>,
@@ -654,6 +662,7 @@ fn settle(old: &[u8], t: &Transition, now: i64, keep: usize) -> Option<Settled> 
         version,
         kind: p.kind.to_owned(),
         queue: p.queue.to_owned(),
+        key: p.key.to_owned(),
         priority: p.priority,
         score,
     })
@@ -954,6 +963,7 @@ impl RedisState {
                     arg(&s.queue),
                     arg(s.priority),
                     s.score.map_or_else(Vec::new, arg),
+                    arg(&s.key),
                 ]);
                 answers.push((i, s.state, s.version));
             }
@@ -1433,5 +1443,70 @@ impl QueuingState for RedisState {
             }
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NewJob;
+
+    /// With a server at `REDIS_URL`: a finish of a job this store claimed is settled in one
+    /// call (no fallback to the finish script), and the claim's copy is let go.
+    #[tokio::test]
+    async fn a_finish_after_a_claim_is_settled_in_one_call() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            eprintln!("skipped: REDIS_URL is not set");
+            return;
+        };
+        let ns = format!("jft-unit-settle-{}", uuid::Uuid::now_v7().simple());
+        let state = RedisState::connect(RedisStateConfig::new(url.as_str()).with_namespace(&ns))
+            .await
+            .expect("connect");
+        let mut record = JobRecord::from_job(NewJob::new("k"));
+        record.state = JobState::Queued;
+        record.attempt = 0;
+        record.started_at = None;
+        let id = record.id;
+        state.create(vec![record]).await.expect("create");
+        let worker = WorkerId::new("w");
+        let claims = state
+            .claim(&[id], &worker, Duration::from_secs(30))
+            .await
+            .expect("claim");
+        assert!(matches!(claims[..], [Claim::Claimed(_)]), "{claims:?}");
+        assert!(state.held.lock().contains_key(&id));
+        let before = state.round_trips();
+        let done = state
+            .finish(vec![Transition {
+                id,
+                worker,
+                attempt: 1,
+                finish: Finish::Succeeded { result: None },
+            }])
+            .await
+            .expect("finish");
+        let [TransitionResult::Applied { state: to, version }] = done[..] else {
+            panic!("{done:?}")
+        };
+        assert_eq!(to, JobState::Succeeded);
+        assert_eq!(state.round_trips() - before, 1, "settled, no fallback");
+        assert!(state.held.lock().is_empty());
+        let stored = state.get(id).await.expect("get").expect("kept");
+        assert_eq!(
+            (stored.state, stored.version),
+            (JobState::Succeeded, version)
+        );
+        let mut conn = state.link.conn().await.expect("conn");
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{{{ns}}}*"))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        let _: () = ::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
     }
 }

@@ -409,12 +409,13 @@ pub trait StateManager: Send + Sync + 'static {
 ///
 /// The worker pool uses it when one store is both queue and state: build the orchestrator
 /// with [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state).
-/// `PostgresState` (feature `postgres`) implements it.
+/// `PostgresState` (feature `postgres`) and `RedisState` (feature `redis`) implement it.
 #[async_trait]
 pub trait QueuingState: StateManager {
     /// Claim up to `req.max` jobs of `req.queues` for `req.worker` with a lease of
     /// `req.lease`: `Queued` jobs that are due, highest priority first, then earliest
-    /// `run_at`, then oldest; and `Running` jobs whose lease expired (a takeover, or
+    /// `run_at`, then oldest (`RedisState`: within a priority, in the order they became
+    /// due); and `Running` jobs whose lease expired (a takeover, or
     /// [`Claim::Exhausted`] when their attempts are spent). Waits up to `req.wait` for a first
     /// one. Answers only [`Claim::Claimed`] and [`Claim::Exhausted`].
     async fn claim_due(&self, req: &crate::queue::Reserve<'_>) -> Result<Vec<Claim>>;
