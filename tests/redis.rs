@@ -197,19 +197,14 @@ fn quick_workers() -> WorkerConfig {
         .lease(Duration::from_millis(600))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
-    let Some(url) = redis_url("redis_only_deployment_runs_retries_dead_letters_and_cancels") else {
-        return;
-    };
-    let ns = Namespaces::new(&url);
-    let name = ns.fresh("e2e");
-    let (queue, state) = redis_backends(&url, &name).await;
-    let calls = Arc::new(AtomicU32::new(0));
-    let c = Arc::clone(&calls);
-    let orch = Orchestrator::builder()
-        .queue(queue.clone())
-        .state(state.clone())
+/// The kinds of the end-to-end runs: `double` (n -> 2n), `flaky` (fails twice, counting its
+/// calls), `broken` (fails for good).
+fn e2e_kinds(
+    builder: jobforge::OrchestratorBuilder,
+    calls: &Arc<AtomicU32>,
+) -> jobforge::OrchestratorBuilder {
+    let c = Arc::clone(calls);
+    builder
         .handler("double", |ctx: JobContext| async move {
             let n: i64 = ctx.decode()?;
             Ok(json!(n * 2))
@@ -236,9 +231,12 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
         .handler("broken", |_ctx: JobContext| async move {
             Err::<serde_json::Value, _>(JobError::permanent("bad input: no such account"))
         })
-        .build()
-        .unwrap();
-    let pool = orch.start_workers(quick_workers()).unwrap();
+}
+
+/// Submit the end-to-end mix (200 doubles, a flaky job at priority 5, a broken one, a
+/// delayed double that is cancelled, an idempotent pair), check what is seen on the way, and
+/// wait until nothing is active. Returns the ids of the batch, in order.
+async fn e2e_run(orch: &Orchestrator) -> Vec<JobId> {
     let mut jobs: Vec<NewJob> = (0..200)
         .map(|i| NewJob::new("double").payload(&i))
         .collect();
@@ -260,6 +258,7 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
         .await
         .unwrap();
     assert!(a.created && !b.created && a.id == b.id);
+    assert!(orch.stats().await.unwrap().queue.delayed >= 1);
     assert_eq!(
         orch.cancel(later_id).await.unwrap(),
         CancelOutcome::Cancelled
@@ -276,34 +275,32 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let d = orch.get(submitted[3].id).await.unwrap().unwrap();
+    submitted.into_iter().map(|s| s.id).collect()
+}
+
+/// What every end-to-end run must end with, whatever the backends.
+async fn e2e_check(orch: &Orchestrator, ids: &[JobId], calls: &AtomicU32) {
+    let d = orch.get(ids[3]).await.unwrap().unwrap();
     assert_eq!(d.state, JobState::Succeeded);
     assert_eq!(d.result.unwrap().as_str(), "6");
-    let flaky = orch.get(submitted[200].id).await.unwrap().unwrap();
+    let flaky = orch.get(ids[200]).await.unwrap().unwrap();
     assert_eq!((flaky.state, flaky.attempt), (JobState::Succeeded, 3));
+    assert!(flaky.last_error.unwrap().contains("upstream 503"));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let broken = orch.get(submitted[201].id).await.unwrap().unwrap();
+    let broken = orch.get(ids[201]).await.unwrap().unwrap();
     assert_eq!(broken.state, JobState::Dead);
     assert!(broken.last_error.unwrap().contains("no such account"));
-    let dead = queue.dead_letters("default", 10).await.unwrap();
-    assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].0, submitted[201].id);
-    assert!(dead[0].3.contains("no such account"));
-    let per_queue = queue.queue_stats("default").await.unwrap();
-    assert_eq!((per_queue.dead, per_queue.per_kind["broken"].dead), (1, 1));
     let stats = orch.stats().await.unwrap();
     assert_eq!(stats.jobs.total.succeeded, 202);
     assert_eq!(stats.jobs.total.cancelled, 1);
-    assert_eq!(
-        (stats.queue.ready, stats.queue.in_flight, stats.queue.dead),
-        (0, 0, 1)
-    );
-    assert_eq!(
-        stats.queue.delayed, 1,
-        "the cancelled delayed job waits to be dropped by its claim"
-    );
-    let events = orch.events(submitted[200].id).await.unwrap();
+    assert_eq!(stats.jobs.total.dead, 1);
+    // Creation, then per attempt running and back to queued (twice), running, succeeded.
+    let events = orch.events(ids[200]).await.unwrap();
     assert_eq!(events.len(), 7, "{events:?}");
+    assert_eq!(
+        events.last().map(|e| (e.from, e.to, e.attempt)),
+        Some((Some(JobState::Running), JobState::Succeeded, 3))
+    );
     let listed = orch
         .list(
             &JobFilter {
@@ -315,6 +312,43 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
         .await
         .unwrap();
     assert_eq!(listed.items.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
+    let Some(url) = redis_url("redis_only_deployment_runs_retries_dead_letters_and_cancels") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("e2e");
+    let (queue, state) = redis_backends(&url, &name).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let orch = e2e_kinds(
+        Orchestrator::builder()
+            .queue(queue.clone())
+            .state(state.clone()),
+        &calls,
+    )
+    .build()
+    .unwrap();
+    let pool = orch.start_workers(quick_workers()).unwrap();
+    let ids = e2e_run(&orch).await;
+    e2e_check(&orch, &ids, &calls).await;
+    let dead = queue.dead_letters("default", 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, ids[201]);
+    assert!(dead[0].3.contains("no such account"));
+    let per_queue = queue.queue_stats("default").await.unwrap();
+    assert_eq!((per_queue.dead, per_queue.per_kind["broken"].dead), (1, 1));
+    let stats = orch.stats().await.unwrap();
+    assert_eq!(
+        (stats.queue.ready, stats.queue.in_flight, stats.queue.dead),
+        (0, 0, 1)
+    );
+    assert_eq!(
+        stats.queue.delayed, 1,
+        "the cancelled delayed job waits to be dropped by its claim"
+    );
     assert!(pool.shutdown(Duration::from_secs(5)).await.drained);
     ns.cleanup().await;
 }
@@ -1097,91 +1131,17 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
     let name = ns.fresh("own-queue");
     let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
     let calls = Arc::new(AtomicU32::new(0));
-    let c = Arc::clone(&calls);
-    let orch = Orchestrator::builder()
-        .queue_and_state(state.clone())
-        .handler("double", |ctx: JobContext| async move {
-            let n: i64 = ctx.decode()?;
-            Ok(json!(n * 2))
-        })
-        .kind(
-            "flaky",
-            KindConfig::new(move |ctx: JobContext| {
-                let c = Arc::clone(&c);
-                async move {
-                    c.fetch_add(1, Ordering::SeqCst);
-                    if ctx.attempt() < 3 {
-                        Err(JobError::retryable("upstream 503"))
-                    } else {
-                        Ok(json!("ok"))
-                    }
-                }
-            })
-            .retry(
-                RetryPolicy::new(5)
-                    .with_base(Duration::from_millis(5))
-                    .with_cap(Duration::from_millis(20)),
-            ),
-        )
-        .handler("broken", |_ctx: JobContext| async move {
-            Err::<serde_json::Value, _>(JobError::permanent("bad input: no such account"))
-        })
-        .build()
-        .unwrap();
+    let orch = e2e_kinds(
+        Orchestrator::builder().queue_and_state(state.clone()),
+        &calls,
+    )
+    .build()
+    .unwrap();
     let pool = orch.start_workers(quick_workers()).unwrap();
-    let mut jobs: Vec<NewJob> = (0..200)
-        .map(|i| NewJob::new("double").payload(&i))
-        .collect();
-    jobs.push(NewJob::new("flaky").priority(5));
-    jobs.push(NewJob::new("broken"));
-    let later = NewJob::new("double")
-        .payload(&1)
-        .delay(Duration::from_secs(60));
-    let later_id = later.id();
-    jobs.push(later);
-    let submitted = orch.submit_batch(jobs).await.unwrap();
-    let a = orch
-        .submit(NewJob::new("double").payload(&7).idempotency_key("k-7"))
-        .await
-        .unwrap();
-    let b = orch
-        .submit(NewJob::new("double").payload(&7).idempotency_key("k-7"))
-        .await
-        .unwrap();
-    assert!(a.created && !b.created && a.id == b.id);
-    let stats = orch.stats().await.unwrap();
-    assert!(stats.queue.delayed >= 1, "{stats:?}");
-    assert_eq!(
-        orch.cancel(later_id).await.unwrap(),
-        CancelOutcome::Cancelled
-    );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let counts = orch.stats().await.unwrap().jobs;
-        if counts.total.active() == 0 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still active: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let d = orch.get(submitted[3].id).await.unwrap().unwrap();
-    assert_eq!(d.state, JobState::Succeeded);
-    assert_eq!(d.result.unwrap().as_str(), "6");
-    let flaky = orch.get(submitted[200].id).await.unwrap().unwrap();
-    assert_eq!((flaky.state, flaky.attempt), (JobState::Succeeded, 3));
-    assert!(flaky.last_error.unwrap().contains("upstream 503"));
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
-    let broken = orch.get(submitted[201].id).await.unwrap().unwrap();
-    assert_eq!(broken.state, JobState::Dead);
-    assert!(broken.last_error.unwrap().contains("no such account"));
-    let stats = orch.stats().await.unwrap();
-    assert_eq!(stats.jobs.total.succeeded, 202);
-    assert_eq!(stats.jobs.total.cancelled, 1);
-    assert_eq!(stats.jobs.total.dead, 1);
+    let ids = e2e_run(&orch).await;
+    e2e_check(&orch, &ids, &calls).await;
     // Stats come from the counts: the cancelled job's lane entry does not count.
+    let stats = orch.stats().await.unwrap();
     assert_eq!(
         (
             stats.queue.ready,
@@ -1192,13 +1152,7 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
         (0, 0, 0, 1)
     );
     assert_eq!(stats.queue.per_kind["broken"].dead, 1);
-    // Creation, then per attempt running and back to queued (twice), running, succeeded.
-    let events = orch.events(submitted[200].id).await.unwrap();
-    assert_eq!(events.len(), 7, "{events:?}");
-    assert_eq!(
-        events.last().map(|e| (e.from, e.to, e.attempt)),
-        Some((Some(JobState::Running), JobState::Succeeded, 3))
-    );
+    let events = orch.events(ids[200]).await.unwrap();
     assert!(
         events[2]
             .reason
@@ -1206,17 +1160,6 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
             .unwrap_or("")
             .contains("upstream 503")
     );
-    let listed = orch
-        .list(
-            &JobFilter {
-                kind: Some("flaky".into()),
-                ..Default::default()
-            },
-            &Page::first(10),
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.items.len(), 1);
     let dead = orch
         .list(
             &JobFilter {
@@ -1229,7 +1172,7 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
         .unwrap();
     assert_eq!(
         dead.items.iter().map(|r| r.id).collect::<Vec<_>>(),
-        vec![submitted[201].id]
+        vec![ids[201]]
     );
     assert!(pool.shutdown(Duration::from_secs(5)).await.drained);
     ns.cleanup().await;
@@ -1626,11 +1569,10 @@ async fn a_settled_finish_writes_what_the_finish_script_writes() {
             };
             let before = settling.round_trips();
             let a = settling.finish(vec![t(ids[0])]).await.unwrap();
-            assert_eq!(
-                settling.round_trips() - before,
-                1,
-                "settled in one call, without the script's fallback"
-            );
+            if round > 0 {
+                // (The first call may also load the script.)
+                assert_eq!(settling.round_trips() - before, 1, "settled in one call");
+            }
             let b = scripted.finish(vec![t(ids[1])]).await.unwrap();
             // Release keeps the attempt: the next round claims attempt 1 again.
             assert_eq!(a, b, "{finish:?}");

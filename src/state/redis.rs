@@ -30,6 +30,8 @@ macro_rules! state_script {
         Lua::new(
             $name,
             concat!(
+                include_str!("../queue/redis/batch.lua"),
+                "\n",
                 include_str!("redis/common.lua"),
                 "\n",
                 include_str!(concat!("redis/", $name, ".lua"))

@@ -19,7 +19,6 @@ local C = P .. ':c'
 local D = P .. ':delayed'
 local L = P .. ':lanes'
 local LX = P .. ':lx'
-local CHUNK = 500
 
 local function fmt(n) return string.format('%.0f', n) end
 
@@ -36,36 +35,6 @@ end
 
 local function meta(eid, tok, pri, att, rat, kind)
   return eid .. '|' .. tok .. '|' .. pri .. '|' .. att .. '|' .. rat .. '|' .. kind
-end
-
--- Run `head..., items[i]...` in calls of at most CHUNK items (Lua's unpack has a limit).
-local function chunked(head, items)
-  local n = #items
-  local i = 1
-  while i <= n do
-    local args = {}
-    for k = 1, #head do args[k] = head[k] end
-    local last = math.min(i + CHUNK - 1, n)
-    for k = i, last do args[#args + 1] = items[k] end
-    redis.call(unpack(args))
-    i = last + 1
-  end
-end
-
--- HMGET of many fields, chunked; returns a table index -> value (false when absent).
-local function hmget(key, fields)
-  local out = {}
-  local n = #fields
-  local i = 1
-  while i <= n do
-    local last = math.min(i + CHUNK - 1, n)
-    local args = {'HMGET', key}
-    for k = i, last do args[#args + 1] = fields[k] end
-    local got = redis.call(unpack(args))
-    for k = i, last do out[k] = got[k - i + 1] end
-    i = last + 1
-  end
-  return out
 end
 
 local counts = {}

@@ -23,6 +23,8 @@ macro_rules! queue_script {
         Lua::new(
             $name,
             concat!(
+                include_str!("batch.lua"),
+                "\n",
                 include_str!("common.lua"),
                 "\n",
                 include_str!(concat!($name, ".lua"))

@@ -22,7 +22,6 @@
 -- Times are microseconds since 1970. Scores go to Redis as text formatted once per call
 -- (a Lua number would be formatted with 14 digits, too few for microseconds).
 local P = KEYS[1]
-local CHUNK = 500
 
 local function fmt(n) return string.format('%.0f', n) end
 
@@ -88,33 +87,6 @@ local function push_event(t, from, to, worker, reason, keep)
     t.ne = t.ne + 1
   end
   t.ev = ev .. e
-end
-
-local function chunked(head, items)
-  local n = #items
-  local i = 1
-  while i <= n do
-    local last = math.min(i + CHUNK - 1, n)
-    local args = {unpack(head)}
-    local h = #args
-    for k = i, last do args[h + k - i + 1] = items[k] end
-    redis.call(unpack(args))
-    i = last + 1
-  end
-end
-
--- HMGET of many fields of one hash, `CHUNK` at a time.
-local function hmget(key, fields)
-  local out = {}
-  local n = #fields
-  local i = 1
-  while i <= n do
-    local last = math.min(i + CHUNK - 1, n)
-    local got = redis.call('HMGET', key, unpack(fields, i, last))
-    for k = 1, #got do out[i + k - 1] = got[k] end
-    i = last + 1
-  end
-  return out
 end
 
 -- Key names, built once per call.
@@ -305,4 +277,12 @@ local function sweep(limit)
   chunked({'ZREM', P .. ':i:all'}, gone)
   flush()
   return #gone
+end
+
+-- The end of a call that settled jobs: write what was gathered, wake idle claims when jobs
+-- went back to their queue, sweep expired records.
+local function settled(requeued, sweep_limit)
+  flush()
+  if requeued > 0 then redis.call('PUBLISH', P .. ':wake', requeued) end
+  sweep(sweep_limit)
 end

@@ -78,7 +78,5 @@ for j, id in ipairs(ids) do
     out[#out + 1] = t.v
   end
 end
-flush()
-if requeued > 0 then redis.call('PUBLISH', P .. ':wake', requeued) end
-sweep(sweep_limit)
+settled(requeued, sweep_limit)
 return out

@@ -38,7 +38,5 @@ for j, id in ipairs(ids) do
     end
   end
 end
-flush()
-if requeued > 0 then redis.call('PUBLISH', P .. ':wake', requeued) end
-sweep(sweep_limit)
+settled(requeued, sweep_limit)
 return out
