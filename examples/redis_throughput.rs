@@ -212,7 +212,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .query_async(&mut conn)
             .await?;
         if !keys.is_empty() {
-            deleted += redis::cmd("DEL")
+            deleted += redis::cmd("UNLINK")
                 .arg(&keys)
                 .query_async::<usize>(&mut conn)
                 .await?;
