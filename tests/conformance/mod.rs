@@ -620,6 +620,18 @@ pub async fn state_pagination_and_filters(s: Arc<dyn StateManager>) {
         }
     }
     assert_eq!(seen, ids);
+    // Descending, every kind, in pages of 7.
+    let mut seen = Vec::new();
+    let mut page = Page::first(7).descending();
+    loop {
+        let got = s.list(&JobFilter::default(), &page).await.unwrap();
+        seen.extend(got.items.iter().map(|r| r.id));
+        match got.next {
+            Some(cursor) => page = Page::first(7).descending().after(cursor),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids.iter().rev().copied().collect::<Vec<_>>());
     // Descending, filtered by kind.
     let filter = JobFilter {
         kind: Some("odd".into()),

@@ -8,8 +8,8 @@
 --   P:d          HASH  id -> JSON of what never changes (payload, queue, priority, tags, ...)
 --   P:m          HASH  id -> what changes and what the scripts need, packed (see `unm`)
 -- Indexes and queues (ZSETs), all of a size set by the live jobs, queues and kinds:
---   P:i:all      every retained id (score 0, so ordered by id = creation)
---   P:i:k:<kind> ids by kind;  P:i:s:dead, P:i:s:cancelled  ids in those (rare) states
+--   P:kinds      SET of the kinds ever filed (listing without a kind merges their indexes)
+--   P:i:k:<kind> every retained id of a kind (score 0, so ordered by id = creation);  P:i:s:dead, P:i:s:cancelled  ids in those (rare) states
 --   P:w:<queue>  queued ids waiting for a later run_at, score run_at (us)
 --   P:r:<queue>  running ids, score lease expiry (us)
 --   P:l:<queue>  the queue's lanes: member priority, score -priority
@@ -274,7 +274,6 @@ local function sweep(limit)
   if #keys > 0 then chunked({'DEL'}, keys) end
   chunked({'HDEL', P .. ':d'}, gone)
   chunked({'HDEL', P .. ':m'}, gone)
-  chunked({'ZREM', P .. ':i:all'}, gone)
   flush()
   return #gone
 end

@@ -9,6 +9,7 @@ local have = hmget(P .. ':m', ids)
 local seen = {}
 local dflat = {}
 local filed = 0
+local kinds = {}
 for j, id in ipairs(ids) do
   local i = (j - 1) * 9 + 1
   local ik = ARGV[i + 1]
@@ -30,8 +31,8 @@ for j, id in ipairs(ids) do
     dflat[#dflat + 1] = id
     dflat[#dflat + 1] = ARGV[i + 7]
     put_m(id, ARGV[i + 8])
-    zadd(P .. ':i:all', '0', id)
     zadd(kind_key(kind), '0', id)
+    kinds[kind] = true
     file(t, id, ARGV[i + 5], ARGV[i + 6] == '1')
     filed = filed + 1
     tally(QUEUED, kind, 1)
@@ -40,6 +41,9 @@ for j, id in ipairs(ids) do
   end
 end
 chunked({'HSET', P .. ':d'}, dflat)
+local kind_list = {}
+for kind in pairs(kinds) do kind_list[#kind_list + 1] = kind end
+if #kind_list > 0 then chunked({'SADD', P .. ':kinds'}, kind_list) end
 flush()
 if filed > 0 then redis.call('PUBLISH', P .. ':wake', filed) end
 return out

@@ -1,29 +1,66 @@
 -- ARGV: index ('all' | 's:<state>' | 'k:<kind>'), after ('' for the start), limit,
 -- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant filters ('' none).
--- Walks the index by id from the cursor, checking at most `budget` ids.
--- Returns {records ({id, d, m} each), next cursor or false}.
-local idx = P .. ':i:' .. ARGV[1]
+-- Walks the index by id from the cursor ('all' merges the indexes of every kind), checking
+-- at most `budget` ids. Returns {records ({id, d, m} each), next cursor or false}.
 local after, limit, order, budget = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local fs, fk, fq, ft = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local fcode = CODE[fs]
+local desc = order == 'desc'
+local WINDOW = 200
+
+-- The sources, each read a window at a time from the cursor.
+local sources = {}
+local function source(key) sources[#sources + 1] = {key = key, items = {}, pos = 1, cursor = after, last = false} end
+if ARGV[1] == 'all' then
+  for _, kind in ipairs(redis.call('SMEMBERS', P .. ':kinds')) do source(kind_key(kind)) end
+else
+  source(P .. ':i:' .. ARGV[1])
+end
+local function head(src)
+  if src.pos > #src.items then
+    if src.last then return nil end
+    local got
+    if desc then
+      local hi = '+'
+      if src.cursor ~= '' then hi = '(' .. src.cursor end
+      got = redis.call('ZREVRANGEBYLEX', src.key, hi, '-', 'LIMIT', 0, WINDOW)
+    else
+      local lo = '-'
+      if src.cursor ~= '' then lo = '(' .. src.cursor end
+      got = redis.call('ZRANGEBYLEX', src.key, lo, '+', 'LIMIT', 0, WINDOW)
+    end
+    src.items, src.pos, src.last = got, 1, #got < WINDOW
+    if #got == 0 then return nil end
+    src.cursor = got[#got]
+  end
+  return src.items[src.pos]
+end
+-- The next id in order across the sources, or nil.
+local function next_id()
+  local best, from = nil, nil
+  for _, src in ipairs(sources) do
+    local h = head(src)
+    if h and (not best or (desc and h > best) or (not desc and h < best)) then
+      best, from = h, src
+    end
+  end
+  if from then from.pos = from.pos + 1 end
+  return best
+end
+
 local items = {}
 local scanned = 0
 local last_scanned = nil
 local last_item = nil
 local more = false
 local exhausted = false
-local cursor = after
 while not more and scanned < budget do
-  local n = math.min(200, budget - scanned)
-  local batch
-  if order == 'desc' then
-    local hi = '+'
-    if cursor ~= '' then hi = '(' .. cursor end
-    batch = redis.call('ZREVRANGEBYLEX', idx, hi, '-', 'LIMIT', 0, n)
-  else
-    local lo = '-'
-    if cursor ~= '' then lo = '(' .. cursor end
-    batch = redis.call('ZRANGEBYLEX', idx, lo, '+', 'LIMIT', 0, n)
+  local n = math.min(WINDOW, budget - scanned)
+  local batch = {}
+  for _ = 1, n do
+    local id = next_id()
+    if not id then break end
+    batch[#batch + 1] = id
   end
   if #batch == 0 then exhausted = true; break end
   local ms = hmget(P .. ':m', batch)
@@ -47,7 +84,6 @@ while not more and scanned < budget do
     end
     if scanned >= budget then break end
   end
-  cursor = last_scanned or cursor
   if #batch < n and not more then exhausted = true; break end
 end
 local next_cursor = false
