@@ -1615,3 +1615,70 @@ async fn a_settled_finish_writes_what_the_finish_script_writes() {
     assert_eq!(counts.total.running, 0);
     ns.cleanup().await;
 }
+
+/// The Redis-only deployment loses what the server held when it restarts without
+/// persistence (documented), but the workers come back by themselves: scripts are reloaded,
+/// connections and the wake channel reconnect, and new work runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_queue_workers_recover_from_a_redis_restart() {
+    if redis_url("own_queue_workers_recover_from_a_redis_restart").is_none() {
+        return;
+    }
+    let port = PrivateRedis::spare_port();
+    let mut server = PrivateRedis::start(port);
+    let state = Arc::new(
+        RedisState::connect(
+            RedisStateConfig::new(server.url())
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_response_timeout(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap(),
+    );
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&ran);
+    let orch = Orchestrator::builder()
+        .queue_and_state(state.clone())
+        .handler("work", move |_ctx: JobContext| {
+            let r = Arc::clone(&r);
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                Ok(serde_json::Value::Null)
+            }
+        })
+        .build()
+        .unwrap();
+    let pool = orch
+        .start_workers(
+            WorkerConfig::default()
+                .concurrency(16)
+                .lease(Duration::from_millis(600))
+                .poll_wait(Duration::from_millis(200)),
+        )
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..100).map(|_| NewJob::new("work")).collect();
+    orch.submit_batch(jobs).await.unwrap();
+    orch.wait_idle(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 100);
+    server.shutdown_nosave().await;
+    let during = orch.submit(NewJob::new("work")).await;
+    assert_eq!(
+        during.expect_err("the server is down").kind(),
+        jobforge::ErrorKind::Backend
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let server = PrivateRedis::start(port);
+    let mut submitted_after = 0;
+    while submitted_after < 100 {
+        if orch.submit(NewJob::new("work")).await.is_ok() {
+            submitted_after += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    orch.wait_idle(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 200);
+    assert_eq!(state.counts().await.unwrap().total.succeeded, 100);
+    pool.shutdown(Duration::from_secs(5)).await;
+    drop(server);
+}
