@@ -6,6 +6,8 @@
 //! start, drained; (2) `STREAM` jobs (default 100,000) submitted in batches while the workers
 //! run. For each it prints jobs/s, p50/p99 submit-to-start latency, and Redis round trips
 //! per job (every request the queue and the state sent, a script call counting once).
+//! `RETENTION_MS` keeps finished records only that long, so the retention sweep's work is
+//! measured too; `CONCURRENCY` and `BATCH` set the worker pool.
 //!
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis --example redis_throughput
@@ -110,9 +112,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `MODE=streams` runs the Streams queue beside the state (as with a Postgres state);
     // by default the Redis state is its own queue, the Redis-only deployment.
     let streams = std::env::var("MODE").is_ok_and(|m| m == "streams");
-    let state = Arc::new(
-        RedisState::connect(RedisStateConfig::new(url.clone()).with_namespace(&namespace)).await?,
-    );
+    // `RETENTION_MS` keeps finished records only that long, so the sweep's work is in the
+    // figures too (by default they outlive the run).
+    let mut state_config = RedisStateConfig::new(url.clone()).with_namespace(&namespace);
+    if let Ok(ms) = std::env::var("RETENTION_MS") {
+        let ms: u64 = ms.parse()?;
+        state_config = state_config
+            .with_retention(Duration::from_millis(ms))
+            .with_dead_retention(Duration::from_millis(ms));
+    }
+    let state = Arc::new(RedisState::connect(state_config).await?);
     let queue = if streams {
         Some(Arc::new(RedisStreamsQueue::with_pool(
             state.pool().clone(),

@@ -756,7 +756,8 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
         RedisState::connect(
             RedisStateConfig::new(url.as_str())
                 .with_namespace(&short)
-                .with_retention(Duration::from_millis(300)),
+                .with_retention(Duration::from_millis(300))
+                .with_dead_retention(Duration::from_millis(300)),
         )
         .await
         .unwrap(),
@@ -775,6 +776,32 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     orch.submit_batch(jobs).await.unwrap();
     orch.wait_idle(Duration::from_secs(30)).await.unwrap();
     pool.shutdown(Duration::from_secs(5)).await;
+    // A cancelled and a dead job go too, from their indexes and counts.
+    let extra = vec![
+        conformance::record(NewJob::new("gone")),
+        conformance::record(NewJob::new("gone").idempotency_key("gone-2")),
+    ];
+    let (cancelled, dead) = (extra[0].id, extra[1].id);
+    state.create(extra).await.unwrap();
+    state.cancel(cancelled, "not wanted").await.unwrap();
+    let w = WorkerId::new("w");
+    state
+        .claim(&[dead], &w, Duration::from_secs(30))
+        .await
+        .unwrap();
+    state
+        .finish(vec![Transition {
+            id: dead,
+            worker: w,
+            attempt: 1,
+            finish: Finish::Dead {
+                error: "bad input".into(),
+            },
+        }])
+        .await
+        .unwrap();
+    let counts = state.counts().await.unwrap();
+    assert_eq!((counts.total.cancelled, counts.total.dead), (1, 1));
     tokio::time::sleep(Duration::from_millis(400)).await;
     while state.sweep().await.unwrap() > 0 {}
     let keys = keys_of(&mut conn, &short).await;

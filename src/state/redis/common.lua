@@ -15,8 +15,9 @@
 --   P:l:<queue>  the queue's lanes: member priority, score -priority
 --   P:dk:<kind>  the waiting ids again, by kind (per-kind delayed counts)
 -- Lanes (LISTs):  P:q:<queue>:<priority>  due ids, in the order they became due
---   P:done, P:done:dead  LISTs of finished ids, each after the time (us, as text) its
---                retention ends: one list per retention, so each is in expiry order
+--   P:done, P:done:dead  LISTs of finished jobs, each after the time (us, as text) its
+--                retention ends (one list per retention, so each is in expiry order):
+--                state letter (upper case: has an idempotency key), id, kind
 --   P:c          HASH "<state>:<kind>" -> count;  P:queues  SET of queue names
 --   P:ik:<key>   STRING idempotency key -> job id
 -- Times are microseconds since 1970. Scores go to Redis as text formatted once per call
@@ -218,8 +219,13 @@ local function flush()
 end
 
 -- A job reached a terminal state: its record goes when `keep_us` has passed (the sweep).
--- Dead jobs have a retention of their own, so a list of their own.
+-- Dead jobs have a retention of their own, so a list of their own. The entry names what
+-- the sweep needs besides the id, so it need not read the record: a letter for the state
+-- (upper case when the job has an idempotency key), the id, the kind.
 local done_at = {}
+local DONE_CODE = {[SUCCEEDED] = 's', [CANCELLED] = 'c', [DEAD] = 'd'}
+local DONE_CODE_IK = {[SUCCEEDED] = 'S', [CANCELLED] = 'C', [DEAD] = 'D'}
+local DONE_STATE = {s = SUCCEEDED, c = CANCELLED, d = DEAD}
 local function finished(t, id, keep_us)
   local at = done_at[keep_us]
   if not at then
@@ -231,10 +237,14 @@ local function finished(t, id, keep_us)
   local l = DONE_OUT[list]
   if not l then l = {}; DONE_OUT[list] = l end
   l[#l + 1] = at[1]
-  l[#l + 1] = id
+  if t.ik ~= '' then
+    l[#l + 1] = DONE_CODE_IK[t.s] .. id .. t.k
+    -- The idempotency key is a key of its own; its expiry is the backstop of the sweep.
+    redis.call('PEXPIRE', P .. ':ik:' .. t.ik, at[2])
+  else
+    l[#l + 1] = DONE_CODE[t.s] .. id .. t.k
+  end
   if STATE_INDEX[t.s] then zadd(STATE_INDEX[t.s], '0', id) end
-  -- The idempotency key is a key of its own; its expiry is the backstop of the sweep.
-  if t.ik ~= '' then redis.call('PEXPIRE', P .. ':ik:' .. t.ik, at[2]) end
 end
 
 -- Drop records whose retention ran out, at most `limit` of them.
@@ -257,23 +267,35 @@ local function sweep(limit)
     if n > 0 then redis.call('LTRIM', list, 2 * n, -1) end
   end
   if #gone == 0 then return 0 end
-  local ms = hmget(P .. ':m', gone)
+  local ids, keyed = {}, {}
+  for i, entry in ipairs(gone) do
+    local code = string.sub(entry, 1, 1)
+    local id = string.sub(entry, 2, 37)
+    local kind = string.sub(entry, 38)
+    local state = DONE_STATE[code]
+    if not state then
+      state = DONE_STATE[string.lower(code)]
+      keyed[#keyed + 1] = id
+    end
+    ids[i] = id
+    zrem(kind_key(kind), id)
+    if STATE_INDEX[state] then zrem(STATE_INDEX[state], id) end
+    tally(state, kind, -1)
+  end
+  -- Idempotency keys: only of the jobs that had one, and only while they still name it.
   local keys = {}
-  for i, id in ipairs(gone) do
-    local m = ms[i]
-    if m then
-      local t = unm(m)
-      if t.ik ~= '' and redis.call('GET', P .. ':ik:' .. t.ik) == id then
-        keys[#keys + 1] = P .. ':ik:' .. t.ik
+  if #keyed > 0 then
+    local ms = hmget(P .. ':m', keyed)
+    for i, id in ipairs(keyed) do
+      if ms[i] then
+        local ik = unm(ms[i]).ik
+        if redis.call('GET', P .. ':ik:' .. ik) == id then keys[#keys + 1] = P .. ':ik:' .. ik end
       end
-      zrem(kind_key(t.k), id)
-      if STATE_INDEX[t.s] then zrem(STATE_INDEX[t.s], id) end
-      tally(t.s, t.k, -1)
     end
   end
   if #keys > 0 then chunked({'DEL'}, keys) end
-  chunked({'HDEL', P .. ':d'}, gone)
-  chunked({'HDEL', P .. ':m'}, gone)
+  chunked({'HDEL', P .. ':d'}, ids)
+  chunked({'HDEL', P .. ':m'}, ids)
   flush()
   return #gone
 end
