@@ -816,6 +816,32 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     ns.cleanup().await;
 }
 
+/// The drains of large backlogs: few round trips, and a per-job cost that does not grow as
+/// the backlog shrinks (lenient: the machine is shared). `per_batch` is seconds per job of
+/// each batch, in order.
+fn assert_steady_cost(per_batch: &[f64], trips: u64, jobs: usize) {
+    let tenth = (per_batch.len() / 10).max(1);
+    let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    let first = avg(&per_batch[..tenth]);
+    let last = avg(&per_batch[per_batch.len() - tenth..]);
+    eprintln!(
+        "drained {jobs} jobs: {:.4} round trips/job, {:.1} us/job in the first tenth, {:.1} in the last",
+        trips as f64 / jobs as f64,
+        first * 1e6,
+        last * 1e6
+    );
+    assert!(trips as f64 / (jobs as f64) < 0.01, "{trips} round trips");
+    assert!(
+        last < first * 5.0 + 50e-6,
+        "first {first:e} s/job, last {last:e} s/job"
+    );
+}
+
+/// Sleep until the wall clock reaches `at`.
+async fn sleep_until_utc(at: chrono::DateTime<chrono::Utc>) {
+    tokio::time::sleep((at - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
     let Some(url) = redis_url("large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost")
@@ -860,10 +886,7 @@ async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
         stats.delayed >= n as u64 * 9 / 10,
         "the delayed jobs came due before they were all in: {stats:?}"
     );
-    tokio::time::sleep_until(tokio::time::Instant::from_std(
-        std::time::Instant::now() + (due - chrono::Utc::now()).to_std().unwrap_or_default(),
-    ))
-    .await;
+    sleep_until_utc(due).await;
     // Everything is due at once now: drain it in batches.
     let worker = WorkerId::new("drainer");
     let queues = vec!["default".to_owned()];
@@ -893,27 +916,8 @@ async fn large_backlogs_of_ready_and_delayed_jobs_drain_at_a_steady_cost() {
     let trips = queue.round_trips() - trips_before;
     let stats = queue.stats().await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
-    let tenth = (per_batch.len() / 10).max(1);
-    let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let first = avg(&per_batch[..tenth]);
-    let last = avg(&per_batch[per_batch.len() - tenth..]);
-    eprintln!(
-        "drained {} jobs in {:?}: {:.4} round trips/job, {:.1} us/job in the first tenth, {:.1} in the last",
-        2 * n,
-        started.elapsed(),
-        trips as f64 / (2 * n) as f64,
-        first * 1e6,
-        last * 1e6
-    );
-    assert!(
-        trips as f64 / ((2 * n) as f64) < 0.01,
-        "{trips} round trips"
-    );
-    // Per-job cost does not grow with the backlog (lenient: the machine is shared).
-    assert!(
-        last < first * 5.0 + 50e-6,
-        "first {first:e} s/job, last {last:e} s/job"
-    );
+    eprintln!("drained in {:?}", started.elapsed());
+    assert_steady_cost(&per_batch, trips, 2 * n);
     ns.cleanup().await;
 }
 
@@ -1455,10 +1459,7 @@ async fn own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost() {
         stats.delayed >= n as u64 * 9 / 10,
         "the delayed jobs came due before they were all in: {stats:?}"
     );
-    tokio::time::sleep_until(tokio::time::Instant::from_std(
-        std::time::Instant::now() + (due - chrono::Utc::now()).to_std().unwrap_or_default(),
-    ))
-    .await;
+    sleep_until_utc(due).await;
     let worker = WorkerId::new("drainer");
     let queues = vec!["default".to_owned()];
     let mut seen = std::collections::HashSet::with_capacity(2 * n);
@@ -1503,25 +1504,7 @@ async fn own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost() {
     let stats = state.queue_stats().await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
     assert_eq!(state.counts().await.unwrap().total.succeeded, 2 * n as u64);
-    let tenth = (per_batch.len() / 10).max(1);
-    let avg = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    let first = avg(&per_batch[..tenth]);
-    let last = avg(&per_batch[per_batch.len() - tenth..]);
-    eprintln!(
-        "drained {} jobs: {:.4} round trips/job, {:.1} us/job in the first tenth, {:.1} in the last",
-        2 * n,
-        trips as f64 / (2 * n) as f64,
-        first * 1e6,
-        last * 1e6
-    );
-    assert!(
-        trips as f64 / ((2 * n) as f64) < 0.01,
-        "{trips} round trips"
-    );
-    assert!(
-        last < first * 5.0 + 50e-6,
-        "first {first:e} s/job, last {last:e} s/job"
-    );
+    assert_steady_cost(&per_batch, trips, 2 * n);
     ns.cleanup().await;
 }
 
