@@ -1053,6 +1053,33 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A handler that counts its runs, each after `pause`.
+fn counting(ran: &Arc<AtomicUsize>, pause: Duration) -> impl Handler {
+    let r = Arc::clone(ran);
+    move |_ctx: JobContext| {
+        let r = Arc::clone(&r);
+        async move {
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(serde_json::Value::Null)
+        }
+    }
+}
+
+/// Submit `n` jobs of kind `work` while the server comes back, retrying refused ones.
+async fn submit_as_it_returns(orch: &Orchestrator, n: usize) {
+    let mut submitted = 0;
+    while submitted < n {
+        if orch.submit(NewJob::new("work")).await.is_ok() {
+            submitted += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
     if redis_url("redis_restart_mid_run_workers_recover_and_every_job_finishes").is_none() {
@@ -1070,18 +1097,10 @@ async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
         .unwrap(),
     );
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = Arc::clone(&ran);
     let orch = Orchestrator::builder()
         .queue(queue.clone())
         .state(Arc::new(InMemoryState::new()))
-        .handler("work", move |_ctx: JobContext| {
-            let r = Arc::clone(&r);
-            async move {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                r.fetch_add(1, Ordering::SeqCst);
-                Ok(serde_json::Value::Null)
-            }
-        })
+        .handler("work", counting(&ran, Duration::from_millis(2)))
         .build()
         .unwrap();
     let pool = orch
@@ -1114,14 +1133,7 @@ async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
     let server = PrivateRedis::start(port);
     // After the restart: workers, pooled connections, groups and scripts come back by
     // themselves; the reconciler re-enqueues what the empty server lost.
-    let mut submitted_after = 0;
-    while submitted_after < 100 {
-        if orch.submit(NewJob::new("work")).await.is_ok() {
-            submitted_after += 1;
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    submit_as_it_returns(&orch, 100).await;
     orch.wait_idle(Duration::from_secs(60)).await.unwrap();
     let counts = orch.stats().await.unwrap().jobs;
     // 400 + the one submitted during the outage (in state, lost by the queue) + 100.
@@ -1646,16 +1658,9 @@ async fn own_queue_workers_recover_from_a_redis_restart() {
         .unwrap(),
     );
     let ran = Arc::new(AtomicUsize::new(0));
-    let r = Arc::clone(&ran);
     let orch = Orchestrator::builder()
         .queue_and_state(state.clone())
-        .handler("work", move |_ctx: JobContext| {
-            let r = Arc::clone(&r);
-            async move {
-                r.fetch_add(1, Ordering::SeqCst);
-                Ok(serde_json::Value::Null)
-            }
-        })
+        .handler("work", counting(&ran, Duration::ZERO))
         .build()
         .unwrap();
     let pool = orch
@@ -1678,14 +1683,7 @@ async fn own_queue_workers_recover_from_a_redis_restart() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     let server = PrivateRedis::start(port);
-    let mut submitted_after = 0;
-    while submitted_after < 100 {
-        if orch.submit(NewJob::new("work")).await.is_ok() {
-            submitted_after += 1;
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    submit_as_it_returns(&orch, 100).await;
     orch.wait_idle(Duration::from_secs(30)).await.unwrap();
     assert_eq!(ran.load(Ordering::SeqCst), 200);
     assert_eq!(state.counts().await.unwrap().total.succeeded, 100);
