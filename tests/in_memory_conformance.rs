@@ -189,3 +189,11 @@ async fn in_memory_state_delivers_due_jobs_itself() {
     let stats = state.queue_stats_now();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 5));
 }
+
+#[tokio::test]
+async fn in_memory_state_keeps_the_queuing_contract() {
+    conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(Arc::new(
+        InMemoryState::new(),
+    ))
+    .await;
+}

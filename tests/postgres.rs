@@ -353,57 +353,11 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_due_orders_by_priority_and_skips_what_is_not_due() {
+async fn postgres_state_keeps_the_queuing_contract() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
-        .build()
-        .unwrap();
-    let low = orch.submit(NewJob::new("k")).await.unwrap().id;
-    let high = orch.submit(NewJob::new("k").priority(5)).await.unwrap().id;
-    let later = orch
-        .submit(NewJob::new("k").delay(Duration::from_millis(400)))
-        .await
-        .unwrap()
-        .id;
-    let other = orch
-        .submit(NewJob::new("k").queue("other"))
-        .await
-        .unwrap()
-        .id;
-    let w = WorkerId::new("w");
-    let queues = vec!["default".to_owned()];
-    let mut req = Reserve {
-        worker: &w,
-        queues: &queues,
-        max: 10,
-        lease: Duration::from_secs(30),
-        wait: Duration::ZERO,
-    };
-    let ids = |claims: Vec<Claim>| -> Vec<JobId> {
-        claims
-            .into_iter()
-            .map(|c| match c {
-                Claim::Claimed(r) => r.id,
-                other => panic!("{other:?}"),
-            })
-            .collect()
-    };
-    assert_eq!(
-        ids(pg.state().claim_due(&req).await.unwrap()),
-        vec![high, low]
-    );
-    // The delayed one comes due while a claim waits (announced by its notification).
-    req.wait = Duration::from_secs(3);
-    let started = Instant::now();
-    assert_eq!(ids(pg.state().claim_due(&req).await.unwrap()), vec![later]);
-    assert!(started.elapsed() < Duration::from_secs(2));
-    let both = vec!["default".to_owned(), "other".to_owned()];
-    req.queues = &both;
-    req.wait = Duration::ZERO;
-    assert_eq!(ids(pg.state().claim_due(&req).await.unwrap()), vec![other]);
+    conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(pg.state()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

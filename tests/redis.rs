@@ -1156,16 +1156,6 @@ async fn queuing_state(url: &str, ns: &str, config: RedisStateConfig) -> Arc<Red
     )
 }
 
-fn claimed_ids(claims: Vec<Claim>) -> Vec<JobId> {
-    claims
-        .into_iter()
-        .map(|c| match c {
-            Claim::Claimed(r) => r.id,
-            other => panic!("expected Claimed, got {other:?}"),
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
     let Some(url) = redis_url("redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels")
@@ -1224,63 +1214,14 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claim_due_takes_priority_first_and_waits_for_delayed_jobs() {
-    let Some(url) = redis_url("claim_due_takes_priority_first_and_waits_for_delayed_jobs") else {
+async fn redis_state_as_its_own_queue_keeps_the_queuing_contract() {
+    let Some(url) = redis_url("redis_state_as_its_own_queue_keeps_the_queuing_contract") else {
         return;
     };
     let ns = Namespaces::new(&url);
     let name = ns.fresh("claim-due");
     let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
-    let orch = Orchestrator::builder()
-        .queue_and_state(state.clone())
-        .build()
-        .unwrap();
-    let low = orch.submit(NewJob::new("k")).await.unwrap().id;
-    let high = orch.submit(NewJob::new("k").priority(5)).await.unwrap().id;
-    let low2 = orch.submit(NewJob::new("k")).await.unwrap().id;
-    let later = orch
-        .submit(NewJob::new("k").delay(Duration::from_millis(400)))
-        .await
-        .unwrap()
-        .id;
-    let other = orch
-        .submit(NewJob::new("k").queue("other"))
-        .await
-        .unwrap()
-        .id;
-    let w = WorkerId::new("w");
-    let queues = vec!["default".to_owned()];
-    let mut req = Reserve {
-        worker: &w,
-        queues: &queues,
-        max: 10,
-        lease: Duration::from_secs(30),
-        wait: Duration::ZERO,
-    };
-    assert_eq!(
-        claimed_ids(state.claim_due(&req).await.unwrap()),
-        vec![high, low, low2]
-    );
-    // The delayed one comes due while a claim waits (it knows when).
-    req.wait = Duration::from_secs(3);
-    let started = std::time::Instant::now();
-    assert_eq!(
-        claimed_ids(state.claim_due(&req).await.unwrap()),
-        vec![later]
-    );
-    let waited = started.elapsed();
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
-    let both = vec!["default".to_owned(), "other".to_owned()];
-    req.queues = &both;
-    req.wait = Duration::ZERO;
-    assert_eq!(
-        claimed_ids(state.claim_due(&req).await.unwrap()),
-        vec![other]
-    );
-    assert!(state.claim_due(&req).await.unwrap().is_empty());
-    let record = state.get(later).await.unwrap().unwrap();
-    assert_eq!((record.state, record.attempt), (JobState::Running, 1));
-    assert_eq!(record.lease_owner.as_ref(), Some(&w));
+    conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(state).await;
     ns.cleanup().await;
 }
 
@@ -1343,7 +1284,7 @@ async fn claim_due_takes_over_expired_leases_and_fences_the_old_owner() {
         wait: Duration::ZERO,
     };
     assert_eq!(
-        claimed_ids(state.claim_due(&req(&a)).await.unwrap()),
+        conformance::claimed_ids(state.claim_due(&req(&a)).await.unwrap()),
         vec![id]
     );
     // A heartbeat keeps the lease: no takeover while it holds.

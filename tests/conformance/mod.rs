@@ -732,3 +732,69 @@ pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
     state_counts(make()).await;
     state_batch_answers_in_order(make()).await;
 }
+
+// ------------------------------------------------------ stores that are their own queue
+
+/// The ids of claims that must all be `Claimed`.
+pub fn claimed_ids(claims: Vec<Claim>) -> Vec<JobId> {
+    claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r.id,
+            other => panic!("expected Claimed, got {other:?}"),
+        })
+        .collect()
+}
+
+/// `claim_due` takes the highest priority first, then the oldest; serves only the queues
+/// asked for; holds a job back until its `run_at`, waking a waiting claim when it comes due.
+pub async fn queuing_state_claims_by_priority_and_waits_for_due_jobs(
+    s: Arc<dyn jobforge::state::QueuingState>,
+) {
+    let mut high = record(NewJob::new("k"));
+    high.priority = 5;
+    let mut records = vec![
+        record(NewJob::new("k")),
+        high,
+        record(NewJob::new("k")),
+        record(NewJob::new("k").queue("other")),
+    ];
+    let mut later = record(NewJob::new("k"));
+    later.run_at = Utc::now() + chrono::Duration::milliseconds(400);
+    records.push(later);
+    let ids: Vec<JobId> = records.iter().map(|r| r.id).collect();
+    // One at a time, so creation order is certain.
+    for r in records {
+        s.create(vec![r]).await.unwrap();
+    }
+    let (low, high, low2, other, later) = (ids[0], ids[1], ids[2], ids[3], ids[4]);
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let mut req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 10,
+        lease: LONG,
+        wait: Duration::ZERO,
+    };
+    assert_eq!(
+        claimed_ids(s.claim_due(&req).await.unwrap()),
+        vec![high, low, low2]
+    );
+    // The delayed one comes due while a claim waits.
+    req.wait = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    assert_eq!(claimed_ids(s.claim_due(&req).await.unwrap()), vec![later]);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    let both = vec!["default".to_owned(), "other".to_owned()];
+    req.queues = &both;
+    req.wait = Duration::ZERO;
+    assert_eq!(claimed_ids(s.claim_due(&req).await.unwrap()), vec![other]);
+    assert!(s.claim_due(&req).await.unwrap().is_empty());
+    let r = s.get(later).await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempt), (JobState::Running, 1));
+    assert_eq!(r.lease_owner.as_ref(), Some(&w));
+    let stats = s.queue_stats().await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 5));
+}
