@@ -786,7 +786,7 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     state.cancel(cancelled, "not wanted").await.unwrap();
     let w = WorkerId::new("w");
     state
-        .claim(&[dead], &w, Duration::from_secs(30))
+        .claim(&[dead], &w, Duration::from_millis(300))
         .await
         .unwrap();
     state
@@ -802,8 +802,10 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
         .unwrap();
     let counts = state.counts().await.unwrap();
     assert_eq!((counts.total.cancelled, counts.total.dead), (1, 1));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Past the retention and the workers' 600 ms leases: records and lease batches go.
+    tokio::time::sleep(Duration::from_millis(700)).await;
     while state.sweep().await.unwrap() > 0 {}
+    assert_eq!(fields(&mut conn, format!("{{{short}}}:rb")).await, 0);
     let keys = keys_of(&mut conn, &short).await;
     assert!(
         keys.iter().all(|k| !k.contains(":ik:")),

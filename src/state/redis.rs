@@ -814,8 +814,10 @@ impl RedisState {
         self.link.round_trips()
     }
 
-    /// Drop records whose retention ran out now (at most the sweep batch). It also happens
-    /// as jobs are claimed and finished, and at every `counts`. Returns how many went.
+    /// Drop records whose retention ran out now (at most the sweep batch), and lease batches
+    /// whose leases all expired. It also happens as jobs are claimed and finished, and at
+    /// every `counts`. Returns how many records and batches went (call it until it answers
+    /// 0 to drop everything due).
     pub async fn sweep(&self) -> Result<usize> {
         let (swept, _) = self.counts_raw().await?;
         Ok(swept)

@@ -22,10 +22,9 @@ else
   for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
   for _, q in ipairs(queues) do
     if #ids >= max then break end
-    local rk = run_key(q)
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', rk, '-inf', SNOW, 'LIMIT', 0, max - #ids)) do
+    for _, id in ipairs(reap(q, max - #ids, 4, SNOW)) do
       ids[#ids + 1] = id
-      source[id] = rk
+      source[id] = 'lease'
     end
   end
   -- Waiting jobs that came due join the tail of their lane.
@@ -78,11 +77,6 @@ else
 end
 
 local out = {}
--- An entry taken from the running set goes; one popped from a lane is gone already.
-local function drop(id)
-  local key = source[id]
-  if key and string.sub(key, #P + 1, #P + 3) == ':r:' then zrem(key, id) end
-end
 local trim = {} -- mode 'ids': lanes whose head may now hold jobs that moved on
 local function answer(a, b, c, d)
   local n = #out
@@ -99,7 +93,8 @@ local running_score = fmt(NOW + lease)
 for j, id in ipairs(ids) do
   local m = cur[id] or ms[j]
   if not m then
-    if due then drop(id) else answer('skipped', id, false, false) end
+    -- (mode 'due': the entry was popped or its lease batch dropped already)
+    if not due then answer('skipped', id, false, false) end
   else
     local t = unm(m)
     local from = t.s
@@ -108,13 +103,11 @@ for j, id in ipairs(ids) do
       if t.r > NOW then
         if due then
           -- Filed as due by a clock ahead of this one: wait for its run_at.
-          if source[id] ~= run_key(t.q) then
-            unfile(t, id)
-            file(t, id, fmt(t.r), true)
-            local nm = mk(t)
-            put_m(id, nm)
-            cur[id] = nm
-          end
+          unfile(t, id)
+          file(t, id, fmt(t.r), true)
+          local nm = mk(t)
+          put_m(id, nm)
+          cur[id] = nm
         else
           answer('notdue', id, fmt(t.r), false)
         end
@@ -132,12 +125,7 @@ for j, id in ipairs(ids) do
       end
       go = true
     elseif due then
-      -- Stale entry (the job moved on): drop it, or refile a live lease by its expiry.
-      if from == RUNNING and has(t.fl, F_LEASE) and source[id] == run_key(t.q) then
-        zadd(source[id], fmt(t.x), id)
-      else
-        drop(id)
-      end
+      -- A lane entry whose job moved on: popped, so gone.
     else
       answer('skipped', id, NAME[from], false)
     end
@@ -156,7 +144,6 @@ for j, id in ipairs(ids) do
         local nm = mk(t)
         put_m(id, nm)
         cur[id] = nm
-        zrem(run_key(t.q), id)
         tally(from, t.k, -1)
         tally(DEAD, t.k, 1)
         finished(t, id, dead_keep)
@@ -169,7 +156,7 @@ for j, id in ipairs(ids) do
         local nm = mk(t)
         put_m(id, nm)
         cur[id] = nm
-        zadd(run_key(t.q), running_score, id)
+        leased(t.q, id)
         if from ~= RUNNING then
           tally(from, t.k, -1)
           tally(RUNNING, t.k, 1)
@@ -180,6 +167,7 @@ for j, id in ipairs(ids) do
   end
 end
 flush()
+flush_leases(running_score)
 -- Mode 'ids' (a separate queue delivers): drop lane heads whose jobs moved on, so lanes do
 -- not grow; a head still queued stops the trim (its job is yet to be delivered).
 for key in pairs(trim) do
@@ -205,5 +193,5 @@ if due and #out == 0 then
   end
   if best then next_due = fmt(best) end
 end
-sweep(sweep_limit)
+sweep(sweep_limit, due)
 return {out, next_due, SNOW}

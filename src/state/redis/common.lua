@@ -11,7 +11,10 @@
 --   P:kinds      SET of the kinds ever filed (listing without a kind merges their indexes)
 --   P:i:k:<kind> every retained id of a kind (score 0, so ordered by id = creation);  P:i:s:dead, P:i:s:cancelled  ids in those (rare) states
 --   P:w:<queue>  queued ids waiting for a later run_at, score run_at (us)
---   P:r:<queue>  running ids, score lease expiry (us)
+--   P:r:<queue>  lease batches: member a batch number, score the leases' expiry (us); the
+--                batch's ids (36 bytes each, concatenated) in the HASH P:rb; P:rseq numbers
+--                them. One batch per claim or heartbeat call and queue, so a claim files
+--                its leases with two commands; a batch is read once its leases expire.
 --   P:l:<queue>  the queue's lanes: member priority, score -priority
 --   P:dk:<kind>  the waiting ids again, by kind (per-kind delayed counts)
 -- Lanes (LISTs):  P:q:<queue>:<priority>  due ids, in the order they became due
@@ -164,6 +167,55 @@ local function unfile(t, id)
   end
 end
 
+-- Leases: the jobs leased in this call, by queue, filed as one batch each at the end.
+local LEASED = {}
+local function leased(q, id)
+  local l = LEASED[q]
+  if not l then l = {}; LEASED[q] = l end
+  l[#l + 1] = id
+end
+local function new_batch(q, score, ids)
+  local b = redis.call('INCR', P .. ':rseq')
+  redis.call('HSET', P .. ':rb', b, table.concat(ids))
+  redis.call('ZADD', run_key(q), score, b)
+end
+local function flush_leases(score)
+  for q, ids in pairs(LEASED) do new_batch(q, score, ids) end
+  LEASED = {}
+end
+-- The lease batches of queue q that expired (at most `batches` of them) are read and
+-- dropped. Returns the jobs in them still running on an expired lease, at most `take`;
+-- any more are filed again as a batch of their own, due at `again` (us, as text). The
+-- others moved on: finished, or their lease was extended into a later batch.
+local function reap(q, take, batches, again)
+  local rk = run_key(q)
+  local bs = redis.call('ZRANGEBYSCORE', rk, '-inf', SNOW, 'LIMIT', 0, batches)
+  if #bs == 0 then return {}, 0 end
+  local lists = hmget(P .. ':rb', bs)
+  local cand = {}
+  for i = 1, #bs do
+    local l = lists[i]
+    if l then
+      for k = 1, #l, 36 do cand[#cand + 1] = string.sub(l, k, k + 35) end
+    end
+  end
+  local ms = hmget(P .. ':m', cand)
+  local out, rest, seen = {}, {}, {}
+  for i, id in ipairs(cand) do
+    local m = ms[i]
+    -- The lease expiry is the f64 at byte 51 of m.
+    if m and not seen[id] and string.byte(m, 1) == RUNNING and has(string.byte(m, 2), F_LEASE)
+        and struct.unpack('<d', m, 51) <= NOW then
+      seen[id] = true
+      if #out < take then out[#out + 1] = id else rest[#rest + 1] = id end
+    end
+  end
+  chunked({'HDEL', P .. ':rb'}, bs)
+  chunked({'ZREM', rk}, bs)
+  if #rest > 0 then new_batch(q, again, rest) end
+  return out, #bs
+end
+
 -- Counts per state and kind, flushed at the end; a count that reaches 0 is removed.
 local tallies = {}
 local tally_keys = {}
@@ -247,8 +299,18 @@ local function finished(t, id, keep_us)
   if STATE_INDEX[t.s] then zadd(STATE_INDEX[t.s], '0', id) end
 end
 
--- Drop records whose retention ran out, at most `limit` of them.
-local function sweep(limit)
+-- Drop records whose retention ran out, at most `limit` of them; unless `keep_leases`,
+-- also expired lease batches, up to 8 per queue (a claim that takes over does its own).
+-- Returns how many records and batches went.
+local function sweep(limit, keep_leases)
+  local reaped = 0
+  if not keep_leases then
+    local later = fmt(NOW + 1000000)
+    for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
+      local _, n = reap(q, 0, 8, later)
+      reaped = reaped + n
+    end
+  end
   local gone = {}
   for _, list in ipairs({DONE, DONE_DEAD}) do
     local room = limit - #gone
@@ -266,7 +328,7 @@ local function sweep(limit)
     end
     if n > 0 then redis.call('LTRIM', list, 2 * n, -1) end
   end
-  if #gone == 0 then return 0 end
+  if #gone == 0 then return reaped end
   local ids, keyed = {}, {}
   for i, entry in ipairs(gone) do
     local code = string.sub(entry, 1, 1)
@@ -297,7 +359,7 @@ local function sweep(limit)
   chunked({'HDEL', P .. ':d'}, ids)
   chunked({'HDEL', P .. ':m'}, ids)
   flush()
-  return #gone
+  return #gone + reaped
 end
 
 -- The end of a call that settled jobs: write what was gathered, wake idle claims when jobs

@@ -59,7 +59,6 @@ for j, id in ipairs(ids) do
     push_event(t, RUNNING, to, worker, reason, keep)
     t.s = to; t.u = NOW; t.o = ''; t.x = 0
     t.fl = band(t.fl, bnot(F_LEASE))
-    zrem(run_key(t.q), id)
     if to == QUEUED then
       file(t, id, score, t.r > NOW)
       requeued = requeued + 1

@@ -11,11 +11,12 @@ for j, id in ipairs(ids) do
   if t and t.s == RUNNING and t.o == worker then
     t.x = NOW + lease
     put_m(id, mk(t))
-    zadd(run_key(t.q), score, id)
+    leased(t.q, id)
     if has(t.fl, F_CANCEL) then out[#out + 1] = 'cancel' else out[#out + 1] = 'held' end
   else
     out[#out + 1] = 'lost'
   end
 end
 flush()
+flush_leases(score)
 return out

@@ -23,7 +23,6 @@ for j, id in ipairs(ids) do
     put_m(id, nm)
     local kind, q = ARGV[i + 3], ARGV[i + 4]
     local to = string.byte(nm, 1)
-    zrem(run_key(q), id)
     tally(RUNNING, kind, -1)
     tally(to, kind, 1)
     t.s, t.k, t.q, t.pr, t.fl, t.ik = to, kind, q, tonumber(ARGV[i + 5]), 0, ARGV[i + 7]
