@@ -13,7 +13,6 @@ local lease, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
 local sweep_limit, dead_keep = tonumber(ARGV[5]), tonumber(ARGV[6])
 local due = mode == 'due'
 local ids = {}
-local source = {} -- mode 'due': the key each id was taken from
 if not due then
   for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
@@ -22,10 +21,7 @@ else
   for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
   for _, q in ipairs(queues) do
     if #ids >= max then break end
-    for _, id in ipairs(reap(q, max - #ids, 4, SNOW)) do
-      ids[#ids + 1] = id
-      source[id] = 'lease'
-    end
+    for _, id in ipairs(reap(q, max - #ids, 4, SNOW)) do ids[#ids + 1] = id end
   end
   -- Waiting jobs that came due join the tail of their lane.
   for _, q in ipairs(queues) do
@@ -35,13 +31,12 @@ else
       local wm = hmget(P .. ':m', due_ids)
       for j, id in ipairs(due_ids) do
         local m = wm[j]
+        zrem(wk, id)
         if m and string.byte(m, 1) == QUEUED then
           local t = unm(m)
           unfile(t, id)
           file(t, id, nil, false)
           put_m(id, mk(t))
-        else
-          zrem(wk, id)
         end
       end
       flush()
@@ -65,10 +60,7 @@ else
     if need <= 0 then break end
     local got = redis.call('LPOP', lane.key, need)
     if not got then got = {} end
-    for _, id in ipairs(got) do
-      ids[#ids + 1] = id
-      source[id] = lane.key
-    end
+    for _, id in ipairs(got) do ids[#ids + 1] = id end
     if #got < need then
       -- Emptied: off the queue's list of lanes (a job filed later puts it back).
       redis.call('ZREM', P .. ':l:' .. lane.q, lane.pr)
@@ -88,7 +80,6 @@ end
 local ms = hmget(P .. ':m', ids)
 local ds = hmget(P .. ':d', ids)
 local cur = {}
-local dead_until = nil
 local running_score = fmt(NOW + lease)
 for j, id in ipairs(ids) do
   local m = cur[id] or ms[j]
