@@ -55,6 +55,22 @@ fn cleanup(url: &str, ns: &str) {
     }
 }
 
+/// Every claimed job, finished as succeeded.
+fn succeeded(claims: Vec<Claim>, worker: &WorkerId) -> Vec<Transition> {
+    claims
+        .into_iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(r) => Some(Transition {
+                id: r.id,
+                worker: worker.clone(),
+                attempt: r.attempt,
+                finish: Finish::Succeeded { result: None },
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 fn bench(c: &mut Criterion) {
     let Ok(url) = std::env::var("REDIS_URL") else {
         eprintln!("benches/redis.rs: skipped: REDIS_URL is not set");
@@ -116,19 +132,7 @@ fn bench(c: &mut Criterion) {
                 .claim(&ids, &worker, Duration::from_secs(30))
                 .await
                 .unwrap_or_default();
-            let done: Vec<Transition> = claims
-                .into_iter()
-                .filter_map(|c| match c {
-                    Claim::Claimed(r) => Some(Transition {
-                        id: r.id,
-                        worker: worker.clone(),
-                        attempt: r.attempt,
-                        finish: Finish::Succeeded { result: None },
-                    }),
-                    _ => None,
-                })
-                .collect();
-            state.finish(done).await.ok();
+            state.finish(succeeded(claims, &worker)).await.ok();
         });
     });
     group.bench_function(
@@ -146,19 +150,7 @@ fn bench(c: &mut Criterion) {
                     })
                     .await
                     .unwrap_or_default();
-                let done: Vec<Transition> = claims
-                    .into_iter()
-                    .filter_map(|c| match c {
-                        Claim::Claimed(r) => Some(Transition {
-                            id: r.id,
-                            worker: worker.clone(),
-                            attempt: r.attempt,
-                            finish: Finish::Succeeded { result: None },
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                state.finish(done).await.ok();
+                state.finish(succeeded(claims, &worker)).await.ok();
             });
         },
     );

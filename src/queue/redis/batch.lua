@@ -31,3 +31,11 @@ local function hmget(key, fields)
   end
   return out
 end
+
+-- Append `v` to the list `t[k]`, making the list on first use (gathering items per key to
+-- send in bulk).
+local function append(t, k, v)
+  local l = t[k]
+  if not l then l = {}; t[k] = l end
+  l[#l + 1] = v
+end

@@ -63,11 +63,7 @@ end
 
 -- Per-lane lists of entry ids to XACK + XDEL, flushed at the end.
 local removals = {}
-local function remove_entry(pri, eid)
-  local list = removals[pri]
-  if not list then list = {}; removals[pri] = list end
-  list[#list + 1] = eid
-end
+local function remove_entry(pri, eid) append(removals, pri, eid) end
 local function flush_removals()
   for pri, list in pairs(removals) do
     chunked({'XACK', lane_key(pri), G}, list)

@@ -121,11 +121,7 @@ local DONE_OUT = {}
 -- Index and queue updates, gathered per command and key and sent in bulk at the end:
 -- removals first, then additions, so an id removed and re-added in one call stays.
 local REM, ADD = {}, {}
-local function zrem(key, id)
-  local l = REM[key]
-  if not l then l = {}; REM[key] = l end
-  l[#l + 1] = id
-end
+local function zrem(key, id) append(REM, key, id) end
 local function zadd(key, score, id)
   local l = ADD[key]
   if not l then l = {}; ADD[key] = l end
@@ -148,10 +144,7 @@ local function file(t, id, score, delayed)
     t.fl = bor(t.fl, F_DK)
     new_lanes[t.q] = new_lanes[t.q] or {}
   else
-    local key = lane_key(t.q, t.pr)
-    local l = PUSH[key]
-    if not l then l = {}; PUSH[key] = l end
-    l[#l + 1] = id
+    append(PUSH, lane_key(t.q, t.pr), id)
     local by = new_lanes[t.q]
     if not by then by = {}; new_lanes[t.q] = by end
     by[t.pr] = true
@@ -169,11 +162,7 @@ end
 
 -- Leases: the jobs leased in this call, by queue, filed as one batch each at the end.
 local LEASED = {}
-local function leased(q, id)
-  local l = LEASED[q]
-  if not l then l = {}; LEASED[q] = l end
-  l[#l + 1] = id
-end
+local function leased(q, id) append(LEASED, q, id) end
 local function new_batch(q, score, ids)
   local b = redis.call('INCR', P .. ':rseq')
   redis.call('HSET', P .. ':rb', b, table.concat(ids))
