@@ -368,30 +368,12 @@ async fn an_idle_claim_is_woken_by_a_submit() {
     let pg = schema
         .connect_with(schema.config().with_poll_interval(Duration::from_secs(10)))
         .await;
-    let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
-        .build()
-        .unwrap();
-    let state = pg.state();
-    let waiter = tokio::spawn(async move {
-        let w = WorkerId::new("w");
-        let queues = vec!["default".to_owned()];
-        let req = Reserve {
-            worker: &w,
-            queues: &queues,
-            max: 1,
-            lease: Duration::from_secs(30),
-            wait: Duration::from_secs(8),
-        };
-        let started = Instant::now();
-        let got = state.claim_due(&req).await.unwrap();
-        (got.len(), started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    orch.submit(NewJob::new("k")).await.unwrap();
-    let (n, waited) = waiter.await.unwrap();
-    assert_eq!(n, 1);
-    assert!(waited < Duration::from_secs(3), "woken after {waited:?}");
+    conformance::queuing_state_wakes_a_waiting_claim(
+        pg.state(),
+        pg.state(),
+        Duration::from_secs(3),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

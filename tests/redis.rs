@@ -1238,28 +1238,9 @@ async fn an_idle_claim_is_woken_by_a_submit_from_another_process() {
     let config = RedisStateConfig::new(url.as_str()).with_poll_interval(Duration::from_secs(20));
     let waiting = queuing_state(&url, &name, config.clone()).await;
     let submitting = queuing_state(&url, &name, config).await;
-    let waiter = tokio::spawn(async move {
-        let w = WorkerId::new("w");
-        let queues = vec!["default".to_owned()];
-        let req = Reserve {
-            worker: &w,
-            queues: &queues,
-            max: 5,
-            lease: Duration::from_secs(30),
-            wait: Duration::from_secs(10),
-        };
-        // A first claim subscribes; the submit comes while the second waits.
-        let started = std::time::Instant::now();
-        let got = waiting.claim_due(&req).await.unwrap();
-        (got.len(), started.elapsed())
-    });
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let record = conformance::record(NewJob::new("k"));
-    let created = submitting.create(vec![record]).await.unwrap();
-    assert!(matches!(created[..], [Created::New(_)]));
-    let (n, waited) = waiter.await.unwrap();
-    assert_eq!(n, 1);
-    assert!(waited < Duration::from_secs(5), "woken after {waited:?}");
+    // The first claim subscribes to the wake channel; the create comes while it waits.
+    conformance::queuing_state_wakes_a_waiting_claim(waiting, submitting, Duration::from_secs(5))
+        .await;
     ns.cleanup().await;
 }
 

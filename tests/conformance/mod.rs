@@ -798,3 +798,37 @@ pub async fn queuing_state_claims_by_priority_and_waits_for_due_jobs(
     let stats = s.queue_stats().await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 5));
 }
+
+/// A claim waiting on `waiting` with nothing due starts when `submitting` (the same store,
+/// or another handle on it, as in another process) creates a job, well before its poll
+/// interval (the caller sets that long): the store's own wake-up explains it. `within`
+/// bounds the wait.
+pub async fn queuing_state_wakes_a_waiting_claim(
+    waiting: Arc<dyn jobforge::state::QueuingState>,
+    submitting: Arc<dyn StateManager>,
+    within: Duration,
+) {
+    let waiter = tokio::spawn(async move {
+        let w = WorkerId::new("w");
+        let queues = vec!["default".to_owned()];
+        let req = Reserve {
+            worker: &w,
+            queues: &queues,
+            max: 5,
+            lease: LONG,
+            wait: Duration::from_secs(10),
+        };
+        let started = std::time::Instant::now();
+        let got = waiting.claim_due(&req).await.unwrap();
+        (got.len(), started.elapsed())
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let created = submitting
+        .create(vec![record(NewJob::new("k"))])
+        .await
+        .unwrap();
+    assert!(matches!(created[..], [Created::New(_)]));
+    let (n, waited) = waiter.await.unwrap();
+    assert_eq!(n, 1);
+    assert!(waited < within, "woken after {waited:?}");
+}
