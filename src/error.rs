@@ -117,6 +117,13 @@ impl Error {
         self
     }
 
+    /// The same error about one item of a batch: the message starts with which.
+    #[must_use]
+    pub(crate) fn about(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+
     /// What kind of failure this is.
     #[must_use]
     pub fn kind(&self) -> ErrorKind {

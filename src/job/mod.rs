@@ -7,6 +7,7 @@ mod state;
 
 pub use id::{JobId, WorkerId};
 pub use model::{
-    DEFAULT_QUEUE, JobEvent, JobRecord, Limits, NewJob, Payload, Priority, RetryPolicy,
+    DEFAULT_QUEUE, JobEvent, JobRecord, Limits, MAX_DELAY, NewJob, Payload, Priority, RetryPolicy,
 };
+pub(crate) use model::{after, clamp_delay};
 pub use state::JobState;

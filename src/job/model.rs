@@ -15,6 +15,23 @@ pub use crate::strategy::RetryPolicy;
 /// The queue a job goes to when its submitter names none.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The longest delay jobforge schedules: ten years. A submission due later (or earlier) than
+/// that from now is refused with an error naming `delay` or `run_at`; a longer retry delay or
+/// deferral that a handler asks for is shortened to it. Every time computed from a delay
+/// stays far inside what each store can hold, so no arithmetic on it can overflow.
+pub const MAX_DELAY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `delay`, at most [`MAX_DELAY`].
+pub(crate) fn clamp_delay(delay: Duration) -> Duration {
+    delay.min(MAX_DELAY)
+}
+
+/// `now + delay`, the delay at most [`MAX_DELAY`]: never overflows.
+pub(crate) fn after(now: DateTime<Utc>, delay: Duration) -> DateTime<Utc> {
+    let delay = chrono::Duration::from_std(clamp_delay(delay)).unwrap_or(chrono::Duration::zero());
+    now.checked_add_signed(delay).unwrap_or(now)
+}
+
 /// Job priority: higher runs first among jobs that are due. The default is 0.
 pub type Priority = i16;
 
@@ -160,6 +177,10 @@ pub struct Limits {
     pub max_label_len: usize,
     /// Most attempts a job may ask for. Default 1,000.
     pub max_attempts: u32,
+    /// Deepest nesting of arrays and objects accepted in a payload. Default 64, at most 100:
+    /// every store and the HTTP API read payloads back with a JSON parser that stops at 128
+    /// levels, and the stores wrap a payload in a level or two of their own.
+    pub max_payload_depth: usize,
 }
 
 impl Default for Limits {
@@ -171,6 +192,7 @@ impl Default for Limits {
             max_tags: 32,
             max_label_len: 256,
             max_attempts: 1_000,
+            max_payload_depth: 64,
         }
     }
 }
@@ -182,6 +204,51 @@ impl Limits {
         self.max_payload_bytes = bytes;
         self
     }
+
+    /// Set the deepest accepted nesting of a payload (at most 100; more is taken as 100).
+    #[must_use]
+    pub fn with_max_payload_depth(mut self, depth: usize) -> Self {
+        self.max_payload_depth = depth.min(Self::DEPTH_CEILING);
+        self
+    }
+
+    /// The nesting no payload may exceed whatever the limits say (see `max_payload_depth`).
+    const DEPTH_CEILING: usize = 100;
+}
+
+/// How deeply `json` (valid JSON text) nests arrays and objects, counted without recursion
+/// and stopping once past `limit`.
+fn nesting_depth(json: &str, limit: usize) -> usize {
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for b in json.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > deepest {
+                    deepest = depth;
+                    if deepest > limit {
+                        return deepest;
+                    }
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// A job to submit. Build it with [`NewJob::new`] and the `with_*`-style setters.
@@ -384,6 +451,39 @@ impl NewJob {
                 ),
             ));
         }
+        let max_depth = limits.max_payload_depth.min(Limits::DEPTH_CEILING);
+        if nesting_depth(self.payload.as_str(), max_depth) > max_depth {
+            return Err(Error::invalid_input(
+                "payload",
+                format!(
+                    "job {} nests deeper than {max_depth} levels of arrays and objects; flatten it",
+                    self.id
+                ),
+            ));
+        }
+        if let Some(delay) = self.delay {
+            if delay > MAX_DELAY {
+                return Err(Error::invalid_input(
+                    "delay",
+                    format!(
+                        "{delay:?} is longer than the longest delay of {} days",
+                        MAX_DELAY.as_secs() / 86_400
+                    ),
+                ));
+            }
+        }
+        if let Some(at) = self.run_at {
+            let off = (at - Utc::now()).abs();
+            if off.to_std().map_or(true, |off| off > MAX_DELAY) {
+                return Err(Error::invalid_input(
+                    "run_at",
+                    format!(
+                        "{at} is more than {} days from now",
+                        MAX_DELAY.as_secs() / 86_400
+                    ),
+                ));
+            }
+        }
         if let Some(attempts) = self.max_attempts {
             if attempts == 0 {
                 return Err(Error::invalid_input(
@@ -433,9 +533,7 @@ impl NewJob {
     pub(crate) fn due_at(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         match (self.run_at, self.delay) {
             (Some(at), _) => at,
-            (None, Some(delay)) => {
-                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX)
-            }
+            (None, Some(delay)) => after(now, delay),
             (None, None) => now,
         }
     }

@@ -32,8 +32,10 @@ pub trait JobOrchestrator: Send + Sync + 'static {
     /// returned (`created: false`).
     async fn submit(&self, job: NewJob) -> Result<Submitted>;
 
-    /// Submit many jobs in one round trip. All are validated first: one invalid job rejects the
-    /// batch, and the error names the field.
+    /// Submit many jobs in one round trip, all or nothing: all are validated first, and one
+    /// invalid job rejects the batch with an error naming the job and the field.
+    /// [`Orchestrator::submit_each`](crate::Orchestrator::submit_each) stores the valid jobs of
+    /// a batch and answers each invalid one with its own error instead.
     async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>>;
 
     /// One job.

@@ -203,31 +203,14 @@ impl Orchestrator {
         let max_attempts = engine.retry_for(job.kind()).max_attempts;
         Ok(JobRecord::from_new(job, max_attempts, now))
     }
-}
 
-#[async_trait]
-impl JobOrchestrator for Orchestrator {
-    async fn submit(&self, job: NewJob) -> Result<Submitted> {
-        let mut out = self.submit_batch(vec![job]).await?;
-        out.pop().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Backend,
-                "state store answered no result for one job",
-            )
-        })
-    }
-
-    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = Utc::now();
-        let mut records = Vec::with_capacity(jobs.len());
-        let mut envelopes = Vec::with_capacity(jobs.len());
+    /// Store validated records in one round trip (and enqueue them where a separate queue
+    /// delivers); answers per record, in order.
+    async fn store(&self, records: Vec<JobRecord>) -> Result<Vec<Submitted>> {
+        let mut envelopes = Vec::with_capacity(records.len());
         // Jobs of a batch mostly share kind and queue: share the names' text too.
         let mut names: Option<(Arc<str>, Arc<str>)> = None;
-        for job in jobs {
-            let record = self.prepare(job, now)?;
+        for record in &records {
             let (kind, queue) = match &names {
                 Some((kind, queue)) if **kind == *record.kind && **queue == *record.queue => {
                     (Arc::clone(kind), Arc::clone(queue))
@@ -249,7 +232,6 @@ impl JobOrchestrator for Orchestrator {
                 run_at: record.run_at,
                 attempt: record.attempt,
             });
-            records.push(record);
         }
         let created = self.engine.state.create(records).await?;
         if created.len() != envelopes.len() {
@@ -278,6 +260,86 @@ impl JobOrchestrator for Orchestrator {
                 created: matches!(c, Created::New(_)),
             })
             .collect())
+    }
+
+    /// Submit many jobs in one round trip, each on its own: a job that fails validation is
+    /// answered with its error (which names the job and the field) and is not stored, while
+    /// the others are. [`submit_batch`](JobOrchestrator::submit_batch) is all or nothing
+    /// instead. The outer error is the store's: then nothing is known to be stored.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
+    /// use jobforge::prelude::*;
+    /// use jobforge::Payload;
+    ///
+    /// let orchestrator = Orchestrator::builder().build()?;
+    /// let deep = Payload::from_json(format!("{}{}", "[".repeat(500), "]".repeat(500)))?;
+    /// let answers = orchestrator
+    ///     .submit_each(vec![NewJob::new("a"), NewJob::new("b").raw_payload(deep)])
+    ///     .await?;
+    /// assert!(answers[0].is_ok());
+    /// assert_eq!(answers[1].as_ref().err().and_then(|e| e.field()), Some("payload"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn submit_each(&self, jobs: Vec<NewJob>) -> Result<Vec<Result<Submitted>>> {
+        let now = Utc::now();
+        let mut answers: Vec<Option<Result<Submitted>>> = Vec::with_capacity(jobs.len());
+        let mut records = Vec::with_capacity(jobs.len());
+        for (i, job) in jobs.into_iter().enumerate() {
+            let id = job.id();
+            match self.prepare(job, now) {
+                Ok(record) => {
+                    records.push(record);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e.about(format_args!("job {i} ({id})"))))),
+            }
+        }
+        let mut stored = if records.is_empty() {
+            Vec::new()
+        } else {
+            self.store(records).await?
+        }
+        .into_iter();
+        answers
+            .into_iter()
+            .map(|a| match a {
+                Some(rejected) => Ok(rejected),
+                None => stored.next().map(Ok).ok_or_else(|| {
+                    Error::new(ErrorKind::Backend, "the store answered too few jobs")
+                }),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl JobOrchestrator for Orchestrator {
+    async fn submit(&self, job: NewJob) -> Result<Submitted> {
+        let mut out = self.submit_batch(vec![job]).await?;
+        out.pop().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Backend,
+                "state store answered no result for one job",
+            )
+        })
+    }
+
+    async fn submit_batch(&self, jobs: Vec<NewJob>) -> Result<Vec<Submitted>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = Utc::now();
+        let records = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(i, job)| {
+                let id = job.id();
+                self.prepare(job, now)
+                    .map_err(|e| e.about(format_args!("job {i} of the batch ({id})")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.store(records).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
