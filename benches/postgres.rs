@@ -69,7 +69,7 @@ async fn claim_and_finish(state: &PostgresState, worker: &WorkerId, max: usize) 
             Claim::Claimed(r) => Some(Transition {
                 id: r.id,
                 worker: worker.clone(),
-                attempt: r.attempt,
+                token: r.version,
                 finish: Finish::Succeeded { result: None },
             }),
             _ => None,

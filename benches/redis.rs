@@ -63,7 +63,7 @@ fn succeeded(claims: Vec<Claim>, worker: &WorkerId) -> Vec<Transition> {
             Claim::Claimed(r) => Some(Transition {
                 id: r.id,
                 worker: worker.clone(),
-                attempt: r.attempt,
+                token: r.version,
                 finish: Finish::Succeeded { result: None },
             }),
             _ => None,

@@ -40,10 +40,14 @@ async fn finished_jobs_leave_the_in_memory_state_after_retention() {
     assert!(claims.iter().all(|c| matches!(c, Claim::Claimed(_))));
     let done = ids
         .iter()
-        .map(|id| Transition {
+        .zip(&claims)
+        .map(|(id, claim)| Transition {
             id: *id,
             worker: w.clone(),
-            attempt: 1,
+            token: match claim {
+                Claim::Claimed(r) => r.version,
+                other => panic!("{other:?}"),
+            },
             finish: Finish::Succeeded { result: None },
         })
         .collect();
@@ -137,7 +141,7 @@ async fn in_memory_state_delivers_due_jobs_itself() {
     high.priority = 5;
     let fifo_a = conformance::record(NewJob::new("k"));
     let mut fifo_b = conformance::record(NewJob::new("k"));
-    fifo_b.run_at = fifo_a.run_at;
+    (fifo_b.run_at, fifo_b.created_at) = (fifo_a.run_at, fifo_a.created_at);
     let mut later = conformance::record(NewJob::new("k"));
     later.run_at += chrono::Duration::milliseconds(200);
     let cancelled = conformance::record(NewJob::new("k"));
@@ -163,19 +167,21 @@ async fn in_memory_state_delivers_due_jobs_itself() {
     );
     // The delayed job comes due while a claim waits.
     let got = state.claim_due(&req(10, 30_000, 2_000)).await.unwrap();
-    assert!(matches!(&got[..], [Claim::Claimed(r)] if r.id == later_id));
+    let [Claim::Claimed(r)] = &got[..] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(r.id, later_id);
 
     // A retry is filed again and delivered again.
     state
-        .finish(vec![Transition {
-            id: later_id,
-            worker: w.clone(),
-            attempt: 1,
-            finish: Finish::Retry {
-                run_at: Utc::now(),
+        .finish(vec![conformance::finish(
+            r,
+            &w,
+            Finish::Retry {
+                delay: Duration::ZERO,
                 error: "flaky".into(),
             },
-        }])
+        )])
         .await
         .unwrap();
     let got = state.claim_due(&req(10, 50, 0)).await.unwrap();
@@ -196,4 +202,9 @@ async fn in_memory_state_keeps_the_queuing_contract() {
         InMemoryState::new(),
     ))
     .await;
+}
+
+#[tokio::test]
+async fn in_memory_claim_due_is_cancel_safe() {
+    conformance::queuing_state_claim_due_is_cancel_safe(Arc::new(InMemoryState::new())).await;
 }

@@ -51,6 +51,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Held {
     lease: Lease,
     attempt: u32,
+    /// The claim's token (its record's version): finishes are fenced on it.
+    token: u64,
 }
 
 struct World {
@@ -87,6 +89,7 @@ impl World {
                 Claim::Claimed(r) => self.workers[w].1.push(Held {
                     lease,
                     attempt: r.attempt,
+                    token: r.version,
                 }),
                 Claim::NotDue { run_at, .. } => self
                     .queue
@@ -97,7 +100,7 @@ impl World {
                     }])
                     .await
                     .unwrap(),
-                Claim::Exhausted { reason, id } => {
+                Claim::Exhausted { reason, id } | Claim::Cancelled { reason, id } => {
                     *self.terminal_finishes.entry(id).or_default() += 1;
                     self.queue
                         .dead_letter(&[DeadLetter { lease, reason }])
@@ -133,7 +136,7 @@ impl World {
         let finish = match outcome {
             0 | 1 => Finish::Succeeded { result: None },
             2 => Finish::Retry {
-                run_at: Utc::now(),
+                delay: Duration::ZERO,
                 error: "flaky".into(),
             },
             _ => Finish::Dead {
@@ -146,7 +149,7 @@ impl World {
             .finish(vec![Transition {
                 id,
                 worker,
-                attempt: held.attempt,
+                token: held.token,
                 finish: finish.clone(),
             }])
             .await

@@ -330,12 +330,7 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
     let transitions: Vec<Transition> = claims
         .into_iter()
         .map(|c| match c {
-            Claim::Claimed(r) => Transition {
-                id: r.id,
-                worker: w.clone(),
-                attempt: r.attempt,
-                finish: Finish::Succeeded { result: None },
-            },
+            Claim::Claimed(r) => conformance::finish(&r, &w, Finish::Succeeded { result: None }),
             other => panic!("expected a claim, got {other:?}"),
         })
         .collect();
@@ -358,6 +353,14 @@ async fn postgres_state_keeps_the_queuing_contract() {
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
     conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(pg.state()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_claim_due_is_cancel_safe() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    conformance::queuing_state_claim_due_is_cancel_safe(pg.state()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -528,30 +531,27 @@ async fn scripted_history(
         WorkerId::new("w2"),
         WorkerId::new("w3"),
     );
-    let fin = |id, w: &WorkerId, attempt, finish| Transition {
-        id,
-        worker: w.clone(),
-        attempt,
-        finish,
+    let fin = conformance::finish;
+    let claim = |id: JobId, w: &WorkerId, lease: Duration| {
+        let w = w.clone();
+        async move {
+            match s.claim(&[id], &w, lease).await.unwrap().remove(0) {
+                Claimed(r) => r,
+                other => panic!("expected a claim, got {other:?}"),
+            }
+        }
     };
     s.create(jobs.to_vec()).await.unwrap();
     let [a, b, c, d, e] = [jobs[0].id, jobs[1].id, jobs[2].id, jobs[3].id, jobs[4].id];
-    let now = Utc::now;
     // a: a retry, then success.
-    assert!(matches!(
-        s.claim(&[a], &w1, long).await.unwrap()[0],
-        Claimed(_)
-    ));
+    let r = claim(a, &w1, long).await;
     let retry = Finish::Retry {
-        run_at: now(),
+        delay: Duration::ZERO,
         error: "flaky".into(),
     };
-    s.finish(vec![fin(a, &w1, 1, retry)]).await.unwrap();
-    assert!(matches!(
-        s.claim(&[a], &w1, long).await.unwrap()[0],
-        Claimed(_)
-    ));
-    s.finish(vec![fin(a, &w1, 2, Finish::Succeeded { result: None })])
+    s.finish(vec![fin(&r, &w1, retry)]).await.unwrap();
+    let r = claim(a, &w1, long).await;
+    s.finish(vec![fin(&r, &w1, Finish::Succeeded { result: None })])
         .await
         .unwrap();
     // b (2 attempts): w1 dies, w2 takes over and dies, w3 finds the attempts spent.
@@ -570,49 +570,36 @@ async fn scripted_history(
         Claim::Exhausted { .. }
     ));
     // c: cancelled while running; its retry ends it cancelled.
-    assert!(matches!(
-        s.claim(&[c], &w1, long).await.unwrap()[0],
-        Claimed(_)
-    ));
+    let r = claim(c, &w1, long).await;
     assert_eq!(s.cancel(c, "user").await.unwrap(), CancelOutcome::Requested);
     let retry = Finish::Retry {
-        run_at: now(),
+        delay: Duration::ZERO,
         error: "x".into(),
     };
-    s.finish(vec![fin(c, &w1, 1, retry)]).await.unwrap();
+    s.finish(vec![fin(&r, &w1, retry)]).await.unwrap();
     // d: cancelled while queued.
     assert_eq!(s.cancel(d, "user").await.unwrap(), CancelOutcome::Cancelled);
     // e: deferred, released, then dead; a stale finish in between is refused.
-    assert!(matches!(
-        s.claim(&[e], &w1, long).await.unwrap()[0],
-        Claimed(_)
-    ));
+    let first = claim(e, &w1, long).await;
     let defer = Finish::Defer {
-        run_at: now(),
+        delay: Duration::ZERO,
         reason: "rate limited".into(),
     };
-    s.finish(vec![fin(e, &w1, 1, defer)]).await.unwrap();
-    assert!(matches!(
-        s.claim(&[e], &w2, long).await.unwrap()[0],
-        Claimed(_)
-    ));
+    s.finish(vec![fin(&first, &w1, defer)]).await.unwrap();
+    let r = claim(e, &w2, long).await;
     let stale = s
-        .finish(vec![fin(e, &w1, 1, Finish::Succeeded { result: None })])
+        .finish(vec![fin(&first, &w1, Finish::Succeeded { result: None })])
         .await
         .unwrap();
     assert!(!stale[0].is_applied());
     let release = Finish::Release {
         reason: "shutting down".into(),
     };
-    s.finish(vec![fin(e, &w2, 1, release)]).await.unwrap();
-    assert!(matches!(
-        s.claim(&[e], &w3, long).await.unwrap()[0],
-        Claimed(_)
-    ));
+    s.finish(vec![fin(&r, &w2, release)]).await.unwrap();
+    let r = claim(e, &w3, long).await;
     s.finish(vec![fin(
-        e,
+        &r,
         &w3,
-        1,
         Finish::Dead {
             error: "boom".into(),
         },
@@ -829,12 +816,11 @@ async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
                         started_at: r.started_at.unwrap(),
                         expires_at: r.lease_expires_at.unwrap(),
                     });
-                    transitions.push(Transition {
-                        id: r.id,
-                        worker: w.clone(),
-                        attempt: r.attempt,
-                        finish: Finish::Succeeded { result: None },
-                    });
+                    transitions.push(conformance::finish(
+                        &r,
+                        &w,
+                        Finish::Succeeded { result: None },
+                    ));
                 }
                 // Now and then a worker stalls past its lease: others take its jobs over.
                 if fastrand::u8(0..10) == 0 {

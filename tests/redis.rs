@@ -171,8 +171,8 @@ use jobforge::prelude::*;
 use jobforge::queue::{DeadLetter, Envelope, Lease, QueueStats, Release, Reserve};
 use jobforge::safety_redis::{RedisRateLimit, RedisRateLimitConfig};
 use jobforge::state::{
-    CancelOutcome, Claim, Created, Heartbeat, InMemoryState, JobFilter, Page, Paged, StateCounts,
-    Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Heartbeat, Held, InMemoryState, JobFilter, Page, Paged,
+    StateCounts, Transition, TransitionResult,
 };
 use jobforge::{JobEvent, JobId, JobOrchestrator, JobRecord, WorkerId};
 use serde_json::json;
@@ -400,17 +400,12 @@ impl StateManager for NoHeartbeats {
     ) -> jobforge::Result<Vec<Claim>> {
         self.state.claim(ids, worker, lease).await
     }
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        _worker: &WorkerId,
-        _lease: Duration,
-    ) -> jobforge::Result<Vec<Heartbeat>> {
+    async fn heartbeat(&self, held: &[Held], _lease: Duration) -> jobforge::Result<Vec<Heartbeat>> {
         Ok(vec![
             Heartbeat::Held {
                 cancel_requested: false
             };
-            ids.len()
+            held.len()
         ])
     }
     async fn finish(&self, t: Vec<Transition>) -> jobforge::Result<Vec<TransitionResult>> {
@@ -785,19 +780,21 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     state.create(extra).await.unwrap();
     state.cancel(cancelled, "not wanted").await.unwrap();
     let w = WorkerId::new("w");
-    state
+    let claims = state
         .claim(&[dead], &w, Duration::from_millis(300))
         .await
         .unwrap();
+    let [Claim::Claimed(r)] = &claims[..] else {
+        panic!("{claims:?}")
+    };
     state
-        .finish(vec![Transition {
-            id: dead,
-            worker: w,
-            attempt: 1,
-            finish: Finish::Dead {
+        .finish(vec![conformance::finish(
+            r,
+            &w,
+            Finish::Dead {
                 error: "bad input".into(),
             },
-        }])
+        )])
         .await
         .unwrap();
     let counts = state.counts().await.unwrap();
@@ -1227,6 +1224,20 @@ async fn redis_state_as_its_own_queue_keeps_the_queuing_contract() {
     ns.cleanup().await;
 }
 
+/// Finding: a claim cut short (a worker shutting down drops it) left what the script had
+/// claimed running until its lease ran out, then spent an attempt on a takeover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_claim_due_is_cancel_safe() {
+    let Some(url) = redis_url("redis_claim_due_is_cancel_safe") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("cancel-safe");
+    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    conformance::queuing_state_claim_due_is_cancel_safe(state).await;
+    ns.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_claim_is_woken_by_a_submit_from_another_process() {
     let Some(url) = redis_url("an_idle_claim_is_woken_by_a_submit_from_another_process") else {
@@ -1266,15 +1277,16 @@ async fn claim_due_takes_over_expired_leases_and_fences_the_old_owner() {
         lease: Duration::from_millis(200),
         wait: Duration::ZERO,
     };
-    assert_eq!(
-        conformance::claimed_ids(state.claim_due(&req(&a)).await.unwrap()),
-        vec![id]
-    );
+    let first = state.claim_due(&req(&a)).await.unwrap();
+    let [Claim::Claimed(first)] = &first[..] else {
+        panic!("{first:?}")
+    };
+    assert_eq!(first.id, id);
     // A heartbeat keeps the lease: no takeover while it holds.
     tokio::time::sleep(Duration::from_millis(120)).await;
     assert!(matches!(
         state
-            .heartbeat(&[id], &a, Duration::from_millis(200))
+            .heartbeat(&[Held::of(first)], Duration::from_millis(200))
             .await
             .unwrap()[..],
         [Heartbeat::Held { .. }]
@@ -1290,12 +1302,11 @@ async fn claim_due_takes_over_expired_leases_and_fences_the_old_owner() {
     assert_eq!((r.id, r.attempt, r.lease_owner.as_ref()), (id, 2, Some(&b)));
     // Host a comes back and cannot overwrite: its settle finds another version.
     let late = state
-        .finish(vec![Transition {
-            id,
-            worker: a.clone(),
-            attempt: 1,
-            finish: Finish::Succeeded { result: None },
-        }])
+        .finish(vec![conformance::finish(
+            first,
+            &a,
+            Finish::Succeeded { result: None },
+        )])
         .await
         .unwrap();
     assert!(
@@ -1420,12 +1431,11 @@ async fn own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost() {
                 panic!("{c:?}")
             };
             assert!(seen.insert(r.id), "{} claimed twice", r.id);
-            done.push(Transition {
-                id: r.id,
-                worker: worker.clone(),
-                attempt: r.attempt,
-                finish: Finish::Succeeded { result: None },
-            });
+            done.push(conformance::finish(
+                &r,
+                &worker,
+                Finish::Succeeded { result: None },
+            ));
         }
         let n_done = done.len();
         let results = state.finish(done).await.unwrap();
@@ -1458,18 +1468,18 @@ async fn a_settled_finish_writes_what_the_finish_script_writes() {
     // Another instance on the same data never saw the claims: it finishes by the script.
     let scripted = queuing_state(&url, &name, config).await;
     let w = WorkerId::new("w");
-    let later = chrono::Utc::now() + chrono::Duration::seconds(60);
+    let later = Duration::from_secs(60);
     let finishes = [
         Finish::Succeeded {
             result: Some(jobforge::Payload::from_json("{\"ok\":1}").unwrap()),
         },
         Finish::Succeeded { result: None },
         Finish::Retry {
-            run_at: later,
+            delay: later,
             error: "boom".into(),
         },
         Finish::Defer {
-            run_at: later,
+            delay: later,
             reason: "rate limited".into(),
         },
         Finish::Dead {
@@ -1499,29 +1509,29 @@ async fn a_settled_finish_writes_what_the_finish_script_writes() {
                 .claim(&ids, &w, Duration::from_secs(30))
                 .await
                 .unwrap();
-            assert!(
-                claims.iter().all(|c| matches!(c, Claim::Claimed(_))),
-                "{claims:?}"
-            );
-            let t = |id| Transition {
-                id,
-                worker: w.clone(),
-                attempt: 1,
-                finish: if round < 2 {
-                    Finish::Release {
-                        reason: "again".into(),
-                    }
-                } else {
-                    finish.clone()
-                },
+            let [Claim::Claimed(ra), Claim::Claimed(rb)] = &claims[..] else {
+                panic!("{claims:?}")
+            };
+            let t = |r: &JobRecord| {
+                conformance::finish(
+                    r,
+                    &w,
+                    if round < 2 {
+                        Finish::Release {
+                            reason: "again".into(),
+                        }
+                    } else {
+                        finish.clone()
+                    },
+                )
             };
             let before = settling.round_trips();
-            let a = settling.finish(vec![t(ids[0])]).await.unwrap();
+            let a = settling.finish(vec![t(ra)]).await.unwrap();
             if round > 0 {
                 // (The first call may also load the script.)
                 assert_eq!(settling.round_trips() - before, 1, "settled in one call");
             }
-            let b = scripted.finish(vec![t(ids[1])]).await.unwrap();
+            let b = scripted.finish(vec![t(rb)]).await.unwrap();
             // Release keeps the attempt: the next round claims attempt 1 again.
             assert_eq!(a, b, "{finish:?}");
         }

@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -14,11 +14,11 @@ use tracing::Instrument;
 use super::builder::KindConfig;
 use super::engine::Engine;
 use crate::handler::{JobContext, JobError};
-use crate::job::{DEFAULT_QUEUE, JobId, JobRecord, JobState, Payload, WorkerId};
+use crate::job::{DEFAULT_QUEUE, JobId, JobRecord, JobState, Payload, WorkerId, clamp_delay};
 use crate::memory::{ExecutionRecord, OutcomeClass};
 use crate::queue::{DeadLetter, Envelope, Lease, Release, Reserve};
-use crate::state::{Claim, Finish, Heartbeat, Transition, TransitionResult};
-use crate::strategy::Outcome;
+use crate::state::{Claim, Finish, Heartbeat, Held, Transition, TransitionResult};
+use crate::strategy::{Outcome, RetryPolicy};
 use crate::{Error, ErrorKind, Result};
 
 /// Settings of a worker pool.
@@ -30,7 +30,8 @@ use crate::{Error, ErrorKind, Result};
 /// let config = WorkerConfig::default()
 ///     .queues(["default", "emails"])
 ///     .concurrency(32)
-///     .lease(Duration::from_secs(60));
+///     .lease(Duration::from_secs(60))
+///     .default_timeout(Some(Duration::from_secs(300)));
 /// assert_eq!(config.concurrency_limit(), 32);
 /// ```
 #[derive(Debug, Clone)]
@@ -42,10 +43,14 @@ pub struct WorkerConfig {
     poll_wait: Duration,
     worker_id: Option<WorkerId>,
     record_executions: bool,
+    default_timeout: Option<Duration>,
+    timeout_grace: Duration,
+    stall_threshold: Duration,
 }
 
 impl Default for WorkerConfig {
-    /// Queue `default`, 64 jobs at once, batches of up to 256, 30 s leases, 1 s reserve wait.
+    /// Queue `default`, 64 jobs at once, batches of up to 256, 30 s leases, 1 s reserve wait,
+    /// attempts limited to 30 minutes unless the job or its kind says otherwise.
     fn default() -> Self {
         Self {
             queues: vec![DEFAULT_QUEUE.to_owned()],
@@ -55,6 +60,9 @@ impl Default for WorkerConfig {
             poll_wait: Duration::from_secs(1),
             worker_id: None,
             record_executions: true,
+            default_timeout: Some(Duration::from_secs(30 * 60)),
+            timeout_grace: Duration::from_secs(10),
+            stall_threshold: Duration::from_secs(2),
         }
     }
 }
@@ -100,7 +108,9 @@ impl WorkerConfig {
         self
     }
 
-    /// Name the pool (default: a unique `worker-<uuid>`).
+    /// Name the pool (default: a unique `worker-<uuid>`). Two pools of one process may not
+    /// share a name; pools of different processes should not either (their claims stay
+    /// fenced apart, but their history reads as one worker's).
     #[must_use]
     pub fn worker_id(mut self, id: WorkerId) -> Self {
         self.worker_id = Some(id);
@@ -112,6 +122,34 @@ impl WorkerConfig {
     #[must_use]
     pub fn record_executions(mut self, record: bool) -> Self {
         self.record_executions = record;
+        self
+    }
+
+    /// The deadline of an attempt whose job and kind set none (default 30 minutes; `None`:
+    /// no deadline). A handler that never returns would otherwise hold its job and its slot
+    /// for the life of the process.
+    #[must_use]
+    pub fn default_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.default_timeout = timeout;
+        self
+    }
+
+    /// How long a handler may go on after its deadline (default 10 s). A handler that has
+    /// not stopped by then blocks its thread or ignores its future being dropped: its
+    /// attempt is failed as timed out, and its slot is given to a new executor, so the pool
+    /// keeps its concurrency.
+    #[must_use]
+    pub fn timeout_grace(mut self, grace: Duration) -> Self {
+        self.timeout_grace = grace;
+        self
+    }
+
+    /// How long the runtime may go without running a task of this pool before a warning is
+    /// logged (default 2 s): a handler that blocks the thread (synchronous I/O, a long
+    /// computation without `spawn_blocking`) starves every task on it.
+    #[must_use]
+    pub fn stall_threshold(mut self, threshold: Duration) -> Self {
+        self.stall_threshold = threshold;
         self
     }
 
@@ -143,6 +181,18 @@ impl WorkerConfig {
                 ),
             ));
         }
+        if self.default_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid_input(
+                "default_timeout",
+                "must be greater than zero; use None for no deadline",
+            ));
+        }
+        if self.stall_threshold < Duration::from_millis(100) {
+            return Err(Error::invalid_input(
+                "stall_threshold",
+                "must be at least 100 ms",
+            ));
+        }
         Ok(())
     }
 }
@@ -154,14 +204,61 @@ pub struct ShutdownReport {
     pub drained: bool,
     /// Jobs still running at the deadline, handed back to the queue (attempt not spent).
     pub released: usize,
-    /// Execution records dropped because the recorder fell behind.
+    /// Execution records the memory never got: the recorder fell behind, or the memory's
+    /// store refused them for longer than they could be held.
     pub records_dropped: u64,
+}
+
+/// A claim: the job and the token its claim returned (see [`Held`]). A pool may hold two
+/// claims of one job at once (the finish of an attempt whose lease expired, and a new
+/// attempt), so running jobs are keyed by claim, not by job.
+type Key = (JobId, u64);
+
+/// Why a running job's cancellation token fired, so its outcome is read rightly: only a
+/// cancel request ends a job `cancelled`.
+mod stop {
+    /// Not fired (a handler that reports itself cancelled decided so on its own).
+    pub(super) const NONE: u8 = 0;
+    /// Someone asked to cancel the job.
+    pub(super) const CANCEL_REQUESTED: u8 = 1;
+    /// The claim no longer holds the job: its result is not this worker's to report.
+    pub(super) const LEASE_LOST: u8 = 2;
+    /// The pool shut down and handed the job back.
+    pub(super) const SHUTDOWN: u8 = 3;
+}
+
+/// The handle on a running job its token's firing goes through: the token and why it fired.
+#[derive(Clone)]
+struct StopSignal {
+    token: CancellationToken,
+    why: Arc<AtomicU8>,
+}
+
+impl StopSignal {
+    fn new() -> Self {
+        Self {
+            token: CancellationToken::new(),
+            why: Arc::new(AtomicU8::new(stop::NONE)),
+        }
+    }
+
+    /// Fire with `why`; the first reason given is kept.
+    fn fire(&self, why: u8) {
+        let _ = self
+            .why
+            .compare_exchange(stop::NONE, why, Ordering::AcqRel, Ordering::Acquire);
+        self.token.cancel();
+    }
+
+    fn why(&self) -> u8 {
+        self.why.load(Ordering::Acquire)
+    }
 }
 
 struct Running {
     lease: Lease,
     attempt: u32,
-    token: CancellationToken,
+    stop: StopSignal,
 }
 
 /// A claimed job on its way to an executor, holding its concurrency slot. The record is
@@ -170,12 +267,36 @@ struct Assigned {
     ctx: JobContext,
     lease: Lease,
     permit: OwnedSemaphorePermit,
+    stop: StopSignal,
 }
 
 struct Done {
+    key: Key,
     lease: Lease,
-    transition: Transition,
+    /// `None`: nothing to report (the claim was lost, or the job handed back at shutdown).
+    transition: Option<Transition>,
+    attempt: u32,
     record: Option<ExecutionRecord>,
+}
+
+/// What an executor runs now, for the shutdown's hand-back and the watchdog.
+struct Busy {
+    key: Key,
+    kind: String,
+    started: Instant,
+    /// When the slot is given to a new executor if this one has not returned: the attempt's
+    /// deadline plus the grace.
+    recover_at: Option<Instant>,
+    /// What to report for the job then.
+    attempt: u32,
+    max_attempts: u32,
+    timeout: Option<Duration>,
+}
+
+/// One executor slot: what it runs, and which executor owns it (a new one after recovery).
+struct Slot {
+    busy: parking_lot::Mutex<Option<Busy>>,
+    generation: AtomicU64,
 }
 
 pub(crate) struct PoolShared {
@@ -184,22 +305,42 @@ pub(crate) struct PoolShared {
     config: WorkerConfig,
     stop: CancellationToken,
     slots: Arc<Semaphore>,
-    /// Jobs held by this pool: running, or finished and awaiting the finisher (heartbeats go
-    /// on for both). Added a claim batch at a time, removed a finish batch at a time.
-    running: parking_lot::Mutex<HashMap<JobId, Running, foldhash::fast::RandomState>>,
+    /// Claims held by this pool: running, or finished and awaiting the finisher (heartbeats
+    /// go on for both). Added a claim batch at a time, removed a finish batch at a time.
+    running: parking_lot::Mutex<HashMap<Key, Running, foldhash::fast::RandomState>>,
     /// Claimed jobs for the executors (bounded by the concurrency; a slot is taken first).
     jobs_tx: async_channel::Sender<Assigned>,
     jobs_rx: async_channel::Receiver<Assigned>,
-    /// What each executor runs now: the jobs to hand back if a shutdown's grace runs out.
-    busy: Box<[parking_lot::Mutex<Option<JobId>>]>,
+    /// The executor slots.
+    executor_slots: Box<[Slot]>,
+    /// The executors' tasks, by slot (the watchdog replaces a stuck one).
+    executors: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// The finisher's inbox, for the executors the watchdog starts; taken at shutdown.
+    done_tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Done>>>,
+    runtime: tokio::runtime::Handle,
     records_dropped: AtomicU64,
 }
 
 impl PoolShared {
+    /// Fire the tokens of this pool's attempts of job `id`: someone asked to cancel it.
     pub(crate) fn cancel_local(&self, id: JobId) {
-        if let Some(running) = self.running.lock().get(&id) {
-            running.token.cancel();
+        for ((job, _), running) in self.running.lock().iter() {
+            if *job == id {
+                running.stop.fire(stop::CANCEL_REQUESTED);
+            }
         }
+    }
+
+    /// The deadline of an attempt: the job's, else its kind's, else the pool's default.
+    fn timeout_for(&self, record: &JobRecord) -> Option<Duration> {
+        record
+            .timeout
+            .or_else(|| self.engine.kinds.get(&record.kind).and_then(|k| k.timeout))
+            .or(self.config.default_timeout)
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
     }
 }
 
@@ -211,7 +352,7 @@ pub struct WorkerPool {
     finisher: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
-    executors: Vec<JoinHandle<()>>,
+    watchdog: Option<Watchdog>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -237,33 +378,67 @@ impl WorkerPool {
             .clone()
             .unwrap_or_else(|| WorkerId::unique("worker"));
         let (jobs_tx, jobs_rx) = async_channel::bounded(config.concurrency);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(PoolShared {
             engine: Arc::clone(&engine),
             worker,
             slots: Arc::new(Semaphore::new(config.concurrency)),
-            busy: (0..config.concurrency)
-                .map(|_| parking_lot::Mutex::new(None))
+            executor_slots: (0..config.concurrency)
+                .map(|_| Slot {
+                    busy: parking_lot::Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                })
                 .collect(),
+            executors: parking_lot::Mutex::new(Vec::with_capacity(config.concurrency)),
             config,
             stop: CancellationToken::new(),
             running: parking_lot::Mutex::new(HashMap::default()),
             jobs_tx,
             jobs_rx,
+            done_tx: parking_lot::Mutex::new(Some(done_tx.clone())),
+            runtime: runtime.clone(),
             records_dropped: AtomicU64::new(0),
         });
-        engine.pools.lock().push(Arc::downgrade(&shared));
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        {
+            // One name, one pool: two pools of this process under one worker id would read
+            // as one worker in every job's history.
+            let mut pools = engine.pools.lock();
+            pools.retain(|p| p.strong_count() > 0);
+            if pools
+                .iter()
+                .filter_map(std::sync::Weak::upgrade)
+                .any(|p| p.worker == shared.worker && !p.is_stopping())
+            {
+                return Err(Error::invalid_input(
+                    "worker_id",
+                    format!(
+                        "a worker pool named `{}` already runs in this process; give each pool its own id (or leave it unset for a unique one)",
+                        shared.worker
+                    ),
+                ));
+            }
+            pools.push(Arc::downgrade(&shared));
+        }
         let (record_tx, record_rx) = mpsc::channel::<Vec<ExecutionRecord>>(256);
-        let recorder = runtime.spawn(record_loop(Arc::clone(&engine), record_rx));
+        let recorder = runtime.spawn(record_loop(Arc::clone(&shared), record_rx));
         let finisher = runtime.spawn(finish_loop(Arc::clone(&shared), done_rx, record_tx));
         let heartbeat = runtime.spawn(heartbeat_loop(Arc::clone(&shared)));
         // Long-lived executors, one per concurrency slot: a job costs a channel hand-off
         // instead of a task spawn.
-        let executors = (0..shared.config.concurrency)
-            .map(|slot| runtime.spawn(executor_loop(Arc::clone(&shared), slot, done_tx.clone())))
-            .collect();
+        {
+            let mut executors = shared.executors.lock();
+            for slot in 0..shared.config.concurrency {
+                executors.push(runtime.spawn(executor_loop(
+                    Arc::clone(&shared),
+                    slot,
+                    0,
+                    done_tx.clone(),
+                )));
+            }
+        }
         drop(done_tx);
         let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared)));
+        let watchdog = Watchdog::start(&shared);
         tracing::info!(worker = %shared.worker, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker pool started");
         Ok(Self {
             shared,
@@ -271,7 +446,7 @@ impl WorkerPool {
             finisher: Some(finisher),
             heartbeat: Some(heartbeat),
             recorder: Some(recorder),
-            executors,
+            watchdog,
         })
     }
 
@@ -302,92 +477,17 @@ impl WorkerPool {
             .is_ok_and(|permit| permit.is_ok());
         let mut released = 0;
         if !drained {
-            // Jobs still waiting for an executor never started; jobs an executor runs are
-            // abandoned. Both go back.
-            let mut ids: Vec<JobId> = Vec::new();
-            while let Ok(waiting) = shared.jobs_rx.try_recv() {
-                ids.push(waiting.ctx.id());
-            }
-            let busy: Vec<(usize, JobId)> = shared
-                .busy
-                .iter()
-                .enumerate()
-                .filter_map(|(slot, job)| job.lock().map(|id| (slot, id)))
-                .collect();
-            ids.extend(busy.iter().map(|(_, id)| *id));
-            let abandoned: Vec<(JobId, Running)> = {
-                let mut running = shared.running.lock();
-                ids.into_iter()
-                    .filter_map(|id| running.remove(&id).map(|r| (id, r)))
-                    .collect()
-            };
-            let mut transitions = Vec::with_capacity(abandoned.len());
-            let mut leases = Vec::with_capacity(abandoned.len());
-            // Hand the jobs back first: once released, a late result from their executor is
-            // refused by the fence, whatever the handler does when it sees its token.
-            let mut tokens = Vec::with_capacity(abandoned.len());
-            for (id, running) in abandoned {
-                transitions.push(Transition {
-                    id,
-                    worker: shared.worker.clone(),
-                    attempt: running.attempt,
-                    finish: Finish::Release {
-                        reason: "worker shutting down; handed back unfinished".to_owned(),
-                    },
-                });
-                leases.push(running.lease);
-                tokens.push(running.token);
-            }
-            match shared.engine.state.finish(transitions).await {
-                Ok(results) => {
-                    for r in &results {
-                        if let TransitionResult::Conflict { reason, .. } = r {
-                            tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
-                        }
-                    }
-                    let now = Utc::now();
-                    let items: Vec<Release> = leases
-                        .into_iter()
-                        .zip(results)
-                        .filter(|(_, r)| r.is_applied())
-                        .map(|(lease, _)| Release {
-                            attempt: lease.envelope.attempt,
-                            lease,
-                            run_at: now,
-                        })
-                        .collect();
-                    released = items.len();
-                    if let Err(err) = shared.engine.queue.release(&items).await {
-                        tracing::warn!(error = %err, "could not hand jobs back to the queue at shutdown; their leases will expire and they will be delivered again");
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "could not release jobs at shutdown; their leases will expire and they will be delivered again");
-                }
-            }
-            // Tell the handlers to stop; give them a moment to clean up, then drop them.
-            for token in &tokens {
-                token.cancel();
-            }
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-            let still_busy =
-                |slot: &usize| shared.busy.get(*slot).is_some_and(|b| b.lock().is_some());
-            while busy.iter().any(|(slot, _)| still_busy(slot))
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            for (slot, _) in &busy {
-                if still_busy(slot) {
-                    if let Some(executor) = self.executors.get(*slot) {
-                        executor.abort();
-                    }
-                }
-            }
+            released = hand_back_unfinished(&shared).await;
         }
-        // Executors end when the channel closes; the finisher when every executor is gone.
+        // Executors end when the channel closes; the finisher when every executor and the
+        // watchdog let go of its inbox.
         shared.jobs_tx.close();
-        for executor in self.executors.drain(..) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.stop();
+        }
+        shared.done_tx.lock().take();
+        let executors: Vec<JoinHandle<()>> = shared.executors.lock().drain(..).collect();
+        for executor in executors {
             let _ = tokio::time::timeout(Duration::from_secs(10), executor).await;
         }
         if let Some(finisher) = self.finisher.take() {
@@ -414,7 +514,103 @@ impl Drop for WorkerPool {
     fn drop(&mut self) {
         self.shared.stop.cancel();
         self.shared.jobs_tx.close();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.stop();
+        }
+        self.shared.done_tx.lock().take();
     }
+}
+
+/// The grace of a shutdown ran out: hand back the jobs that never started and those still
+/// running (attempt not spent), then stop their handlers. Returns how many went back.
+async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
+    let mut keys: Vec<Key> = Vec::new();
+    while let Ok(waiting) = shared.jobs_rx.try_recv() {
+        keys.push((waiting.ctx.id(), waiting.ctx.record().version));
+    }
+    let busy: Vec<(usize, Key)> = shared
+        .executor_slots
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, s)| s.busy.lock().as_ref().map(|b| (slot, b.key)))
+        .collect();
+    keys.extend(busy.iter().map(|(_, key)| *key));
+    let abandoned: Vec<(Key, Running)> = {
+        let mut running = shared.running.lock();
+        keys.into_iter()
+            .filter_map(|key| running.remove(&key).map(|r| (key, r)))
+            .collect()
+    };
+    // Hand the jobs back first: once released, a late result from their executor is refused
+    // by the fence, whatever the handler does when it sees its token.
+    let mut transitions = Vec::with_capacity(abandoned.len());
+    let mut leases = Vec::with_capacity(abandoned.len());
+    let mut stops = Vec::with_capacity(abandoned.len());
+    for ((id, token), running) in abandoned {
+        transitions.push(Transition {
+            id,
+            worker: shared.worker.clone(),
+            token,
+            finish: Finish::Release {
+                reason: "worker shutting down; handed back unfinished".to_owned(),
+            },
+        });
+        leases.push(running.lease);
+        stops.push(running.stop);
+    }
+    let mut released = 0;
+    match shared.engine.state.finish(transitions).await {
+        Ok(results) => {
+            for r in &results {
+                if let TransitionResult::Conflict { reason, .. } = r {
+                    tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
+                }
+            }
+            let now = Utc::now();
+            let items: Vec<Release> = leases
+                .into_iter()
+                .zip(results)
+                .filter(|(_, r)| r.is_applied())
+                .map(|(lease, _)| Release {
+                    attempt: lease.envelope.attempt,
+                    lease,
+                    run_at: now,
+                })
+                .collect();
+            released = items.len();
+            if let Err(err) = shared.engine.queue.release(&items).await {
+                tracing::warn!(error = %err, "could not hand jobs back to the queue at shutdown; their leases will expire and they will be delivered again");
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not release jobs at shutdown; their leases will expire and they will be delivered again");
+        }
+    }
+    // Tell the handlers to stop; give them a moment to clean up, then drop them.
+    for stop in &stops {
+        stop.fire(stop::SHUTDOWN);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let still_busy = |slot: usize, key: Key| {
+        shared
+            .executor_slots
+            .get(slot)
+            .is_some_and(|s| s.busy.lock().as_ref().is_some_and(|b| b.key == key))
+    };
+    while busy.iter().any(|(slot, key)| still_busy(*slot, *key))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let executors = shared.executors.lock();
+    for (slot, key) in &busy {
+        if still_busy(*slot, *key) {
+            if let Some(executor) = executors.get(*slot) {
+                executor.abort();
+            }
+        }
+    }
+    released
 }
 
 /// Back-off for a failing backend: 50 ms doubling to 5 s, with jitter.
@@ -452,7 +648,9 @@ async fn fetch_loop(shared: Arc<PoolShared>) {
             wait: shared.config.poll_wait,
         };
         if let Some(direct) = &engine.direct {
-            // The state store is the queue: reserve and claim in one step.
+            // The state store is the queue: reserve and claim in one step. `claim_due` is
+            // cancel-safe, so a shutdown may stop waiting for it: what it claims meanwhile
+            // goes back.
             let claims = tokio::select! {
                 biased;
                 () = shared.stop.cancelled() => break,
@@ -556,6 +754,10 @@ async fn fetch_loop(shared: Arc<PoolShared>) {
                     tracing::warn!(job_id = %lease.id(), %reason, "dead: worker lost with no attempts left");
                     dead.push(DeadLetter { lease, reason });
                 }
+                Claim::Cancelled { reason, .. } => {
+                    tracing::info!(job_id = %lease.id(), %reason, "cancelled: its worker was lost after a cancel request");
+                    acks.push(lease);
+                }
                 Claim::Skipped { .. } => acks.push(lease),
             }
         }
@@ -625,13 +827,18 @@ fn start_direct_claims(
             Claim::Exhausted { id, reason } => {
                 tracing::warn!(job_id = %id, %reason, "dead: worker lost with no attempts left");
             }
+            Claim::Cancelled { id, reason } => {
+                tracing::info!(job_id = %id, %reason, "cancelled: its worker was lost after a cancel request");
+            }
             Claim::NotDue { .. } | Claim::Skipped { .. } => {}
         }
     }
     dispatch_jobs(shared, claimed);
 }
 
-/// Register a claimed batch and hand it to the executors.
+/// Register a claimed batch and hand it to the executors. Each claim is keyed by its token,
+/// the record's version as the claim returned it (a separate queue's lease keeps its own
+/// delivery token).
 fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, OwnedSemaphorePermit)>) {
     if claimed.is_empty() {
         return;
@@ -641,13 +848,13 @@ fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, Owned
         let mut running = shared.running.lock();
         running.reserve(claimed.len());
         for (record, lease, permit) in claimed {
-            let token = CancellationToken::new();
+            let stop = StopSignal::new();
             running.insert(
-                record.id,
+                (record.id, record.version),
                 Running {
                     lease: lease.clone(),
                     attempt: record.attempt,
-                    token: token.clone(),
+                    stop: stop.clone(),
                 },
             );
             let idempotent = shared
@@ -659,10 +866,15 @@ fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, Owned
                 record,
                 shared.worker.clone(),
                 Arc::clone(&shared.engine.memory),
-                token,
+                stop.token.clone(),
             )
             .with_idempotent(idempotent);
-            assigned.push(Assigned { ctx, lease, permit });
+            assigned.push(Assigned {
+                ctx,
+                lease,
+                permit,
+                stop,
+            });
         }
     }
     for job in assigned {
@@ -671,40 +883,131 @@ fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, Owned
         if let Err(err) = shared.jobs_tx.try_send(job) {
             let job = err.into_inner();
             tracing::error!(job_id = %job.ctx.id(), "no executor took the job; its lease will expire and it will be delivered again");
-            shared.running.lock().remove(&job.ctx.id());
+            shared
+                .running
+                .lock()
+                .remove(&(job.ctx.id(), job.ctx.record().version));
         }
     }
 }
 
-/// One executor: runs claimed jobs one at a time until the pool closes its channel.
-async fn executor_loop(shared: Arc<PoolShared>, slot: usize, done_tx: mpsc::UnboundedSender<Done>) {
+/// One executor: runs claimed jobs one at a time until the pool closes its channel, or until
+/// the watchdog gives its slot to a new executor (this one was stuck in a handler).
+async fn executor_loop(
+    shared: Arc<PoolShared>,
+    slot: usize,
+    generation: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+) {
+    let Some(me) = shared.executor_slots.get(slot) else {
+        return;
+    };
     while let Ok(job) = shared.jobs_rx.recv().await {
-        let Assigned { ctx, lease, permit } = job;
-        if let Some(busy) = shared.busy.get(slot) {
-            *busy.lock() = Some(ctx.id());
-        }
+        let Assigned {
+            ctx,
+            lease,
+            permit,
+            stop,
+        } = job;
+        let record = ctx.record();
+        let timeout = shared.timeout_for(record);
+        let started = Instant::now();
+        let key = (record.id, record.version);
+        *me.busy.lock() = Some(Busy {
+            key,
+            kind: record.kind.clone(),
+            started,
+            recover_at: timeout
+                .and_then(|t| started.checked_add(t.saturating_add(shared.config.timeout_grace))),
+            attempt: record.attempt,
+            max_attempts: record.max_attempts,
+            timeout,
+        });
         let span =
             tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
-        let done = run_job(&shared, ctx, lease).instrument(span).await;
-        if let Some(busy) = shared.busy.get(slot) {
-            *busy.lock() = None;
+        let (id, kind, attempt, max_attempts) = (
+            record.id,
+            record.kind.clone(),
+            record.attempt,
+            record.max_attempts,
+        );
+        let fallback_lease = lease.clone();
+        let done = AssertUnwindSafe(run_job(&shared, ctx, lease, stop, timeout))
+            .catch_unwind()
+            .instrument(span)
+            .await
+            .unwrap_or_else(|panic| {
+                // A fault of the engine's own after the handler ran: the attempt fails like a
+                // panicking handler's would, and the executor lives on.
+                let message = panic_message(&*panic);
+                tracing::error!(job_id = %id, %message, "the worker failed running a job; the attempt fails");
+                let outcome = Outcome::Retry {
+                    error: JobError::retryable(format!("the worker failed running the job: {message}"))
+                        .with_class("panic"),
+                    after: None,
+                };
+                let finish = finish_for(
+                    &outcome,
+                    stop::NONE,
+                    attempt,
+                    max_attempts,
+                    shared.engine.retry_for(&kind),
+                )
+                .map(|(finish, _)| finish);
+                Done {
+                    key,
+                    transition: finish.map(|finish| Transition {
+                        id,
+                        worker: shared.worker.clone(),
+                        token: key.1,
+                        finish,
+                    }),
+                    lease: fallback_lease,
+                    attempt,
+                    record: None,
+                }
+            });
+        {
+            let mut busy = me.busy.lock();
+            if me.generation.load(Ordering::Acquire) != generation {
+                // The watchdog failed this job and gave the slot to a new executor while this
+                // one was stuck: its result is not wanted, and its permit is the new one's.
+                drop(busy);
+                permit.forget();
+                return;
+            }
+            *busy = None;
         }
         let _ = done_tx.send(done);
         drop(permit);
     }
 }
 
-async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_owned())
+}
+
+async fn run_job(
+    shared: &PoolShared,
+    ctx: JobContext,
+    lease: Lease,
+    stop: StopSignal,
+    timeout: Option<Duration>,
+) -> Done {
     let engine = &shared.engine;
     let record = ctx.record();
     let id = record.id;
+    let token = record.version;
     let attempt = record.attempt;
     let max_attempts = record.max_attempts;
     let kind_name = record.kind.clone();
     let kind = engine.kinds.get(&record.kind);
     let strategy = engine.strategy_for(record);
     let strategy_name = strategy.name().to_owned();
-    let timeout = record.timeout.or_else(|| kind.and_then(|k| k.timeout));
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {
@@ -726,24 +1029,68 @@ async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
             };
             match result {
                 Ok(outcome) => outcome,
-                Err(panic) => {
-                    let message = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| (*s).to_owned())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "handler panicked".to_owned());
-                    Outcome::Retry {
-                        error: JobError::retryable(format!("handler panicked: {message}"))
-                            .with_class("panic"),
-                        after: None,
-                    }
-                }
+                Err(panic) => Outcome::Retry {
+                    error: JobError::retryable(format!(
+                        "handler panicked: {}",
+                        panic_message(&*panic)
+                    ))
+                    .with_class("panic"),
+                    after: None,
+                },
             }
         }
     };
     let duration = started.elapsed();
-    let now = Utc::now();
-    let (finish, class) = match &outcome {
+    let why = stop.why();
+    let mapped = finish_for(
+        &outcome,
+        why,
+        attempt,
+        max_attempts,
+        engine.retry_for(&kind_name),
+    );
+    let record = shared.config.record_executions.then(|| ExecutionRecord {
+        job_id: id,
+        kind: kind_name,
+        strategy: strategy_name,
+        outcome: mapped
+            .as_ref()
+            .map_or(OutcomeClass::Cancelled, |(_, class)| *class),
+        duration,
+        attempt,
+        inline_retries: ctx.inline_retries(),
+        error_class: outcome.error_class().map(str::to_owned),
+        at: Utc::now(),
+        decision: ctx.decision(),
+    });
+    Done {
+        key: (id, token),
+        transition: mapped.map(|(finish, _)| Transition {
+            id,
+            worker: shared.worker.clone(),
+            token,
+            finish,
+        }),
+        lease,
+        attempt,
+        record,
+    }
+}
+
+/// Where an attempt's outcome takes its job, and how the execution is recorded; `None`
+/// when there is nothing to report: the handler stopped because the claim was lost or the
+/// pool handed the job back at shutdown (`why` says why its token fired, see [`stop`]).
+///
+/// A retry after the attempts are spent is dead; delays asked for (a retry's `after`, a
+/// deferral) are clamped to [`MAX_DELAY`](crate::job::MAX_DELAY).
+fn finish_for(
+    outcome: &Outcome,
+    why: u8,
+    attempt: u32,
+    max_attempts: u32,
+    retry: RetryPolicy,
+) -> Option<(Finish, OutcomeClass)> {
+    Some(match outcome {
         Outcome::Succeeded(value) => {
             let result = if value.is_null() {
                 None
@@ -761,11 +1108,9 @@ async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
                     OutcomeClass::Failed,
                 )
             } else {
-                let delay = after.unwrap_or_else(|| engine.retry_for(&kind_name).delay(attempt));
                 (
                     Finish::Retry {
-                        run_at: now
-                            + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX),
+                        delay: clamp_delay(after.unwrap_or_else(|| retry.delay(attempt))),
                         error: error.to_string(),
                     },
                     OutcomeClass::Retried,
@@ -780,42 +1125,27 @@ async fn run_job(shared: &PoolShared, ctx: JobContext, lease: Lease) -> Done {
         ),
         Outcome::Deferred { after, reason, .. } => (
             Finish::Defer {
-                run_at: now + chrono::Duration::from_std(*after).unwrap_or(chrono::Duration::MAX),
+                delay: clamp_delay(*after),
                 reason: reason.clone(),
             },
             OutcomeClass::Deferred,
         ),
+        // Only a cancel request (or the handler's own decision) ends a job cancelled: a
+        // handler stopped by a lost lease or a shutdown reports nothing.
+        Outcome::Cancelled(_) if why == stop::LEASE_LOST || why == stop::SHUTDOWN => return None,
         Outcome::Cancelled(reason) => (
             Finish::Cancelled {
                 reason: reason.clone(),
             },
             OutcomeClass::Cancelled,
         ),
-    };
-    let record = shared.config.record_executions.then(|| ExecutionRecord {
-        job_id: id,
-        kind: kind_name,
-        strategy: strategy_name,
-        outcome: class,
-        duration,
-        attempt,
-        inline_retries: ctx.inline_retries(),
-        error_class: outcome.error_class().map(str::to_owned),
-        at: now,
-        decision: ctx.decision(),
-    });
-    Done {
-        lease,
-        transition: Transition {
-            id,
-            worker: shared.worker.clone(),
-            attempt,
-            finish,
-        },
-        record,
-    }
+    })
 }
 
+/// Settle finished attempts in batches. A batch the store cannot take now is kept and tried
+/// again (with later results added) until the store answers: the jobs stay in the running
+/// set meanwhile, so their heartbeats go on and their leases hold. A result is given up only
+/// when the store says the claim no longer holds its job.
 async fn finish_loop(
     shared: Arc<PoolShared>,
     mut rx: mpsc::UnboundedReceiver<Done>,
@@ -823,109 +1153,67 @@ async fn finish_loop(
 ) {
     let engine = Arc::clone(&shared.engine);
     let max = shared.config.batch_size.max(1);
-    let mut batch: Vec<Done> = Vec::with_capacity(max);
+    let mut pending: Vec<Done> = Vec::with_capacity(max);
+    let mut failures = 0u32;
     loop {
-        batch.clear();
-        match rx.recv().await {
-            Some(done) => batch.push(done),
-            None => break,
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(done) => pending.push(done),
+                None => break,
+            }
         }
-        while batch.len() < max {
+        while pending.len() < max {
             match rx.try_recv() {
-                Ok(done) => batch.push(done),
+                Ok(done) => pending.push(done),
                 Err(_) => break,
             }
         }
-        let mut failures = 0u32;
-        let results = loop {
-            let transitions: Vec<Transition> = batch.iter().map(|d| d.transition.clone()).collect();
-            match engine.state.finish(transitions).await {
-                Ok(results) if results.len() == batch.len() => break Some(results),
-                Ok(_) => {
-                    tracing::error!("state store answered a finish batch with the wrong count");
-                    break None;
-                }
-                Err(err) if failures < 5 => {
-                    failures += 1;
-                    let pause = backend_backoff(failures);
-                    tracing::warn!(error = %err, ?pause, "finish failed; retrying");
-                    tokio::time::sleep(pause).await;
-                }
-                Err(err) => {
-                    tracing::error!(error = %err, jobs = batch.len(), "finish failed for good; the jobs' leases will expire and they will run again");
-                    break None;
-                }
-            }
-        };
+        // Results with nothing to report, and those of claims this pool gave up (handed back
+        // at shutdown, or failed by the watchdog), leave without a round trip.
+        let mut records = Vec::new();
+        let mut batch: Vec<Done> = Vec::with_capacity(pending.len());
         {
             let mut running = shared.running.lock();
-            for done in &batch {
-                running.remove(&done.transition.id);
-            }
-        }
-        let Some(results) = results else { continue };
-        let mut acks = Vec::new();
-        let mut releases = Vec::new();
-        let mut dead = Vec::new();
-        let mut records = Vec::with_capacity(batch.len());
-        for (done, result) in batch.drain(..).zip(results) {
-            let Done {
-                lease,
-                transition,
-                record,
-            } = done;
-            match result {
-                TransitionResult::Applied { state, .. } => {
-                    log_transition(&transition, state);
-                    match (state, &transition.finish) {
-                        (
-                            JobState::Queued,
-                            Finish::Retry { run_at, .. } | Finish::Defer { run_at, .. },
-                        ) => {
-                            releases.push(Release {
-                                run_at: *run_at,
-                                attempt: if matches!(transition.finish, Finish::Defer { .. }) {
-                                    transition.attempt.saturating_sub(1)
-                                } else {
-                                    transition.attempt
-                                },
-                                lease,
-                            });
-                        }
-                        (JobState::Queued, _) => releases.push(Release {
-                            run_at: Utc::now(),
-                            attempt: transition.attempt.saturating_sub(1),
-                            lease,
-                        }),
-                        (JobState::Dead, Finish::Dead { error }) => dead.push(DeadLetter {
-                            lease,
-                            reason: error.clone(),
-                        }),
-                        _ => acks.push(lease),
-                    }
-                    if let Some(mut record) = record {
-                        if state == JobState::Cancelled {
-                            record.outcome = OutcomeClass::Cancelled;
-                        }
-                        records.push(record);
-                    }
-                }
-                TransitionResult::Conflict { current, reason } => {
-                    tracing::debug!(job_id = %transition.id, ?current, %reason, "finish refused (lease taken over or job released); result discarded");
-                    if current.is_some_and(JobState::is_terminal) {
-                        acks.push(lease);
-                    }
+            for done in pending.drain(..) {
+                let held = running.contains_key(&done.key);
+                if done.transition.is_none() || !held {
+                    running.remove(&done.key);
+                    records.extend(done.record);
+                } else {
+                    batch.push(done);
                 }
             }
         }
-        settle(
-            engine.queue.as_ref(),
-            &acks,
-            &releases,
-            &dead,
-            "finished jobs; the deliveries will expire, be delivered again and be dropped by the claim",
-        )
-        .await;
+        if !batch.is_empty() {
+            let transitions: Vec<Transition> =
+                batch.iter().filter_map(|d| d.transition.clone()).collect();
+            match engine.state.finish(transitions).await {
+                Ok(results) if results.len() == batch.len() => {
+                    if failures > 0 {
+                        tracing::info!(worker = %shared.worker, "finished jobs accepted again");
+                        failures = 0;
+                    }
+                    apply_finishes(&shared, batch, results, &mut records).await;
+                }
+                Ok(results) => {
+                    tracing::error!(
+                        expected = batch.len(),
+                        got = results.len(),
+                        "state store answered a finish batch with the wrong count; trying again"
+                    );
+                    pending = batch;
+                    failures += 1;
+                    tokio::time::sleep(backend_backoff(failures)).await;
+                }
+                Err(err) => {
+                    failures += 1;
+                    let pause = backend_backoff(failures);
+                    tracing::warn!(error = %err, jobs = batch.len(), ?pause, "finish failed; keeping the results and their leases, and trying again");
+                    pending = batch;
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
         if !records.is_empty() {
             if let Err(full) = record_tx.try_send(records) {
                 let lost = match full {
@@ -941,80 +1229,478 @@ async fn finish_loop(
     }
 }
 
-fn log_transition(transition: &Transition, state: JobState) {
-    match &transition.finish {
-        Finish::Dead { error } => {
-            tracing::warn!(job_id = %transition.id, attempt = transition.attempt, %error, "job dead");
-        }
-        Finish::Retry { error, run_at } => {
-            tracing::debug!(job_id = %transition.id, attempt = transition.attempt, %error, %run_at, "job will retry");
-        }
-        _ => {
-            tracing::debug!(job_id = %transition.id, attempt = transition.attempt, to = %state, "job finished")
+/// The store's answers to a finish batch: the queue's side of each (for a separate queue),
+/// the running set, and the execution records.
+async fn apply_finishes(
+    shared: &PoolShared,
+    batch: Vec<Done>,
+    results: Vec<TransitionResult>,
+    records: &mut Vec<ExecutionRecord>,
+) {
+    {
+        let mut running = shared.running.lock();
+        for done in &batch {
+            running.remove(&done.key);
         }
     }
-}
-
-async fn record_loop(engine: Arc<Engine>, mut rx: mpsc::Receiver<Vec<ExecutionRecord>>) {
-    while let Some(mut batch) = rx.recv().await {
-        while let Ok(more) = rx.try_recv() {
-            batch.extend(more);
-            if batch.len() >= 4096 {
-                break;
+    let mut acks = Vec::new();
+    let mut releases = Vec::new();
+    let mut dead = Vec::new();
+    for (done, result) in batch.into_iter().zip(results) {
+        let Done {
+            lease,
+            transition,
+            attempt,
+            record,
+            ..
+        } = done;
+        let Some(transition) = transition else {
+            continue;
+        };
+        match result {
+            TransitionResult::Applied { state, .. } => {
+                log_transition(&transition, attempt, state);
+                match (state, &transition.finish) {
+                    (
+                        JobState::Queued,
+                        Finish::Retry { delay, .. } | Finish::Defer { delay, .. },
+                    ) => {
+                        releases.push(Release {
+                            run_at: crate::job::after(Utc::now(), *delay),
+                            attempt: if matches!(transition.finish, Finish::Defer { .. }) {
+                                attempt.saturating_sub(1)
+                            } else {
+                                attempt
+                            },
+                            lease,
+                        });
+                    }
+                    (JobState::Queued, _) => releases.push(Release {
+                        run_at: Utc::now(),
+                        attempt: attempt.saturating_sub(1),
+                        lease,
+                    }),
+                    (JobState::Dead, Finish::Dead { error }) => dead.push(DeadLetter {
+                        lease,
+                        reason: error.clone(),
+                    }),
+                    _ => acks.push(lease),
+                }
+                if let Some(mut record) = record {
+                    if state == JobState::Cancelled {
+                        record.outcome = OutcomeClass::Cancelled;
+                    }
+                    records.push(record);
+                }
+            }
+            TransitionResult::Conflict { current, reason } => {
+                tracing::debug!(job_id = %transition.id, ?current, %reason, "finish refused (lease taken over or job released); result discarded");
+                if current.is_some_and(JobState::is_terminal) {
+                    acks.push(lease);
+                }
+                // The handler ran all the same: its execution is part of the history.
+                records.extend(record);
             }
         }
-        if let Err(err) = engine.memory.record(&batch).await {
-            tracing::warn!(error = %err, records = batch.len(), "could not record executions");
+    }
+    settle(
+        shared.engine.queue.as_ref(),
+        &acks,
+        &releases,
+        &dead,
+        "finished jobs; the deliveries will expire, be delivered again and be dropped by the claim",
+    )
+    .await;
+}
+
+fn log_transition(transition: &Transition, attempt: u32, state: JobState) {
+    match &transition.finish {
+        Finish::Dead { error } => {
+            tracing::warn!(job_id = %transition.id, attempt, %error, "job dead");
+        }
+        Finish::Retry { error, delay } => {
+            tracing::debug!(job_id = %transition.id, attempt, %error, ?delay, "job will retry");
+        }
+        _ => {
+            tracing::debug!(job_id = %transition.id, attempt, to = %state, "job finished")
         }
     }
 }
 
+/// Most execution records held while the memory's store refuses them; past it the oldest
+/// go, counted in [`ShutdownReport::records_dropped`].
+const MAX_HELD_RECORDS: usize = 100_000;
+
+/// How long a stopping pool keeps trying to write the execution records it holds.
+const RECORD_GRACE: Duration = Duration::from_secs(3);
+
+/// Write execution records to the memory in batches. A batch the store refuses is kept and
+/// tried again with backoff (later records join it, up to [`MAX_HELD_RECORDS`]); what has to
+/// go is counted, never dropped quietly. Once the pool stops sending, what is held is tried
+/// for [`RECORD_GRACE`] more.
+async fn record_loop(shared: Arc<PoolShared>, mut rx: mpsc::Receiver<Vec<ExecutionRecord>>) {
+    let memory = Arc::clone(&shared.engine.memory);
+    let mut held: Vec<ExecutionRecord> = Vec::new();
+    let mut failures = 0u32;
+    let mut closed_at: Option<Instant> = None;
+    let mut open = true;
+    loop {
+        if held.is_empty() {
+            match rx.recv().await {
+                Some(batch) => held = batch,
+                None => return,
+            }
+        }
+        while open && held.len() < 4096 {
+            match rx.try_recv() {
+                Ok(more) => held.extend(more),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        let err = match memory.record(&held).await {
+            Ok(()) => {
+                if failures > 0 {
+                    tracing::info!(records = held.len(), "execution records written again");
+                }
+                failures = 0;
+                held.clear();
+                continue;
+            }
+            Err(err) => err,
+        };
+        failures += 1;
+        if held.len() > MAX_HELD_RECORDS {
+            let excess = held.len() - MAX_HELD_RECORDS;
+            held.drain(..excess);
+            shared
+                .records_dropped
+                .fetch_add(excess as u64, Ordering::Relaxed);
+        }
+        if !open {
+            if closed_at.get_or_insert_with(Instant::now).elapsed() >= RECORD_GRACE {
+                tracing::error!(error = %err, records = held.len(), "could not record executions before the pool stopped; they are lost");
+                shared
+                    .records_dropped
+                    .fetch_add(held.len() as u64, Ordering::Relaxed);
+                return;
+            }
+            tokio::time::sleep(backend_backoff(failures).min(Duration::from_millis(500))).await;
+            continue;
+        }
+        let pause = backend_backoff(failures);
+        tracing::warn!(error = %err, records = held.len(), ?pause, "could not record executions; keeping them and trying again");
+        // Wait out the pause, still taking what comes (and noticing the pool stop).
+        let wake = tokio::time::sleep(pause);
+        tokio::pin!(wake);
+        loop {
+            tokio::select! {
+                () = &mut wake => break,
+                more = rx.recv() => match more {
+                    Some(more) => held.extend(more),
+                    None => {
+                        open = false;
+                        break;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Extend the leases of every claim held, every third of a lease; a heartbeat that fails is
+/// tried again soon, not a third of a lease later. Each answer is applied to the claim it is
+/// about, so an answer about an earlier attempt never reaches a later one.
 async fn heartbeat_loop(shared: Arc<PoolShared>) {
     let every = shared.config.lease / 3;
     let engine = Arc::clone(&shared.engine);
+    let mut failures = 0u32;
     loop {
-        tokio::time::sleep(every).await;
-        let (ids, leases): (Vec<JobId>, Vec<Lease>) = shared
+        let pause = if failures == 0 {
+            every
+        } else {
+            backend_backoff(failures).min(every / 2)
+        };
+        tokio::time::sleep(pause).await;
+        let (held, leases): (Vec<Held>, Vec<Lease>) = shared
             .running
             .lock()
             .iter()
-            .map(|(id, r)| (*id, r.lease.clone()))
+            .map(|(&(id, token), r)| (Held { id, token }, r.lease.clone()))
             .unzip();
-        if ids.is_empty() {
+        if held.is_empty() {
+            failures = 0;
             continue;
         }
         let (queue, state) = tokio::join!(
             engine.queue.extend(&leases, shared.config.lease),
-            engine
-                .state
-                .heartbeat(&ids, &shared.worker, shared.config.lease)
+            engine.state.heartbeat(&held, shared.config.lease)
         );
         if let Err(err) = &queue {
             tracing::warn!(error = %err, "queue heartbeat failed");
         }
         let state = match state {
-            Ok(state) => state,
+            Ok(state) if state.len() == held.len() => state,
+            Ok(_) => {
+                tracing::error!(
+                    "state store answered a heartbeat with the wrong count; trying again"
+                );
+                failures += 1;
+                continue;
+            }
             Err(err) => {
-                tracing::warn!(error = %err, "state heartbeat failed");
+                failures += 1;
+                tracing::warn!(error = %err, jobs = held.len(), "heartbeat failed; trying again soon");
                 continue;
             }
         };
+        failures = 0;
         let running = shared.running.lock();
-        for (id, beat) in ids.iter().zip(state) {
-            let Some(job) = running.get(id) else { continue };
+        for (h, beat) in held.iter().zip(state) {
+            let Some(job) = running.get(&(h.id, h.token)) else {
+                continue;
+            };
             match beat {
                 Heartbeat::Held {
                     cancel_requested: true,
                 } => {
-                    tracing::info!(job_id = %id, "cancel requested; signalling the handler");
-                    job.token.cancel();
+                    if !job.stop.token.is_cancelled() {
+                        tracing::info!(job_id = %h.id, "cancel requested; signalling the handler");
+                    }
+                    job.stop.fire(stop::CANCEL_REQUESTED);
                 }
                 Heartbeat::Held { .. } => {}
                 Heartbeat::Lost => {
-                    tracing::warn!(job_id = %id, "lease lost; abandoning the attempt");
-                    job.token.cancel();
+                    if !job.stop.token.is_cancelled() {
+                        tracing::warn!(job_id = %h.id, attempt = job.attempt, "lease lost; abandoning the attempt");
+                    }
+                    job.stop.fire(stop::LEASE_LOST);
                 }
             }
         }
+    }
+}
+
+/// A thread of the pool's own that watches what its tasks cannot: an executor stuck in a
+/// handler past its deadline (its slot is recovered), and a runtime that stopped running
+/// tasks (a handler blocks the thread; logged with the jobs running longest).
+struct Watchdog {
+    stop_tx: std::sync::mpsc::Sender<()>,
+}
+
+impl Watchdog {
+    fn start(shared: &Arc<PoolShared>) -> Option<Self> {
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let weak = Arc::downgrade(shared);
+        let spawned = std::thread::Builder::new()
+            .name(format!("jobforge-watchdog-{}", shared.worker))
+            .spawn(move || watch(&weak, &stop_rx));
+        match spawned {
+            Ok(_) => Some(Self { stop_tx }),
+            Err(err) => {
+                tracing::warn!(error = %err, "could not start the worker pool's watchdog thread; stuck handlers will not be detected");
+                None
+            }
+        }
+    }
+
+    fn stop(self) {
+        let _ = self.stop_tx.send(());
+    }
+}
+
+fn watch(weak: &std::sync::Weak<PoolShared>, stop_rx: &std::sync::mpsc::Receiver<()>) {
+    let tick = Duration::from_millis(250);
+    // A task posted to the runtime each tick; while one has not run, the runtime is stalled.
+    let ran = Arc::new(AtomicBool::new(true));
+    let mut posted_at = Instant::now();
+    let mut warned = false;
+    loop {
+        match stop_rx.recv_timeout(tick) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.is_stopping() && shared.jobs_tx.is_closed() {
+            return;
+        }
+        recover_stuck(&shared);
+        if ran.load(Ordering::Acquire) {
+            if warned {
+                tracing::info!(worker = %shared.worker, stalled = ?posted_at.elapsed(), "the runtime runs tasks again");
+                warned = false;
+            }
+            ran.store(false, Ordering::Release);
+            posted_at = Instant::now();
+            let flag = Arc::clone(&ran);
+            drop(shared.runtime.spawn(async move {
+                flag.store(true, Ordering::Release);
+            }));
+        } else if !warned && posted_at.elapsed() >= shared.config.stall_threshold {
+            warned = true;
+            let mut longest: Vec<(Duration, JobId, String)> = shared
+                .executor_slots
+                .iter()
+                .filter_map(|s| {
+                    s.busy
+                        .lock()
+                        .as_ref()
+                        .map(|b| (b.started.elapsed(), b.key.0, b.kind.clone()))
+                })
+                .collect();
+            longest.sort_by_key(|b| std::cmp::Reverse(b.0));
+            longest.truncate(3);
+            let jobs: Vec<String> = longest
+                .iter()
+                .map(|(d, id, kind)| format!("{id} ({kind}, running {d:?})"))
+                .collect();
+            tracing::error!(
+                worker = %shared.worker,
+                stalled = ?posted_at.elapsed(),
+                running_longest = %jobs.join(", "),
+                "the runtime has not run a task for a while: a handler is blocking its thread (use spawn_blocking for synchronous work)"
+            );
+        }
+    }
+}
+
+/// Fail the attempts whose handlers are still running past their deadline and grace, and
+/// give their slots to new executors, so the pool keeps its concurrency.
+fn recover_stuck(shared: &Arc<PoolShared>) {
+    let now = Instant::now();
+    for (slot, s) in shared.executor_slots.iter().enumerate() {
+        let stuck = {
+            let mut busy = s.busy.lock();
+            let overdue = busy
+                .as_ref()
+                .is_some_and(|b| b.recover_at.is_some_and(|at| at <= now));
+            if !overdue {
+                continue;
+            }
+            s.generation.fetch_add(1, Ordering::AcqRel);
+            busy.take()
+        };
+        let Some(stuck) = stuck else { continue };
+        let Some(done_tx) = shared.done_tx.lock().clone() else {
+            return;
+        };
+        let running = shared
+            .running
+            .lock()
+            .get(&stuck.key)
+            .map(|r| r.lease.clone());
+        let grace = shared.config.timeout_grace;
+        let timeout = stuck.timeout.unwrap_or_default();
+        tracing::error!(
+            job_id = %stuck.key.0,
+            kind = %stuck.kind,
+            ?timeout,
+            ?grace,
+            "a handler did not stop after its deadline (it blocks its thread or ignores cancellation); failing the attempt and replacing its executor"
+        );
+        if let Some(lease) = running {
+            let outcome = Outcome::Retry {
+                error: JobError::retryable(format!(
+                    "attempt timed out after {timeout:?} and its handler did not stop within {grace:?} more (it blocks its thread or ignores cancellation)"
+                ))
+                .with_class("timeout"),
+                after: None,
+            };
+            let finish = finish_for(
+                &outcome,
+                stop::NONE,
+                stuck.attempt,
+                stuck.max_attempts,
+                shared.engine.retry_for(&stuck.kind),
+            )
+            .map(|(finish, _)| finish);
+            let _ = done_tx.send(Done {
+                key: stuck.key,
+                transition: finish.map(|finish| Transition {
+                    id: stuck.key.0,
+                    worker: shared.worker.clone(),
+                    token: stuck.key.1,
+                    finish,
+                }),
+                lease,
+                attempt: stuck.attempt,
+                record: None,
+            });
+        }
+        if let Some(r) = shared.running.lock().get(&stuck.key) {
+            r.stop.fire(stop::LEASE_LOST);
+        }
+        // The stuck executor keeps its permit until it returns (then forgets it): this one
+        // is the new executor's.
+        shared.slots.add_permits(1);
+        let generation = s.generation.load(Ordering::Acquire);
+        let handle =
+            shared
+                .runtime
+                .spawn(executor_loop(Arc::clone(shared), slot, generation, done_tx));
+        if let Some(old) = shared.executors.lock().get_mut(slot) {
+            *old = handle;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy::new(3).with_base(Duration::from_millis(10))
+    }
+
+    #[test]
+    fn a_handler_stopped_by_a_lost_lease_or_a_shutdown_reports_nothing() {
+        let cancelled = Outcome::Cancelled("stopped".to_owned());
+        assert!(finish_for(&cancelled, stop::LEASE_LOST, 1, 3, policy()).is_none());
+        assert!(finish_for(&cancelled, stop::SHUTDOWN, 1, 3, policy()).is_none());
+        for why in [stop::CANCEL_REQUESTED, stop::NONE] {
+            assert!(matches!(
+                finish_for(&cancelled, why, 1, 3, policy()),
+                Some((Finish::Cancelled { .. }, OutcomeClass::Cancelled))
+            ));
+        }
+    }
+
+    #[test]
+    fn absurd_delays_are_clamped() {
+        let retry = Outcome::Retry {
+            error: JobError::retryable("later"),
+            after: Some(Duration::MAX),
+        };
+        let Some((Finish::Retry { delay, .. }, _)) = finish_for(&retry, stop::NONE, 1, 3, policy())
+        else {
+            panic!("a retry");
+        };
+        assert_eq!(delay, crate::job::MAX_DELAY);
+        let defer = Outcome::Deferred {
+            after: Duration::MAX,
+            reason: "breaker open".to_owned(),
+            class: "circuit_open".into(),
+        };
+        let Some((Finish::Defer { delay, .. }, _)) = finish_for(&defer, stop::NONE, 1, 3, policy())
+        else {
+            panic!("a deferral");
+        };
+        assert_eq!(delay, crate::job::MAX_DELAY);
+    }
+
+    #[test]
+    fn a_retry_on_the_last_attempt_is_dead() {
+        let retry = Outcome::Retry {
+            error: JobError::retryable("boom"),
+            after: None,
+        };
+        assert!(matches!(
+            finish_for(&retry, stop::NONE, 3, 3, policy()),
+            Some((Finish::Dead { .. }, OutcomeClass::Failed))
+        ));
+        assert!(matches!(
+            finish_for(&retry, stop::NONE, 2, 3, policy()),
+            Some((Finish::Retry { .. }, OutcomeClass::Retried))
+        ));
     }
 }

@@ -46,6 +46,10 @@ pub struct PostgresConfig {
     /// Largest memory entry value, in bytes of JSON (as the in-memory memory's default).
     /// Default 64 KiB.
     pub max_value_bytes: usize,
+    /// Most events kept in one job's history: its submission, its first transition and the
+    /// latest ones (a job deferred again and again keeps a bounded history). At least 8.
+    /// Default 64, as the other stores.
+    pub max_events_per_job: usize,
 }
 
 impl Default for PostgresConfig {
@@ -61,6 +65,7 @@ impl Default for PostgresConfig {
             purge_batch: 1_000,
             execution_retention: Duration::from_secs(7 * 24 * 3600),
             max_value_bytes: 64 * 1024,
+            max_events_per_job: 64,
         }
     }
 }
@@ -136,6 +141,13 @@ impl PostgresConfig {
         self
     }
 
+    /// Keep at most `max` events of a job's history (at least 8).
+    #[must_use]
+    pub fn with_max_events_per_job(mut self, max: usize) -> Self {
+        self.max_events_per_job = max;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let schema = &self.schema;
         let valid = !schema.is_empty()
@@ -163,6 +175,15 @@ impl PostgresConfig {
             return Err(Error::invalid_input(
                 "poll_interval",
                 "must be greater than zero",
+            ));
+        }
+        if self.max_events_per_job < 8 {
+            return Err(Error::invalid_input(
+                "max_events_per_job",
+                format!(
+                    "{} is too few; keep at least 8 events per job",
+                    self.max_events_per_job
+                ),
             ));
         }
         if self.purge_batch == 0 {

@@ -9,8 +9,8 @@ use crate::handler::{Handler, JobContext, JobError};
 use crate::job::{JobEvent, JobId, JobRecord, WorkerId};
 use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Release, Reserve};
 use crate::state::{
-    CancelOutcome, Claim, Created, Heartbeat, JobFilter, Page, Paged, StateCounts, StateManager,
-    Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
+    StateManager, Transition, TransitionResult,
 };
 use crate::{Error, ErrorKind, Result};
 
@@ -179,16 +179,11 @@ impl<S: StateManager> StateManager for Timeout<S> {
         .await
     }
 
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        worker: &WorkerId,
-        lease: Duration,
-    ) -> Result<Vec<Heartbeat>> {
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
         self.backend(
             "state heartbeat",
             Duration::ZERO,
-            self.inner.heartbeat(ids, worker, lease),
+            self.inner.heartbeat(held, lease),
         )
         .await
     }

@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
-    StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
+    QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
@@ -109,6 +109,9 @@ struct Slot {
     lease_expires_at: Option<i64>,
     lease_owner: Option<WorkerId>,
     version: u64,
+    /// The token of the latest claim (the version it made): heartbeats and finishes are
+    /// fenced on it.
+    claim: u64,
     /// Position stamp in the store's own delivery order (see `QueueIndex`).
     seq: u64,
     extra: Option<Box<Extra>>,
@@ -275,6 +278,24 @@ impl Inner {
             JobState::Queued => (None, false),
             JobState::Running if slot.lease_expires_at.is_some_and(|t| t <= now) => {
                 let owner = owner_name(slot.lease_owner.as_ref());
+                if slot.cancel_requested {
+                    // Asked to stop while its worker died: end it as asked, never run it again.
+                    let reason = format!(
+                        "cancelled by request; the lease of {owner} expired during attempt {}",
+                        slot.attempt
+                    );
+                    let kind = Arc::clone(&slot.kind);
+                    slot.end(
+                        JobState::Cancelled,
+                        now_at,
+                        worker,
+                        reason.clone(),
+                        max_events,
+                    );
+                    self.tally(&kind, Some(JobState::Running), Some(JobState::Cancelled));
+                    self.finished.push_back((now_at, id));
+                    return (Claim::Cancelled { id, reason }, true);
+                }
                 let exhausted = slot.attempt >= slot.max_attempts;
                 let reason = if exhausted {
                     format!(
@@ -303,25 +324,8 @@ impl Inner {
         let kind = Arc::clone(&slot.kind);
         if exhausted {
             let reason = reason.unwrap_or_default();
-            slot.state = JobState::Dead;
-            slot.finished_at = Some(now);
-            slot.updated_at = now;
             slot.extra().last_error = Some(reason.clone());
-            slot.lease_owner = None;
-            slot.lease_expires_at = None;
-            slot.version += 1;
-            let attempt = slot.attempt;
-            slot.push(
-                Event {
-                    at: now_at,
-                    from,
-                    to: JobState::Dead,
-                    attempt,
-                    worker: Some(worker.clone()),
-                    reason: Some(reason.clone().into_boxed_str()),
-                },
-                max_events,
-            );
+            slot.end(JobState::Dead, now_at, worker, reason.clone(), max_events);
             self.tally(&kind, Some(from), Some(JobState::Dead));
             self.finished.push_back((now_at, id));
             return (Claim::Exhausted { id, reason }, true);
@@ -333,6 +337,7 @@ impl Inner {
         slot.started_at = Some(now);
         slot.updated_at = now;
         slot.version += 1;
+        slot.claim = slot.version;
         let attempt = slot.attempt;
         slot.push(
             Event {
@@ -397,6 +402,38 @@ impl Inner {
 }
 
 impl Slot {
+    /// A running job whose lease expired ends in `to` (dead, or cancelled as asked) at a
+    /// claim: the record and its history; the caller counts it and files it as finished.
+    fn end(
+        &mut self,
+        to: JobState,
+        now_at: DateTime<Utc>,
+        worker: &WorkerId,
+        reason: String,
+        max_events: usize,
+    ) {
+        let now = micros(now_at);
+        let from = self.state;
+        self.state = to;
+        self.finished_at = Some(now);
+        self.updated_at = now;
+        self.lease_owner = None;
+        self.lease_expires_at = None;
+        self.version += 1;
+        let attempt = self.attempt;
+        self.push(
+            Event {
+                at: now_at,
+                from,
+                to,
+                attempt,
+                worker: Some(worker.clone()),
+                reason: Some(reason.into_boxed_str()),
+            },
+            max_events,
+        );
+    }
+
     fn push(&mut self, event: Event, max: usize) {
         if self.events.len() + 1 >= max.max(2) {
             // Keep the first transition and the latest ones.
@@ -639,6 +676,21 @@ fn owner_name(owner: Option<&WorkerId>) -> String {
     owner.map_or_else(|| "none".to_owned(), ToString::to_string)
 }
 
+/// Why a finish was refused: the job is no longer held by the transition's claim.
+pub(crate) fn not_held(
+    t: &Transition,
+    state: JobState,
+    claim: u64,
+    owner: Option<&WorkerId>,
+) -> String {
+    format!(
+        "not held by {}'s claim {} (state {state}, latest claim {claim}, owner {})",
+        t.worker,
+        t.token,
+        owner_name(owner)
+    )
+}
+
 #[async_trait]
 impl StateManager for InMemoryState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
@@ -706,14 +758,21 @@ impl StateManager for InMemoryState {
                 attempt: r.attempt,
                 max_attempts: r.max_attempts,
                 timeout: r.timeout,
-                run_at: micros(r.run_at),
-                created_at: micros(r.created_at),
-                updated_at: micros(r.updated_at),
+                // By this store's clock, `run_at` as far from it as from the submitter's
+                // `created_at` (see `StateManager::create`).
+                run_at: now.saturating_add(micros(r.run_at).saturating_sub(micros(r.created_at))),
+                created_at: now,
+                updated_at: now,
                 started_at: r.started_at.map(micros),
                 finished_at: r.finished_at.map(micros),
                 lease_expires_at: r.lease_expires_at.map(micros),
                 lease_owner: r.lease_owner,
                 version: r.version,
+                claim: if state == JobState::Running {
+                    r.version
+                } else {
+                    0
+                },
                 seq: 0,
                 extra,
                 events: Vec::new(),
@@ -756,21 +815,13 @@ impl StateManager for InMemoryState {
         Ok(out)
     }
 
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        worker: &WorkerId,
-        lease: Duration,
-    ) -> Result<Vec<Heartbeat>> {
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
         let until = micros_after(micros(Utc::now()), lease);
         let mut inner = self.inner.lock();
-        Ok(ids
+        Ok(held
             .iter()
-            .map(|id| match inner.jobs.get_mut(id) {
-                Some(slot)
-                    if slot.state == JobState::Running
-                        && slot.lease_owner.as_ref() == Some(worker) =>
-                {
+            .map(|h| match inner.jobs.get_mut(&h.id) {
+                Some(slot) if slot.state == JobState::Running && slot.claim == h.token => {
                     slot.lease_expires_at = Some(until);
                     Heartbeat::Held {
                         cancel_requested: slot.cancel_requested,
@@ -797,20 +848,10 @@ impl StateManager for InMemoryState {
                 });
                 continue;
             };
-            if slot.state != JobState::Running
-                || slot.lease_owner.as_ref() != Some(&t.worker)
-                || slot.attempt != t.attempt
-            {
+            if slot.state != JobState::Running || slot.claim != t.token {
                 out.push(TransitionResult::Conflict {
                     current: Some(slot.state),
-                    reason: format!(
-                        "not held by {} at attempt {} (state {}, attempt {}, owner {})",
-                        t.worker,
-                        t.attempt,
-                        slot.state,
-                        slot.attempt,
-                        owner_name(slot.lease_owner.as_ref())
-                    ),
+                    reason: not_held(&t, slot.state, slot.claim, slot.lease_owner.as_ref()),
                 });
                 continue;
             }
@@ -831,13 +872,13 @@ impl StateManager for InMemoryState {
                     }
                     None
                 }
-                Finish::Retry { run_at, error } => {
-                    slot.run_at = micros(run_at);
+                Finish::Retry { delay, error } => {
+                    slot.run_at = micros_after(now, delay);
                     slot.extra().last_error = Some(error.clone());
                     Some(error)
                 }
-                Finish::Defer { run_at, reason } => {
-                    slot.run_at = micros(run_at);
+                Finish::Defer { delay, reason } => {
+                    slot.run_at = micros_after(now, delay);
                     slot.attempt = slot.attempt.saturating_sub(1);
                     Some(reason)
                 }

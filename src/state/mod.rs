@@ -17,6 +17,6 @@ pub use postgres::PostgresState;
 #[cfg(feature = "redis")]
 pub use redis::{RedisState, RedisStateConfig};
 pub use types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
-    StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
+    QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };

@@ -9,8 +9,8 @@ use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
 use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
-    StateCounts, StateManager, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
+    QueuingState, StateCounts, StateManager, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::postgres::{Shared, db_error, micros, random_shard, stmt};
@@ -19,8 +19,8 @@ use crate::{Error, ErrorKind, Result};
 
 /// What a claim reads of the rows it locks.
 const CLAIM_COLUMNS: &str = "id, kind, state, run_at, attempt, max_attempts, lease_owner, \
-    lease_expires_at, started_at, claimed_by, claimed_from, claim_attempt, claim_reason, \
-    claim_version";
+    lease_expires_at, cancel_requested, started_at, claimed_by, claimed_from, claim_attempt, \
+    claim_reason, claim_version";
 
 /// The columns of a job row, as [`JobRow`] reads them.
 const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
@@ -35,7 +35,8 @@ const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, 
     j.result::text AS result, j.last_error, j.lease_owner, j.lease_expires_at, \
     j.cancel_requested, j.version";
 
-/// Insert a batch of jobs (one `UNNEST` of column arrays); a taken id or idempotency key
+/// Insert a batch of jobs (one `UNNEST` of column arrays), their times by the server's clock
+/// (`run_at` keeps its distance from the submitter's `created_at`); a taken id or idempotency key
 /// skips the row. Counts and notifies in the same statement (the notification is the outer
 /// side of the answer, so it always runs), and answers only the rows it skipped (with the
 /// holder of their key, if it can see one), or one empty row.
@@ -44,11 +45,12 @@ WITH ins AS (
     INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
         timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
         version)
+    -- Times by this server's clock: the submitter's `run_at - created_at` from now.
     SELECT id, kind, queue, payload::json, 'queued', priority, 0, max_attempts, timeout_ms,
         idempotency_key,
         CASE WHEN tags IS NULL THEN '{}'::text[]
              ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
-        tenant, strategy, run_at, created_at, created_at, 1
+        tenant, strategy, now() + (run_at - created_at), now(), now(), 1
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
                 $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
                 $11::text[], $12::timestamptz[], $13::timestamptz[])
@@ -100,12 +102,17 @@ decided AS (
             WHEN l.state = 'queued' AND l.run_at > now() THEN 'not_due'
             WHEN l.state = 'queued' THEN 'claimed'
             WHEN l.state = 'running' AND l.lease_expires_at <= now()
+                 AND l.cancel_requested THEN 'cancelled'
+            WHEN l.state = 'running' AND l.lease_expires_at <= now()
                  AND l.attempt >= l.max_attempts THEN 'exhausted'
             WHEN l.state = 'running' AND l.lease_expires_at <= now() THEN 'claimed'
             ELSE 'skipped'
         END AS outcome,
         CASE WHEN l.state = 'running' THEN
-            CASE WHEN l.attempt >= l.max_attempts
+            CASE WHEN l.cancel_requested
+                THEN 'cancelled by request; the lease of ' || coalesce(l.lease_owner, 'unknown')
+                     || ' expired during attempt ' || l.attempt
+                WHEN l.attempt >= l.max_attempts
                 THEN 'worker_lost: lease of ' || coalesce(l.lease_owner, 'unknown')
                      || ' expired during attempt ' || l.attempt || ' of ' || l.max_attempts
                      || '; no attempts left'
@@ -116,24 +123,26 @@ decided AS (
     FROM locked l
 ),
 upd AS (
+    -- `ends`: a dead worker's job that ends here (attempts spent: dead; cancel asked: cancelled).
     UPDATE {s}.jobs j SET
-        state = CASE WHEN d.outcome = 'exhausted' THEN 'dead' ELSE 'running' END,
-        attempt = CASE WHEN d.outcome = 'exhausted' THEN j.attempt ELSE j.attempt + 1 END,
-        lease_owner = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE {worker} END,
-        lease_expires_at = CASE WHEN d.outcome = 'exhausted' THEN NULL
+        state = CASE d.outcome WHEN 'exhausted' THEN 'dead' WHEN 'cancelled' THEN 'cancelled'
+                               ELSE 'running' END,
+        attempt = CASE WHEN d.ends THEN j.attempt ELSE j.attempt + 1 END,
+        lease_owner = CASE WHEN d.ends THEN NULL ELSE {worker} END,
+        lease_expires_at = CASE WHEN d.ends THEN NULL
                                 ELSE now() + {lease} * interval '1 microsecond' END,
-        started_at = CASE WHEN d.outcome = 'exhausted' THEN j.started_at ELSE now() END,
-        finished_at = CASE WHEN d.outcome = 'exhausted' THEN now() ELSE j.finished_at END,
+        started_at = CASE WHEN d.ends THEN j.started_at ELSE now() END,
+        finished_at = CASE WHEN d.ends THEN now() ELSE j.finished_at END,
         last_error = CASE WHEN d.outcome = 'exhausted' THEN d.reason ELSE j.last_error END,
-        claimed_by = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE {worker} END,
-        claimed_from = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE d.state END,
-        claim_attempt = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE j.attempt + 1 END,
-        claim_reason = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE d.reason END,
-        claim_version = CASE WHEN d.outcome = 'exhausted' THEN NULL ELSE j.version + 1 END,
+        claimed_by = CASE WHEN d.ends THEN NULL ELSE {worker} END,
+        claimed_from = CASE WHEN d.ends THEN NULL ELSE d.state END,
+        claim_attempt = CASE WHEN d.ends THEN NULL ELSE j.attempt + 1 END,
+        claim_reason = CASE WHEN d.ends THEN NULL ELSE d.reason END,
+        claim_version = CASE WHEN d.ends THEN NULL ELSE j.version + 1 END,
         updated_at = now(),
         version = j.version + 1
-    FROM decided d
-    WHERE j.id = d.id AND d.outcome IN ('claimed', 'exhausted')
+    FROM (SELECT *, outcome IN ('exhausted', 'cancelled') AS ends FROM decided) d
+    WHERE j.id = d.id AND d.outcome IN ('claimed', 'exhausted', 'cancelled')
     RETURNING d.state AS from_state, {job_columns_j}
 ),
 events AS (
@@ -145,10 +154,11 @@ events AS (
     FROM decided d JOIN upd u ON u.id = d.id
     WHERE d.claimed_by IS NOT NULL
     UNION ALL
-    -- Attempts spent: the move to dead. (A claim itself is kept on the row.)
-    SELECT u.id, u.version, now(), 'running', 'dead', u.attempt, {worker}, d.reason
+    -- A dead worker's job that ends: the move to dead or cancelled. (A claim itself is kept
+    -- on the row.)
+    SELECT u.id, u.version, now(), 'running', u.state, u.attempt, {worker}, d.reason
     FROM upd u JOIN decided d ON d.id = u.id
-    WHERE d.outcome = 'exhausted'
+    WHERE d.outcome IN ('exhausted', 'cancelled')
 ),
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
@@ -208,23 +218,38 @@ SELECT u.id AS input_id, d.outcome, NULL::text AS found_state,
 FROM upd u JOIN decided d ON d.id = u.id
 ORDER BY u.priority DESC, u.run_at, u.id";
 
-/// Extend the leases a worker holds; answers the jobs still held. (An index scan with
-/// `= ANY` walks the ids sorted, so rows are locked in id order.)
+/// Extend the leases of the claims still held (fenced on each claim's token); answers them.
+/// The rows are locked in id order first, as `FINISH` locks them: a heartbeat and a finish
+/// of the same worker's jobs wait for one another but never deadlock.
 const HEARTBEAT: &str = r"
-UPDATE {s}.jobs SET lease_expires_at = now() + $3 * interval '1 microsecond'
-WHERE id = ANY($1::uuid[]) AND state = 'running' AND lease_owner = $2
-RETURNING id, cancel_requested";
+WITH held AS MATERIALIZED (
+    SELECT j.id FROM {s}.jobs j
+    JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token) ON j.id = h.id
+    WHERE j.state = 'running' AND j.claim_version = h.token
+    ORDER BY j.id
+    FOR UPDATE OF j
+)
+UPDATE {s}.jobs j SET lease_expires_at = now() + $3 * interval '1 microsecond'
+FROM held WHERE j.id = held.id
+RETURNING j.id, j.claim_version, j.cancel_requested";
 
-/// Finish a batch of attempts, each fenced by worker and attempt; a cancel requested while
-/// the job ran turns a put-back into `cancelled`. Events, counts and a wake-up for jobs put
-/// back due now, all in the one statement. The update locks the rows itself (the batch comes
-/// sorted by id, so concurrent batches lock in the same order); rows it does not touch are
-/// answered from the statement's snapshot.
+/// Finish a batch of attempts, each fenced by its claim's token; a cancel requested while
+/// the job ran turns a put-back into `cancelled`. Events (a long history trimmed to the
+/// first and the latest), counts and a wake-up for jobs put back due now, all in the one
+/// statement. The rows are locked in id order first (as `HEARTBEAT` locks them), so
+/// concurrent statements never deadlock; rows it does not touch are answered from the
+/// statement's snapshot. Delays count from the server's clock.
 const FINISH: &str = r"
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::timestamptz[],
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
                          $6::text[], $7::text[])
-        WITH ORDINALITY AS t(id, worker, attempt, op, run_at, message, result, ord)
+        WITH ORDINALITY AS t(id, worker, token, op, delay_us, message, result, ord)
+),
+locked AS MATERIALIZED (
+    SELECT j.id FROM {s}.jobs j JOIN input i ON j.id = i.id
+    WHERE j.state = 'running' AND j.claim_version = i.token
+    ORDER BY j.id
+    FOR UPDATE OF j
 ),
 upd AS (
     UPDATE {s}.jobs j SET
@@ -234,7 +259,8 @@ upd AS (
                      ELSE 'queued' END,
         result = CASE WHEN i.op = 'succeeded' THEN i.result::json ELSE j.result END,
         run_at = CASE WHEN j.cancel_requested THEN j.run_at
-                      WHEN i.op IN ('retry', 'defer') THEN i.run_at
+                      WHEN i.op IN ('retry', 'defer')
+                          THEN now() + i.delay_us * interval '1 microsecond'
                       WHEN i.op = 'release' THEN now()
                       ELSE j.run_at END,
         attempt = CASE WHEN i.op IN ('defer', 'release') AND NOT j.cancel_requested
@@ -247,9 +273,8 @@ upd AS (
         lease_expires_at = NULL,
         updated_at = now(),
         version = j.version + 1
-    FROM input i
-    WHERE j.id = i.id AND j.state = 'running' AND j.lease_owner = i.worker
-      AND j.attempt = i.attempt
+    FROM input i JOIN locked l ON l.id = i.id
+    WHERE j.id = i.id AND j.state = 'running' AND j.claim_version = i.token
     RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, i.worker,
         CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
              THEN 'cancelled by request' ELSE i.message END AS message
@@ -258,6 +283,16 @@ events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
     SELECT id, version, now(), 'running', state, attempt, worker, message FROM upd
+),
+-- A job with more changes than the history keeps (versions count every change, so most jobs
+-- are never looked at): drop all but its first event and the latest $10 - 4 (with the
+-- one written above, submission and the latest claim kept on the row: $10 in all).
+trimmed AS (
+    DELETE FROM {s}.job_events e USING upd u
+    WHERE u.version > $10 AND e.job_id = u.id
+      AND e.version > (SELECT min(f.version) FROM {s}.job_events f WHERE f.job_id = u.id)
+      AND e.version < (SELECT g.version FROM {s}.job_events g WHERE g.job_id = u.id
+                       ORDER BY g.version DESC OFFSET $10 - 5 LIMIT 1)
 ),
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
@@ -273,7 +308,7 @@ notified AS (
     SELECT pg_notify($9, queue)
     FROM (SELECT DISTINCT queue FROM upd WHERE state = 'queued' AND run_at <= now()) q
 )
-SELECT cur.state AS cur_state, cur.attempt AS cur_attempt, cur.lease_owner AS cur_owner,
+SELECT cur.state AS cur_state, cur.claim_version AS cur_claim, cur.lease_owner AS cur_owner,
        u.state AS new_state, u.version AS new_version,
        (SELECT count(*) FROM notified) AS notified
 FROM input i
@@ -576,6 +611,10 @@ impl ClaimRow {
                 id,
                 reason: self.found_reason.unwrap_or_default(),
             },
+            ("cancelled", _) => Claim::Cancelled {
+                id,
+                reason: self.found_reason.unwrap_or_default(),
+            },
             ("not_due", _) => Claim::NotDue {
                 id,
                 run_at: self.found_run_at.unwrap_or_else(Utc::now),
@@ -601,7 +640,7 @@ struct SkippedRow {
 #[derive(FromRow)]
 struct FinishRow {
     cur_state: Option<String>,
-    cur_attempt: Option<i32>,
+    cur_claim: Option<i64>,
     cur_owner: Option<String>,
     new_state: Option<String>,
     new_version: Option<i64>,
@@ -889,7 +928,7 @@ async fn hand_back(shared: &Shared, sql: &Statements, worker: &WorkerId, claims:
             Claim::Claimed(record) => Some(Transition {
                 id: record.id,
                 worker: worker.clone(),
-                attempt: record.attempt,
+                token: record.version,
                 finish: Finish::Release {
                     reason: "claimed for a worker that stopped waiting; handed back".to_owned(),
                 },
@@ -917,9 +956,9 @@ async fn finish_statement(
     let n = transitions.len();
     let mut ids = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
-    let mut attempts = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
     let mut ops = Vec::with_capacity(n);
-    let mut run_ats: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut delays: Vec<Option<i64>> = Vec::with_capacity(n);
     let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
     let mut results: Vec<Option<String>> = Vec::with_capacity(n);
     // Sent in id order, so concurrent batches lock shared rows in the same order.
@@ -928,22 +967,22 @@ async fn finish_statement(
     for t in order.iter().map(|&i| &transitions[i]) {
         ids.push(*t.id.as_uuid());
         workers.push(t.worker.as_str());
-        attempts.push(i32::try_from(t.attempt).unwrap_or(i32::MAX));
-        let (op, run_at, message, result) = match &t.finish {
+        tokens.push(i64::try_from(t.token).unwrap_or(i64::MAX));
+        let (op, delay, message, result) = match &t.finish {
             Finish::Succeeded { result } => (
                 "succeeded",
                 None,
                 None,
                 result.as_ref().map(|r| r.as_str().to_owned()),
             ),
-            Finish::Retry { run_at, error } => ("retry", Some(*run_at), Some(error), None),
-            Finish::Defer { run_at, reason } => ("defer", Some(*run_at), Some(reason), None),
+            Finish::Retry { delay, error } => ("retry", Some(*delay), Some(error), None),
+            Finish::Defer { delay, reason } => ("defer", Some(*delay), Some(reason), None),
             Finish::Dead { error } => ("dead", None, Some(error), None),
             Finish::Cancelled { reason } => ("cancelled", None, Some(reason), None),
             Finish::Release { reason } => ("release", None, Some(reason), None),
         };
         ops.push(op);
-        run_ats.push(run_at);
+        delays.push(delay.map(|d| micros(crate::job::clamp_delay(d))));
         messages.push(message.cloned());
         results.push(result);
     }
@@ -951,13 +990,14 @@ async fn finish_statement(
     let rows = sqlx::query_as::<_, FinishRow>(stmt(&sql.finish))
         .bind(ids)
         .bind(workers)
-        .bind(attempts)
+        .bind(tokens)
         .bind(ops)
-        .bind(run_ats)
+        .bind(delays)
         .bind(messages)
         .bind(results)
         .bind(random_shard())
         .bind(&shared.channel)
+        .bind(i64::try_from(shared.config.max_events_per_job).unwrap_or(i64::MAX))
         .fetch_all(&shared.pool)
         .await
         .map_err(|e| db_error("finish jobs", e))?;
@@ -975,10 +1015,10 @@ async fn finish_statement(
                 let reason = match current {
                     None => "no such job".to_owned(),
                     Some(state) => format!(
-                        "not held by {} at attempt {} (state {state}, attempt {}, owner {})",
+                        "not held by {}'s claim {} (state {state}, latest claim {}, owner {})",
                         t.worker,
-                        t.attempt,
-                        row.cur_attempt.map_or(0, count_u32),
+                        t.token,
+                        row.cur_claim.unwrap_or(0),
                         row.cur_owner.as_deref().unwrap_or("none"),
                     ),
                 };
@@ -1088,30 +1128,35 @@ impl StateManager for PostgresState {
         Ok(out)
     }
 
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        worker: &WorkerId,
-        lease: Duration,
-    ) -> Result<Vec<Heartbeat>> {
-        if ids.is_empty() {
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
+        if held.is_empty() {
             return Ok(Vec::new());
         }
-        let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        let uuids: Vec<Uuid> = held.iter().map(|h| *h.id.as_uuid()).collect();
+        let tokens: Vec<i64> = held
+            .iter()
+            .map(|h| i64::try_from(h.token).unwrap_or(i64::MAX))
+            .collect();
         self.shared.count_statement();
-        let held: Vec<(Uuid, bool)> = sqlx::query_as(stmt(&self.sql.heartbeat))
+        let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(stmt(&self.sql.heartbeat))
             .bind(uuids)
-            .bind(worker.as_str())
+            .bind(tokens)
             .bind(micros(lease))
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| db_error("extend leases", e))?;
-        let held: HashMap<Uuid, bool> = held.into_iter().collect();
-        Ok(ids
+        let still: HashMap<(Uuid, i64), bool> = rows
+            .into_iter()
+            .map(|(id, token, cancel)| ((id, token), cancel))
+            .collect();
+        Ok(held
             .iter()
-            .map(|id| match held.get(id.as_uuid()) {
-                Some(&cancel_requested) => Heartbeat::Held { cancel_requested },
-                None => Heartbeat::Lost,
+            .map(|h| {
+                let token = i64::try_from(h.token).unwrap_or(i64::MAX);
+                match still.get(&(*h.id.as_uuid(), token)) {
+                    Some(&cancel_requested) => Heartbeat::Held { cancel_requested },
+                    None => Heartbeat::Lost,
+                }
             })
             .collect())
     }

@@ -16,10 +16,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Order, Page, Paged, QueuingState,
-    StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
+    QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
-use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
+use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId, clamp_delay};
 use crate::queue::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
 use crate::queue::reply::{array, int, need_int, need_text, owned, text, unexpected};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
@@ -51,6 +51,7 @@ struct Scripts {
     get: Lua,
     stats: Lua,
     settle: Lua,
+    handback: Lua,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -64,6 +65,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     get: state_script!("get"),
     stats: state_script!("stats"),
     settle: state_script!("settle"),
+    handback: state_script!("handback"),
 });
 
 /// Most claimed records remembered for settling (see [`RedisState::finish`]); past it the
@@ -231,14 +233,29 @@ impl RedisStateConfig {
 /// # }
 /// ```
 pub struct RedisState {
+    core: Arc<Core>,
+    wake: Arc<Notify>,
+    listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+/// A claim as `handback.lua` finds it: the name its lease batches carry, and who claimed
+/// what for how long.
+struct NamedClaim {
+    name: String,
+    worker: WorkerId,
+    lease: Duration,
+    queues: Vec<String>,
+}
+
+/// What the store's calls share with the tasks they start (a claim runs in a task of its
+/// own, so a caller that stops waiting cannot strand what it claimed).
+struct Core {
     link: Link,
     config: RedisStateConfig,
     prefix: String,
-    wake: Arc<Notify>,
-    listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
-    /// Records as this store's claims left them, by job: a finish computes the next record
+    /// Records as this store's claims left them, by claim: a finish computes the next record
     /// from it and the settle script only compares and writes.
-    held: parking_lot::Mutex<HashMap<JobId, Vec<u8>>>,
+    held: parking_lot::Mutex<HashMap<Held, Vec<u8>>>,
     /// Redis's clock minus ours (microseconds), read at each claim.
     clock_offset: AtomicI64,
 }
@@ -246,8 +263,8 @@ pub struct RedisState {
 impl std::fmt::Debug for RedisState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisState")
-            .field("config", &self.config)
-            .field("round_trips", &self.link.round_trips())
+            .field("config", &self.core.config)
+            .field("round_trips", &self.core.link.round_trips())
             .finish_non_exhaustive()
     }
 }
@@ -301,7 +318,8 @@ const F_DK: u8 = 64;
 /// 3 succeeded, 4 dead, 5 cancelled), flags (u8: 1 started, 2 finished, 4 lease, 8 cancel
 /// requested, 16 last error, 32 result, 64 filed as delayed), version (f64), attempt (u32),
 /// max attempts (u32), run_at, updated, started, finished, lease expiry (f64 microseconds),
-/// priority (i16), events kept (u32), then six strings, each a u32 length and its bytes:
+/// priority (i16), events kept (u32), claim token (f64: the version the latest claim made),
+/// then six strings, each a u32 length and its bytes:
 /// lease owner, kind, queue, idempotency key, last error, result; then the events (see
 /// [`decode_events`]).
 #[derive(Clone)]
@@ -318,6 +336,7 @@ struct Packed<'a> {
     lease: f64,
     priority: i16,
     events_kept: u32,
+    claim: f64,
     owner: &'a str,
     kind: &'a str,
     queue: &'a str,
@@ -343,6 +362,7 @@ impl<'a> Packed<'a> {
             lease: r.f64()?,
             priority: r.i16()?,
             events_kept: r.u32()?,
+            claim: r.f64()?,
             owner: r.str()?,
             kind: r.str()?,
             queue: r.str()?,
@@ -364,7 +384,7 @@ impl<'a> Packed<'a> {
             self.result,
         ];
         let mut out = Vec::with_capacity(
-            88 + strings.iter().map(|s| s.len()).sum::<usize>() + self.events.len() + event.len(),
+            96 + strings.iter().map(|s| s.len()).sum::<usize>() + self.events.len() + event.len(),
         );
         out.push(self.state);
         out.push(self.flags);
@@ -382,6 +402,7 @@ impl<'a> Packed<'a> {
         }
         out.extend_from_slice(&self.priority.to_le_bytes());
         out.extend_from_slice(&self.events_kept.to_le_bytes());
+        out.extend_from_slice(&self.claim.to_le_bytes());
         for s in strings {
             out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
             out.extend_from_slice(s.as_bytes());
@@ -397,8 +418,9 @@ fn us(at: Option<DateTime<Utc>>) -> f64 {
     at.map_or(0, micros) as f64
 }
 
-/// A new record's `m` (no events yet: its creation is implied).
-fn encode_m(r: &JobRecord, delayed: bool) -> Vec<u8> {
+/// A new record's `m` (no events yet: its creation is implied). Whether it waits for its
+/// `run_at` is for the create script to say, by Redis's clock.
+fn encode_m(r: &JobRecord) -> Vec<u8> {
     let flags = (if r.started_at.is_some() { F_STARTED } else { 0 })
         | (if r.finished_at.is_some() {
             F_FINISHED
@@ -412,8 +434,7 @@ fn encode_m(r: &JobRecord, delayed: bool) -> Vec<u8> {
         })
         | (if r.cancel_requested { F_CANCEL } else { 0 })
         | (if r.last_error.is_some() { F_LE } else { 0 })
-        | (if r.result.is_some() { F_RES } else { 0 })
-        | (if delayed { F_DK } else { 0 });
+        | (if r.result.is_some() { F_RES } else { 0 });
     Packed {
         state: state_code(r.state),
         flags,
@@ -428,6 +449,12 @@ fn encode_m(r: &JobRecord, delayed: bool) -> Vec<u8> {
         lease: us(r.lease_expires_at),
         priority: r.priority,
         events_kept: 0,
+        #[allow(clippy::cast_precision_loss)] // versions stay far below 2^53
+        claim: if r.state == JobState::Running {
+            r.version as f64
+        } else {
+            0.0
+        },
         owner: r.lease_owner.as_ref().map_or("", WorkerId::as_str),
         kind: &r.kind,
         queue: &r.queue,
@@ -568,15 +595,11 @@ struct Settled {
 /// returned it): the transition of the finish script, computed here so that the settle
 /// script only compares and writes. `now` is Redis's clock (microseconds), `keep` the events
 /// kept besides creation. `None` where the script must decide: the job is not held by `t`'s
-/// worker at `t`'s attempt as far as `old` says, or a cancel was asked for.
+/// claim as far as `old` says, or a cancel was asked for.
 #[allow(clippy::cast_precision_loss)] // microseconds since 1970 stay below 2^53
 fn settle(old: &[u8], t: &Transition, now: i64, keep: usize) -> Option<Settled> {
     let mut p = Packed::read(old)?;
-    if p.state != 2
-        || p.owner != t.worker.as_str()
-        || p.attempt != t.attempt
-        || p.flags & F_CANCEL != 0
-    {
+    if p.state != 2 || p.claim != t.token as f64 || p.flags & F_CANCEL != 0 {
         return None;
     }
     let now_f = now as f64;
@@ -588,14 +611,14 @@ fn settle(old: &[u8], t: &Transition, now: i64, keep: usize) -> Option<Settled> 
             }
             None
         }
-        Finish::Retry { run_at, error } => {
-            p.run_at = micros(*run_at) as f64;
+        Finish::Retry { delay, error } => {
+            p.run_at = now_f + dur_micros(clamp_delay(*delay)) as f64;
             p.error = error;
             p.flags |= F_LE;
             Some(error)
         }
-        Finish::Defer { run_at, reason } => {
-            p.run_at = micros(*run_at) as f64;
+        Finish::Defer { delay, reason } => {
+            p.run_at = now_f + dur_micros(clamp_delay(*delay)) as f64;
             p.attempt = p.attempt.saturating_sub(1);
             Some(reason)
         }
@@ -786,32 +809,34 @@ impl RedisState {
     fn from_link(link: Link, config: RedisStateConfig) -> Self {
         let prefix = format!("{{{}}}", config.namespace);
         Self {
-            link,
-            config,
-            prefix,
+            core: Arc::new(Core {
+                link,
+                config,
+                prefix,
+                held: parking_lot::Mutex::new(HashMap::new()),
+                clock_offset: AtomicI64::new(0),
+            }),
             wake: Arc::new(Notify::new()),
             listener: parking_lot::Mutex::new(None),
-            held: parking_lot::Mutex::new(HashMap::new()),
-            clock_offset: AtomicI64::new(0),
         }
     }
 
     /// The connection pool.
     #[must_use]
     pub fn pool(&self) -> &Pool {
-        self.link.pool()
+        self.core.link.pool()
     }
 
     /// The settings.
     #[must_use]
     pub fn config(&self) -> &RedisStateConfig {
-        &self.config
+        &self.core.config
     }
 
     /// Requests sent to Redis so far (a script call counts once).
     #[must_use]
     pub fn round_trips(&self) -> u64 {
-        self.link.round_trips()
+        self.core.link.round_trips()
     }
 
     /// Drop records whose retention ran out now (at most the sweep batch), and lease batches
@@ -819,10 +844,12 @@ impl RedisState {
     /// every `counts`. Returns how many records and batches went (call it until it answers
     /// 0 to drop everything due).
     pub async fn sweep(&self) -> Result<usize> {
-        let (swept, _) = self.counts_raw().await?;
+        let (swept, _) = self.core.counts_raw().await?;
         Ok(swept)
     }
+}
 
+impl Core {
     async fn counts_raw(&self) -> Result<(usize, Vec<Value>)> {
         let reply = self
             .link
@@ -856,7 +883,9 @@ impl RedisState {
         Ok(out)
     }
 
-    fn record_fields(record: &JobRecord, now: DateTime<Utc>) -> Result<Vec<Vec<u8>>> {
+    /// A new job's arguments to the create script: its due time goes as a delay from its
+    /// `created_at`, which the script counts from Redis's clock.
+    fn record_fields(record: &JobRecord) -> Result<Vec<Vec<u8>>> {
         let blob = serde_json::to_vec(&BlobOut {
             payload: &record.payload,
             created_at: micros(record.created_at),
@@ -868,21 +897,21 @@ impl RedisState {
                 .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             idempotency_key: record.idempotency_key.as_deref(),
         })?;
-        let delayed = record.run_at > now;
+        let delay = micros(record.run_at).saturating_sub(micros(record.created_at));
         Ok(vec![
             arg(record.id),
             arg(record.idempotency_key.as_deref().unwrap_or("")),
             arg(&record.kind),
             arg(&record.queue),
             arg(record.priority),
-            arg(micros(record.run_at)),
-            if delayed { b"1".to_vec() } else { Vec::new() },
+            arg(delay),
             blob,
-            encode_m(record, delayed),
+            encode_m(record),
         ])
     }
 
-    /// The claim script's head: mode, worker, lease, events kept, sweep limit, dead retention.
+    /// The claim script's head: mode, worker, lease, events kept, sweep limit, dead
+    /// retention, retention.
     fn claim_head(&self, mode: &str, worker: &WorkerId, lease: Duration) -> Vec<Vec<u8>> {
         vec![
             arg(mode),
@@ -891,24 +920,113 @@ impl RedisState {
             arg(self.config.max_events_per_job - 1),
             arg(self.config.sweep_batch),
             arg(dur_micros(self.config.dead_retention)),
+            arg(dur_micros(self.config.retention)),
         ]
     }
 
     /// One pass of [`QueuingState::claim_due`]: the claims, and when nothing was claimed,
     /// when something comes due next (by Redis's clock).
-    async fn claim_due_once(&self, req: &Reserve<'_>) -> Result<(Vec<Claim>, Option<i64>)> {
+    ///
+    /// The script runs in a task of its own, so nothing is stranded whatever happens to the
+    /// caller: a caller that stops waiting (drops the future) has what the script claimed for
+    /// it handed back at once, and a call whose answer is lost (a reply timeout, a killed
+    /// connection) hands back, by the name it gave the script for its lease batches,
+    /// whatever it took; each due now, attempt not spent.
+    async fn claim_due_once(
+        self: &Arc<Self>,
+        req: &Reserve<'_>,
+    ) -> Result<(Vec<Claim>, Option<i64>)> {
         let mut args = self.claim_head("due", req.worker, req.lease);
         args.push(arg(req.max.min(self.config.chunk_size)));
         args.extend(req.queues.iter().map(arg));
+        let name = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        args.push(arg(&name));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let core = Arc::clone(self);
+        let claim = NamedClaim {
+            name,
+            worker: req.worker.clone(),
+            lease: req.lease,
+            queues: req.queues.to_vec(),
+        };
+        tokio::spawn(async move {
+            let answer = core.claim_due_call(&args).await;
+            let lost = answer.is_err();
+            if let Err(Ok((claims, _))) = tx.send(answer) {
+                // The caller is gone: forget what it would have settled, and give it back.
+                {
+                    let mut held = core.held.lock();
+                    for claim in &claims {
+                        if let Claim::Claimed(r) = claim {
+                            held.remove(&Held::of(r));
+                        }
+                    }
+                }
+                core.hand_back_named(&claim).await;
+            } else if lost {
+                core.hand_back_named(&claim).await;
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Backend,
+                "the claim task ended without an answer; try again",
+            ))
+        })
+    }
+
+    async fn claim_due_call(&self, args: &[Vec<u8>]) -> Result<(Vec<Claim>, Option<i64>)> {
         let reply = self
             .link
-            .eval(&SCRIPTS.claim, &[&self.prefix], &args)
+            .eval(&SCRIPTS.claim, &[&self.prefix], args)
             .await?;
         let mut parts = array("claim", reply)?.into_iter();
         let claims = self.claimed(&array("claim", parts.next().unwrap_or(Value::Nil))?)?;
         let next = parts.next().as_ref().and_then(int);
         self.note_clock(parts.next().as_ref());
         Ok((claims, next))
+    }
+
+    /// Hand back the jobs `claim` took and still holds (see `claim_due_once`), trying for as
+    /// long as their leases last; after that their leases expire and they are taken over all
+    /// the same.
+    async fn hand_back_named(&self, claim: &NamedClaim) {
+        let deadline = tokio::time::Instant::now() + claim.lease;
+        let mut pause = Duration::from_millis(100);
+        let mut args = vec![
+            arg(&claim.name),
+            arg(&claim.worker),
+            arg(dur_micros(claim.lease)),
+            arg(self.config.max_events_per_job - 1),
+            arg(dur_micros(self.config.retention)),
+            arg(dur_micros(self.config.dead_retention)),
+            arg(self.config.sweep_batch),
+            arg("claimed for a caller that never got the answer; handed back"),
+        ];
+        args.extend(claim.queues.iter().map(arg));
+        loop {
+            match self
+                .link
+                .eval(&SCRIPTS.handback, &[&self.prefix], &args)
+                .await
+            {
+                Ok(back) => {
+                    if int(&back).is_some_and(|n| n > 0) {
+                        tracing::debug!(jobs = ?int(&back), "handed back jobs claimed for a caller that never got them");
+                    }
+                    return;
+                }
+                Err(err) if tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %err, "could not hand back a lost claim yet; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not hand back the jobs of a claim whose answer was lost; they run again when their leases expire");
+                    return;
+                }
+            }
+        }
     }
 
     /// Parse claim answers and remember the records claimed, for settling.
@@ -920,7 +1038,7 @@ impl RedisState {
         }
         for (claim, group) in claims.iter().zip(replies.chunks(4)) {
             if let (Claim::Claimed(r), Some(Value::BulkString(m))) = (claim, group.get(3)) {
-                held.insert(r.id, m.clone());
+                held.insert(Held::of(r), m.clone());
             }
         }
         Ok(claims)
@@ -953,7 +1071,7 @@ impl RedisState {
         {
             let mut held = self.held.lock();
             for (i, t) in transitions.iter().enumerate() {
-                let Some(old) = held.remove(&t.id) else {
+                let Some(old) = held.remove(&t.held()) else {
                     continue;
                 };
                 let Some(s) = settle(&old, t, now, keep) else {
@@ -1056,7 +1174,9 @@ impl RedisState {
             })
             .collect()
     }
+}
 
+impl RedisState {
     /// Listen for the wake-ups the scripts publish when they file due work, so a claim
     /// waiting in another process starts at once. Started by the first waiting claim; it
     /// reconnects by itself and ends with the store.
@@ -1065,8 +1185,8 @@ impl RedisState {
         if slot.as_ref().is_some_and(|h| !h.is_finished()) {
             return;
         }
-        let client = self.link.client().clone();
-        let channel = format!("{}:wake", self.prefix);
+        let client = self.core.link.client().clone();
+        let channel = format!("{}:wake", self.core.prefix);
         let wake = Arc::downgrade(&self.wake);
         let task = tokio::spawn(async move {
             loop {
@@ -1104,7 +1224,7 @@ impl Drop for RedisState {
 }
 
 /// Claim answers, four values each: `claimed, id, d, m` | `notdue, id, run_at, -` |
-/// `exhausted, id, reason, -` | `skipped, id, state, -`.
+/// `exhausted, id, reason, -` | `cancelled, id, reason, -` | `skipped, id, state, -`.
 fn parse_claims(replies: &[Value]) -> Result<Vec<Claim>> {
     replies
         .chunks(4)
@@ -1123,6 +1243,10 @@ fn parse_claims(replies: &[Value]) -> Result<Vec<Claim>> {
                     id: id()?,
                     reason: parts.get(2).and_then(owned).unwrap_or_default(),
                 },
+                "cancelled" => Claim::Cancelled {
+                    id: id()?,
+                    reason: parts.get(2).and_then(owned).unwrap_or_default(),
+                },
                 "skipped" => Claim::Skipped {
                     id: id()?,
                     state: parts.get(2).and_then(text).and_then(|s| s.parse().ok()),
@@ -1134,10 +1258,10 @@ fn parse_claims(replies: &[Value]) -> Result<Vec<Claim>> {
 }
 
 fn finish_args(t: &Transition) -> Vec<Vec<u8>> {
-    let (code, run_at, text): (&str, Option<DateTime<Utc>>, &str) = match &t.finish {
+    let (code, delay, text): (&str, Option<Duration>, &str) = match &t.finish {
         Finish::Succeeded { result } => ("ok", None, result.as_ref().map_or("", Payload::as_str)),
-        Finish::Retry { run_at, error } => ("retry", Some(*run_at), error),
-        Finish::Defer { run_at, reason } => ("defer", Some(*run_at), reason),
+        Finish::Retry { delay, error } => ("retry", Some(*delay), error),
+        Finish::Defer { delay, reason } => ("defer", Some(*delay), reason),
         Finish::Dead { error } => ("dead", None, error),
         Finish::Cancelled { reason } => ("cancel", None, reason),
         Finish::Release { reason } => ("release", None, reason),
@@ -1145,9 +1269,9 @@ fn finish_args(t: &Transition) -> Vec<Vec<u8>> {
     vec![
         arg(t.id),
         arg(&t.worker),
-        arg(t.attempt),
+        arg(t.token),
         arg(code),
-        run_at.map_or_else(Vec::new, |at| arg(micros(at))),
+        delay.map_or_else(Vec::new, |d| arg(dur_micros(clamp_delay(d)))),
         arg(text),
     ]
 }
@@ -1164,12 +1288,11 @@ impl StateManager for RedisState {
                 ),
             ));
         }
-        let now = Utc::now();
         let items = jobs
             .iter()
-            .map(|r| Self::record_fields(r, now))
+            .map(Core::record_fields)
             .collect::<Result<Vec<_>>>()?;
-        let replies = self.chunks(&SCRIPTS.create, &[], items).await?;
+        let replies = self.core.chunks(&SCRIPTS.create, &[], items).await?;
         let created = replies
             .chunks(2)
             .map(|parts| {
@@ -1190,32 +1313,31 @@ impl StateManager for RedisState {
     }
 
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
-        let head = self.claim_head("ids", worker, lease);
+        let head = self.core.claim_head("ids", worker, lease);
         let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(self.config.chunk_size) {
+        for chunk in ids.chunks(self.core.config.chunk_size) {
             let mut args = head.clone();
             args.extend(chunk.iter().map(arg));
             let reply = self
+                .core
                 .link
-                .eval(&SCRIPTS.claim, &[&self.prefix], &args)
+                .eval(&SCRIPTS.claim, &[&self.core.prefix], &args)
                 .await?;
             let mut parts = array("claim", reply)?.into_iter();
-            out.extend(self.claimed(&array("claim", parts.next().unwrap_or(Value::Nil))?)?);
+            out.extend(
+                self.core
+                    .claimed(&array("claim", parts.next().unwrap_or(Value::Nil))?)?,
+            );
             parts.next();
-            self.note_clock(parts.next().as_ref());
+            self.core.note_clock(parts.next().as_ref());
         }
         Ok(out)
     }
 
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        worker: &WorkerId,
-        lease: Duration,
-    ) -> Result<Vec<Heartbeat>> {
-        let head = [arg(worker), arg(dur_micros(lease))];
-        let items = ids.iter().map(|id| vec![arg(id)]).collect();
-        let replies = self.chunks(&SCRIPTS.heartbeat, &head, items).await?;
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
+        let head = [arg(dur_micros(lease))];
+        let items = held.iter().map(|h| vec![arg(h.id), arg(h.token)]).collect();
+        let replies = self.core.chunks(&SCRIPTS.heartbeat, &head, items).await?;
         Ok(replies
             .iter()
             .map(|r| match text(r) {
@@ -1238,7 +1360,7 @@ impl StateManager for RedisState {
         let requeues = transitions
             .iter()
             .any(|t| t.finish.target() == JobState::Queued);
-        let result = self.finish_all(transitions).await;
+        let result = self.core.finish_all(transitions).await;
         if requeues {
             self.wake.notify_waiters();
         }
@@ -1249,12 +1371,13 @@ impl StateManager for RedisState {
         let args = [
             arg(id),
             arg(reason),
-            arg(self.config.max_events_per_job - 1),
-            arg(dur_micros(self.config.retention)),
+            arg(self.core.config.max_events_per_job - 1),
+            arg(dur_micros(self.core.config.retention)),
         ];
         let reply = self
+            .core
             .link
-            .eval(&SCRIPTS.cancel, &[&self.prefix], &args)
+            .eval(&SCRIPTS.cancel, &[&self.core.prefix], &args)
             .await?;
         let parts = array("cancel", reply)?;
         match parts.first().and_then(text) {
@@ -1275,8 +1398,9 @@ impl StateManager for RedisState {
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
         let reply = self
+            .core
             .link
-            .eval(&SCRIPTS.get, &[&self.prefix], &[arg(id)])
+            .eval(&SCRIPTS.get, &[&self.core.prefix], &[arg(id)])
             .await?;
         let mut values = array("get", reply)?;
         if values
@@ -1306,15 +1430,16 @@ impl StateManager for RedisState {
                 Order::Asc => "asc",
                 Order::Desc => "desc",
             }),
-            arg(self.config.list_scan_budget.max(page.limit + 1)),
+            arg(self.core.config.list_scan_budget.max(page.limit + 1)),
             filter.state.map_or_else(Vec::new, arg),
             filter.kind.as_deref().map_or_else(Vec::new, arg),
             filter.queue.as_deref().map_or_else(Vec::new, arg),
             filter.tenant.as_deref().map_or_else(Vec::new, arg),
         ];
         let reply = self
+            .core
             .link
-            .eval(&SCRIPTS.list, &[&self.prefix], &args)
+            .eval(&SCRIPTS.list, &[&self.core.prefix], &args)
             .await?;
         let mut parts = array("list", reply)?.into_iter();
         let items = array("list items", parts.next().unwrap_or(Value::Nil))?
@@ -1330,8 +1455,9 @@ impl StateManager for RedisState {
 
     async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
         let reply = self
+            .core
             .link
-            .eval(&SCRIPTS.get, &[&self.prefix], &[arg(id)])
+            .eval(&SCRIPTS.get, &[&self.core.prefix], &[arg(id)])
             .await?;
         let values = array("events", reply)?;
         let (Some(Value::BulkString(d)), Some(Value::BulkString(m))) =
@@ -1359,7 +1485,7 @@ impl StateManager for RedisState {
     }
 
     async fn counts(&self) -> Result<StateCounts> {
-        let (_, flat) = self.counts_raw().await?;
+        let (_, flat) = self.core.counts_raw().await?;
         let mut counts = StateCounts::default();
         for pair in flat.chunks(2) {
             let [field, value] = pair else { continue };
@@ -1385,7 +1511,7 @@ impl StateManager for RedisState {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.link.ping().await
+        self.core.link.ping().await
     }
 }
 
@@ -1407,14 +1533,15 @@ impl QueuingState for RedisState {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (claims, next) = self.claim_due_once(req).await?;
+            let (claims, next) = self.core.claim_due_once(req).await?;
             let now = tokio::time::Instant::now();
             if !claims.is_empty() || now >= deadline {
                 return Ok(claims);
             }
-            let mut nap = (deadline - now).min(self.config.poll_interval);
+            let mut nap = (deadline - now).min(self.core.config.poll_interval);
             if let Some(next) = next {
-                let until = u64::try_from(next - micros(Utc::now())).unwrap_or(0);
+                // `next` is by Redis's clock: so is the wait.
+                let until = u64::try_from(next - self.core.redis_now()).unwrap_or(0);
                 nap = nap.min(Duration::from_micros(until).max(Duration::from_millis(1)));
             }
             let _ = tokio::time::timeout(nap, notified).await;
@@ -1422,7 +1549,11 @@ impl QueuingState for RedisState {
     }
 
     async fn queue_stats(&self) -> Result<QueueStats> {
-        let reply = self.link.eval(&SCRIPTS.stats, &[&self.prefix], &[]).await?;
+        let reply = self
+            .core
+            .link
+            .eval(&SCRIPTS.stats, &[&self.core.prefix], &[])
+            .await?;
         let flat = array("queue stats", reply)?;
         let number = |v: &Value| int(v).and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
         let mut stats = QueueStats::default();
@@ -1478,14 +1609,28 @@ mod tests {
             .claim(&[id], &worker, Duration::from_secs(30))
             .await
             .expect("claim");
-        assert!(matches!(claims[..], [Claim::Claimed(_)]), "{claims:?}");
-        assert!(state.held.lock().contains_key(&id));
+        let [Claim::Claimed(claimed)] = &claims[..] else {
+            panic!("{claims:?}")
+        };
+        let held = Held::of(claimed);
+        assert!(state.core.held.lock().contains_key(&held));
+        // The settle script, loaded (a server that never ran it answers NOSCRIPT first).
+        state
+            .core
+            .link
+            .eval(
+                &SCRIPTS.settle,
+                &[&state.core.prefix],
+                &[arg(0), arg(0), arg(0)],
+            )
+            .await
+            .expect("load the settle script");
         let before = state.round_trips();
         let done = state
             .finish(vec![Transition {
                 id,
                 worker,
-                attempt: 1,
+                token: held.token,
                 finish: Finish::Succeeded { result: None },
             }])
             .await
@@ -1495,13 +1640,93 @@ mod tests {
         };
         assert_eq!(to, JobState::Succeeded);
         assert_eq!(state.round_trips() - before, 1, "settled, no fallback");
-        assert!(state.held.lock().is_empty());
+        assert!(state.core.held.lock().is_empty());
         let stored = state.get(id).await.expect("get").expect("kept");
         assert_eq!(
             (stored.state, stored.version),
             (JobState::Succeeded, version)
         );
-        let mut conn = state.link.conn().await.expect("conn");
+        let mut conn = state.core.link.conn().await.expect("conn");
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{{{ns}}}*"))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        let _: () = ::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+
+    /// With a server at `REDIS_URL`: a claim whose answer never reached its caller (a reply
+    /// timeout, a killed connection) is handed back by the name it gave its lease batches:
+    /// its jobs are due again at once, attempt not spent. Before, they waited out their
+    /// lease and a takeover spent an attempt.
+    #[tokio::test]
+    async fn a_claim_whose_answer_was_lost_is_handed_back_by_name() {
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            eprintln!("skipped: REDIS_URL is not set");
+            return;
+        };
+        let ns = format!("jft-unit-lost-{}", uuid::Uuid::now_v7().simple());
+        let state = RedisState::connect(RedisStateConfig::new(url.as_str()).with_namespace(&ns))
+            .await
+            .expect("connect");
+        let records: Vec<JobRecord> = (0..5)
+            .map(|_| {
+                let mut r = JobRecord::from_job(NewJob::new("k"));
+                r.state = JobState::Queued;
+                r.attempt = 0;
+                r.started_at = None;
+                r
+            })
+            .collect();
+        state.create(records).await.expect("create");
+        let claim = NamedClaim {
+            name: "lost-answer".to_owned(),
+            worker: WorkerId::new("w"),
+            lease: Duration::from_secs(30),
+            queues: vec!["default".to_owned()],
+        };
+        let mut args = state.core.claim_head("due", &claim.worker, claim.lease);
+        args.push(arg(10));
+        args.push(arg("default"));
+        args.push(arg(&claim.name));
+        // The script runs; its answer is dropped, as a lost reply would be.
+        let (claims, _) = state.core.claim_due_call(&args).await.expect("claim");
+        assert_eq!(claims.len(), 5);
+        assert_eq!(state.counts().await.expect("counts").total.running, 5);
+        state.core.hand_back_named(&claim).await;
+        let counts = state.counts().await.expect("counts");
+        assert_eq!((counts.total.running, counts.total.queued), (0, 5));
+        let queues = vec!["default".to_owned()];
+        let again = state
+            .claim_due(&Reserve {
+                worker: &claim.worker,
+                queues: &queues,
+                max: 10,
+                lease: claim.lease,
+                wait: Duration::ZERO,
+            })
+            .await
+            .expect("claim again");
+        assert_eq!(again.len(), 5);
+        for c in &again {
+            let Claim::Claimed(r) = c else {
+                panic!("{c:?}")
+            };
+            assert_eq!(r.attempt, 1, "the attempt was not spent");
+            let events = state.events(r.id).await.expect("events");
+            assert!(
+                events.iter().any(|e| e
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("handed back"))),
+                "{events:?}"
+            );
+        }
+        let mut conn = state.core.link.conn().await.expect("conn");
         let keys: Vec<String> = ::redis::cmd("KEYS")
             .arg(format!("{{{ns}}}*"))
             .query_async(&mut conn)

@@ -49,6 +49,14 @@ pub enum Claim {
         /// The reason recorded.
         reason: String,
     },
+    /// A worker died holding the job after someone asked to cancel it: the claim moved it to
+    /// `Cancelled` instead of running it again.
+    Cancelled {
+        /// The job.
+        id: JobId,
+        /// The reason recorded.
+        reason: String,
+    },
     /// The job cannot be claimed: unknown, finished, or held by a live lease. Drop the delivery.
     Skipped {
         /// The job.
@@ -56,6 +64,32 @@ pub enum Claim {
         /// Its state, if it exists.
         state: Option<JobState>,
     },
+}
+
+/// A claim its worker holds: the job, and the claim's token, which is the record's
+/// [`version`](JobRecord::version) as [`Claim::Claimed`] returned it.
+///
+/// Every claim makes a new version, and versions only grow, so the token names one claim of
+/// one job for good: heartbeats and finishes are fenced on it. A worker whose lease was taken
+/// over, or a second process that happens to use the same worker id, holds a token that no
+/// longer matches, and is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Held {
+    /// The job.
+    pub id: JobId,
+    /// The claim's token.
+    pub token: u64,
+}
+
+impl Held {
+    /// The claim a [`Claim::Claimed`] record stands for.
+    #[must_use]
+    pub fn of(record: &JobRecord) -> Self {
+        Self {
+            id: record.id,
+            token: record.version,
+        }
+    }
 }
 
 /// What a heartbeat learned about one held job.
@@ -66,7 +100,7 @@ pub enum Heartbeat {
         /// Whether someone asked to cancel the job.
         cancel_requested: bool,
     },
-    /// No longer held by this worker (taken over, cancelled or finished elsewhere).
+    /// This claim no longer holds the job (taken over, finished, or cancelled while queued).
     Lost,
 }
 
@@ -78,17 +112,18 @@ pub enum Finish {
         /// The result (`None` for no result).
         result: Option<Payload>,
     },
-    /// Failed, to be tried again at `run_at`. The attempt is spent.
+    /// Failed, to be tried again `delay` from now by the store's clock. The attempt is spent.
     Retry {
-        /// When to try again.
-        run_at: DateTime<Utc>,
+        /// How long to wait before trying again.
+        delay: Duration,
         /// What went wrong.
         error: String,
     },
-    /// Put back without spending the attempt (a safety layer deferred it).
+    /// Put back without spending the attempt, due `delay` from now by the store's clock (a
+    /// safety layer deferred it, or the handler asked).
     Defer {
-        /// When to try again.
-        run_at: DateTime<Utc>,
+        /// How long to wait.
+        delay: Duration,
         /// Why.
         reason: String,
     },
@@ -124,18 +159,30 @@ impl Finish {
     }
 }
 
-/// Finish one running job, fenced: it applies only while `worker` still holds the job at
-/// `attempt` (a worker whose lease was taken over cannot overwrite the new owner's result).
+/// Finish one running job, fenced: it applies only while the claim with `token` still holds
+/// the job (see [`Held`]): a worker whose lease was taken over cannot overwrite the new
+/// owner's result.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transition {
     /// The job.
     pub id: JobId,
-    /// The worker that ran the attempt.
+    /// The worker that ran the attempt (recorded in the job's history).
     pub worker: WorkerId,
-    /// The attempt that ran (as returned by the claim).
-    pub attempt: u32,
+    /// The claim's token: the record's version as the claim returned it.
+    pub token: u64,
     /// Where it goes.
     pub finish: Finish,
+}
+
+impl Transition {
+    /// The claim this transition finishes.
+    #[must_use]
+    pub fn held(&self) -> Held {
+        Held {
+            id: self.id,
+            token: self.token,
+        }
+    }
 }
 
 /// The answer to one [`Transition`].
@@ -148,8 +195,8 @@ pub enum TransitionResult {
         /// The new version.
         version: u64,
     },
-    /// Refused: the job is gone, no longer held by that worker and attempt, or the state
-    /// machine forbids the move.
+    /// Refused: the job is gone, no longer held by that claim, or the state machine forbids
+    /// the move.
     Conflict {
         /// The job's current state, if it exists.
         current: Option<JobState>,
@@ -363,21 +410,24 @@ pub struct StateCounts {
 pub trait StateManager: Send + Sync + 'static {
     /// Store new `Queued` jobs. A job whose idempotency key is already taken is not stored:
     /// its answer is [`Created::Existing`] with the holder's id.
+    ///
+    /// A record's `run_at` is read relative to its `created_at`, which is the submitter's
+    /// clock: a store whose clock is not the submitter's keeps `run_at - created_at` and
+    /// counts it from its own clock, so a submitter whose clock is off neither delays nor
+    /// hastens its jobs.
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>>;
 
     /// Claim jobs for `worker` with a lease of `lease`: `Queued` and due, or `Running` with an
-    /// expired lease (a takeover). Each claim counts an attempt.
+    /// expired lease (a takeover; [`Claim::Exhausted`] when its attempts are spent,
+    /// [`Claim::Cancelled`] when a cancel was asked for). Each claim counts an attempt, and
+    /// its record's version is the claim's token ([`Held`]).
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>>;
 
-    /// Extend the leases `worker` holds on `ids`, and report cancel requests.
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        worker: &WorkerId,
-        lease: Duration,
-    ) -> Result<Vec<Heartbeat>>;
+    /// Extend the leases of the claims in `held` to `lease` from now, and report cancel
+    /// requests. A claim that no longer holds its job is answered [`Heartbeat::Lost`].
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>>;
 
-    /// Finish attempts, each fenced by its worker and attempt.
+    /// Finish attempts, each fenced by its claim's token.
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>>;
 
     /// Cancel a job: queued jobs at once, running jobs cooperatively.
@@ -416,8 +466,12 @@ pub trait QueuingState: StateManager {
     /// `req.lease`: `Queued` jobs that are due, highest priority first, then earliest
     /// `run_at`, then oldest (`RedisState`: within a priority, in the order they became
     /// due); and `Running` jobs whose lease expired (a takeover, or
-    /// [`Claim::Exhausted`] when their attempts are spent). Waits up to `req.wait` for a first
-    /// one. Answers only [`Claim::Claimed`] and [`Claim::Exhausted`].
+    /// [`Claim::Exhausted`] when their attempts are spent, [`Claim::Cancelled`] when a cancel
+    /// was asked for). Waits up to `req.wait` for a first one. Answers only
+    /// [`Claim::Claimed`], [`Claim::Exhausted`] and [`Claim::Cancelled`].
+    ///
+    /// Cancel-safe: a caller that stops waiting (drops the future) strands nothing. Jobs a
+    /// claim took for a caller that is gone are handed back, due now, attempt not spent.
     async fn claim_due(&self, req: &crate::queue::Reserve<'_>) -> Result<Vec<Claim>>;
 
     /// Delivery counts read from the records: ready, delayed, in flight, and dead jobs kept.

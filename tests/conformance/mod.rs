@@ -8,8 +8,8 @@ use std::time::Duration;
 use chrono::Utc;
 use jobforge::queue::{DeadLetter, Envelope, Lease, QueueManager, Release, Reserve};
 use jobforge::state::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, JobFilter, Page, StateManager, Transition,
-    TransitionResult,
+    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Page, StateManager,
+    Transition, TransitionResult,
 };
 use jobforge::{ErrorKind, JobId, JobRecord, JobState, NewJob, Payload, WorkerId};
 
@@ -323,11 +323,12 @@ fn claimed(c: Claim) -> JobRecord {
     }
 }
 
-fn finish(id: JobId, w: &WorkerId, attempt: u32, f: Finish) -> Transition {
+/// Finish the claim `r` (a record as its claim returned it) by `w`.
+pub fn finish(r: &JobRecord, w: &WorkerId, f: Finish) -> Transition {
     Transition {
-        id,
+        id: r.id,
         worker: w.clone(),
-        attempt,
+        token: r.version,
         finish: f,
     }
 }
@@ -365,14 +366,14 @@ pub async fn state_finish_is_fenced(s: Arc<dyn StateManager>) {
     let a = WorkerId::new("a");
     let b = WorkerId::new("b");
     let id = create_one(s.as_ref(), NewJob::new("k")).await;
-    claimed(claim_one(s.as_ref(), id, &a, Duration::from_millis(50)).await);
+    let first = claimed(claim_one(s.as_ref(), id, &a, Duration::from_millis(50)).await);
     tokio::time::sleep(Duration::from_millis(80)).await;
     // b takes over the expired lease: attempt 2.
     let r = claimed(claim_one(s.as_ref(), id, &b, LONG).await);
     assert_eq!((r.attempt, r.lease_owner.clone()), (2, Some(b.clone())));
     // a's late finish is refused; b's is applied; a second finish by b is refused.
     let res = s
-        .finish(vec![finish(id, &a, 1, Finish::Succeeded { result: None })])
+        .finish(vec![finish(&first, &a, Finish::Succeeded { result: None })])
         .await
         .unwrap();
     assert!(matches!(
@@ -384,9 +385,8 @@ pub async fn state_finish_is_fenced(s: Arc<dyn StateManager>) {
     ));
     let res = s
         .finish(vec![finish(
-            id,
+            &r,
             &b,
-            2,
             Finish::Succeeded {
                 result: Some(Payload::from_json("42").unwrap()),
             },
@@ -402,9 +402,8 @@ pub async fn state_finish_is_fenced(s: Arc<dyn StateManager>) {
     ));
     let res = s
         .finish(vec![finish(
-            id,
+            &r,
             &b,
-            2,
             Finish::Dead {
                 error: "late".into(),
             },
@@ -416,25 +415,26 @@ pub async fn state_finish_is_fenced(s: Arc<dyn StateManager>) {
     assert_eq!(r.state, JobState::Succeeded);
     assert_eq!(r.result.as_ref().map(Payload::as_str), Some("42"));
     assert!(r.finished_at.is_some());
-    // Heartbeat by the stale worker reports the loss.
+    // Heartbeats of both claims report the loss.
     assert_eq!(
-        s.heartbeat(&[id], &a, LONG).await.unwrap(),
-        vec![Heartbeat::Lost]
+        s.heartbeat(&[Held::of(&first), Held::of(&r)], LONG)
+            .await
+            .unwrap(),
+        vec![Heartbeat::Lost, Heartbeat::Lost]
     );
 }
 
 pub async fn state_retry_defer_and_not_due(s: Arc<dyn StateManager>) {
     let w = WorkerId::new("w");
     let id = create_one(s.as_ref(), NewJob::new("k")).await;
-    claimed(claim_one(s.as_ref(), id, &w, LONG).await);
-    let later = Utc::now() + chrono::Duration::seconds(60);
+    let r = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    let before = Utc::now();
     let res = s
         .finish(vec![finish(
-            id,
+            &r,
             &w,
-            1,
             Finish::Retry {
-                run_at: later,
+                delay: Duration::from_secs(60),
                 error: "flaky".into(),
             },
         )])
@@ -446,22 +446,23 @@ pub async fn state_retry_defer_and_not_due(s: Arc<dyn StateManager>) {
         (r.state, r.attempt, r.last_error.as_deref()),
         (JobState::Queued, 1, Some("flaky"))
     );
-    // Not due yet: an early delivery is told when.
+    // Not due yet: an early delivery is told when (the delay counted from the store's
+    // clock, which is this one's within a second here).
     match claim_one(s.as_ref(), id, &w, LONG).await {
         Claim::NotDue { run_at, .. } => {
-            assert_eq!(run_at.timestamp_millis(), later.timestamp_millis())
+            let after = (run_at - before).num_milliseconds();
+            assert!((59_000..=61_000).contains(&after), "{after} ms");
         }
         other => panic!("expected NotDue, got {other:?}"),
     }
     // A deferral does not spend the attempt.
     let id2 = create_one(s.as_ref(), NewJob::new("k")).await;
-    claimed(claim_one(s.as_ref(), id2, &w, LONG).await);
+    let r2 = claimed(claim_one(s.as_ref(), id2, &w, LONG).await);
     s.finish(vec![finish(
-        id2,
+        &r2,
         &w,
-        1,
         Finish::Defer {
-            run_at: Utc::now(),
+            delay: Duration::ZERO,
             reason: "rate limited".into(),
         },
     )])
@@ -525,13 +526,13 @@ pub async fn state_cancel(s: Arc<dyn StateManager>) {
     ));
 
     let running = create_one(s.as_ref(), NewJob::new("k")).await;
-    claimed(claim_one(s.as_ref(), running, &w, LONG).await);
+    let r = claimed(claim_one(s.as_ref(), running, &w, LONG).await);
     assert_eq!(
         s.cancel(running, "user").await.unwrap(),
         CancelOutcome::Requested
     );
     assert_eq!(
-        s.heartbeat(&[running], &w, LONG).await.unwrap(),
+        s.heartbeat(&[Held::of(&r)], LONG).await.unwrap(),
         vec![Heartbeat::Held {
             cancel_requested: true
         }]
@@ -539,11 +540,10 @@ pub async fn state_cancel(s: Arc<dyn StateManager>) {
     // A retry after a cancel request ends the job cancelled instead.
     let res = s
         .finish(vec![finish(
-            running,
+            &r,
             &w,
-            1,
             Finish::Retry {
-                run_at: Utc::now(),
+                delay: Duration::ZERO,
                 error: "x".into(),
             },
         )])
@@ -564,20 +564,19 @@ pub async fn state_cancel(s: Arc<dyn StateManager>) {
 pub async fn state_events_record_every_transition(s: Arc<dyn StateManager>) {
     let w = WorkerId::new("w");
     let id = create_one(s.as_ref(), NewJob::new("k")).await;
-    claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    let r = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
     s.finish(vec![finish(
-        id,
+        &r,
         &w,
-        1,
         Finish::Retry {
-            run_at: Utc::now(),
+            delay: Duration::ZERO,
             error: "flaky".into(),
         },
     )])
     .await
     .unwrap();
-    claimed(claim_one(s.as_ref(), id, &w, LONG).await);
-    s.finish(vec![finish(id, &w, 2, Finish::Succeeded { result: None })])
+    let r = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    s.finish(vec![finish(&r, &w, Finish::Succeeded { result: None })])
         .await
         .unwrap();
     let events = s.events(id).await.unwrap();
@@ -674,11 +673,10 @@ pub async fn state_counts(s: Arc<dyn StateManager>) {
     let a = create_one(s.as_ref(), NewJob::new("alpha")).await;
     create_one(s.as_ref(), NewJob::new("alpha")).await;
     let c = create_one(s.as_ref(), NewJob::new("beta")).await;
-    claimed(claim_one(s.as_ref(), a, &w, LONG).await);
+    let r = claimed(claim_one(s.as_ref(), a, &w, LONG).await);
     s.finish(vec![finish(
-        a,
+        &r,
         &w,
-        1,
         Finish::Dead {
             error: "bad".into(),
         },
@@ -711,13 +709,184 @@ pub async fn state_batch_answers_in_order(s: Arc<dyn StateManager>) {
     let claims = s.claim(&probe, &w, LONG).await.unwrap();
     assert_eq!(claims.len(), 101);
     assert!(matches!(claims[50], Claim::Skipped { state: None, .. }));
-    let transitions: Vec<Transition> = ids
-        .iter()
-        .map(|id| finish(*id, &w, 1, Finish::Succeeded { result: None }))
+    let transitions: Vec<Transition> = claims
+        .into_iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(r) => Some(finish(&r, &w, Finish::Succeeded { result: None })),
+            _ => None,
+        })
         .collect();
+    assert_eq!(transitions.len(), 100);
     let res = s.finish(transitions).await.unwrap();
     assert!(res.iter().all(TransitionResult::is_applied));
     assert_eq!(s.counts().await.unwrap().total.succeeded, 100);
+}
+
+/// The fence is the claim, not the worker: when a deferral puts the attempt back, the same
+/// worker's next claim repeats (worker, attempt), yet the earlier claim can neither extend
+/// nor finish the job the later one holds.
+pub async fn state_fence_is_the_claim_token(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("twin");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    let first = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    let res = s
+        .finish(vec![finish(
+            &first,
+            &w,
+            Finish::Defer {
+                delay: Duration::ZERO,
+                reason: "breaker open".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(res[0].is_applied(), "{res:?}");
+    let second = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    assert_eq!(
+        (first.attempt, second.attempt),
+        (1, 1),
+        "the attempt repeats"
+    );
+    assert_ne!(Held::of(&first), Held::of(&second));
+    assert_eq!(
+        s.heartbeat(&[Held::of(&first), Held::of(&second)], LONG)
+            .await
+            .unwrap(),
+        vec![
+            Heartbeat::Lost,
+            Heartbeat::Held {
+                cancel_requested: false
+            }
+        ]
+    );
+    let res = s
+        .finish(vec![finish(
+            &first,
+            &w,
+            Finish::Cancelled {
+                reason: "stale".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            res[0],
+            TransitionResult::Conflict {
+                current: Some(JobState::Running),
+                ..
+            }
+        ),
+        "{res:?}"
+    );
+    let res = s
+        .finish(vec![finish(
+            &second,
+            &w,
+            Finish::Succeeded { result: None },
+        )])
+        .await
+        .unwrap();
+    assert!(res[0].is_applied(), "{res:?}");
+    assert_eq!(s.get(id).await.unwrap().unwrap().state, JobState::Succeeded);
+}
+
+/// A cancel asked for while the job ran survives its worker's death: the claim that finds the
+/// lease expired ends the job cancelled instead of running it again.
+pub async fn state_takeover_of_a_cancel_requested_job_cancels_it(s: Arc<dyn StateManager>) {
+    let a = WorkerId::new("a");
+    let b = WorkerId::new("b");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    claimed(claim_one(s.as_ref(), id, &a, Duration::from_millis(50)).await);
+    assert_eq!(
+        s.cancel(id, "user").await.unwrap(),
+        CancelOutcome::Requested
+    );
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    match claim_one(s.as_ref(), id, &b, LONG).await {
+        Claim::Cancelled { id: got, reason } => {
+            assert_eq!(got, id);
+            assert!(reason.contains("cancel"), "{reason}");
+        }
+        other => panic!("expected Cancelled, got {other:?}"),
+    }
+    let r = s.get(id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempt), (JobState::Cancelled, 1));
+    assert!(r.finished_at.is_some() && r.lease_owner.is_none());
+    let counts = s.counts().await.unwrap();
+    assert_eq!((counts.total.cancelled, counts.total.running), (1, 0));
+    let events = s.events(id).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.from, last.to),
+        (Some(JobState::Running), JobState::Cancelled)
+    );
+}
+
+/// Times compared with the store's clock are counted from it: a job from a submitter whose
+/// clock runs 30 s ahead is due at once (its `run_at` is read relative to its `created_at`),
+/// one it delays by 2 s is due 2 s later, not 32.
+pub async fn state_a_submitter_clock_ahead_delays_nothing(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let ahead = Utc::now() + chrono::Duration::seconds(30);
+    let mut now_job = record(NewJob::new("k"));
+    (now_job.created_at, now_job.updated_at, now_job.run_at) = (ahead, ahead, ahead);
+    let mut later_job = record(NewJob::new("k"));
+    (later_job.created_at, later_job.updated_at) = (ahead, ahead);
+    later_job.run_at = ahead + chrono::Duration::seconds(2);
+    let (now_id, later_id) = (now_job.id, later_job.id);
+    s.create(vec![now_job, later_job]).await.unwrap();
+    claimed(claim_one(s.as_ref(), now_id, &w, LONG).await);
+    match claim_one(s.as_ref(), later_id, &w, LONG).await {
+        Claim::NotDue { run_at, .. } => {
+            let wait = (run_at - Utc::now()).num_milliseconds();
+            assert!((1_000..=3_000).contains(&wait), "due in {wait} ms");
+        }
+        other => panic!("expected NotDue, got {other:?}"),
+    }
+}
+
+/// A live job's history stays bounded however often it is put back (a breaker that keeps
+/// deferring it): its submission, its first transition and the latest are kept.
+pub async fn state_history_of_a_live_job_is_bounded(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    for _ in 0..100 {
+        let r = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+        let res = s
+            .finish(vec![finish(
+                &r,
+                &w,
+                Finish::Defer {
+                    delay: Duration::ZERO,
+                    reason: "breaker open".into(),
+                },
+            )])
+            .await
+            .unwrap();
+        assert!(res[0].is_applied());
+    }
+    let events = s.events(id).await.unwrap();
+    assert!(
+        (8..=64).contains(&events.len()),
+        "{} events kept",
+        events.len()
+    );
+    assert_eq!((events[0].from, events[0].to), (None, JobState::Queued));
+    assert_eq!(
+        (events[1].from, events[1].to),
+        (Some(JobState::Queued), JobState::Running)
+    );
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.from, last.to, last.reason.as_deref()),
+        (
+            Some(JobState::Running),
+            JobState::Queued,
+            Some("breaker open")
+        )
+    );
+    assert!(events.windows(2).all(|p| p[0].at <= p[1].at));
 }
 
 pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
@@ -731,6 +900,10 @@ pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
     state_pagination_and_filters(make()).await;
     state_counts(make()).await;
     state_batch_answers_in_order(make()).await;
+    state_fence_is_the_claim_token(make()).await;
+    state_takeover_of_a_cancel_requested_job_cancels_it(make()).await;
+    state_a_submitter_clock_ahead_delays_nothing(make()).await;
+    state_history_of_a_live_job_is_bounded(make()).await;
 }
 
 // ------------------------------------------------------ stores that are their own queue
@@ -831,4 +1004,61 @@ pub async fn queuing_state_wakes_a_waiting_claim(
     let (n, waited) = waiter.await.unwrap();
     assert_eq!(n, 1);
     assert!(waited < within, "woken after {waited:?}");
+}
+
+/// `claim_due` is cancel-safe: a caller that stops waiting right after the claim went out
+/// (a worker shutting down) strands nothing. What the store claimed for it is handed back,
+/// due now, attempt not spent; only what the caller did get stays running.
+pub async fn queuing_state_claim_due_is_cancel_safe(s: Arc<dyn jobforge::state::QueuingState>) {
+    use futures_util::FutureExt;
+    let records: Vec<JobRecord> = (0..200).map(|_| record(NewJob::new("k"))).collect();
+    s.create(records).await.unwrap();
+    // A first call warms the connection, so the next one sends its request at its first poll.
+    s.ping().await.unwrap();
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 200,
+        lease: LONG,
+        wait: Duration::from_secs(5),
+    };
+    // Polled once, then dropped: the caller stops waiting.
+    let got = s.claim_due(&req).now_or_never();
+    let kept = match got {
+        Some(claims) => claimed_ids(claims.unwrap()).len(),
+        None => 0,
+    };
+    // (Give a claim the caller left behind time to land, and its hand-back time to follow.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let counts = s.counts().await.unwrap();
+        if counts.total.running as usize == kept && counts.total.queued as usize == 200 - kept {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} running, {} queued; {kept} were given to the caller",
+            counts.total.running,
+            counts.total.queued
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What went back runs at its first attempt.
+    let req = Reserve {
+        wait: Duration::ZERO,
+        ..req
+    };
+    let again = s.claim_due(&req).await.unwrap();
+    let attempts: Vec<u32> = again
+        .iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r.attempt,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(attempts.len(), 200 - kept);
+    assert!(attempts.iter().all(|&a| a == 1), "{attempts:?}");
 }

@@ -10,8 +10,8 @@ use super::handler::CircuitBreaker;
 use crate::job::{JobEvent, JobId, JobRecord, WorkerId};
 use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Release, Reserve};
 use crate::state::{
-    CancelOutcome, Claim, Created, Heartbeat, JobFilter, Page, Paged, StateCounts, StateManager,
-    Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
+    StateManager, Transition, TransitionResult,
 };
 use crate::{Error, ErrorKind, Result};
 
@@ -115,16 +115,11 @@ impl<S: StateManager> StateManager for CircuitBreaker<S> {
         .await
     }
 
-    async fn heartbeat(
-        &self,
-        ids: &[JobId],
-        worker: &WorkerId,
-        lease: Duration,
-    ) -> Result<Vec<Heartbeat>> {
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
         self.guard(
             STATE_KEY,
             Duration::ZERO,
-            self.inner().heartbeat(ids, worker, lease),
+            self.inner().heartbeat(held, lease),
         )
         .await
     }

@@ -1,24 +1,32 @@
--- ARGV: mode, worker, lease (us), events kept, sweep limit, dead retention (us), then
+-- ARGV: mode, worker, lease (us), events kept, sweep limit, dead retention (us), retention
+-- (us), then
 --   mode 'ids': the job ids to claim;
 --   mode 'due': most jobs, then the queues to take from. Takes running jobs whose lease
 --   expired first, then due jobs from the lanes: highest priority first, each lane in the
 --   order its jobs became due.
+--   Mode 'due' also takes, last, a claim name: its lease batches are named after it, so a
+--   caller whose answer was lost can hand the jobs back by that name (handback.lua).
 -- Returns {claims, next, now}: claims flat, four values per job: 'claimed', id, d, m |
--- 'notdue', id, run_at, false | 'exhausted', id, reason, false | 'skipped', id, state or
--- false, false ('due' answers only the first and third); next: when nothing was claimed in
--- mode 'due', the earliest time (us, as text) something comes due, or false; now: Redis's
--- clock (us, as text).
+-- 'notdue', id, run_at, false | 'exhausted', id, reason, false | 'cancelled', id, reason,
+-- false | 'skipped', id, state or false, false ('due' answers only 'claimed', 'exhausted'
+-- and 'cancelled'); next: when nothing was claimed in mode 'due', the earliest time (us, as
+-- text) something comes due, or false; now: Redis's clock (us, as text).
+-- A claim's token is the version it makes (t.ct): heartbeats and finishes are fenced on it.
 local mode, worker = ARGV[1], ARGV[2]
 local lease, keep = tonumber(ARGV[3]), tonumber(ARGV[4])
-local sweep_limit, dead_keep = tonumber(ARGV[5]), tonumber(ARGV[6])
+local sweep_limit, dead_keep, retention = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local due = mode == 'due'
 local ids = {}
+local claim_name = nil
+local last_queue = #ARGV
 if not due then
-  for i = 7, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = 8, #ARGV do ids[#ids + 1] = ARGV[i] end
 else
-  local max = tonumber(ARGV[7])
+  local max = tonumber(ARGV[8])
+  claim_name = ARGV[#ARGV]
+  last_queue = #ARGV - 1
   local queues = {}
-  for i = 8, #ARGV do queues[#queues + 1] = ARGV[i] end
+  for i = 9, last_queue do queues[#queues + 1] = ARGV[i] end
   for _, q in ipairs(queues) do
     if #ids >= max then break end
     for _, id in ipairs(reap(q, max - #ids, 4, SNOW)) do ids[#ids + 1] = id end
@@ -108,8 +116,10 @@ for j, id in ipairs(ids) do
     elseif from == RUNNING and has(t.fl, F_LEASE) and t.x <= NOW then
       local owner = t.o
       if owner == '' then owner = 'unknown' end
-      exhausted = t.a >= t.ma
-      if exhausted then
+      exhausted = t.a >= t.ma or has(t.fl, F_CANCEL)
+      if has(t.fl, F_CANCEL) then
+        reason = 'cancelled by request; the lease of ' .. owner .. ' expired during attempt ' .. t.a
+      elseif exhausted then
         reason = 'worker_lost: lease of ' .. owner .. ' expired during attempt ' .. t.a .. ' of ' .. t.ma .. '; no attempts left'
       else
         reason = 'lease of ' .. owner .. ' expired during attempt ' .. t.a .. '; taken over'
@@ -128,21 +138,32 @@ for j, id in ipairs(ids) do
         unfile(t, id)
       end
       if exhausted then
-        push_event(t, from, DEAD, worker, reason, keep)
-        t.s = DEAD; t.f = NOW; t.o = ''; t.x = 0
-        t.fl = bor(band(t.fl, bnot(F_LEASE)), F_FINISHED + F_LE)
-        t.le = reason
+        -- A dead worker's job ends here: cancelled when a cancel was asked for, else dead.
+        local to = DEAD
+        if has(t.fl, F_CANCEL) then to = CANCELLED end
+        push_event(t, from, to, worker, reason, keep)
+        t.s = to; t.f = NOW; t.o = ''; t.x = 0
+        t.fl = bor(band(t.fl, bnot(F_LEASE)), F_FINISHED)
+        if to == DEAD then
+          t.fl = bor(t.fl, F_LE)
+          t.le = reason
+        end
         local nm = mk(t)
         put_m(id, nm)
         cur[id] = nm
         tally(from, t.k, -1)
-        tally(DEAD, t.k, 1)
-        finished(t, id, dead_keep)
-        answer('exhausted', id, reason, false)
+        tally(to, t.k, 1)
+        if to == DEAD then
+          finished(t, id, dead_keep)
+          answer('exhausted', id, reason, false)
+        else
+          finished(t, id, retention)
+          answer('cancelled', id, reason, false)
+        end
       else
         t.a = t.a + 1
         push_event(t, from, RUNNING, worker, reason, keep)
-        t.s = RUNNING; t.o = worker; t.x = NOW + lease; t.st = NOW
+        t.s = RUNNING; t.o = worker; t.x = NOW + lease; t.st = NOW; t.ct = t.v
         t.fl = bor(t.fl, F_STARTED + F_LEASE)
         local nm = mk(t)
         put_m(id, nm)
@@ -158,7 +179,7 @@ for j, id in ipairs(ids) do
   end
 end
 flush()
-flush_leases(running_score)
+flush_leases(running_score, claim_name)
 -- Mode 'ids' (a separate queue delivers): drop lane heads whose jobs moved on, so lanes do
 -- not grow; a head still queued stops the trim (its job is yet to be delivered).
 for key in pairs(trim) do
@@ -175,7 +196,7 @@ end
 local next_due = false
 if due and #out == 0 then
   local best = nil
-  for i = 8, #ARGV do
+  for i = 9, last_queue do
     local q = ARGV[i]
     for _, key in ipairs({run_key(q), wait_key(q)}) do
       local h = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')

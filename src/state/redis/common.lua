@@ -11,10 +11,11 @@
 --   P:kinds      SET of the kinds ever filed (listing without a kind merges their indexes)
 --   P:i:k:<kind> every retained id of a kind (score 0, so ordered by id = creation);  P:i:s:dead, P:i:s:cancelled  ids in those (rare) states
 --   P:w:<queue>  queued ids waiting for a later run_at, score run_at (us)
---   P:r:<queue>  lease batches: member a batch number, score the leases' expiry (us); the
---                batch's ids (36 bytes each, concatenated) in the HASH P:rb; P:rseq numbers
---                them. One batch per claim or heartbeat call and queue, so a claim files
---                its leases with two commands; a batch is read once its leases expire.
+--   P:r:<queue>  lease batches: member a batch name, score the leases' expiry (us); the
+--                batch's ids (36 bytes each, concatenated) in the HASH P:rb. A claim names
+--                its batches `<claim name>@<queue>`, other batches are numbered by P:rseq.
+--                One batch per claim or heartbeat call and queue, so a claim files its
+--                leases with two commands; a batch is read once its leases expire.
 --   P:l:<queue>  the queue's lanes: member priority, score -priority
 --   P:dk:<kind>  the waiting ids again, by kind (per-kind delayed counts)
 -- Lanes (LISTs):  P:q:<queue>:<priority>  due ids, in the order they became due
@@ -48,28 +49,30 @@ local function has(fl, f) return band(fl, f) ~= 0 end
 
 -- m, packed little-endian so reading and writing it is one C call each: state (B), flags (B),
 -- version (d), attempt (I), max attempts (I), run_at, updated, started, finished, lease
--- expiry (d, us), priority (h), events kept (I), then six strings, each a length (I) and
--- its bytes: lease owner, kind, queue, idempotency key, last error, result; then the events.
+-- expiry (d, us), priority (h), events kept (I), claim token (d: the version the latest
+-- claim made; heartbeats and finishes are fenced on it), then six strings, each a length
+-- (I) and its bytes: lease owner, kind, queue, idempotency key, last error, result; then
+-- the events.
 -- An event: at (d, us), from (B), to (B), flags (B: 1 worker, 2 reason), attempt (I),
 -- worker and reason (length I + bytes each).
-local M_FORMAT = '<BBdIIdddddhIIc0Ic0Ic0Ic0Ic0Ic0'
+local M_FORMAT = '<BBdIIdddddhIdIc0Ic0Ic0Ic0Ic0Ic0'
 local E_FORMAT = '<dBBBIIc0Ic0'
 -- Decoded into one table reused for every record (a new table per job costs Redis about a
 -- microsecond): a script handles one record at a time.
 local T = {s = 0, fl = 0, v = 0, a = 0, ma = 0, r = 0, u = 0, st = 0, f = 0, x = 0, pr = 0,
-           ne = 0, o = '', k = '', q = '', ik = '', le = '', res = '', ev = ''}
+           ne = 0, ct = 0, o = '', k = '', q = '', ik = '', le = '', res = '', ev = ''}
 local function unm(m)
   local t = T
   local pos
   -- (struct's `c0` takes the length before it off the results)
-  t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne, t.o, t.k, t.q, t.ik, t.le,
-    t.res, pos = struct.unpack(M_FORMAT, m)
+  t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne, t.ct, t.o, t.k, t.q, t.ik,
+    t.le, t.res, pos = struct.unpack(M_FORMAT, m)
   t.ev = string.sub(m, pos)
   return t
 end
 local function mk(t)
   return struct.pack(M_FORMAT, t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne,
-    #t.o, t.o, #t.k, t.k, #t.q, t.q, #t.ik, t.ik, #t.le, t.le, #t.res, t.res) .. t.ev
+    t.ct, #t.o, t.o, #t.k, t.k, #t.q, t.q, #t.ik, t.ik, #t.le, t.le, #t.res, t.res) .. t.ev
 end
 
 -- Append a transition to t's history, keeping the first and the latest: `keep` in all.
@@ -163,13 +166,19 @@ end
 -- Leases: the jobs leased in this call, by queue, filed as one batch each at the end.
 local LEASED = {}
 local function leased(q, id) append(LEASED, q, id) end
-local function new_batch(q, score, ids)
-  local b = redis.call('INCR', P .. ':rseq')
+-- A batch is named by a number from P:rseq, or by the caller (a claim names its batches
+-- `<claim name>@<queue>`, so a claim whose answer was lost can be found and handed back).
+local function new_batch(q, score, ids, name)
+  local b = name or redis.call('INCR', P .. ':rseq')
   redis.call('HSET', P .. ':rb', b, table.concat(ids))
   redis.call('ZADD', run_key(q), score, b)
 end
-local function flush_leases(score)
-  for q, ids in pairs(LEASED) do new_batch(q, score, ids) end
+local function flush_leases(score, name)
+  for q, ids in pairs(LEASED) do
+    local b = nil
+    if name then b = name .. '@' .. q end
+    new_batch(q, score, ids, b)
+  end
   LEASED = {}
 end
 -- The lease batches of queue q that expired (at most `batches` of them) are read and
@@ -289,8 +298,9 @@ local function finished(t, id, keep_us)
 end
 
 -- Drop records whose retention ran out, at most `limit` of them; unless `keep_leases`,
--- also expired lease batches, up to 8 per queue (a claim that takes over does its own).
--- Returns how many records and batches went.
+-- also expired lease batches, up to 8 per queue (a claim that takes over does its own), and
+-- queues with nothing filed, waiting or leased (filing a job puts its queue back). Kinds
+-- whose last record went leave the set of kinds. Returns how many records and batches went.
 local function sweep(limit, keep_leases)
   local reaped = 0
   if not keep_leases then
@@ -298,6 +308,9 @@ local function sweep(limit, keep_leases)
     for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       local _, n = reap(q, 0, 8, later)
       reaped = reaped + n
+      if redis.call('EXISTS', run_key(q), wait_key(q), P .. ':l:' .. q) == 0 then
+        redis.call('SREM', P .. ':queues', q)
+      end
     end
   end
   local gone = {}
@@ -318,7 +331,7 @@ local function sweep(limit, keep_leases)
     if n > 0 then redis.call('LTRIM', list, 2 * n, -1) end
   end
   if #gone == 0 then return reaped end
-  local ids, keyed = {}, {}
+  local ids, keyed, kinds = {}, {}, {}
   for i, entry in ipairs(gone) do
     local code = string.sub(entry, 1, 1)
     local id = string.sub(entry, 2, 37)
@@ -329,6 +342,7 @@ local function sweep(limit, keep_leases)
       keyed[#keyed + 1] = id
     end
     ids[i] = id
+    kinds[kind] = true
     zrem(kind_key(kind), id)
     if STATE_INDEX[state] then zrem(STATE_INDEX[state], id) end
     tally(state, kind, -1)
@@ -348,6 +362,9 @@ local function sweep(limit, keep_leases)
   chunked({'HDEL', P .. ':d'}, ids)
   chunked({'HDEL', P .. ':m'}, ids)
   flush()
+  for kind in pairs(kinds) do
+    if redis.call('EXISTS', kind_key(kind)) == 0 then redis.call('SREM', P .. ':kinds', kind) end
+  end
   return #gone + reaped
 end
 
@@ -357,4 +374,58 @@ local function settled(requeued, sweep_limit)
   flush()
   if requeued > 0 then redis.call('PUBLISH', P .. ':wake', requeued) end
   sweep(sweep_limit)
+end
+
+-- Where each finish code takes a running job.
+local TARGET = {ok = SUCCEEDED, retry = QUEUED, defer = QUEUED, release = QUEUED, dead = DEAD, cancel = CANCELLED}
+
+-- Finish the running job t (id), whose claim the caller checked: code ok|retry|defer|dead|
+-- cancel|release, delay (us, for retry and defer, from this server's clock), text (the
+-- result, error or reason). A cancel asked for while the job ran wins over putting it back.
+-- Writes the record (gathered for the flush), files or retires the job, counts it. Returns
+-- the state it moved to and the new m.
+local function settle_held(t, id, code, delay, text, worker, keep, retention, dead_keep)
+  if has(t.fl, F_CANCEL) and TARGET[code] == QUEUED then
+    code = 'cancel'
+    text = 'cancelled by request'
+  end
+  local to = TARGET[code]
+  local reason = nil
+  local score = nil
+  if code == 'ok' then
+    if text ~= '' then t.res = text; t.fl = bor(t.fl, F_RES) end
+  elseif code == 'retry' then
+    t.r = NOW + tonumber(delay); score = fmt(t.r)
+    t.le = text; t.fl = bor(t.fl, F_LE)
+    reason = text
+  elseif code == 'defer' then
+    t.r = NOW + tonumber(delay); score = fmt(t.r)
+    t.a = math.max(0, t.a - 1)
+    reason = text
+  elseif code == 'release' then
+    t.r = NOW; score = SNOW
+    t.a = math.max(0, t.a - 1)
+    reason = text
+  elseif code == 'dead' then
+    t.le = text; t.fl = bor(t.fl, F_LE)
+    reason = text
+  else
+    reason = text
+  end
+  t.v = t.v + 1
+  push_event(t, RUNNING, to, worker, reason, keep)
+  t.s = to; t.u = NOW; t.o = ''; t.x = 0
+  t.fl = band(t.fl, bnot(F_LEASE))
+  if to == QUEUED then
+    file(t, id, score, t.r > NOW)
+  else
+    t.f = NOW
+    t.fl = bor(t.fl, F_FINISHED)
+    if to == DEAD then finished(t, id, dead_keep) else finished(t, id, retention) end
+  end
+  local nm = mk(t)
+  put_m(id, nm)
+  tally(RUNNING, t.k, -1)
+  tally(to, t.k, 1)
+  return to, nm
 end

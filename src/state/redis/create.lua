@@ -1,17 +1,18 @@
--- ARGV: groups of 9: id, idempotency key ('' none), kind, queue, priority, run_at (us),
--- delayed ('1' when the submitter's clock saw run_at ahead), d, m.
--- Stores new queued jobs and files them in their lanes.
+-- ARGV: groups of 8: id, idempotency key ('' none), kind, queue, priority, delay (us: the
+-- submitter's run_at minus its created_at, may be negative), d, m.
+-- Stores new queued jobs, due `delay` from this server's clock (so a submitter whose clock is
+-- off neither delays nor hastens them), and files them in their lanes.
 -- Returns, flat, per job: 'new', id or 'existing', id (the holder of the key).
 local out = {}
 local ids = {}
-for i = 1, #ARGV, 9 do ids[#ids + 1] = ARGV[i] end
+for i = 1, #ARGV, 8 do ids[#ids + 1] = ARGV[i] end
 local have = hmget(P .. ':m', ids)
 local seen = {}
 local dflat = {}
 local filed = 0
 local kinds = {}
 for j, id in ipairs(ids) do
-  local i = (j - 1) * 9 + 1
+  local i = (j - 1) * 8 + 1
   local ik = ARGV[i + 1]
   local existing = nil
   if have[j] or seen[id] then existing = id end
@@ -29,11 +30,19 @@ for j, id in ipairs(ids) do
     local t = T
     t.q, t.pr, t.k, t.fl = ARGV[i + 3], tonumber(ARGV[i + 4]), kind, 0
     dflat[#dflat + 1] = id
-    dflat[#dflat + 1] = ARGV[i + 7]
-    put_m(id, ARGV[i + 8])
+    dflat[#dflat + 1] = ARGV[i + 6]
+    -- run_at and updated (the two f64s at bytes 19 to 34 of m) by this server's clock.
+    local run_at = NOW + tonumber(ARGV[i + 5])
+    local delayed = run_at > NOW
+    local m = ARGV[i + 7]
+    if delayed then
+      -- (the flag of a job filed as waiting, bit 64 of byte 2)
+      m = string.sub(m, 1, 1) .. string.char(bor(string.byte(m, 2), F_DK)) .. string.sub(m, 3)
+    end
+    put_m(id, string.sub(m, 1, 18) .. struct.pack('<dd', run_at, NOW) .. string.sub(m, 35))
     zadd(kind_key(kind), '0', id)
     kinds[kind] = true
-    file(t, id, ARGV[i + 5], ARGV[i + 6] == '1')
+    file(t, id, fmt(run_at), delayed)
     filed = filed + 1
     tally(QUEUED, kind, 1)
     out[#out + 1] = 'new'
