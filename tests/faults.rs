@@ -383,6 +383,8 @@ async fn a_job_taken_back_by_its_own_pool_keeps_its_new_attempt() {
     assert_eq!(orch.cancel(job.id).await.unwrap(), CancelOutcome::Requested);
     let done = orch.wait_for(job.id, WAIT).await.unwrap();
     assert_eq!(done.state, JobState::Cancelled);
+    // Cancelled in its second attempt: not after its lease lapsed and a third took over.
+    assert_eq!(done.attempt, 2, "taken over again");
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "the cancel took {:?}",

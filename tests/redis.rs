@@ -1224,6 +1224,99 @@ async fn redis_state_as_its_own_queue_keeps_the_queuing_contract() {
     ns.cleanup().await;
 }
 
+/// Finding: while every slot of a pool stays busy (no claims, no finishes), each heartbeat
+/// filed a new lease batch and nothing dropped the expired ones; and queue and kind names
+/// stayed in their sets for good. Heartbeats now drop expired batches of their queues, and
+/// a sweep drops queues with nothing filed, waiting or leased, and kinds with no record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_batches_and_the_queue_and_kind_sets_stay_bounded() {
+    let Some(url) = redis_url("lease_batches_and_the_queue_and_kind_sets_stay_bounded") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("bounded-sets");
+    let config = RedisStateConfig::new(url.as_str())
+        .with_retention(Duration::from_millis(200))
+        .with_dead_retention(Duration::from_millis(200));
+    let state = queuing_state(&url, &name, config).await;
+    let mut records: Vec<JobRecord> = (0..10)
+        .map(|_| conformance::record(NewJob::new("k")))
+        .collect();
+    records.extend((0..20).map(|i| {
+        conformance::record(NewJob::new(format!("kind-{i}")).queue(format!("queue-{i}")))
+    }));
+    state.create(records).await.unwrap();
+    let w = WorkerId::new("busy");
+    let mut queues = vec!["default".to_owned()];
+    queues.extend((0..20).map(|i| format!("queue-{i}")));
+    let lease = Duration::from_millis(300);
+    let claims = state
+        .claim_due(&Reserve {
+            worker: &w,
+            queues: &queues,
+            max: 100,
+            lease,
+            wait: Duration::ZERO,
+        })
+        .await
+        .unwrap();
+    let held: Vec<JobRecord> = claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(held.len(), 30);
+    // Three leases' worth of heartbeats and nothing else.
+    let marks: Vec<Held> = held.iter().map(Held::of).collect();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let beats = state.heartbeat(&marks, lease).await.unwrap();
+        assert!(beats.iter().all(|b| matches!(b, Heartbeat::Held { .. })));
+    }
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let batches: usize = redis::cmd("HLEN")
+        .arg(format!("{{{name}}}:rb"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // One live batch per queue and heartbeat within a lease (about three), not one per
+    // heartbeat ever made (30 per queue).
+    assert!(batches <= 21 * 5, "{batches} lease batches for 21 queues");
+    // All finish; past the retention everything per job, queue and kind goes.
+    let done: Vec<Transition> = held
+        .iter()
+        .map(|r| conformance::finish(r, &w, Finish::Succeeded { result: None }))
+        .collect();
+    state.finish(done).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    while state.sweep().await.unwrap() > 0 {}
+    let members = |key: String| {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("SMEMBERS")
+                .arg(key)
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        members(format!("{{{name}}}:queues")).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        members(format!("{{{name}}}:kinds")).await,
+        Vec::<String>::new()
+    );
+    ns.cleanup().await;
+}
+
 /// Finding: a claim cut short (a worker shutting down drops it) left what the script had
 /// claimed running until its lease ran out, then spent an attempt on a takeover.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
