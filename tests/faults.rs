@@ -114,6 +114,14 @@ impl QueuingState for Faulty {
     }
 }
 
+/// A handler's work of `span` that stops when its token fires, as handlers should.
+async fn run_unless_cancelled(ctx: &JobContext, span: Duration) -> Result<Value, JobError> {
+    tokio::select! {
+        () = ctx.cancellation_token().cancelled() => Err(JobError::cancelled("stopped")),
+        () = tokio::time::sleep(span) => Ok(json!("done")),
+    }
+}
+
 fn workers() -> WorkerConfig {
     WorkerConfig::default().poll_wait(Duration::from_millis(20))
 }
@@ -137,10 +145,7 @@ async fn a_lease_answer_about_an_earlier_attempt_never_reaches_a_later_one() {
                         .retry_after(Duration::from_millis(100)));
                 }
                 // The second attempt honours cancellation, as handlers should.
-                tokio::select! {
-                    () = ctx.cancellation_token().cancelled() => Err(JobError::cancelled("stopped")),
-                    () = tokio::time::sleep(Duration::from_millis(1_000)) => Ok(json!("done")),
-                }
+                run_unless_cancelled(&ctx, Duration::from_millis(1_000)).await
             })
             .retry(RetryPolicy::new(3)),
         )
@@ -358,10 +363,7 @@ async fn a_job_taken_back_by_its_own_pool_keeps_its_new_attempt() {
                         return Ok(json!("first"));
                     }
                     s.notify_one();
-                    tokio::select! {
-                        () = ctx.cancellation_token().cancelled() => Err(JobError::cancelled("cancelled")),
-                        () = tokio::time::sleep(Duration::from_secs(8)) => Ok(json!("second")),
-                    }
+                    run_unless_cancelled(&ctx, Duration::from_secs(8)).await
                 }
             })
             .retry(RetryPolicy::new(3)),

@@ -1586,6 +1586,21 @@ mod tests {
     use super::*;
     use crate::NewJob;
 
+    /// Every key of the test's namespace goes.
+    async fn drop_namespace(state: &RedisState, ns: &str) {
+        let mut conn = state.core.link.conn().await.expect("conn");
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{{{ns}}}*"))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        let _: () = ::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+    }
+
     /// With a server at `REDIS_URL`: a finish of a job this store claimed is settled in one
     /// call (no fallback to the finish script), and the claim's copy is let go.
     #[tokio::test]
@@ -1646,17 +1661,7 @@ mod tests {
             (stored.state, stored.version),
             (JobState::Succeeded, version)
         );
-        let mut conn = state.core.link.conn().await.expect("conn");
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{{{ns}}}*"))
-            .query_async(&mut conn)
-            .await
-            .expect("keys");
-        let _: () = ::redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .expect("del");
+        drop_namespace(&state, &ns).await;
     }
 
     /// With a server at `REDIS_URL`: a claim whose answer never reached its caller (a reply
@@ -1726,16 +1731,6 @@ mod tests {
                 "{events:?}"
             );
         }
-        let mut conn = state.core.link.conn().await.expect("conn");
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{{{ns}}}*"))
-            .query_async(&mut conn)
-            .await
-            .expect("keys");
-        let _: () = ::redis::cmd("DEL")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .expect("del");
+        drop_namespace(&state, &ns).await;
     }
 }

@@ -722,17 +722,12 @@ pub async fn state_batch_answers_in_order(s: Arc<dyn StateManager>) {
     assert_eq!(s.counts().await.unwrap().total.succeeded, 100);
 }
 
-/// The fence is the claim, not the worker: when a deferral puts the attempt back, the same
-/// worker's next claim repeats (worker, attempt), yet the earlier claim can neither extend
-/// nor finish the job the later one holds.
-pub async fn state_fence_is_the_claim_token(s: Arc<dyn StateManager>) {
-    let w = WorkerId::new("twin");
-    let id = create_one(s.as_ref(), NewJob::new("k")).await;
-    let first = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+/// Put the claim `r` back, due now, attempt not spent (as an open breaker does).
+async fn defer_now(s: &dyn StateManager, r: &JobRecord, w: &WorkerId) {
     let res = s
         .finish(vec![finish(
-            &first,
-            &w,
+            r,
+            w,
             Finish::Defer {
                 delay: Duration::ZERO,
                 reason: "breaker open".into(),
@@ -741,6 +736,16 @@ pub async fn state_fence_is_the_claim_token(s: Arc<dyn StateManager>) {
         .await
         .unwrap();
     assert!(res[0].is_applied(), "{res:?}");
+}
+
+/// The fence is the claim, not the worker: when a deferral puts the attempt back, the same
+/// worker's next claim repeats (worker, attempt), yet the earlier claim can neither extend
+/// nor finish the job the later one holds.
+pub async fn state_fence_is_the_claim_token(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("twin");
+    let id = create_one(s.as_ref(), NewJob::new("k")).await;
+    let first = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    defer_now(s.as_ref(), &first, &w).await;
     let second = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
     assert_eq!(
         (first.attempt, second.attempt),
@@ -853,18 +858,7 @@ pub async fn state_history_of_a_live_job_is_bounded(s: Arc<dyn StateManager>) {
     let id = create_one(s.as_ref(), NewJob::new("k")).await;
     for _ in 0..100 {
         let r = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
-        let res = s
-            .finish(vec![finish(
-                &r,
-                &w,
-                Finish::Defer {
-                    delay: Duration::ZERO,
-                    reason: "breaker open".into(),
-                },
-            )])
-            .await
-            .unwrap();
-        assert!(res[0].is_applied());
+        defer_now(s.as_ref(), &r, &w).await;
     }
     let events = s.events(id).await.unwrap();
     assert!(
