@@ -545,3 +545,59 @@ async fn execution_records_survive_a_memory_outage_and_every_loss_is_counted() {
     assert_eq!(report.records_dropped, 40);
     assert_eq!(memory.inner.stored_executions("noop"), 0);
 }
+
+/// What the engine logs, from every thread (the watchdog logs from one of its own).
+fn captured_logs() -> Arc<parking_lot::Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<parking_lot::Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    Arc::clone(LOGS.get_or_init(|| {
+        let logs = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || Sink(Arc::clone(&sink)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        logs
+    }))
+}
+
+struct Sink(Arc<parking_lot::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Finding 6: a handler that blocks the thread starves every task on it, and nothing said
+/// so. On a runtime of one thread the pool's watchdog sees its posted task not run and logs
+/// the stall, naming the job that runs longest.
+#[tokio::test(flavor = "current_thread")]
+async fn a_handler_blocking_the_runtime_is_reported() {
+    let logs = captured_logs();
+    let orch = Orchestrator::builder()
+        .handler("block", |_ctx: JobContext| async move {
+            std::thread::sleep(Duration::from_millis(1_500));
+            Ok(Value::Null)
+        })
+        .build()
+        .unwrap();
+    let pool = orch
+        .start_workers(workers().stall_threshold(Duration::from_millis(300)))
+        .unwrap();
+    let job = orch.submit(NewJob::new("block")).await.unwrap();
+    let done = orch.wait_for(job.id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    pool.shutdown(WAIT).await;
+    let text = String::from_utf8_lossy(&logs.lock()).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("blocking its thread"))
+        .unwrap_or_else(|| panic!("no stall reported in:\n{text}"));
+    assert!(line.contains(&job.id.to_string()), "{line}");
+}
