@@ -319,6 +319,8 @@ pub(crate) struct PoolShared {
     done_tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Done>>>,
     runtime: tokio::runtime::Handle,
     records_dropped: AtomicU64,
+    /// Set by a shutdown: past it, the finisher stops retrying a store that refuses.
+    give_up_at: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl PoolShared {
@@ -398,6 +400,7 @@ impl WorkerPool {
             done_tx: parking_lot::Mutex::new(Some(done_tx.clone())),
             runtime: runtime.clone(),
             records_dropped: AtomicU64::new(0),
+            give_up_at: parking_lot::Mutex::new(None),
         });
         {
             // One name, one pool: two pools of this process under one worker id would read
@@ -491,7 +494,10 @@ impl WorkerPool {
             let _ = tokio::time::timeout(Duration::from_secs(10), executor).await;
         }
         if let Some(finisher) = self.finisher.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), finisher).await;
+            // A store still refusing finishes gets 10 s more; then their jobs are left to
+            // their leases (they run again), and the finisher ends.
+            *shared.give_up_at.lock() = Instant::now().checked_add(SHUTDOWN_FINISH_GRACE);
+            let _ = finisher.await;
         }
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.abort();
@@ -1207,7 +1213,19 @@ async fn finish_loop(
                 }
                 Err(err) => {
                     failures += 1;
-                    let pause = backend_backoff(failures);
+                    if shared
+                        .give_up_at
+                        .lock()
+                        .is_some_and(|at| Instant::now() >= at)
+                    {
+                        tracing::error!(error = %err, jobs = batch.len(), "the pool stopped and the store still refuses finishes: the jobs' leases will expire and they will run again");
+                        let lost = batch.iter().filter(|d| d.record.is_some()).count();
+                        shared
+                            .records_dropped
+                            .fetch_add(lost as u64, Ordering::Relaxed);
+                        break;
+                    }
+                    let pause = backend_backoff(failures).min(Duration::from_secs(1));
                     tracing::warn!(error = %err, jobs = batch.len(), ?pause, "finish failed; keeping the results and their leases, and trying again");
                     pending = batch;
                     tokio::time::sleep(pause).await;
@@ -1326,6 +1344,9 @@ fn log_transition(transition: &Transition, attempt: u32, state: JobState) {
         }
     }
 }
+
+/// How long a stopping pool keeps trying to finish the jobs it ran.
+const SHUTDOWN_FINISH_GRACE: Duration = Duration::from_secs(10);
 
 /// Most execution records held while the memory's store refuses them; past it the oldest
 /// go, counted in [`ShutdownReport::records_dropped`].
