@@ -27,8 +27,8 @@ use jobforge::state::{
     CancelOutcome, Claim, Finish, QueuingState, StateManager, Transition, TransitionResult,
 };
 use jobforge::{ErrorKind, JobId, Memory, WorkerId};
-use pg_cluster::Cluster;
 use parking_lot::Mutex;
+use pg_cluster::Cluster;
 use serde_json::{Value, json};
 use sqlx::Connection;
 

@@ -73,8 +73,14 @@ impl PrivateRedis {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                return Err(format!("redis-server on port {port} exited at start: {status}"));
+            if let Some(status) = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                return Err(format!(
+                    "redis-server on port {port} exited at start: {status}"
+                ));
             }
             if std::time::Instant::now() >= deadline {
                 return Err(format!("redis-server did not start on {port}"));
