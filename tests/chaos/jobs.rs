@@ -74,11 +74,19 @@ pub(crate) struct ChaosPayload {
 
 /// How many jobs of each mode; the order of submission is shuffled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Mix(pub(crate) Vec<(Mode, usize)>);
+pub(crate) struct Mix(pub(crate) Vec<(Mode, usize)>, pub(crate) Option<Slow>);
+
+/// Some `fail_once` jobs whose retried attempt runs `ms` instead of 1..=30: `per_mille` of
+/// them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slow {
+    pub(crate) per_mille: u32,
+    pub(crate) ms: u64,
+}
 
 impl Mix {
     pub(crate) fn only(mode: Mode, n: usize) -> Self {
-        Self(vec![(mode, n)])
+        Self(vec![(mode, n)], None)
     }
 
     pub(crate) fn with(mut self, mode: Mode, n: usize) -> Self {
@@ -88,15 +96,21 @@ impl Mix {
         self
     }
 
+    pub(crate) fn with_slow(mut self, slow: Slow) -> Self {
+        self.1 = Some(slow);
+        self
+    }
+
     pub(crate) fn total(&self) -> usize {
         self.0.iter().map(|(_, n)| n).sum()
     }
 
-    /// `normal=900,fail_once=100`, as passed to a submitter process.
+    /// `normal=900,fail_once=100[,slow=20:2000]`, as passed to a submitter process.
     pub(crate) fn encode(&self) -> String {
         self.0
             .iter()
             .map(|(m, n)| format!("{}={n}", m.name()))
+            .chain(self.1.map(|s| format!("slow={}:{}", s.per_mille, s.ms)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -107,6 +121,14 @@ impl Mix {
             let (mode, n) = part
                 .split_once('=')
                 .ok_or_else(|| format!("mix entry `{part}` is not mode=count"))?;
+            if mode == "slow" {
+                let (per_mille, ms) = n
+                    .split_once(':')
+                    .and_then(|(p, m)| Some((p.parse().ok()?, m.parse().ok()?)))
+                    .ok_or_else(|| format!("mix entry `{part}` is not slow=per_mille:ms"))?;
+                mix = mix.with_slow(Slow { per_mille, ms });
+                continue;
+            }
             let mode = Mode::parse(mode).ok_or_else(|| format!("unknown mode `{mode}`"))?;
             let n = n
                 .parse()
@@ -123,8 +145,11 @@ impl Mix {
         let mut payloads = Vec::with_capacity(self.total());
         for (mode, n) in &self.0 {
             for i in 0..*n {
+                let slow = self
+                    .1
+                    .filter(|s| *mode == Mode::FailOnce && rng.u32(0..1000) < s.per_mille);
                 payloads.push(ChaosPayload {
-                    ms: rng.u64(1..=30),
+                    ms: slow.map_or_else(|| rng.u64(1..=30), |s| s.ms),
                     mode: *mode,
                     defer: *mode == Mode::Absurd && i % 2 == 1,
                 });

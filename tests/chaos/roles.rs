@@ -277,47 +277,20 @@ async fn worker_main() -> Result<(), String> {
     let common = Common::from_env()?;
     let settings = WorkerSettings::from_env()?;
     let worker = var(WORKER_ID)?;
-    let pid = std::process::id();
     let parent = std::os::unix::process::parent_id();
-    let ledger = ledger::pool(
-        &common.ledger_url,
-        Some(&common.ledger_schema),
-        8,
-        "jfchaos_ledger",
-    )
-    .await?;
-    let handler = Arc::new(Handler {
-        ledger,
-        worker: worker.clone(),
-        pid,
-        lease: settings.lease,
-        block: settings.block,
-    });
-    let kind = || {
-        let h = Arc::clone(&handler);
-        common.kind.config(move |job: JobContext| {
-            let h = Arc::clone(&h);
-            async move { h.run(job).await }
-        })
-    };
-    let app = format!("{WORKER_APP_PREFIX}{worker}");
-    let connected = common
-        .store
-        .connect_patiently(&app, kind, Duration::from_secs(30))
-        .await?;
-    let pool = connected
-        .orch
-        .start_workers(
-            WorkerConfig::default()
-                .concurrency(settings.concurrency)
-                .lease(settings.lease)
-                .poll_wait(settings.poll)
-                .worker_id(WorkerId::new(&worker)),
-        )
-        .map_err(|e| format!("start_workers: {e}"))?;
-    eprintln!("{} (pid {pid})", ready_line(&worker));
+    // Signals first: a SIGTERM while the worker still connects must stop it cleanly too.
     let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    let started = tokio::select! {
+        started = start_pool(&common, &settings, &worker) => started?,
+        _ = term.recv() => {
+            eprintln!("chaos worker {worker}: SIGTERM before its pool started; exiting");
+            return Ok(());
+        }
+        _ = int.recv() => return Ok(()),
+    };
+    let (_connected, pool) = started;
+    eprintln!("{} (pid {})", ready_line(&worker), std::process::id());
     let why = loop {
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
@@ -340,6 +313,51 @@ async fn worker_main() -> Result<(), String> {
         report.drained, report.released
     );
     Ok(())
+}
+
+/// Connect to the ledger and the store and start the pool.
+async fn start_pool(
+    common: &Common,
+    settings: &WorkerSettings,
+    worker: &str,
+) -> Result<(crate::store::Connected, jobforge::WorkerPool), String> {
+    let ledger = ledger::pool(
+        &common.ledger_url,
+        Some(&common.ledger_schema),
+        8,
+        "jfchaos_ledger",
+    )
+    .await?;
+    let handler = Arc::new(Handler {
+        ledger,
+        worker: worker.to_owned(),
+        pid: std::process::id(),
+        lease: settings.lease,
+        block: settings.block,
+    });
+    let kind = || {
+        let h = Arc::clone(&handler);
+        common.kind.config(move |job: JobContext| {
+            let h = Arc::clone(&h);
+            async move { h.run(job).await }
+        })
+    };
+    let app = format!("{WORKER_APP_PREFIX}{worker}");
+    let connected = common
+        .store
+        .connect_patiently(&app, kind, Duration::from_secs(30))
+        .await?;
+    let pool = connected
+        .orch
+        .start_workers(
+            WorkerConfig::default()
+                .concurrency(settings.concurrency)
+                .lease(settings.lease)
+                .poll_wait(settings.poll)
+                .worker_id(WorkerId::new(worker)),
+        )
+        .map_err(|e| format!("start_workers: {e}"))?;
+    Ok((connected, pool))
 }
 
 // --------------------------------------------------------------------------- submitter

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::jobs::{Mix, Mode};
+use crate::jobs::{Mix, Mode, Slow};
 
 /// `short` (CI) or `long` (before a release).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,14 +164,19 @@ pub(crate) fn all(length: Length, jobs: usize) -> Vec<Scenario> {
             )
         },
         Scenario {
-            mix: Mix::only(Mode::FailOnce, jobs),
+            // Two in a hundred retried attempts run 2 s, twice the lease: only heartbeats
+            // keep their leases.
+            mix: Mix::only(Mode::FailOnce, jobs).with_slow(Slow {
+                per_mille: 20,
+                ms: 2_000,
+            }),
             lease: Duration::from_secs(1),
             // A backlog would put every retry behind it; streamed in, retries are claimed
             // again within milliseconds, while the heartbeats of their first attempt race.
             pace: Some(Duration::from_secs(1)),
             ..Scenario::base(
                 "retry_storm",
-                "every job fails its first attempt and is retried within 1 ms, jobs streamed in a chunk a second, leases of 1 s so heartbeats race the retries: none cancelled, none run twice",
+                "every job fails its first attempt and is retried within 1 ms (2% of the retries then run 2 s, twice the lease), jobs streamed in a chunk a second, leases of 1 s so heartbeats race the retries: none cancelled, none run twice",
                 jobs,
                 length,
             )

@@ -334,7 +334,7 @@ fn spawn_submitter(
 
 /// Half of a mix (`first`: the larger half).
 fn half(mix: &Mix, first: bool) -> Mix {
-    let mut out = Mix::default();
+    let mut out = Mix(Vec::new(), mix.1);
     for (mode, n) in &mix.0 {
         out = out.with(*mode, if first { n - n / 2 } else { n / 2 });
     }
