@@ -57,6 +57,8 @@ pub(crate) fn signal(pid: u32, signal: &str) {
 struct Proc {
     id: String,
     child: Child,
+    /// Whether it wrote its ready line (its signal handlers are in place long before).
+    ready: bool,
     /// When it was sent SIGTERM.
     stop_asked: Option<Instant>,
 }
@@ -140,34 +142,46 @@ impl Workers {
         self.live[slot] = Some(Proc {
             id,
             child,
+            ready: false,
             stop_asked: None,
         });
         Ok(())
     }
 
-    /// Wait until every live worker wrote its ready line; a worker that exits first is an
+    /// Note which live workers wrote their ready line; a worker that exited before is an
     /// error with its log's tail.
+    fn refresh_ready(&mut self) -> Result<Vec<String>, String> {
+        let mut waiting = Vec::new();
+        for slot in 0..self.slots() {
+            let log_path = self.log_path(slot);
+            let Some(proc) = self.live[slot].as_mut() else {
+                continue;
+            };
+            if proc.ready {
+                continue;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                return Err(format!(
+                    "worker {} exited at start ({status}); its log ends:\n{}",
+                    proc.id,
+                    tail(&log_path, 20)
+                ));
+            }
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.contains(&roles::ready_line(&proc.id)) {
+                proc.ready = true;
+            } else {
+                waiting.push(proc.id.clone());
+            }
+        }
+        Ok(waiting)
+    }
+
+    /// Wait until every live worker wrote its ready line.
     pub(crate) async fn wait_ready(&mut self, within: Duration) -> Result<(), String> {
         let deadline = Instant::now() + within;
         loop {
-            let mut waiting = Vec::new();
-            for slot in 0..self.slots() {
-                let log_path = self.log_path(slot);
-                let Some(proc) = self.live[slot].as_mut() else {
-                    continue;
-                };
-                if let Ok(Some(status)) = proc.child.try_wait() {
-                    return Err(format!(
-                        "worker {} exited at start ({status}); its log ends:\n{}",
-                        proc.id,
-                        tail(&log_path, 20)
-                    ));
-                }
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                if !log.contains(&roles::ready_line(&proc.id)) {
-                    waiting.push(proc.id.clone());
-                }
-            }
+            let waiting = self.refresh_ready()?;
             if waiting.is_empty() {
                 return Ok(());
             }
@@ -176,6 +190,16 @@ impl Workers {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// A random slot whose worker is ready (SIGTERM is sent only to a worker that can
+    /// handle it: one still starting would die of it, which says nothing of jobforge).
+    pub(crate) fn random_ready(&mut self, rng: &mut fastrand::Rng) -> Option<usize> {
+        let _ = self.refresh_ready();
+        let ready: Vec<usize> = (0..self.slots())
+            .filter(|s| self.live[*s].as_ref().is_some_and(|p| p.ready))
+            .collect();
+        (!ready.is_empty()).then(|| ready[rng.usize(..ready.len())])
     }
 
     /// SIGKILL the worker in `slot` and start another there at once.
@@ -264,6 +288,13 @@ impl Workers {
     /// SIGTERM every worker and wait up to `within` for each to exit 0; stragglers are
     /// killed and noted.
     pub(crate) async fn stop_all(&mut self, within: Duration) {
+        // A worker started a moment ago gets the time to install its handlers.
+        if let Err(e) = self.wait_ready(Duration::from_secs(30)).await {
+            self.notes.push(ExitNote {
+                worker: "?".to_owned(),
+                what: e,
+            });
+        }
         let now = Instant::now();
         for mut proc in self.live.iter_mut().filter_map(Option::take) {
             signal(proc.child.id(), "TERM");

@@ -80,7 +80,7 @@ pub(crate) struct Scenario {
     /// queue stays short, so a retried job is claimed again at once.
     pub(crate) pace: Option<Duration>,
     /// Workers and submitters run with shifted clocks (`clock_skew`): jobs are submitted by
-    /// two submitter processes while the workers run, one chunk a second each.
+    /// two submitter processes while the workers run, a chunk every 2 s each.
     pub(crate) skew: Option<Duration>,
     /// The Redis server keeps an append-only file synced at every write (it is restarted).
     pub(crate) durable_redis: bool,

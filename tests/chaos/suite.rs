@@ -478,7 +478,8 @@ async fn drive(
         }
     } else {
         // Workers first (one ahead, one behind, one on time), then two submitters, one
-        // ahead and one behind, a chunk a second each while the workers run.
+        // ahead and one behind, a chunk every 2 s each (together about half what the
+        // workers can take, so the lag measured is the clocks', not a queue's).
         for slot in 0..sc.workers {
             workers.spawn(slot)?;
         }
@@ -487,7 +488,7 @@ async fn drive(
             let settings = SubmitterSettings {
                 mix: half(&sc.mix, i == 0),
                 seed: seed.wrapping_add(i as u64),
-                pace: Duration::from_secs(1),
+                pace: Duration::from_secs(2),
                 normal_attempts: sc.normal_attempts,
             };
             submitters.push(spawn_submitter(
@@ -536,7 +537,9 @@ async fn drive(
                 next_fault += every;
             }
             Fault::SigTerm { every } if now >= next_fault => {
-                workers.term_and_restart(rng.usize(..workers.slots()))?;
+                if let Some(slot) = workers.random_ready(&mut rng) {
+                    workers.term_and_restart(slot)?;
+                }
                 next_fault += every;
             }
             Fault::ConnKill { every } if now >= next_fault => {
