@@ -31,7 +31,7 @@ pub(crate) async fn pool(
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await
-        .map_err(|e| format!("cannot connect to the ledger's PostgreSQL ({url}): {e}"))
+        .map_err(|e| format!("cannot connect to the ledger's PostgreSQL: {e}"))
 }
 
 /// Write one execution (the handler's success path).

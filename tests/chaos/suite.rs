@@ -133,16 +133,22 @@ async fn main_async(length: Length) -> Result<bool, String> {
             );
         }
     };
-    let ledger = tokio::time::timeout(
-        Duration::from_secs(15),
-        ledger::pool(&ledger_url, None, 4, "jfchaos_suite"),
+    let shown = redact(&ledger_url);
+    // One plain connection first, so an unreachable server says why (refused, no such
+    // database, authentication) instead of a pool's timeout.
+    match tokio::time::timeout(
+        Duration::from_secs(10),
+        <sqlx::PgConnection as sqlx::Connection>::connect(&ledger_url),
     )
     .await
-    .map_err(|_| format!("DATABASE_URL ({ledger_url}) did not answer within 15 s"))??;
-    sqlx::query("SELECT 1")
-        .execute(&ledger)
-        .await
-        .map_err(|e| format!("DATABASE_URL ({ledger_url}) is unreachable: {e}"))?;
+    {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(e)) => return Err(format!("DATABASE_URL ({shown}) is unreachable: {e}")),
+        Err(_) => return Err(format!("DATABASE_URL ({shown}) did not answer within 10 s")),
+    }
+    let ledger = ledger::pool(&ledger_url, None, 4, "jfchaos_suite").await?;
     let needs = |kind: StoreKind| selected.iter().any(|(_, k)| *k == kind);
     let cluster = if needs(StoreKind::Postgres) {
         let bin = Cluster::find_bin().ok_or(
@@ -256,6 +262,20 @@ async fn main_async(length: Length) -> Result<bool, String> {
         path.display()
     );
     Ok(failed == 0)
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`, for messages.
+fn redact(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((auth, host)) => match auth.split_once(':') {
+                Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                None => url.to_owned(),
+            },
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
 }
 
 fn errored(sc: &Scenario, why: String) -> Tally {
