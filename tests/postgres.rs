@@ -10,10 +10,10 @@
 
 mod conformance;
 mod memory_suite;
+#[path = "support/pg_cluster.rs"]
+mod pg_cluster;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -28,6 +28,7 @@ use jobforge::state::{
 };
 use jobforge::{ErrorKind, JobId, Memory, WorkerId};
 use parking_lot::Mutex;
+use pg_cluster::Cluster;
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -1254,154 +1255,7 @@ mod url_parts {
 
 // ------------------------------------------------------------------ restart and killed connections
 
-/// A PostgreSQL cluster of this test's own: `initdb` into a temporary folder, `pg_ctl` on a
-/// spare port. As root, the server binaries run as the `postgres` user (initdb refuses root).
-struct Cluster {
-    bin: PathBuf,
-    dir: PathBuf,
-    port: u16,
-    as_postgres: bool,
-}
-
-impl Cluster {
-    fn start() -> Option<Self> {
-        // PG_BIN, else pg_config's answer, else the newest /usr/lib/postgresql/<version>/bin.
-        let from_pg_config = || {
-            Command::new("pg_config")
-                .arg("--bindir")
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
-        };
-        let newest_installed = || {
-            let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-                .ok()?
-                .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-                .collect();
-            dirs.sort_by_key(|d| {
-                d.parent()
-                    .and_then(|v| v.file_name())
-                    .and_then(|v| v.to_str())
-                    .and_then(|v| v.parse::<u32>().ok())
-            });
-            dirs.pop()
-        };
-        let bin = std::env::var_os("PG_BIN")
-            .map(PathBuf::from)
-            .into_iter()
-            .chain(from_pg_config())
-            .chain(newest_installed())
-            .find(|b| b.join("initdb").exists());
-        let Some(bin) = bin else {
-            eprintln!(
-                "skipped: no PostgreSQL server binaries found (set PG_BIN to the folder holding initdb and pg_ctl)"
-            );
-            return None;
-        };
-        let as_postgres = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-        let dir =
-            std::env::temp_dir().join(format!("jobforge-pg-{}", uuid::Uuid::now_v7().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a spare port")
-            .port();
-        let cluster = Self {
-            bin,
-            dir,
-            port,
-            as_postgres,
-        };
-        if as_postgres {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres"])
-                .arg(&cluster.dir)
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "chown of the cluster folder to postgres failed");
-        }
-        cluster.run(
-            "initdb",
-            &[
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-                "-D",
-                cluster.data().as_str(),
-            ],
-        );
-        cluster.pg_ctl("start");
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.join("data").display().to_string()
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn run(&self, program: &str, args: &[&str]) {
-        let exe = self.bin.join(program);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let out = cmd.args(args).output().expect("run a PostgreSQL binary");
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn pg_ctl(&self, action: &str) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("log").display().to_string();
-        let data = self.data();
-        let mut args = vec![action, "-D", data.as_str(), "-w", "-o", options.as_str()];
-        if action != "stop" {
-            args.extend(["-l", log.as_str()]);
-        }
-        if action != "start" {
-            args.extend(["-m", "fast"]);
-        }
-        self.run("pg_ctl", &args);
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let data = self.data();
-        let exe = self.bin.join("pg_ctl");
-        let args = ["stop", "-D", data.as_str(), "-m", "immediate", "-w"];
-        let _ = if self.as_postgres {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .output()
-        } else {
-            Command::new(&exe).args(args).output()
-        };
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+// The cluster of the test's own: `tests/support/pg_cluster.rs` (shared with the chaos suite).
 
 /// Succeeded jobs, or `None` while the server is unreachable.
 async fn succeeded(state: &dyn StateManager) -> Option<u64> {

@@ -4,12 +4,15 @@
 //! unreachable, they fail. Each test works under its own namespace and deletes its keys.
 
 mod conformance;
+#[path = "support/private_redis.rs"]
+mod private_redis;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use jobforge::queue::{QueueManager, RedisQueueConfig, RedisStreamsQueue};
 use jobforge::state::{RedisState, RedisStateConfig, StateManager};
+use private_redis::PrivateRedis;
 
 /// The server to test against, or `None` (with a note) when `REDIS_URL` is unset.
 fn redis_url(test: &str) -> Option<String> {
@@ -974,83 +977,8 @@ async fn priority_lanes_are_strict_but_never_starve_the_lowest() {
     ns.cleanup().await;
 }
 
-/// A `redis-server` of this test's own on a spare port (never the shared one), killed when
-/// dropped.
-struct PrivateRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    fn spare_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a spare port")
-    }
-
-    fn start(port: u16) -> Self {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--maxmemory-policy",
-                "noeviction",
-            ])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        let server = Self {
-            port,
-            child: Some(child),
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// `SHUTDOWN NOSAVE`: everything it held is lost.
-    async fn shutdown_nosave(&mut self) {
-        if let Ok(mut conn) = redis::Client::open(self.url().as_str())
-            .expect("url")
-            .get_multiplexed_async_connection()
-            .await
-        {
-            let _ = redis::cmd("SHUTDOWN")
-                .arg("NOSAVE")
-                .query_async::<redis::Value>(&mut conn)
-                .await;
-        }
-        if let Some(mut child) = self.child.take() {
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+// A `redis-server` of the test's own: `tests/support/private_redis.rs` (shared with the chaos
+// suite).
 
 /// A handler that counts its runs, each after `pause`.
 fn counting(ran: &Arc<AtomicUsize>, pause: Duration) -> impl Handler {
