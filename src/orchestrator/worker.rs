@@ -654,13 +654,22 @@ async fn fetch_loop(shared: Arc<PoolShared>) {
             wait: shared.config.poll_wait,
         };
         if let Some(direct) = &engine.direct {
-            // The state store is the queue: reserve and claim in one step. `claim_due` is
-            // cancel-safe, so a shutdown may stop waiting for it: what it claims meanwhile
-            // goes back.
+            // The state store is the queue: reserve and claim in one step. A shutdown lets a
+            // claim under way land (a store's claim waits for work at most the poll wait)
+            // and starts what it took like any claim, so the shutdown's own hand-back
+            // covers it: nothing is left to a store's hand-back racing the process's exit.
+            let claim = direct.claim_due(&req);
+            tokio::pin!(claim);
             let claims = tokio::select! {
                 biased;
-                () = shared.stop.cancelled() => break,
-                r = direct.claim_due(&req) => r,
+                r = &mut claim => r,
+                () = shared.stop.cancelled() => {
+                    let landing = shared.config.poll_wait.saturating_add(Duration::from_secs(5));
+                    if let Ok(Ok(claims)) = tokio::time::timeout(landing, &mut claim).await {
+                        start_direct_claims(&shared, claims, permits);
+                    }
+                    break;
+                }
             };
             match claims {
                 Ok(claims) => {

@@ -133,9 +133,6 @@ pub(crate) fn all(length: Length, jobs: usize) -> Vec<Scenario> {
     } else {
         Duration::from_secs(8)
     };
-    // Scenarios whose jobs must be paced (clock skew) or that carry handlers that hold
-    // executors for seconds run a quarter of the jobs.
-    let quarter = (jobs / 4).max(1);
     vec![
         Scenario {
             fault: Fault::SigKill { every: fault_every },
@@ -235,7 +232,7 @@ pub(crate) fn all(length: Length, jobs: usize) -> Vec<Scenario> {
             )
         },
         Scenario {
-            mix: Mix::only(Mode::Normal, quarter - quarter / 10).with(Mode::FailOnce, quarter / 10),
+            mix: Mix::only(Mode::Normal, jobs - jobs / 10).with(Mode::FailOnce, jobs / 10),
             skew: Some(Duration::from_secs(30)),
             stall: Duration::from_secs(45),
             expect: Expect {
@@ -250,7 +247,7 @@ pub(crate) fn all(length: Length, jobs: usize) -> Vec<Scenario> {
             )
         },
         Scenario {
-            mix: Mix::only(Mode::Normal, quarter)
+            mix: Mix::only(Mode::Normal, jobs)
                 .with(Mode::Hang, 12)
                 .with(Mode::Block, 6)
                 .with(Mode::Absurd, 12),
