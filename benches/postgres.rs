@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use jobforge::postgres::PostgresState;
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::queue::Reserve;
-use jobforge::state::{Claim, Finish, PostgresState, QueuingState, StateManager, Transition};
+use jobforge::state::{Claim, Finish, QueuingState, StateManager, Transition};
 use jobforge::{JobId, JobRecord, WorkerId};
 
 const SCHEMA: &str = "jobforge_criterion";

@@ -13,10 +13,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use jobforge::queue::{Envelope, QueueManager, RedisQueueConfig, RedisStreamsQueue, Reserve};
-use jobforge::state::{
-    Claim, Finish, QueuingState, RedisState, RedisStateConfig, StateManager, Transition,
-};
+use jobforge::queue::{Envelope, QueueManager, Reserve};
+use jobforge::redis::{RedisQueueConfig, RedisState, RedisStateConfig, RedisStreamsQueue};
+use jobforge::state::{Claim, Finish, QueuingState, StateManager, Transition};
 use jobforge::{JobId, JobRecord, WorkerId};
 
 const BATCH: usize = 1_000;

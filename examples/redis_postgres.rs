@@ -16,7 +16,8 @@ use std::time::Duration;
 use jobforge::orchestrator::ReconcilerConfig;
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::prelude::*;
-use jobforge::queue::{QueueManager, RedisQueueConfig, RedisStreamsQueue, Reserve};
+use jobforge::queue::{QueueManager, Reserve};
+use jobforge::redis::{RedisQueueConfig, RedisStreamsQueue};
 use jobforge::{JobOrchestrator, WorkerId};
 use serde_json::json;
 

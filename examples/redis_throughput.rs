@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use jobforge::prelude::*;
-use jobforge::queue::{RedisQueueConfig, RedisStreamsQueue};
-use jobforge::state::{RedisState, RedisStateConfig};
+use jobforge::redis::{RedisQueueConfig, RedisState, RedisStateConfig, RedisStreamsQueue};
 use parking_lot::Mutex;
 
 fn env_usize(name: &str, default: usize) -> usize {

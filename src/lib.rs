@@ -48,8 +48,8 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
-//! | `postgres` | `postgres::PostgresBackend`: `state::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]), `queue::PostgresQueue` and `memory::PostgresMemory`, on sqlx |
-//! | `redis` | `state::RedisState` (its own queue: the Redis-only deployment), `queue::RedisStreamsQueue` (Redis delivery beside another state, with the orchestrator's reconciler), `safety_redis::RedisRateLimit`: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `postgres` | `postgres::PostgresBackend`: `postgres::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]), `postgres::PostgresQueue` and `postgres::PostgresMemory`, on sqlx |
+//! | `redis` | `redis::RedisState` (its own queue: the Redis-only deployment), `redis::RedisStreamsQueue` (Redis delivery beside another state, with the orchestrator's reconciler), `redis::RedisRateLimit`: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
 //! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -66,10 +66,10 @@ pub mod orchestrator;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
 pub mod queue;
-pub mod safety;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub mod safety_redis;
+pub mod redis;
+pub mod safety;
 pub mod state;
 pub mod strategy;
 mod util;

@@ -10,8 +10,9 @@ mod private_redis;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobforge::queue::{QueueManager, RedisQueueConfig, RedisStreamsQueue};
-use jobforge::state::{RedisState, RedisStateConfig, StateManager};
+use jobforge::queue::QueueManager;
+use jobforge::redis::{RedisQueueConfig, RedisState, RedisStateConfig, RedisStreamsQueue};
+use jobforge::state::StateManager;
 use private_redis::PrivateRedis;
 
 /// The server to test against, or `None` (with a note) when `REDIS_URL` is unset.
@@ -172,7 +173,7 @@ use async_trait::async_trait;
 use jobforge::orchestrator::ReconcilerConfig;
 use jobforge::prelude::*;
 use jobforge::queue::{DeadLetter, Envelope, Lease, QueueStats, Release, Reserve};
-use jobforge::safety_redis::{RedisRateLimit, RedisRateLimitConfig};
+use jobforge::redis::{RedisRateLimit, RedisRateLimitConfig};
 use jobforge::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, InMemoryState, JobFilter, Page, Paged,
     StateCounts, Transition, TransitionResult,

@@ -221,14 +221,14 @@ async fn backends(
         }
         #[cfg(feature = "redis")]
         (Some(url), None) => {
-            use crate::state::{RedisState, RedisStateConfig};
+            use crate::redis::{RedisState, RedisStateConfig};
             // Redis only: the state is its own queue (one script claims a batch, one settles it).
             let state = Arc::new(RedisState::connect(RedisStateConfig::new(url)).await?);
             Ok((builder.queue_and_state(state), None, "redis"))
         }
         #[cfg(all(feature = "redis", feature = "postgres"))]
         (Some(redis), Some(pg_url)) => {
-            use crate::queue::{RedisQueueConfig, RedisStreamsQueue};
+            use crate::redis::{RedisQueueConfig, RedisStreamsQueue};
             let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(redis)).await?);
             let pg = crate::postgres::PostgresBackend::connect(pg_url).await?;
             Ok((

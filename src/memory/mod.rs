@@ -3,18 +3,12 @@
 
 mod clock;
 mod in_memory;
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-mod postgres;
 pub mod reflection;
 mod types;
-mod validate;
+pub(crate) mod validate;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use in_memory::{InMemoryMemory, InMemoryMemoryConfig};
-#[cfg(feature = "postgres")]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::PostgresMemory;
 pub use reflection::{LatencySummary, percentile_cont, recommend, reflect_on};
 pub use types::{
     Entry, EntryQuery, ErrorClassCount, ExecutionRecord, Memory, NewEntry, OutcomeClass,

@@ -156,7 +156,7 @@ impl Orchestrator {
     /// use jobforge::Orchestrator;
     /// use jobforge::orchestrator::ReconcilerConfig;
     /// # #[cfg(feature = "redis")]
-    /// use jobforge::queue::{RedisQueueConfig, RedisStreamsQueue};
+    /// use jobforge::redis::{RedisQueueConfig, RedisStreamsQueue};
     ///
     /// # #[cfg(feature = "redis")]
     /// # async fn run() -> jobforge::Result<()> {

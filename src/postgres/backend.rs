@@ -8,9 +8,7 @@ use sqlx::{AssertSqlSafe, Connection};
 
 use super::PostgresConfig;
 use super::shared::{Shared, db_error};
-use crate::memory::PostgresMemory;
-use crate::queue::PostgresQueue;
-use crate::state::PostgresState;
+use super::{PostgresMemory, PostgresQueue, PostgresState};
 use crate::{Error, ErrorKind, Result};
 
 /// The crate's migrations, embedded at build time from `migrations/`.

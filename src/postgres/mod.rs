@@ -29,14 +29,17 @@
 //! # }
 //! ```
 //!
-//! [`PostgresState`]: crate::state::PostgresState
-//! [`PostgresQueue`]: crate::queue::PostgresQueue
-//! [`PostgresMemory`]: crate::memory::PostgresMemory
 
 mod backend;
 mod config;
+mod memory;
+mod queue;
 mod shared;
+mod state;
 
 pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
+pub use memory::PostgresMemory;
+pub use queue::PostgresQueue;
 pub(crate) use shared::{Shared, db_error, micros, random_shard, stmt};
+pub use state::PostgresState;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jobforge::Orchestrator;
 use jobforge::orchestrator::KindConfig;
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
-use jobforge::state::{RedisState, RedisStateConfig};
+use jobforge::redis::{RedisState, RedisStateConfig};
 use sqlx::Connection;
 
 use crate::jobs::KIND;

@@ -7,12 +7,12 @@ use serde_json::Value;
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::reflection::{interpolate, recommend};
-use super::types::{
+use crate::memory::reflection::{interpolate, recommend};
+use crate::memory::validate::{self, EntryLimits};
+use crate::memory::{
     Entry, EntryQuery, ErrorClassCount, ExecutionRecord, Memory, NewEntry, OutcomeClass,
     Recommendation, Reflection, StrategyChoice, Window,
 };
-use super::validate::{self, EntryLimits};
 use crate::postgres::{Shared, db_error, micros, stmt};
 use crate::{Error, ErrorKind, Result};
 

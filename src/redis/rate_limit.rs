@@ -1,25 +1,23 @@
 //! A rate limit shared by every worker on every host: GCRA in one Lua script per check, on
-//! the Redis server's clock (`TIME`), so worker clocks do not matter.
-//!
-//! It lives here until the `safety` module lands; it belongs beside the in-process
-//! `RateLimit` there, with the same keyed API.
+//! the Redis server's clock (`TIME`), so worker clocks do not matter. Its keyed API is the
+//! in-process `RateLimit`'s.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
 
-use crate::queue::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
-use crate::queue::reply::{array, int, unexpected};
+use super::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
+use super::reply::{array, int, unexpected};
 use crate::{Error, Result};
 
-static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new("gcra", include_str!("gcra.lua")));
+static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new("gcra", include_str!("lua/gcra.lua")));
 
 /// Settings of a [`RedisRateLimit`]: `rate` per `per`, with bursts of up to `burst`.
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobforge::safety_redis::RedisRateLimitConfig;
+/// use jobforge::redis::RedisRateLimitConfig;
 ///
 /// // 100 per second, bursts of 10.
 /// let config = RedisRateLimitConfig::new("redis://127.0.0.1:6379", 100, Duration::from_secs(1))
@@ -110,7 +108,7 @@ pub struct Decision {
 /// use std::sync::Arc;
 /// use std::time::Duration;
 /// use jobforge::prelude::*;
-/// use jobforge::safety_redis::{RedisRateLimit, RedisRateLimitConfig};
+/// use jobforge::redis::{RedisRateLimit, RedisRateLimitConfig};
 ///
 /// # async fn run() -> jobforge::Result<()> {
 /// let limit = Arc::new(

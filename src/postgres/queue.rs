@@ -7,12 +7,12 @@ use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 use uuid::Uuid;
 
-use super::types::{
-    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Release, Reserve,
-};
 use crate::Result;
 use crate::job::{JobId, WorkerId};
 use crate::postgres::{Shared, db_error, micros, stmt};
+use crate::queue::{
+    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Release, Reserve,
+};
 
 /// Add envelopes; an id already queued is skipped. Wakes listeners.
 const ENQUEUE: &str = r"

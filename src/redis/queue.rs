@@ -23,11 +23,11 @@ macro_rules! queue_script {
         Lua::new(
             $name,
             concat!(
-                include_str!("batch.lua"),
+                include_str!("lua/batch.lua"),
                 "\n",
-                include_str!("common.lua"),
+                include_str!("lua/queue/common.lua"),
                 "\n",
-                include_str!(concat!($name, ".lua"))
+                include_str!(concat!("lua/queue/", $name, ".lua"))
             ),
         )
     };
@@ -58,14 +58,14 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     stats: queue_script!("stats"),
     contains: queue_script!("contains"),
     ensure: queue_script!("ensure"),
-    lock: Lua::new("lock", include_str!("lock.lua")),
+    lock: Lua::new("lock", include_str!("lua/queue/lock.lua")),
 });
 
 /// Settings of a [`RedisStreamsQueue`].
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobforge::queue::RedisQueueConfig;
+/// use jobforge::redis::RedisQueueConfig;
 ///
 /// let config = RedisQueueConfig::new("redis://:secret@127.0.0.1:6379")
 ///     .with_namespace("billing")
@@ -167,7 +167,7 @@ impl RedisQueueConfig {
 /// ```no_run
 /// use std::sync::Arc;
 /// use jobforge::prelude::*;
-/// use jobforge::queue::{RedisQueueConfig, RedisStreamsQueue};
+/// use jobforge::redis::{RedisQueueConfig, RedisStreamsQueue};
 ///
 /// # async fn run() -> jobforge::Result<()> {
 /// let queue = RedisStreamsQueue::connect(RedisQueueConfig::new("redis://127.0.0.1:6379")).await?;
@@ -234,7 +234,7 @@ impl RedisStreamsQueue {
         Ok(Self::from_link(link, config))
     }
 
-    /// Use a pool the host built (shared with [`RedisState`](crate::state::RedisState), say).
+    /// Use a pool the host built (shared with [`RedisState`](crate::redis::RedisState), say).
     /// The config's URL is still used for the connections dedicated to blocking reads.
     pub fn with_pool(pool: Pool, config: RedisQueueConfig) -> Result<Self> {
         config.validate()?;

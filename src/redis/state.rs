@@ -15,14 +15,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::types::{
+use super::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
+use super::reply::{array, int, need_int, need_text, owned, text, unexpected};
+use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId, clamp_delay};
+use crate::queue::{KindQueueStats, QueueStats, Reserve};
+use crate::state::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
     QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
-use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId, clamp_delay};
-use crate::queue::client::{Link, LinkConfig, Lua, connection_settings, validate_namespace};
-use crate::queue::reply::{array, int, need_int, need_text, owned, text, unexpected};
-use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::{Error, ErrorKind, Result};
 
 macro_rules! state_script {
@@ -30,11 +30,11 @@ macro_rules! state_script {
         Lua::new(
             $name,
             concat!(
-                include_str!("../queue/redis/batch.lua"),
+                include_str!("lua/batch.lua"),
                 "\n",
-                include_str!("redis/common.lua"),
+                include_str!("lua/state/common.lua"),
                 "\n",
-                include_str!(concat!("redis/", $name, ".lua"))
+                include_str!(concat!("lua/state/", $name, ".lua"))
             ),
         )
     };
@@ -76,7 +76,7 @@ const HELD_CAP: usize = 1 << 16;
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobforge::state::RedisStateConfig;
+/// use jobforge::redis::RedisStateConfig;
 ///
 /// let config = RedisStateConfig::new("redis://127.0.0.1:6379")
 ///     .with_namespace("billing")
@@ -221,7 +221,7 @@ impl RedisStateConfig {
 /// ```no_run
 /// use std::sync::Arc;
 /// use jobforge::prelude::*;
-/// use jobforge::state::{RedisState, RedisStateConfig};
+/// use jobforge::redis::{RedisState, RedisStateConfig};
 ///
 /// # async fn run() -> jobforge::Result<()> {
 /// let state = RedisState::connect(RedisStateConfig::new("redis://127.0.0.1:6379")).await?;

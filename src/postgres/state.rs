@@ -8,13 +8,13 @@ use sqlx::postgres::PgRow;
 use sqlx::{FromRow, Row};
 use uuid::Uuid;
 
-use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
-    QueuingState, StateCounts, StateManager, Transition, TransitionResult,
-};
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::postgres::{Shared, db_error, micros, random_shard, stmt};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
+use crate::state::{
+    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
+    QueuingState, StateCounts, StateManager, Transition, TransitionResult,
+};
 use crate::{Error, ErrorKind, Result};
 
 /// What a claim reads of the rows it locks.
