@@ -20,7 +20,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use jobforge::postgres::PostgresState;
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::queue::Reserve;
-use jobforge::state::{Claim, Finish, QueuingState, StateManager, Transition};
+use jobforge::state::{Claim, Finish, StateManager, Transition};
+use jobforge::store::JobStore;
 use jobforge::{JobId, JobRecord, WorkerId};
 
 const SCHEMA: &str = "jobforge_criterion";

@@ -15,7 +15,8 @@ use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use jobforge::queue::{Envelope, QueueManager, Reserve};
 use jobforge::redis::{RedisQueueConfig, RedisState, RedisStateConfig, RedisStreamsQueue};
-use jobforge::state::{Claim, Finish, QueuingState, StateManager, Transition};
+use jobforge::state::{Claim, Finish, StateManager, Transition};
+use jobforge::store::JobStore;
 use jobforge::{JobId, JobRecord, WorkerId};
 
 const BATCH: usize = 1_000;

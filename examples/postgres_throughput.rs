@@ -77,7 +77,7 @@ impl Meter {
 
 async fn wait_done(orch: &Orchestrator, total: u64) -> jobforge::Result<()> {
     loop {
-        let counts = orch.state().counts().await?;
+        let counts = orch.store().counts().await?;
         if counts.total.succeeded >= total {
             return Ok(());
         }
@@ -110,7 +110,7 @@ async fn main() -> jobforge::Result<()> {
     }
     let pg = PostgresBackend::connect_with(&url, config).await?;
     let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
+        .store(pg.state())
         .memory(pg.memory())
         .handler("noop", |_ctx: JobContext| async { Ok(Value::Null) })
         .build()?;

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jobforge::orchestrator::ReconcilerConfig;
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
 use jobforge::redis::{RedisQueueConfig, RedisStreamsQueue};
+use jobforge::store::{ReconcilerConfig, Split};
 use jobforge::{JobOrchestrator, WorkerId};
 use serde_json::json;
 
@@ -40,9 +40,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         PostgresConfig::default().with_schema("jobforge_redis_example"),
     )
     .await?;
+    // Delivery from the Redis stream, records in PostgreSQL: one store made of the two.
+    let store = Arc::new(Split::new(
+        Arc::clone(&queue) as Arc<dyn QueueManager>,
+        pg.state(),
+    ));
     let orchestrator = Orchestrator::builder()
-        .queue(Arc::clone(&queue) as Arc<dyn QueueManager>)
-        .state(pg.state())
+        .store(Arc::clone(&store))
         .memory(pg.memory())
         .handler("thumbnail", |ctx: JobContext| async move {
             let image: String = ctx.decode()?;
@@ -77,7 +81,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     let workers = orchestrator.start_workers(WorkerConfig::default().concurrency(8))?;
-    let reconciler = orchestrator.start_reconciler(
+    let reconciler = store.start_reconciler(
         Arc::clone(&queue) as _,
         ReconcilerConfig::default()
             .every(Duration::from_millis(500))

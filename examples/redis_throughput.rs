@@ -138,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(queue) => Orchestrator::builder()
             .queue(queue.clone())
             .state(state.clone()),
-        None => Orchestrator::builder().queue_and_state(state.clone()),
+        None => Orchestrator::builder().store(state.clone()),
     };
     let orch = builder
         .handler("noop", move |ctx: JobContext| {

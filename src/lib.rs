@@ -48,7 +48,7 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
-//! | `postgres` | `postgres::PostgresBackend`: `postgres::PostgresState` (also the queue, with [`OrchestratorBuilder::queue_and_state`]), `postgres::PostgresQueue` and `postgres::PostgresMemory`, on sqlx |
+//! | `postgres` | `postgres::PostgresBackend`: `postgres::PostgresState` (also the queue, with [`OrchestratorBuilder::store`]), `postgres::PostgresQueue` and `postgres::PostgresMemory`, on sqlx |
 //! | `redis` | `redis::RedisState` (its own queue: the Redis-only deployment), `redis::RedisStreamsQueue` (Redis delivery beside another state, with the orchestrator's reconciler), `redis::RedisRateLimit`: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
 //! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -71,6 +71,7 @@ pub mod queue;
 pub mod redis;
 pub mod safety;
 pub mod state;
+pub mod store;
 pub mod strategy;
 mod util;
 
@@ -90,6 +91,7 @@ pub use orchestrator::{
 };
 pub use queue::QueueManager;
 pub use state::StateManager;
+pub use store::JobStore;
 pub use strategy::{RetryPolicy, Strategy};
 
 /// `docs/strategies.md`, compiled as doctests so its examples stay true.

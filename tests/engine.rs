@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use jobforge::prelude::*;
-use jobforge::queue::Reserve;
-use jobforge::state::{CancelOutcome, JobFilter, Page};
+use jobforge::queue::{QueueManager, Reserve};
+use jobforge::state::{CancelOutcome, JobFilter, Page, StateManager};
 use jobforge::{ErrorKind, JobOrchestrator, WorkerId};
 use serde_json::{Value, json};
 
@@ -337,10 +337,12 @@ async fn a_dead_workers_job_is_taken_over_after_its_lease() {
         let mut builder = Orchestrator::builder().handler("k", |ctx: JobContext| async move {
             Ok(json!(ctx.attempt()))
         });
+        let queue = Arc::new(jobforge::queue::InMemoryQueue::new());
+        let state = Arc::new(jobforge::state::InMemoryState::new());
         if separate {
-            builder = builder
-                .queue(Arc::new(jobforge::queue::InMemoryQueue::new()))
-                .state(Arc::new(jobforge::state::InMemoryState::new()));
+            builder = builder.queue(queue.clone()).state(state.clone());
+        } else {
+            builder = builder.store(state.clone());
         }
         let orch = builder.build().unwrap();
         let id = orch.submit(NewJob::new("k")).await.unwrap().id;
@@ -348,8 +350,7 @@ async fn a_dead_workers_job_is_taken_over_after_its_lease() {
         let ghost = WorkerId::new("ghost");
         if separate {
             let queues = vec!["default".to_owned()];
-            let leases = orch
-                .queue()
+            let leases = queue
                 .reserve(&Reserve {
                     worker: &ghost,
                     queues: &queues,
@@ -361,7 +362,7 @@ async fn a_dead_workers_job_is_taken_over_after_its_lease() {
                 .unwrap();
             assert_eq!(leases.len(), 1);
         }
-        orch.state()
+        state
             .claim(&[id], &ghost, Duration::from_millis(100))
             .await
             .unwrap();
@@ -546,7 +547,7 @@ async fn executions_are_recorded_in_memory() {
 async fn the_in_memory_state_can_be_queue_and_state_at_once() {
     let state = Arc::new(jobforge::state::InMemoryState::new());
     let orch = Orchestrator::builder()
-        .queue_and_state(Arc::clone(&state))
+        .store(Arc::clone(&state))
         .handler("double", |ctx: JobContext| async move {
             let n: i64 = ctx.decode()?;
             Ok(json!(n * 2))
@@ -608,4 +609,36 @@ async fn delayed_counts_follow_cancels_and_due_times() {
     assert_eq!(stats.queue.per_kind["later"].delayed, 1);
     assert_eq!(stats.queue.per_kind["other"].delayed, 1);
     pool.shutdown(Duration::from_secs(5)).await;
+}
+
+/// A state given without a queue cannot deliver to other processes: `build` refuses it and
+/// names the fix, and a store wrapped in a safety layer is a store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_without_a_queue_is_refused_and_a_wrapped_store_works() {
+    use jobforge::safety::{Layer, TimeoutLayer};
+    let err = Orchestrator::builder()
+        .state(Arc::new(jobforge::state::InMemoryState::new()))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains(".store(..)"), "{err}");
+    let err = Orchestrator::builder()
+        .queue(Arc::new(jobforge::queue::InMemoryQueue::new()))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains(".state(..)"), "{err}");
+    let wrapped = TimeoutLayer::new(Duration::from_secs(5))
+        .layer(Arc::new(jobforge::state::InMemoryState::new()));
+    let orch = Orchestrator::builder()
+        .store(Arc::new(wrapped))
+        .handler("k", |_ctx: JobContext| async move { Ok(json!(1)) })
+        .build()
+        .unwrap();
+    let pool = orch.start_workers(workers()).unwrap();
+    let id = orch.submit(NewJob::new("k")).await.unwrap().id;
+    assert_eq!(
+        orch.wait_for(id, WAIT).await.unwrap().state,
+        JobState::Succeeded
+    );
+    pool.shutdown(WAIT).await;
 }

@@ -17,8 +17,9 @@ use jobforge::prelude::*;
 use jobforge::queue::{QueueStats, Reserve};
 use jobforge::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, InMemoryState, JobFilter, Page, Paged,
-    QueuingState, StateCounts, StateManager, Transition, TransitionResult,
+    StateCounts, StateManager, Transition, TransitionResult,
 };
+use jobforge::store::JobStore;
 use jobforge::{Error, ErrorKind, JobEvent, JobId, JobOrchestrator, Payload, WorkerId};
 use serde_json::{Value, json};
 
@@ -105,12 +106,12 @@ impl StateManager for Faulty {
 }
 
 #[async_trait]
-impl QueuingState for Faulty {
+impl JobStore for Faulty {
     async fn claim_due(&self, req: &Reserve<'_>) -> jobforge::Result<Vec<Claim>> {
         self.inner.claim_due(req).await
     }
-    async fn queue_stats(&self) -> jobforge::Result<QueueStats> {
-        self.inner.queue_stats().await
+    async fn stats(&self) -> jobforge::Result<QueueStats> {
+        self.inner.stats().await
     }
 }
 
@@ -135,7 +136,7 @@ async fn a_lease_answer_about_an_earlier_attempt_never_reaches_a_later_one() {
     let store = Arc::new(Faulty::default());
     store.heartbeat_lag_ms.store(100, Ordering::SeqCst);
     let orch = Orchestrator::builder()
-        .queue_and_state(Arc::clone(&store))
+        .store(Arc::clone(&store))
         .kind(
             "flaky",
             KindConfig::new(|ctx: JobContext| async move {
@@ -174,7 +175,7 @@ async fn a_finished_result_is_kept_through_a_store_outage_and_applied_once() {
     let runs = Arc::new(AtomicU32::new(0));
     let r = Arc::clone(&runs);
     let orch = Orchestrator::builder()
-        .queue_and_state(Arc::clone(&store))
+        .store(Arc::clone(&store))
         .kind(
             "once",
             KindConfig::new(move |_ctx: JobContext| {
@@ -352,7 +353,7 @@ async fn a_job_taken_back_by_its_own_pool_keeps_its_new_attempt() {
     let second_started = Arc::new(tokio::sync::Notify::new());
     let s = Arc::clone(&second_started);
     let orch = Orchestrator::builder()
-        .queue_and_state(Arc::clone(&store))
+        .store(Arc::clone(&store))
         .kind(
             "twice",
             KindConfig::new(move |ctx: JobContext| {

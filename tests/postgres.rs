@@ -23,9 +23,8 @@ use jobforge::memory::{ExecutionRecord, Window};
 use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
-use jobforge::state::{
-    CancelOutcome, Claim, Finish, QueuingState, StateManager, Transition, TransitionResult,
-};
+use jobforge::state::{CancelOutcome, Claim, Finish, StateManager, Transition, TransitionResult};
+use jobforge::store::JobStore;
 use jobforge::{ErrorKind, JobId, Memory, WorkerId};
 use parking_lot::Mutex;
 use pg_cluster::Cluster;
@@ -298,10 +297,7 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
-        .build()
-        .unwrap();
+    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
     let jobs: Vec<NewJob> = (0..100).map(|i| NewJob::new("k").payload(&i)).collect();
     let before = pg.statements();
     orch.submit_batch(jobs).await.unwrap();
@@ -447,7 +443,7 @@ async fn postgres_only_engine_runs_retries_dead_letters_and_cancels() {
     let calls = Arc::new(AtomicU64::new(0));
     let c = Arc::clone(&calls);
     let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
+        .store(pg.state())
         .handler("double", |ctx: JobContext| async move {
             let n: i64 = ctx.decode()?;
             Ok(json!(n * 2))
@@ -560,7 +556,7 @@ async fn the_same_builder_runs_mixed_deployments() {
         let r = orch.get(submitted[7].id).await.unwrap().unwrap();
         assert_eq!(r.result.unwrap().as_str(), "14", "{name}");
         assert!(pool.shutdown(WAIT).await.drained, "{name}");
-        let stats = orch.queue().stats().await.unwrap();
+        let stats = orch.store().stats().await.unwrap();
         assert_eq!((stats.ready, stats.in_flight), (0, 0), "{name}");
     }
     assert_eq!(pg.state().counts().await.unwrap().total.succeeded, 400);
@@ -737,7 +733,7 @@ async fn eight_worker_pools_race_over_10000_jobs() {
             Arc::clone(&overlaps),
         );
         let orch = Orchestrator::builder()
-            .queue_and_state(pg.state())
+            .store(pg.state())
             .handler("race", move |ctx: JobContext| {
                 let (running, runs, overlaps) = (
                     Arc::clone(&running),
@@ -826,10 +822,7 @@ async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
-        .build()
-        .unwrap();
+    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
     let jobs: Vec<NewJob> = (0..1000)
         .map(|_| NewJob::new("k").max_attempts(100))
         .collect();
@@ -941,10 +934,7 @@ async fn concurrent_submits_with_one_idempotency_key_make_one_job() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
-        .build()
-        .unwrap();
+    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
     for round in 0..20 {
         let key = format!("order-{round}");
         let mut tasks = Vec::new();
@@ -983,7 +973,7 @@ async fn retention_deletes_finished_jobs_in_small_batches() {
         )
         .await;
     let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
+        .store(pg.state())
         .handler("k", noop())
         .build()
         .unwrap();
@@ -1082,10 +1072,7 @@ async fn the_claim_reads_only_due_rows_however_many_finished_are_kept() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
-        .build()
-        .unwrap();
+    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
     orch.submit_batch((0..10).map(|_| NewJob::new("k")).collect())
         .await
         .unwrap();
@@ -1297,7 +1284,7 @@ async fn workers_recover_by_themselves_from_killed_connections_and_a_restart() {
     let runs: Arc<Mutex<HashSet<JobId>>> = Arc::default();
     let r = Arc::clone(&runs);
     let orch = Orchestrator::builder()
-        .queue_and_state(pg.state())
+        .store(pg.state())
         .kind(
             "work",
             KindConfig::new(move |ctx: JobContext| {
@@ -1371,4 +1358,37 @@ async fn workers_recover_by_themselves_from_killed_connections_and_a_restart() {
     let counts = state.counts().await.unwrap();
     assert_eq!(counts.total.succeeded, 2000);
     assert_eq!(counts.total.active(), 0);
+}
+
+/// The trap a new user fell into: a PostgreSQL state given without a queue built without a
+/// word and delivered through a process-local queue, so workers elsewhere never saw its jobs.
+/// `build` refuses it now, naming `.store(..)`; the state as a store, wrapped in a circuit
+/// breaker, is shared by two orchestrators (as two processes would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_state_without_a_queue_is_refused_and_a_wrapped_store_is_shared() {
+    use jobforge::safety::{CircuitBreakerConfig, CircuitBreakerLayer, Layer};
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let err = Orchestrator::builder()
+        .state(pg.state())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains(".store(..)"), "{err}");
+    let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).unwrap();
+    let submitter = Orchestrator::builder()
+        .store(Arc::new(breaker.layer(pg.state())))
+        .build()
+        .unwrap();
+    let runner = Orchestrator::builder()
+        .store(Arc::new(breaker.layer(pg.state())))
+        .handler("k", |_ctx: JobContext| async move { Ok(json!("ran")) })
+        .build()
+        .unwrap();
+    let pool = runner.start_workers(workers()).unwrap();
+    let id = submitter.submit(NewJob::new("k")).await.unwrap().id;
+    let done = submitter.wait_for(id, WAIT).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    pool.shutdown(WAIT).await;
 }

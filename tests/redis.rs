@@ -170,7 +170,6 @@ async fn bad_url_and_unreachable_server_fail_at_connect_with_clear_errors() {
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use jobforge::orchestrator::ReconcilerConfig;
 use jobforge::prelude::*;
 use jobforge::queue::{DeadLetter, Envelope, Lease, QueueStats, Release, Reserve};
 use jobforge::redis::{RedisRateLimit, RedisRateLimitConfig};
@@ -178,6 +177,7 @@ use jobforge::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, InMemoryState, JobFilter, Page, Paged,
     StateCounts, Transition, TransitionResult,
 };
+use jobforge::store::{ReconcilerConfig, Split};
 use jobforge::{JobEvent, JobId, JobOrchestrator, JobRecord, WorkerId};
 use serde_json::json;
 
@@ -540,9 +540,9 @@ async fn reconciler_enqueues_jobs_the_queue_lost() {
     );
     let ran = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&ran);
+    let split = Arc::new(Split::new(queue.clone(), Arc::new(InMemoryState::new())));
     let orch = Orchestrator::builder()
-        .queue(queue.clone())
-        .state(Arc::new(InMemoryState::new()))
+        .store(split.clone())
         .handler("work", move |_ctx: JobContext| {
             let r = Arc::clone(&r);
             async move {
@@ -570,7 +570,7 @@ async fn reconciler_enqueues_jobs_the_queue_lost() {
         .unwrap();
     assert_eq!(queue.stats().await.unwrap().ready, 0);
     let pool = orch.start_workers(quick_workers()).unwrap();
-    let reconciler = orch
+    let reconciler = split
         .start_reconciler(
             queue.clone(),
             ReconcilerConfig::default()
@@ -593,7 +593,7 @@ async fn reconciler_enqueues_jobs_the_queue_lost() {
     assert!(reconciler.enqueued() >= 300, "{}", reconciler.enqueued());
     assert!(ran.load(Ordering::SeqCst) >= 500);
     // A second reconciler does nothing while the first holds the lock.
-    let other = orch
+    let other = split
         .start_reconciler(queue.clone(), ReconcilerConfig::default())
         .unwrap();
     assert!(reconciler.run_once().await.unwrap().leader);
@@ -704,7 +704,7 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
             .unwrap(),
     );
     let orch = Orchestrator::builder()
-        .queue_and_state(state.clone())
+        .store(state.clone())
         .handler("noop", |_ctx: JobContext| async {
             Ok(serde_json::Value::Null)
         })
@@ -762,7 +762,7 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
         .unwrap(),
     );
     let orch = Orchestrator::builder()
-        .queue_and_state(state.clone())
+        .store(state.clone())
         .handler("noop", |_ctx: JobContext| async {
             Ok(serde_json::Value::Null)
         })
@@ -1025,9 +1025,9 @@ async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
         .unwrap(),
     );
     let ran = Arc::new(AtomicUsize::new(0));
+    let split = Arc::new(Split::new(queue.clone(), Arc::new(InMemoryState::new())));
     let orch = Orchestrator::builder()
-        .queue(queue.clone())
-        .state(Arc::new(InMemoryState::new()))
+        .store(split.clone())
         .handler("work", counting(&ran, Duration::from_millis(2)))
         .build()
         .unwrap();
@@ -1039,7 +1039,7 @@ async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
                 .poll_wait(Duration::from_millis(100)),
         )
         .unwrap();
-    let reconciler = orch
+    let reconciler = split
         .start_reconciler(
             queue.clone(),
             ReconcilerConfig::default()
@@ -1074,7 +1074,8 @@ async fn redis_restart_mid_run_workers_recover_and_every_job_finishes() {
 
 // ------------------------------------------------- the Redis state as its own queue
 
-use jobforge::state::{Finish, QueuingState};
+use jobforge::state::Finish;
+use jobforge::store::JobStore;
 
 async fn queuing_state(url: &str, ns: &str, config: RedisStateConfig) -> Arc<RedisState> {
     Arc::new(
@@ -1094,12 +1095,9 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
     let name = ns.fresh("own-queue");
     let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
     let calls = Arc::new(AtomicU32::new(0));
-    let orch = e2e_kinds(
-        Orchestrator::builder().queue_and_state(state.clone()),
-        &calls,
-    )
-    .build()
-    .unwrap();
+    let orch = e2e_kinds(Orchestrator::builder().store(state.clone()), &calls)
+        .build()
+        .unwrap();
     let pool = orch.start_workers(quick_workers()).unwrap();
     let ids = e2e_run(&orch).await;
     e2e_check(&orch, &ids, &calls).await;
@@ -1345,7 +1343,7 @@ async fn claim_due_takes_over_expired_leases_and_fences_the_old_owner() {
     let record = state.get(id).await.unwrap().unwrap();
     assert_eq!(record.state, JobState::Dead);
     assert!(record.last_error.unwrap().contains("no attempts left"));
-    let stats = state.queue_stats().await.unwrap();
+    let stats = state.stats().await.unwrap();
     assert_eq!((stats.in_flight, stats.dead), (0, 1));
     ns.cleanup().await;
 }
@@ -1422,7 +1420,7 @@ async fn own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost() {
         state.create(records).await.unwrap();
         sent += take;
     }
-    let stats = state.queue_stats().await.unwrap();
+    let stats = state.stats().await.unwrap();
     assert_eq!(stats.ready + stats.delayed, 2 * n as u64);
     assert!(
         stats.delayed >= n as u64 * 9 / 10,
@@ -1469,7 +1467,7 @@ async fn own_queue_drains_large_ready_and_delayed_backlogs_at_a_steady_cost() {
         per_batch.push(t.elapsed().as_secs_f64() / n_done as f64);
     }
     let trips = state.round_trips() - trips_before;
-    let stats = state.queue_stats().await.unwrap();
+    let stats = state.stats().await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
     assert_eq!(state.counts().await.unwrap().total.succeeded, 2 * n as u64);
     assert_steady_cost(&per_batch, trips, 2 * n);
@@ -1586,7 +1584,7 @@ async fn a_settled_finish_writes_what_the_finish_script_writes() {
         };
         assert_eq!(steps(&ex), steps(&ey), "{finish:?}");
         assert_eq!(ex.len(), 3, "{ex:?}");
-        let stats = settling.queue_stats().await.unwrap();
+        let stats = settling.stats().await.unwrap();
         assert_eq!(stats.in_flight, 0, "{finish:?}: {stats:?}");
     }
     let counts = settling.counts().await.unwrap();
@@ -1615,7 +1613,7 @@ async fn own_queue_workers_recover_from_a_redis_restart() {
     );
     let ran = Arc::new(AtomicUsize::new(0));
     let orch = Orchestrator::builder()
-        .queue_and_state(state.clone())
+        .store(state.clone())
         .handler("work", counting(&ran, Duration::ZERO))
         .build()
         .unwrap();
@@ -1645,4 +1643,47 @@ async fn own_queue_workers_recover_from_a_redis_restart() {
     assert_eq!(state.counts().await.unwrap().total.succeeded, 100);
     pool.shutdown(Duration::from_secs(5)).await;
     drop(server);
+}
+
+/// A Redis state given without a queue is refused at `build`, naming `.store(..)`; the state
+/// as a store behind a timeout is shared by two orchestrators (as two processes would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_state_without_a_queue_is_refused_and_a_wrapped_store_is_shared() {
+    use jobforge::safety::{Layer, TimeoutLayer};
+    let Some(url) =
+        redis_url("a_redis_state_without_a_queue_is_refused_and_a_wrapped_store_is_shared")
+    else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("wrapped");
+    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    let err = Orchestrator::builder()
+        .state(state.clone())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.kind(), jobforge::ErrorKind::Configuration);
+    assert!(err.to_string().contains(".store(..)"), "{err}");
+    let timeout = TimeoutLayer::new(Duration::from_secs(5));
+    let submitter = Orchestrator::builder()
+        .store(Arc::new(timeout.layer(state.clone())))
+        .build()
+        .unwrap();
+    let other = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
+    let runner = Orchestrator::builder()
+        .store(Arc::new(timeout.layer(other)))
+        .handler("k", |_ctx: JobContext| async move {
+            Ok(serde_json::json!("ran"))
+        })
+        .build()
+        .unwrap();
+    let pool = runner.start_workers(quick_workers()).unwrap();
+    let id = submitter.submit(NewJob::new("k")).await.unwrap().id;
+    let done = submitter
+        .wait_for(id, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    pool.shutdown(Duration::from_secs(10)).await;
+    ns.cleanup().await;
 }

@@ -18,8 +18,8 @@ use serde_json::json;
 
 use super::security::{SecurityArgs, generate_key_command, load_server_config, serve_tls};
 use super::{HttpConfig, openapi, router};
-use crate::orchestrator::Reconciler;
 use crate::safety::{BreakerRegistry, CircuitBreakerConfig, CircuitBreakerLayer, HandlerExt};
+use crate::store::{Reconciler, ReconcilerConfig, Split};
 use crate::strategy::{Adaptive, Hedged, InlineRetry};
 use crate::{
     Error, ErrorKind, JobContext, JobError, KindConfig, Orchestrator, OrchestratorBuilder,
@@ -187,10 +187,9 @@ async fn build(args: &ServeArgs) -> Result<Built, BoxError> {
     let (builder, inspect, backends) = backends(builder, args).await?;
     let orchestrator = builder.build()?;
     let reconciler = match inspect {
-        Some(inspect) if !args.no_workers => Some(
-            orchestrator
-                .start_reconciler(inspect, crate::orchestrator::ReconcilerConfig::default())?,
-        ),
+        Some((split, inspect)) if !args.no_workers => {
+            Some(split.start_reconciler(inspect, ReconcilerConfig::default())?)
+        }
         _ => None,
     };
     Ok(Built {
@@ -201,7 +200,8 @@ async fn build(args: &ServeArgs) -> Result<Built, BoxError> {
     })
 }
 
-type Inspect = Option<Arc<dyn crate::queue::QueueInspect>>;
+/// A split store and its queue's inspection side, for the reconciler.
+type Inspect = Option<(Arc<Split>, Arc<dyn crate::queue::QueueInspect>)>;
 
 #[allow(clippy::unused_async)]
 async fn backends(
@@ -214,7 +214,7 @@ async fn backends(
         (None, Some(url)) => {
             let pg = crate::postgres::PostgresBackend::connect(url).await?;
             Ok((
-                builder.queue_and_state(pg.state()).memory(pg.memory()),
+                builder.store(pg.state()).memory(pg.memory()),
                 None,
                 "postgres",
             ))
@@ -224,19 +224,17 @@ async fn backends(
             use crate::redis::{RedisState, RedisStateConfig};
             // Redis only: the state is its own queue (one script claims a batch, one settles it).
             let state = Arc::new(RedisState::connect(RedisStateConfig::new(url)).await?);
-            Ok((builder.queue_and_state(state), None, "redis"))
+            Ok((builder.store(state), None, "redis"))
         }
         #[cfg(all(feature = "redis", feature = "postgres"))]
         (Some(redis), Some(pg_url)) => {
             use crate::redis::{RedisQueueConfig, RedisStreamsQueue};
             let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(redis)).await?);
             let pg = crate::postgres::PostgresBackend::connect(pg_url).await?;
+            let split = Arc::new(Split::new(Arc::clone(&queue) as _, pg.state()));
             Ok((
-                builder
-                    .queue(Arc::clone(&queue) as _)
-                    .state(pg.state())
-                    .memory(pg.memory()),
-                Some(queue as _),
+                builder.store(Arc::clone(&split)).memory(pg.memory()),
+                Some((split, queue as _)),
                 "redis queue, postgres state and memory",
             ))
         }

@@ -3,13 +3,13 @@ use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::direct::RecordQueue;
 use super::engine::{Engine, NameMap, Orchestrator};
 use crate::handler::Handler;
 use crate::job::Limits;
 use crate::memory::{InMemoryMemory, Memory};
-use crate::queue::{InMemoryQueue, QueueManager};
-use crate::state::{InMemoryState, QueuingState, StateManager};
+use crate::queue::QueueManager;
+use crate::state::{InMemoryState, StateManager};
+use crate::store::{IntoJobStore, JobStore, Split};
 use crate::strategy::{Direct, RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
@@ -98,13 +98,13 @@ impl std::fmt::Debug for KindConfig {
     }
 }
 
-/// Wires queue, state, memory, strategies and handlers into an [`Orchestrator`]. Every part
+/// Wires a store, memory, strategies and handlers into an [`Orchestrator`]. Every part
 /// defaults to the embedded in-memory one.
 #[derive(Default)]
 pub struct OrchestratorBuilder {
+    store: Option<Arc<dyn JobStore>>,
     queue: Option<Arc<dyn QueueManager>>,
     state: Option<Arc<dyn StateManager>>,
-    queuing_state: Option<Arc<dyn QueuingState>>,
     memory: Option<Arc<dyn Memory>>,
     kinds: HashMap<String, KindConfig>,
     strategies: Vec<Arc<dyn Strategy>>,
@@ -115,29 +115,32 @@ pub struct OrchestratorBuilder {
 }
 
 impl OrchestratorBuilder {
-    /// The queue backend (default [`InMemoryQueue`]).
+    /// The store: job records that are their own queue (default: the embedded
+    /// [`InMemoryState`]). `PostgresState` (feature `postgres`) and `RedisState` (feature
+    /// `redis`) are stores shared by every process that uses the same server; so are the
+    /// safety wrappers ([`Timeout`](crate::safety::Timeout),
+    /// [`CircuitBreaker`](crate::safety::CircuitBreaker)) around a store.
+    #[must_use]
+    pub fn store(mut self, store: impl IntoJobStore) -> Self {
+        self.store = Some(store.into_job_store());
+        self
+    }
+
+    /// A queue that delivers the jobs of the state given with [`state`](Self::state): the two
+    /// make a [`Split`] store (Redis Streams beside a PostgreSQL state, say). Not with
+    /// [`store`](Self::store).
     #[must_use]
     pub fn queue(mut self, queue: Arc<dyn QueueManager>) -> Self {
         self.queue = Some(queue);
         self
     }
 
-    /// The state backend (default [`InMemoryState`]).
+    /// The state whose jobs the queue given with [`queue`](Self::queue) delivers. A state
+    /// without a queue cannot deliver: a store that is its own queue goes to
+    /// [`store`](Self::store).
     #[must_use]
     pub fn state(mut self, state: Arc<dyn StateManager>) -> Self {
         self.state = Some(state);
-        self
-    }
-
-    /// One store as both queue and state (a [`QueuingState`], such as
-    /// `PostgresState` (feature `postgres`)): its job records are the queue, so a
-    /// worker claims a batch of due jobs in one step and a finish needs no separate
-    /// acknowledgement. A queue set with [`queue`](Self::queue) as well takes over delivery,
-    /// and `store` is then the state only; a later [`state`](Self::state) replaces it.
-    #[must_use]
-    pub fn queue_and_state<S: QueuingState>(mut self, store: Arc<S>) -> Self {
-        self.state = Some(Arc::clone(&store) as Arc<dyn StateManager>);
-        self.queuing_state = Some(store);
         self
     }
 
@@ -196,7 +199,7 @@ impl OrchestratorBuilder {
     }
 
     /// Check the configuration and build.
-    pub fn build(mut self) -> Result<Orchestrator> {
+    pub fn build(self) -> Result<Orchestrator> {
         if let Some(kind) = self.duplicate_kinds.first() {
             return Err(Error::new(
                 ErrorKind::Configuration,
@@ -255,31 +258,32 @@ impl OrchestratorBuilder {
                 ));
             }
         }
-        // With neither queue nor state given, the embedded default is one in-memory store that
-        // is its own queue: a worker claims in one step, and nothing is kept twice.
-        if self.queue.is_none() && self.state.is_none() {
-            let store = Arc::new(InMemoryState::new());
-            self.state = Some(Arc::clone(&store) as Arc<dyn StateManager>);
-            self.queuing_state = Some(store);
-        }
-        // The store is the queue only if nothing else delivers and it is still the state.
-        let direct = match (&self.queue, self.queuing_state, &self.state) {
-            (None, Some(store), Some(state))
-                if std::ptr::addr_eq(Arc::as_ptr(&store), Arc::as_ptr(state)) =>
-            {
-                Some(store)
+        let store: Arc<dyn JobStore> = match (self.store, self.queue, self.state) {
+            (Some(store), None, None) => store,
+            // The embedded default: one in-memory store that is its own queue.
+            (None, None, None) => Arc::new(InMemoryState::new()),
+            (None, Some(queue), Some(state)) => Arc::new(Split::new(queue, state)),
+            (Some(_), _, _) => {
+                return Err(Error::new(
+                    ErrorKind::Configuration,
+                    "both a store and a queue or state were given: use `.store(..)` alone, or `.queue(..)` with `.state(..)` (which make a Split store)",
+                ));
             }
-            _ => None,
-        };
-        let queue: Arc<dyn QueueManager> = match (self.queue, &direct) {
-            (Some(queue), _) => queue,
-            (None, Some(store)) => Arc::new(RecordQueue::new(Arc::clone(store))),
-            (None, None) => Arc::new(InMemoryQueue::new()),
+            (None, None, Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::Configuration,
+                    "a state without a queue cannot deliver its jobs to other processes: give a store that is its own queue with `.store(..)` (InMemoryState, PostgresState and RedisState are, and so are Timeout and CircuitBreaker around one), or the queue that delivers the state's jobs with `.queue(..)`",
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(Error::new(
+                    ErrorKind::Configuration,
+                    "a queue without a state: add the state that keeps the jobs' records with `.state(..)`",
+                ));
+            }
         };
         Ok(Orchestrator::from_engine(Engine {
-            queue,
-            state: self.state.unwrap_or_else(|| Arc::new(InMemoryState::new())),
-            direct,
+            store,
             memory: self
                 .memory
                 .unwrap_or_else(|| Arc::new(InMemoryMemory::new())),

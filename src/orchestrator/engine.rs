@@ -10,8 +10,8 @@ use super::builder::{KindConfig, OrchestratorBuilder};
 use super::worker::{PoolShared, WorkerConfig, WorkerPool};
 use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
 use crate::memory::Memory;
-use crate::queue::{Envelope, QueueManager};
-use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged, QueuingState, StateManager};
+use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged};
+use crate::store::JobStore;
 use crate::strategy::{RetryPolicy, Strategy};
 use crate::{Error, ErrorKind, Result};
 
@@ -20,10 +20,8 @@ use crate::{Error, ErrorKind, Result};
 pub(crate) type NameMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 pub(crate) struct Engine {
-    pub(crate) queue: Arc<dyn QueueManager>,
-    pub(crate) state: Arc<dyn StateManager>,
-    /// Set when `state` is also the queue: workers claim through it in one step.
-    pub(crate) direct: Option<Arc<dyn QueuingState>>,
+    /// Records, the state machine, history and delivery: the one storage seam.
+    pub(crate) store: Arc<dyn JobStore>,
     pub(crate) memory: Arc<dyn Memory>,
     pub(crate) kinds: NameMap<KindConfig>,
     pub(crate) strategies: NameMap<Arc<dyn Strategy>>,
@@ -94,16 +92,10 @@ impl Orchestrator {
         }
     }
 
-    /// The queue backend.
+    /// The store: records, the state machine, history and delivery.
     #[must_use]
-    pub fn queue(&self) -> &Arc<dyn QueueManager> {
-        &self.engine.queue
-    }
-
-    /// The state backend.
-    #[must_use]
-    pub fn state(&self) -> &Arc<dyn StateManager> {
-        &self.engine.state
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.engine.store
     }
 
     /// The memory.
@@ -140,7 +132,7 @@ impl Orchestrator {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            match self.engine.state.get(id).await? {
+            match self.engine.store.get(id).await? {
                 Some(record) if record.is_terminal() => return Ok(record),
                 Some(record) => {
                     if tokio::time::Instant::now() >= deadline {
@@ -166,7 +158,7 @@ impl Orchestrator {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         loop {
-            let counts = self.engine.state.counts().await?;
+            let counts = self.engine.store.counts().await?;
             if counts.total.active() == 0 {
                 return Ok(());
             }
@@ -204,54 +196,15 @@ impl Orchestrator {
         Ok(JobRecord::from_new(job, max_attempts, now))
     }
 
-    /// Store validated records in one round trip (and enqueue them where a separate queue
-    /// delivers); answers per record, in order.
-    async fn store(&self, records: Vec<JobRecord>) -> Result<Vec<Submitted>> {
-        let mut envelopes = Vec::with_capacity(records.len());
-        // Jobs of a batch mostly share kind and queue: share the names' text too.
-        let mut names: Option<(Arc<str>, Arc<str>)> = None;
-        for record in &records {
-            let (kind, queue) = match &names {
-                Some((kind, queue)) if **kind == *record.kind && **queue == *record.queue => {
-                    (Arc::clone(kind), Arc::clone(queue))
-                }
-                _ => {
-                    let fresh: (Arc<str>, Arc<str>) = (
-                        Arc::from(record.kind.as_str()),
-                        Arc::from(record.queue.as_str()),
-                    );
-                    names = Some(fresh.clone());
-                    fresh
-                }
-            };
-            envelopes.push(Envelope {
-                id: record.id,
-                kind,
-                queue,
-                priority: record.priority,
-                run_at: record.run_at,
-                attempt: record.attempt,
-            });
-        }
-        let created = self.engine.state.create(records).await?;
-        if created.len() != envelopes.len() {
+    /// Store validated records in one round trip; answers per record, in order.
+    async fn store_records(&self, records: Vec<JobRecord>) -> Result<Vec<Submitted>> {
+        let n = records.len();
+        let created = self.engine.store.create(records).await?;
+        if created.len() != n {
             return Err(Error::new(
                 ErrorKind::Backend,
-                format!(
-                    "state store answered {} results for {} jobs",
-                    created.len(),
-                    envelopes.len()
-                ),
+                format!("the store answered {} results for {n} jobs", created.len()),
             ));
-        }
-        let fresh: Vec<Envelope> = envelopes
-            .into_iter()
-            .zip(&created)
-            .filter_map(|(env, c)| matches!(c, Created::New(_)).then_some(env))
-            .collect();
-        self.engine.queue.enqueue(&fresh).await?;
-        for env in &fresh {
-            tracing::trace!(job_id = %env.id, kind = %env.kind, "submitted");
         }
         Ok(created
             .into_iter()
@@ -298,7 +251,7 @@ impl Orchestrator {
         let mut stored = if records.is_empty() {
             Vec::new()
         } else {
-            self.store(records).await?
+            self.store_records(records).await?
         }
         .into_iter();
         answers
@@ -339,23 +292,23 @@ impl JobOrchestrator for Orchestrator {
                     .map_err(|e| e.about(format_args!("job {i} of the batch ({id})")))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.store(records).await
+        self.store_records(records).await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
-        self.engine.state.get(id).await
+        self.engine.store.get(id).await
     }
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
-        self.engine.state.list(filter, page).await
+        self.engine.store.list(filter, page).await
     }
 
     async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
-        self.engine.state.events(id).await
+        self.engine.store.events(id).await
     }
 
     async fn cancel(&self, id: JobId) -> Result<CancelOutcome> {
-        let outcome = self.engine.state.cancel(id, "cancelled by request").await?;
+        let outcome = self.engine.store.cancel(id, "cancelled by request").await?;
         if outcome == CancelOutcome::Requested {
             // Fast path: if a pool of this process runs the job, fire its token now; remote
             // workers learn it at their next heartbeat.
@@ -373,7 +326,7 @@ impl JobOrchestrator for Orchestrator {
     }
 
     async fn stats(&self) -> Result<Stats> {
-        let (queue, jobs) = tokio::join!(self.engine.queue.stats(), self.engine.state.counts());
+        let (queue, jobs) = tokio::join!(self.engine.store.stats(), self.engine.store.counts());
         Ok(Stats {
             queue: queue?,
             jobs: jobs?,

@@ -3,13 +3,10 @@
 
 mod api;
 mod builder;
-mod direct;
 mod engine;
-mod reconciler;
 mod worker;
 
 pub use api::{JobOrchestrator, Stats, Submitted};
 pub use builder::{KindConfig, OrchestratorBuilder};
 pub use engine::Orchestrator;
-pub use reconciler::{ReconcileReport, Reconciler, ReconcilerConfig};
 pub use worker::{ShutdownReport, WorkerConfig, WorkerPool};

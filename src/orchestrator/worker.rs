@@ -16,7 +16,7 @@ use super::engine::Engine;
 use crate::handler::{JobContext, JobError};
 use crate::job::{DEFAULT_QUEUE, JobId, JobRecord, JobState, Payload, WorkerId, clamp_delay};
 use crate::memory::{ExecutionRecord, OutcomeClass};
-use crate::queue::{DeadLetter, Envelope, Lease, Release, Reserve};
+use crate::queue::Reserve;
 use crate::state::{Claim, Finish, Heartbeat, Held, Transition, TransitionResult};
 use crate::strategy::{Outcome, RetryPolicy};
 use crate::{Error, ErrorKind, Result};
@@ -256,7 +256,6 @@ impl StopSignal {
 }
 
 struct Running {
-    lease: Lease,
     attempt: u32,
     stop: StopSignal,
 }
@@ -265,14 +264,12 @@ struct Running {
 /// already inside the context's `Arc`: it is moved once, not at every hand-off.
 struct Assigned {
     ctx: JobContext,
-    lease: Lease,
     permit: OwnedSemaphorePermit,
     stop: StopSignal,
 }
 
 struct Done {
     key: Key,
-    lease: Lease,
     /// `None`: nothing to report (the claim was lost, or the job handed back at shutdown).
     transition: Option<Transition>,
     attempt: u32,
@@ -550,7 +547,6 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
     // Hand the jobs back first: once released, a late result from their executor is refused
     // by the fence, whatever the handler does when it sees its token.
     let mut transitions = Vec::with_capacity(abandoned.len());
-    let mut leases = Vec::with_capacity(abandoned.len());
     let mut stops = Vec::with_capacity(abandoned.len());
     for ((id, token), running) in abandoned {
         transitions.push(Transition {
@@ -561,31 +557,18 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
                 reason: "worker shutting down; handed back unfinished".to_owned(),
             },
         });
-        leases.push(running.lease);
         stops.push(running.stop);
     }
     let mut released = 0;
-    match shared.engine.state.finish(transitions).await {
+    match shared.engine.store.finish(transitions).await {
         Ok(results) => {
             for r in &results {
-                if let TransitionResult::Conflict { reason, .. } = r {
-                    tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
+                match r {
+                    TransitionResult::Applied { .. } => released += 1,
+                    TransitionResult::Conflict { reason, .. } => {
+                        tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
+                    }
                 }
-            }
-            let now = Utc::now();
-            let items: Vec<Release> = leases
-                .into_iter()
-                .zip(results)
-                .filter(|(_, r)| r.is_applied())
-                .map(|(lease, _)| Release {
-                    attempt: lease.envelope.attempt,
-                    lease,
-                    run_at: now,
-                })
-                .collect();
-            released = items.len();
-            if let Err(err) = shared.engine.queue.release(&items).await {
-                tracing::warn!(error = %err, "could not hand jobs back to the queue at shutdown; their leases will expire and they will be delivered again");
             }
         }
         Err(err) => {
@@ -653,221 +636,77 @@ async fn fetch_loop(shared: Arc<PoolShared>) {
             lease: shared.config.lease,
             wait: shared.config.poll_wait,
         };
-        if let Some(direct) = &engine.direct {
-            // The state store is the queue: reserve and claim in one step. A shutdown lets a
-            // claim under way land (a store's claim waits for work at most the poll wait)
-            // and starts what it took like any claim, so the shutdown's own hand-back
-            // covers it: nothing is left to a store's hand-back racing the process's exit.
-            let claim = direct.claim_due(&req);
-            tokio::pin!(claim);
-            let claims = tokio::select! {
-                biased;
-                r = &mut claim => r,
-                () = shared.stop.cancelled() => {
-                    let landing = shared.config.poll_wait.saturating_add(Duration::from_secs(5));
-                    if let Ok(Ok(claims)) = tokio::time::timeout(landing, &mut claim).await {
-                        start_direct_claims(&shared, claims, permits);
-                    }
-                    break;
-                }
-            };
-            match claims {
-                Ok(claims) => {
-                    if failures > 0 {
-                        tracing::info!(worker = %shared.worker, "state backend reachable again");
-                    }
-                    failures = 0;
-                    start_direct_claims(&shared, claims, permits);
-                    continue;
-                }
-                Err(err) => {
-                    failures += 1;
-                    let pause = backend_backoff(failures);
-                    tracing::warn!(worker = %shared.worker, error = %err, ?pause, "claim failed; backing off");
-                    tokio::select! {
-                        () = shared.stop.cancelled() => break,
-                        () = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            }
-        }
-        let leases = tokio::select! {
+        // Reserve and claim in one step. A shutdown lets a claim under way land (a store's
+        // claim waits for work at most the poll wait) and starts what it took like any
+        // claim, so the shutdown's own hand-back covers it: nothing is left to a store's
+        // hand-back racing the process's exit.
+        let claim = engine.store.claim_due(&req);
+        tokio::pin!(claim);
+        let claims = tokio::select! {
             biased;
-            () = shared.stop.cancelled() => break,
-            r = engine.queue.reserve(&req) => r,
+            r = &mut claim => r,
+            () = shared.stop.cancelled() => {
+                let landing = shared.config.poll_wait.saturating_add(Duration::from_secs(5));
+                if let Ok(Ok(claims)) = tokio::time::timeout(landing, &mut claim).await {
+                    start_claims(&shared, claims, permits);
+                }
+                break;
+            }
         };
-        let leases = match leases {
-            Ok(leases) => {
+        match claims {
+            Ok(claims) => {
                 if failures > 0 {
-                    tracing::info!(worker = %shared.worker, "queue backend reachable again");
+                    tracing::info!(worker = %shared.worker, "store reachable again");
                 }
                 failures = 0;
-                leases
+                start_claims(&shared, claims, permits);
             }
             Err(err) => {
                 failures += 1;
                 let pause = backend_backoff(failures);
-                tracing::warn!(worker = %shared.worker, error = %err, ?pause, "reserve failed; backing off");
+                tracing::warn!(worker = %shared.worker, error = %err, ?pause, "claim failed; backing off");
                 tokio::select! {
                     () = shared.stop.cancelled() => break,
-                    () = tokio::time::sleep(pause) => continue,
+                    () = tokio::time::sleep(pause) => {}
                 }
             }
-        };
-        if leases.is_empty() {
-            continue;
-        }
-        let ids: Vec<JobId> = leases.iter().map(Lease::id).collect();
-        let claims = match engine
-            .state
-            .claim(&ids, &shared.worker, shared.config.lease)
-            .await
-        {
-            Ok(claims) if claims.len() == leases.len() => claims,
-            Ok(claims) => {
-                tracing::error!(
-                    expected = leases.len(),
-                    got = claims.len(),
-                    "state store answered a claim batch with the wrong count; leaving the deliveries to expire"
-                );
-                continue;
-            }
-            Err(err) => {
-                failures += 1;
-                let pause = backend_backoff(failures);
-                tracing::warn!(worker = %shared.worker, error = %err, ?pause, "claim failed; deliveries will be retried when their leases expire");
-                tokio::select! {
-                    () = shared.stop.cancelled() => break,
-                    () = tokio::time::sleep(pause) => continue,
-                }
-            }
-        };
-        let mut acks = Vec::new();
-        let mut releases = Vec::new();
-        let mut dead = Vec::new();
-        let mut claimed = Vec::with_capacity(leases.len());
-        for (lease, claim) in leases.into_iter().zip(claims) {
-            match claim {
-                Claim::Claimed(record) => {
-                    let Some(permit) = permits.pop() else {
-                        // More leases than permits cannot happen (max = permits); give it back.
-                        releases.push(Release {
-                            run_at: Utc::now(),
-                            attempt: lease.envelope.attempt,
-                            lease,
-                        });
-                        continue;
-                    };
-                    claimed.push((record, lease, permit));
-                }
-                Claim::NotDue { run_at, .. } => releases.push(Release {
-                    attempt: lease.envelope.attempt,
-                    lease,
-                    run_at,
-                }),
-                Claim::Exhausted { reason, .. } => {
-                    tracing::warn!(job_id = %lease.id(), %reason, "dead: worker lost with no attempts left");
-                    dead.push(DeadLetter { lease, reason });
-                }
-                Claim::Cancelled { reason, .. } => {
-                    tracing::info!(job_id = %lease.id(), %reason, "cancelled: its worker was lost after a cancel request");
-                    acks.push(lease);
-                }
-                Claim::Skipped { .. } => acks.push(lease),
-            }
-        }
-        dispatch_jobs(&shared, claimed);
-        settle(
-            engine.queue.as_ref(),
-            &acks,
-            &releases,
-            &dead,
-            "unclaimable deliveries; they will be delivered again and dropped then",
-        )
-        .await;
-    }
-}
-
-/// Apply a batch's queue operations; failures are logged (the deliveries expire and come back).
-async fn settle(
-    queue: &dyn crate::queue::QueueManager,
-    acks: &[Lease],
-    releases: &[Release],
-    dead: &[DeadLetter],
-    what: &str,
-) {
-    if !acks.is_empty() {
-        if let Err(err) = queue.ack(acks).await {
-            tracing::warn!(error = %err, "queue ack failed for {what}");
-        }
-    }
-    if !releases.is_empty() {
-        if let Err(err) = queue.release(releases).await {
-            tracing::warn!(error = %err, "queue release failed for {what}");
-        }
-    }
-    if !dead.is_empty() {
-        if let Err(err) = queue.dead_letter(dead).await {
-            tracing::warn!(error = %err, "queue dead-letter failed for {what}");
         }
     }
 }
 
-/// Start the jobs a [`QueuingState`](crate::state::QueuingState) claimed. There are no
-/// deliveries to settle: each lease is made from its record, and the engine's queue ignores it.
-fn start_direct_claims(
+/// Register what a claim took and hand it to the executors, each job with one of `permits`.
+/// Each claim is keyed by its token, the record's version as the claim returned it.
+fn start_claims(
     shared: &Arc<PoolShared>,
     claims: Vec<Claim>,
     mut permits: Vec<OwnedSemaphorePermit>,
 ) {
-    let mut claimed = Vec::with_capacity(claims.len());
-    for claim in claims {
-        match claim {
-            Claim::Claimed(record) => {
-                let Some(permit) = permits.pop() else {
-                    // claim_due answers at most `max` (= permits); the lease will expire and
-                    // the job will be taken over.
-                    tracing::error!(job_id = %record.id, "more claims than asked for; leaving the job to its lease");
-                    continue;
-                };
-                let lease = Lease {
-                    envelope: Envelope::from_record(&record),
-                    worker: shared.worker.clone(),
-                    token: record.version,
-                    receipt: None,
-                    expires_at: record.lease_expires_at.unwrap_or_else(Utc::now),
-                };
-                claimed.push((record, lease, permit));
-            }
-            Claim::Exhausted { id, reason } => {
-                tracing::warn!(job_id = %id, %reason, "dead: worker lost with no attempts left");
-            }
-            Claim::Cancelled { id, reason } => {
-                tracing::info!(job_id = %id, %reason, "cancelled: its worker was lost after a cancel request");
-            }
-            Claim::NotDue { .. } | Claim::Skipped { .. } => {}
-        }
-    }
-    dispatch_jobs(shared, claimed);
-}
-
-/// Register a claimed batch and hand it to the executors. Each claim is keyed by its token,
-/// the record's version as the claim returned it (a separate queue's lease keeps its own
-/// delivery token).
-fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, OwnedSemaphorePermit)>) {
-    if claimed.is_empty() {
-        return;
-    }
-    let mut assigned = Vec::with_capacity(claimed.len());
+    let mut assigned = Vec::with_capacity(claims.len());
     {
         let mut running = shared.running.lock();
-        running.reserve(claimed.len());
-        for (record, lease, permit) in claimed {
+        for claim in claims {
+            let record = match claim {
+                Claim::Claimed(record) => record,
+                Claim::Exhausted { id, reason } => {
+                    tracing::warn!(job_id = %id, %reason, "dead: worker lost with no attempts left");
+                    continue;
+                }
+                Claim::Cancelled { id, reason } => {
+                    tracing::info!(job_id = %id, %reason, "cancelled: its worker was lost after a cancel request");
+                    continue;
+                }
+                Claim::NotDue { .. } | Claim::Skipped { .. } => continue,
+            };
+            let Some(permit) = permits.pop() else {
+                // claim_due answers at most `max` (= permits); the lease will expire and the
+                // job will be taken over.
+                tracing::error!(job_id = %record.id, "more claims than asked for; leaving the job to its lease");
+                continue;
+            };
             let stop = StopSignal::new();
             running.insert(
                 (record.id, record.version),
                 Running {
-                    lease: lease.clone(),
                     attempt: record.attempt,
                     stop: stop.clone(),
                 },
@@ -884,12 +723,7 @@ fn dispatch_jobs(shared: &Arc<PoolShared>, claimed: Vec<(JobRecord, Lease, Owned
                 stop.token.clone(),
             )
             .with_idempotent(idempotent);
-            assigned.push(Assigned {
-                ctx,
-                lease,
-                permit,
-                stop,
-            });
+            assigned.push(Assigned { ctx, permit, stop });
         }
     }
     for job in assigned {
@@ -918,12 +752,7 @@ async fn executor_loop(
         return;
     };
     while let Ok(job) = shared.jobs_rx.recv().await {
-        let Assigned {
-            ctx,
-            lease,
-            permit,
-            stop,
-        } = job;
+        let Assigned { ctx, permit, stop } = job;
         let record = ctx.record();
         let timeout = shared.timeout_for(record);
         let started = Instant::now();
@@ -946,8 +775,7 @@ async fn executor_loop(
             record.attempt,
             record.max_attempts,
         );
-        let fallback_lease = lease.clone();
-        let done = AssertUnwindSafe(run_job(&shared, ctx, lease, stop, timeout))
+        let done = AssertUnwindSafe(run_job(&shared, ctx, stop, timeout))
             .catch_unwind()
             .instrument(span)
             .await
@@ -977,7 +805,6 @@ async fn executor_loop(
                         token: key.1,
                         finish,
                     }),
-                    lease: fallback_lease,
                     attempt,
                     record: None,
                 }
@@ -1009,7 +836,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 async fn run_job(
     shared: &PoolShared,
     ctx: JobContext,
-    lease: Lease,
     stop: StopSignal,
     timeout: Option<Duration>,
 ) -> Done {
@@ -1086,7 +912,6 @@ async fn run_job(
             token,
             finish,
         }),
-        lease,
         attempt,
         record,
     }
@@ -1202,13 +1027,13 @@ async fn finish_loop(
         if !batch.is_empty() {
             let transitions: Vec<Transition> =
                 batch.iter().filter_map(|d| d.transition.clone()).collect();
-            match engine.state.finish(transitions).await {
+            match engine.store.finish(transitions).await {
                 Ok(results) if results.len() == batch.len() => {
                     if failures > 0 {
                         tracing::info!(worker = %shared.worker, "finished jobs accepted again");
                         failures = 0;
                     }
-                    apply_finishes(&shared, batch, results, &mut records).await;
+                    apply_finishes(&shared, batch, results, &mut records);
                 }
                 Ok(results) => {
                     tracing::error!(
@@ -1256,9 +1081,8 @@ async fn finish_loop(
     }
 }
 
-/// The store's answers to a finish batch: the queue's side of each (for a separate queue),
-/// the running set, and the execution records.
-async fn apply_finishes(
+/// The store's answers to a finish batch: the running set, and the execution records.
+fn apply_finishes(
     shared: &PoolShared,
     batch: Vec<Done>,
     results: Vec<TransitionResult>,
@@ -1270,12 +1094,8 @@ async fn apply_finishes(
             running.remove(&done.key);
         }
     }
-    let mut acks = Vec::new();
-    let mut releases = Vec::new();
-    let mut dead = Vec::new();
     for (done, result) in batch.into_iter().zip(results) {
         let Done {
-            lease,
             transition,
             attempt,
             record,
@@ -1287,32 +1107,6 @@ async fn apply_finishes(
         match result {
             TransitionResult::Applied { state, .. } => {
                 log_transition(&transition, attempt, state);
-                match (state, &transition.finish) {
-                    (
-                        JobState::Queued,
-                        Finish::Retry { delay, .. } | Finish::Defer { delay, .. },
-                    ) => {
-                        releases.push(Release {
-                            run_at: crate::job::after(Utc::now(), *delay),
-                            attempt: if matches!(transition.finish, Finish::Defer { .. }) {
-                                attempt.saturating_sub(1)
-                            } else {
-                                attempt
-                            },
-                            lease,
-                        });
-                    }
-                    (JobState::Queued, _) => releases.push(Release {
-                        run_at: Utc::now(),
-                        attempt: attempt.saturating_sub(1),
-                        lease,
-                    }),
-                    (JobState::Dead, Finish::Dead { error }) => dead.push(DeadLetter {
-                        lease,
-                        reason: error.clone(),
-                    }),
-                    _ => acks.push(lease),
-                }
                 if let Some(mut record) = record {
                     if state == JobState::Cancelled {
                         record.outcome = OutcomeClass::Cancelled;
@@ -1322,22 +1116,11 @@ async fn apply_finishes(
             }
             TransitionResult::Conflict { current, reason } => {
                 tracing::debug!(job_id = %transition.id, ?current, %reason, "finish refused (lease taken over or job released); result discarded");
-                if current.is_some_and(JobState::is_terminal) {
-                    acks.push(lease);
-                }
                 // The handler ran all the same: its execution is part of the history.
                 records.extend(record);
             }
         }
     }
-    settle(
-        shared.engine.queue.as_ref(),
-        &acks,
-        &releases,
-        &dead,
-        "finished jobs; the deliveries will expire, be delivered again and be dropped by the claim",
-    )
-    .await;
 }
 
 fn log_transition(transition: &Transition, attempt: u32, state: JobState) {
@@ -1452,28 +1235,21 @@ async fn heartbeat_loop(shared: Arc<PoolShared>) {
             backend_backoff(failures).min(every / 2)
         };
         tokio::time::sleep(pause).await;
-        let (held, leases): (Vec<Held>, Vec<Lease>) = shared
+        let held: Vec<Held> = shared
             .running
             .lock()
-            .iter()
-            .map(|(&(id, token), r)| (Held { id, token }, r.lease.clone()))
-            .unzip();
+            .keys()
+            .map(|&(id, token)| Held { id, token })
+            .collect();
         if held.is_empty() {
             failures = 0;
             continue;
         }
-        let (queue, state) = tokio::join!(
-            engine.queue.extend(&leases, shared.config.lease),
-            engine.state.heartbeat(&held, shared.config.lease)
-        );
-        if let Err(err) = &queue {
-            tracing::warn!(error = %err, "queue heartbeat failed");
-        }
-        let state = match state {
+        let state = match engine.store.heartbeat(&held, shared.config.lease).await {
             Ok(state) if state.len() == held.len() => state,
             Ok(_) => {
                 tracing::error!(
-                    "state store answered a heartbeat with the wrong count; trying again"
+                    "the store answered a heartbeat with the wrong count; trying again"
                 );
                 failures += 1;
                 continue;
@@ -1614,11 +1390,7 @@ fn recover_stuck(shared: &Arc<PoolShared>) {
         let Some(done_tx) = shared.done_tx.lock().clone() else {
             return;
         };
-        let running = shared
-            .running
-            .lock()
-            .get(&stuck.key)
-            .map(|r| r.lease.clone());
+        let held = shared.running.lock().contains_key(&stuck.key);
         let grace = shared.config.timeout_grace;
         let timeout = stuck.timeout.unwrap_or_default();
         tracing::error!(
@@ -1628,7 +1400,7 @@ fn recover_stuck(shared: &Arc<PoolShared>) {
             ?grace,
             "a handler did not stop after its deadline (it blocks its thread or ignores cancellation); failing the attempt and replacing its executor"
         );
-        if let Some(lease) = running {
+        if held {
             let outcome = Outcome::Retry {
                 error: JobError::retryable(format!(
                     "attempt timed out after {timeout:?} and its handler did not stop within {grace:?} more (it blocks its thread or ignores cancellation)"
@@ -1652,7 +1424,6 @@ fn recover_stuck(shared: &Arc<PoolShared>) {
                     token: stuck.key.1,
                     finish,
                 }),
-                lease,
                 attempt: stuck.attempt,
                 record: None,
             });

@@ -174,7 +174,7 @@ impl PostgresBackend {
     }
 
     /// The state store: job records, history, counts, and (with
-    /// [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state))
+    /// [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store))
     /// the queue too.
     #[must_use]
     pub fn state(&self) -> Arc<PostgresState> {
@@ -182,7 +182,7 @@ impl PostgresBackend {
     }
 
     /// The standalone queue, for deployments whose state lives elsewhere. With Postgres as
-    /// state too, prefer [`state`](Self::state) with `queue_and_state`.
+    /// state too, prefer [`state`](Self::state) with `store`.
     #[must_use]
     pub fn queue(&self) -> Arc<PostgresQueue> {
         Arc::clone(&self.queue)

@@ -7,7 +7,7 @@
 //! [`PostgresMemory`].
 //!
 //! With one Postgres as both queue and state, hand the state to
-//! [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state): the
+//! [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store): the
 //! job rows are then the queue, a worker claims a batch of due jobs in one statement and
 //! finishes a batch in one statement.
 //!
@@ -18,7 +18,7 @@
 //! # async fn run() -> jobforge::Result<()> {
 //! let pg = PostgresBackend::connect("postgres://postgres@127.0.0.1:5432/app").await?;
 //! let orchestrator = Orchestrator::builder()
-//!     .queue_and_state(pg.state())
+//!     .store(pg.state())
 //!     .memory(pg.memory())
 //!     .handler("noop", |_ctx: JobContext| async { Ok(serde_json::Value::Null) })
 //!     .build()?;

@@ -163,7 +163,7 @@ struct Statements {
 /// woken by `LISTEN/NOTIFY`, with polling as the backstop.
 ///
 /// With PostgreSQL as state too, the job rows themselves are the better queue: see
-/// [`QueuingState`](crate::state::QueuingState). Get one from
+/// [`JobStore`](crate::store::JobStore). Get one from
 /// [`PostgresBackend::queue`](crate::postgres::PostgresBackend::queue).
 pub struct PostgresQueue {
     shared: Arc<Shared>,

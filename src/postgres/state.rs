@@ -13,8 +13,9 @@ use crate::postgres::{Shared, db_error, micros, random_shard, stmt};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::state::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
-    QueuingState, StateCounts, StateManager, Transition, TransitionResult,
+    StateCounts, StateManager, Transition, TransitionResult,
 };
+use crate::store::JobStore;
 use crate::{Error, ErrorKind, Result};
 
 /// What a claim reads of the rows it locks.
@@ -458,8 +459,8 @@ impl Statements {
 /// lock their rows in id order and apply compare-and-set rules fenced by lease owner and
 /// attempt. Finished jobs are deleted after [`PostgresConfig::retention`] in small batches.
 ///
-/// It is also a [`QueuingState`]: with
-/// [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state) the
+/// It is also a [`JobStore`]: with
+/// [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store) the
 /// `jobs` table is the queue, and a worker claims a batch of due jobs in one statement
 /// (`FOR UPDATE SKIP LOCKED`).
 ///
@@ -1266,7 +1267,7 @@ impl StateManager for PostgresState {
 }
 
 #[async_trait]
-impl QueuingState for PostgresState {
+impl JobStore for PostgresState {
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());
@@ -1276,7 +1277,7 @@ impl QueuingState for PostgresState {
             .await
     }
 
-    async fn queue_stats(&self) -> Result<QueueStats> {
+    async fn stats(&self) -> Result<QueueStats> {
         self.shared.count_statement();
         let rows = sqlx::query_as::<_, QueueStatsRow>(stmt(&self.sql.queue_stats))
             .fetch_all(&self.shared.pool)

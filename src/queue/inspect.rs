@@ -6,7 +6,7 @@ use super::types::Envelope;
 use crate::Result;
 
 /// An optional capability of a queue: answer whether it holds given jobs, and hold a named
-/// lock. The [reconciler](crate::orchestrator::Reconciler) needs it to find jobs that the
+/// lock. The [reconciler](crate::store::Reconciler) needs it to find jobs that the
 /// state store has as `Queued` but the queue lost (a Redis restart without persistence, a
 /// crash between the two writes of a submit), and to run in one worker at a time.
 ///

@@ -21,8 +21,9 @@ use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId, clamp_
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::state::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
-    QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
+use crate::store::JobStore;
 use crate::{Error, ErrorKind, Result};
 
 macro_rules! state_script {
@@ -169,7 +170,7 @@ impl RedisStateConfig {
         self
     }
 
-    /// How often a waiting [`QueuingState::claim_due`] looks again when nothing woke it
+    /// How often a waiting [`JobStore::claim_due`] looks again when nothing woke it
     /// (default 500 ms). New and retried jobs wake waiting claims at once, in this process and
     /// in others (through a Redis channel), and a claim knows when the next delayed job comes
     /// due; the poll is the fallback while that channel reconnects.
@@ -204,7 +205,7 @@ impl RedisStateConfig {
 }
 
 /// The Redis state store, and its own queue: with it alone
-/// ([`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state)) a
+/// ([`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store)) a
 /// Redis-only deployment works end to end.
 ///
 /// A job is two fields of two hashes shared by every job (what never changes, and the rest
@@ -226,7 +227,7 @@ impl RedisStateConfig {
 /// # async fn run() -> jobforge::Result<()> {
 /// let state = RedisState::connect(RedisStateConfig::new("redis://127.0.0.1:6379")).await?;
 /// let orchestrator = Orchestrator::builder()
-///     .queue_and_state(Arc::new(state))
+///     .store(Arc::new(state))
 ///     .build()?;
 /// # drop(orchestrator);
 /// # Ok(())
@@ -924,7 +925,7 @@ impl Core {
         ]
     }
 
-    /// One pass of [`QueuingState::claim_due`]: the claims, and when nothing was claimed,
+    /// One pass of [`JobStore::claim_due`]: the claims, and when nothing was claimed,
     /// when something comes due next (by Redis's clock).
     ///
     /// The script runs in a task of its own, so nothing is stranded whatever happens to the
@@ -1520,7 +1521,7 @@ impl StateManager for RedisState {
 /// call claims a batch — takeovers of expired leases first, then due jobs, highest priority
 /// first — while [`StateManager::finish`] settles it.
 #[async_trait]
-impl QueuingState for RedisState {
+impl JobStore for RedisState {
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());
@@ -1548,7 +1549,7 @@ impl QueuingState for RedisState {
         }
     }
 
-    async fn queue_stats(&self) -> Result<QueueStats> {
+    async fn stats(&self) -> Result<QueueStats> {
         let reply = self
             .core
             .link

@@ -12,6 +12,7 @@ use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
 };
+use crate::store::JobStore;
 use crate::{Error, ErrorKind, Result};
 
 /// Builds a [`Timeout`]: a deadline on every call.
@@ -228,6 +229,20 @@ impl<S: StateManager> StateManager for Timeout<S> {
 
     async fn ping(&self) -> Result<()> {
         self.backend("state ping", Duration::ZERO, self.inner.ping())
+            .await
+    }
+}
+
+/// A store behind a deadline is a store: claims wait their `wait` on top of the deadline.
+#[async_trait]
+impl<S: JobStore> JobStore for Timeout<S> {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        self.backend("store claim_due", req.wait, self.inner.claim_due(req))
+            .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        self.backend("store stats", Duration::ZERO, self.inner.stats())
             .await
     }
 }

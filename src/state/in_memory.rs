@@ -12,10 +12,11 @@ use parking_lot::Mutex;
 
 use super::types::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
-    QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
+use crate::store::JobStore;
 use crate::util::{Names, ReadyHeaps, ReadyKey, best_ready, from_micros, micros, micros_after};
 use crate::{Error, ErrorKind, Result};
 
@@ -1078,12 +1079,12 @@ impl StateManager for InMemoryState {
 
 /// The embedded store is its own queue: the default engine claims through this.
 #[async_trait]
-impl QueuingState for InMemoryState {
+impl JobStore for InMemoryState {
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         InMemoryState::claim_due(self, req).await
     }
 
-    async fn queue_stats(&self) -> Result<QueueStats> {
+    async fn stats(&self) -> Result<QueueStats> {
         Ok(self.queue_stats_now())
     }
 }

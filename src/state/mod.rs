@@ -8,5 +8,5 @@ mod types;
 pub use in_memory::{InMemoryState, InMemoryStateConfig};
 pub use types::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
-    QueuingState, StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    StateCounts, StateManager, StateTally, Transition, TransitionResult,
 };

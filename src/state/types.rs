@@ -452,28 +452,38 @@ pub trait StateManager: Send + Sync + 'static {
     }
 }
 
-/// Optional capability of a state store that is also its own queue: its job records are the
-/// deliveries, so a worker claims due jobs straight from them — reserve and claim in one
-/// step — and [`StateManager::finish`] alone settles a batch (there is no separate queue to
-/// acknowledge).
-///
-/// The worker pool uses it when one store is both queue and state: build the orchestrator
-/// with [`OrchestratorBuilder::queue_and_state`](crate::OrchestratorBuilder::queue_and_state).
-/// `PostgresState` (feature `postgres`) and `RedisState` (feature `redis`) implement it.
+/// A store behind an `Arc` is a store, so it can be wrapped (`Timeout`, `CircuitBreaker`)
+/// while it is shared.
 #[async_trait]
-pub trait QueuingState: StateManager {
-    /// Claim up to `req.max` jobs of `req.queues` for `req.worker` with a lease of
-    /// `req.lease`: `Queued` jobs that are due, highest priority first, then earliest
-    /// `run_at`, then oldest (`RedisState`: within a priority, in the order they became
-    /// due); and `Running` jobs whose lease expired (a takeover, or
-    /// [`Claim::Exhausted`] when their attempts are spent, [`Claim::Cancelled`] when a cancel
-    /// was asked for). Waits up to `req.wait` for a first one. Answers only
-    /// [`Claim::Claimed`], [`Claim::Exhausted`] and [`Claim::Cancelled`].
-    ///
-    /// Cancel-safe: a caller that stops waiting (drops the future) strands nothing. Jobs a
-    /// claim took for a caller that is gone are handed back, due now, attempt not spent.
-    async fn claim_due(&self, req: &crate::queue::Reserve<'_>) -> Result<Vec<Claim>>;
-
-    /// Delivery counts read from the records: ready, delayed, in flight, and dead jobs kept.
-    async fn queue_stats(&self) -> Result<crate::queue::QueueStats>;
+impl<S: StateManager> StateManager for std::sync::Arc<S> {
+    async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
+        (**self).create(jobs).await
+    }
+    async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
+        (**self).claim(ids, worker, lease).await
+    }
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
+        (**self).heartbeat(held, lease).await
+    }
+    async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
+        (**self).finish(transitions).await
+    }
+    async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
+        (**self).cancel(id, reason).await
+    }
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+        (**self).get(id).await
+    }
+    async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
+        (**self).list(filter, page).await
+    }
+    async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        (**self).events(id).await
+    }
+    async fn counts(&self) -> Result<StateCounts> {
+        (**self).counts().await
+    }
+    async fn ping(&self) -> Result<()> {
+        (**self).ping().await
+    }
 }

@@ -70,7 +70,7 @@ impl StoreSpec {
                 )
                 .await
                 .map_err(|e| format!("connect to PostgreSQL {}: {e}", self.url))?;
-                (builder.queue_and_state(pg.state()), Some(pg))
+                (builder.store(pg.state()), Some(pg))
             }
             StoreKind::Redis => {
                 let state = RedisState::connect(
@@ -78,7 +78,7 @@ impl StoreSpec {
                 )
                 .await
                 .map_err(|e| format!("connect to Redis {}: {e}", self.url))?;
-                (builder.queue_and_state(Arc::new(state)), None)
+                (builder.store(Arc::new(state)), None)
             }
         };
         let orch = builder

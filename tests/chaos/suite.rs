@@ -288,7 +288,7 @@ fn errored(sc: &Scenario, why: String) -> Tally {
 
 /// Counts by state, or `None` while the store does not answer.
 async fn counts(orch: &jobforge::Orchestrator) -> Option<StateTally> {
-    match tokio::time::timeout(Duration::from_secs(3), orch.state().counts()).await {
+    match tokio::time::timeout(Duration::from_secs(3), orch.store().counts()).await {
         Ok(Ok(c)) => Some(c.total),
         _ => None,
     }

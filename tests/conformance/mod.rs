@@ -916,7 +916,7 @@ pub fn claimed_ids(claims: Vec<Claim>) -> Vec<JobId> {
 /// `claim_due` takes the highest priority first, then the oldest; serves only the queues
 /// asked for; holds a job back until its `run_at`, waking a waiting claim when it comes due.
 pub async fn queuing_state_claims_by_priority_and_waits_for_due_jobs(
-    s: Arc<dyn jobforge::state::QueuingState>,
+    s: Arc<dyn jobforge::store::JobStore>,
 ) {
     let mut high = record(NewJob::new("k"));
     high.priority = 5;
@@ -962,7 +962,7 @@ pub async fn queuing_state_claims_by_priority_and_waits_for_due_jobs(
     let r = s.get(later).await.unwrap().unwrap();
     assert_eq!((r.state, r.attempt), (JobState::Running, 1));
     assert_eq!(r.lease_owner.as_ref(), Some(&w));
-    let stats = s.queue_stats().await.unwrap();
+    let stats = s.stats().await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 5));
 }
 
@@ -971,7 +971,7 @@ pub async fn queuing_state_claims_by_priority_and_waits_for_due_jobs(
 /// interval (the caller sets that long): the store's own wake-up explains it. `within`
 /// bounds the wait.
 pub async fn queuing_state_wakes_a_waiting_claim(
-    waiting: Arc<dyn jobforge::state::QueuingState>,
+    waiting: Arc<dyn jobforge::store::JobStore>,
     submitting: Arc<dyn StateManager>,
     within: Duration,
 ) {
@@ -1003,7 +1003,7 @@ pub async fn queuing_state_wakes_a_waiting_claim(
 /// `claim_due` is cancel-safe: a caller that stops waiting right after the claim went out
 /// (a worker shutting down) strands nothing. What the store claimed for it is handed back,
 /// due now, attempt not spent; only what the caller did get stays running.
-pub async fn queuing_state_claim_due_is_cancel_safe(s: Arc<dyn jobforge::state::QueuingState>) {
+pub async fn queuing_state_claim_due_is_cancel_safe(s: Arc<dyn jobforge::store::JobStore>) {
     const N: usize = 5_000;
     let records: Vec<JobRecord> = (0..N).map(|_| record(NewJob::new("k"))).collect();
     s.create(records).await.unwrap();

@@ -13,6 +13,7 @@ use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
 };
+use crate::store::JobStore;
 use crate::{Error, ErrorKind, Result};
 
 /// The breaker key of a wrapped [`QueueManager`].
@@ -156,6 +157,20 @@ impl<S: StateManager> StateManager for CircuitBreaker<S> {
 
     async fn ping(&self) -> Result<()> {
         self.guard(STATE_KEY, Duration::ZERO, self.inner().ping())
+            .await
+    }
+}
+
+/// A store behind a breaker is a store: its claims and counts go through the state's breaker.
+#[async_trait]
+impl<S: JobStore> JobStore for CircuitBreaker<S> {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        self.guard(STATE_KEY, req.wait, self.inner().claim_due(req))
+            .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        self.guard(STATE_KEY, Duration::ZERO, self.inner().stats())
             .await
     }
 }

@@ -14,7 +14,6 @@ use chrono::Utc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::Orchestrator;
 use crate::job::{JobRecord, JobState, WorkerId};
 use crate::queue::{Envelope, QueueInspect, QueueManager};
 use crate::state::{JobFilter, Page, StateManager};
@@ -24,7 +23,7 @@ use crate::{Error, ErrorKind, Result};
 ///
 /// ```
 /// use std::time::Duration;
-/// use jobforge::orchestrator::ReconcilerConfig;
+/// use jobforge::store::ReconcilerConfig;
 ///
 /// let config = ReconcilerConfig::default()
 ///     .every(Duration::from_secs(10))
@@ -147,41 +146,6 @@ impl std::fmt::Debug for Reconciler {
     }
 }
 
-impl Orchestrator {
-    /// Start a reconciler over this orchestrator's state and queue, on the current Tokio
-    /// runtime. `inspect` is the queue's [`QueueInspect`] side (pass the same queue).
-    ///
-    /// ```no_run
-    /// use std::sync::Arc;
-    /// use jobforge::Orchestrator;
-    /// use jobforge::orchestrator::ReconcilerConfig;
-    /// # #[cfg(feature = "redis")]
-    /// use jobforge::redis::{RedisQueueConfig, RedisStreamsQueue};
-    ///
-    /// # #[cfg(feature = "redis")]
-    /// # async fn run() -> jobforge::Result<()> {
-    /// let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::default()).await?);
-    /// let orchestrator = Orchestrator::builder().queue(queue.clone()).build()?;
-    /// let reconciler = orchestrator.start_reconciler(queue, ReconcilerConfig::default())?;
-    /// // ...
-    /// reconciler.shutdown().await;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn start_reconciler(
-        &self,
-        inspect: Arc<dyn QueueInspect>,
-        config: ReconcilerConfig,
-    ) -> Result<Reconciler> {
-        Reconciler::start(
-            Arc::clone(self.state()),
-            Arc::clone(self.queue()),
-            inspect,
-            config,
-        )
-    }
-}
-
 impl Reconciler {
     /// Start one over `state` and `queue` (with `inspect` its queue's inspection side).
     pub fn start(
@@ -194,7 +158,7 @@ impl Reconciler {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::new(
                 ErrorKind::Configuration,
-                "start_reconciler must be called inside a Tokio runtime",
+                "a reconciler must be started inside a Tokio runtime",
             )
         })?;
         let shared = Arc::new(Shared {

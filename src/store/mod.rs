@@ -1,0 +1,105 @@
+//! The one seam between the engine and storage: the [`JobStore`] trait, and [`Split`], the
+//! store made of a queue that delivers and a state kept elsewhere.
+
+mod reconciler;
+mod split;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::Result;
+use crate::queue::{QueueStats, Reserve};
+use crate::state::{Claim, StateManager};
+
+pub use reconciler::{ReconcileReport, Reconciler, ReconcilerConfig};
+pub use split::Split;
+
+/// Storage the engine drives: job records, the state machine and history
+/// ([`StateManager`]), delivered with leases from the records themselves. The orchestrator
+/// and its worker pools hold one `Arc<dyn JobStore>` and nothing else.
+///
+/// [`InMemoryState`](crate::state::InMemoryState) (the embedded default),
+/// [`PostgresState`](crate::postgres::PostgresState) and
+/// [`RedisState`](crate::redis::RedisState) are stores; a queue that delivers beside a state
+/// kept elsewhere (Redis Streams beside PostgreSQL) becomes one through [`Split`]. The safety
+/// wrappers ([`Timeout`](crate::safety::Timeout),
+/// [`CircuitBreaker`](crate::safety::CircuitBreaker)) are stores whenever what they wrap is.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use jobforge::queue::Reserve;
+/// use jobforge::state::{Claim, InMemoryState, StateManager};
+/// use jobforge::store::JobStore;
+/// use jobforge::{JobRecord, NewJob, WorkerId};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
+/// let store: Arc<dyn JobStore> = Arc::new(InMemoryState::new());
+/// let mut job = JobRecord::from_job(NewJob::new("resize"));
+/// (job.state, job.attempt, job.started_at) = (jobforge::JobState::Queued, 0, None);
+/// store.create(vec![job]).await?;
+/// let worker = WorkerId::new("w");
+/// let queues = vec!["default".to_owned()];
+/// let claims = store
+///     .claim_due(&Reserve {
+///         worker: &worker,
+///         queues: &queues,
+///         max: 10,
+///         lease: Duration::from_secs(30),
+///         wait: Duration::ZERO,
+///     })
+///     .await?;
+/// assert!(matches!(claims[..], [Claim::Claimed(_)]));
+/// assert_eq!(store.stats().await?.in_flight, 1);
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait JobStore: StateManager {
+    /// Claim up to `req.max` jobs of `req.queues` for `req.worker` with a lease of
+    /// `req.lease`: `Queued` jobs that are due, highest priority first, then earliest
+    /// `run_at`, then oldest (`RedisState`: within a priority, in the order they became
+    /// due); and `Running` jobs whose lease expired (a takeover, or
+    /// [`Claim::Exhausted`] when their attempts are spent, [`Claim::Cancelled`] when a cancel
+    /// was asked for). Waits up to `req.wait` for a first one. Answers only
+    /// [`Claim::Claimed`], [`Claim::Exhausted`] and [`Claim::Cancelled`].
+    ///
+    /// Cancel-safe: a caller that stops waiting (drops the future) strands nothing. Jobs a
+    /// claim took for a caller that is gone are handed back, due now, attempt not spent.
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>>;
+
+    /// Delivery counts: ready, delayed, in flight, and dead jobs kept.
+    async fn stats(&self) -> Result<QueueStats>;
+}
+
+/// A store behind an `Arc` is a store, so it can be wrapped while it is shared:
+/// `TimeoutLayer::new(d).layer(pg.state())`.
+#[async_trait]
+impl<S: JobStore> JobStore for Arc<S> {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        (**self).claim_due(req).await
+    }
+    async fn stats(&self) -> Result<QueueStats> {
+        (**self).stats().await
+    }
+}
+
+/// What [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store) takes: a store
+/// behind an `Arc`, of its own type (`pg.state()`, `Arc::new(redis_state)`,
+/// `Arc::clone(&state)`) or already a `dyn JobStore`.
+pub trait IntoJobStore {
+    /// The store, as the engine holds it.
+    fn into_job_store(self) -> Arc<dyn JobStore>;
+}
+
+impl<S: JobStore> IntoJobStore for Arc<S> {
+    fn into_job_store(self) -> Arc<dyn JobStore> {
+        self
+    }
+}
+
+impl IntoJobStore for Arc<dyn JobStore> {
+    fn into_job_store(self) -> Arc<dyn JobStore> {
+        self
+    }
+}
