@@ -604,38 +604,20 @@ fn settle(old: &[u8], t: &Transition, now: i64, keep: usize) -> Option<Settled> 
         return None;
     }
     let now_f = now as f64;
-    let reason: Option<&str> = match &t.finish {
-        Finish::Succeeded { result } => {
-            if let Some(result) = result.as_ref().filter(|r| !r.as_str().is_empty()) {
-                p.result = result.as_str();
-                p.flags |= F_RES;
-            }
-            None
-        }
-        Finish::Retry { delay, error } => {
-            p.run_at = now_f + dur_micros(clamp_delay(*delay)) as f64;
-            p.error = error;
-            p.flags |= F_LE;
-            Some(error)
-        }
-        Finish::Defer { delay, reason } => {
-            p.run_at = now_f + dur_micros(clamp_delay(*delay)) as f64;
-            p.attempt = p.attempt.saturating_sub(1);
-            Some(reason)
-        }
-        Finish::Release { reason } => {
-            p.run_at = now_f;
-            p.attempt = p.attempt.saturating_sub(1);
-            Some(reason)
-        }
-        Finish::Dead { error } => {
-            p.error = error;
-            p.flags |= F_LE;
-            Some(error)
-        }
-        Finish::Cancelled { reason } => Some(reason),
-    };
-    let to = t.finish.target();
+    let effect = t.finish.effect(p.attempt, false, from_micros(now));
+    if let Some(result) = effect.result.filter(|r| !r.as_str().is_empty()) {
+        p.result = result.as_str();
+        p.flags |= F_RES;
+    }
+    if let Some(run_at) = effect.run_at {
+        p.run_at = micros(run_at) as f64;
+    }
+    if let Some(error) = effect.last_error {
+        p.error = error;
+        p.flags |= F_LE;
+    }
+    p.attempt = effect.attempt;
+    let (to, reason) = (effect.to, effect.reason);
     p.version += 1.0;
     // The event, as push_event packs it.
     let worker = t.worker.as_str();

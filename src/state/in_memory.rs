@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
 
 use super::types::{
-    CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Order, Page, Paged,
-    StateCounts, StateManager, StateTally, Transition, TransitionResult,
+    CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Order, Page, Paged, StateCounts,
+    StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
@@ -856,44 +856,21 @@ impl StateManager for InMemoryState {
                 });
                 continue;
             }
-            let mut finish = t.finish;
-            // A cancel asked for while the job ran wins over putting it back in the queue.
-            if slot.cancel_requested && finish.target() == JobState::Queued {
-                finish = Finish::Cancelled {
-                    reason: "cancelled by request".to_owned(),
-                };
-            }
-            let to = finish.target();
             let from = slot.state;
+            let effect = t.finish.effect(slot.attempt, slot.cancel_requested, now_at);
+            let to = effect.to;
             debug_assert!(from.can_transition_to(to));
-            let reason: Option<String> = match finish {
-                Finish::Succeeded { result } => {
-                    if result.is_some() {
-                        slot.extra().result = result;
-                    }
-                    None
-                }
-                Finish::Retry { delay, error } => {
-                    slot.run_at = micros_after(now, delay);
-                    slot.extra().last_error = Some(error.clone());
-                    Some(error)
-                }
-                Finish::Defer { delay, reason } => {
-                    slot.run_at = micros_after(now, delay);
-                    slot.attempt = slot.attempt.saturating_sub(1);
-                    Some(reason)
-                }
-                Finish::Release { reason } => {
-                    slot.run_at = now;
-                    slot.attempt = slot.attempt.saturating_sub(1);
-                    Some(reason)
-                }
-                Finish::Dead { error } => {
-                    slot.extra().last_error = Some(error.clone());
-                    Some(error)
-                }
-                Finish::Cancelled { reason } => Some(reason),
-            };
+            slot.attempt = effect.attempt;
+            if let Some(run_at) = effect.run_at {
+                slot.run_at = micros(run_at);
+            }
+            if let Some(error) = effect.last_error {
+                slot.extra().last_error = Some(error.to_owned());
+            }
+            if let Some(result) = effect.result {
+                slot.extra().result = Some(result.clone());
+            }
+            let reason = effect.reason.map(Box::<str>::from);
             slot.state = to;
             slot.updated_at = now;
             slot.lease_owner = None;
@@ -910,8 +887,8 @@ impl StateManager for InMemoryState {
                     from,
                     to,
                     attempt,
-                    worker: Some(t.worker),
-                    reason: reason.map(String::into_boxed_str),
+                    worker: Some(t.worker.clone()),
+                    reason,
                 },
                 max_events,
             );

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
+pub use crate::job::Finish;
+use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
 use crate::{Error, Result};
 
 /// The answer to creating one job.
@@ -102,61 +103,6 @@ pub enum Heartbeat {
     },
     /// This claim no longer holds the job (taken over, finished, or cancelled while queued).
     Lost,
-}
-
-/// Where a finished attempt leaves the job.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
-    /// Done, with the handler's result.
-    Succeeded {
-        /// The result (`None` for no result).
-        result: Option<Payload>,
-    },
-    /// Failed, to be tried again `delay` from now by the store's clock. The attempt is spent.
-    Retry {
-        /// How long to wait before trying again.
-        delay: Duration,
-        /// What went wrong.
-        error: String,
-    },
-    /// Put back without spending the attempt, due `delay` from now by the store's clock (a
-    /// safety layer deferred it, or the handler asked).
-    Defer {
-        /// How long to wait.
-        delay: Duration,
-        /// Why.
-        reason: String,
-    },
-    /// Failed for good.
-    Dead {
-        /// What went wrong.
-        error: String,
-    },
-    /// Stopped at someone's request.
-    Cancelled {
-        /// Why.
-        reason: String,
-    },
-    /// Handed back unfinished (worker shutting down); the attempt is not spent; due now.
-    Release {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Finish {
-    /// The state the job moves to.
-    #[must_use]
-    pub fn target(&self) -> JobState {
-        match self {
-            Finish::Succeeded { .. } => JobState::Succeeded,
-            Finish::Retry { .. } | Finish::Defer { .. } | Finish::Release { .. } => {
-                JobState::Queued
-            }
-            Finish::Dead { .. } => JobState::Dead,
-            Finish::Cancelled { .. } => JobState::Cancelled,
-        }
-    }
 }
 
 /// Finish one running job, fenced: it applies only while the claim with `token` still holds

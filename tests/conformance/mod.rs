@@ -883,6 +883,92 @@ pub async fn state_history_of_a_live_job_is_bounded(s: Arc<dyn StateManager>) {
     assert!(events.windows(2).all(|p| p[0].at <= p[1].at));
 }
 
+/// Every kind of finish means one thing on every store: the record and the history event it
+/// leaves are [`JobRecord::finished`]'s, field by field, with and without a cancel request
+/// pending (times to within a couple of seconds where the store's clock decides them).
+pub async fn state_every_finish_means_one_thing(s: Arc<dyn StateManager>) {
+    let w = WorkerId::new("w");
+    let finishes = [
+        Finish::Succeeded {
+            result: Some(Payload::from_json(r#"{"ok":true}"#).unwrap()),
+        },
+        Finish::Succeeded { result: None },
+        Finish::Retry {
+            delay: Duration::from_secs(60),
+            error: "upstream 503".into(),
+        },
+        Finish::Defer {
+            delay: Duration::from_secs(60),
+            reason: "rate limited".into(),
+        },
+        Finish::Release {
+            reason: "shutting down".into(),
+        },
+        Finish::Dead {
+            error: "bad input".into(),
+        },
+        Finish::Cancelled {
+            reason: "stopped".into(),
+        },
+    ];
+    for finish in finishes {
+        for cancel in [false, true] {
+            let id = create_one(s.as_ref(), NewJob::new("k")).await;
+            let claim = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+            if cancel {
+                assert_eq!(
+                    s.cancel(id, "user").await.unwrap(),
+                    CancelOutcome::Requested
+                );
+            }
+            let base = s.get(id).await.unwrap().unwrap();
+            let (expected, event) = base.finished(&finish, &w, Utc::now());
+            let res = s
+                .finish(vec![self::finish(&claim, &w, finish.clone())])
+                .await
+                .unwrap();
+            let what = format!("{finish:?}, cancel requested: {cancel}");
+            assert_eq!(
+                res[0],
+                TransitionResult::Applied {
+                    state: expected.state,
+                    version: expected.version
+                },
+                "{what}"
+            );
+            let got = s.get(id).await.unwrap().unwrap();
+            let shape = |r: &JobRecord| {
+                (
+                    r.state,
+                    r.attempt,
+                    r.version,
+                    r.result.as_ref().map(|p| p.as_str().to_owned()),
+                    r.last_error.clone(),
+                    r.lease_owner.clone(),
+                    r.lease_expires_at,
+                    r.finished_at.is_some(),
+                    r.cancel_requested,
+                )
+            };
+            assert_eq!(shape(&got), shape(&expected), "{what}");
+            let off = (got.run_at - expected.run_at).num_milliseconds().abs();
+            assert!(off <= 2_000, "{what}: run_at {off} ms off");
+            let last = s.events(id).await.unwrap().pop().unwrap();
+            assert_eq!(
+                (last.from, last.to, last.attempt, last.worker, last.reason),
+                (
+                    event.from,
+                    event.to,
+                    event.attempt,
+                    event.worker,
+                    event.reason
+                ),
+                "{what}"
+            );
+        }
+    }
+}
+
 pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
     state_claim_is_exclusive_and_counts_attempts(make()).await;
     state_finish_is_fenced(make()).await;
@@ -898,6 +984,7 @@ pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
     state_takeover_of_a_cancel_requested_job_cancels_it(make()).await;
     state_a_submitter_clock_ahead_delays_nothing(make()).await;
     state_history_of_a_live_job_is_bounded(make()).await;
+    state_every_finish_means_one_thing(make()).await;
 }
 
 // ------------------------------------------------------ stores that are their own queue
