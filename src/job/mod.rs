@@ -3,13 +3,16 @@
 
 mod finish;
 mod id;
+mod limits;
 mod model;
+mod payload;
 mod state;
 
 pub use finish::{Finish, FinishEffect};
 pub use id::{JobId, WorkerId};
-pub use model::{
-    DEFAULT_QUEUE, JobEvent, JobRecord, Limits, MAX_DELAY, NewJob, Payload, Priority, RetryPolicy,
-};
+pub use limits::Limits;
+pub(crate) use limits::nesting_depth;
+pub use model::{DEFAULT_QUEUE, JobEvent, JobRecord, MAX_DELAY, NewJob, Priority, RetryPolicy};
 pub(crate) use model::{after, clamp_delay};
+pub use payload::Payload;
 pub use state::JobState;

@@ -1,0 +1,400 @@
+//! The PostgreSQL store: [`PostgresState`], its SQL text (`sql`), row mapping (`rows`) and
+//! trait impls (`store`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::job::{JobId, JobRecord, WorkerId};
+use crate::postgres::{Shared, db_error, micros, random_shard, stmt};
+use crate::queue::Reserve;
+use crate::state::{Claim, Finish, JobFilter, Order, Page, Transition, TransitionResult};
+use crate::{Error, ErrorKind, Result};
+
+mod rows;
+mod sql;
+mod store;
+
+use rows::*;
+use sql::{JOB_COLUMNS, Statements};
+
+/// Durable job records in PostgreSQL: the `jobs` table (with the indexes claiming, listing
+/// and retention need), the `job_events` history, and counts kept as states change.
+///
+/// Every batch is one statement: `create` inserts with `UNNEST` (a taken idempotency key, also
+/// under concurrent submits, answers the existing job); `claim`, `finish` and `heartbeat`
+/// lock their rows in id order and apply compare-and-set rules fenced by lease owner and
+/// attempt. Finished jobs are deleted after [`PostgresConfig::retention`] in small batches.
+///
+/// It is also a [`JobStore`](crate::store::JobStore): with
+/// [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store) the
+/// `jobs` table is the queue, and a worker claims a batch of due jobs in one statement
+/// (`FOR UPDATE SKIP LOCKED`).
+///
+/// Get one from [`PostgresBackend::state`](crate::postgres::PostgresBackend::state).
+///
+/// [`PostgresConfig::retention`]: crate::postgres::PostgresConfig::retention
+pub struct PostgresState {
+    shared: Arc<Shared>,
+    sql: Arc<Statements>,
+    /// When `claim_due` next looks for expired leases (at most once per poll interval: the
+    /// look scans the lease index, and takeovers are never urgent to the millisecond).
+    next_takeover_look: parking_lot::Mutex<tokio::time::Instant>,
+}
+
+impl std::fmt::Debug for PostgresState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresState")
+            .field("schema", &self.shared.config.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresState {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let sql = Arc::new(Statements::new(&shared));
+        Self {
+            shared,
+            sql,
+            next_takeover_look: parking_lot::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    /// Delete finished jobs older than the configured retention, with their history, in
+    /// batches; returns how many were deleted.
+    pub async fn purge_finished(&self) -> Result<u64> {
+        let config = &self.shared.config;
+        let batch = i64::try_from(config.purge_batch).unwrap_or(i64::MAX);
+        let mut total = 0u64;
+        loop {
+            self.shared.count_statement();
+            let deleted: i64 = sqlx::query_scalar(stmt(&self.sql.purge))
+                .bind(micros(config.retention))
+                .bind(batch)
+                .bind(random_shard())
+                .fetch_one(&self.shared.pool)
+                .await
+                .map_err(|e| db_error("delete finished jobs past retention", e))?;
+            total += u64::try_from(deleted).unwrap_or(0);
+            if deleted < batch {
+                return Ok(total);
+            }
+            // Let other work in between batches.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn create_once(&self, jobs: &[&JobRecord]) -> Result<Vec<SkippedRow>> {
+        let n = jobs.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        let mut queues = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        let mut max_attempts = Vec::with_capacity(n);
+        let mut timeouts = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut tags = Vec::with_capacity(n);
+        let mut tenants = Vec::with_capacity(n);
+        let mut strategies = Vec::with_capacity(n);
+        let mut run_ats = Vec::with_capacity(n);
+        let mut created = Vec::with_capacity(n);
+        for job in jobs {
+            ids.push(*job.id.as_uuid());
+            kinds.push(job.kind.as_str());
+            queues.push(job.queue.as_str());
+            payloads.push(job.payload.as_str());
+            priorities.push(job.priority);
+            max_attempts.push(i32::try_from(job.max_attempts).unwrap_or(i32::MAX));
+            timeouts.push(job.timeout.map(millis_i64));
+            keys.push(job.idempotency_key.as_deref());
+            tags.push(if job.tags.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&job.tags)?)
+            });
+            tenants.push(job.tenant.as_deref());
+            strategies.push(job.strategy.as_deref());
+            run_ats.push(job.run_at);
+            created.push(job.created_at);
+        }
+        self.shared.count_statement();
+        sqlx::query_as::<_, SkippedRow>(stmt(&self.sql.create))
+            .bind(ids)
+            .bind(kinds)
+            .bind(queues)
+            .bind(payloads)
+            .bind(priorities)
+            .bind(max_attempts)
+            .bind(timeouts)
+            .bind(keys)
+            .bind(tags)
+            .bind(tenants)
+            .bind(strategies)
+            .bind(run_ats)
+            .bind(created)
+            .bind(random_shard())
+            .bind(&self.shared.channel)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("store new jobs", e))
+    }
+
+    async fn claim_chunk(
+        &self,
+        ids: &[JobId],
+        worker: &WorkerId,
+        lease: Duration,
+    ) -> Result<Vec<Claim>> {
+        let uuids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        self.shared.count_statement();
+        let rows = sqlx::query_as::<_, ClaimRow>(stmt(&self.sql.claim_ids))
+            .bind(uuids)
+            .bind(worker.as_str())
+            .bind(micros(lease))
+            .bind(random_shard())
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("claim jobs", e))?;
+        rows.into_iter().map(ClaimRow::into_claim).collect()
+    }
+
+    /// One claim statement, run in a task of its own: if the caller stops waiting (a worker
+    /// shutting down drops the future), the statement still completes and the jobs it took
+    /// are handed back at once, attempt not spent, instead of waiting out their leases.
+    async fn claim_due_once(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        let sql = Arc::clone(&self.sql);
+        let queues = req.queues.to_vec();
+        let worker = WorkerId::clone(req.worker);
+        let max = i64::try_from(req.max).unwrap_or(i64::MAX);
+        let lease = micros(req.lease);
+        let takeovers = {
+            let mut next = self.next_takeover_look.lock();
+            let now = tokio::time::Instant::now();
+            let due = now >= *next;
+            if due {
+                *next = now + self.shared.config.poll_interval;
+            }
+            due
+        };
+        tokio::spawn(async move {
+            let claims =
+                claim_due_statement(&shared, &sql, &queues, max, &worker, lease, takeovers).await;
+            if let Err(Ok(claims)) = tx.send(claims) {
+                hand_back(&shared, &sql, &worker, claims).await;
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Backend,
+                "the claim task ended without an answer; try again",
+            ))
+        })
+    }
+
+    async fn finish_chunk(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
+        finish_statement(&self.shared, &self.sql, transitions).await
+    }
+
+    async fn list_page(&self, filter: &JobFilter, page: &Page) -> Result<Vec<JobRow>> {
+        let mut sql = format!(
+            "SELECT {JOB_COLUMNS} FROM {}.jobs WHERE true",
+            self.shared.quoted_schema()
+        );
+        let mut n = 0;
+        let mut param = || {
+            n += 1;
+            n
+        };
+        if let Some(state) = filter.state {
+            // A literal (one of five fixed names), so the planner can use the partial
+            // indexes whose predicate names states.
+            sql.push_str(&format!(" AND state = '{}'", state.as_str()));
+        }
+        if filter.kind.is_some() {
+            sql.push_str(&format!(" AND kind = ${}", param()));
+        }
+        if filter.queue.is_some() {
+            sql.push_str(&format!(" AND queue = ${}", param()));
+        }
+        if filter.tenant.is_some() {
+            sql.push_str(&format!(" AND tenant = ${}", param()));
+        }
+        let (cmp, order) = match page.order {
+            Order::Asc => (">", "ASC"),
+            Order::Desc => ("<", "DESC"),
+        };
+        if page.after.is_some() {
+            sql.push_str(&format!(" AND id {cmp} ${}", param()));
+        }
+        sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", param()));
+        let mut query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql));
+        if let Some(kind) = &filter.kind {
+            query = query.bind(kind.as_str());
+        }
+        if let Some(queue) = &filter.queue {
+            query = query.bind(queue.as_str());
+        }
+        if let Some(tenant) = &filter.tenant {
+            query = query.bind(tenant.as_str());
+        }
+        if let Some(after) = page.after {
+            query = query.bind(*after.as_uuid());
+        }
+        query = query.bind(
+            i64::try_from(page.limit)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1),
+        );
+        self.shared.count_statement();
+        query
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("list jobs", e))
+    }
+}
+
+async fn claim_due_statement(
+    shared: &Shared,
+    sql: &Statements,
+    queues: &[String],
+    max: i64,
+    worker: &WorkerId,
+    lease_micros: i64,
+    takeovers: bool,
+) -> Result<Vec<Claim>> {
+    shared.count_statement();
+    let rows = sqlx::query_as::<_, ClaimRow>(stmt(&sql.claim_due))
+        .bind(queues)
+        .bind(max)
+        .bind(worker.as_str())
+        .bind(lease_micros)
+        .bind(random_shard())
+        .bind(takeovers)
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(|e| db_error("claim due jobs", e))?;
+    rows.into_iter().map(ClaimRow::into_claim).collect()
+}
+
+/// Give back jobs claimed for a caller that stopped waiting: due now, attempt not spent.
+async fn hand_back(shared: &Shared, sql: &Statements, worker: &WorkerId, claims: Vec<Claim>) {
+    let transitions: Vec<Transition> = claims
+        .into_iter()
+        .filter_map(|claim| match claim {
+            Claim::Claimed(record) => Some(Transition {
+                id: record.id,
+                worker: worker.clone(),
+                token: record.version,
+                finish: Finish::Release {
+                    reason: "claimed for a worker that stopped waiting; handed back".to_owned(),
+                },
+            }),
+            _ => None,
+        })
+        .collect();
+    if transitions.is_empty() {
+        return;
+    }
+    let n = transitions.len();
+    match finish_statement(shared, sql, transitions).await {
+        Ok(_) => tracing::debug!(jobs = n, "handed back jobs claimed for a cancelled claim"),
+        Err(err) => {
+            tracing::warn!(error = %err, jobs = n, "could not hand back jobs claimed for a cancelled claim; they run again when their leases expire")
+        }
+    }
+}
+
+async fn finish_statement(
+    shared: &Shared,
+    sql: &Statements,
+    transitions: Vec<Transition>,
+) -> Result<Vec<TransitionResult>> {
+    let n = transitions.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
+    let mut ops = Vec::with_capacity(n);
+    let mut delays: Vec<Option<i64>> = Vec::with_capacity(n);
+    let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut results: Vec<Option<String>> = Vec::with_capacity(n);
+    // Sent in id order, so concurrent batches lock shared rows in the same order.
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_unstable_by_key(|&i| transitions[i].id);
+    for t in order.iter().map(|&i| &transitions[i]) {
+        ids.push(*t.id.as_uuid());
+        workers.push(t.worker.as_str());
+        tokens.push(i64::try_from(t.token).unwrap_or(i64::MAX));
+        let (op, delay, message, result) = match &t.finish {
+            Finish::Succeeded { result } => (
+                "succeeded",
+                None,
+                None,
+                result.as_ref().map(|r| r.as_str().to_owned()),
+            ),
+            Finish::Retry { delay, error } => ("retry", Some(*delay), Some(error), None),
+            Finish::Defer { delay, reason } => ("defer", Some(*delay), Some(reason), None),
+            Finish::Dead { error } => ("dead", None, Some(error), None),
+            Finish::Cancelled { reason } => ("cancelled", None, Some(reason), None),
+            Finish::Release { reason } => ("release", None, Some(reason), None),
+        };
+        ops.push(op);
+        delays.push(delay.map(|d| micros(crate::job::clamp_delay(d))));
+        messages.push(message.cloned());
+        results.push(result);
+    }
+    shared.count_statement();
+    let rows = sqlx::query_as::<_, FinishRow>(stmt(&sql.finish))
+        .bind(ids)
+        .bind(workers)
+        .bind(tokens)
+        .bind(ops)
+        .bind(delays)
+        .bind(messages)
+        .bind(results)
+        .bind(random_shard())
+        .bind(&shared.channel)
+        .bind(i64::try_from(shared.config.max_events_per_job).unwrap_or(i64::MAX))
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(|e| db_error("finish jobs", e))?;
+    let mut answers: Vec<Option<TransitionResult>> = vec![None; n];
+    for (&i, row) in order.iter().zip(rows) {
+        let t = &transitions[i];
+        answers[i] = Some(
+            if let (Some(state), Some(version)) = (&row.new_state, row.new_version) {
+                TransitionResult::Applied {
+                    state: parse_state(state)?,
+                    version: u64::try_from(version).unwrap_or(0),
+                }
+            } else {
+                let current = row.cur_state.as_deref().map(parse_state).transpose()?;
+                let reason = match current {
+                    None => "no such job".to_owned(),
+                    Some(state) => format!(
+                        "not held by {}'s claim {} (state {state}, latest claim {}, owner {})",
+                        t.worker,
+                        t.token,
+                        row.cur_claim.unwrap_or(0),
+                        row.cur_owner.as_deref().unwrap_or("none"),
+                    ),
+                };
+                TransitionResult::Conflict { current, reason }
+            },
+        );
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Backend,
+                    "PostgreSQL answered a finish batch with too few rows",
+                )
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,438 @@
+//! The SQL text of the PostgreSQL store, prepared once per schema.
+
+use std::sync::Arc;
+
+use crate::postgres::Shared;
+
+/// What a claim reads of the rows it locks.
+const CLAIM_COLUMNS: &str = "id, kind, state, run_at, attempt, max_attempts, lease_owner, \
+    lease_expires_at, cancel_requested, started_at, claimed_by, claimed_from, claim_attempt, \
+    claim_reason, claim_version";
+
+/// The columns of a job row, as [`JobRow`] reads them.
+pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
+    max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
+    updated_at, started_at, finished_at, result::text AS result, last_error, lease_owner, \
+    lease_expires_at, cancel_requested, version";
+
+/// The same, qualified by the alias `j`.
+const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, j.state, \
+    j.priority, j.attempt, j.max_attempts, j.timeout_ms, j.idempotency_key, j.tags, j.tenant, \
+    j.strategy, j.run_at, j.created_at, j.updated_at, j.started_at, j.finished_at, \
+    j.result::text AS result, j.last_error, j.lease_owner, j.lease_expires_at, \
+    j.cancel_requested, j.version";
+
+/// Insert a batch of jobs (one `UNNEST` of column arrays), their times by the server's clock
+/// (`run_at` keeps its distance from the submitter's `created_at`); a taken id or idempotency key
+/// skips the row. Counts and notifies in the same statement (the notification is the outer
+/// side of the answer, so it always runs), and answers only the rows it skipped (with the
+/// holder of their key, if it can see one), or one empty row.
+const CREATE: &str = r"
+WITH ins AS (
+    INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
+        timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
+        version)
+    -- Times by this server's clock: the submitter's `run_at - created_at` from now.
+    SELECT id, kind, queue, payload::json, 'queued', priority, 0, max_attempts, timeout_ms,
+        idempotency_key,
+        CASE WHEN tags IS NULL THEN '{}'::text[]
+             ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
+        tenant, strategy, now() + (run_at - created_at), now(), now(), 1
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
+                $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
+                $11::text[], $12::timestamptz[], $13::timestamptz[])
+        WITH ORDINALITY AS t(id, kind, queue, payload, priority, max_attempts, timeout_ms,
+                             idempotency_key, tags, tenant, strategy, run_at, created_at, ord)
+    ORDER BY ord
+    ON CONFLICT DO NOTHING
+    RETURNING id, kind, queue, run_at, idempotency_key
+),
+counted AS (
+    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
+    SELECT kind, 'queued', $14, n FROM (SELECT kind, count(*) AS n FROM ins GROUP BY kind) g
+    ORDER BY kind
+    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+),
+notified AS (
+    SELECT pg_notify($15, queue || CASE WHEN due THEN ''
+        ELSE ' ' || floor(extract(epoch FROM at) * 1000000)::bigint END)
+    FROM (SELECT queue, run_at <= now() AS due, min(run_at) AS at FROM ins GROUP BY 1, 2) q
+)
+SELECT s.ord, s.holder, s.id_taken
+FROM (SELECT count(*) FROM notified) n
+LEFT JOIN (
+    -- Looked for only when some row was skipped (a one-time test on the count).
+    SELECT i.ord,
+        CASE WHEN i.idempotency_key IS NOT NULL THEN coalesce(
+            (SELECT x.id FROM ins x WHERE x.idempotency_key = i.idempotency_key LIMIT 1),
+            (SELECT e.id FROM {s}.jobs e WHERE e.idempotency_key = i.idempotency_key))
+        END AS holder,
+        EXISTS (SELECT 1 FROM {s}.jobs e WHERE e.id = i.id) AS id_taken
+    FROM unnest($1::uuid[], $8::text[]) WITH ORDINALITY AS i(id, idempotency_key, ord)
+    LEFT JOIN ins ON ins.id = i.id
+    WHERE ins.id IS NULL AND (SELECT count(*) FROM ins) < cardinality($1::uuid[])
+) s ON true
+";
+
+/// The holders of idempotency keys, read in a fresh snapshot (for keys taken by a
+/// concurrent submit that committed after the create statement began).
+const KEY_HOLDERS: &str =
+    "SELECT idempotency_key, id FROM {s}.jobs WHERE idempotency_key = ANY($1::text[])";
+
+/// The part of a claim after the candidate rows are locked (CTE `locked`): decide each row
+/// (claim, takeover, attempts spent, not due, skip), update, record events, count.
+/// `{worker}`, `{lease}` (micros) and `{shard}` are parameter placeholders.
+const CLAIM_TAIL: &str = r"
+decided AS (
+    SELECT l.*,
+        CASE
+            WHEN l.state = 'queued' AND l.run_at > now() THEN 'not_due'
+            WHEN l.state = 'queued' THEN 'claimed'
+            WHEN l.state = 'running' AND l.lease_expires_at <= now()
+                 AND l.cancel_requested THEN 'cancelled'
+            WHEN l.state = 'running' AND l.lease_expires_at <= now()
+                 AND l.attempt >= l.max_attempts THEN 'exhausted'
+            WHEN l.state = 'running' AND l.lease_expires_at <= now() THEN 'claimed'
+            ELSE 'skipped'
+        END AS outcome,
+        CASE WHEN l.state = 'running' THEN
+            CASE WHEN l.cancel_requested
+                THEN 'cancelled by request; the lease of ' || coalesce(l.lease_owner, 'unknown')
+                     || ' expired during attempt ' || l.attempt
+                WHEN l.attempt >= l.max_attempts
+                THEN 'worker_lost: lease of ' || coalesce(l.lease_owner, 'unknown')
+                     || ' expired during attempt ' || l.attempt || ' of ' || l.max_attempts
+                     || '; no attempts left'
+                ELSE 'lease of ' || coalesce(l.lease_owner, 'unknown')
+                     || ' expired during attempt ' || l.attempt || '; taken over'
+            END
+        END AS reason
+    FROM locked l
+),
+upd AS (
+    -- `ends`: a dead worker's job that ends here (attempts spent: dead; cancel asked: cancelled).
+    UPDATE {s}.jobs j SET
+        state = CASE d.outcome WHEN 'exhausted' THEN 'dead' WHEN 'cancelled' THEN 'cancelled'
+                               ELSE 'running' END,
+        attempt = CASE WHEN d.ends THEN j.attempt ELSE j.attempt + 1 END,
+        lease_owner = CASE WHEN d.ends THEN NULL ELSE {worker} END,
+        lease_expires_at = CASE WHEN d.ends THEN NULL
+                                ELSE now() + {lease} * interval '1 microsecond' END,
+        started_at = CASE WHEN d.ends THEN j.started_at ELSE now() END,
+        finished_at = CASE WHEN d.ends THEN now() ELSE j.finished_at END,
+        last_error = CASE WHEN d.outcome = 'exhausted' THEN d.reason ELSE j.last_error END,
+        claimed_by = CASE WHEN d.ends THEN NULL ELSE {worker} END,
+        claimed_from = CASE WHEN d.ends THEN NULL ELSE d.state END,
+        claim_attempt = CASE WHEN d.ends THEN NULL ELSE j.attempt + 1 END,
+        claim_reason = CASE WHEN d.ends THEN NULL ELSE d.reason END,
+        claim_version = CASE WHEN d.ends THEN NULL ELSE j.version + 1 END,
+        updated_at = now(),
+        version = j.version + 1
+    FROM (SELECT *, outcome IN ('exhausted', 'cancelled') AS ends FROM decided) d
+    WHERE j.id = d.id AND d.outcome IN ('claimed', 'exhausted', 'cancelled')
+    RETURNING d.state AS from_state, {job_columns_j}
+),
+events AS (
+    INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
+                                reason)
+    -- The previous claim, which the row now forgets.
+    SELECT d.id, d.claim_version, d.started_at, d.claimed_from, 'running', d.claim_attempt,
+           d.claimed_by, d.claim_reason
+    FROM decided d JOIN upd u ON u.id = d.id
+    WHERE d.claimed_by IS NOT NULL
+    UNION ALL
+    -- A dead worker's job that ends: the move to dead or cancelled. (A claim itself is kept
+    -- on the row.)
+    SELECT u.id, u.version, now(), 'running', u.state, u.attempt, {worker}, d.reason
+    FROM upd u JOIN decided d ON d.id = u.id
+    WHERE d.outcome IN ('exhausted', 'cancelled')
+),
+counted AS (
+    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
+    SELECT kind, st, {shard}, sum(delta) FROM (
+        SELECT kind, from_state AS st, -1 AS delta FROM upd WHERE from_state <> state
+        UNION ALL
+        SELECT kind, state, 1 FROM upd WHERE from_state <> state
+    ) x
+    GROUP BY kind, st HAVING sum(delta) <> 0 ORDER BY kind, st
+    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+)";
+
+/// Claim named jobs (the generic path: a queue delivered them). Locks in id order so
+/// concurrent batches cannot deadlock.
+const CLAIM_IDS_HEAD: &str = r"
+WITH locked AS (
+    SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+),";
+
+const CLAIM_IDS_FOOT: &str = r"
+SELECT i.id AS input_id, coalesce(d.outcome, 'skipped') AS outcome, d.state AS found_state,
+       d.run_at AS found_run_at, d.reason AS found_reason, u.*
+FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord)
+LEFT JOIN decided d ON d.id = i.id
+LEFT JOIN upd u ON u.id = i.id
+ORDER BY i.ord";
+
+/// Claim due jobs straight from the table (this store is the queue): expired leases first
+/// (when `$6` asks for them: that look is kept off most claims), then due jobs of each queue
+/// by priority, run_at and id, skipping rows other workers hold.
+const CLAIM_DUE_HEAD: &str = r"
+WITH expired AS (
+    SELECT {claim_columns} FROM {s}.jobs
+    WHERE $6 AND state = 'running' AND lease_expires_at <= now() AND queue = ANY($1::text[])
+    ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+),
+due AS (
+    SELECT j.* FROM unnest($1::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT {claim_columns}, priority FROM {s}.jobs
+        WHERE state = 'queued' AND queue = q.name AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT $2 FOR UPDATE SKIP LOCKED
+    ) j
+    ORDER BY j.priority DESC, j.run_at, j.id
+    LIMIT $2
+),
+locked AS (
+    SELECT {claim_columns} FROM expired
+    UNION ALL
+    (SELECT {claim_columns} FROM due LIMIT greatest($2 - (SELECT count(*) FROM expired), 0))
+),";
+
+const CLAIM_DUE_FOOT: &str = r"
+SELECT u.id AS input_id, d.outcome, NULL::text AS found_state,
+       NULL::timestamptz AS found_run_at, d.reason AS found_reason, u.*
+FROM upd u JOIN decided d ON d.id = u.id
+ORDER BY u.priority DESC, u.run_at, u.id";
+
+/// Extend the leases of the claims still held (fenced on each claim's token); answers them.
+/// The rows are locked in id order first, as `FINISH` locks them: a heartbeat and a finish
+/// of the same worker's jobs wait for one another but never deadlock.
+const HEARTBEAT: &str = r"
+WITH held AS MATERIALIZED (
+    SELECT j.id FROM {s}.jobs j
+    JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token) ON j.id = h.id
+    WHERE j.state = 'running' AND j.claim_version = h.token
+    ORDER BY j.id
+    FOR UPDATE OF j
+)
+UPDATE {s}.jobs j SET lease_expires_at = now() + $3 * interval '1 microsecond'
+FROM held WHERE j.id = held.id
+RETURNING j.id, j.claim_version, j.cancel_requested";
+
+/// Finish a batch of attempts, each fenced by its claim's token; a cancel requested while
+/// the job ran turns a put-back into `cancelled`. Events (a long history trimmed to the
+/// first and the latest), counts and a wake-up for jobs put back due now, all in the one
+/// statement. The rows are locked in id order first (as `HEARTBEAT` locks them), so
+/// concurrent statements never deadlock; rows it does not touch are answered from the
+/// statement's snapshot. Delays count from the server's clock.
+const FINISH: &str = r"
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
+                         $6::text[], $7::text[])
+        WITH ORDINALITY AS t(id, worker, token, op, delay_us, message, result, ord)
+),
+locked AS MATERIALIZED (
+    SELECT j.id FROM {s}.jobs j JOIN input i ON j.id = i.id
+    WHERE j.state = 'running' AND j.claim_version = i.token
+    ORDER BY j.id
+    FOR UPDATE OF j
+),
+upd AS (
+    UPDATE {s}.jobs j SET
+        state = CASE WHEN i.op = 'succeeded' THEN 'succeeded'
+                     WHEN i.op = 'dead' THEN 'dead'
+                     WHEN i.op = 'cancelled' OR j.cancel_requested THEN 'cancelled'
+                     ELSE 'queued' END,
+        result = CASE WHEN i.op = 'succeeded' THEN i.result::json ELSE j.result END,
+        run_at = CASE WHEN j.cancel_requested THEN j.run_at
+                      WHEN i.op IN ('retry', 'defer')
+                          THEN now() + i.delay_us * interval '1 microsecond'
+                      WHEN i.op = 'release' THEN now()
+                      ELSE j.run_at END,
+        attempt = CASE WHEN i.op IN ('defer', 'release') AND NOT j.cancel_requested
+                       THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+        last_error = CASE WHEN i.op = 'dead' OR (i.op = 'retry' AND NOT j.cancel_requested)
+                          THEN i.message ELSE j.last_error END,
+        finished_at = CASE WHEN i.op IN ('succeeded', 'dead', 'cancelled') OR j.cancel_requested
+                           THEN now() ELSE j.finished_at END,
+        lease_owner = NULL,
+        lease_expires_at = NULL,
+        updated_at = now(),
+        version = j.version + 1
+    FROM input i JOIN locked l ON l.id = i.id
+    WHERE j.id = i.id AND j.state = 'running' AND j.claim_version = i.token
+    RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, i.worker,
+        CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
+             THEN 'cancelled by request' ELSE i.message END AS message
+),
+events AS (
+    INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
+                                reason)
+    SELECT id, version, now(), 'running', state, attempt, worker, message FROM upd
+),
+-- A job with more changes than the history keeps (versions count every change, so most jobs
+-- are never looked at): drop all but its first event and the latest $10 - 4 (with the
+-- one written above, submission and the latest claim kept on the row: $10 in all).
+trimmed AS (
+    DELETE FROM {s}.job_events e USING upd u
+    WHERE u.version > $10 AND e.job_id = u.id
+      AND e.version > (SELECT min(f.version) FROM {s}.job_events f WHERE f.job_id = u.id)
+      AND e.version < (SELECT g.version FROM {s}.job_events g WHERE g.job_id = u.id
+                       ORDER BY g.version DESC OFFSET $10 - 5 LIMIT 1)
+),
+counted AS (
+    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
+    SELECT kind, st, $8, sum(delta) FROM (
+        SELECT kind, 'running' AS st, -1 AS delta FROM upd
+        UNION ALL
+        SELECT kind, state, 1 FROM upd
+    ) x
+    GROUP BY kind, st HAVING sum(delta) <> 0 ORDER BY kind, st
+    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+),
+notified AS (
+    SELECT pg_notify($9, queue)
+    FROM (SELECT DISTINCT queue FROM upd WHERE state = 'queued' AND run_at <= now()) q
+)
+SELECT cur.state AS cur_state, cur.claim_version AS cur_claim, cur.lease_owner AS cur_owner,
+       u.state AS new_state, u.version AS new_version,
+       (SELECT count(*) FROM notified) AS notified
+FROM input i
+LEFT JOIN upd u ON u.id = i.id
+LEFT JOIN {s}.jobs cur ON u.id IS NULL AND cur.id = i.id
+ORDER BY i.ord";
+
+/// Cancel one job: queued at once, running by setting the flag its heartbeat reports.
+const CANCEL: &str = r"
+WITH locked AS (
+    SELECT id, kind, state FROM {s}.jobs WHERE id = $1 FOR UPDATE
+),
+upd AS (
+    UPDATE {s}.jobs j SET
+        state = CASE WHEN l.state = 'queued' THEN 'cancelled' ELSE j.state END,
+        cancel_requested = j.cancel_requested OR l.state = 'running',
+        finished_at = CASE WHEN l.state = 'queued' THEN now() ELSE j.finished_at END,
+        updated_at = now(),
+        version = j.version + 1
+    FROM locked l
+    WHERE j.id = l.id AND l.state IN ('queued', 'running')
+    RETURNING j.id, j.kind, j.version, j.attempt, l.state AS from_state, j.state
+),
+events AS (
+    INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
+                                reason)
+    SELECT id, version, now(), from_state, state, attempt, NULL, $2
+    FROM upd WHERE from_state = 'queued'
+),
+counted AS (
+    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
+    SELECT kind, st, $3, sum(delta) FROM (
+        SELECT kind, 'queued' AS st, -1 AS delta FROM upd WHERE from_state = 'queued'
+        UNION ALL
+        SELECT kind, 'cancelled', 1 FROM upd WHERE from_state = 'queued'
+    ) x
+    GROUP BY kind, st ORDER BY kind, st
+    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+)
+SELECT state FROM locked";
+
+/// A job's history: submission and the latest claim from its row, the rest from
+/// `job_events`.
+const EVENTS: &str = r"
+SELECT at, from_state, to_state, attempt, worker, reason FROM (
+    SELECT 0::bigint AS version, created_at AS at, NULL::text AS from_state,
+           'queued' AS to_state, 0 AS attempt, NULL::text AS worker, 'submitted' AS reason
+    FROM {s}.jobs WHERE id = $1
+    UNION ALL
+    SELECT claim_version, started_at, claimed_from, 'running', claim_attempt, claimed_by,
+           claim_reason
+    FROM {s}.jobs WHERE id = $1 AND claimed_by IS NOT NULL
+    UNION ALL
+    SELECT version, at, from_state, to_state, attempt, worker, reason
+    FROM {s}.job_events WHERE job_id = $1
+) e
+ORDER BY version";
+
+const COUNTS: &str = r"
+SELECT kind, state, sum(n)::bigint AS n FROM {s}.job_counts
+GROUP BY kind, state HAVING sum(n) <> 0";
+
+const QUEUE_STATS: &str = r"
+SELECT kind,
+    count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS ready,
+    count(*) FILTER (WHERE state = 'queued' AND run_at > now()) AS delayed,
+    count(*) FILTER (WHERE state = 'running') AS in_flight
+FROM {s}.jobs WHERE state IN ('queued', 'running')
+GROUP BY kind";
+
+/// Delete finished jobs past retention, oldest first, one small batch per statement, with
+/// their history; counts follow.
+const PURGE: &str = r"
+WITH victims AS (
+    SELECT id FROM {s}.jobs
+    WHERE finished_at IS NOT NULL AND finished_at < now() - $1 * interval '1 microsecond'
+    ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED
+),
+del AS (
+    DELETE FROM {s}.jobs j USING victims v WHERE j.id = v.id RETURNING j.id, j.kind, j.state
+),
+history AS (
+    DELETE FROM {s}.job_events e USING del WHERE e.job_id = del.id
+),
+counted AS (
+    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
+    SELECT kind, state, $3, -count(*) FROM del GROUP BY kind, state ORDER BY kind, state
+    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+)
+SELECT count(*) FROM del";
+
+/// The prepared statement texts of one schema.
+pub(super) struct Statements {
+    pub(super) create: Arc<str>,
+    pub(super) key_holders: Arc<str>,
+    pub(super) claim_ids: Arc<str>,
+    pub(super) claim_due: Arc<str>,
+    pub(super) heartbeat: Arc<str>,
+    pub(super) finish: Arc<str>,
+    pub(super) cancel: Arc<str>,
+    pub(super) get: Arc<str>,
+    pub(super) events: Arc<str>,
+    pub(super) counts: Arc<str>,
+    pub(super) queue_stats: Arc<str>,
+    pub(super) purge: Arc<str>,
+}
+
+impl Statements {
+    pub(super) fn new(shared: &Shared) -> Self {
+        let tail = |worker: &str, lease: &str, shard: &str| {
+            CLAIM_TAIL
+                .replace("{worker}", worker)
+                .replace("{lease}", lease)
+                .replace("{shard}", shard)
+                .replace("{job_columns_j}", JOB_COLUMNS_J)
+        };
+        Self {
+            create: shared.sql(CREATE),
+            key_holders: shared.sql(KEY_HOLDERS),
+            claim_ids: shared.sql(
+                &format!("{CLAIM_IDS_HEAD}{}{CLAIM_IDS_FOOT}", tail("$2", "$3", "$4"))
+                    .replace("{claim_columns}", CLAIM_COLUMNS),
+            ),
+            claim_due: shared.sql(
+                &format!("{CLAIM_DUE_HEAD}{}{CLAIM_DUE_FOOT}", tail("$3", "$4", "$5"))
+                    .replace("{claim_columns}", CLAIM_COLUMNS),
+            ),
+            heartbeat: shared.sql(HEARTBEAT),
+            finish: shared.sql(FINISH),
+            cancel: shared.sql(CANCEL),
+            get: shared.sql(&format!(
+                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE id = $1"
+            )),
+            events: shared.sql(EVENTS),
+            counts: shared.sql(COUNTS),
+            queue_stats: shared.sql(QUEUE_STATS),
+            purge: shared.sql(PURGE),
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! `StateManager` and `JobStore` for [`PostgresState`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
+use crate::postgres::{db_error, micros, random_shard, stmt};
+use crate::queue::{KindQueueStats, QueueStats, Reserve};
+use crate::state::{
+    CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
+    StateManager, Transition, TransitionResult,
+};
+use crate::store::JobStore;
+use crate::{Error, ErrorKind, Result};
+
+use super::PostgresState;
+use super::rows::*;
+
+#[async_trait]
+impl StateManager for PostgresState {
+    async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut answers: Vec<Option<Created>> = vec![None; jobs.len()];
+        let mut pending: Vec<usize> = (0..jobs.len()).collect();
+        for _round in 0..3 {
+            let batch: Vec<&JobRecord> = pending.iter().map(|&i| &jobs[i]).collect();
+            let skipped = self.create_once(&batch).await?;
+            for &i in &pending {
+                answers[i] = Some(Created::New(jobs[i].id));
+            }
+            let mut unresolved = Vec::new();
+            for row in skipped {
+                let Some(ord) = row.ord else { continue };
+                let Some(&i) = usize::try_from(ord - 1).ok().and_then(|k| pending.get(k)) else {
+                    return Err(Error::new(
+                        ErrorKind::Backend,
+                        "PostgreSQL answered a create batch with a row out of range",
+                    ));
+                };
+                answers[i] = if let Some(holder) = row.holder {
+                    Some(Created::Existing(JobId::from_uuid(holder)))
+                } else if jobs[i].idempotency_key.is_none() || row.id_taken == Some(true) {
+                    // The id itself is taken: the job exists.
+                    Some(Created::Existing(jobs[i].id))
+                } else {
+                    unresolved.push(i);
+                    None
+                };
+            }
+            if unresolved.is_empty() {
+                break;
+            }
+            // The keys were taken by submits that committed after this statement began: read
+            // their holders in a fresh snapshot.
+            let keys: Vec<&str> = unresolved
+                .iter()
+                .filter_map(|&i| jobs[i].idempotency_key.as_deref())
+                .collect();
+            self.shared.count_statement();
+            let holders: Vec<(String, Uuid)> = sqlx::query_as(stmt(&self.sql.key_holders))
+                .bind(keys)
+                .fetch_all(&self.shared.pool)
+                .await
+                .map_err(|e| db_error("look up idempotency keys", e))?;
+            let holders: HashMap<String, Uuid> = holders.into_iter().collect();
+            pending = Vec::new();
+            for i in unresolved {
+                match jobs[i]
+                    .idempotency_key
+                    .as_ref()
+                    .and_then(|k| holders.get(k))
+                {
+                    Some(holder) => answers[i] = Some(Created::Existing(JobId::from_uuid(*holder))),
+                    // Its holder is gone again (finished and purged): try to store it anew.
+                    None => pending.push(i),
+                }
+            }
+            if pending.is_empty() {
+                break;
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| {
+                a.ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Conflict,
+                        "an idempotency key was taken and released repeatedly while submitting; submit again",
+                    )
+                })
+            })
+            .collect()
+    }
+
+    async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in distinct_chunks(ids.to_vec(), |id| *id) {
+            out.extend(self.claim_chunk(&chunk, worker, lease).await?);
+        }
+        Ok(out)
+    }
+
+    async fn heartbeat(&self, held: &[Held], lease: Duration) -> Result<Vec<Heartbeat>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let uuids: Vec<Uuid> = held.iter().map(|h| *h.id.as_uuid()).collect();
+        let tokens: Vec<i64> = held
+            .iter()
+            .map(|h| i64::try_from(h.token).unwrap_or(i64::MAX))
+            .collect();
+        self.shared.count_statement();
+        let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(stmt(&self.sql.heartbeat))
+            .bind(uuids)
+            .bind(tokens)
+            .bind(micros(lease))
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("extend leases", e))?;
+        let still: HashMap<(Uuid, i64), bool> = rows
+            .into_iter()
+            .map(|(id, token, cancel)| ((id, token), cancel))
+            .collect();
+        Ok(held
+            .iter()
+            .map(|h| {
+                let token = i64::try_from(h.token).unwrap_or(i64::MAX);
+                match still.get(&(*h.id.as_uuid(), token)) {
+                    Some(&cancel_requested) => Heartbeat::Held { cancel_requested },
+                    None => Heartbeat::Lost,
+                }
+            })
+            .collect())
+    }
+
+    async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
+        if transitions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(transitions.len());
+        for chunk in distinct_chunks(transitions, |t| t.id) {
+            out.extend(self.finish_chunk(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
+        self.shared.count_statement();
+        let state: Option<String> = sqlx::query_scalar(stmt(&self.sql.cancel))
+            .bind(*id.as_uuid())
+            .bind(reason)
+            .bind(random_shard())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("cancel a job", e))?;
+        match state.as_deref().map(parse_state).transpose()? {
+            None => Err(Error::new(ErrorKind::NotFound, format!("no job {id}"))),
+            Some(JobState::Queued) => Ok(CancelOutcome::Cancelled),
+            Some(JobState::Running) => Ok(CancelOutcome::Requested),
+            Some(state) => Ok(CancelOutcome::AlreadyFinished(state)),
+        }
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+        self.shared.count_statement();
+        sqlx::query_as::<_, JobRow>(stmt(&self.sql.get))
+            .bind(*id.as_uuid())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("read a job", e))?
+            .map(JobRow::into_record)
+            .transpose()
+    }
+
+    async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
+        page.validate()?;
+        let mut rows = self.list_page(filter, page).await?;
+        let more = rows.len() > page.limit;
+        rows.truncate(page.limit);
+        let items = rows
+            .into_iter()
+            .map(JobRow::into_record)
+            .collect::<Result<Vec<_>>>()?;
+        let next = if more {
+            items.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(Paged { items, next })
+    }
+
+    async fn events(&self, id: JobId) -> Result<Vec<JobEvent>> {
+        self.shared.count_statement();
+        let rows = sqlx::query_as::<_, EventRow>(stmt(&self.sql.events))
+            .bind(*id.as_uuid())
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("read a job's history", e))?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(JobEvent {
+                    job_id: id,
+                    at: row.at,
+                    from: row.from_state.as_deref().map(parse_state).transpose()?,
+                    to: parse_state(&row.to_state)?,
+                    attempt: count_u32(row.attempt),
+                    worker: row.worker.map(WorkerId::new),
+                    reason: row.reason,
+                })
+            })
+            .collect()
+    }
+
+    async fn counts(&self) -> Result<StateCounts> {
+        self.shared.count_statement();
+        let rows = sqlx::query_as::<_, CountRow>(stmt(&self.sql.counts))
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("count jobs", e))?;
+        let mut counts = StateCounts::default();
+        for row in rows {
+            let state = parse_state(&row.state)?;
+            let n = u64::try_from(row.n).unwrap_or(0);
+            *counts.total.get_mut(state) += n;
+            *counts.per_kind.entry(row.kind).or_default().get_mut(state) += n;
+        }
+        Ok(counts)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.shared.count_statement();
+        sqlx::query("SELECT 1")
+            .execute(&self.shared.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| db_error("answer a ping", e))
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresState {
+    async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        if req.max == 0 || req.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.shared
+            .poll(req.wait, || self.claim_due_once(req))
+            .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats> {
+        self.shared.count_statement();
+        let rows = sqlx::query_as::<_, QueueStatsRow>(stmt(&self.sql.queue_stats))
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("count queued jobs", e))?;
+        let dead = self.counts().await?;
+        let mut per_kind: BTreeMap<String, KindQueueStats> = BTreeMap::new();
+        for row in rows {
+            let k = per_kind.entry(row.kind).or_default();
+            k.ready = u64::try_from(row.ready).unwrap_or(0);
+            k.delayed = u64::try_from(row.delayed).unwrap_or(0);
+            k.in_flight = u64::try_from(row.in_flight).unwrap_or(0);
+        }
+        for (kind, tally) in dead.per_kind {
+            if tally.dead > 0 {
+                per_kind.entry(kind).or_default().dead = tally.dead;
+            }
+        }
+        let mut stats = QueueStats::default();
+        for k in per_kind.values() {
+            stats.ready += k.ready;
+            stats.delayed += k.delayed;
+            stats.in_flight += k.in_flight;
+            stats.dead += k.dead;
+        }
+        stats.per_kind = per_kind;
+        Ok(stats)
+    }
+}
