@@ -20,8 +20,6 @@ pub enum ErrorKind {
     NotFound,
     /// A compare-and-set lost: another actor changed the record first. Re-read and decide again.
     Conflict,
-    /// The requested state change is not allowed by the job state machine.
-    InvalidTransition,
     /// A backend (queue, state or memory store) failed or could not be reached. Usually transient.
     Backend,
     /// A configured limit was reached (capacity, size). Retrying later may succeed.
@@ -44,7 +42,6 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid_input",
             ErrorKind::NotFound => "not_found",
             ErrorKind::Conflict => "conflict",
-            ErrorKind::InvalidTransition => "invalid_transition",
             ErrorKind::Backend => "backend",
             ErrorKind::LimitExceeded => "limit_exceeded",
             ErrorKind::Timeout => "timeout",
@@ -74,11 +71,26 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// assert!(!err.is_retryable());
 /// assert!(err.to_string().contains("kind"));
 /// ```
+#[derive(thiserror::Error)]
+#[error("{kind}: {message}{}", SourceSuffix(.source.as_deref()))]
 pub struct Error {
     kind: ErrorKind,
     message: String,
     field: Option<&'static str>,
+    #[source]
     source: Option<BoxError>,
+}
+
+/// Displays ` (source)` after the message when there is one.
+struct SourceSuffix<'a>(Option<&'a (dyn std::error::Error + Send + Sync + 'static)>);
+
+impl fmt::Display for SourceSuffix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(source) => write!(f, " ({source})"),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Error {
@@ -167,24 +179,6 @@ impl fmt::Debug for Error {
             d.field("source", source);
         }
         d.finish()
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)?;
-        if let Some(source) = &self.source {
-            write!(f, " ({source})")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|s| s.as_ref() as &(dyn std::error::Error + 'static))
     }
 }
 

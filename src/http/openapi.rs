@@ -146,9 +146,6 @@ fn example_of(kind: ProblemType) -> Value {
             "the entry changed since it was read; read it again and retry",
             None,
         ),
-        ProblemType::InvalidTransition => {
-            ("the job state machine does not allow this change", None)
-        }
         ProblemType::PayloadTooLarge => (
             "the body is over this server's limit of 1048576 bytes; send less (large data belongs elsewhere, with a reference in the payload)",
             None,

@@ -37,8 +37,6 @@ pub enum ProblemType {
     MethodNotAllowed,
     /// 409: someone else changed the thing first (a lost compare-and-set); read it again.
     Conflict,
-    /// 409: the job state machine does not allow the change.
-    InvalidTransition,
     /// 413: the body is larger than the server's limit.
     PayloadTooLarge,
     /// 429: a configured limit or capacity was reached; retry later.
@@ -59,7 +57,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 17] = [
+    pub const ALL: [ProblemType; 16] = [
         ProblemType::MalformedJson,
         ProblemType::UnsupportedMediaType,
         ProblemType::Validation,
@@ -68,7 +66,6 @@ impl ProblemType {
         ProblemType::NotFound,
         ProblemType::MethodNotAllowed,
         ProblemType::Conflict,
-        ProblemType::InvalidTransition,
         ProblemType::PayloadTooLarge,
         ProblemType::LimitExceeded,
         ProblemType::Timeout,
@@ -91,7 +88,6 @@ impl ProblemType {
             ProblemType::NotFound => "not-found",
             ProblemType::MethodNotAllowed => "method-not-allowed",
             ProblemType::Conflict => "conflict",
-            ProblemType::InvalidTransition => "invalid-transition",
             ProblemType::PayloadTooLarge => "payload-too-large",
             ProblemType::LimitExceeded => "limit-exceeded",
             ProblemType::Timeout => "timeout",
@@ -118,7 +114,7 @@ impl ProblemType {
             ProblemType::Validation | ProblemType::UnknownKind => StatusCode::UNPROCESSABLE_ENTITY,
             ProblemType::NotFound => StatusCode::NOT_FOUND,
             ProblemType::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ProblemType::Conflict | ProblemType::InvalidTransition => StatusCode::CONFLICT,
+            ProblemType::Conflict => StatusCode::CONFLICT,
             ProblemType::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProblemType::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             ProblemType::Timeout
@@ -142,7 +138,6 @@ impl ProblemType {
             ProblemType::NotFound => "Not found",
             ProblemType::MethodNotAllowed => "Method not allowed on this route",
             ProblemType::Conflict => "Changed by someone else first",
-            ProblemType::InvalidTransition => "The job state machine does not allow this",
             ProblemType::PayloadTooLarge => "The request body is too large",
             ProblemType::LimitExceeded => "A limit was reached",
             ProblemType::Timeout => "The request timed out",
@@ -248,7 +243,6 @@ impl From<Error> for Problem {
             ErrorKind::InvalidInput | ErrorKind::Serialization => ProblemType::Validation,
             ErrorKind::NotFound => ProblemType::NotFound,
             ErrorKind::Conflict => ProblemType::Conflict,
-            ErrorKind::InvalidTransition => ProblemType::InvalidTransition,
             ErrorKind::Backend => ProblemType::BackendUnavailable,
             ErrorKind::LimitExceeded => ProblemType::LimitExceeded,
             ErrorKind::Timeout => ProblemType::Timeout,
