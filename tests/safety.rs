@@ -104,7 +104,7 @@ fn flaky(calls: Arc<AtomicUsize>, failing: Arc<AtomicBool>) -> Arc<dyn Handler> 
 
 #[test]
 fn opens_on_failure_rate_only_after_minimum_calls() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(
         breaker_config(&clock, 4).with_sliding_window(SlidingWindow::count(10)),
     )
@@ -125,7 +125,7 @@ fn opens_on_failure_rate_only_after_minimum_calls() {
 
 #[test]
 fn stays_closed_under_the_threshold() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 4)).unwrap();
     for i in 0..40 {
         let permit = registry.try_acquire("k").unwrap();
@@ -141,7 +141,7 @@ fn stays_closed_under_the_threshold() {
 
 #[test]
 fn opens_on_slow_call_rate() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let changes = Arc::new(parking_lot::Mutex::new(Vec::<StateChange>::new()));
     let seen = changes.clone();
     let registry = BreakerRegistry::new(
@@ -172,7 +172,7 @@ fn opens_on_slow_call_rate() {
 
 #[test]
 fn open_refuses_then_half_open_after_the_wait() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 2)).unwrap();
     fail_n(&registry, "k", 2);
     clock.advance(Duration::from_secs(4));
@@ -186,7 +186,7 @@ fn open_refuses_then_half_open_after_the_wait() {
 
 #[test]
 fn half_open_probes_close_it() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 2)).unwrap();
     fail_n(&registry, "k", 2);
     clock.advance(Duration::from_secs(10));
@@ -212,7 +212,7 @@ fn half_open_probes_close_it() {
 
 #[test]
 fn half_open_probe_failures_reopen_with_a_growing_wait() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(
         breaker_config(&clock, 2)
             .with_wait_in_open(Duration::from_secs(1))
@@ -244,7 +244,7 @@ fn half_open_probe_failures_reopen_with_a_growing_wait() {
 
 #[test]
 fn max_wait_in_half_open_reopens_when_probes_hang() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(
         breaker_config(&clock, 2)
             .with_permitted_calls_in_half_open(1)
@@ -271,7 +271,7 @@ fn max_wait_in_half_open_reopens_when_probes_hang() {
 
 #[test]
 fn dropped_permit_is_recorded_as_ignored_by_default() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 2)).unwrap();
     // Closed: a dropped permit is counted as dropped, not as a call.
     drop(registry.try_acquire("k").unwrap());
@@ -296,7 +296,7 @@ fn dropped_permit_is_recorded_as_ignored_by_default() {
 
 #[test]
 fn dropped_permit_can_count_as_a_failure() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry =
         BreakerRegistry::new(breaker_config(&clock, 2).with_dropped_calls(DroppedCall::Failure))
             .unwrap();
@@ -308,7 +308,7 @@ fn dropped_permit_can_count_as_a_failure() {
 
 #[test]
 fn outcome_of_a_call_let_through_before_opening_is_not_counted_after() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 2)).unwrap();
     let late = registry.try_acquire("k").unwrap();
     fail_n(&registry, "k", 2);
@@ -323,7 +323,7 @@ fn outcome_of_a_call_let_through_before_opening_is_not_counted_after() {
 
 #[test]
 fn time_window_forgets_old_failures() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 3).with_sliding_window(
         SlidingWindow::Time {
             window: Duration::from_secs(10),
@@ -342,7 +342,7 @@ fn time_window_forgets_old_failures() {
 
 #[test]
 fn breakers_are_isolated_per_key_and_can_be_reset() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let registry = BreakerRegistry::new(breaker_config(&clock, 2)).unwrap();
     fail_n(&registry, "a", 2);
     registry.try_acquire("b").unwrap().success();
@@ -362,7 +362,7 @@ fn breakers_are_isolated_per_key_and_can_be_reset() {
 
 #[tokio::test]
 async fn open_breaker_defers_without_calling_the_handler() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let calls = Arc::new(AtomicUsize::new(0));
     let failing = Arc::new(AtomicBool::new(true));
     let layer = CircuitBreakerLayer::new(breaker_config(&clock, 3)).unwrap();
@@ -395,7 +395,7 @@ async fn open_breaker_defers_without_calling_the_handler() {
 
 #[tokio::test]
 async fn only_retryable_errors_and_timeouts_count_by_default() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let layer = CircuitBreakerLayer::new(breaker_config(&clock, 2)).unwrap();
     let answers = Arc::new(parking_lot::Mutex::new(vec![
         JobError::permanent("no such user"),
@@ -437,7 +437,7 @@ async fn only_retryable_errors_and_timeouts_count_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_inside_the_breaker_counts_as_a_failure() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let layer = CircuitBreakerLayer::new(breaker_config(&clock, 2)).unwrap();
     let handler = handler_fn(|_ctx: JobContext| async {
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -456,7 +456,7 @@ async fn a_timeout_inside_the_breaker_counts_as_a_failure() {
 
 #[tokio::test]
 async fn a_cancelled_call_drops_its_permit_and_is_recorded() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let layer = CircuitBreakerLayer::new(breaker_config(&clock, 2)).unwrap();
     let handler = Arc::new(
         handler_fn(|_ctx: JobContext| async {
@@ -480,7 +480,7 @@ async fn a_cancelled_call_drops_its_permit_and_is_recorded() {
 
 #[tokio::test]
 async fn breakers_keyed_per_tenant_are_isolated() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let layer =
         CircuitBreakerLayer::new(breaker_config(&clock, 2).with_key(KeyBy::tenant())).unwrap();
     let handler = handler_fn(|ctx: JobContext| async move {
@@ -542,7 +542,7 @@ mod half_open_proptest {
             permitted in 1u32..5,
             ops in prop::collection::vec(op(), 1..200),
         ) {
-            let clock = Arc::new(ManualClock::new());
+            let clock = Arc::new(ManualClock::default());
             let registry = BreakerRegistry::new(
                 CircuitBreakerConfig::default()
                     .with_clock(clock.clone())
@@ -847,7 +847,7 @@ impl QueueManager for FlakyQueue {
 
 #[tokio::test]
 async fn a_failing_backend_fails_fast_behind_a_breaker() {
-    let clock = Arc::new(ManualClock::new());
+    let clock = Arc::new(ManualClock::default());
     let layer = CircuitBreakerLayer::new(breaker_config(&clock, 3)).unwrap();
     let flaky = Arc::new(FlakyQueue::new());
     let queue = layer.layer(ArcQueue(flaky.clone()));

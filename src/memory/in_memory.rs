@@ -11,12 +11,12 @@ use chrono::{DateTime, Utc};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use super::clock::{Clock, SystemClock};
 use super::reflection::{RunFacts, reflect_runs};
 use super::types::{
     Entry, EntryQuery, ExecutionRecord, Memory, NewEntry, OutcomeClass, Reflection, Window,
 };
 use super::validate::{self, EntryLimits};
+use crate::clock::{Clock, SystemClock};
 use crate::job::JobId;
 use crate::{Error, ErrorKind, Result};
 

@@ -1,13 +1,12 @@
 //! Memory: namespaced entries handlers and hosts keep, a record of every execution, and
 //! *reflection* — per-kind statistics and a recommendation the adaptive strategy acts on.
 
-mod clock;
 mod in_memory;
 pub mod reflection;
 mod types;
 pub(crate) mod validate;
 
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use in_memory::{InMemoryMemory, InMemoryMemoryConfig};
 pub use reflection::{LatencySummary, percentile_cont, recommend, reflect_on};
 pub use types::{

@@ -9,19 +9,19 @@
 
 mod bulkhead;
 pub mod circuit_breaker;
-mod clock;
+
 mod key;
 mod keyed_map;
 mod layer;
 pub mod rate_limit;
 mod timeout;
 
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use bulkhead::{Bulkhead, BulkheadConfig, BulkheadLayer, BulkheadRegistry};
 pub use circuit_breaker::{
     BreakerRegistry, BreakerSnapshot, BreakerState, CallNotPermitted, CallOutcome, CircuitBreaker,
     CircuitBreakerConfig, CircuitBreakerLayer, DroppedCall, Permit, SlidingWindow, StateChange,
 };
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use key::KeyBy;
 pub use layer::{HandlerExt, Layer};
 pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer, RateLimiter};

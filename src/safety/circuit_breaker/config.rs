@@ -3,8 +3,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::registry::StateChange;
+use crate::clock::{Clock, SystemClock};
 use crate::handler::{JobError, JobErrorKind};
-use crate::safety::clock::{Clock, SystemClock};
 use crate::safety::key::KeyBy;
 use crate::{Error, ErrorKind, Result};
 

@@ -68,7 +68,7 @@ impl BreakerRegistry {
         self.breakers.get_or_insert_with(
             key,
             |key| {
-                let core = Core::new(&self.config, self.config.clock.now());
+                let core = Core::new(&self.config, self.config.clock.instant());
                 KeyBreaker {
                     key: key.into(),
                     config: Arc::clone(&self.config),
@@ -120,7 +120,7 @@ impl BreakerRegistry {
     pub fn reset(&self, key: &str) -> bool {
         match self.breakers.get(key) {
             Some(breaker) => {
-                let now = self.config.clock.now();
+                let now = self.config.clock.instant();
                 let change = {
                     let mut core = breaker.core.lock();
                     let change = core.reset(now);
@@ -171,7 +171,7 @@ impl KeyBreaker {
     pub(crate) fn acquire<B: Deref<Target = KeyBreaker>>(
         breaker: B,
     ) -> std::result::Result<PermitOn<B>, CallNotPermitted> {
-        let now = breaker.config.clock.now();
+        let now = breaker.config.clock.instant();
         let grant = match closed_grant(breaker.gate.load(Ordering::Acquire)) {
             Some(grant) => grant,
             None => breaker.acquire_slow(now)?,
@@ -199,7 +199,7 @@ impl KeyBreaker {
     }
 
     fn tick(&self) -> (BreakerState, Option<Change>) {
-        let now = self.config.clock.now();
+        let now = self.config.clock.instant();
         let (state, change) = {
             let mut core = self.core.lock();
             let change = core.tick(&self.config, now);
@@ -213,13 +213,13 @@ impl KeyBreaker {
     }
 
     fn is_idle(&self, idle: Duration) -> bool {
-        let now = self.config.clock.now();
+        let now = self.config.clock.instant();
         self.core.lock().is_idle(now, idle)
     }
 
     fn snapshot(&self) -> BreakerSnapshot {
         self.tick();
-        let now = self.config.clock.now();
+        let now = self.config.clock.instant();
         let core = self.core.lock();
         let totals = core.totals(now);
         BreakerSnapshot {
@@ -413,7 +413,7 @@ impl<B: Deref<Target = KeyBreaker>> PermitOn<B> {
         self.breaker
             .config
             .clock
-            .now()
+            .instant()
             .saturating_duration_since(self.started)
     }
 
@@ -421,7 +421,7 @@ impl<B: Deref<Target = KeyBreaker>> PermitOn<B> {
     pub(crate) fn record(mut self, outcome: CallOutcome, took: Option<Duration>) {
         self.armed = false;
         let config = &self.breaker.config;
-        let now = config.clock.now();
+        let now = config.clock.instant();
         let took = took.unwrap_or_else(|| now.saturating_duration_since(self.started));
         let slow = took >= config.slow_call_duration;
         let record = match outcome {
@@ -446,7 +446,7 @@ impl<B: Deref<Target = KeyBreaker>> Drop for PermitOn<B> {
         }
         self.armed = false;
         let config = &self.breaker.config;
-        let now = config.clock.now();
+        let now = config.clock.instant();
         let record = match config.dropped {
             DroppedCall::Ignore => Record::Dropped,
             DroppedCall::Failure => Record::DroppedFailure {
