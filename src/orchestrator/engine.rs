@@ -6,7 +6,8 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use super::api::{JobOrchestrator, Stats, Submitted};
-use super::builder::{KindConfig, OrchestratorBuilder};
+use super::builder::OrchestratorBuilder;
+use super::kind::KindConfig;
 use super::worker::{PoolShared, WorkerConfig, WorkerPool};
 use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
 use crate::memory::Memory;

@@ -7,7 +7,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{Assigned, PoolShared, Running, StopSignal};
 use crate::handler::JobContext;
-use crate::orchestrator::builder::KindConfig;
+use crate::orchestrator::kind::KindConfig;
 use crate::queue::Reserve;
 use crate::state::Claim;
 
