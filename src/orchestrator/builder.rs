@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::engine::{Engine, NameMap, Orchestrator};
 use super::kind::KindConfig;
+use super::running::RunningJobs;
 use crate::handler::Handler;
 use crate::job::Limits;
 use crate::memory::{InMemoryMemory, Memory};
@@ -208,7 +209,7 @@ impl OrchestratorBuilder {
             default,
             default_retry,
             limits,
-            pools: parking_lot::Mutex::new(Vec::new()),
+            running: RunningJobs::default(),
         }))
     }
 }

@@ -5,6 +5,7 @@ mod api;
 mod builder;
 mod engine;
 mod kind;
+mod running;
 mod worker;
 
 pub use api::{JobOrchestrator, Stats, Submitted};

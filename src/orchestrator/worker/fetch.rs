@@ -134,6 +134,12 @@ fn start_claims(
             .with_idempotent(idempotent);
             assigned.push(Assigned { ctx, permit, stop });
         }
+        // Reachable by a cancel from this process from now on, until the claim is let go.
+        shared.engine.running.register(
+            assigned
+                .iter()
+                .map(|a| (a.ctx.id(), a.ctx.record().version, &a.stop)),
+        );
     }
     for job in assigned {
         // Never full: every job holds one of `concurrency` slots, and the channel has room
@@ -141,10 +147,11 @@ fn start_claims(
         if let Err(err) = shared.jobs_tx.try_send(job) {
             let job = err.into_inner();
             tracing::error!(job_id = %job.ctx.id(), "no executor took the job; its lease will expire and it will be delivered again");
-            shared
-                .running
-                .lock()
-                .remove(&(job.ctx.id(), job.ctx.record().version));
+            let key = (job.ctx.id(), job.ctx.record().version);
+            let mut running = shared.running.lock();
+            if running.remove(&key).is_some() {
+                shared.engine.running.remove([key]);
+            }
         }
     }
 }

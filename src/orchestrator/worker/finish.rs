@@ -114,7 +114,9 @@ pub(super) async fn finish_loop(
             for done in pending.drain(..) {
                 let held = running.contains_key(&done.key);
                 if done.transition.is_none() || !held {
-                    running.remove(&done.key);
+                    if running.remove(&done.key).is_some() {
+                        shared.engine.running.remove([done.key]);
+                    }
                     records.extend(done.record);
                 } else {
                     batch.push(done);
@@ -190,6 +192,10 @@ fn apply_finishes(
         for done in &batch {
             running.remove(&done.key);
         }
+        shared
+            .engine
+            .running
+            .remove(batch.iter().map(|done| done.key));
     }
     for (done, result) in batch.into_iter().zip(results) {
         let Done {

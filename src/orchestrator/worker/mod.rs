@@ -6,14 +6,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::engine::Engine;
+use super::engine::{Engine, Orchestrator};
+use super::running::{StopSignal, stop};
 use crate::handler::JobContext;
 use crate::job::{JobId, JobRecord, WorkerId};
 use crate::memory::ExecutionRecord;
@@ -53,47 +54,6 @@ pub struct ShutdownReport {
 /// of an attempt whose lease expired, and a new attempt), so running jobs are keyed by
 /// claim, not by job.
 type Key = (JobId, u64);
-
-/// Why a running job's cancellation token fired, so its outcome is read rightly: only a
-/// cancel request ends a job `cancelled`.
-mod stop {
-    /// Not fired (a handler that reports itself cancelled decided so on its own).
-    pub(super) const NONE: u8 = 0;
-    /// Someone asked to cancel the job.
-    pub(super) const CANCEL_REQUESTED: u8 = 1;
-    /// The claim no longer holds the job: its result is not this worker's to report.
-    pub(super) const LEASE_LOST: u8 = 2;
-    /// The pool shut down and handed the job back.
-    pub(super) const SHUTDOWN: u8 = 3;
-}
-
-/// The handle on a running job its token's firing goes through: the token and why it fired.
-#[derive(Clone)]
-struct StopSignal {
-    token: CancellationToken,
-    why: Arc<AtomicU8>,
-}
-
-impl StopSignal {
-    fn new() -> Self {
-        Self {
-            token: CancellationToken::new(),
-            why: Arc::new(AtomicU8::new(stop::NONE)),
-        }
-    }
-
-    /// Fire with `why`; the first reason given is kept.
-    fn fire(&self, why: u8) {
-        let _ = self
-            .why
-            .compare_exchange(stop::NONE, why, Ordering::AcqRel, Ordering::Acquire);
-        self.token.cancel();
-    }
-
-    fn why(&self) -> u8 {
-        self.why.load(Ordering::Acquire)
-    }
-}
 
 struct Running {
     attempt: u32,
@@ -136,7 +96,7 @@ struct Slot {
     generation: AtomicU64,
 }
 
-pub(crate) struct PoolShared {
+struct PoolShared {
     engine: Arc<Engine>,
     worker: WorkerId,
     config: WorkerConfig,
@@ -161,15 +121,6 @@ pub(crate) struct PoolShared {
 }
 
 impl PoolShared {
-    /// Fire the tokens of this pool's attempts of job `id`: someone asked to cancel it.
-    pub(crate) fn cancel_local(&self, id: JobId) {
-        for ((job, _), running) in self.running.lock().iter() {
-            if *job == id {
-                running.stop.fire(stop::CANCEL_REQUESTED);
-            }
-        }
-    }
-
     /// The deadline of an attempt: the job's, else its kind's, else the pool's default.
     fn timeout_for(&self, record: &JobRecord) -> Option<Duration> {
         record
@@ -180,6 +131,19 @@ impl PoolShared {
 
     fn is_stopping(&self) -> bool {
         self.stop.is_cancelled()
+    }
+}
+
+impl Drop for PoolShared {
+    /// A pool gone for good lets go of its name, and takes what claims it still holds out
+    /// of the engine's registry (a finisher that gave up on the store leaves some; so does
+    /// a runtime shut down under a running pool).
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let running = self.running.get_mut();
+        if !running.is_empty() {
+            self.engine.running.remove(running.keys().copied());
+        }
     }
 }
 
@@ -203,8 +167,16 @@ impl std::fmt::Debug for WorkerPool {
     }
 }
 
+impl Orchestrator {
+    /// Start a worker pool on the current Tokio runtime. Several pools (in this process or
+    /// others) can share the same backends.
+    pub fn start_workers(&self, config: WorkerConfig) -> Result<WorkerPool> {
+        WorkerPool::start(Arc::clone(self.engine()), config)
+    }
+}
+
 impl WorkerPool {
-    pub(crate) fn start(engine: Arc<Engine>, config: WorkerConfig) -> Result<Self> {
+    fn start(engine: Arc<Engine>, config: WorkerConfig) -> Result<Self> {
         config.validate()?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             Error::new(
@@ -239,25 +211,16 @@ impl WorkerPool {
             records_dropped: AtomicU64::new(0),
             give_up_at: parking_lot::Mutex::new(None),
         });
-        {
-            // One name, one pool: two pools of this process under one worker id would read
-            // as one worker in every job's history.
-            let mut pools = engine.pools.lock();
-            pools.retain(|p| p.strong_count() > 0);
-            if pools
-                .iter()
-                .filter_map(std::sync::Weak::upgrade)
-                .any(|p| p.worker == shared.worker && !p.is_stopping())
-            {
-                return Err(Error::invalid_input(
-                    "worker_id",
-                    format!(
-                        "a worker pool named `{}` already runs in this process; give each pool its own id (or leave it unset for a unique one)",
-                        shared.worker
-                    ),
-                ));
-            }
-            pools.push(Arc::downgrade(&shared));
+        // One name, one pool: two pools of this process under one worker id would read
+        // as one worker in every job's history.
+        if !engine.running.add_pool(&shared.worker, &shared.stop) {
+            return Err(Error::invalid_input(
+                "worker_id",
+                format!(
+                    "a worker pool named `{}` already runs in this process; give each pool its own id (or leave it unset for a unique one)",
+                    shared.worker
+                ),
+            ));
         }
         let (record_tx, record_rx) = mpsc::channel::<Vec<ExecutionRecord>>(256);
         let recorder = runtime.spawn(record_loop(Arc::clone(&shared), record_rx));
@@ -380,9 +343,15 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
     keys.extend(busy.iter().map(|(_, key)| *key));
     let abandoned: Vec<(Key, Running)> = {
         let mut running = shared.running.lock();
-        keys.into_iter()
+        let abandoned: Vec<(Key, Running)> = keys
+            .into_iter()
             .filter_map(|key| running.remove(&key).map(|r| (key, r)))
-            .collect()
+            .collect();
+        shared
+            .engine
+            .running
+            .remove(abandoned.iter().map(|(key, _)| *key));
+        abandoned
     };
     // Hand the jobs back first: once released, a late result from their executor is refused
     // by the fence, whatever the handler does when it sees its token.
@@ -440,4 +409,79 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
         }
     }
     released
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use crate::prelude::*;
+    use crate::state::CancelOutcome;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A pool registers every attempt it runs in the engine's registry, a cancel reaches
+    /// the attempt through it (the lease is long: no heartbeat comes in time), and nothing
+    /// is left in it once the pool stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_are_registered_while_they_run_and_gone_once_the_pool_stopped() {
+        let orch = Orchestrator::builder()
+            .handler("ok", |_ctx: JobContext| async { Ok(Value::Null) })
+            .handler("wait", |ctx: JobContext| async move {
+                ctx.cancelled().await;
+                Err::<Value, _>(JobError::cancelled("stopped as asked"))
+            })
+            .build()
+            .unwrap();
+        let pool = orch
+            .start_workers(
+                WorkerConfig::default()
+                    .poll_wait(Duration::from_millis(20))
+                    .lease(Duration::from_secs(60)),
+            )
+            .unwrap();
+        let registry = &orch.engine().running;
+
+        let waiting = orch.submit(NewJob::new("wait")).await.unwrap().id;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while registry.len() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never registered");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ok = orch
+            .submit_batch((0..200).map(|_| NewJob::new("ok")).collect())
+            .await
+            .unwrap();
+        assert_eq!(
+            orch.cancel(waiting).await.unwrap(),
+            CancelOutcome::Requested
+        );
+        let cancelled = orch
+            .wait_for(waiting, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        for job in ok {
+            let done = orch.wait_for(job.id, WAIT).await.unwrap();
+            assert_eq!(done.state, JobState::Succeeded);
+        }
+
+        // Every finish settled: the pool lets go of its claims, and so does the registry
+        // (while the pool lives: its drop would clear it anyway).
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while pool.running() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "claims never let go"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(registry.len(), 0, "the registry leaks attempts that ended");
+
+        let report = pool.shutdown(WAIT).await;
+        assert!(report.drained);
+        assert_eq!(registry.len(), 0);
+    }
 }
