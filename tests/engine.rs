@@ -642,3 +642,37 @@ async fn a_state_without_a_queue_is_refused_and_a_wrapped_store_works() {
     );
     pool.shutdown(WAIT).await;
 }
+
+/// A cancel reaches a job running in this process at once, not at its pool's next
+/// heartbeat (a third of a one-minute lease away here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_reaches_a_job_running_in_this_process_at_once() {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let s = Arc::clone(&started);
+    let orch = Orchestrator::builder()
+        .handler("wait", move |ctx: JobContext| {
+            let s = Arc::clone(&s);
+            async move {
+                s.notify_one();
+                ctx.cancelled().await;
+                Err::<Value, _>(JobError::cancelled("stopped as asked"))
+            }
+        })
+        .build()
+        .unwrap();
+    let pool = orch
+        .start_workers(workers().lease(Duration::from_secs(60)))
+        .unwrap();
+    let running = orch.submit(NewJob::new("wait")).await.unwrap().id;
+    started.notified().await;
+    assert_eq!(
+        orch.cancel(running).await.unwrap(),
+        CancelOutcome::Requested
+    );
+    let r = orch
+        .wait_for(running, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(r.state, JobState::Cancelled);
+    pool.shutdown(WAIT).await;
+}

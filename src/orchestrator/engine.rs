@@ -1,13 +1,14 @@
 use std::collections::HashMap;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
 
 use super::api::{JobOrchestrator, Stats, Submitted};
-use super::builder::{KindConfig, OrchestratorBuilder};
-use super::worker::{PoolShared, WorkerConfig, WorkerPool};
+use super::builder::OrchestratorBuilder;
+use super::kind::KindConfig;
+use super::running::RunningJobs;
 use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
 use crate::memory::Memory;
 use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged};
@@ -30,8 +31,9 @@ pub(crate) struct Engine {
     pub(crate) default: Arc<dyn Strategy>,
     pub(crate) default_retry: RetryPolicy,
     pub(crate) limits: Limits,
-    /// Worker pools of this process, so a cancel reaches a running job at once.
-    pub(crate) pools: parking_lot::Mutex<Vec<Weak<PoolShared>>>,
+    /// What the worker pools of this process run, so a cancel reaches a running job at
+    /// once; and their names, so no two of them share one.
+    pub(crate) running: RunningJobs,
 }
 
 impl Engine {
@@ -92,6 +94,10 @@ impl Orchestrator {
         }
     }
 
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     /// The store: records, the state machine, history and delivery.
     #[must_use]
     pub fn store(&self) -> &Arc<dyn JobStore> {
@@ -118,12 +124,6 @@ impl Orchestrator {
         let mut names: Vec<&str> = self.engine.strategies.keys().map(String::as_str).collect();
         names.sort_unstable();
         names
-    }
-
-    /// Start a worker pool on the current Tokio runtime. Several pools (in this process or
-    /// others) can share the same backends.
-    pub fn start_workers(&self, config: WorkerConfig) -> Result<WorkerPool> {
-        WorkerPool::start(Arc::clone(&self.engine), config)
     }
 
     /// Wait until job `id` reaches a terminal state, up to `timeout`
@@ -312,14 +312,7 @@ impl JobOrchestrator for Orchestrator {
         if outcome == CancelOutcome::Requested {
             // Fast path: if a pool of this process runs the job, fire its token now; remote
             // workers learn it at their next heartbeat.
-            let pools: Vec<Arc<PoolShared>> = {
-                let mut pools = self.engine.pools.lock();
-                pools.retain(|p| p.strong_count() > 0);
-                pools.iter().filter_map(Weak::upgrade).collect()
-            };
-            for pool in pools {
-                pool.cancel_local(id);
-            }
+            self.engine.running.cancel(id);
         }
         tracing::info!(job_id = %id, ?outcome, "cancel");
         Ok(outcome)

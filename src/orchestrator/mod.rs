@@ -4,9 +4,12 @@
 mod api;
 mod builder;
 mod engine;
+mod kind;
+mod running;
 mod worker;
 
 pub use api::{JobOrchestrator, Stats, Submitted};
-pub use builder::{KindConfig, OrchestratorBuilder};
+pub use builder::OrchestratorBuilder;
 pub use engine::Orchestrator;
+pub use kind::KindConfig;
 pub use worker::{ShutdownReport, WorkerConfig, WorkerPool};

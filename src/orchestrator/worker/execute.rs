@@ -1,0 +1,196 @@
+//! The executors: each runs claimed jobs one at a time, through the job's strategy, under
+//! its deadline.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::FutureExt;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+use super::finish::finish_for;
+use super::{Assigned, Busy, Done, PoolShared, StopSignal, stop};
+use crate::handler::{JobContext, JobError};
+use crate::memory::{ExecutionRecord, OutcomeClass};
+use crate::state::Transition;
+use crate::strategy::Outcome;
+
+/// One executor: runs claimed jobs one at a time until the pool closes its channel, or until
+/// the watchdog gives its slot to a new executor (this one was stuck in a handler).
+pub(super) async fn executor_loop(
+    shared: Arc<PoolShared>,
+    slot: usize,
+    generation: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+) {
+    let Some(me) = shared.executor_slots.get(slot) else {
+        return;
+    };
+    while let Ok(job) = shared.jobs_rx.recv().await {
+        let Assigned { ctx, permit, stop } = job;
+        let record = ctx.record();
+        let timeout = shared.timeout_for(record);
+        let started = Instant::now();
+        let key = (record.id, record.version);
+        *me.busy.lock() = Some(Busy {
+            key,
+            kind: record.kind.clone(),
+            started,
+            recover_at: timeout
+                .and_then(|t| started.checked_add(t.saturating_add(shared.config.timeout_grace))),
+            attempt: record.attempt,
+            max_attempts: record.max_attempts,
+            timeout,
+        });
+        let span =
+            tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
+        let (id, kind, attempt, max_attempts) = (
+            record.id,
+            record.kind.clone(),
+            record.attempt,
+            record.max_attempts,
+        );
+        let done = AssertUnwindSafe(run_job(&shared, ctx, stop, timeout))
+            .catch_unwind()
+            .instrument(span)
+            .await
+            .unwrap_or_else(|panic| {
+                // A fault of the engine's own after the handler ran: the attempt fails like a
+                // panicking handler's would, and the executor lives on.
+                let message = panic_message(&*panic);
+                tracing::error!(job_id = %id, %message, "the worker failed running a job; the attempt fails");
+                let outcome = Outcome::Retry {
+                    error: JobError::retryable(format!("the worker failed running the job: {message}"))
+                        .with_class("panic"),
+                    after: None,
+                };
+                let finish = finish_for(
+                    &outcome,
+                    stop::NONE,
+                    attempt,
+                    max_attempts,
+                    shared.engine.retry_for(&kind),
+                )
+                .map(|(finish, _)| finish);
+                Done {
+                    key,
+                    transition: finish.map(|finish| Transition {
+                        id,
+                        worker: shared.worker.clone(),
+                        token: key.1,
+                        finish,
+                    }),
+                    attempt,
+                    record: None,
+                }
+            });
+        {
+            let mut busy = me.busy.lock();
+            if me.generation.load(Ordering::Acquire) != generation {
+                // The watchdog failed this job and gave the slot to a new executor while this
+                // one was stuck: its result is not wanted, and its permit is the new one's.
+                drop(busy);
+                permit.forget();
+                return;
+            }
+            *busy = None;
+        }
+        let _ = done_tx.send(done);
+        drop(permit);
+    }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panicked".to_owned())
+}
+
+async fn run_job(
+    shared: &PoolShared,
+    ctx: JobContext,
+    stop: StopSignal,
+    timeout: Option<Duration>,
+) -> Done {
+    let engine = &shared.engine;
+    let record = ctx.record();
+    let id = record.id;
+    let token = record.version;
+    let attempt = record.attempt;
+    let max_attempts = record.max_attempts;
+    let kind_name = record.kind.clone();
+    let kind = engine.kinds.get(&record.kind);
+    let strategy = engine.strategy_for(record);
+    let strategy_name = strategy.name().to_owned();
+    let started = Instant::now();
+    let outcome = match kind {
+        None => Outcome::Retry {
+            error: JobError::retryable(format!(
+                "no handler for kind `{kind_name}` on worker {}; it will be retried in case a worker that has one takes it",
+                shared.worker
+            ))
+            .with_class("unknown_kind"),
+            after: None,
+        },
+        Some(kind) => {
+            let run = AssertUnwindSafe(strategy.run(&ctx, kind.handler.as_ref())).catch_unwind();
+            let result = match timeout {
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(r) => r,
+                    Err(_) => Ok(Outcome::from_result(Err(JobError::timeout(limit)))),
+                },
+                None => run.await,
+            };
+            match result {
+                Ok(outcome) => outcome,
+                Err(panic) => Outcome::Retry {
+                    error: JobError::retryable(format!(
+                        "handler panicked: {}",
+                        panic_message(&*panic)
+                    ))
+                    .with_class("panic"),
+                    after: None,
+                },
+            }
+        }
+    };
+    let duration = started.elapsed();
+    let why = stop.why();
+    let mapped = finish_for(
+        &outcome,
+        why,
+        attempt,
+        max_attempts,
+        engine.retry_for(&kind_name),
+    );
+    let record = shared.config.record_executions.then(|| ExecutionRecord {
+        job_id: id,
+        kind: kind_name,
+        strategy: strategy_name,
+        outcome: mapped
+            .as_ref()
+            .map_or(OutcomeClass::Cancelled, |(_, class)| *class),
+        duration,
+        attempt,
+        inline_retries: ctx.inline_retries(),
+        error_class: outcome.error_class().map(str::to_owned),
+        at: Utc::now(),
+        decision: ctx.decision(),
+    });
+    Done {
+        key: (id, token),
+        transition: mapped.map(|(finish, _)| Transition {
+            id,
+            worker: shared.worker.clone(),
+            token,
+            finish,
+        }),
+        attempt,
+        record,
+    }
+}

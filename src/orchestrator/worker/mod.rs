@@ -1,0 +1,487 @@
+//! The worker pool: [`WorkerPool`] and the state its tasks share, the claims it holds and
+//! how a shutdown hands back what it could not finish. The tasks themselves live in the
+//! submodules: the fetcher ([`fetch`]), the executors ([`execute`]), the finisher
+//! ([`finish`]), the recorder ([`record`]), the heartbeat ([`heartbeat`]) and the watchdog
+//! ([`watchdog`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Orchestrator};
+use super::running::{StopSignal, stop};
+use crate::handler::JobContext;
+use crate::job::{JobId, JobRecord, WorkerId};
+use crate::memory::ExecutionRecord;
+use crate::state::{Finish, Transition, TransitionResult};
+use crate::{Error, ErrorKind, Result};
+
+mod config;
+mod execute;
+mod fetch;
+mod finish;
+mod heartbeat;
+mod record;
+mod watchdog;
+
+pub use config::WorkerConfig;
+use execute::executor_loop;
+use fetch::fetch_loop;
+use finish::{SHUTDOWN_FINISH_GRACE, finish_loop};
+use heartbeat::heartbeat_loop;
+use record::record_loop;
+use watchdog::Watchdog;
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Whether every running job finished within the grace period.
+    pub drained: bool,
+    /// Jobs still running at the deadline, handed back to the queue (attempt not spent).
+    pub released: usize,
+    /// Execution records the memory never got: the recorder fell behind, or the memory's
+    /// store refused them for longer than they could be held.
+    pub records_dropped: u64,
+}
+
+/// A claim: the job and the token its claim returned (see
+/// [`Held`](crate::state::Held)). A pool may hold two claims of one job at once (the finish
+/// of an attempt whose lease expired, and a new attempt), so running jobs are keyed by
+/// claim, not by job.
+type Key = (JobId, u64);
+
+struct Running {
+    attempt: u32,
+    stop: StopSignal,
+}
+
+/// A claimed job on its way to an executor, holding its concurrency slot. The record is
+/// already inside the context's `Arc`: it is moved once, not at every hand-off.
+struct Assigned {
+    ctx: JobContext,
+    permit: OwnedSemaphorePermit,
+    stop: StopSignal,
+}
+
+struct Done {
+    key: Key,
+    /// `None`: nothing to report (the claim was lost, or the job handed back at shutdown).
+    transition: Option<Transition>,
+    attempt: u32,
+    record: Option<ExecutionRecord>,
+}
+
+/// What an executor runs now, for the shutdown's hand-back and the watchdog.
+struct Busy {
+    key: Key,
+    kind: String,
+    started: Instant,
+    /// When the slot is given to a new executor if this one has not returned: the attempt's
+    /// deadline plus the grace.
+    recover_at: Option<Instant>,
+    /// What to report for the job then.
+    attempt: u32,
+    max_attempts: u32,
+    timeout: Option<Duration>,
+}
+
+/// One executor slot: what it runs, and which executor owns it (a new one after recovery).
+struct Slot {
+    busy: parking_lot::Mutex<Option<Busy>>,
+    generation: AtomicU64,
+}
+
+struct PoolShared {
+    engine: Arc<Engine>,
+    worker: WorkerId,
+    config: WorkerConfig,
+    stop: CancellationToken,
+    slots: Arc<Semaphore>,
+    /// Claims held by this pool: running, or finished and awaiting the finisher (heartbeats
+    /// go on for both). Added a claim batch at a time, removed a finish batch at a time.
+    running: parking_lot::Mutex<HashMap<Key, Running, foldhash::fast::RandomState>>,
+    /// Claimed jobs for the executors (bounded by the concurrency; a slot is taken first).
+    jobs_tx: async_channel::Sender<Assigned>,
+    jobs_rx: async_channel::Receiver<Assigned>,
+    /// The executor slots.
+    executor_slots: Box<[Slot]>,
+    /// The executors' tasks, by slot (the watchdog replaces a stuck one).
+    executors: parking_lot::Mutex<Vec<JoinHandle<()>>>,
+    /// The finisher's inbox, for the executors the watchdog starts; taken at shutdown.
+    done_tx: parking_lot::Mutex<Option<mpsc::UnboundedSender<Done>>>,
+    runtime: tokio::runtime::Handle,
+    records_dropped: AtomicU64,
+    /// Set by a shutdown: past it, the finisher stops retrying a store that refuses.
+    give_up_at: parking_lot::Mutex<Option<Instant>>,
+}
+
+impl PoolShared {
+    /// The deadline of an attempt: the job's, else its kind's, else the pool's default.
+    fn timeout_for(&self, record: &JobRecord) -> Option<Duration> {
+        record
+            .timeout
+            .or_else(|| self.engine.kinds.get(&record.kind).and_then(|k| k.timeout))
+            .or(self.config.default_timeout)
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+}
+
+impl Drop for PoolShared {
+    /// A pool gone for good lets go of its name, and takes what claims it still holds out
+    /// of the engine's registry (a finisher that gave up on the store leaves some; so does
+    /// a runtime shut down under a running pool).
+    fn drop(&mut self) {
+        self.stop.cancel();
+        let running = self.running.get_mut();
+        if !running.is_empty() {
+            self.engine.running.remove(running.keys().copied());
+        }
+    }
+}
+
+/// A running pool of workers. Stop it with [`WorkerPool::shutdown`]; dropping it stops
+/// reserving new jobs but does not wait.
+pub struct WorkerPool {
+    shared: Arc<PoolShared>,
+    fetcher: Option<JoinHandle<()>>,
+    finisher: Option<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+    recorder: Option<JoinHandle<()>>,
+    watchdog: Option<Watchdog>,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("worker", &self.shared.worker)
+            .field("running", &self.shared.running.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    /// Start a worker pool on the current Tokio runtime. Several pools (in this process or
+    /// others) can share the same backends.
+    pub fn start_workers(&self, config: WorkerConfig) -> Result<WorkerPool> {
+        WorkerPool::start(Arc::clone(self.engine()), config)
+    }
+}
+
+impl WorkerPool {
+    fn start(engine: Arc<Engine>, config: WorkerConfig) -> Result<Self> {
+        config.validate()?;
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(
+                ErrorKind::Configuration,
+                "start_workers must be called inside a Tokio runtime (for example from #[tokio::main])",
+            )
+        })?;
+        let worker = config
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| WorkerId::unique("worker"));
+        let (jobs_tx, jobs_rx) = async_channel::bounded(config.concurrency);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(PoolShared {
+            engine: Arc::clone(&engine),
+            worker,
+            slots: Arc::new(Semaphore::new(config.concurrency)),
+            executor_slots: (0..config.concurrency)
+                .map(|_| Slot {
+                    busy: parking_lot::Mutex::new(None),
+                    generation: AtomicU64::new(0),
+                })
+                .collect(),
+            executors: parking_lot::Mutex::new(Vec::with_capacity(config.concurrency)),
+            config,
+            stop: CancellationToken::new(),
+            running: parking_lot::Mutex::new(HashMap::default()),
+            jobs_tx,
+            jobs_rx,
+            done_tx: parking_lot::Mutex::new(Some(done_tx.clone())),
+            runtime: runtime.clone(),
+            records_dropped: AtomicU64::new(0),
+            give_up_at: parking_lot::Mutex::new(None),
+        });
+        // One name, one pool: two pools of this process under one worker id would read
+        // as one worker in every job's history.
+        if !engine.running.add_pool(&shared.worker, &shared.stop) {
+            return Err(Error::invalid_input(
+                "worker_id",
+                format!(
+                    "a worker pool named `{}` already runs in this process; give each pool its own id (or leave it unset for a unique one)",
+                    shared.worker
+                ),
+            ));
+        }
+        let (record_tx, record_rx) = mpsc::channel::<Vec<ExecutionRecord>>(256);
+        let recorder = runtime.spawn(record_loop(Arc::clone(&shared), record_rx));
+        let finisher = runtime.spawn(finish_loop(Arc::clone(&shared), done_rx, record_tx));
+        let heartbeat = runtime.spawn(heartbeat_loop(Arc::clone(&shared)));
+        // Long-lived executors, one per concurrency slot: a job costs a channel hand-off
+        // instead of a task spawn.
+        {
+            let mut executors = shared.executors.lock();
+            for slot in 0..shared.config.concurrency {
+                executors.push(runtime.spawn(executor_loop(
+                    Arc::clone(&shared),
+                    slot,
+                    0,
+                    done_tx.clone(),
+                )));
+            }
+        }
+        drop(done_tx);
+        let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared)));
+        let watchdog = Watchdog::start(&shared);
+        tracing::info!(worker = %shared.worker, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker pool started");
+        Ok(Self {
+            shared,
+            fetcher: Some(fetcher),
+            finisher: Some(finisher),
+            heartbeat: Some(heartbeat),
+            recorder: Some(recorder),
+            watchdog,
+        })
+    }
+
+    /// This pool's worker id.
+    #[must_use]
+    pub fn worker_id(&self) -> &WorkerId {
+        &self.shared.worker
+    }
+
+    /// Jobs this pool holds now (running, or finished and being recorded).
+    #[must_use]
+    pub fn running(&self) -> usize {
+        self.shared.running.lock().len()
+    }
+
+    /// Stop gracefully: reserve nothing more, let running jobs finish for up to `grace`, then
+    /// cancel the rest and hand them back to the queue (their attempt is not spent), so
+    /// another worker takes them. Nothing is lost.
+    pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
+        let shared = Arc::clone(&self.shared);
+        shared.stop.cancel();
+        if let Some(fetcher) = self.fetcher.take() {
+            let _ = fetcher.await;
+        }
+        let concurrency = u32::try_from(shared.config.concurrency).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(grace, shared.slots.acquire_many(concurrency))
+            .await
+            .is_ok_and(|permit| permit.is_ok());
+        let mut released = 0;
+        if !drained {
+            released = hand_back_unfinished(&shared).await;
+        }
+        // Executors end when the channel closes; the finisher when every executor and the
+        // watchdog let go of its inbox.
+        shared.jobs_tx.close();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.stop();
+        }
+        shared.done_tx.lock().take();
+        let executors: Vec<JoinHandle<()>> = shared.executors.lock().drain(..).collect();
+        for executor in executors {
+            let _ = tokio::time::timeout(Duration::from_secs(10), executor).await;
+        }
+        if let Some(finisher) = self.finisher.take() {
+            // A store still refusing finishes gets 10 s more; then their jobs are left to
+            // their leases (they run again), and the finisher ends.
+            *shared.give_up_at.lock() = Instant::now().checked_add(SHUTDOWN_FINISH_GRACE);
+            let _ = finisher.await;
+        }
+        if let Some(heartbeat) = self.heartbeat.take() {
+            heartbeat.abort();
+        }
+        if let Some(recorder) = self.recorder.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), recorder).await;
+        }
+        let report = ShutdownReport {
+            drained,
+            released,
+            records_dropped: shared.records_dropped.load(Ordering::Relaxed),
+        };
+        tracing::info!(worker = %shared.worker, ?report, "worker pool stopped");
+        report
+    }
+}
+
+impl Drop for WorkerPool {
+    /// Stop reserving and let the executors finish what they run, then end; nothing waits.
+    fn drop(&mut self) {
+        self.shared.stop.cancel();
+        self.shared.jobs_tx.close();
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.stop();
+        }
+        self.shared.done_tx.lock().take();
+    }
+}
+
+/// The grace of a shutdown ran out: hand back the jobs that never started and those still
+/// running (attempt not spent), then stop their handlers. Returns how many went back.
+async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
+    let mut keys: Vec<Key> = Vec::new();
+    while let Ok(waiting) = shared.jobs_rx.try_recv() {
+        keys.push((waiting.ctx.id(), waiting.ctx.record().version));
+    }
+    let busy: Vec<(usize, Key)> = shared
+        .executor_slots
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, s)| s.busy.lock().as_ref().map(|b| (slot, b.key)))
+        .collect();
+    keys.extend(busy.iter().map(|(_, key)| *key));
+    let abandoned: Vec<(Key, Running)> = {
+        let mut running = shared.running.lock();
+        let abandoned: Vec<(Key, Running)> = keys
+            .into_iter()
+            .filter_map(|key| running.remove(&key).map(|r| (key, r)))
+            .collect();
+        shared
+            .engine
+            .running
+            .remove(abandoned.iter().map(|(key, _)| *key));
+        abandoned
+    };
+    // Hand the jobs back first: once released, a late result from their executor is refused
+    // by the fence, whatever the handler does when it sees its token.
+    let mut transitions = Vec::with_capacity(abandoned.len());
+    let mut stops = Vec::with_capacity(abandoned.len());
+    for ((id, token), running) in abandoned {
+        transitions.push(Transition {
+            id,
+            worker: shared.worker.clone(),
+            token,
+            finish: Finish::Release {
+                reason: "worker shutting down; handed back unfinished".to_owned(),
+            },
+        });
+        stops.push(running.stop);
+    }
+    let mut released = 0;
+    match shared.engine.store.finish(transitions).await {
+        Ok(results) => {
+            for r in &results {
+                match r {
+                    TransitionResult::Applied { .. } => released += 1,
+                    TransitionResult::Conflict { reason, .. } => {
+                        tracing::debug!(%reason, "a job could not be released at shutdown: it is no longer this worker's");
+                    }
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "could not release jobs at shutdown; their leases will expire and they will be delivered again");
+        }
+    }
+    // Tell the handlers to stop; give them a moment to clean up, then drop them.
+    for stop in &stops {
+        stop.fire(stop::SHUTDOWN);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    let still_busy = |slot: usize, key: Key| {
+        shared
+            .executor_slots
+            .get(slot)
+            .is_some_and(|s| s.busy.lock().as_ref().is_some_and(|b| b.key == key))
+    };
+    while busy.iter().any(|(slot, key)| still_busy(*slot, *key))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let executors = shared.executors.lock();
+    for (slot, key) in &busy {
+        if still_busy(*slot, *key) {
+            if let Some(executor) = executors.get(*slot) {
+                executor.abort();
+            }
+        }
+    }
+    released
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::Value;
+
+    use crate::prelude::*;
+    use crate::state::CancelOutcome;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A pool registers every attempt it runs in the engine's registry, a cancel reaches
+    /// the attempt through it (the lease is long: no heartbeat comes in time), and nothing
+    /// is left in it once the pool stopped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_are_registered_while_they_run_and_gone_once_the_pool_stopped() {
+        let orch = Orchestrator::builder()
+            .handler("ok", |_ctx: JobContext| async { Ok(Value::Null) })
+            .handler("wait", |ctx: JobContext| async move {
+                ctx.cancelled().await;
+                Err::<Value, _>(JobError::cancelled("stopped as asked"))
+            })
+            .build()
+            .unwrap();
+        let pool = orch
+            .start_workers(
+                WorkerConfig::default()
+                    .poll_wait(Duration::from_millis(20))
+                    .lease(Duration::from_secs(60)),
+            )
+            .unwrap();
+        let registry = &orch.engine().running;
+
+        let waiting = orch.submit(NewJob::new("wait")).await.unwrap().id;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while registry.len() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never registered");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let ok = orch
+            .submit_batch((0..200).map(|_| NewJob::new("ok")).collect())
+            .await
+            .unwrap();
+        assert_eq!(
+            orch.cancel(waiting).await.unwrap(),
+            CancelOutcome::Requested
+        );
+        let cancelled = orch
+            .wait_for(waiting, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(cancelled.state, JobState::Cancelled);
+        for job in ok {
+            let done = orch.wait_for(job.id, WAIT).await.unwrap();
+            assert_eq!(done.state, JobState::Succeeded);
+        }
+
+        // Every finish settled: the pool lets go of its claims, and so does the registry
+        // (while the pool lives: its drop would clear it anyway).
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while pool.running() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "claims never let go"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(registry.len(), 0, "the registry leaks attempts that ended");
+
+        let report = pool.shutdown(WAIT).await;
+        assert!(report.drained);
+        assert_eq!(registry.len(), 0);
+    }
+}
