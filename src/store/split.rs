@@ -138,8 +138,27 @@ impl Split {
 }
 
 impl Inner {
-    /// Reserve and claim (see [`JobStore::claim_due`]).
+    /// Reserve and claim (see [`JobStore::claim_due`]), waiting up to `req.wait` for a claim
+    /// to land: deliveries the state turns down (not due by its clock, already finished) are
+    /// handed back and the wait goes on, so a caller is not woken with nothing.
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        let deadline = tokio::time::Instant::now() + req.wait;
+        let mut wait = req.wait;
+        loop {
+            let round = Reserve {
+                wait,
+                ..req.clone()
+            };
+            let claims = self.claim_once(&round).await?;
+            wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !claims.is_empty() || wait.is_zero() {
+                return Ok(claims);
+            }
+        }
+    }
+
+    /// One reserve and the claims of what it delivered.
+    async fn claim_once(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         let leases = self.queue.reserve(req).await?;
         if leases.is_empty() {
             return Ok(Vec::new());
