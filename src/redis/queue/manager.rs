@@ -5,11 +5,12 @@ use std::time::Duration;
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::{RedisStreamsQueue, SCRIPTS, arg, micros, millis, receipt};
+use super::{RedisStreamsQueue, SCRIPTS, arg, millis, receipt};
 use crate::Result;
 use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Release, Reserve};
 use crate::redis::client::Lua;
 use crate::redis::reply::int;
+use crate::util::micros;
 
 impl RedisStreamsQueue {
     pub(super) async fn lease_script(

@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
-use chrono::{DateTime, Utc};
 use deadpool_redis::Pool;
 
 use super::client::{Link, Lua};
@@ -107,14 +106,6 @@ impl std::fmt::Debug for RedisStreamsQueue {
 /// A lease's handle on its stream entry: `<priority>:<entry id>`.
 fn receipt(lease: &Lease) -> Option<(&str, &str)> {
     lease.receipt.as_deref()?.split_once(':')
-}
-
-fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn millis(d: Duration) -> u64 {

@@ -5,10 +5,11 @@ use ::redis::Value;
 use ::redis::aio::MultiplexedConnection;
 use chrono::Utc;
 
-use super::{RedisStreamsQueue, SCRIPTS, arg, from_micros, millis};
+use super::{RedisStreamsQueue, SCRIPTS, arg, millis};
 use crate::job::{JobId, WorkerId};
 use crate::queue::{Envelope, Lease, QueueManager, Release, Reserve};
 use crate::redis::reply::{array, int, need_int, need_text, owned, unexpected};
+use crate::util::from_micros;
 use crate::{Error, ErrorKind, Result};
 
 const BLOCKERS_KEPT: usize = 16;

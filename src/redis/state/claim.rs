@@ -5,12 +5,13 @@ use std::time::Duration;
 use ::redis::Value;
 use chrono::Utc;
 
-use super::codec::{from_micros, micros, parse_record};
-use super::{Core, HELD_CAP, NamedClaim, SCRIPTS, arg, dur_micros};
+use super::codec::parse_record;
+use super::{Core, HELD_CAP, NamedClaim, SCRIPTS, arg};
 use crate::job::{JobId, WorkerId};
 use crate::queue::Reserve;
 use crate::redis::reply::{array, int, need_int, need_text, owned, text, unexpected};
 use crate::state::{Claim, Held};
+use crate::util::{dur_micros, from_micros, micros};
 use crate::{Error, ErrorKind, Result};
 
 impl Core {

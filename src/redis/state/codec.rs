@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{Core, arg};
 use crate::job::{JobEvent, JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::redis::reply::{need_text, text, unexpected};
+use crate::util::{from_micros, micros};
 use crate::{Error, ErrorKind, Result};
 
 /// What a record keeps that never changes and the scripts do not read, stored as JSON in
@@ -343,14 +344,6 @@ pub(super) fn decode_events(id: JobId, mut bytes: &[u8]) -> Option<Vec<JobEvent>
         bytes = r.0;
     }
     Some(out)
-}
-
-pub(super) fn micros(at: DateTime<Utc>) -> i64 {
-    at.timestamp_micros()
-}
-
-pub(super) fn from_micros(us: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 pub(super) fn bad_record(id: &str, what: &str) -> Error {

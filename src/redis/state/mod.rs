@@ -139,10 +139,6 @@ impl std::fmt::Debug for RedisState {
     }
 }
 
-fn dur_micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
 fn arg(s: impl ToString) -> Vec<u8> {
     s.to_string().into_bytes()
 }

@@ -3,13 +3,13 @@ use std::time::Duration;
 use ::redis::Value;
 
 use super::codec::{
-    F_CANCEL, F_DK, F_FINISHED, F_LE, F_LEASE, F_RES, Packed, event_len, from_micros, micros,
-    state_code,
+    F_CANCEL, F_DK, F_FINISHED, F_LE, F_LEASE, F_RES, Packed, event_len, state_code,
 };
-use super::{Core, SCRIPTS, arg, dur_micros};
+use super::{Core, SCRIPTS, arg};
 use crate::job::{JobState, Payload, clamp_delay};
 use crate::redis::reply::{int, need_int, owned, text, unexpected};
 use crate::state::{Finish, Transition, TransitionResult};
+use crate::util::{dur_micros, from_micros, micros};
 use crate::{Error, ErrorKind, Result};
 
 /// What a settled transition writes (see [`settle`]).

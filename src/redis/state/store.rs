@@ -3,8 +3,8 @@ use std::time::Duration;
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::codec::{BlobIn, bad_record, decode_events, decode_m, from_micros, parse_record};
-use super::{Core, RedisState, SCRIPTS, arg, dur_micros};
+use super::codec::{BlobIn, bad_record, decode_events, decode_m, parse_record};
+use super::{Core, RedisState, SCRIPTS, arg};
 use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::redis::reply::{array, int, need_text, owned, text, unexpected};
@@ -13,6 +13,7 @@ use crate::state::{
     StateManager, StateTally, Transition, TransitionResult,
 };
 use crate::store::JobStore;
+use crate::util::{dur_micros, from_micros};
 use crate::{Error, ErrorKind, Result};
 
 #[async_trait]
