@@ -133,7 +133,9 @@ impl RedisStreamsQueue {
         Ok(Self::from_link(link, config))
     }
 
-    fn from_link(link: Link, config: RedisQueueConfig) -> Self {
+    /// On `link` (shared with the other parts of a [`RedisBackend`](super::RedisBackend), say);
+    /// `config` is already validated.
+    pub(in crate::redis) fn from_link(link: Link, config: RedisQueueConfig) -> Self {
         Self {
             link,
             config,
@@ -141,6 +143,11 @@ impl RedisStreamsQueue {
             seen_queues: parking_lot::Mutex::new(HashSet::new()),
             rotate: AtomicUsize::new(0),
         }
+    }
+
+    #[cfg(test)]
+    pub(in crate::redis) fn link(&self) -> &Link {
+        &self.link
     }
 
     /// The connection pool (to share it with other backends).

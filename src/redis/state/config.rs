@@ -117,7 +117,15 @@ impl RedisStateConfig {
         self.retention
     }
 
-    pub(super) fn validate(&self) -> Result<()> {
+    /// These settings for a part of a [`RedisBackend`](crate::redis::RedisBackend): its
+    /// connection settings and namespace are the backend's.
+    pub(in crate::redis) fn for_backend(mut self, link: &LinkConfig, namespace: &str) -> Self {
+        self.link = link.clone();
+        self.namespace = namespace.to_owned();
+        self
+    }
+
+    pub(in crate::redis) fn validate(&self) -> Result<()> {
         validate_namespace(&self.namespace)?;
         if self.chunk_size == 0 || self.chunk_size > 5_000 {
             return Err(Error::invalid_input(

@@ -159,7 +159,9 @@ impl RedisState {
         Ok(Self::from_link(link, config))
     }
 
-    fn from_link(link: Link, config: RedisStateConfig) -> Self {
+    /// On `link` (shared with the other parts of a [`RedisBackend`](super::RedisBackend), say);
+    /// `config` is already validated.
+    pub(in crate::redis) fn from_link(link: Link, config: RedisStateConfig) -> Self {
         let prefix = format!("{{{}}}", config.namespace);
         Self {
             core: Arc::new(Core {
@@ -172,6 +174,11 @@ impl RedisState {
             wake: Arc::new(Notify::new()),
             listener: parking_lot::Mutex::new(None),
         }
+    }
+
+    #[cfg(test)]
+    pub(in crate::redis) fn link(&self) -> &Link {
+        &self.core.link
     }
 
     /// The connection pool.
