@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use jobforge::prelude::*;
-use jobforge::redis::{RedisQueueConfig, RedisState, RedisStateConfig, RedisStreamsQueue};
+use jobforge::redis::{RedisBackend, RedisConfig, RedisStateConfig};
 use parking_lot::Mutex;
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -113,22 +113,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let streams = std::env::var("MODE").is_ok_and(|m| m == "streams");
     // `RETENTION_MS` keeps finished records only that long, so the sweep's work is in the
     // figures too (by default they outlive the run).
-    let mut state_config = RedisStateConfig::new(url.clone()).with_namespace(&namespace);
+    let mut state_config = RedisStateConfig::default();
     if let Ok(ms) = std::env::var("RETENTION_MS") {
         let ms: u64 = ms.parse()?;
         state_config = state_config
             .with_retention(Duration::from_millis(ms))
             .with_dead_retention(Duration::from_millis(ms));
     }
-    let state = Arc::new(RedisState::connect(state_config).await?);
-    let queue = if streams {
-        Some(Arc::new(RedisStreamsQueue::with_pool(
-            state.pool().clone(),
-            RedisQueueConfig::new(url.clone()).with_namespace(&namespace),
-        )?))
-    } else {
-        None
-    };
+    // One connection for the state and the queue.
+    let redis = RedisBackend::connect_with(
+        &url,
+        RedisConfig::new()
+            .with_namespace(&namespace)
+            .with_state(state_config),
+    )
+    .await?;
+    let state = redis.store();
+    let queue = streams.then(|| redis.queue());
     let done = Arc::new(AtomicU64::new(0));
     let latencies = Arc::new(Latencies(Mutex::new(Vec::with_capacity(
         stream.max(backlog),
@@ -159,7 +160,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .batch_size(batch)
         .poll_wait(Duration::from_millis(200))
         .record_executions(false);
-    let trips = || queue.as_ref().map_or(0, |q| q.round_trips()) + state.round_trips();
+    let trips = || redis.round_trips();
     println!(
         "redis_throughput ({}): {url} namespace {namespace}: backlog {backlog}, streamed {stream}, concurrency {concurrency}, batch {batch}",
         if streams {

@@ -1,4 +1,4 @@
-//! Small crate-private helpers shared by the in-memory backends.
+//! Small crate-private helpers shared by the backends.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -17,6 +17,12 @@ pub(crate) fn micros(at: DateTime<Utc>) -> i64 {
 /// The time `us` microseconds after the Unix epoch (saturating at the latest representable).
 pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `d` in whole microseconds, saturating at `u64::MAX`.
+#[cfg(feature = "redis")]
+pub(crate) fn dur_micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `now + d`, in microseconds, saturating.

@@ -1687,3 +1687,120 @@ async fn a_redis_state_without_a_queue_is_refused_and_a_wrapped_store_is_shared(
     pool.shutdown(Duration::from_secs(10)).await;
     ns.cleanup().await;
 }
+
+// ------------------------------------------------- one backend, one connection
+
+use jobforge::redis::{RedisBackend, RedisConfig};
+
+/// A `RedisBackend` connects once and hands out the store, the Streams queue and rate
+/// limits on that one pool, under its namespace: the store runs a job to success for an
+/// orchestrator, the queue delivers and acknowledges, a rate limit refuses past its burst,
+/// and the backend counts the requests of them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_backend_hands_out_a_store_a_queue_and_a_rate_limit_on_one_connection() {
+    let Some(url) =
+        redis_url("a_redis_backend_hands_out_a_store_a_queue_and_a_rate_limit_on_one_connection")
+    else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("backend");
+    let err = RedisBackend::connect_with(&url, RedisConfig::default().with_namespace("a{b}"))
+        .await
+        .expect_err("a namespace with braces");
+    assert_eq!(err.field(), Some("namespace"), "{err}");
+    let backend = RedisBackend::connect_with(
+        &url,
+        RedisConfig::default()
+            .with_namespace(&name)
+            .with_pool_size(3)
+            .with_state(RedisStateConfig::default().with_retention(Duration::from_secs(600))),
+    )
+    .await
+    .unwrap();
+    assert_eq!(backend.config().namespace(), name);
+    assert_eq!(backend.store().config().namespace(), name);
+    assert_eq!(
+        backend.store().config().retention(),
+        Duration::from_secs(600)
+    );
+    assert_eq!(backend.queue().config().namespace(), name);
+    for pool in [
+        backend.pool(),
+        backend.store().pool(),
+        backend.queue().pool(),
+    ] {
+        assert_eq!(pool.status().max_size, 3);
+    }
+
+    // The store, as an orchestrator's whole store.
+    let orch = Orchestrator::builder()
+        .store(backend.store())
+        .handler("k", |_ctx: JobContext| async move { Ok(json!("ran")) })
+        .build()
+        .unwrap();
+    let workers = orch.start_workers(quick_workers()).unwrap();
+    let id = orch.submit(NewJob::new("k")).await.unwrap().id;
+    let done = orch.wait_for(id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result.as_ref().unwrap().as_str(), "\"ran\"");
+    assert!(workers.shutdown(Duration::from_secs(5)).await.drained);
+
+    // The Streams queue, on the same pool.
+    let queue = backend.queue();
+    let sent = conformance::envelope("k", 0, 0);
+    queue.enqueue(std::slice::from_ref(&sent)).await.unwrap();
+    let worker = WorkerId::new("w");
+    let leases = conformance::reserve(
+        queue.as_ref(),
+        &worker,
+        10,
+        Duration::from_secs(30),
+        Duration::ZERO,
+    )
+    .await;
+    assert_eq!(
+        leases.iter().map(|l| l.envelope.id).collect::<Vec<_>>(),
+        vec![sent.id]
+    );
+    queue.ack(&leases).await.unwrap();
+    let stats = queue.queue_stats("default").await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (0, 0));
+
+    // A rate limit, on the same pool: one a minute, in bursts of two.
+    let limit = backend.rate_limit(1, Duration::from_secs(60), 2).unwrap();
+    assert!(limit.check("partner").await.unwrap().allowed);
+    assert!(limit.check("partner").await.unwrap().allowed);
+    let refused = limit.check("partner").await.unwrap();
+    assert!(!refused.allowed);
+    assert!(refused.retry_after > Duration::from_secs(50), "{refused:?}");
+    let err = backend
+        .rate_limit(0, Duration::from_secs(1), 1)
+        .expect_err("a zero rate");
+    assert_eq!(err.kind(), jobforge::ErrorKind::InvalidInput);
+
+    // Every request went through the backend's one pool: it counts them all.
+    let parts = backend.store().round_trips() + backend.queue().round_trips();
+    assert!(parts > 0);
+    assert!(
+        backend.round_trips() >= parts + 3,
+        "{} < {parts} + the limit's 3",
+        backend.round_trips()
+    );
+    drop(orch);
+    // The store's, the queue's and the limit's keys are all under the namespace.
+    let client = redis::Client::open(url.as_str()).expect("url");
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys = keys_of(&mut conn, &name).await;
+    for prefix in [
+        format!("{{{name}}}:m"),
+        format!("{{{name}:default}}:"),
+        format!("{{{name}:rl:partner}}"),
+    ] {
+        assert!(
+            keys.iter().any(|k| k.starts_with(&prefix)),
+            "{prefix} in {keys:?}"
+        );
+    }
+    assert!(ns.cleanup().await > 0);
+}

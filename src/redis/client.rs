@@ -1,8 +1,10 @@
 //! The connection plumbing the Redis backends share: a deadpool-redis pool, one cached
 //! multiplexed connection taken from it (so a request is one round trip, not a pool check-out
 //! ping plus the request), Lua scripts called by SHA with a reload on `NOSCRIPT`, dedicated
-//! connections for blocking reads, and a round-trip counter.
+//! connections for blocking reads, and a round-trip counter. Several backends can share one
+//! pool and its cached connection ([`Link::share`]), each keeping its own name and count.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -131,20 +133,28 @@ impl Lua {
     }
 }
 
-/// The pool, the cached connection and the counters of one backend.
-pub(crate) struct Link {
+/// What the links made from one connect share: the pool, the client for connections of
+/// their own, the cached multiplexed connection, and the round trips of them all.
+struct Shared {
     pool: Pool,
     client: Client,
     cached: parking_lot::Mutex<Option<MultiplexedConnection>>,
     round_trips: AtomicU64,
     target: String,
+}
+
+/// One backend's way to the server: the shared pool and cached connection, with the
+/// backend's own name (for errors) and round-trip count.
+pub(crate) struct Link {
+    shared: Arc<Shared>,
+    round_trips: AtomicU64,
     what: &'static str,
 }
 
 impl std::fmt::Debug for Link {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Link")
-            .field("target", &self.target)
+            .field("target", &self.shared.target)
             .field("round_trips", &self.round_trips.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -197,30 +207,56 @@ impl Link {
 
     fn from_parts(pool: Pool, client: Client, url: &str, what: &'static str) -> Self {
         Self {
-            pool,
-            client,
-            cached: parking_lot::Mutex::new(None),
+            shared: Arc::new(Shared {
+                pool,
+                client,
+                cached: parking_lot::Mutex::new(None),
+                round_trips: AtomicU64::new(0),
+                target: redact(url),
+            }),
             round_trips: AtomicU64::new(0),
-            target: redact(url),
             what,
         }
     }
 
+    /// Another link on the same pool and cached connection, named `what`, counting its own
+    /// round trips (and adding them to the shared count).
+    pub(crate) fn share(&self, what: &'static str) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            round_trips: AtomicU64::new(0),
+            what,
+        }
+    }
+
+    /// Whether `other` shares this link's pool and cached connection.
+    #[cfg(test)]
+    pub(crate) fn shares_with(&self, other: &Link) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// The client, for connections of their own (blocking reads, subscriptions).
     pub(crate) fn client(&self) -> &Client {
-        &self.client
+        &self.shared.client
     }
 
     pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
+        &self.shared.pool
     }
 
+    /// Requests this link sent.
     pub(crate) fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
     }
 
+    /// Requests every link sharing this one's pool sent.
+    pub(crate) fn shared_round_trips(&self) -> u64 {
+        self.shared.round_trips.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn count_round_trip(&self) {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.shared.round_trips.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Turn a Redis error into ours, saying where and what to check; drop the cached
@@ -232,7 +268,7 @@ impl Link {
             || err.is_timeout()
             || err.is_unrecoverable_error();
         if broken {
-            self.cached.lock().take();
+            self.shared.cached.lock().take();
         }
         let hint = if err.is_connection_refusal() {
             "; check that Redis is running and the URL is right"
@@ -246,7 +282,7 @@ impl Link {
         Error::backend(
             format!(
                 "redis {} {doing} failed at {}{hint}",
-                self.what, self.target
+                self.what, self.shared.target
             ),
             err,
         )
@@ -259,7 +295,7 @@ impl Link {
                 ErrorKind::Backend,
                 format!(
                     "redis {} could not get a connection to {} ({other}); check that Redis is running and reachable",
-                    self.what, self.target
+                    self.what, self.shared.target
                 ),
             ),
         }
@@ -268,12 +304,17 @@ impl Link {
     /// The shared multiplexed connection (cheap clone), taken from the pool on first use or
     /// after an error dropped the previous one.
     pub(crate) async fn conn(&self) -> Result<MultiplexedConnection> {
-        if let Some(conn) = self.cached.lock().as_ref() {
+        if let Some(conn) = self.shared.cached.lock().as_ref() {
             return Ok(conn.clone());
         }
-        let object = self.pool.get().await.map_err(|e| self.pool_error(e))?;
+        let object = self
+            .shared
+            .pool
+            .get()
+            .await
+            .map_err(|e| self.pool_error(e))?;
         let conn = deadpool_redis::Connection::take(object);
-        let mut cached = self.cached.lock();
+        let mut cached = self.shared.cached.lock();
         Ok(cached.get_or_insert(conn).clone())
     }
 
@@ -333,7 +374,8 @@ impl Link {
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(None);
         self.count_round_trip();
-        self.client
+        self.shared
+            .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| self.error("blocking connect", e))

@@ -63,11 +63,19 @@ impl RedisRateLimitConfig {
         self.burst
     }
 
+    /// These settings for a part of a [`RedisBackend`](crate::redis::RedisBackend): its
+    /// connection settings and namespace are the backend's.
+    pub(in crate::redis) fn for_backend(mut self, link: &LinkConfig, namespace: &str) -> Self {
+        self.link = link.clone();
+        self.namespace = namespace.to_owned();
+        self
+    }
+
     fn interval_us(&self) -> u64 {
         u64::try_from(self.per.as_micros() / u128::from(self.rate.max(1))).unwrap_or(u64::MAX)
     }
 
-    fn validate(&self) -> Result<()> {
+    pub(in crate::redis) fn validate(&self) -> Result<()> {
         if self.rate == 0 {
             return Err(Error::invalid_input("rate", "must be at least 1"));
         }
@@ -159,6 +167,17 @@ impl RedisRateLimit {
         config.validate()?;
         let link = Link::with_pool(pool, &config.link.url, "rate limit")?;
         Ok(Self { link, config })
+    }
+
+    /// On `link` (shared with the other parts of a [`RedisBackend`](super::RedisBackend), say);
+    /// `config` is already validated.
+    pub(in crate::redis) fn from_link(link: Link, config: RedisRateLimitConfig) -> Self {
+        Self { link, config }
+    }
+
+    #[cfg(test)]
+    pub(in crate::redis) fn link(&self) -> &Link {
+        &self.link
     }
 
     /// The settings.
