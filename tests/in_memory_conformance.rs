@@ -2,20 +2,8 @@
 
 mod conformance;
 
-use std::sync::Arc;
-
 use jobforge::queue::{InMemoryQueue, QueueManager};
 use jobforge::state::{InMemoryState, StateManager};
-
-#[tokio::test]
-async fn in_memory_queue_keeps_the_queue_contract() {
-    conformance::run_queue_suite(&|| Arc::new(InMemoryQueue::new()) as Arc<dyn QueueManager>).await;
-}
-
-#[tokio::test]
-async fn in_memory_state_keeps_the_state_contract() {
-    conformance::run_state_suite(&|| Arc::new(InMemoryState::new()) as Arc<dyn StateManager>).await;
-}
 
 use std::time::Duration;
 
@@ -194,17 +182,4 @@ async fn in_memory_state_delivers_due_jobs_itself() {
 
     let stats = state.queue_stats_now();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 5));
-}
-
-#[tokio::test]
-async fn in_memory_state_keeps_the_queuing_contract() {
-    conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(Arc::new(
-        InMemoryState::new(),
-    ))
-    .await;
-}
-
-#[tokio::test]
-async fn in_memory_claim_due_is_cancel_safe() {
-    conformance::queuing_state_claim_due_is_cancel_safe(Arc::new(InMemoryState::new())).await;
 }

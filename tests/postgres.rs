@@ -174,20 +174,6 @@ async fn scalar_i64(conn: &mut sqlx::PgConnection, sql: String) -> i64 {
 // ------------------------------------------------------------------ the shared contracts
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_queue_keeps_the_queue_contract() {
-    let url = database_url_or_skip!();
-    let factory = Factory::new(url);
-    conformance::run_queue_suite(&|| factory.backend().queue() as Arc<dyn QueueManager>).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_state_keeps_the_state_contract() {
-    let url = database_url_or_skip!();
-    let factory = Factory::new(url);
-    conformance::run_state_suite(&|| factory.backend().state() as Arc<dyn StateManager>).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_memory_keeps_the_memory_contract() {
     let url = database_url_or_skip!();
     let factory = Factory::new(url);
@@ -344,14 +330,6 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
     assert_eq!((stats.queue.ready, stats.queue.in_flight), (0, 0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_state_keeps_the_queuing_contract() {
-    let url = database_url_or_skip!();
-    let schema = TestSchema::new(&url);
-    let pg = schema.connect().await;
-    conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(pg.state()).await;
-}
-
 /// Finding: the heartbeat locked the rows it extends in one order and the finish in another
 /// (the order of whatever plan each got), so a worker's heartbeat and its own finish over the
 /// same jobs deadlocked; PostgreSQL broke the cycle after `deadlock_timeout`, the heartbeat's
@@ -409,14 +387,6 @@ async fn a_heartbeat_and_a_finish_of_the_same_jobs_never_deadlock() {
         let finish = finish.unwrap_or_else(|e| panic!("round {round}: finish failed: {e}"));
         assert!(finish.iter().all(TransitionResult::is_applied));
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_claim_due_is_cancel_safe() {
-    let url = database_url_or_skip!();
-    let schema = TestSchema::new(&url);
-    let pg = schema.connect().await;
-    conformance::queuing_state_claim_due_is_cancel_safe(pg.state()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,12 +48,6 @@ impl Namespaces {
         name
     }
 
-    fn pool(&self) -> deadpool_redis::Pool {
-        deadpool_redis::Config::from_url(self.url.clone())
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .expect("pool")
-    }
-
     async fn cleanup(&self) -> usize {
         let client = redis::Client::open(self.url.as_str()).expect("url");
         let mut conn = client
@@ -99,47 +93,6 @@ async fn keys_of(conn: &mut redis::aio::MultiplexedConnection, ns: &str) -> Vec<
         }
         cursor = next;
     }
-}
-
-async fn check_reachable(url: &str) {
-    // Fails (does not skip) when REDIS_URL is set but the server does not answer.
-    RedisStreamsQueue::connect(RedisQueueConfig::new(url))
-        .await
-        .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is not usable: {e}"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_queue_keeps_the_queue_contract() {
-    let Some(url) = redis_url("redis_queue_keeps_the_queue_contract") else {
-        return;
-    };
-    check_reachable(&url).await;
-    let ns = Namespaces::new(&url);
-    let pool = ns.pool();
-    conformance::run_queue_suite(&|| {
-        let config = RedisQueueConfig::new(url.clone()).with_namespace(ns.fresh("queue"));
-        Arc::new(RedisStreamsQueue::with_pool(pool.clone(), config).expect("queue"))
-            as Arc<dyn QueueManager>
-    })
-    .await;
-    assert!(ns.cleanup().await > 0);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_state_keeps_the_state_contract() {
-    let Some(url) = redis_url("redis_state_keeps_the_state_contract") else {
-        return;
-    };
-    check_reachable(&url).await;
-    let ns = Namespaces::new(&url);
-    let pool = ns.pool();
-    conformance::run_state_suite(&|| {
-        let config = RedisStateConfig::new(url.clone()).with_namespace(ns.fresh("state"));
-        Arc::new(RedisState::with_pool(pool.clone(), config).expect("state"))
-            as Arc<dyn StateManager>
-    })
-    .await;
-    assert!(ns.cleanup().await > 0);
 }
 
 #[tokio::test]
@@ -1139,18 +1092,6 @@ async fn redis_state_as_its_own_queue_runs_retries_dead_letters_and_cancels() {
     ns.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_state_as_its_own_queue_keeps_the_queuing_contract() {
-    let Some(url) = redis_url("redis_state_as_its_own_queue_keeps_the_queuing_contract") else {
-        return;
-    };
-    let ns = Namespaces::new(&url);
-    let name = ns.fresh("claim-due");
-    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
-    conformance::queuing_state_claims_by_priority_and_waits_for_due_jobs(state).await;
-    ns.cleanup().await;
-}
-
 /// Finding: while every slot of a pool stays busy (no claims, no finishes), each heartbeat
 /// filed a new lease batch and nothing dropped the expired ones; and queue and kind names
 /// stayed in their sets for good. Heartbeats now drop expired batches of their queues, and
@@ -1241,20 +1182,6 @@ async fn lease_batches_and_the_queue_and_kind_sets_stay_bounded() {
         members(format!("{{{name}}}:kinds")).await,
         Vec::<String>::new()
     );
-    ns.cleanup().await;
-}
-
-/// Finding: a claim cut short (a worker shutting down drops it) left what the script had
-/// claimed running until its lease ran out, then spent an attempt on a takeover.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn redis_claim_due_is_cancel_safe() {
-    let Some(url) = redis_url("redis_claim_due_is_cancel_safe") else {
-        return;
-    };
-    let ns = Namespaces::new(&url);
-    let name = ns.fresh("cancel-safe");
-    let state = queuing_state(&url, &name, RedisStateConfig::new(url.as_str())).await;
-    conformance::queuing_state_claim_due_is_cancel_safe(state).await;
     ns.cleanup().await;
 }
 

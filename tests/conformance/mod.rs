@@ -1,5 +1,6 @@
-//! The contract every `QueueManager` and `StateManager` must keep. Each backend's test file
-//! runs these functions against fresh instances; a backend passes when all of them pass.
+//! The contract every `QueueManager`, `StateManager` and `JobStore` must keep, one function
+//! per clause. `tests/store_contract.rs` runs each clause as its own test on a fresh
+//! instance of every store and queue; a backend passes when all of them pass.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
@@ -257,17 +258,6 @@ pub async fn queue_wakes_a_waiting_reserve(q: Arc<dyn QueueManager>) {
         waited < Duration::from_secs(4),
         "woken by the enqueue, not the timeout"
     );
-}
-
-pub async fn run_queue_suite(make: &dyn Fn() -> Arc<dyn QueueManager>) {
-    queue_orders_by_priority_then_run_at_then_fifo(make()).await;
-    queue_holds_delayed_jobs_until_due(make()).await;
-    queue_redelivers_after_lease_expiry(make()).await;
-    queue_heartbeat_keeps_lease(make()).await;
-    queue_batch_reserve_and_ack(make()).await;
-    queue_release_and_dead_letter(make()).await;
-    queue_serves_only_named_queues(make()).await;
-    queue_wakes_a_waiting_reserve(make()).await;
 }
 
 // ---------------------------------------------------------------- state contract
@@ -967,24 +957,6 @@ pub async fn state_every_finish_means_one_thing(s: Arc<dyn StateManager>) {
             );
         }
     }
-}
-
-pub async fn run_state_suite(make: &dyn Fn() -> Arc<dyn StateManager>) {
-    state_claim_is_exclusive_and_counts_attempts(make()).await;
-    state_finish_is_fenced(make()).await;
-    state_retry_defer_and_not_due(make()).await;
-    state_lease_expiry_with_attempts_spent_is_dead(make()).await;
-    state_idempotency_keys(make()).await;
-    state_cancel(make()).await;
-    state_events_record_every_transition(make()).await;
-    state_pagination_and_filters(make()).await;
-    state_counts(make()).await;
-    state_batch_answers_in_order(make()).await;
-    state_fence_is_the_claim_token(make()).await;
-    state_takeover_of_a_cancel_requested_job_cancels_it(make()).await;
-    state_a_submitter_clock_ahead_delays_nothing(make()).await;
-    state_history_of_a_live_job_is_bounded(make()).await;
-    state_every_finish_means_one_thing(make()).await;
 }
 
 // ------------------------------------------------------ stores that are their own queue
