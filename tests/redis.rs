@@ -1731,3 +1731,29 @@ async fn a_redis_backend_hands_out_a_store_a_queue_and_a_rate_limit_on_one_conne
     }
     assert!(ns.cleanup().await > 0);
 }
+
+/// Finding: a store and a Streams queue in one namespace both kept their queue names in
+/// `{ns}:queues`, and the store's sweep dropped the names the queue had registered (it sees no
+/// record filed under them), so another process's queue stats missed those queues' jobs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_sweep_leaves_the_streams_queue_registry_alone() {
+    let Some(url) = redis_url("the_store_sweep_leaves_the_streams_queue_registry_alone") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("registry");
+    let backend = RedisBackend::connect_with(&url, RedisConfig::default().with_namespace(&name))
+        .await
+        .unwrap();
+    let mut env = conformance::envelope("k", 0, 0);
+    env.queue = "streamed".into();
+    backend.queue().enqueue(&[env]).await.unwrap();
+    backend.store().sweep().await.unwrap();
+    // A queue handle of another process: it has registered nothing itself.
+    let other =
+        RedisStreamsQueue::connect(RedisQueueConfig::new(url.as_str()).with_namespace(&name))
+            .await
+            .unwrap();
+    assert_eq!(other.stats().await.unwrap().ready, 1);
+    ns.cleanup().await;
+}

@@ -175,7 +175,7 @@ impl RedisStreamsQueue {
     }
 
     fn registry(&self) -> String {
-        format!("{{{}}}:queues", self.config.namespace)
+        format!("{{{}}}:streams", self.config.namespace)
     }
 
     /// Remember `queue` in the namespace's registry (for stats), once per process.
