@@ -19,15 +19,14 @@ pub(crate) fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// `d` in whole microseconds, saturating at `u64::MAX`.
-#[cfg(feature = "redis")]
-pub(crate) fn dur_micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+/// `d` in whole microseconds, saturating at `i64::MAX` (what the stores add to their clock).
+pub(crate) fn dur_micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// `now + d`, in microseconds, saturating.
 pub(crate) fn micros_after(now: i64, d: Duration) -> i64 {
-    now.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+    now.saturating_add(dur_micros(d))
 }
 
 /// One shared copy of each kind and queue name, so a million jobs of one kind hold one string.

@@ -13,7 +13,8 @@ use crate::memory::{
     Entry, EntryQuery, ErrorClassCount, ExecutionRecord, Memory, NewEntry, OutcomeClass,
     Recommendation, Reflection, StrategyChoice, Window,
 };
-use crate::postgres::{Shared, db_error, micros, stmt};
+use crate::postgres::{Shared, db_error, stmt};
+use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
 const ENTRY_COLUMNS: &str =
@@ -334,7 +335,7 @@ impl PostgresMemory {
     pub async fn purge(&self) -> Result<u64> {
         let config = &self.shared.config;
         let batch = i64::try_from(config.purge_batch).unwrap_or(i64::MAX);
-        let retention = micros(config.execution_retention);
+        let retention = dur_micros(config.execution_retention);
         let mut total = 0;
         loop {
             self.shared.count_statement();
@@ -429,7 +430,7 @@ impl Memory for PostgresMemory {
                     .ok()
                     .and_then(|d| Utc::now().checked_add_signed(d))
                     .ok_or_else(|| Error::invalid_input("ttl", format!("{ttl:?} is too long")))?;
-                Some(micros(ttl))
+                Some(dur_micros(ttl))
             }
         };
         let mut tags: Vec<String> = Vec::with_capacity(new.tags.len());
@@ -595,7 +596,7 @@ impl Memory for PostgresMemory {
             }
             Window::Since(span) => sqlx::query_as::<_, StatsRow>(stmt(&self.sql.reflect_since))
                 .bind(kind)
-                .bind(micros(span)),
+                .bind(dur_micros(span)),
         };
         self.shared.count_statement();
         let row = query

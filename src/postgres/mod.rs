@@ -41,5 +41,5 @@ pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
 pub use memory::PostgresMemory;
 pub use queue::PostgresQueue;
-pub(crate) use shared::{Shared, db_error, micros, random_shard, stmt};
+pub(crate) use shared::{Shared, db_error, random_shard, stmt};
 pub use state::PostgresState;

@@ -9,10 +9,11 @@ use uuid::Uuid;
 
 use crate::Result;
 use crate::job::{JobId, WorkerId};
-use crate::postgres::{Shared, db_error, micros, stmt};
+use crate::postgres::{Shared, db_error, stmt};
 use crate::queue::{
     DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Release, Reserve,
 };
+use crate::util::dur_micros;
 
 /// Add envelopes; an id already queued is skipped. Wakes listeners.
 const ENQUEUE: &str = r"
@@ -273,7 +274,7 @@ impl PostgresQueue {
         loop {
             self.shared.count_statement();
             let deleted = sqlx::query(stmt(&self.sql.purge_dead))
-                .bind(micros(config.retention))
+                .bind(dur_micros(config.retention))
                 .bind(i64::try_from(batch).unwrap_or(i64::MAX))
                 .execute(&self.shared.pool)
                 .await
@@ -293,7 +294,7 @@ impl PostgresQueue {
             .bind(req.queues)
             .bind(i64::try_from(req.max).unwrap_or(i64::MAX))
             .bind(req.worker.as_str())
-            .bind(micros(req.lease))
+            .bind(dur_micros(req.lease))
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| db_error("reserve queued jobs", e))?;
@@ -364,7 +365,7 @@ impl QueueManager for PostgresQueue {
         let held: Vec<(Uuid, i64)> = sqlx::query_as(stmt(&self.sql.extend))
             .bind(ids)
             .bind(tokens)
-            .bind(micros(lease))
+            .bind(dur_micros(lease))
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| db_error("extend queue leases", e))?;

@@ -147,11 +147,6 @@ pub(crate) fn stmt(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(sql))
 }
 
-/// A duration as whole microseconds (what the statements add to `now()`).
-pub(crate) fn micros(d: Duration) -> i64 {
-    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
-}
-
 /// A shard of the job counters for one statement.
 pub(crate) fn random_shard() -> i16 {
     fastrand::i16(0..COUNT_SHARDS)

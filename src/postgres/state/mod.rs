@@ -7,9 +7,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::job::{JobId, JobRecord, WorkerId};
-use crate::postgres::{Shared, db_error, micros, random_shard, stmt};
+use crate::postgres::{Shared, db_error, random_shard, stmt};
 use crate::queue::Reserve;
 use crate::state::{Claim, Finish, JobFilter, Order, Page, Transition, TransitionResult};
+use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
 mod rows;
@@ -70,7 +71,7 @@ impl PostgresState {
         loop {
             self.shared.count_statement();
             let deleted: i64 = sqlx::query_scalar(stmt(&self.sql.purge))
-                .bind(micros(config.retention))
+                .bind(dur_micros(config.retention))
                 .bind(batch)
                 .bind(random_shard())
                 .fetch_one(&self.shared.pool)
@@ -152,7 +153,7 @@ impl PostgresState {
         let rows = sqlx::query_as::<_, ClaimRow>(stmt(&self.sql.claim_ids))
             .bind(uuids)
             .bind(worker.as_str())
-            .bind(micros(lease))
+            .bind(dur_micros(lease))
             .bind(random_shard())
             .fetch_all(&self.shared.pool)
             .await
@@ -170,7 +171,7 @@ impl PostgresState {
         let queues = req.queues.to_vec();
         let worker = WorkerId::clone(req.worker);
         let max = i64::try_from(req.max).unwrap_or(i64::MAX);
-        let lease = micros(req.lease);
+        let lease = dur_micros(req.lease);
         let takeovers = {
             let mut next = self.next_takeover_look.lock();
             let now = tokio::time::Instant::now();
@@ -342,7 +343,7 @@ async fn finish_statement(
             Finish::Release { reason } => ("release", None, Some(reason), None),
         };
         ops.push(op);
-        delays.push(delay.map(|d| micros(crate::job::clamp_delay(d))));
+        delays.push(delay.map(|d| dur_micros(crate::job::clamp_delay(d))));
         messages.push(message.cloned());
         results.push(result);
     }

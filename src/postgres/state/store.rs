@@ -7,13 +7,14 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
-use crate::postgres::{db_error, micros, random_shard, stmt};
+use crate::postgres::{db_error, random_shard, stmt};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
 };
 use crate::store::JobStore;
+use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
 use super::PostgresState;
@@ -121,7 +122,7 @@ impl StateManager for PostgresState {
         let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(stmt(&self.sql.heartbeat))
             .bind(uuids)
             .bind(tokens)
-            .bind(micros(lease))
+            .bind(dur_micros(lease))
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| db_error("extend leases", e))?;
