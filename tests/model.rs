@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::Utc;
-use jobforge::queue::{DeadLetter, InMemoryQueue, Lease, QueueManager, Release, Reserve};
+use jobforge::queue::{DeadLetter, InMemoryQueue, Lease, QueueManager, Requeue, Reserve};
 use jobforge::state::{
     CancelOutcome, Claim, Finish, InMemoryState, StateManager, Transition, TransitionResult,
 };
@@ -93,7 +93,7 @@ impl World {
                 }),
                 Claim::NotDue { run_at, .. } => self
                     .queue
-                    .release(&[Release {
+                    .requeue(&[Requeue {
                         attempt: lease.envelope.attempt,
                         lease,
                         run_at,
@@ -161,7 +161,7 @@ impl World {
                     self.queue.ack(&[held.lease]).await.unwrap();
                 } else {
                     self.queue
-                        .release(&[Release {
+                        .requeue(&[Requeue {
                             attempt: held.attempt,
                             lease: held.lease,
                             run_at: Utc::now(),

@@ -124,7 +124,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use jobforge::prelude::*;
-use jobforge::queue::{DeadLetter, Envelope, Lease, QueueStats, Release, Reserve};
+use jobforge::queue::{DeadLetter, Envelope, Lease, QueueStats, Requeue, Reserve};
 use jobforge::redis::{RedisRateLimit, RedisRateLimitConfig};
 use jobforge::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, InMemoryState, JobFilter, Page, Paged,
@@ -333,8 +333,8 @@ impl QueueManager for NoHeartbeats {
     async fn ack(&self, leases: &[Lease]) -> jobforge::Result<()> {
         self.queue.ack(leases).await
     }
-    async fn release(&self, items: &[Release]) -> jobforge::Result<()> {
-        self.queue.release(items).await
+    async fn requeue(&self, items: &[Requeue]) -> jobforge::Result<()> {
+        self.queue.requeue(items).await
     }
     async fn dead_letter(&self, items: &[DeadLetter]) -> jobforge::Result<()> {
         self.queue.dead_letter(items).await
@@ -1479,7 +1479,7 @@ async fn a_settled_finish_writes_what_the_finish_script_writes() {
                 assert_eq!(settling.round_trips() - before, 1, "settled in one call");
             }
             let b = scripted.finish(vec![t(rb)]).await.unwrap();
-            // Release keeps the attempt: the next round claims attempt 1 again.
+            // Requeue keeps the attempt: the next round claims attempt 1 again.
             assert_eq!(a, b, "{finish:?}");
         }
         let (x, y) = (

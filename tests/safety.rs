@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use jobforge::memory::InMemoryMemory;
 use jobforge::queue::{
-    DeadLetter, Envelope, InMemoryQueue, Lease, QueueManager, QueueStats, Release, Reserve,
+    DeadLetter, Envelope, InMemoryQueue, Lease, QueueManager, QueueStats, Requeue, Reserve,
 };
 use jobforge::safety::{
     BreakerRegistry, BreakerState, BulkheadConfig, BulkheadLayer, CallOutcome,
@@ -831,9 +831,9 @@ impl QueueManager for FlakyQueue {
         self.gate().await?;
         self.inner.ack(leases).await
     }
-    async fn release(&self, items: &[Release]) -> jobforge::Result<()> {
+    async fn requeue(&self, items: &[Requeue]) -> jobforge::Result<()> {
         self.gate().await?;
-        self.inner.release(items).await
+        self.inner.requeue(items).await
     }
     async fn dead_letter(&self, items: &[DeadLetter]) -> jobforge::Result<()> {
         self.gate().await?;
@@ -914,8 +914,8 @@ impl QueueManager for ArcQueue {
     async fn ack(&self, leases: &[Lease]) -> jobforge::Result<()> {
         self.0.ack(leases).await
     }
-    async fn release(&self, items: &[Release]) -> jobforge::Result<()> {
-        self.0.release(items).await
+    async fn requeue(&self, items: &[Requeue]) -> jobforge::Result<()> {
+        self.0.requeue(items).await
     }
     async fn dead_letter(&self, items: &[DeadLetter]) -> jobforge::Result<()> {
         self.0.dead_letter(items).await

@@ -60,7 +60,7 @@ macro_rules! queue_contract {
             queue_redelivers_after_lease_expiry,
             queue_heartbeat_keeps_lease,
             queue_batch_reserve_and_ack,
-            queue_release_and_dead_letter,
+            queue_requeue_and_dead_letter,
             queue_serves_only_named_queues,
             queue_wakes_a_waiting_reserve,
         );

@@ -11,7 +11,7 @@ use crate::Result;
 use crate::job::{JobId, WorkerId};
 use crate::postgres::{Shared, db_error, stmt};
 use crate::queue::{
-    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Release, Reserve,
+    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Requeue, Reserve,
 };
 use crate::util::dur_micros;
 
@@ -391,7 +391,7 @@ impl QueueManager for PostgresQueue {
         Ok(())
     }
 
-    async fn release(&self, items: &[Release]) -> Result<()> {
+    async fn requeue(&self, items: &[Requeue]) -> Result<()> {
         if items.is_empty() {
             return Ok(());
         }

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::types::{
-    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Release, Reserve,
+    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Requeue, Reserve,
 };
 use crate::Result;
 use crate::job::{JobId, WorkerId};
@@ -386,7 +386,7 @@ impl QueueManager for InMemoryQueue {
         Ok(())
     }
 
-    async fn release(&self, items: &[Release]) -> Result<()> {
+    async fn requeue(&self, items: &[Requeue]) -> Result<()> {
         let now = micros(Utc::now());
         {
             let mut inner = self.inner.lock();

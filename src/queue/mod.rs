@@ -9,5 +9,5 @@ mod types;
 pub use in_memory::{InMemoryQueue, InMemoryQueueConfig};
 pub use inspect::QueueInspect;
 pub use types::{
-    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Release, Reserve,
+    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Requeue, Reserve,
 };

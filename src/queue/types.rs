@@ -42,7 +42,7 @@ impl Envelope {
     }
 }
 
-/// A delivery held by one worker until it is acknowledged, released, dead-lettered, or its
+/// A delivery held by one worker until it is acknowledged, requeued, dead-lettered, or its
 /// lease runs out (then the job is delivered again).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -68,7 +68,7 @@ impl Lease {
 
 /// Give a leased job back to the queue, due again at `run_at` (a retry or a deferral).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Release {
+pub struct Requeue {
     /// The delivery to give back.
     pub lease: Lease,
     /// When it is due again.
@@ -140,7 +140,7 @@ pub struct QueueStats {
 /// ```
 /// use std::time::Duration;
 /// use async_trait::async_trait;
-/// use jobforge::queue::{DeadLetter, Envelope, InMemoryQueue, Lease, QueueManager, QueueStats, Release, Reserve};
+/// use jobforge::queue::{DeadLetter, Envelope, InMemoryQueue, Lease, QueueManager, QueueStats, Requeue, Reserve};
 /// use jobforge::Result;
 ///
 /// struct Logged(InMemoryQueue);
@@ -154,7 +154,7 @@ pub struct QueueStats {
 ///     async fn reserve(&self, req: &Reserve<'_>) -> Result<Vec<Lease>> { self.0.reserve(req).await }
 ///     async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<bool>> { self.0.extend(leases, lease).await }
 ///     async fn ack(&self, leases: &[Lease]) -> Result<()> { self.0.ack(leases).await }
-///     async fn release(&self, items: &[Release]) -> Result<()> { self.0.release(items).await }
+///     async fn requeue(&self, items: &[Requeue]) -> Result<()> { self.0.requeue(items).await }
 ///     async fn dead_letter(&self, items: &[DeadLetter]) -> Result<()> { self.0.dead_letter(items).await }
 ///     async fn stats(&self) -> Result<QueueStats> { self.0.stats().await }
 /// }
@@ -179,7 +179,7 @@ pub trait QueueManager: Send + Sync + 'static {
     async fn ack(&self, leases: &[Lease]) -> Result<()>;
 
     /// Give jobs back, due again at their `run_at` (retry or deferral).
-    async fn release(&self, items: &[Release]) -> Result<()>;
+    async fn requeue(&self, items: &[Requeue]) -> Result<()>;
 
     /// Remove jobs from delivery and keep them in the dead-letter list with their reason.
     async fn dead_letter(&self, items: &[DeadLetter]) -> Result<()>;

@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::layer::Layer;
 use crate::handler::{Handler, JobContext, JobError};
 use crate::job::{JobEvent, JobId, JobRecord, WorkerId};
-use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Release, Reserve};
+use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Requeue, Reserve};
 use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
@@ -139,8 +139,8 @@ impl<Q: QueueManager> QueueManager for Timeout<Q> {
             .await
     }
 
-    async fn release(&self, items: &[Release]) -> Result<()> {
-        self.backend("queue release", Duration::ZERO, self.inner.release(items))
+    async fn requeue(&self, items: &[Requeue]) -> Result<()> {
+        self.backend("queue requeue", Duration::ZERO, self.inner.requeue(items))
             .await
     }
 

@@ -11,7 +11,7 @@ use super::JobStore;
 use super::reconciler::{Reconciler, ReconcilerConfig};
 use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
 use crate::queue::{
-    DeadLetter, Envelope, Lease, QueueInspect, QueueManager, QueueStats, Release, Reserve,
+    DeadLetter, Envelope, Lease, QueueInspect, QueueManager, QueueStats, Requeue, Reserve,
 };
 use crate::state::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
@@ -191,7 +191,7 @@ impl Inner {
                     );
                     out.push(Claim::Claimed(record));
                 }
-                Claim::NotDue { run_at, .. } => releases.push(Release {
+                Claim::NotDue { run_at, .. } => releases.push(Requeue {
                     attempt: lease.envelope.attempt,
                     lease,
                     run_at,
@@ -210,7 +210,7 @@ impl Inner {
                 Claim::Skipped { .. } => acks.push(lease),
             }
         }
-        self.settle(
+        self.answer_queue(
             &acks,
             &releases,
             &dead,
@@ -261,17 +261,17 @@ impl Inner {
                         state: JobState::Queued,
                         ..
                     } => releases.push(match &t.finish {
-                        Finish::Retry { delay, .. } => Release {
+                        Finish::Retry { delay, .. } => Requeue {
                             run_at: crate::job::after(Utc::now(), *delay),
                             attempt,
                             lease,
                         },
-                        Finish::Defer { delay, .. } => Release {
+                        Finish::Defer { delay, .. } => Requeue {
                             run_at: crate::job::after(Utc::now(), *delay),
                             attempt: attempt.saturating_sub(1),
                             lease,
                         },
-                        _ => Release {
+                        _ => Requeue {
                             run_at: Utc::now(),
                             attempt: attempt.saturating_sub(1),
                             lease,
@@ -297,7 +297,7 @@ impl Inner {
                 }
             }
         }
-        self.settle(
+        self.answer_queue(
             &acks,
             &releases,
             &dead,
@@ -309,14 +309,20 @@ impl Inner {
 
     /// Apply a batch's queue operations; failures are logged (the deliveries expire and come
     /// back, and the state's compare-and-set drops them).
-    async fn settle(&self, acks: &[Lease], releases: &[Release], dead: &[DeadLetter], what: &str) {
+    async fn answer_queue(
+        &self,
+        acks: &[Lease],
+        releases: &[Requeue],
+        dead: &[DeadLetter],
+        what: &str,
+    ) {
         if !acks.is_empty() {
             if let Err(err) = self.queue.ack(acks).await {
                 tracing::warn!(error = %err, "queue ack failed for {what}");
             }
         }
         if !releases.is_empty() {
-            if let Err(err) = self.queue.release(releases).await {
+            if let Err(err) = self.queue.requeue(releases).await {
                 tracing::warn!(error = %err, "queue release failed for {what}");
             }
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use jobforge::queue::{DeadLetter, Envelope, Lease, QueueManager, Release, Reserve};
+use jobforge::queue::{DeadLetter, Envelope, Lease, QueueManager, Requeue, Reserve};
 use jobforge::state::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Page, StateManager,
     Transition, TransitionResult,
@@ -178,14 +178,14 @@ pub async fn queue_batch_reserve_and_ack(q: Arc<dyn QueueManager>) {
     assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
 }
 
-pub async fn queue_release_and_dead_letter(q: Arc<dyn QueueManager>) {
+pub async fn queue_requeue_and_dead_letter(q: Arc<dyn QueueManager>) {
     let w = WorkerId::new("w");
     let a = envelope("alpha", 0, 0);
     let b = envelope("beta", 0, 0);
     q.enqueue(&[a.clone(), b.clone()]).await.unwrap();
     let leases = reserve(q.as_ref(), &w, 2, LONG, Duration::ZERO).await;
     let (la, lb): (Vec<_>, Vec<_>) = leases.into_iter().partition(|l| l.id() == a.id);
-    q.release(&[Release {
+    q.requeue(&[Requeue {
         lease: la[0].clone(),
         run_at: Utc::now() + chrono::Duration::seconds(60),
         attempt: 1,
@@ -209,7 +209,7 @@ pub async fn queue_release_and_dead_letter(q: Arc<dyn QueueManager>) {
     let q2 = envelope("gamma", 0, 0);
     q.enqueue(std::slice::from_ref(&q2)).await.unwrap();
     let l = reserve(q.as_ref(), &w, 1, LONG, Duration::ZERO).await;
-    q.release(&[Release {
+    q.requeue(&[Requeue {
         lease: l[0].clone(),
         run_at: Utc::now(),
         attempt: 1,

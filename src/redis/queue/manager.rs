@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use super::{RedisStreamsQueue, SCRIPTS, arg, millis, receipt};
 use crate::Result;
-use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Release, Reserve};
+use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Requeue, Reserve};
 use crate::redis::client::Lua;
 use crate::redis::reply::int;
 use crate::util::micros;
@@ -177,7 +177,7 @@ impl QueueManager for RedisStreamsQueue {
         Ok(())
     }
 
-    async fn release(&self, items: &[Release]) -> Result<()> {
+    async fn requeue(&self, items: &[Requeue]) -> Result<()> {
         let mut groups: BTreeMap<&str, Vec<Vec<Vec<u8>>>> = BTreeMap::new();
         for item in items {
             if let Some(mut quad) = lease_quad(&item.lease) {
@@ -190,7 +190,7 @@ impl QueueManager for RedisStreamsQueue {
             }
         }
         for (queue, items) in groups {
-            self.lease_script(&SCRIPTS.release, &[], queue, &items)
+            self.lease_script(&SCRIPTS.requeue, &[], queue, &items)
                 .await?;
         }
         Ok(())

@@ -7,7 +7,7 @@ use chrono::Utc;
 
 use super::{RedisStreamsQueue, SCRIPTS, arg, millis};
 use crate::job::{JobId, WorkerId};
-use crate::queue::{Envelope, Lease, QueueManager, Release, Reserve};
+use crate::queue::{Envelope, Lease, QueueManager, Requeue, Reserve};
 use crate::redis::reply::{array, int, need_int, need_text, owned, unexpected};
 use crate::util::from_micros;
 use crate::{Error, ErrorKind, Result};
@@ -225,15 +225,15 @@ impl RedisStreamsQueue {
             // A blocking read counts per stream; give back what is over the batch.
             let extra = leases.split_off(req.max);
             let now = Utc::now();
-            let items: Vec<Release> = extra
+            let items: Vec<Requeue> = extra
                 .into_iter()
-                .map(|lease| Release {
+                .map(|lease| Requeue {
                     run_at: now,
                     attempt: lease.envelope.attempt,
                     lease,
                 })
                 .collect();
-            self.release(&items).await?;
+            self.requeue(&items).await?;
         }
         Ok(leases)
     }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use super::config::CallOutcome;
 use super::handler::CircuitBreaker;
 use crate::job::{JobEvent, JobId, JobRecord, WorkerId};
-use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Release, Reserve};
+use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Requeue, Reserve};
 use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
@@ -79,8 +79,8 @@ impl<Q: QueueManager> QueueManager for CircuitBreaker<Q> {
             .await
     }
 
-    async fn release(&self, items: &[Release]) -> Result<()> {
-        self.guard(QUEUE_KEY, Duration::ZERO, self.inner().release(items))
+    async fn requeue(&self, items: &[Requeue]) -> Result<()> {
+        self.guard(QUEUE_KEY, Duration::ZERO, self.inner().requeue(items))
             .await
     }
 
