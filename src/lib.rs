@@ -37,8 +37,8 @@
 //! | concern | trait | embedded default |
 //! |---|---|---|
 //! | the public face | [`JobOrchestrator`] | [`Orchestrator`] |
-//! | delivery with leases | [`QueueManager`] | [`queue::InMemoryQueue`] |
-//! | job records and history | [`StateManager`] | [`state::InMemoryState`] |
+//! | storage: records, state machine, history and delivery | [`JobStore`] | [`state::InMemoryState`] |
+//! | delivery apart from the records (paired with a state by [`store::Split`]) | [`QueueManager`] | [`queue::InMemoryQueue`] |
 //! | how one delivery runs | [`Strategy`] | [`strategy::Direct`]; also [`InlineRetry`](strategy::InlineRetry), [`Fallback`](strategy::Fallback), [`Hedged`](strategy::Hedged), [`Adaptive`](strategy::Adaptive) |
 //! | entries, executions, reflection | [`Memory`] | [`memory::InMemoryMemory`] |
 //! | safety: timeouts, breakers, rate limits, bulkheads | [`safety::Layer`] | [`safety::Timeout`], [`safety::CircuitBreaker`], [`safety::RateLimit`], [`safety::Bulkhead`] |
@@ -49,7 +49,7 @@
 //! |---|---|
 //! | *(none)* | the in-memory engine: everything above |
 //! | `postgres` | `postgres::PostgresBackend`: `postgres::PostgresState` (also the queue, with [`OrchestratorBuilder::store`]), `postgres::PostgresQueue` and `postgres::PostgresMemory`, on sqlx |
-//! | `redis` | `redis::RedisState` (its own queue: the Redis-only deployment), `redis::RedisStreamsQueue` (Redis delivery beside another state, with the orchestrator's reconciler), `redis::RedisRateLimit`: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `redis` | `redis::RedisBackend`: `redis::RedisState` (its own queue: the Redis-only deployment), `redis::RedisStreamsQueue` (Redis delivery beside another state, in a [`store::Split`] with its reconciler), `redis::RedisRateLimit`, on one connection: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
 //! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
