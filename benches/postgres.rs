@@ -102,7 +102,7 @@ fn bench(c: &mut Criterion) {
             return;
         }
     };
-    let state = pg.state();
+    let state = pg.store();
     let worker = WorkerId::new("bench");
     let reset = |pg: &PostgresBackend| {
         rt.block_on(sql(

@@ -33,7 +33,7 @@ async fn main() -> jobforge::Result<()> {
     let orchestrator = Orchestrator::builder()
         // One store as queue and state: a worker claims a batch in one statement and
         // finishes a batch in one statement.
-        .store(pg.state())
+        .store(pg.store())
         .memory(pg.memory())
         .handler("email.send", |ctx: JobContext| async move {
             let to: String = ctx.decode()?;

@@ -110,7 +110,7 @@ async fn main() -> jobforge::Result<()> {
     }
     let pg = PostgresBackend::connect_with(&url, config).await?;
     let orch = Orchestrator::builder()
-        .store(pg.state())
+        .store(pg.store())
         .memory(pg.memory())
         .handler("noop", |_ctx: JobContext| async { Ok(Value::Null) })
         .build()?;

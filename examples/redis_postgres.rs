@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Delivery from the Redis stream, records in PostgreSQL: one store made of the two.
     let store = Arc::new(Split::new(
         Arc::clone(&queue) as Arc<dyn QueueManager>,
-        pg.state(),
+        pg.store(),
     ));
     let orchestrator = Orchestrator::builder()
         .store(Arc::clone(&store))

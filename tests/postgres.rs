@@ -283,7 +283,7 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
+    let orch = Orchestrator::builder().store(pg.store()).build().unwrap();
     let jobs: Vec<NewJob> = (0..100).map(|i| NewJob::new("k").payload(&i)).collect();
     let before = pg.statements();
     orch.submit_batch(jobs).await.unwrap();
@@ -303,7 +303,7 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
         wait: Duration::ZERO,
     };
     let before = pg.statements();
-    let claims = pg.state().claim_due(&req).await.unwrap();
+    let claims = pg.store().claim_due(&req).await.unwrap();
     assert_eq!(
         pg.statements() - before,
         1,
@@ -318,7 +318,7 @@ async fn claiming_and_finishing_a_batch_are_one_statement_each() {
         })
         .collect();
     let before = pg.statements();
-    let results = pg.state().finish(transitions).await.unwrap();
+    let results = pg.store().finish(transitions).await.unwrap();
     assert_eq!(
         pg.statements() - before,
         1,
@@ -343,7 +343,7 @@ async fn a_heartbeat_and_a_finish_of_the_same_jobs_never_deadlock() {
     let pg = schema
         .connect_with(schema.config().with_max_connections(6))
         .await;
-    let state = pg.state();
+    let state = pg.store();
     let mut records: Vec<JobRecord> = (0..2_000)
         .map(|_| conformance::record(NewJob::new("k")))
         .collect();
@@ -398,8 +398,8 @@ async fn an_idle_claim_is_woken_by_a_submit() {
         .connect_with(schema.config().with_poll_interval(Duration::from_secs(10)))
         .await;
     conformance::queuing_state_wakes_a_waiting_claim(
-        pg.state(),
-        pg.state(),
+        pg.store(),
+        pg.store(),
         Duration::from_secs(3),
     )
     .await;
@@ -413,7 +413,7 @@ async fn postgres_only_engine_runs_retries_dead_letters_and_cancels() {
     let calls = Arc::new(AtomicU64::new(0));
     let c = Arc::clone(&calls);
     let orch = Orchestrator::builder()
-        .store(pg.state())
+        .store(pg.store())
         .handler("double", |ctx: JobContext| async move {
             let n: i64 = ctx.decode()?;
             Ok(json!(n * 2))
@@ -510,7 +510,7 @@ async fn the_same_builder_runs_mixed_deployments() {
     for (name, queue) in deployments {
         let orch = Orchestrator::builder()
             .queue(queue)
-            .state(pg.state())
+            .state(pg.store())
             .handler("double", |ctx: JobContext| async move {
                 let n: i64 = ctx.decode()?;
                 Ok(json!(n * 2))
@@ -529,7 +529,7 @@ async fn the_same_builder_runs_mixed_deployments() {
         let stats = orch.store().stats().await.unwrap();
         assert_eq!((stats.ready, stats.in_flight), (0, 0), "{name}");
     }
-    assert_eq!(pg.state().counts().await.unwrap().total.succeeded, 400);
+    assert_eq!(pg.store().counts().await.unwrap().total.succeeded, 400);
 }
 
 /// Drive a state store through retries, a takeover, attempts spent by lost workers, cancels,
@@ -670,7 +670,7 @@ async fn history_and_records_match_the_in_memory_state() {
         .collect();
     let memory = jobforge::state::InMemoryState::new();
     let expected = scripted_history(&memory, &jobs).await;
-    let got = scripted_history(pg.state().as_ref(), &jobs).await;
+    let got = scripted_history(pg.store().as_ref(), &jobs).await;
     for (i, (want, have)) in expected.iter().zip(&got).enumerate() {
         assert_eq!(want, have, "job {i}");
     }
@@ -703,7 +703,7 @@ async fn eight_worker_pools_race_over_10000_jobs() {
             Arc::clone(&overlaps),
         );
         let orch = Orchestrator::builder()
-            .store(pg.state())
+            .store(pg.store())
             .handler("race", move |ctx: JobContext| {
                 let (running, runs, overlaps) = (
                     Arc::clone(&running),
@@ -792,7 +792,7 @@ async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
+    let orch = Orchestrator::builder().store(pg.store()).build().unwrap();
     let jobs: Vec<NewJob> = (0..1000)
         .map(|_| NewJob::new("k").max_attempts(100))
         .collect();
@@ -810,7 +810,7 @@ async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
             Arc::clone(&refused),
         );
         racers.push(tokio::spawn(async move {
-            let state = backend.state();
+            let state = backend.store();
             let w = WorkerId::new(format!("racer-{n}"));
             let queues = vec!["default".to_owned()];
             let lease = Duration::from_millis(150);
@@ -893,7 +893,7 @@ async fn racing_claimers_hold_one_live_lease_and_stale_finishes_are_refused() {
         "stale finishes are refused"
     );
     assert_eq!(
-        pg.state().counts().await.unwrap().total.succeeded,
+        pg.store().counts().await.unwrap().total.succeeded,
         1000,
         "every job reached one terminal state"
     );
@@ -904,7 +904,7 @@ async fn concurrent_submits_with_one_idempotency_key_make_one_job() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
-    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
+    let orch = Orchestrator::builder().store(pg.store()).build().unwrap();
     for round in 0..20 {
         let key = format!("order-{round}");
         let mut tasks = Vec::new();
@@ -925,7 +925,7 @@ async fn concurrent_submits_with_one_idempotency_key_make_one_job() {
         assert_eq!(ids.len(), 1, "round {round}: {answers:?}");
         assert_eq!(answers.iter().filter(|a| a.created).count(), 1);
     }
-    assert_eq!(pg.state().counts().await.unwrap().total.queued, 20);
+    assert_eq!(pg.store().counts().await.unwrap().total.queued, 20);
 }
 
 // ------------------------------------------------------------------ retention and schema
@@ -943,7 +943,7 @@ async fn retention_deletes_finished_jobs_in_small_batches() {
         )
         .await;
     let orch = Orchestrator::builder()
-        .store(pg.state())
+        .store(pg.store())
         .handler("k", noop())
         .build()
         .unwrap();
@@ -1042,7 +1042,7 @@ async fn the_claim_reads_only_due_rows_however_many_finished_are_kept() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let orch = Orchestrator::builder().store(pg.state()).build().unwrap();
+    let orch = Orchestrator::builder().store(pg.store()).build().unwrap();
     orch.submit_batch((0..10).map(|_| NewJob::new("k")).collect())
         .await
         .unwrap();
@@ -1068,7 +1068,7 @@ async fn the_claim_reads_only_due_rows_however_many_finished_are_kept() {
         lease: Duration::from_secs(30),
         wait: Duration::ZERO,
     };
-    assert_eq!(pg.state().claim_due(&req).await.unwrap().len(), 10);
+    assert_eq!(pg.store().claim_due(&req).await.unwrap().len(), 10);
 }
 
 // ------------------------------------------------------------------ bad input at connect
@@ -1254,7 +1254,7 @@ async fn workers_recover_by_themselves_from_killed_connections_and_a_restart() {
     let runs: Arc<Mutex<HashSet<JobId>>> = Arc::default();
     let r = Arc::clone(&runs);
     let orch = Orchestrator::builder()
-        .store(pg.state())
+        .store(pg.store())
         .kind(
             "work",
             KindConfig::new(move |ctx: JobContext| {
@@ -1285,7 +1285,7 @@ async fn workers_recover_by_themselves_from_killed_connections_and_a_restart() {
         .into_iter()
         .map(|s| s.id)
         .collect();
-    let state = pg.state();
+    let state = pg.store();
     wait_until_succeeded(state.as_ref(), 300, WAIT).await;
 
     // Kill every connection of the workers (the pool's and LISTEN's).
@@ -1341,18 +1341,18 @@ async fn a_postgres_state_without_a_queue_is_refused_and_a_wrapped_store_is_shar
     let schema = TestSchema::new(&url);
     let pg = schema.connect().await;
     let err = Orchestrator::builder()
-        .state(pg.state())
+        .state(pg.store())
         .build()
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Configuration);
     assert!(err.to_string().contains(".store(..)"), "{err}");
     let breaker = CircuitBreakerLayer::new(CircuitBreakerConfig::default()).unwrap();
     let submitter = Orchestrator::builder()
-        .store(Arc::new(breaker.layer(pg.state())))
+        .store(Arc::new(breaker.layer(pg.store())))
         .build()
         .unwrap();
     let runner = Orchestrator::builder()
-        .store(Arc::new(breaker.layer(pg.state())))
+        .store(Arc::new(breaker.layer(pg.store())))
         .handler("k", |_ctx: JobContext| async move { Ok(json!("ran")) })
         .build()
         .unwrap();

@@ -214,7 +214,7 @@ async fn backends(
         (None, Some(url)) => {
             let pg = crate::postgres::PostgresBackend::connect(url).await?;
             Ok((
-                builder.store(pg.state()).memory(pg.memory()),
+                builder.store(pg.store()).memory(pg.memory()),
                 None,
                 "postgres",
             ))
@@ -231,7 +231,7 @@ async fn backends(
             use crate::redis::{RedisQueueConfig, RedisStreamsQueue};
             let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(redis)).await?);
             let pg = crate::postgres::PostgresBackend::connect(pg_url).await?;
-            let split = Arc::new(Split::new(Arc::clone(&queue) as _, pg.state()));
+            let split = Arc::new(Split::new(Arc::clone(&queue) as _, pg.store()));
             Ok((
                 builder.store(Arc::clone(&split)).memory(pg.memory()),
                 Some((split, queue as _)),

@@ -33,7 +33,7 @@ const MIGRATIONS_TABLE: &str = "_jobforge_migrations";
 ///     PostgresConfig::default().with_schema("jobs"),
 /// )
 /// .await?;
-/// let state = pg.state();
+/// let state = pg.store();
 /// # drop(state);
 /// # Ok(())
 /// # }
@@ -173,16 +173,16 @@ impl PostgresBackend {
         })
     }
 
-    /// The state store: job records, history, counts, and (with
-    /// [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store))
-    /// the queue too.
+    /// The store: job records, history, counts, and their delivery (hand it to
+    /// [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store)); also a
+    /// [`StateManager`](crate::state::StateManager) for a [`Split`](crate::store::Split).
     #[must_use]
-    pub fn state(&self) -> Arc<PostgresState> {
+    pub fn store(&self) -> Arc<PostgresState> {
         Arc::clone(&self.state)
     }
 
     /// The standalone queue, for deployments whose state lives elsewhere. With Postgres as
-    /// state too, prefer [`state`](Self::state) with `store`.
+    /// state too, prefer [`store`](Self::store).
     #[must_use]
     pub fn queue(&self) -> Arc<PostgresQueue> {
         Arc::clone(&self.queue)

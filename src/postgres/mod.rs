@@ -18,7 +18,7 @@
 //! # async fn run() -> jobforge::Result<()> {
 //! let pg = PostgresBackend::connect("postgres://postgres@127.0.0.1:5432/app").await?;
 //! let orchestrator = Orchestrator::builder()
-//!     .store(pg.state())
+//!     .store(pg.store())
 //!     .memory(pg.memory())
 //!     .handler("noop", |_ctx: JobContext| async { Ok(serde_json::Value::Null) })
 //!     .build()?;

@@ -122,7 +122,7 @@ impl RedisConfig {
 ///   [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store): the Redis-only
 ///   deployment.
 /// - [`queue`](Self::queue): the [`RedisStreamsQueue`], for a deployment whose state lives
-///   elsewhere (`.queue(redis.queue()).state(pg.state())`, with the reconciler).
+///   elsewhere (`.queue(redis.queue()).state(pg.store())`, with the reconciler).
 /// - [`rate_limit`](Self::rate_limit): a [`RedisRateLimit`] shared by every worker on every
 ///   host.
 ///

@@ -73,7 +73,7 @@ pub trait JobStore: StateManager {
 }
 
 /// A store behind an `Arc` is a store, so it can be wrapped while it is shared:
-/// `TimeoutLayer::new(d).layer(pg.state())`.
+/// `TimeoutLayer::new(d).layer(pg.store())`.
 #[async_trait]
 impl<S: JobStore> JobStore for Arc<S> {
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
@@ -85,7 +85,7 @@ impl<S: JobStore> JobStore for Arc<S> {
 }
 
 /// What [`OrchestratorBuilder::store`](crate::OrchestratorBuilder::store) takes: a store
-/// behind an `Arc`, of its own type (`pg.state()`, `Arc::new(redis_state)`,
+/// behind an `Arc`, of its own type (`pg.store()`, `Arc::new(redis_state)`,
 /// `Arc::clone(&state)`) or already a `dyn JobStore`.
 pub trait IntoJobStore {
     /// The store, as the engine holds it.

@@ -70,7 +70,7 @@ impl StoreSpec {
                 )
                 .await
                 .map_err(|e| format!("connect to PostgreSQL {}: {e}", self.url))?;
-                (builder.store(pg.state()), Some(pg))
+                (builder.store(pg.store()), Some(pg))
             }
             StoreKind::Redis => {
                 let state = RedisState::connect(

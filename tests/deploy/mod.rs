@@ -70,7 +70,7 @@ impl Deployed {
             Deployment::Postgres => {
                 let url = env_url("DATABASE_URL", test)?;
                 let (schema, pg) = PgSchema::connect(&url).await;
-                deployed.store = pg.state();
+                deployed.store = pg.store();
                 deployed.queue = pg.queue();
                 deployed._schema = Some(schema);
             }
@@ -104,7 +104,7 @@ impl Deployed {
                 .await
                 .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is not usable: {e}"));
                 let queue: Arc<dyn QueueManager> = Arc::new(queue);
-                let state: Arc<dyn StateManager> = pg.state();
+                let state: Arc<dyn StateManager> = pg.store();
                 deployed.store = Arc::new(Split::new(Arc::clone(&queue), Arc::clone(&state)));
                 deployed.queue = Arc::clone(&queue);
                 deployed.split = Some((queue, state));
