@@ -12,6 +12,8 @@ mod conformance;
 mod memory_suite;
 #[path = "support/pg_cluster.rs"]
 mod pg_cluster;
+#[path = "support/pg_schema.rs"]
+mod pg_schema;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -99,33 +101,9 @@ impl TestSchema {
 
 impl Drop for TestSchema {
     fn drop(&mut self) {
-        let url = self.url.clone();
         let mut statements = vec![format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name)];
         statements.append(self.cleanup.get_mut());
-        // A runtime of its own on a thread of its own: this may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                for sql in statements {
-                    // A role's connections may linger a moment after its backend is dropped.
-                    for _ in 0..50 {
-                        match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                            .execute(&mut conn)
-                            .await
-                        {
-                            Ok(_) => break,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        }
-                    }
-                }
-                conn.close().await
-            })
-        })
-        .join();
+        pg_schema::run_cleanup(&self.url, statements);
     }
 }
 

@@ -103,3 +103,25 @@ impl IntoJobStore for Arc<dyn JobStore> {
         self
     }
 }
+
+/// The finishes that give back what a claim took for a caller that stopped waiting (a claim
+/// cut short): each claimed job due now, its attempt not spent. Other answers need nothing.
+pub(crate) fn hand_back_transitions(
+    worker: &crate::job::WorkerId,
+    claims: Vec<Claim>,
+) -> Vec<crate::state::Transition> {
+    claims
+        .into_iter()
+        .filter_map(|claim| match claim {
+            Claim::Claimed(record) => Some(crate::state::Transition {
+                id: record.id,
+                worker: worker.clone(),
+                token: record.version,
+                finish: crate::job::Finish::Release {
+                    reason: "claimed for a caller that stopped waiting; handed back".to_owned(),
+                },
+            }),
+            _ => None,
+        })
+        .collect()
+}

@@ -8,6 +8,9 @@
 
 #![allow(dead_code)] // each test file uses part of it
 
+#[path = "../support/pg_schema.rs"]
+mod pg_schema;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -169,30 +172,8 @@ impl PgSchema {
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        let url = self.url.clone();
         let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
-        // A runtime of its own on a thread of its own: this may run inside the test's runtime.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                use sqlx::Connection;
-                let mut conn = sqlx::PgConnection::connect(&url).await?;
-                for _ in 0..50 {
-                    match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
-                        .execute(&mut conn)
-                        .await
-                    {
-                        Ok(_) => break,
-                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                    }
-                }
-                conn.close().await
-            })
-        })
-        .join();
+        pg_schema::run_cleanup(&self.url, vec![sql]);
     }
 }
 

@@ -283,20 +283,7 @@ async fn claim_due_statement(
 
 /// Give back jobs claimed for a caller that stopped waiting: due now, attempt not spent.
 async fn hand_back(shared: &Shared, sql: &Statements, worker: &WorkerId, claims: Vec<Claim>) {
-    let transitions: Vec<Transition> = claims
-        .into_iter()
-        .filter_map(|claim| match claim {
-            Claim::Claimed(record) => Some(Transition {
-                id: record.id,
-                worker: worker.clone(),
-                token: record.version,
-                finish: Finish::Release {
-                    reason: "claimed for a worker that stopped waiting; handed back".to_owned(),
-                },
-            }),
-            _ => None,
-        })
-        .collect();
+    let transitions = crate::store::hand_back_transitions(worker, claims);
     if transitions.is_empty() {
         return;
     }
