@@ -77,14 +77,19 @@ impl Deployed {
             Deployment::Redis => {
                 let url = env_url("REDIS_URL", test)?;
                 let ns = RedisNamespace::new(&url, test);
-                let state = RedisState::connect(RedisStateConfig::new(&url).with_namespace(&ns.name))
-                    .await
-                    .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is not usable: {e}"));
+                let state =
+                    RedisState::connect(RedisStateConfig::new(&url).with_namespace(&ns.name))
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("REDIS_URL is set but Redis is not usable: {e}")
+                        });
                 deployed.store = Arc::new(state);
                 deployed.queue = Arc::new(
-                    RedisStreamsQueue::connect(RedisQueueConfig::new(&url).with_namespace(&ns.name))
-                        .await
-                        .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is not usable: {e}")),
+                    RedisStreamsQueue::connect(
+                        RedisQueueConfig::new(&url).with_namespace(&ns.name),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("REDIS_URL is set but Redis is not usable: {e}")),
                 );
                 deployed._namespace = Some(ns);
             }
