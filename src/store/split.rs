@@ -27,6 +27,8 @@ use crate::{Error, ErrorKind, Result};
 /// - `claim_due` reserves deliveries, claims them in the state (compare-and-set), and
 ///   settles those it cannot: a not-yet-due job is released to its `run_at`, a finished or
 ///   unknown one acknowledged, a dead worker's job whose attempts are spent dead-lettered;
+///   one still held by a live lease in the state is left to its delivery's lease, so it is
+///   delivered again (and taken over if its worker died) when that runs out;
 /// - `heartbeat` extends the state's lease and the queue's;
 /// - `finish` applies the state's transitions, then acknowledges, releases or dead-letters
 ///   each delivery as its job now stands.
@@ -207,6 +209,15 @@ impl Inner {
                     acks.push(lease);
                     out.push(Claim::Cancelled { id, reason });
                 }
+                // Held by a live lease in the state: a worker that died holding it may be
+                // found out only when the state's lease runs out, a moment after the queue's
+                // (the queue's lease starts before the claim's), so the delivery is kept:
+                // it comes back when this lease runs out, to be taken over then. Acknowledged,
+                // the job would stay `Running` with no delivery until a reconciler found it.
+                Claim::Skipped {
+                    state: Some(JobState::Running),
+                    ..
+                } => {}
                 Claim::Skipped { .. } => acks.push(lease),
             }
         }
