@@ -92,13 +92,9 @@ macro_rules! scenarios {
     };
 }
 
-/// The scenarios every deployment runs; `delayed_counts:` marks that one scenario (a known
-/// gap of the deployment, `#[ignore = "why"]`).
+/// The scenarios every deployment runs.
 macro_rules! engine_scenarios {
     ($deployment:ident) => {
-        engine_scenarios!($deployment, delayed_counts:);
-    };
-    ($deployment:ident, delayed_counts: $(#[$delayed:meta])*) => {
         scenarios!($deployment:
             many_kinds_run_to_success_with_results,
             retries_then_success_and_dead_letter_with_reason,
@@ -108,7 +104,7 @@ macro_rules! engine_scenarios {
             heartbeats_keep_long_jobs_from_being_taken_over,
             a_dead_workers_job_is_taken_over_after_its_lease,
             shutdown_hands_unfinished_jobs_back_and_another_pool_finishes_them,
-            $(#[$delayed])* delayed_counts_follow_cancels_and_due_times,
+            delayed_counts_follow_cancels_and_due_times,
             a_cancel_reaches_a_job_running_in_this_process_at_once,
             executions_are_recorded_in_memory,
         );
@@ -133,10 +129,7 @@ mod redis {
 /// Redis Streams delivery beside a PostgreSQL state: the `Split` store.
 mod streams_postgres {
     use super::deploy::{Deployed, Deployment};
-    engine_scenarios!(StreamsPostgres, delayed_counts: #[ignore = "known gap: a Split store's \
-        delivery counts are its queue's, and cancelling a queued job leaves its envelope in the \
-        queue (dropped only when delivered), so a cancelled delayed job is still counted delayed \
-        until its run_at"]);
+    engine_scenarios!(StreamsPostgres);
 }
 
 // --- The scenarios, on the deployment each test is given. ---

@@ -61,6 +61,7 @@ macro_rules! queue_contract {
             queue_heartbeat_keeps_lease,
             queue_batch_reserve_and_ack,
             queue_requeue_and_dead_letter,
+            queue_discard_drops_only_waiting_deliveries,
             queue_serves_only_named_queues,
             queue_wakes_a_waiting_reserve,
         );

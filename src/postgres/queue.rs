@@ -84,7 +84,7 @@ DELETE FROM {s}.queue_entries e
 USING unnest($1::uuid[], $2::bigint[]) AS t(id, token)
 WHERE e.id = t.id AND e.deliveries = t.token AND e.lease_expires_at IS NOT NULL";
 
-const RELEASE: &str = r"
+const REQUEUE: &str = r"
 WITH upd AS (
     UPDATE {s}.queue_entries e SET
         run_at = t.run_at,
@@ -103,6 +103,10 @@ notified AS (
     FROM (SELECT queue, run_at <= now() AS due, min(run_at) AS at FROM upd GROUP BY 1, 2) q
 )
 SELECT count(*) FROM notified";
+
+const DISCARD: &str = r"
+DELETE FROM {s}.queue_entries
+WHERE id = ANY($1::uuid[]) AND queue = $2 AND lease_expires_at IS NULL";
 
 const DEAD_LETTER: &str = r"
 WITH del AS (
@@ -146,7 +150,8 @@ struct Statements {
     reserve: Arc<str>,
     extend: Arc<str>,
     ack: Arc<str>,
-    release: Arc<str>,
+    requeue: Arc<str>,
+    discard: Arc<str>,
     dead_letter: Arc<str>,
     stats: Arc<str>,
     dead_letters: Arc<str>,
@@ -230,7 +235,8 @@ impl PostgresQueue {
             reserve: shared.sql(RESERVE),
             extend: shared.sql(EXTEND),
             ack: shared.sql(ACK),
-            release: shared.sql(RELEASE),
+            requeue: shared.sql(REQUEUE),
+            discard: shared.sql(DISCARD),
             dead_letter: shared.sql(DEAD_LETTER),
             stats: shared.sql(STATS),
             dead_letters: shared.sql(DEAD_LETTERS),
@@ -399,7 +405,7 @@ impl QueueManager for PostgresQueue {
         let run_ats: Vec<DateTime<Utc>> = items.iter().map(|i| i.run_at).collect();
         let attempts: Vec<i32> = items.iter().map(|i| attempt_i32(i.attempt)).collect();
         self.shared.count_statement();
-        sqlx::query(stmt(&self.sql.release))
+        sqlx::query(stmt(&self.sql.requeue))
             .bind(ids)
             .bind(tokens)
             .bind(run_ats)
@@ -407,8 +413,23 @@ impl QueueManager for PostgresQueue {
             .bind(&self.shared.channel)
             .execute(&self.shared.pool)
             .await
-            .map_err(|e| db_error("release deliveries", e))?;
+            .map_err(|e| db_error("requeue deliveries", e))?;
         Ok(())
+    }
+
+    async fn discard(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
+        self.shared.count_statement();
+        let done = sqlx::query(stmt(&self.sql.discard))
+            .bind(ids)
+            .bind(queue)
+            .execute(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("discard deliveries", e))?;
+        Ok(usize::try_from(done.rows_affected()).unwrap_or(usize::MAX))
     }
 
     async fn dead_letter(&self, items: &[DeadLetter]) -> Result<()> {

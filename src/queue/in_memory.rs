@@ -422,6 +422,23 @@ impl QueueManager for InMemoryQueue {
         Ok(())
     }
 
+    async fn discard(&self, _queue: &str, ids: &[JobId]) -> Result<usize> {
+        let mut inner = self.inner.lock();
+        let mut dropped = 0;
+        for id in ids {
+            // Heap keys left behind are skipped when popped (lazy deletion).
+            let waiting = inner
+                .entries
+                .get(id)
+                .is_some_and(|e| matches!(e.place, Place::Ready | Place::Delayed));
+            if let Some(entry) = waiting.then(|| inner.entries.remove(id)).flatten() {
+                inner.count(&entry.envelope.kind, entry.place, -1);
+                dropped += 1;
+            }
+        }
+        Ok(dropped)
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         let mut inner = self.inner.lock();
         inner.promote(micros(Utc::now()));

@@ -187,6 +187,17 @@ pub trait QueueManager: Send + Sync + 'static {
     /// Counts of ready, delayed, in-flight and dead jobs, in all and per kind.
     async fn stats(&self) -> Result<QueueStats>;
 
+    /// Drop the deliveries of these jobs of `queue` that no worker holds (ready or delayed):
+    /// they will never run (cancelled while they waited). A held delivery is left to its
+    /// holder. Returns how many were dropped.
+    ///
+    /// The default drops nothing: the deliveries are then dropped when they are handed out,
+    /// since the claim finds their jobs finished, and count as ready or delayed until then.
+    async fn discard(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let _ = (queue, ids);
+        Ok(0)
+    }
+
     /// Whether the backend is reachable (used by readiness checks).
     async fn ping(&self) -> Result<()> {
         self.stats().await.map(|_| ())

@@ -144,6 +144,15 @@ impl<Q: QueueManager> QueueManager for Timeout<Q> {
             .await
     }
 
+    async fn discard(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        self.backend(
+            "queue discard",
+            Duration::ZERO,
+            self.inner.discard(queue, ids),
+        )
+        .await
+    }
+
     async fn dead_letter(&self, items: &[DeadLetter]) -> Result<()> {
         self.backend(
             "queue dead_letter",

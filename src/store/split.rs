@@ -389,7 +389,21 @@ impl StateManager for Split {
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
-        self.inner.state.cancel(id, reason).await
+        let outcome = self.inner.state.cancel(id, reason).await?;
+        if outcome == CancelOutcome::Cancelled {
+            // The job will never run: drop its waiting delivery, so the queue's counts do
+            // not hold it until it comes due. Should this fail, the delivery is dropped when
+            // it is handed out (its claim finds the job cancelled).
+            let dropped = match self.inner.state.get(id).await {
+                Ok(Some(record)) => self.inner.queue.discard(&record.queue, &[id]).await,
+                Ok(None) => Ok(0),
+                Err(err) => Err(err),
+            };
+            if let Err(err) = dropped {
+                tracing::warn!(job_id = %id, error = %err, "could not drop a cancelled job's delivery; it is dropped when handed out");
+            }
+        }
+        Ok(outcome)
     }
 
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {

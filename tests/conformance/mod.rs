@@ -221,6 +221,52 @@ pub async fn queue_requeue_and_dead_letter(q: Arc<dyn QueueManager>) {
     assert_eq!(again[0].envelope.attempt, 1);
 }
 
+/// `discard` drops waiting deliveries (ready, delayed, given back) and leaves held ones to
+/// their holder.
+pub async fn queue_discard_drops_only_waiting_deliveries(q: Arc<dyn QueueManager>) {
+    let w = WorkerId::new("w");
+    let held = envelope("k", 5, 0);
+    let ready = envelope("k", 0, 0);
+    let delayed = envelope("k", 0, 60_000);
+    let given_back = envelope("k", 0, 0);
+    q.enqueue(&[held.clone(), given_back.clone()])
+        .await
+        .unwrap();
+    let leases = reserve(q.as_ref(), &w, 2, LONG, Duration::ZERO).await;
+    assert_eq!(leases.len(), 2);
+    let back = leases.iter().find(|l| l.id() == given_back.id).unwrap();
+    q.requeue(&[Requeue {
+        lease: back.clone(),
+        run_at: Utc::now() + chrono::Duration::seconds(60),
+        attempt: 1,
+    }])
+    .await
+    .unwrap();
+    q.enqueue(&[ready.clone(), delayed.clone()]).await.unwrap();
+    let ids = [held.id, ready.id, delayed.id, given_back.id, JobId::new()];
+    assert_eq!(q.discard("default", &ids).await.unwrap(), 3);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 1));
+    assert_eq!(stats.per_kind.get("k").map(|k| k.in_flight), Some(1));
+    // Nothing more is delivered, and the held one is still its holder's to settle.
+    assert!(
+        reserve(q.as_ref(), &w, 10, LONG, Duration::ZERO)
+            .await
+            .is_empty()
+    );
+    let held_lease = leases.iter().find(|l| l.id() == held.id).unwrap();
+    assert_eq!(
+        q.extend(std::slice::from_ref(held_lease), LONG)
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    q.ack(std::slice::from_ref(held_lease)).await.unwrap();
+    assert_eq!(q.discard("default", &ids).await.unwrap(), 0);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
+}
+
 pub async fn queue_serves_only_named_queues(q: Arc<dyn QueueManager>) {
     let w = WorkerId::new("w");
     let mut mail = envelope("k", 0, 0);

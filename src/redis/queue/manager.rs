@@ -7,6 +7,7 @@ use async_trait::async_trait;
 
 use super::{RedisStreamsQueue, SCRIPTS, arg, millis, receipt};
 use crate::Result;
+use crate::job::JobId;
 use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Requeue, Reserve};
 use crate::redis::client::Lua;
 use crate::redis::reply::int;
@@ -194,6 +195,17 @@ impl QueueManager for RedisStreamsQueue {
                 .await?;
         }
         Ok(())
+    }
+
+    async fn discard(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        let items: Vec<Vec<Vec<u8>>> = ids.iter().map(|id| vec![arg(id)]).collect();
+        let replies = self
+            .lease_script(&SCRIPTS.discard, &[], queue, &items)
+            .await?;
+        Ok(replies
+            .iter()
+            .filter_map(|v| int(v).and_then(|n| usize::try_from(n).ok()))
+            .sum())
     }
 
     async fn dead_letter(&self, items: &[DeadLetter]) -> Result<()> {

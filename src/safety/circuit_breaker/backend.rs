@@ -84,6 +84,11 @@ impl<Q: QueueManager> QueueManager for CircuitBreaker<Q> {
             .await
     }
 
+    async fn discard(&self, queue: &str, ids: &[JobId]) -> Result<usize> {
+        self.guard(QUEUE_KEY, Duration::ZERO, self.inner().discard(queue, ids))
+            .await
+    }
+
     async fn dead_letter(&self, items: &[DeadLetter]) -> Result<()> {
         self.guard(QUEUE_KEY, Duration::ZERO, self.inner().dead_letter(items))
             .await
