@@ -1,0 +1,452 @@
+//! `jobforge-bench`: how fast jobforge runs jobs on a store, measured the way users run it.
+//!
+//! ```text
+//! cargo run --release --features full --bin jobforge-bench -- --help
+//! cargo run --release --features full --bin jobforge-bench -- --jobs 20000 --concurrency 32
+//! cargo run --release --features full --bin jobforge-bench -- --store postgres://postgres@127.0.0.1/test
+//! cargo run --release --features full --bin jobforge-bench -- --store redis://127.0.0.1:6379 --mode streaming
+//! cargo run --release --features full --bin jobforge-bench -- --mode continuous --rate 5000 --duration 10
+//! ```
+//!
+//! One process submits and runs the jobs. It prints jobs per second, submit-to-start and
+//! submit-to-finish percentiles, the store's round trips per job, and the process's CPU time
+//! and peak memory; `--json` writes the same as JSON. Jobs live in a schema (PostgreSQL) or
+//! namespace (Redis) of their own, removed at the end.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use jobforge::postgres::{PostgresBackend, PostgresConfig};
+use jobforge::prelude::*;
+use jobforge::redis::{RedisBackend, RedisConfig};
+use jobforge::state::{JobFilter, Page};
+use jobforge::{JobOrchestrator, JobState, OrchestratorBuilder};
+use serde::Serialize;
+
+/// How the jobs arrive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Mode {
+    /// Queue every job first, then start the workers and time the drain.
+    BurnDown,
+    /// Start the workers, then submit chunk after chunk as fast as the store takes them.
+    Streaming,
+    /// Start the workers, then submit at `--rate` jobs per second for `--duration` seconds,
+    /// paced on real elapsed time.
+    Continuous,
+}
+
+/// Measure jobforge on a store: burn-down, streaming or a fixed offered rate.
+#[derive(Debug, Parser)]
+#[command(name = "jobforge-bench", version)]
+struct Args {
+    /// The store: a `postgres://` or `redis://` URL; none is the embedded in-memory store.
+    #[arg(long, env = "JOBFORGE_BENCH_STORE")]
+    store: Option<String>,
+    /// How the jobs arrive.
+    #[arg(long, value_enum, default_value = "burn-down")]
+    mode: Mode,
+    /// Jobs to run (burn-down and streaming).
+    #[arg(long, default_value_t = 20_000)]
+    jobs: u64,
+    /// Jobs per submit call.
+    #[arg(long, default_value_t = 1_000)]
+    chunk: usize,
+    /// Jobs run at once by the worker pool.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Most jobs claimed in one call (default: the concurrency).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Offered rate, jobs per second (continuous).
+    #[arg(long, default_value_t = 1_000)]
+    rate: u64,
+    /// Seconds to offer the rate for (continuous).
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Milliseconds each job works (sleeps) before it succeeds.
+    #[arg(long, default_value_t = 0)]
+    work_ms: u64,
+    /// Bytes of payload per job (a JSON string of that length; 0 is `null`).
+    #[arg(long, default_value_t = 0)]
+    payload_bytes: usize,
+    /// Record every execution in the memory (the engine's default; off measures the store).
+    #[arg(long)]
+    record_executions: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+/// What one run measured.
+#[derive(Debug, Serialize)]
+struct Report {
+    store: String,
+    mode: Mode,
+    jobs: u64,
+    concurrency: usize,
+    batch: usize,
+    seconds: f64,
+    jobs_per_s: f64,
+    start_latency_ms: Percentiles,
+    finish_latency_ms: Percentiles,
+    round_trips_per_job: Option<f64>,
+    cpu_seconds: Option<f64>,
+    peak_rss_mib: Option<f64>,
+}
+
+/// p50, p95, p99 and max, in milliseconds.
+#[derive(Debug, Default, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.50)),
+            p95: ms(h.value_at_quantile(0.95)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+/// The store under test and how to clean it up.
+enum Store {
+    Memory,
+    Postgres(PostgresBackend, String, String),
+    Redis(RedisBackend, String),
+}
+
+impl Store {
+    async fn connect(url: Option<&str>) -> Result<Self, Box<dyn std::error::Error>> {
+        let tag = uuid::Uuid::now_v7().simple().to_string();
+        match url {
+            None => Ok(Self::Memory),
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+                let schema = format!("jobforge_bench_{}", &tag[16..]);
+                let pg = PostgresBackend::connect_with(
+                    u,
+                    PostgresConfig::default()
+                        .with_schema(&schema)
+                        .with_purge_interval(None),
+                )
+                .await?;
+                Ok(Self::Postgres(pg, u.to_owned(), schema))
+            }
+            Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
+                let namespace = format!("jobforge-bench-{tag}");
+                let redis =
+                    RedisBackend::connect_with(u, RedisConfig::new().with_namespace(&namespace))
+                        .await?;
+                Ok(Self::Redis(redis, namespace))
+            }
+            Some(u) => Err(format!(
+                "--store: `{u}` is neither a postgres:// nor a redis:// URL (leave it out for the in-memory store)"
+            )
+            .into()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Memory => "in-memory",
+            Self::Postgres(..) => "postgres",
+            Self::Redis(..) => "redis",
+        }
+    }
+
+    fn builder(&self) -> OrchestratorBuilder {
+        match self {
+            Self::Memory => Orchestrator::builder(),
+            Self::Postgres(pg, ..) => Orchestrator::builder().store(pg.store()),
+            Self::Redis(redis, _) => Orchestrator::builder().store(redis.store()),
+        }
+    }
+
+    fn round_trips(&self) -> Option<u64> {
+        match self {
+            Self::Memory => None,
+            Self::Postgres(pg, ..) => Some(pg.statements()),
+            Self::Redis(redis, _) => Some(redis.round_trips()),
+        }
+    }
+
+    async fn cleanup(self) -> Result<(), Box<dyn std::error::Error>> {
+        match self {
+            Self::Memory => {}
+            Self::Postgres(pg, url, schema) => {
+                drop(pg);
+                use sqlx::Connection;
+                let mut conn = sqlx::PgConnection::connect(&url).await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                )))
+                .execute(&mut conn)
+                .await?;
+            }
+            Self::Redis(redis, namespace) => {
+                let mut conn = redis.pool().get().await?;
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(format!("{{{namespace}*"))
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut *conn)
+                        .await?;
+                    if !keys.is_empty() {
+                        let _: usize = redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async(&mut *conn)
+                            .await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// CPU seconds (user + system) and peak resident memory of this process, from `/proc`.
+fn process_usage() -> (Option<f64>, Option<f64>) {
+    // Clock ticks: Linux reports them at USER_HZ, 100 on every mainstream architecture.
+    const TICKS: f64 = 100.0;
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name (which is in parentheses and may hold spaces).
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / TICKS)
+        });
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib / 1024.0)
+        });
+    (cpu, rss)
+}
+
+/// Microseconds from 1 µs to an hour, to 3 significant digits.
+fn new_histogram() -> Result<Histogram<u64>, hdrhistogram::CreationError> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+}
+
+async fn submit_chunk(
+    orch: &Orchestrator,
+    n: usize,
+    payload: &serde_json::Value,
+) -> jobforge::Result<()> {
+    let jobs = (0..n)
+        .map(|_| NewJob::new("bench").payload(payload))
+        .collect::<Vec<_>>();
+    orch.submit_batch(jobs).await.map(|_| ())
+}
+
+async fn wait_for(done: &AtomicU64, target: u64, orch: &Orchestrator) -> jobforge::Result<()> {
+    while done.load(Ordering::Relaxed) < target {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Every handler ran; the last finishes are being written.
+    orch.wait_idle(Duration::from_secs(120)).await
+}
+
+/// Submit-to-start and submit-to-finish of every succeeded job, read back from the records
+/// (so both are on the store's clock).
+async fn latencies(
+    orch: &Orchestrator,
+    mut starts: Histogram<u64>,
+    mut finishes: Histogram<u64>,
+) -> jobforge::Result<(Histogram<u64>, Histogram<u64>)> {
+    let micros = |d: chrono::TimeDelta| {
+        u64::try_from(d.num_microseconds().unwrap_or(0).max(1)).unwrap_or(u64::MAX)
+    };
+    let filter = JobFilter {
+        state: Some(JobState::Succeeded),
+        ..JobFilter::default()
+    };
+    let mut page = Page::first(1_000);
+    loop {
+        let listed = orch.list(&filter, &page).await?;
+        for r in &listed.items {
+            if let Some(at) = r.started_at {
+                starts.saturating_record(micros(at - r.created_at));
+            }
+            if let Some(at) = r.finished_at {
+                finishes.saturating_record(micros(at - r.created_at));
+            }
+        }
+        match listed.next {
+            Some(cursor) => page = Page::first(1_000).after(cursor),
+            None => return Ok((starts, finishes)),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "jobforge=error".into()),
+        )
+        .init();
+    let args = Args::parse();
+    if args.concurrency == 0 || args.chunk == 0 {
+        return Err("--concurrency and --chunk must be at least 1".into());
+    }
+    let store = Store::connect(args.store.as_deref()).await?;
+    let batch = args.batch.unwrap_or(args.concurrency).max(1);
+    let payload = if args.payload_bytes == 0 {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::String("x".repeat(args.payload_bytes))
+    };
+
+    let done = Arc::new(AtomicU64::new(0));
+    let work = Duration::from_millis(args.work_ms);
+    let d = Arc::clone(&done);
+    let orch = store
+        .builder()
+        .handler("bench", move |_ctx: JobContext| {
+            let d = Arc::clone(&d);
+            async move {
+                if !work.is_zero() {
+                    tokio::time::sleep(work).await;
+                }
+                d.fetch_add(1, Ordering::Relaxed);
+                Ok(serde_json::Value::Null)
+            }
+        })
+        .build()?;
+    let config = WorkerConfig::default()
+        .concurrency(args.concurrency)
+        .batch_size(batch)
+        .record_executions(args.record_executions);
+
+    let trips_before = store.round_trips();
+    let (jobs, started, workers) = match args.mode {
+        Mode::BurnDown => {
+            let mut left = args.jobs;
+            while left > 0 {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(args.chunk);
+                submit_chunk(&orch, n, &payload).await?;
+                left -= n as u64;
+            }
+            let started = Instant::now();
+            (args.jobs, started, orch.start_workers(config)?)
+        }
+        Mode::Streaming => {
+            let workers = orch.start_workers(config)?;
+            let started = Instant::now();
+            let mut left = args.jobs;
+            while left > 0 {
+                let n = usize::try_from(left).unwrap_or(usize::MAX).min(args.chunk);
+                submit_chunk(&orch, n, &payload).await?;
+                left -= n as u64;
+            }
+            (args.jobs, started, workers)
+        }
+        Mode::Continuous => {
+            let workers = orch.start_workers(config)?;
+            let started = Instant::now();
+            let total = args.rate.saturating_mul(args.duration);
+            let mut sent = 0u64;
+            let mut tick = tokio::time::interval(Duration::from_millis(5));
+            while sent < total {
+                tick.tick().await;
+                let due = (started.elapsed().as_secs_f64() * args.rate as f64) as u64;
+                let mut owed = due.min(total).saturating_sub(sent);
+                while owed > 0 {
+                    let n = usize::try_from(owed).unwrap_or(usize::MAX).min(args.chunk);
+                    submit_chunk(&orch, n, &payload).await?;
+                    owed -= n as u64;
+                    sent += n as u64;
+                }
+            }
+            (total, started, workers)
+        }
+    };
+    wait_for(&done, jobs, &orch).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let trips = match (trips_before, store.round_trips()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / jobs.max(1) as f64),
+        _ => None,
+    };
+    workers.shutdown(Duration::from_secs(10)).await;
+    let (cpu_seconds, peak_rss_mib) = process_usage();
+    let (starts, finishes) = latencies(&orch, new_histogram()?, new_histogram()?).await?;
+    let report = Report {
+        store: store.name().to_owned(),
+        mode: args.mode,
+        jobs,
+        concurrency: args.concurrency,
+        batch,
+        seconds,
+        jobs_per_s: jobs as f64 / seconds.max(f64::EPSILON),
+        start_latency_ms: Percentiles::of(&starts),
+        finish_latency_ms: Percentiles::of(&finishes),
+        round_trips_per_job: trips,
+        cpu_seconds,
+        peak_rss_mib,
+    };
+    print_report(&report);
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    drop(orch);
+    store.cleanup().await?;
+    Ok(())
+}
+
+fn print_report(r: &Report) {
+    let opt = |v: Option<f64>, digits: usize| match v {
+        Some(v) => format!("{v:.digits$}"),
+        None => "-".to_owned(),
+    };
+    let mode = r
+        .mode
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned());
+    println!(
+        "jobforge-bench: {} {mode}, {} jobs, concurrency {}, batch {}",
+        r.store, r.jobs, r.concurrency, r.batch
+    );
+    println!(
+        "| jobs/s | seconds | start p50 / p95 / p99 ms | finish p50 / p95 / p99 ms | round trips/job | CPU s | peak RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {:.0} | {:.2} | {:.2} / {:.2} / {:.2} | {:.2} / {:.2} / {:.2} | {} | {} | {} |",
+        r.jobs_per_s,
+        r.seconds,
+        r.start_latency_ms.p50,
+        r.start_latency_ms.p95,
+        r.start_latency_ms.p99,
+        r.finish_latency_ms.p50,
+        r.finish_latency_ms.p95,
+        r.finish_latency_ms.p99,
+        opt(r.round_trips_per_job, 4),
+        opt(r.cpu_seconds, 2),
+        opt(r.peak_rss_mib, 1),
+    );
+}
