@@ -33,7 +33,7 @@ use sql::{JOB_COLUMNS, Statements};
 /// `jobs` table is the queue, and a worker claims a batch of due jobs in one statement
 /// (`FOR UPDATE SKIP LOCKED`).
 ///
-/// Get one from [`PostgresBackend::state`](crate::postgres::PostgresBackend::state).
+/// Get one from [`PostgresBackend::store`](crate::postgres::PostgresBackend::store).
 ///
 /// [`PostgresConfig::retention`]: crate::postgres::PostgresConfig::retention
 pub struct PostgresState {
