@@ -10,7 +10,8 @@
 //!
 //! One process submits and runs the jobs. It prints jobs per second, submit-to-start and
 //! submit-to-finish percentiles, the store's round trips per job, and the process's CPU time
-//! and peak memory; `--json` writes the same as JSON. Jobs live in a schema (PostgreSQL) or
+//! and peak memory; `--json` writes the same as JSON, and `--plots DIR` draws throughput and
+//! latency over the run as SVG. Jobs live in a schema (PostgreSQL) or
 //! namespace (Redis) of their own, removed at the end.
 
 use std::sync::Arc;
@@ -79,6 +80,10 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Write plots of throughput and latency over the run into this folder
+    /// (`throughput.svg`, `latency.svg`).
+    #[arg(long)]
+    plots: Option<std::path::PathBuf>,
 }
 
 /// What one run measured.
@@ -270,13 +275,49 @@ async fn wait_for(done: &AtomicU64, target: u64, orch: &Orchestrator) -> jobforg
     orch.wait_idle(Duration::from_secs(120)).await
 }
 
+/// The run over time, in buckets of `Series::BUCKET` from its start: jobs finished, and the
+/// submit-to-start latencies (µs) of the jobs that started, per bucket.
+#[derive(Default)]
+struct Series {
+    finished: Vec<u64>,
+    started: Vec<Vec<u32>>,
+}
+
+impl Series {
+    const BUCKET_MS: i64 = 100;
+
+    fn bucket(since_start: chrono::TimeDelta) -> Option<usize> {
+        usize::try_from(since_start.num_milliseconds() / Self::BUCKET_MS).ok()
+    }
+
+    fn add(&mut self, run_start: chrono::DateTime<chrono::Utc>, r: &jobforge::JobRecord) {
+        if let Some(b) = r.finished_at.and_then(|at| Self::bucket(at - run_start)) {
+            if self.finished.len() <= b {
+                self.finished.resize(b + 1, 0);
+            }
+            self.finished[b] += 1;
+        }
+        if let Some(at) = r.started_at {
+            if let Some(b) = Self::bucket(at - run_start) {
+                if self.started.len() <= b {
+                    self.started.resize_with(b + 1, Vec::new);
+                }
+                let us = (at - r.created_at).num_microseconds().unwrap_or(0).max(0);
+                self.started[b].push(u32::try_from(us).unwrap_or(u32::MAX));
+            }
+        }
+    }
+}
+
 /// Submit-to-start and submit-to-finish of every succeeded job, read back from the records
-/// (so both are on the store's clock).
+/// (so both are on the store's clock), and the run over time.
 async fn latencies(
     orch: &Orchestrator,
+    run_start: chrono::DateTime<chrono::Utc>,
     mut starts: Histogram<u64>,
     mut finishes: Histogram<u64>,
-) -> jobforge::Result<(Histogram<u64>, Histogram<u64>)> {
+) -> jobforge::Result<(Histogram<u64>, Histogram<u64>, Series)> {
+    let mut series = Series::default();
     let micros = |d: chrono::TimeDelta| {
         u64::try_from(d.num_microseconds().unwrap_or(0).max(1)).unwrap_or(u64::MAX)
     };
@@ -288,6 +329,7 @@ async fn latencies(
     loop {
         let listed = orch.list(&filter, &page).await?;
         for r in &listed.items {
+            series.add(run_start, r);
             if let Some(at) = r.started_at {
                 starts.saturating_record(micros(at - r.created_at));
             }
@@ -297,7 +339,7 @@ async fn latencies(
         }
         match listed.next {
             Some(cursor) => page = Page::first(1_000).after(cursor),
-            None => return Ok((starts, finishes)),
+            None => return Ok((starts, finishes, series)),
         }
     }
 }
@@ -344,6 +386,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .record_executions(args.record_executions);
 
     let trips_before = store.round_trips();
+    // The run's start on the wall clock, for the plots: moved to the workers' start in a
+    // burn-down, below.
+    let mut run_start = chrono::Utc::now();
+    let progress = Progress::start(Arc::clone(&done), args.mode, &args);
     let (jobs, started, workers) = match args.mode {
         Mode::BurnDown => {
             let mut left = args.jobs;
@@ -353,6 +399,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 left -= n as u64;
             }
             let started = Instant::now();
+            run_start = chrono::Utc::now();
             (args.jobs, started, orch.start_workers(config)?)
         }
         Mode::Streaming => {
@@ -388,13 +435,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     wait_for(&done, jobs, &orch).await?;
     let seconds = started.elapsed().as_secs_f64();
+    progress.finish();
     let trips = match (trips_before, store.round_trips()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / jobs.max(1) as f64),
         _ => None,
     };
     workers.shutdown(Duration::from_secs(10)).await;
     let (cpu_seconds, peak_rss_mib) = process_usage();
-    let (starts, finishes) = latencies(&orch, new_histogram()?, new_histogram()?).await?;
+    let (starts, finishes, series) =
+        latencies(&orch, run_start, new_histogram()?, new_histogram()?).await?;
     let report = Report {
         store: store.name().to_owned(),
         mode: args.mode,
@@ -411,11 +460,147 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     print_report(&report);
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+        let written = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(path, serde_json::to_vec_pretty(&report)?));
+        written.map_err(|e| format!("--json: could not write {}: {e}", path.display()))?;
+    }
+    if let Some(dir) = &args.plots {
+        plot(dir, &report, &series)
+            .map_err(|e| format!("--plots: could not draw into {}: {e}", dir.display()))?;
+        println!("plots: {}", dir.display());
     }
     drop(orch);
     store.cleanup().await?;
     Ok(())
+}
+
+/// A progress bar of jobs done on stderr (hidden when stderr is not a terminal).
+struct Progress(Option<(indicatif::ProgressBar, tokio::task::JoinHandle<()>)>);
+
+impl Progress {
+    fn start(done: Arc<AtomicU64>, mode: Mode, args: &Args) -> Self {
+        let total = match mode {
+            Mode::Continuous => args.rate.saturating_mul(args.duration),
+            _ => args.jobs,
+        };
+        let bar = indicatif::ProgressBar::new(total);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} jobs done ({per_sec})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                b.set_position(done.load(Ordering::Relaxed));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self(Some((bar, task)))
+    }
+
+    fn finish(mut self) {
+        if let Some((bar, task)) = self.0.take() {
+            task.abort();
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// `throughput.svg` (jobs finished per second) and `latency.svg` (submit-to-start p50 and
+/// p99 of the jobs that started) over the run, in `dir`.
+fn plot(dir: &std::path::Path, r: &Report, s: &Series) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+    std::fs::create_dir_all(dir)?;
+    let secs = |b: usize| b as f64 * Series::BUCKET_MS as f64 / 1000.0;
+    let per_s = 1000.0 / Series::BUCKET_MS as f64;
+    let title = format!(
+        "{} {}, {} jobs, concurrency {}",
+        r.store,
+        mode_name(r.mode),
+        r.jobs,
+        r.concurrency
+    );
+
+    let rate: Vec<(f64, f64)> = s
+        .finished
+        .iter()
+        .enumerate()
+        .map(|(b, n)| (secs(b), *n as f64 * per_s))
+        .collect();
+    let quantiles: Vec<(f64, f64, f64)> = s
+        .started
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(b, v)| {
+            let mut v = v.clone();
+            v.sort_unstable();
+            let at = |q: f64| f64::from(v[((v.len() - 1) as f64 * q) as usize]) / 1000.0;
+            (secs(b), at(0.5), at(0.99))
+        })
+        .collect();
+    let end = secs(s.finished.len().max(s.started.len()).max(1));
+
+    let path = dir.join("throughput.svg");
+    let root = SVGBackend::new(&path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = rate.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("jobs finished per second: {title}"),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..end, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("jobs/s")
+        .draw()?;
+    chart.draw_series(LineSeries::new(rate, &BLUE))?;
+    root.present()?;
+
+    let path = dir.join("latency.svg");
+    let root = SVGBackend::new(&path, (960, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let top = quantiles.iter().map(|p| p.2).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("submit to start, ms: {title}"), ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..end, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("ms")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(quantiles.iter().map(|q| (q.0, q.1)), &BLUE))?
+        .label("p50")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+    chart
+        .draw_series(LineSeries::new(quantiles.iter().map(|q| (q.0, q.2)), &RED))?
+        .label("p99")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE)
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn mode_name(mode: Mode) -> String {
+    mode.to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
 }
 
 fn print_report(r: &Report) {
@@ -423,13 +608,13 @@ fn print_report(r: &Report) {
         Some(v) => format!("{v:.digits$}"),
         None => "-".to_owned(),
     };
-    let mode = r
-        .mode
-        .to_possible_value()
-        .map_or_else(String::new, |v| v.get_name().to_owned());
     println!(
-        "jobforge-bench: {} {mode}, {} jobs, concurrency {}, batch {}",
-        r.store, r.jobs, r.concurrency, r.batch
+        "jobforge-bench: {} {}, {} jobs, concurrency {}, batch {}",
+        r.store,
+        mode_name(r.mode),
+        r.jobs,
+        r.concurrency,
+        r.batch
     );
     println!(
         "| jobs/s | seconds | start p50 / p95 / p99 ms | finish p50 / p95 / p99 ms | round trips/job | CPU s | peak RSS MiB |"
