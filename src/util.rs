@@ -24,6 +24,13 @@ pub(crate) fn dur_micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// `d` in whole milliseconds, saturating at `u64::MAX` (leases and TTLs sent to Redis, and
+/// timeouts shown over HTTP).
+#[cfg(any(feature = "redis", feature = "http"))]
+pub(crate) fn dur_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `now + d`, in microseconds, saturating.
 pub(crate) fn micros_after(now: i64, d: Duration) -> i64 {
     now.saturating_add(dur_micros(d))

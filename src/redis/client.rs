@@ -94,6 +94,11 @@ macro_rules! connection_settings {
 pub(crate) use connection_settings;
 
 /// A namespace is the hash tag of every key: non-empty, without `{` or `}`.
+/// A script or command argument as Redis takes it: its text.
+pub(crate) fn arg(s: impl ToString) -> Vec<u8> {
+    s.to_string().into_bytes()
+}
+
 pub(crate) fn validate_namespace(namespace: &str) -> Result<()> {
     if namespace.is_empty() || namespace.contains(['{', '}']) {
         return Err(Error::invalid_input(

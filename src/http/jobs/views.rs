@@ -203,9 +203,7 @@ impl From<JobRecord> for JobView {
             priority: r.priority,
             attempt: r.attempt,
             max_attempts: r.max_attempts,
-            timeout_ms: r
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: r.timeout.map(crate::util::dur_millis),
             idempotency_key: match (r.idempotency_key, r.tenant.as_deref()) {
                 (Some(key), Some(tenant)) => Some(
                     key.strip_prefix(&tenant_key_prefix(tenant))

@@ -4,11 +4,12 @@ use std::time::Duration;
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::{RedisStreamsQueue, SCRIPTS, arg, millis};
+use super::{RedisStreamsQueue, SCRIPTS, arg};
 use crate::Result;
 use crate::job::JobId;
 use crate::queue::{Envelope, KindQueueStats, QueueInspect, QueueStats};
 use crate::redis::reply::{array, int, owned, text, unexpected};
+use crate::util::dur_millis;
 
 impl RedisStreamsQueue {
     /// Every queue of the namespace that has been used.
@@ -144,7 +145,7 @@ impl QueueInspect for RedisStreamsQueue {
             .eval(
                 &SCRIPTS.lock,
                 &[&key],
-                &[arg(holder), arg(millis(ttl).max(1))],
+                &[arg(holder), arg(dur_millis(ttl).max(1))],
             )
             .await?;
         Ok(int(&reply) == Some(1))

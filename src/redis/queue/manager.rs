@@ -5,12 +5,13 @@ use std::time::Duration;
 use ::redis::Value;
 use async_trait::async_trait;
 
-use super::{RedisStreamsQueue, SCRIPTS, arg, millis, receipt};
+use super::{RedisStreamsQueue, SCRIPTS, arg, receipt};
 use crate::Result;
 use crate::job::JobId;
 use crate::queue::{DeadLetter, Envelope, Lease, QueueManager, QueueStats, Requeue, Reserve};
 use crate::redis::client::Lua;
 use crate::redis::reply::int;
+use crate::util::dur_millis;
 use crate::util::micros;
 
 impl RedisStreamsQueue {
@@ -96,7 +97,7 @@ impl QueueManager for RedisStreamsQueue {
             return Ok(Vec::new());
         }
         let deadline = tokio::time::Instant::now() + req.wait;
-        let reclaim_every = Duration::from_millis((millis(req.lease) / 4).clamp(10, 1_000));
+        let reclaim_every = Duration::from_millis((dur_millis(req.lease) / 4).clamp(10, 1_000));
         loop {
             // Start at a different queue each call, so no listed queue is starved.
             let n = req.queues.len();
@@ -153,7 +154,7 @@ impl QueueManager for RedisStreamsQueue {
             let held = self
                 .lease_script(
                     &SCRIPTS.extend,
-                    &[arg(worker), arg(millis(lease).max(1))],
+                    &[arg(worker), arg(dur_millis(lease).max(1))],
                     queue,
                     &items,
                 )

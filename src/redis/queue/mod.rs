@@ -6,12 +6,11 @@ mod reserve;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
 
 use ::redis::aio::MultiplexedConnection;
 use deadpool_redis::Pool;
 
-use super::client::{Link, Lua};
+use super::client::{Link, Lua, arg};
 use crate::Result;
 use crate::queue::Lease;
 
@@ -108,14 +107,6 @@ impl std::fmt::Debug for RedisStreamsQueue {
 /// A lease's handle on its stream entry: `<priority>:<entry id>`.
 fn receipt(lease: &Lease) -> Option<(&str, &str)> {
     lease.receipt.as_deref()?.split_once(':')
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn arg(s: impl ToString) -> Vec<u8> {
-    s.to_string().into_bytes()
 }
 
 impl RedisStreamsQueue {

@@ -5,10 +5,11 @@ use ::redis::Value;
 use ::redis::aio::MultiplexedConnection;
 use chrono::Utc;
 
-use super::{RedisStreamsQueue, SCRIPTS, arg, millis};
+use super::{RedisStreamsQueue, SCRIPTS, arg};
 use crate::job::{JobId, WorkerId};
 use crate::queue::{Envelope, Lease, QueueManager, Requeue, Reserve};
 use crate::redis::reply::{array, int, need_int, need_text, owned, unexpected};
+use crate::util::dur_millis;
 use crate::util::from_micros;
 use crate::{Error, ErrorKind, Result};
 
@@ -66,7 +67,7 @@ impl RedisStreamsQueue {
         req: &Reserve<'_>,
         max: usize,
     ) -> Result<Attempt> {
-        let lease_ms = millis(req.lease).max(1);
+        let lease_ms = dur_millis(req.lease).max(1);
         let reclaim_every = (lease_ms / 4).clamp(10, 1_000);
         let args = [
             arg(req.worker.as_str()),
@@ -74,7 +75,7 @@ impl RedisStreamsQueue {
             arg(lease_ms),
             arg(self.config.promote_batch.max(max)),
             arg(reclaim_every),
-            arg(millis(self.config.max_lane_wait)),
+            arg(dur_millis(self.config.max_lane_wait)),
         ];
         let prefix = self.key_prefix(queue);
         let reply = self.link.eval(&SCRIPTS.reserve, &[&prefix], &args).await?;
@@ -134,7 +135,7 @@ impl RedisStreamsQueue {
             .arg("COUNT")
             .arg(req.max.min(self.config.chunk_size))
             .arg("BLOCK")
-            .arg(millis(block).max(1))
+            .arg(dur_millis(block).max(1))
             .arg("STREAMS");
         let mut n = 0;
         for (qi, (queue, lanes)) in queues.iter().enumerate() {
@@ -210,7 +211,7 @@ impl RedisStreamsQueue {
         for (qi, entries) in per_queue {
             let queue = &queues[qi].0;
             let prefix = self.key_prefix(queue);
-            let args: Vec<Vec<u8>> = std::iter::once(arg(millis(req.lease).max(1)))
+            let args: Vec<Vec<u8>> = std::iter::once(arg(dur_millis(req.lease).max(1)))
                 .chain(
                     entries
                         .iter()

@@ -410,9 +410,7 @@ impl Core {
             tags: &record.tags,
             tenant: record.tenant.as_deref(),
             strategy: record.strategy.as_deref(),
-            timeout_ms: record
-                .timeout
-                .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            timeout_ms: record.timeout.map(crate::util::dur_millis),
             idempotency_key: record.idempotency_key.as_deref(),
         })?;
         let delay = micros(record.run_at).saturating_sub(micros(record.created_at));

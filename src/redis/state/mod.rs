@@ -18,7 +18,7 @@ use deadpool_redis::Pool;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use super::client::{Link, Lua};
+use super::client::{Link, Lua, arg};
 use super::reply::{array, int};
 use crate::Result;
 use crate::job::WorkerId;
@@ -137,10 +137,6 @@ impl std::fmt::Debug for RedisState {
             .field("round_trips", &self.core.link.round_trips())
             .finish_non_exhaustive()
     }
-}
-
-fn arg(s: impl ToString) -> Vec<u8> {
-    s.to_string().into_bytes()
 }
 
 impl RedisState {
