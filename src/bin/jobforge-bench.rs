@@ -59,9 +59,12 @@ struct Args {
     /// Jobs run at once by the worker pool.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Most jobs claimed in one call (default: the concurrency).
+    /// Most jobs claimed or finished in one round trip (the worker's default: 256).
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Jobs claimed ahead of free slots (default: the worker's, as many as the concurrency).
     #[arg(long)]
-    batch: Option<usize>,
+    prefetch: Option<usize>,
     /// Offered rate, jobs per second (continuous).
     #[arg(long, default_value_t = 1_000)]
     rate: u64,
@@ -357,7 +360,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("--concurrency and --chunk must be at least 1".into());
     }
     let store = Store::connect(args.store.as_deref()).await?;
-    let batch = args.batch.unwrap_or(args.concurrency).max(1);
+    let batch = args.batch.max(1);
     let payload = if args.payload_bytes == 0 {
         serde_json::Value::Null
     } else {
@@ -380,10 +383,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .build()?;
-    let config = WorkerConfig::default()
+    let mut config = WorkerConfig::default()
         .concurrency(args.concurrency)
         .batch_size(batch)
         .record_executions(args.record_executions);
+    if let Some(prefetch) = args.prefetch {
+        config = config.prefetch(prefetch);
+    }
 
     let trips_before = store.round_trips();
     // The run's start on the wall clock, for the plots: moved to the workers' start in a

@@ -12,7 +12,7 @@ use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
 };
-use crate::store::JobStore;
+use crate::store::{FinishAndClaim, JobStore};
 use crate::{Error, ErrorKind, Result};
 
 /// Builds a [`Timeout`]: a deadline on every call.
@@ -253,5 +253,18 @@ impl<S: JobStore> JobStore for Timeout<S> {
     async fn stats(&self) -> Result<QueueStats> {
         self.backend("store stats", Duration::ZERO, self.inner.stats())
             .await
+    }
+
+    async fn finish_and_claim(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<FinishAndClaim> {
+        self.backend(
+            "store finish_and_claim",
+            Duration::ZERO,
+            self.inner.finish_and_claim(transitions, req),
+        )
+        .await
     }
 }

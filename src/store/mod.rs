@@ -10,7 +10,7 @@ use async_trait::async_trait;
 
 use crate::Result;
 use crate::queue::{QueueStats, Reserve};
-use crate::state::{Claim, StateManager};
+use crate::state::{Claim, StateManager, Transition, TransitionResult};
 
 pub use reconciler::{ReconcileReport, Reconciler, ReconcilerConfig};
 pub use split::Split;
@@ -70,6 +70,49 @@ pub trait JobStore: StateManager {
 
     /// Delivery counts: ready, delayed, in flight, and dead jobs kept.
     async fn stats(&self) -> Result<QueueStats>;
+
+    /// Finish `transitions` (as [`StateManager::finish`]) and claim up to `req.max` due jobs
+    /// (as [`JobStore::claim_due`], without waiting: `req.wait` is ignored) in one step: a
+    /// worker settles what its slots finished and takes their next jobs in one round trip.
+    /// PostgreSQL does it in one statement and Redis in one script; this default (which the
+    /// in-memory store keeps: it has no round trip to save) does the finish, then the claim.
+    ///
+    /// An `Err` means no finish is known to have been applied (try the finishes again: they
+    /// are fenced, so one that was applied answers a conflict). A claim that fails after the
+    /// finishes were applied is not an error: [`FinishAndClaim::claim_error`] says why no
+    /// job was claimed.
+    async fn finish_and_claim(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<FinishAndClaim> {
+        finish_then_claim(self, transitions, req).await
+    }
+}
+
+/// What [`JobStore::finish_and_claim`] did: the answer to each finish, in order, and the jobs
+/// claimed.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct FinishAndClaim {
+    /// One answer per transition, in the order given.
+    pub results: Vec<TransitionResult>,
+    /// The jobs claimed ([`Claim::Claimed`], [`Claim::Exhausted`] or [`Claim::Cancelled`]).
+    pub claims: Vec<Claim>,
+    /// Why the claim failed after the finishes were applied, if it did.
+    pub claim_error: Option<crate::Error>,
+}
+
+impl FinishAndClaim {
+    /// An answer of finishes and claims that both went through.
+    #[must_use]
+    pub fn new(results: Vec<TransitionResult>, claims: Vec<Claim>) -> Self {
+        Self {
+            results,
+            claims,
+            claim_error: None,
+        }
+    }
 }
 
 /// A store behind an `Arc` is a store, so it can be wrapped while it is shared:
@@ -81,6 +124,13 @@ impl<S: JobStore> JobStore for Arc<S> {
     }
     async fn stats(&self) -> Result<QueueStats> {
         (**self).stats().await
+    }
+    async fn finish_and_claim(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<FinishAndClaim> {
+        (**self).finish_and_claim(transitions, req).await
     }
 }
 
@@ -102,6 +152,35 @@ impl IntoJobStore for Arc<dyn JobStore> {
     fn into_job_store(self) -> Arc<dyn JobStore> {
         self
     }
+}
+
+/// [`JobStore::finish_and_claim`] in two steps: the finish, then the claim (the trait's
+/// default, and a store's path for batches it cannot fuse).
+pub(crate) async fn finish_then_claim<S: JobStore + ?Sized>(
+    store: &S,
+    transitions: Vec<Transition>,
+    req: &Reserve<'_>,
+) -> Result<FinishAndClaim> {
+    let results = if transitions.is_empty() {
+        Vec::new()
+    } else {
+        store.finish(transitions).await?
+    };
+    if req.max == 0 {
+        return Ok(FinishAndClaim::new(results, Vec::new()));
+    }
+    let now = Reserve {
+        wait: std::time::Duration::ZERO,
+        ..*req
+    };
+    Ok(match store.claim_due(&now).await {
+        Ok(claims) => FinishAndClaim::new(results, claims),
+        Err(err) => FinishAndClaim {
+            results,
+            claims: Vec::new(),
+            claim_error: Some(err),
+        },
+    })
 }
 
 /// The finishes that give back what a claim took for a caller that stopped waiting (a claim

@@ -1164,3 +1164,134 @@ pub async fn queuing_state_claim_due_is_cancel_safe(s: Arc<dyn jobforge::store::
     }
     assert!(attempts.iter().all(|&a| a == 1));
 }
+
+/// `finish_and_claim` settles a batch and claims the next jobs in one step: finishes are
+/// fenced and answered in order (a conflict among them), the claim takes due jobs by
+/// priority and skips the jobs it just settled, counts and events follow both; with `max`
+/// zero it only finishes.
+pub async fn queuing_state_finish_and_claim_settles_then_claims(
+    s: Arc<dyn jobforge::store::JobStore>,
+) {
+    let records: Vec<JobRecord> = (0..5).map(|_| record(NewJob::new("k"))).collect();
+    let ids: Vec<JobId> = records.iter().map(|r| r.id).collect();
+    for r in records {
+        s.create(vec![r]).await.unwrap();
+    }
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let mut req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 2,
+        lease: LONG,
+        wait: Duration::ZERO,
+    };
+    let claims = s.claim_due(&req).await.unwrap();
+    let held: Vec<JobRecord> = claims
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r,
+            other => panic!("expected Claimed, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(held.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+    let finish = |r: &JobRecord, finish: Finish| Transition {
+        id: r.id,
+        worker: w.clone(),
+        token: r.version,
+        finish,
+    };
+    let transitions = vec![
+        finish(
+            &held[0],
+            Finish::Succeeded {
+                result: Some(Payload::from_value(&serde_json::json!(7)).unwrap()),
+            },
+        ),
+        finish(
+            &held[1],
+            Finish::Retry {
+                delay: Duration::from_secs(3600),
+                error: "later".to_owned(),
+            },
+        ),
+        // Never claimed: a conflict, and the job stays due for the claim.
+        Transition {
+            id: ids[2],
+            worker: w.clone(),
+            token: 99,
+            finish: Finish::Succeeded { result: None },
+        },
+    ];
+    req.max = 10;
+    let answer = s.finish_and_claim(transitions, &req).await.unwrap();
+    assert!(answer.claim_error.is_none(), "{:?}", answer.claim_error);
+    assert!(
+        matches!(
+            answer.results[..],
+            [
+                TransitionResult::Applied {
+                    state: JobState::Succeeded,
+                    ..
+                },
+                TransitionResult::Applied {
+                    state: JobState::Queued,
+                    ..
+                },
+                TransitionResult::Conflict {
+                    current: Some(JobState::Queued),
+                    ..
+                },
+            ]
+        ),
+        "{:?}",
+        answer.results
+    );
+    assert_eq!(claimed_ids(answer.claims), ids[2..]);
+    let done = s.get(ids[0]).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    assert_eq!(done.result.unwrap().as_str(), "7");
+    let later = s.get(ids[1]).await.unwrap().unwrap();
+    assert_eq!(
+        (later.state, later.last_error.as_deref()),
+        (JobState::Queued, Some("later"))
+    );
+    let events = s.events(ids[0]).await.unwrap();
+    assert_eq!(
+        events.last().map(|e| (e.from, e.to)),
+        Some((Some(JobState::Running), JobState::Succeeded)),
+        "{events:?}"
+    );
+    let counts = s.counts().await.unwrap().total;
+    assert_eq!(
+        (counts.queued, counts.running, counts.succeeded),
+        (1, 3, 1),
+        "{counts:?}"
+    );
+
+    // Only a finish: nothing claimed.
+    let running = s.get(ids[3]).await.unwrap().unwrap();
+    req.max = 0;
+    let answer = s
+        .finish_and_claim(
+            vec![finish(
+                &running,
+                Finish::Dead {
+                    error: "no".to_owned(),
+                },
+            )],
+            &req,
+        )
+        .await
+        .unwrap();
+    assert!(answer.claims.is_empty());
+    assert!(matches!(
+        answer.results[..],
+        [TransitionResult::Applied {
+            state: JobState::Dead,
+            ..
+        }]
+    ));
+    let stats = s.stats().await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 1, 2));
+}

@@ -23,6 +23,7 @@ pub struct WorkerConfig {
     pub(super) queues: Vec<String>,
     pub(super) concurrency: usize,
     pub(super) batch_size: usize,
+    pub(super) prefetch: Option<usize>,
     pub(super) lease: Duration,
     pub(super) poll_wait: Duration,
     pub(super) worker_id: Option<WorkerId>,
@@ -33,13 +34,15 @@ pub struct WorkerConfig {
 }
 
 impl Default for WorkerConfig {
-    /// Queue `default`, 64 jobs at once, batches of up to 256, 30 s leases, 1 s reserve wait,
-    /// attempts limited to 30 minutes unless the job or its kind says otherwise.
+    /// Queue `default`, 64 jobs at once, batches of up to 256, up to 256 jobs claimed ahead
+    /// (fewer for long jobs), 30 s leases, 1 s reserve wait, attempts limited to 30 minutes unless the
+    /// job or its kind says otherwise.
     fn default() -> Self {
         Self {
             queues: vec![DEFAULT_QUEUE.to_owned()],
             concurrency: 64,
             batch_size: 256,
+            prefetch: None,
             lease: Duration::from_secs(30),
             poll_wait: Duration::from_secs(1),
             worker_id: None,
@@ -75,6 +78,32 @@ impl WorkerConfig {
     pub fn batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
         self
+    }
+
+    /// Claim at most this many jobs ahead of the free slots (default: the batch size, 256;
+    /// 0 claims only for free slots). Claimed-but-not-started jobs wait in a local buffer
+    /// under the pool's leases (heartbeats extend them; a shutdown hands them back, attempt
+    /// not spent), so a slot that frees starts its next job at once instead of after a round
+    /// trip to the store, and each round trip carries more jobs.
+    ///
+    /// This is a bound, not a target: the pool keeps buffered about as many jobs as its
+    /// slots finish in two round trips (measured as it runs), so short jobs get a deep buffer
+    /// and long ones nearly none, and a job is not kept waiting in one pool's buffer while
+    /// another pool sits idle.
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// The most jobs buffered ahead of the slots.
+    pub(super) fn max_prefetch(&self) -> usize {
+        self.prefetch.unwrap_or(self.batch_size)
+    }
+
+    /// How many jobs a pool may hold claimed at once: running plus buffered.
+    pub(super) fn capacity(&self) -> usize {
+        self.concurrency.saturating_add(self.max_prefetch())
     }
 
     /// How long a lease lasts without a heartbeat (default 30 s). Heartbeats run every third
@@ -152,6 +181,12 @@ impl WorkerConfig {
         }
         if self.concurrency == 0 {
             return Err(Error::invalid_input("concurrency", "must be at least 1"));
+        }
+        if self.prefetch.is_some_and(|p| p > 100_000) {
+            return Err(Error::invalid_input(
+                "prefetch",
+                "must be at most 100000 (claimed jobs wait in memory under leases)",
+            ));
         }
         if self.batch_size == 0 {
             return Err(Error::invalid_input("batch_size", "must be at least 1"));

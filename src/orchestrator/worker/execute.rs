@@ -30,6 +30,10 @@ pub(super) async fn executor_loop(
         return;
     };
     while let Ok(job) = shared.jobs_rx.recv().await {
+        if shared.jobs_rx.is_empty() {
+            // The buffer ran dry: the fetcher looks whether to claim.
+            shared.kick.notify_one();
+        }
         let Assigned { ctx, permit, stop } = job;
         let record = ctx.record();
         let timeout = shared.timeout_for(record);
@@ -87,6 +91,7 @@ pub(super) async fn executor_loop(
                     record: None,
                 }
             });
+        super::note(&shared.job_micros, started.elapsed());
         {
             let mut busy = me.busy.lock();
             if me.generation.load(Ordering::Acquire) != generation {
@@ -98,8 +103,10 @@ pub(super) async fn executor_loop(
             }
             *busy = None;
         }
-        let _ = done_tx.send(done);
+        // The slot frees before the result reaches the finisher, so the finisher's round
+        // trip can claim the slot's next job with it.
         drop(permit);
+        shared.send_done(&done_tx, done);
     }
 }
 

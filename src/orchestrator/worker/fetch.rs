@@ -1,4 +1,6 @@
-//! The fetcher: claims due jobs as slots free up and hands them to the executors.
+//! The fetcher: claims due jobs for the executors when nothing else will (the finisher's
+//! round trips claim for the slots its results free), waiting for work when there is none,
+//! and hands them to the executors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,13 +33,24 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
                 Err(_) => break,
             },
         };
-        let mut permits = vec![first];
-        while permits.len() < batch {
-            match Arc::clone(&shared.slots).try_acquire_owned() {
-                Ok(p) => permits.push(p),
-                Err(_) => break,
+        if !shared.starved() {
+            // Jobs wait in the buffer, or the finisher's next round trip claims: a claim
+            // now would only carry fewer jobs. Look again when kicked (the poll wait is a
+            // safety net, not the path).
+            drop(first);
+            tokio::select! {
+                biased;
+                () = shared.stop.cancelled() => break,
+                () = shared.kick.notified() => {}
+                () = tokio::time::sleep(shared.config.poll_wait) => {}
             }
+            continue;
         }
+        let mut permits = vec![first];
+        permits.extend(take_free_slots(
+            &shared,
+            shared.claim_size(batch.saturating_sub(1)),
+        ));
         let req = Reserve {
             worker: &shared.worker,
             queues: &shared.config.queues,
@@ -83,9 +96,24 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
     }
 }
 
+/// Up to `max` free slots, taken now (none when every slot is held).
+pub(super) fn take_free_slots(
+    shared: &PoolShared,
+    max: usize,
+) -> Vec<tokio::sync::OwnedSemaphorePermit> {
+    let mut permits = Vec::new();
+    while permits.len() < max {
+        match Arc::clone(&shared.slots).try_acquire_owned() {
+            Ok(p) => permits.push(p),
+            Err(_) => break,
+        }
+    }
+    permits
+}
+
 /// Register what a claim took and hand it to the executors, each job with one of `permits`.
 /// Each claim is keyed by its token, the record's version as the claim returned it.
-fn start_claims(
+pub(super) fn start_claims(
     shared: &Arc<PoolShared>,
     claims: Vec<Claim>,
     mut permits: Vec<OwnedSemaphorePermit>,

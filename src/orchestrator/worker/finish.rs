@@ -7,10 +7,11 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::fetch::backend_backoff;
+use super::fetch::{backend_backoff, start_claims, take_free_slots};
 use super::{Done, PoolShared, stop};
 use crate::job::{JobState, Payload, clamp_delay};
 use crate::memory::{ExecutionRecord, OutcomeClass};
+use crate::queue::Reserve;
 use crate::state::{Finish, Transition, TransitionResult};
 use crate::strategy::{Outcome, RetryPolicy};
 
@@ -94,14 +95,24 @@ pub(super) async fn finish_loop(
     let mut failures = 0u32;
     loop {
         if pending.is_empty() {
-            match rx.recv().await {
-                Some(done) => pending.push(done),
+            shared.finisher_idle.store(true, Ordering::Release);
+            shared.kick.notify_one();
+            let next = rx.recv().await;
+            shared.finisher_idle.store(false, Ordering::Release);
+            match next {
+                Some(done) => {
+                    shared.unsettled.fetch_sub(1, Ordering::AcqRel);
+                    pending.push(done);
+                }
                 None => break,
             }
         }
         while pending.len() < max {
             match rx.try_recv() {
-                Ok(done) => pending.push(done),
+                Ok(done) => {
+                    shared.unsettled.fetch_sub(1, Ordering::AcqRel);
+                    pending.push(done);
+                }
                 Err(_) => break,
             }
         }
@@ -126,7 +137,41 @@ pub(super) async fn finish_loop(
         if !batch.is_empty() {
             let transitions: Vec<Transition> =
                 batch.iter().filter_map(|d| d.transition.clone()).collect();
-            match engine.store.finish(transitions).await {
+            // The slots these results freed take their next jobs in the same round trip.
+            let gate = (failures == 0 && !shared.is_stopping())
+                .then(|| shared.claiming.try_read().ok())
+                .flatten();
+            let permits = if gate.is_some() && !shared.is_stopping() {
+                take_free_slots(&shared, shared.claim_size(max))
+            } else {
+                Vec::new()
+            };
+            let trip = Instant::now();
+            let answer = if permits.is_empty() {
+                engine.store.finish(transitions).await
+            } else {
+                let req = Reserve {
+                    worker: &shared.worker,
+                    queues: &shared.config.queues,
+                    max: permits.len(),
+                    lease: shared.config.lease,
+                    wait: Duration::ZERO,
+                };
+                engine
+                    .store
+                    .finish_and_claim(transitions, &req)
+                    .await
+                    .map(|answer| {
+                        super::note(&shared.trip_micros, trip.elapsed());
+                        if let Some(err) = &answer.claim_error {
+                            tracing::warn!(worker = %shared.worker, error = %err, "claim failed after a finish; the fetcher claims instead");
+                        }
+                        start_claims(&shared, answer.claims, permits);
+                        answer.results
+                    })
+            };
+            drop(gate);
+            match answer {
                 Ok(results) if results.len() == batch.len() => {
                     if failures > 0 {
                         tracing::info!(worker = %shared.worker, "finished jobs accepted again");

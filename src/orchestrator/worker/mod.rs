@@ -6,10 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, RwLock, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -42,7 +42,8 @@ use watchdog::Watchdog;
 pub struct ShutdownReport {
     /// Whether every running job finished within the grace period.
     pub drained: bool,
-    /// Jobs still running at the deadline, handed back to the queue (attempt not spent).
+    /// Jobs handed back to the queue (attempt not spent): claimed ahead and not started yet
+    /// (see [`WorkerConfig::prefetch`]), or still running at the deadline.
     pub released: usize,
     /// Execution records the memory never got: the recorder fell behind, or the memory's
     /// store refused them for longer than they could be held.
@@ -101,11 +102,29 @@ struct PoolShared {
     worker: WorkerId,
     config: WorkerConfig,
     stop: CancellationToken,
+    /// One permit per claim the pool may hold unfinished: running or buffered
+    /// ([`WorkerConfig::capacity`]). A claim takes one per job; an executor gives it back
+    /// when the job is done.
     slots: Arc<Semaphore>,
+    /// Woken when the executors may run short of jobs (the buffer emptied, or the finisher
+    /// has nothing to settle and so claims nothing): the fetcher looks again.
+    kick: Notify,
+    /// The finisher waits for results: it holds nothing to settle and claims nothing.
+    finisher_idle: AtomicBool,
+    /// Results sent to the finisher that it has not taken yet.
+    unsettled: AtomicUsize,
+    /// How long a job runs, microseconds (a moving average; 0 until one ran).
+    job_micros: AtomicU64,
+    /// How long a finish-and-claim round trip takes, microseconds (a moving average).
+    trip_micros: AtomicU64,
+    /// Held (shared) by the finisher while a claim of its own is under way; a shutdown takes
+    /// it to let such a claim land before handing back the buffer.
+    claiming: RwLock<()>,
     /// Claims held by this pool: running, or finished and awaiting the finisher (heartbeats
     /// go on for both). Added a claim batch at a time, removed a finish batch at a time.
     running: parking_lot::Mutex<HashMap<Key, Running, foldhash::fast::RandomState>>,
-    /// Claimed jobs for the executors (bounded by the concurrency; a slot is taken first).
+    /// Claimed jobs for the executors: the local buffer (bounded by the capacity; a slot is
+    /// taken first).
     jobs_tx: async_channel::Sender<Assigned>,
     jobs_rx: async_channel::Receiver<Assigned>,
     /// The executor slots.
@@ -132,6 +151,74 @@ impl PoolShared {
     fn is_stopping(&self) -> bool {
         self.stop.is_cancelled()
     }
+
+    /// Whether the executors may run short with no claim on its way to them: the pool holds
+    /// fewer jobs than it means to, nothing waits in the buffer, and the finisher (whose round trips claim for the slots its results
+    /// free) has no result to settle. Then the fetcher claims, waiting for work if need be.
+    fn starved(&self) -> bool {
+        let (held, target) = self.held_and_target();
+        // (The fetcher asks holding the slot it would claim with: it counts.)
+        held <= target
+            && self.jobs_rx.is_empty()
+            && self.unsettled.load(Ordering::Acquire) == 0
+            && self.finisher_idle.load(Ordering::Acquire)
+    }
+
+    /// How many jobs to keep buffered ahead of the slots: as many as the slots finish in two
+    /// round trips, at most the configured bound; none until a job has run.
+    fn target_prefetch(&self) -> usize {
+        let job = self.job_micros.load(Ordering::Relaxed);
+        if job == 0 {
+            return 0;
+        }
+        let trip = self.trip_micros.load(Ordering::Relaxed).max(1);
+        let jobs = (self.config.concurrency as u128).saturating_mul(2 * u128::from(trip))
+            / u128::from(job);
+        usize::try_from(jobs)
+            .unwrap_or(usize::MAX)
+            .min(self.config.max_prefetch())
+    }
+
+    /// How many jobs the pool holds (running and buffered: the slots taken), and how many it
+    /// means to: the concurrency plus the buffer's target.
+    fn held_and_target(&self) -> (usize, usize) {
+        let held = self
+            .config
+            .capacity()
+            .saturating_sub(self.slots.available_permits());
+        let target = self
+            .config
+            .concurrency
+            .saturating_add(self.target_prefetch());
+        (held, target)
+    }
+
+    /// How many more jobs to claim now, at most `max`.
+    fn claim_size(&self, max: usize) -> usize {
+        let (held, target) = self.held_and_target();
+        target.saturating_sub(held).min(max)
+    }
+
+    /// Hand an attempt's result to the finisher.
+    fn send_done(&self, tx: &mpsc::UnboundedSender<Done>, done: Done) {
+        self.unsettled.fetch_add(1, Ordering::AcqRel);
+        if tx.send(done).is_err() {
+            self.unsettled.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Fold `sample` into the moving average `avg` (one eighth of the way; races between
+/// writers lose a sample, which an average can afford).
+fn note(avg: &AtomicU64, sample: Duration) {
+    let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX).max(1);
+    let old = avg.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        sample
+    } else {
+        (old - old / 8).saturating_add(sample / 8)
+    };
+    avg.store(new.max(1), Ordering::Relaxed);
 }
 
 impl Drop for PoolShared {
@@ -188,12 +275,19 @@ impl WorkerPool {
             .worker_id
             .clone()
             .unwrap_or_else(|| WorkerId::unique("worker"));
-        let (jobs_tx, jobs_rx) = async_channel::bounded(config.concurrency);
+        let capacity = config.capacity();
+        let (jobs_tx, jobs_rx) = async_channel::bounded(capacity);
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(PoolShared {
             engine: Arc::clone(&engine),
             worker,
-            slots: Arc::new(Semaphore::new(config.concurrency)),
+            slots: Arc::new(Semaphore::new(capacity)),
+            kick: Notify::new(),
+            finisher_idle: AtomicBool::new(true),
+            unsettled: AtomicUsize::new(0),
+            job_micros: AtomicU64::new(0),
+            trip_micros: AtomicU64::new(0),
+            claiming: RwLock::new(()),
             executor_slots: (0..config.concurrency)
                 .map(|_| Slot {
                     busy: parking_lot::Mutex::new(None),
@@ -274,13 +368,17 @@ impl WorkerPool {
         if let Some(fetcher) = self.fetcher.take() {
             let _ = fetcher.await;
         }
-        let concurrency = u32::try_from(shared.config.concurrency).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(grace, shared.slots.acquire_many(concurrency))
+        // A claim of the finisher's under way lands first (a store that hangs gets 10 s),
+        // and none starts after: then the jobs claimed ahead and not started go back.
+        let _no_more_claims =
+            tokio::time::timeout(Duration::from_secs(10), shared.claiming.write()).await;
+        let mut released = hand_back_buffered(&shared).await;
+        let capacity = u32::try_from(shared.config.capacity()).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(grace, shared.slots.acquire_many(capacity))
             .await
             .is_ok_and(|permit| permit.is_ok());
-        let mut released = 0;
         if !drained {
-            released = hand_back_unfinished(&shared).await;
+            released += hand_back_unfinished(&shared).await;
         }
         // Executors end when the channel closes; the finisher when every executor and the
         // watchdog let go of its inbox.
@@ -327,20 +425,33 @@ impl Drop for WorkerPool {
     }
 }
 
-/// The grace of a shutdown ran out: hand back the jobs that never started and those still
-/// running (attempt not spent), then stop their handlers. Returns how many went back.
-async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
-    let mut keys: Vec<Key> = Vec::new();
-    while let Ok(waiting) = shared.jobs_rx.try_recv() {
-        keys.push((waiting.ctx.id(), waiting.ctx.record().version));
+/// A shutdown began: the jobs claimed ahead that no executor started go back (attempt not
+/// spent), their slots free. Returns how many went back.
+async fn hand_back_buffered(shared: &Arc<PoolShared>) -> usize {
+    let mut waiting = Vec::new();
+    while let Ok(job) = shared.jobs_rx.try_recv() {
+        waiting.push(job);
     }
-    let busy: Vec<(usize, Key)> = shared
-        .executor_slots
+    if waiting.is_empty() {
+        return 0;
+    }
+    let keys = waiting
         .iter()
-        .enumerate()
-        .filter_map(|(slot, s)| s.busy.lock().as_ref().map(|b| (slot, b.key)))
+        .map(|job| (job.ctx.id(), job.ctx.record().version))
         .collect();
-    keys.extend(busy.iter().map(|(_, key)| *key));
+    let (released, _) = release(
+        shared,
+        keys,
+        "worker shutting down; handed back before it started",
+    )
+    .await;
+    drop(waiting);
+    released
+}
+
+/// Let go of the claims `keys` this pool still holds and hand their jobs back to the store,
+/// due now, attempt not spent. Returns how many went back, and the stop signals of the jobs.
+async fn release(shared: &PoolShared, keys: Vec<Key>, reason: &str) -> (usize, Vec<StopSignal>) {
     let abandoned: Vec<(Key, Running)> = {
         let mut running = shared.running.lock();
         let abandoned: Vec<(Key, Running)> = keys
@@ -353,8 +464,6 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
             .remove(abandoned.iter().map(|(key, _)| *key));
         abandoned
     };
-    // Hand the jobs back first: once released, a late result from their executor is refused
-    // by the fence, whatever the handler does when it sees its token.
     let mut transitions = Vec::with_capacity(abandoned.len());
     let mut stops = Vec::with_capacity(abandoned.len());
     for ((id, token), running) in abandoned {
@@ -363,10 +472,13 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
             worker: shared.worker.clone(),
             token,
             finish: Finish::Release {
-                reason: "worker shutting down; handed back unfinished".to_owned(),
+                reason: reason.to_owned(),
             },
         });
         stops.push(running.stop);
+    }
+    if transitions.is_empty() {
+        return (0, stops);
     }
     let mut released = 0;
     match shared.engine.store.finish(transitions).await {
@@ -384,6 +496,27 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
             tracing::warn!(error = %err, "could not release jobs at shutdown; their leases will expire and they will be delivered again");
         }
     }
+    (released, stops)
+}
+
+/// The grace of a shutdown ran out: hand back the jobs that never started and those still
+/// running (attempt not spent), then stop their handlers. Returns how many went back.
+async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
+    let mut keys: Vec<Key> = Vec::new();
+    while let Ok(waiting) = shared.jobs_rx.try_recv() {
+        keys.push((waiting.ctx.id(), waiting.ctx.record().version));
+    }
+    let busy: Vec<(usize, Key)> = shared
+        .executor_slots
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, s)| s.busy.lock().as_ref().map(|b| (slot, b.key)))
+        .collect();
+    keys.extend(busy.iter().map(|(_, key)| *key));
+    // Hand the jobs back first: once released, a late result from their executor is refused
+    // by the fence, whatever the handler does when it sees its token.
+    let (released, stops) =
+        release(shared, keys, "worker shutting down; handed back unfinished").await;
     // Tell the handlers to stop; give them a moment to clean up, then drop them.
     for stop in &stops {
         stop.fire(stop::SHUTDOWN);
@@ -483,5 +616,73 @@ mod tests {
         let report = pool.shutdown(WAIT).await;
         assert!(report.drained);
         assert_eq!(registry.len(), 0);
+    }
+
+    /// Short jobs give the pool a buffer of jobs claimed ahead; a shutdown hands the buffer
+    /// back at once (attempts not spent) with the job still running, and counts them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_claimed_ahead_are_handed_back_at_shutdown() {
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        let g = std::sync::Arc::clone(&gate);
+        let orch = Orchestrator::builder()
+            .handler("quick", |_ctx: JobContext| async { Ok(Value::Null) })
+            .handler("block", move |ctx: JobContext| {
+                let g = std::sync::Arc::clone(&g);
+                async move {
+                    tokio::select! {
+                        () = g.notified() => Ok(Value::Null),
+                        () = ctx.cancelled() => Err(JobError::cancelled("stopped")),
+                    }
+                }
+            })
+            .build()
+            .unwrap();
+        let pool = orch
+            .start_workers(
+                WorkerConfig::default()
+                    .concurrency(1)
+                    .prefetch(3)
+                    .poll_wait(Duration::from_millis(20))
+                    .record_executions(false),
+            )
+            .unwrap();
+        // Short jobs: the buffer's target grows to its bound.
+        let quick = orch
+            .submit_batch((0..200).map(|_| NewJob::new("quick")).collect())
+            .await
+            .unwrap();
+        for job in &quick {
+            orch.wait_for(job.id, WAIT).await.unwrap();
+        }
+        let block = orch.submit(NewJob::new("block")).await.unwrap().id;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while orch.get(block).await.unwrap().unwrap().state != JobState::Running {
+            assert!(tokio::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let waiting = orch
+            .submit_batch((0..6).map(|_| NewJob::new("quick")).collect())
+            .await
+            .unwrap();
+        // One slot, busy: the pool holds the running job and up to 3 claimed ahead.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while pool.running() < 4 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} held, not 4",
+                pool.running()
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(pool.running(), 4, "the buffer is bounded");
+        let report = pool.shutdown(Duration::from_millis(100)).await;
+        assert!(!report.drained);
+        assert_eq!(report.released, 4, "{report:?}");
+        let counts = orch.stats().await.unwrap().jobs.total;
+        assert_eq!((counts.queued, counts.running), (7, 0), "{counts:?}");
+        for id in waiting.iter().map(|j| j.id).chain([block]) {
+            assert_eq!(orch.get(id).await.unwrap().unwrap().attempt, 0);
+        }
+        drop(gate);
     }
 }

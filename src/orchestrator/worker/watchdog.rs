@@ -142,17 +142,20 @@ fn recover_stuck(shared: &Arc<PoolShared>) {
                 shared.engine.retry_for(&stuck.kind),
             )
             .map(|(finish, _)| finish);
-            let _ = done_tx.send(Done {
-                key: stuck.key,
-                transition: finish.map(|finish| Transition {
-                    id: stuck.key.0,
-                    worker: shared.worker.clone(),
-                    token: stuck.key.1,
-                    finish,
-                }),
-                attempt: stuck.attempt,
-                record: None,
-            });
+            shared.send_done(
+                &done_tx,
+                Done {
+                    key: stuck.key,
+                    transition: finish.map(|finish| Transition {
+                        id: stuck.key.0,
+                        worker: shared.worker.clone(),
+                        token: stuck.key.1,
+                        finish,
+                    }),
+                    attempt: stuck.attempt,
+                    record: None,
+                },
+            );
         }
         if let Some(r) = shared.running.lock().get(&stuck.key) {
             r.stop.fire(stop::LEASE_LOST);

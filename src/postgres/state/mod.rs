@@ -172,15 +172,7 @@ impl PostgresState {
         let worker = WorkerId::clone(req.worker);
         let max = i64::try_from(req.max).unwrap_or(i64::MAX);
         let lease = dur_micros(req.lease);
-        let takeovers = {
-            let mut next = self.next_takeover_look.lock();
-            let now = tokio::time::Instant::now();
-            let due = now >= *next;
-            if due {
-                *next = now + self.shared.config.poll_interval;
-            }
-            due
-        };
+        let takeovers = self.takeovers_due();
         tokio::spawn(async move {
             let claims =
                 claim_due_statement(&shared, &sql, &queues, max, &worker, lease, takeovers).await;
@@ -192,6 +184,58 @@ impl PostgresState {
             Err(Error::new(
                 ErrorKind::Backend,
                 "the claim task ended without an answer; try again",
+            ))
+        })
+    }
+
+    /// Whether this claim looks for expired leases too (at most once per poll interval: the
+    /// look is kept off most claims).
+    fn takeovers_due(&self) -> bool {
+        let mut next = self.next_takeover_look.lock();
+        let now = tokio::time::Instant::now();
+        let due = now >= *next;
+        if due {
+            *next = now + self.shared.config.poll_interval;
+        }
+        due
+    }
+
+    /// [`JobStore::finish_and_claim`](crate::store::JobStore::finish_and_claim) in one
+    /// statement, run in a task of its own as `claim_due_once` is: a caller that stops
+    /// waiting has the jobs claimed for it handed back.
+    async fn finish_and_claim_once(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        let sql = Arc::clone(&self.sql);
+        let queues = req.queues.to_vec();
+        let worker = WorkerId::clone(req.worker);
+        let max = i64::try_from(req.max).unwrap_or(i64::MAX);
+        let lease = dur_micros(req.lease);
+        let takeovers = self.takeovers_due();
+        tokio::spawn(async move {
+            let answer = finish_and_claim_statement(
+                &shared,
+                &sql,
+                &transitions,
+                &queues,
+                max,
+                &worker,
+                lease,
+                takeovers,
+            )
+            .await;
+            if let Err(Ok((_, claims))) = tx.send(answer) {
+                hand_back(&shared, &sql, &worker, claims).await;
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Backend,
+                "the finish-and-claim task ended without an answer; try the finishes again",
             ))
         })
     }
@@ -296,60 +340,86 @@ async fn hand_back(shared: &Shared, sql: &Statements, worker: &WorkerId, claims:
     }
 }
 
-async fn finish_statement(
-    shared: &Shared,
-    sql: &Statements,
-    transitions: Vec<Transition>,
-) -> Result<Vec<TransitionResult>> {
-    let n = transitions.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut workers = Vec::with_capacity(n);
-    let mut tokens = Vec::with_capacity(n);
-    let mut ops = Vec::with_capacity(n);
-    let mut delays: Vec<Option<i64>> = Vec::with_capacity(n);
-    let mut messages: Vec<Option<String>> = Vec::with_capacity(n);
-    let mut results: Vec<Option<String>> = Vec::with_capacity(n);
-    // Sent in id order, so concurrent batches lock shared rows in the same order.
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_unstable_by_key(|&i| transitions[i].id);
-    for t in order.iter().map(|&i| &transitions[i]) {
-        ids.push(*t.id.as_uuid());
-        workers.push(t.worker.as_str());
-        tokens.push(i64::try_from(t.token).unwrap_or(i64::MAX));
-        let (op, delay, message, result) = match &t.finish {
-            Finish::Succeeded { result } => (
-                "succeeded",
-                None,
-                None,
-                result.as_ref().map(|r| r.as_str().to_owned()),
-            ),
-            Finish::Retry { delay, error } => ("retry", Some(*delay), Some(error), None),
-            Finish::Defer { delay, reason } => ("defer", Some(*delay), Some(reason), None),
-            Finish::Dead { error } => ("dead", None, Some(error), None),
-            Finish::Cancelled { reason } => ("cancelled", None, Some(reason), None),
-            Finish::Release { reason } => ("release", None, Some(reason), None),
+/// A finish batch as the statements' parameters `$1`–`$7`, in id order (so concurrent
+/// batches lock shared rows in the same order), and that order.
+struct FinishArgs {
+    order: Vec<usize>,
+    ids: Vec<Uuid>,
+    workers: Vec<String>,
+    tokens: Vec<i64>,
+    ops: Vec<&'static str>,
+    delays: Vec<Option<i64>>,
+    messages: Vec<Option<String>>,
+    results: Vec<Option<String>>,
+}
+
+impl FinishArgs {
+    fn new(transitions: &[Transition]) -> Self {
+        let n = transitions.len();
+        let mut args = Self {
+            order: (0..n).collect(),
+            ids: Vec::with_capacity(n),
+            workers: Vec::with_capacity(n),
+            tokens: Vec::with_capacity(n),
+            ops: Vec::with_capacity(n),
+            delays: Vec::with_capacity(n),
+            messages: Vec::with_capacity(n),
+            results: Vec::with_capacity(n),
         };
-        ops.push(op);
-        delays.push(delay.map(|d| dur_micros(crate::job::clamp_delay(d))));
-        messages.push(message.cloned());
-        results.push(result);
+        args.order.sort_unstable_by_key(|&i| transitions[i].id);
+        for t in args.order.iter().map(|&i| &transitions[i]) {
+            args.ids.push(*t.id.as_uuid());
+            args.workers.push(t.worker.as_str().to_owned());
+            args.tokens.push(i64::try_from(t.token).unwrap_or(i64::MAX));
+            let (op, delay, message, result) = match &t.finish {
+                Finish::Succeeded { result } => (
+                    "succeeded",
+                    None,
+                    None,
+                    result.as_ref().map(|r| r.as_str().to_owned()),
+                ),
+                Finish::Retry { delay, error } => ("retry", Some(*delay), Some(error), None),
+                Finish::Defer { delay, reason } => ("defer", Some(*delay), Some(reason), None),
+                Finish::Dead { error } => ("dead", None, Some(error), None),
+                Finish::Cancelled { reason } => ("cancelled", None, Some(reason), None),
+                Finish::Release { reason } => ("release", None, Some(reason), None),
+            };
+            args.ops.push(op);
+            args.delays
+                .push(delay.map(|d| dur_micros(crate::job::clamp_delay(d))));
+            args.messages.push(message.cloned());
+            args.results.push(result);
+        }
+        args
     }
-    shared.count_statement();
-    let rows = sqlx::query_as::<_, FinishRow>(stmt(&sql.finish))
-        .bind(ids)
-        .bind(workers)
-        .bind(tokens)
-        .bind(ops)
-        .bind(delays)
-        .bind(messages)
-        .bind(results)
-        .bind(random_shard())
-        .bind(&shared.channel)
-        .bind(i64::try_from(shared.config.max_events_per_job).unwrap_or(i64::MAX))
-        .fetch_all(&shared.pool)
-        .await
-        .map_err(|e| db_error("finish jobs", e))?;
-    let mut answers: Vec<Option<TransitionResult>> = vec![None; n];
+
+    /// Bind `$1`–`$10` of a finish statement.
+    fn bind<'q, O>(
+        self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+        shared: &'q Shared,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.workers)
+            .bind(self.tokens)
+            .bind(self.ops)
+            .bind(self.delays)
+            .bind(self.messages)
+            .bind(self.results)
+            .bind(random_shard())
+            .bind(&shared.channel)
+            .bind(i64::try_from(shared.config.max_events_per_job).unwrap_or(i64::MAX))
+    }
+}
+
+/// A finish statement's answers (`rows`, in id `order`) as the answers to `transitions`.
+fn finish_answers(
+    transitions: &[Transition],
+    order: &[usize],
+    rows: Vec<FinishRow>,
+) -> Result<Vec<TransitionResult>> {
+    let mut answers: Vec<Option<TransitionResult>> = vec![None; transitions.len()];
     for (&i, row) in order.iter().zip(rows) {
         let t = &transitions[i];
         answers[i] = Some(
@@ -385,4 +455,68 @@ async fn finish_statement(
             })
         })
         .collect()
+}
+
+async fn finish_statement(
+    shared: &Shared,
+    sql: &Statements,
+    transitions: Vec<Transition>,
+) -> Result<Vec<TransitionResult>> {
+    let mut args = FinishArgs::new(&transitions);
+    let order = std::mem::take(&mut args.order);
+    shared.count_statement();
+    let rows = args
+        .bind(sqlx::query_as::<_, FinishRow>(stmt(&sql.finish)), shared)
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(|e| db_error("finish jobs", e))?;
+    finish_answers(&transitions, &order, rows)
+}
+
+/// Finish `transitions` (ids distinct) and claim up to `max` due jobs, in one statement.
+#[allow(clippy::too_many_arguments)]
+async fn finish_and_claim_statement(
+    shared: &Shared,
+    sql: &Statements,
+    transitions: &[Transition],
+    queues: &[String],
+    max: i64,
+    worker: &WorkerId,
+    lease_micros: i64,
+    takeovers: bool,
+) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
+    let mut args = FinishArgs::new(transitions);
+    let order = std::mem::take(&mut args.order);
+    shared.count_statement();
+    let rows = args
+        .bind(
+            sqlx::query_as::<_, FinishAndClaimRow>(stmt(&sql.finish_and_claim)),
+            shared,
+        )
+        .bind(queues)
+        .bind(max)
+        .bind(worker.as_str())
+        .bind(lease_micros)
+        .bind(takeovers)
+        .fetch_all(&shared.pool)
+        .await
+        .map_err(|e| db_error("finish jobs and claim the next", e))?;
+    let mut finished = None;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.finished.is_some() {
+            finished = row.finished;
+        }
+        if let Some(claim) = row.claim {
+            claimed.push(claim.into_claim()?);
+        }
+    }
+    let finished = finished.ok_or_else(|| {
+        Error::new(
+            ErrorKind::Backend,
+            "PostgreSQL answered a finish and claim without the finish's answers",
+        )
+    })?;
+    let results = finish_answers(transitions, &order, finished)?;
+    Ok((results, claimed))
 }

@@ -132,6 +132,54 @@ impl<'r> FromRow<'r, PgRow> for ClaimRow {
     }
 }
 
+/// One answer of a finish-and-claim statement: the finish's answers (on the first row
+/// only), and a job claimed (on every row but the one answering a claim that took nothing).
+pub(super) struct FinishAndClaimRow {
+    pub(super) finished: Option<Vec<FinishRow>>,
+    pub(super) claim: Option<ClaimRow>,
+}
+
+impl<'r> FromRow<'r, PgRow> for FinishAndClaimRow {
+    fn from_row(row: &'r PgRow) -> std::result::Result<Self, sqlx::Error> {
+        let states: Option<Vec<Option<String>>> = row.try_get("f_cur_state")?;
+        let finished = match states {
+            None => None,
+            Some(states) => {
+                let claims: Vec<Option<i64>> = row.try_get("f_cur_claim")?;
+                let owners: Vec<Option<String>> = row.try_get("f_cur_owner")?;
+                let new_states: Vec<Option<String>> = row.try_get("f_new_state")?;
+                let new_versions: Vec<Option<i64>> = row.try_get("f_new_version")?;
+                Some(
+                    states
+                        .into_iter()
+                        .zip(claims)
+                        .zip(owners)
+                        .zip(new_states)
+                        .zip(new_versions)
+                        .map(
+                            |((((cur_state, cur_claim), cur_owner), new_state), new_version)| {
+                                FinishRow {
+                                    cur_state,
+                                    cur_claim,
+                                    cur_owner,
+                                    new_state,
+                                    new_version,
+                                }
+                            },
+                        )
+                        .collect(),
+                )
+            }
+        };
+        let outcome: Option<String> = row.try_get("outcome")?;
+        let claim = match outcome {
+            Some(_) => Some(ClaimRow::from_row(row)?),
+            None => None,
+        };
+        Ok(Self { finished, claim })
+    }
+}
+
 impl ClaimRow {
     pub(super) fn into_claim(self) -> Result<Claim> {
         let id = JobId::from_uuid(self.input_id);

@@ -147,16 +147,28 @@ events AS (
     FROM upd u JOIN decided d ON d.id = u.id
     WHERE d.outcome IN ('exhausted', 'cancelled')
 ),
+";
+
+/// The counts a claim changes (`{finished}`: those of a finish in the same statement, or
+/// nothing). `{shard}` is a parameter placeholder.
+const CLAIM_COUNTED: &str = r"
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
     SELECT kind, st, {shard}, sum(delta) FROM (
         SELECT kind, from_state AS st, -1 AS delta FROM upd WHERE from_state <> state
         UNION ALL
-        SELECT kind, state, 1 FROM upd WHERE from_state <> state
+        SELECT kind, state, 1 FROM upd WHERE from_state <> state{finished}
     ) x
     GROUP BY kind, st HAVING sum(delta) <> 0 ORDER BY kind, st
     ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
 )";
+
+/// The counts a finish changes, for [`CLAIM_COUNTED`]'s `{finished}`.
+const FINISHED_COUNTED: &str = r"
+        UNION ALL
+        SELECT kind, 'running', -1 FROM f_upd
+        UNION ALL
+        SELECT kind, state, 1 FROM f_upd";
 
 /// Claim named jobs (the generic path: a queue delivered them). Locks in id order so
 /// concurrent batches cannot deadlock.
@@ -176,27 +188,30 @@ ORDER BY i.ord";
 /// Claim due jobs straight from the table (this store is the queue): expired leases first
 /// (when `$6` asks for them: that look is kept off most claims), then due jobs of each queue
 /// by priority, run_at and id, skipping rows other workers hold.
+/// `{queues}`, `{max}` and `{takeovers}` are parameter placeholders; `{not_finished}` keeps
+/// off the rows a finish in the same statement settles (or is `true`).
 const CLAIM_DUE_HEAD: &str = r"
-WITH expired AS (
+expired AS (
     SELECT {claim_columns} FROM {s}.jobs
-    WHERE $6 AND state = 'running' AND lease_expires_at <= now() AND queue = ANY($1::text[])
-    ORDER BY lease_expires_at LIMIT $2 FOR UPDATE SKIP LOCKED
+    WHERE {takeovers} AND state = 'running' AND lease_expires_at <= now()
+      AND queue = ANY({queues}::text[]) AND {not_finished}
+    ORDER BY lease_expires_at LIMIT {max} FOR UPDATE SKIP LOCKED
 ),
 due AS (
-    SELECT j.* FROM unnest($1::text[]) AS q(name)
+    SELECT j.* FROM unnest({queues}::text[]) AS q(name)
     CROSS JOIN LATERAL (
         SELECT {claim_columns}, priority FROM {s}.jobs
         WHERE state = 'queued' AND queue = q.name AND run_at <= now()
         ORDER BY priority DESC, run_at, id
-        LIMIT $2 FOR UPDATE SKIP LOCKED
+        LIMIT {max} FOR UPDATE SKIP LOCKED
     ) j
     ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT $2
+    LIMIT {max}
 ),
 locked AS (
     SELECT {claim_columns} FROM expired
     UNION ALL
-    (SELECT {claim_columns} FROM due LIMIT greatest($2 - (SELECT count(*) FROM expired), 0))
+    (SELECT {claim_columns} FROM due LIMIT greatest({max} - (SELECT count(*) FROM expired), 0))
 ),";
 
 const CLAIM_DUE_FOOT: &str = r"
@@ -220,25 +235,23 @@ UPDATE {s}.jobs j SET lease_expires_at = now() + $3 * interval '1 microsecond'
 FROM held WHERE j.id = held.id
 RETURNING j.id, j.claim_version, j.cancel_requested";
 
-/// Finish a batch of attempts, each fenced by its claim's token; a cancel requested while
-/// the job ran turns a put-back into `cancelled`. Events (a long history trimmed to the
-/// first and the latest), counts and a wake-up for jobs put back due now, all in the one
-/// statement. The rows are locked in id order first (as `HEARTBEAT` locks them), so
-/// concurrent statements never deadlock; rows it does not touch are answered from the
-/// statement's snapshot. Delays count from the server's clock.
-const FINISH: &str = r"
-WITH input AS (
+/// The finish's common table expressions (`input`, `f_locked`, `f_upd`, `f_events`,
+/// `trimmed`, `notified`), shared by [`FINISH`] and the finish-and-claim statement.
+macro_rules! finish_ctes {
+    () => {
+        r"
+input AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::bigint[],
                          $6::text[], $7::text[])
         WITH ORDINALITY AS t(id, worker, token, op, delay_us, message, result, ord)
 ),
-locked AS MATERIALIZED (
+f_locked AS MATERIALIZED (
     SELECT j.id FROM {s}.jobs j JOIN input i ON j.id = i.id
     WHERE j.state = 'running' AND j.claim_version = i.token
     ORDER BY j.id
     FOR UPDATE OF j
 ),
-upd AS (
+f_upd AS (
     UPDATE {s}.jobs j SET
         state = CASE WHEN i.op = 'succeeded' THEN 'succeeded'
                      WHEN i.op = 'dead' THEN 'dead'
@@ -260,48 +273,100 @@ upd AS (
         lease_expires_at = NULL,
         updated_at = now(),
         version = j.version + 1
-    FROM input i JOIN locked l ON l.id = i.id
+    FROM input i JOIN f_locked l ON l.id = i.id
     WHERE j.id = i.id AND j.state = 'running' AND j.claim_version = i.token
     RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, i.worker,
         CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
              THEN 'cancelled by request' ELSE i.message END AS message
 ),
-events AS (
+f_events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
-    SELECT id, version, now(), 'running', state, attempt, worker, message FROM upd
+    SELECT id, version, now(), 'running', state, attempt, worker, message FROM f_upd
 ),
 -- A job with more changes than the history keeps (versions count every change, so most jobs
 -- are never looked at): drop all but its first event and the latest $10 - 4 (with the
 -- one written above, submission and the latest claim kept on the row: $10 in all).
 trimmed AS (
-    DELETE FROM {s}.job_events e USING upd u
+    DELETE FROM {s}.job_events e USING f_upd u
     WHERE u.version > $10 AND e.job_id = u.id
       AND e.version > (SELECT min(f.version) FROM {s}.job_events f WHERE f.job_id = u.id)
       AND e.version < (SELECT g.version FROM {s}.job_events g WHERE g.job_id = u.id
                        ORDER BY g.version DESC OFFSET $10 - 5 LIMIT 1)
 ),
+notified AS (
+    SELECT pg_notify($9, queue)
+    FROM (SELECT DISTINCT queue FROM f_upd WHERE state = 'queued' AND run_at <= now()) q
+)"
+    };
+}
+/// What a finish's counts change, alone.
+macro_rules! finish_counted {
+    () => {
+        r"
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
     SELECT kind, st, $8, sum(delta) FROM (
-        SELECT kind, 'running' AS st, -1 AS delta FROM upd
+        SELECT kind, 'running' AS st, -1 AS delta FROM f_upd
         UNION ALL
-        SELECT kind, state, 1 FROM upd
+        SELECT kind, state, 1 FROM f_upd
     ) x
     GROUP BY kind, st HAVING sum(delta) <> 0 ORDER BY kind, st
     ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
-),
-notified AS (
-    SELECT pg_notify($9, queue)
-    FROM (SELECT DISTINCT queue FROM upd WHERE state = 'queued' AND run_at <= now()) q
-)
+)"
+    };
+}
+/// Finish a batch of attempts, each fenced by its claim's token; a cancel requested while
+/// the job ran turns a put-back into `cancelled`. Events (a long history trimmed to the
+/// first and the latest), counts and a wake-up for jobs put back due now, all in the one
+/// statement. The rows are locked in id order first (as `HEARTBEAT` locks them), so
+/// concurrent statements never deadlock; rows it does not touch are answered from the
+/// statement's snapshot. Delays count from the server's clock.
+const FINISH: &str = concat!(
+    "WITH",
+    finish_ctes!(),
+    ",",
+    finish_counted!(),
+    r"
 SELECT cur.state AS cur_state, cur.claim_version AS cur_claim, cur.lease_owner AS cur_owner,
        u.state AS new_state, u.version AS new_version,
        (SELECT count(*) FROM notified) AS notified
 FROM input i
-LEFT JOIN upd u ON u.id = i.id
+LEFT JOIN f_upd u ON u.id = i.id
 LEFT JOIN {s}.jobs cur ON u.id IS NULL AND cur.id = i.id
-ORDER BY i.ord";
+ORDER BY i.ord"
+);
+
+/// Finish a batch (as [`FINISH`]) and claim due jobs (as `claim_due`) in one statement: the
+/// finish's parameters are `$1`–`$10` as in [`FINISH`], the claim's queues `$11`, most jobs
+/// `$12`, worker `$13`, lease `$14`, takeovers `$15`. The claim keeps off the rows the finish
+/// settles, and the counts of both are written by one `counted`. Answers one row per job
+/// claimed (at least one row): the finish's answers, in input order, as arrays on the first.
+const FINISH_AND_CLAIM_FOOT: &str = r"
+SELECT CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_cur_state END AS f_cur_state,
+       CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_cur_claim END AS f_cur_claim,
+       CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_cur_owner END AS f_cur_owner,
+       CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_new_state END AS f_new_state,
+       CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_new_version END AS f_new_version,
+       f.notified, c.*
+FROM (
+    SELECT array_agg(cur.state ORDER BY i.ord) AS f_cur_state,
+           array_agg(cur.claim_version ORDER BY i.ord) AS f_cur_claim,
+           array_agg(cur.lease_owner ORDER BY i.ord) AS f_cur_owner,
+           array_agg(u.state ORDER BY i.ord) AS f_new_state,
+           array_agg(u.version ORDER BY i.ord) AS f_new_version,
+           (SELECT count(*) FROM notified) AS notified
+    FROM input i
+    LEFT JOIN f_upd u ON u.id = i.id
+    LEFT JOIN {s}.jobs cur ON u.id IS NULL AND cur.id = i.id
+) f
+LEFT JOIN (
+    SELECT row_number() OVER (ORDER BY u.priority DESC, u.run_at, u.id) AS rn,
+           u.id AS input_id, d.outcome, NULL::text AS found_state,
+           NULL::timestamptz AS found_run_at, d.reason AS found_reason, u.*
+    FROM upd u JOIN decided d ON d.id = u.id
+) c ON true
+ORDER BY c.rn";
 
 /// Cancel one job: queued at once, running by setting the flag its heartbeat reports.
 const CANCEL: &str = r"
@@ -393,6 +458,7 @@ pub(super) struct Statements {
     pub(super) key_holders: Arc<str>,
     pub(super) claim_ids: Arc<str>,
     pub(super) claim_due: Arc<str>,
+    pub(super) finish_and_claim: Arc<str>,
     pub(super) heartbeat: Arc<str>,
     pub(super) finish: Arc<str>,
     pub(super) cancel: Arc<str>,
@@ -412,16 +478,47 @@ impl Statements {
                 .replace("{shard}", shard)
                 .replace("{job_columns_j}", JOB_COLUMNS_J)
         };
+        let due_head = |queues: &str, max: &str, takeovers: &str, not_finished: &str| {
+            CLAIM_DUE_HEAD
+                .replace("{queues}", queues)
+                .replace("{max}", max)
+                .replace("{takeovers}", takeovers)
+                .replace("{not_finished}", not_finished)
+        };
+        let counted = |shard: &str, finished: &str| {
+            CLAIM_COUNTED
+                .replace("{shard}", shard)
+                .replace("{finished}", finished)
+        };
         Self {
             create: shared.sql(CREATE),
             key_holders: shared.sql(KEY_HOLDERS),
             claim_ids: shared.sql(
-                &format!("{CLAIM_IDS_HEAD}{}{CLAIM_IDS_FOOT}", tail("$2", "$3", "$4"))
-                    .replace("{claim_columns}", CLAIM_COLUMNS),
+                &format!(
+                    "{CLAIM_IDS_HEAD}{}{}{CLAIM_IDS_FOOT}",
+                    tail("$2", "$3", "$4"),
+                    counted("$4", "")
+                )
+                .replace("{claim_columns}", CLAIM_COLUMNS),
             ),
             claim_due: shared.sql(
-                &format!("{CLAIM_DUE_HEAD}{}{CLAIM_DUE_FOOT}", tail("$3", "$4", "$5"))
-                    .replace("{claim_columns}", CLAIM_COLUMNS),
+                &format!(
+                    "WITH {}{}{}{CLAIM_DUE_FOOT}",
+                    due_head("$1", "$2", "$6", "true"),
+                    tail("$3", "$4", "$5"),
+                    counted("$5", "")
+                )
+                .replace("{claim_columns}", CLAIM_COLUMNS),
+            ),
+            finish_and_claim: shared.sql(
+                &format!(
+                    "WITH {},{}{}{}{FINISH_AND_CLAIM_FOOT}",
+                    finish_ctes!(),
+                    due_head("$11", "$12", "$15", "NOT (id = ANY($1::uuid[]))"),
+                    tail("$13", "$14", "$8"),
+                    counted("$8", FINISHED_COUNTED)
+                )
+                .replace("{claim_columns}", CLAIM_COLUMNS),
             ),
             heartbeat: shared.sql(HEARTBEAT),
             finish: shared.sql(FINISH),

@@ -13,7 +13,7 @@ use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
 };
-use crate::store::JobStore;
+use crate::store::{FinishAndClaim, JobStore};
 use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
@@ -255,6 +255,24 @@ impl JobStore for PostgresState {
         self.shared
             .poll(req.wait, || self.claim_due_once(req))
             .await
+    }
+
+    async fn finish_and_claim(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<FinishAndClaim> {
+        let distinct = {
+            let mut seen = std::collections::HashSet::with_capacity(transitions.len());
+            transitions.iter().all(|t| seen.insert(t.id))
+        };
+        if transitions.is_empty() || req.max == 0 || req.queues.is_empty() || !distinct {
+            // Nothing to fuse, or a batch that names a job twice (answered as if run one by
+            // one): the finish, then the claim.
+            return crate::store::finish_then_claim(self, transitions, req).await;
+        }
+        let (results, claims) = self.finish_and_claim_once(transitions, req).await?;
+        Ok(FinishAndClaim::new(results, claims))
     }
 
     async fn stats(&self) -> Result<QueueStats> {

@@ -10,7 +10,7 @@ use super::{Core, HELD_CAP, NamedClaim, SCRIPTS, arg};
 use crate::job::{JobId, WorkerId};
 use crate::queue::Reserve;
 use crate::redis::reply::{array, int, need_int, need_text, owned, text, unexpected};
-use crate::state::{Claim, Held};
+use crate::state::{Claim, Held, Transition, TransitionResult};
 use crate::util::{dur_micros, from_micros, micros};
 use crate::{Error, ErrorKind, Result};
 
@@ -46,23 +46,49 @@ impl Core {
         self: &Arc<Self>,
         req: &Reserve<'_>,
     ) -> Result<(Vec<Claim>, Option<i64>)> {
+        let (args, claim) = self.due_args(req);
+        let core = Arc::clone(self);
+        let (next, claims) = self
+            .spawn_claim(claim, async move {
+                core.claim_due_call(&args)
+                    .await
+                    .map(|(claims, next)| (next, claims))
+            })
+            .await?;
+        Ok((claims, next))
+    }
+
+    /// The claim script's arguments in mode 'due' for `req`, and the name its lease batches
+    /// take.
+    pub(super) fn due_args(&self, req: &Reserve<'_>) -> (Vec<Vec<u8>>, NamedClaim) {
         let mut args = self.claim_head("due", req.worker, req.lease);
         args.push(arg(req.max.min(self.config.chunk_size)));
         args.extend(req.queues.iter().map(arg));
         let name = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         args.push(arg(&name));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let core = Arc::clone(self);
         let claim = NamedClaim {
             name,
             worker: req.worker.clone(),
             lease: req.lease,
             queues: req.queues.to_vec(),
         };
+        (args, claim)
+    }
+
+    /// Run a call that claims (`call`, answering something and the claims) in a task of its
+    /// own: a caller that stops waiting has what it claimed handed back, and so does a call
+    /// whose answer was lost (by `claim`'s name).
+    pub(super) async fn spawn_claim<T: Send + 'static>(
+        self: &Arc<Self>,
+        claim: NamedClaim,
+        call: impl std::future::Future<Output = Result<(T, Vec<Claim>)>> + Send + 'static,
+    ) -> Result<(T, Vec<Claim>)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let core = Arc::clone(self);
         tokio::spawn(async move {
-            let answer = core.claim_due_call(&args).await;
+            let answer = call.await;
             let lost = answer.is_err();
-            if let Err(Ok((claims, _))) = tx.send(answer) {
+            if let Err(Ok((_, claims))) = tx.send(answer) {
                 // The caller is gone: forget what it would have settled, and give it back.
                 {
                     let mut held = core.held.lock();
@@ -83,6 +109,44 @@ impl Core {
                 "the claim task ended without an answer; try again",
             ))
         })
+    }
+
+    /// Settle `transitions` from the records their claims returned and claim due jobs for
+    /// `req`, in one script call; what the records cannot settle goes to the finish script
+    /// after. The caller checked that the batch fits in one call.
+    pub(super) async fn settle_and_claim(
+        self: &Arc<Self>,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
+        let prepared = self.prepare_settle(&transitions);
+        let mut args = vec![arg(3 + prepared.items.iter().map(Vec::len).sum::<usize>())];
+        args.extend(self.settle_head());
+        for item in &prepared.items {
+            args.extend(item.iter().cloned());
+        }
+        let (claim_args, claim) = self.due_args(req);
+        args.extend(claim_args);
+        let core = Arc::clone(self);
+        let (settled, claims) = self
+            .spawn_claim(claim, async move {
+                let reply = core
+                    .link
+                    .eval(&SCRIPTS.settle_claim, &[&core.prefix], &args)
+                    .await?;
+                let mut parts = array("settle_claim", reply)?.into_iter();
+                let settled = array("settle_claim", parts.next().unwrap_or(Value::Nil))?;
+                let mut claim =
+                    array("settle_claim", parts.next().unwrap_or(Value::Nil))?.into_iter();
+                let claims = core.claimed(&array("claim", claim.next().unwrap_or(Value::Nil))?)?;
+                let _next = claim.next();
+                core.note_clock(claim.next().as_ref());
+                Ok((settled, claims))
+            })
+            .await?;
+        let out = prepared.apply(&settled);
+        let results = self.finish_rest(transitions, out).await?;
+        Ok((results, claims))
     }
 
     pub(super) async fn claim_due_call(

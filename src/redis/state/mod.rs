@@ -42,6 +42,7 @@ macro_rules! state_script {
 }
 
 struct Scripts {
+    settle_claim: Lua,
     create: Lua,
     claim: Lua,
     heartbeat: Lua,
@@ -56,6 +57,22 @@ struct Scripts {
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    // `settle` then `claim` in one call: each body runs as a function of its own arguments
+    // (ARGV[1] says how many are the settle's), sharing the common part's buffers.
+    settle_claim: Lua::new(
+        "settle_claim",
+        concat!(
+            include_str!("../lua/batch.lua"),
+            "\n",
+            include_str!("../lua/state/common.lua"),
+            "\nlocal function run_settle(ARGV)\n",
+            include_str!("../lua/state/settle.lua"),
+            "\nend\nlocal function run_claim(ARGV)\n",
+            include_str!("../lua/state/claim.lua"),
+            "\nend\n",
+            include_str!("../lua/state/settle_claim.lua"),
+        ),
+    ),
     create: state_script!("create"),
     claim: state_script!("claim"),
     heartbeat: state_script!("heartbeat"),

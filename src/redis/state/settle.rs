@@ -116,48 +116,63 @@ impl Core {
         &self,
         transitions: &[Transition],
     ) -> Result<Vec<Option<TransitionResult>>> {
-        let mut out = vec![None; transitions.len()];
-        let now = self.redis_now();
-        let keep = self.config.max_events_per_job - 1;
-        let mut items = Vec::new();
-        let mut answers = Vec::new();
-        {
-            let mut held = self.held.lock();
-            for (i, t) in transitions.iter().enumerate() {
-                let Some(old) = held.remove(&t.held()) else {
-                    continue;
-                };
-                let Some(s) = settle(&old, t, now, keep) else {
-                    continue;
-                };
-                items.push(vec![
-                    arg(t.id),
-                    arg(s.version - 1),
-                    s.m,
-                    arg(&s.kind),
-                    arg(&s.queue),
-                    arg(s.priority),
-                    s.score.map_or_else(Vec::new, arg),
-                    arg(&s.key),
-                ]);
-                answers.push((i, s.state, s.version));
-            }
+        let prepared = self.prepare_settle(transitions);
+        if prepared.items.is_empty() {
+            return Ok(prepared.out);
         }
-        if items.is_empty() {
-            return Ok(out);
-        }
-        let head = [
+        let replies = self
+            .chunks(&SCRIPTS.settle, &self.settle_head(), prepared.items.clone())
+            .await?;
+        Ok(prepared.apply(&replies))
+    }
+
+    /// Whether the records of every transition's claim are remembered (so all can be settled
+    /// from them).
+    pub(super) fn all_held(&self, transitions: &[Transition]) -> bool {
+        let held = self.held.lock();
+        transitions.iter().all(|t| held.contains_key(&t.held()))
+    }
+
+    /// The settle script's head: retention, dead retention, sweep limit.
+    pub(super) fn settle_head(&self) -> [Vec<u8>; 3] {
+        [
             arg(dur_micros(self.config.retention)),
             arg(dur_micros(self.config.dead_retention)),
             arg(self.config.sweep_batch),
-        ];
-        let replies = self.chunks(&SCRIPTS.settle, &head, items).await?;
-        for (reply, (i, state, version)) in replies.iter().zip(answers) {
-            if int(reply) == Some(1) {
-                out[i] = Some(TransitionResult::Applied { state, version });
-            }
+        ]
+    }
+
+    /// The settle script's items for the transitions the records remembered at claim time
+    /// can settle (those records are let go).
+    pub(super) fn prepare_settle(&self, transitions: &[Transition]) -> PreparedSettle {
+        let now = self.redis_now();
+        let keep = self.config.max_events_per_job - 1;
+        let mut prepared = PreparedSettle {
+            out: vec![None; transitions.len()],
+            items: Vec::new(),
+            answers: Vec::new(),
+        };
+        let mut held = self.held.lock();
+        for (i, t) in transitions.iter().enumerate() {
+            let Some(old) = held.remove(&t.held()) else {
+                continue;
+            };
+            let Some(s) = settle(&old, t, now, keep) else {
+                continue;
+            };
+            prepared.items.push(vec![
+                arg(t.id),
+                arg(s.version - 1),
+                s.m,
+                arg(&s.kind),
+                arg(&s.queue),
+                arg(s.priority),
+                s.score.map_or_else(Vec::new, arg),
+                arg(&s.key),
+            ]);
+            prepared.answers.push((i, s.state, s.version));
         }
-        Ok(out)
+        prepared
     }
 
     /// Finish by the script, which decides on the stored records.
@@ -206,6 +221,16 @@ impl Core {
         transitions: Vec<Transition>,
     ) -> Result<Vec<TransitionResult>> {
         let settled = self.settle_known(&transitions).await?;
+        self.finish_rest(transitions, settled).await
+    }
+
+    /// The answers to `transitions`, `settled` where the settle script applied them and the
+    /// finish script's for the rest.
+    pub(super) async fn finish_rest(
+        &self,
+        transitions: Vec<Transition>,
+        settled: Vec<Option<TransitionResult>>,
+    ) -> Result<Vec<TransitionResult>> {
         if settled.iter().all(Option::is_some) {
             return Ok(settled.into_iter().flatten().collect());
         }
@@ -229,6 +254,28 @@ impl Core {
                 })
             })
             .collect()
+    }
+}
+
+/// Settle script items for a batch, and how to read the script's answers.
+pub(super) struct PreparedSettle {
+    /// Per transition: `None` until the script applied it.
+    out: Vec<Option<TransitionResult>>,
+    pub(super) items: Vec<Vec<Vec<u8>>>,
+    /// Per item: the transition it settles, and what it applies.
+    answers: Vec<(usize, JobState, u64)>,
+}
+
+impl PreparedSettle {
+    /// The answers, with those the script applied (`replies`, one per item: 1 applied).
+    pub(super) fn apply(self, replies: &[Value]) -> Vec<Option<TransitionResult>> {
+        let mut out = self.out;
+        for (reply, (i, state, version)) in replies.iter().zip(self.answers) {
+            if int(reply) == Some(1) {
+                out[i] = Some(TransitionResult::Applied { state, version });
+            }
+        }
+        out
     }
 }
 
@@ -319,6 +366,70 @@ mod tests {
             (stored.state, stored.version),
             (JobState::Succeeded, version)
         );
+        drop_namespace(&state, &ns).await;
+    }
+
+    /// With a server at `REDIS_URL`: a worker's finish of jobs this store claimed and its
+    /// claim of the next are one call (the settle-and-claim script).
+    #[tokio::test]
+    async fn a_finish_and_the_next_claim_are_one_call() {
+        use crate::queue::Reserve;
+        use crate::store::JobStore;
+        let Ok(url) = std::env::var("REDIS_URL") else {
+            eprintln!("skipped: REDIS_URL is not set");
+            return;
+        };
+        let ns = format!("jft-unit-fused-{}", uuid::Uuid::now_v7().simple());
+        let state = RedisState::connect(RedisStateConfig::new(url.as_str()).with_namespace(&ns))
+            .await
+            .expect("connect");
+        for _ in 0..3 {
+            let mut record = JobRecord::from_job(NewJob::new("k"));
+            (record.state, record.attempt, record.started_at) = (JobState::Queued, 0, None);
+            state.create(vec![record]).await.expect("create");
+        }
+        let worker = WorkerId::new("w");
+        let queues = vec!["default".to_owned()];
+        let req = Reserve {
+            worker: &worker,
+            queues: &queues,
+            max: 1,
+            lease: Duration::from_secs(30),
+            wait: Duration::ZERO,
+        };
+        let done = |claims: &[Claim]| {
+            let [Claim::Claimed(r)] = claims else {
+                panic!("{claims:?}")
+            };
+            vec![Transition {
+                id: r.id,
+                worker: worker.clone(),
+                token: r.version,
+                finish: Finish::Succeeded { result: None },
+            }]
+        };
+        let first = state.claim_due(&req).await.expect("claim");
+        // The first call loads the script; the second is measured.
+        let second = state
+            .finish_and_claim(done(&first), &req)
+            .await
+            .expect("finish and claim");
+        let before = state.round_trips();
+        let third = state
+            .finish_and_claim(done(&second.claims), &req)
+            .await
+            .expect("finish and claim");
+        assert_eq!(state.round_trips() - before, 1, "one call");
+        assert!(matches!(
+            third.results[..],
+            [TransitionResult::Applied {
+                state: JobState::Succeeded,
+                ..
+            }]
+        ));
+        assert_eq!(third.claims.len(), 1);
+        let counts = state.counts().await.expect("counts").total;
+        assert_eq!((counts.succeeded, counts.running), (2, 1));
         drop_namespace(&state, &ns).await;
     }
 }

@@ -12,7 +12,7 @@ use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Order, Page, Paged, StateCounts,
     StateManager, StateTally, Transition, TransitionResult,
 };
-use crate::store::JobStore;
+use crate::store::{FinishAndClaim, JobStore};
 use crate::util::{dur_micros, from_micros};
 use crate::{Error, ErrorKind, Result};
 
@@ -286,6 +286,32 @@ impl JobStore for RedisState {
             }
             let _ = tokio::time::timeout(nap, notified).await;
         }
+    }
+
+    async fn finish_and_claim(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<FinishAndClaim> {
+        if transitions.is_empty()
+            || req.max == 0
+            || req.queues.is_empty()
+            || transitions.len() > self.core.config.chunk_size
+            || !self.core.all_held(&transitions)
+        {
+            // Nothing to claim, too much for one call, or finishes the claims' records cannot
+            // settle (the finish script decides those, before the claim as everywhere).
+            return crate::store::finish_then_claim(self, transitions, req).await;
+        }
+        let requeues = transitions
+            .iter()
+            .any(|t| t.finish.target() == JobState::Queued);
+        let answer = self.core.settle_and_claim(transitions, req).await;
+        if requeues {
+            self.wake.notify_waiters();
+        }
+        let (results, claims) = answer?;
+        Ok(FinishAndClaim::new(results, claims))
     }
 
     async fn stats(&self) -> Result<QueueStats> {

@@ -13,7 +13,7 @@ use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
 };
-use crate::store::JobStore;
+use crate::store::{FinishAndClaim, JobStore};
 use crate::{Error, ErrorKind, Result};
 
 /// The breaker key of a wrapped [`QueueManager`].
@@ -177,5 +177,18 @@ impl<S: JobStore> JobStore for CircuitBreaker<S> {
     async fn stats(&self) -> Result<QueueStats> {
         self.guard(STATE_KEY, Duration::ZERO, self.inner().stats())
             .await
+    }
+
+    async fn finish_and_claim(
+        &self,
+        transitions: Vec<Transition>,
+        req: &Reserve<'_>,
+    ) -> Result<FinishAndClaim> {
+        self.guard(
+            STATE_KEY,
+            Duration::ZERO,
+            self.inner().finish_and_claim(transitions, req),
+        )
+        .await
     }
 }
