@@ -30,10 +30,10 @@ pub(super) async fn executor_loop(
         return;
     };
     while let Ok(job) = shared.jobs_rx.recv().await {
-        if shared.jobs_rx.is_empty() {
-            // The buffer ran dry: the fetcher looks whether to claim.
-            shared.kick.notify_one();
-        }
+        // (No wake-up of the fetcher from here: a task woken on this thread waits in its
+        // LIFO slot, which no other thread may steal, for as long as the handler about to
+        // run blocks the thread. Every job run sends a result, and the finisher's round trip
+        // for it claims.)
         let Assigned { ctx, permit, stop } = job;
         let record = ctx.record();
         let timeout = shared.timeout_for(record);

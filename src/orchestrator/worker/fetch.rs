@@ -35,8 +35,8 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
         };
         if !shared.starved() {
             // Jobs wait in the buffer, or the finisher's next round trip claims: a claim
-            // now would only carry fewer jobs. Look again when kicked (the poll wait is a
-            // safety net, not the path).
+            // now would only carry fewer jobs. Look again when the finisher goes idle (the
+            // poll wait is a safety net, not the path).
             drop(first);
             tokio::select! {
                 biased;

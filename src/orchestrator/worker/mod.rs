@@ -106,8 +106,8 @@ struct PoolShared {
     /// ([`WorkerConfig::capacity`]). A claim takes one per job; an executor gives it back
     /// when the job is done.
     slots: Arc<Semaphore>,
-    /// Woken when the executors may run short of jobs (the buffer emptied, or the finisher
-    /// has nothing to settle and so claims nothing): the fetcher looks again.
+    /// Woken when the executors may run short of jobs (the finisher has nothing to settle
+    /// and so claims nothing): the fetcher looks again.
     kick: Notify,
     /// The finisher waits for results: it holds nothing to settle and claims nothing.
     finisher_idle: AtomicBool,
