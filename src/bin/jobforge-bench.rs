@@ -8,7 +8,8 @@
 //! cargo run --release --features full --bin jobforge-bench -- --mode continuous --rate 5000 --duration 10
 //! ```
 //!
-//! One process submits and runs the jobs. It prints jobs per second, submit-to-start and
+//! One process submits and runs the jobs (or, with `--processes N`, submits them for N worker
+//! processes of its own that share the store). It prints jobs per second, submit-to-start and
 //! submit-to-finish percentiles, the store's round trips per job, and the process's CPU time
 //! and peak memory; `--json` writes the same as JSON, and `--plots DIR` draws throughput and
 //! latency over the run as SVG. Jobs live in a schema (PostgreSQL) or
@@ -24,7 +25,7 @@ use jobforge::postgres::{PostgresBackend, PostgresConfig};
 use jobforge::prelude::*;
 use jobforge::redis::{RedisBackend, RedisConfig};
 use jobforge::state::{JobFilter, Page};
-use jobforge::{JobOrchestrator, JobState, OrchestratorBuilder};
+use jobforge::{JobOrchestrator, JobState, OrchestratorBuilder, WorkerPool};
 use serde::Serialize;
 
 /// How the jobs arrive.
@@ -83,8 +84,20 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Worker processes sharing the store, each with `--concurrency` slots (more than one
+    /// needs `--store`; this process then only submits and measures).
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
+    /// Connections in the store's pool, per process (PostgreSQL `max_connections`, Redis pool
+    /// size; default: the backend's, 10 and 16).
+    #[arg(long)]
+    pool_size: Option<u32>,
+    /// Run as one worker process of a multi-process run, on this schema (PostgreSQL) or
+    /// namespace (Redis): started by `--processes`, not by hand.
+    #[arg(long, hide = true)]
+    worker_of: Option<String>,
     /// Write plots of throughput and latency over the run into this folder
-    /// (`throughput.svg`, `latency.svg`).
+    /// (`throughput.svg`, `latency.svg`, and the same as PNG).
     #[arg(long)]
     plots: Option<std::path::PathBuf>,
 }
@@ -95,6 +108,7 @@ struct Report {
     store: String,
     mode: Mode,
     jobs: u64,
+    processes: usize,
     concurrency: usize,
     batch: usize,
     seconds: f64,
@@ -135,26 +149,38 @@ enum Store {
 }
 
 impl Store {
-    async fn connect(url: Option<&str>) -> Result<Self, Box<dyn std::error::Error>> {
+    /// Connect to the store at `url` (none: in-memory), in a schema or namespace of its own,
+    /// or in `existing` (a worker process of a multi-process run).
+    async fn connect(
+        url: Option<&str>,
+        pool_size: Option<u32>,
+        existing: Option<&str>,
+    ) -> Result<Self, Box<dyn std::error::Error>> {
         let tag = uuid::Uuid::now_v7().simple().to_string();
         match url {
             None => Ok(Self::Memory),
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                let schema = format!("jobforge_bench_{}", &tag[16..]);
-                let pg = PostgresBackend::connect_with(
-                    u,
-                    PostgresConfig::default()
-                        .with_schema(&schema)
-                        .with_purge_interval(None),
-                )
-                .await?;
+                let schema = existing.map_or_else(
+                    || format!("jobforge_bench_{}", &tag[16..]),
+                    str::to_owned,
+                );
+                let mut config = PostgresConfig::default()
+                    .with_schema(&schema)
+                    .with_purge_interval(None);
+                if let Some(n) = pool_size {
+                    config = config.with_max_connections(n);
+                }
+                let pg = PostgresBackend::connect_with(u, config).await?;
                 Ok(Self::Postgres(pg, u.to_owned(), schema))
             }
             Some(u) if u.starts_with("redis://") || u.starts_with("rediss://") => {
-                let namespace = format!("jobforge-bench-{tag}");
-                let redis =
-                    RedisBackend::connect_with(u, RedisConfig::new().with_namespace(&namespace))
-                        .await?;
+                let namespace =
+                    existing.map_or_else(|| format!("jobforge-bench-{tag}"), str::to_owned);
+                let mut config = RedisConfig::new().with_namespace(&namespace);
+                if let Some(n) = pool_size {
+                    config = config.with_pool_size(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                let redis = RedisBackend::connect_with(u, config).await?;
                 Ok(Self::Redis(redis, namespace))
             }
             Some(u) => Err(format!(
@@ -177,6 +203,15 @@ impl Store {
             Self::Memory => Orchestrator::builder(),
             Self::Postgres(pg, ..) => Orchestrator::builder().store(pg.store()),
             Self::Redis(redis, _) => Orchestrator::builder().store(redis.store()),
+        }
+    }
+
+    /// The schema or namespace the jobs live in.
+    fn tag(&self) -> Option<&str> {
+        match self {
+            Self::Memory => None,
+            Self::Postgres(_, _, schema) => Some(schema),
+            Self::Redis(_, namespace) => Some(namespace),
         }
     }
 
@@ -252,6 +287,168 @@ fn process_usage() -> (Option<f64>, Option<f64>) {
             Some(kib / 1024.0)
         });
     (cpu, rss)
+}
+
+/// What a worker process reports when it stops (one JSON line on its stdout).
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+struct WorkerUsage {
+    cpu_seconds: Option<f64>,
+    peak_rss_mib: Option<f64>,
+    round_trips: Option<u64>,
+}
+
+/// A worker process of a multi-process run: connect to the run's schema or namespace, say
+/// `ready`, start the pool on `go`, stop when stdin closes, and report its usage.
+async fn worker_process(args: &Args, tag: &str) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::io::AsyncBufReadExt;
+    let store = Store::connect(args.store.as_deref(), args.pool_size, Some(tag)).await?;
+    let orch = store
+        .builder()
+        .handler("bench", handler(Duration::from_millis(args.work_ms), None))
+        .build()?;
+    println!("ready");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let _go = lines.next_line().await?;
+    let before = store.round_trips();
+    let workers = orch.start_workers(worker_config(args))?;
+    while lines.next_line().await?.is_some() {}
+    workers.shutdown(Duration::from_secs(10)).await;
+    let (cpu_seconds, peak_rss_mib) = process_usage();
+    let usage = WorkerUsage {
+        cpu_seconds,
+        peak_rss_mib,
+        round_trips: store
+            .round_trips()
+            .zip(before)
+            .map(|(after, before)| after.saturating_sub(before)),
+    };
+    println!("{}", serde_json::to_string(&usage)?);
+    Ok(())
+}
+
+/// The worker processes of a multi-process run, started and `ready`.
+struct Processes(
+    Vec<(
+        tokio::process::Child,
+        tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    )>,
+);
+
+impl Processes {
+    async fn start(args: &Args, tag: &str) -> Result<Self, Box<dyn std::error::Error>> {
+        use tokio::io::AsyncBufReadExt;
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::with_capacity(args.processes);
+        for _ in 0..args.processes {
+            let mut cmd = tokio::process::Command::new(&exe);
+            cmd.arg("--worker-of")
+                .arg(tag)
+                .arg("--store")
+                .arg(args.store.as_deref().unwrap_or_default())
+                .arg("--concurrency")
+                .arg(args.concurrency.to_string())
+                .arg("--batch")
+                .arg(args.batch.to_string())
+                .arg("--work-ms")
+                .arg(args.work_ms.to_string());
+            if let Some(p) = args.prefetch {
+                cmd.arg("--prefetch").arg(p.to_string());
+            }
+            if let Some(n) = args.pool_size {
+                cmd.arg("--pool-size").arg(n.to_string());
+            }
+            if args.record_executions {
+                cmd.arg("--record-executions");
+            }
+            let mut child = cmd
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()?;
+            let stdout = child
+                .stdout
+                .take()
+                .ok_or("a worker process has no stdout")?;
+            let mut lines = tokio::io::BufReader::new(stdout).lines();
+            match lines.next_line().await? {
+                Some(line) if line == "ready" => {}
+                other => return Err(format!("a worker process did not start: {other:?}").into()),
+            }
+            children.push((child, lines));
+        }
+        Ok(Self(children))
+    }
+
+    /// Start every pool at once.
+    async fn go(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        use tokio::io::AsyncWriteExt;
+        for (child, _) in &mut self.0 {
+            if let Some(stdin) = child.stdin.as_mut() {
+                stdin.write_all(b"go\n").await?;
+                stdin.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop every pool; their usage, summed (CPU, round trips) or the largest (RSS).
+    async fn stop(self) -> Result<WorkerUsage, Box<dyn std::error::Error>> {
+        let mut total = WorkerUsage::default();
+        for (mut child, mut lines) in self.0 {
+            drop(child.stdin.take());
+            let line = lines.next_line().await?.unwrap_or_default();
+            let usage: WorkerUsage = serde_json::from_str(&line)
+                .map_err(|e| format!("a worker process reported `{line}`: {e}"))?;
+            child.wait().await?;
+            total.cpu_seconds = usage
+                .cpu_seconds
+                .map(|b| total.cpu_seconds.unwrap_or(0.0) + b);
+            total.peak_rss_mib = match (total.peak_rss_mib, usage.peak_rss_mib) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            total.round_trips =
+                Some(total.round_trips.unwrap_or(0) + usage.round_trips.unwrap_or(0));
+        }
+        Ok(total)
+    }
+}
+
+/// The bench job: works `work`, then counts itself in `done` (if given).
+fn handler(
+    work: Duration,
+    done: Option<Arc<AtomicU64>>,
+) -> impl Fn(
+    JobContext,
+) -> std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<serde_json::Value, JobError>> + Send>,
+> + Send
++ Sync
++ 'static {
+    move |_ctx: JobContext| {
+        let done = done.clone();
+        Box::pin(async move {
+            if !work.is_zero() {
+                tokio::time::sleep(work).await;
+            }
+            if let Some(d) = done {
+                d.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(serde_json::Value::Null)
+        })
+    }
+}
+
+/// The pool's settings from the flags.
+fn worker_config(args: &Args) -> WorkerConfig {
+    let mut config = WorkerConfig::default()
+        .concurrency(args.concurrency)
+        .batch_size(args.batch.max(1))
+        .record_executions(args.record_executions);
+    if let Some(prefetch) = args.prefetch {
+        config = config.prefetch(prefetch);
+    }
+    config
 }
 
 /// Microseconds from 1 µs to an hour, to 3 significant digits.
@@ -359,7 +556,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.concurrency == 0 || args.chunk == 0 {
         return Err("--concurrency and --chunk must be at least 1".into());
     }
-    let store = Store::connect(args.store.as_deref()).await?;
+    if let Some(tag) = &args.worker_of {
+        return worker_process(&args, tag).await;
+    }
+    if args.processes == 0 {
+        return Err("--processes must be at least 1".into());
+    }
+    if args.processes > 1 && args.store.is_none() {
+        return Err(
+            "--processes above 1 needs --store: the in-memory store lives in one process".into(),
+        );
+    }
+    let store = Store::connect(args.store.as_deref(), args.pool_size, None).await?;
     let batch = args.batch.max(1);
     let payload = if args.payload_bytes == 0 {
         serde_json::Value::Null
@@ -368,28 +576,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let done = Arc::new(AtomicU64::new(0));
-    let work = Duration::from_millis(args.work_ms);
-    let d = Arc::clone(&done);
     let orch = store
         .builder()
-        .handler("bench", move |_ctx: JobContext| {
-            let d = Arc::clone(&d);
-            async move {
-                if !work.is_zero() {
-                    tokio::time::sleep(work).await;
+        .handler(
+            "bench",
+            handler(Duration::from_millis(args.work_ms), Some(Arc::clone(&done))),
+        )
+        .build()?;
+    let config = worker_config(&args);
+    let mut processes = match store.tag() {
+        Some(tag) if args.processes > 1 => Some(Processes::start(&args, tag).await?),
+        _ => None,
+    };
+    let counter = processes.as_ref().map(|_| {
+        // Jobs run in other processes: count them from the store.
+        let orch = orch.clone();
+        let done = Arc::clone(&done);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(stats) = orch.stats().await {
+                    done.store(stats.jobs.total.succeeded, Ordering::Relaxed);
                 }
-                d.fetch_add(1, Ordering::Relaxed);
-                Ok(serde_json::Value::Null)
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
-        .build()?;
-    let mut config = WorkerConfig::default()
-        .concurrency(args.concurrency)
-        .batch_size(batch)
-        .record_executions(args.record_executions);
-    if let Some(prefetch) = args.prefetch {
-        config = config.prefetch(prefetch);
-    }
+    });
 
     let trips_before = store.round_trips();
     // The run's start on the wall clock, for the plots: moved to the workers' start in a
@@ -406,10 +617,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let started = Instant::now();
             run_start = chrono::Utc::now();
-            (args.jobs, started, orch.start_workers(config)?)
+            (
+                args.jobs,
+                started,
+                start(&orch, config, &mut processes).await?,
+            )
         }
         Mode::Streaming => {
-            let workers = orch.start_workers(config)?;
+            let workers = start(&orch, config, &mut processes).await?;
             let started = Instant::now();
             let mut left = args.jobs;
             while left > 0 {
@@ -420,7 +635,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (args.jobs, started, workers)
         }
         Mode::Continuous => {
-            let workers = orch.start_workers(config)?;
+            let workers = start(&orch, config, &mut processes).await?;
             let started = Instant::now();
             let total = args.rate.saturating_mul(args.duration);
             let mut sent = 0u64;
@@ -446,14 +661,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / jobs.max(1) as f64),
         _ => None,
     };
-    workers.shutdown(Duration::from_secs(10)).await;
-    let (cpu_seconds, peak_rss_mib) = process_usage();
+    if let Some(workers) = workers {
+        workers.shutdown(Duration::from_secs(10)).await;
+    }
+    if let Some(counter) = counter {
+        counter.abort();
+    }
+    let (mut cpu_seconds, mut peak_rss_mib) = process_usage();
+    let mut trips = trips;
+    if let Some(processes) = processes {
+        // The workers' usage, not the submitter's.
+        let usage = processes.stop().await?;
+        cpu_seconds = usage.cpu_seconds;
+        peak_rss_mib = usage.peak_rss_mib;
+        trips = match (trips, usage.round_trips) {
+            (Some(own), Some(theirs)) => Some(own + theirs as f64 / jobs.max(1) as f64),
+            _ => None,
+        };
+    }
     let (starts, finishes, series) =
         latencies(&orch, run_start, new_histogram()?, new_histogram()?).await?;
     let report = Report {
         store: store.name().to_owned(),
         mode: args.mode,
         jobs,
+        processes: args.processes,
         concurrency: args.concurrency,
         batch,
         seconds,
@@ -516,8 +748,23 @@ impl Progress {
     }
 }
 
-/// `throughput.svg` (jobs finished per second) and `latency.svg` (submit-to-start p50 and
-/// p99 of the jobs that started) over the run, in `dir`.
+/// Start the workers: this process's pool, or the worker processes' (`None` returned).
+async fn start(
+    orch: &Orchestrator,
+    config: WorkerConfig,
+    processes: &mut Option<Processes>,
+) -> Result<Option<WorkerPool>, Box<dyn std::error::Error>> {
+    match processes {
+        Some(p) => {
+            p.go().await?;
+            Ok(None)
+        }
+        None => Ok(Some(orch.start_workers(config)?)),
+    }
+}
+
+/// `throughput.svg` and `.png` (jobs finished per second) and `latency.svg` and `.png`
+/// (submit-to-start p50 and p99 of the jobs that started) over the run, in `dir`.
 fn plot(dir: &std::path::Path, r: &Report, s: &Series) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
     std::fs::create_dir_all(dir)?;
@@ -551,8 +798,74 @@ fn plot(dir: &std::path::Path, r: &Report, s: &Series) -> Result<(), Box<dyn std
         .collect();
     let end = secs(s.finished.len().max(s.started.len()).max(1));
 
-    let path = dir.join("throughput.svg");
-    let root = SVGBackend::new(&path, (960, 480)).into_drawing_area();
+    for ext in ["svg", "png"] {
+        let throughput = dir.join(format!("throughput.{ext}"));
+        let latency = dir.join(format!("latency.{ext}"));
+        if ext == "svg" {
+            draw_throughput(
+                SVGBackend::new(&throughput, SIZE).into_drawing_area(),
+                &title,
+                end,
+                &rate,
+            )?;
+            draw_latency(
+                SVGBackend::new(&latency, SIZE).into_drawing_area(),
+                &title,
+                end,
+                &quantiles,
+            )?;
+        } else {
+            draw_throughput(
+                BitMapBackend::new(&throughput, SIZE).into_drawing_area(),
+                &title,
+                end,
+                &rate,
+            )?;
+            draw_latency(
+                BitMapBackend::new(&latency, SIZE).into_drawing_area(),
+                &title,
+                end,
+                &quantiles,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The plots' size in pixels.
+const SIZE: (u32, u32) = (960, 480);
+
+/// The font the PNG plots' text is drawn in, embedded so a machine without fonts draws it
+/// too (DejaVu Sans; its license is beside it).
+static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// Register [`FONT`] as plotters' `sans-serif`, once.
+fn register_font() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font("sans-serif", plotters::style::FontStyle::Normal, FONT)
+            .is_err()
+        {
+            eprintln!(
+                "jobforge-bench: the embedded font could not be read; PNG plots have no text"
+            );
+        }
+    });
+}
+
+type PlotResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw_throughput<DB: plotters::prelude::DrawingBackend>(
+    root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    end: f64,
+    rate: &[(f64, f64)],
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    register_font();
     root.fill(&WHITE)?;
     let top = rate.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&root)
@@ -569,11 +882,22 @@ fn plot(dir: &std::path::Path, r: &Report, s: &Series) -> Result<(), Box<dyn std
         .x_desc("seconds")
         .y_desc("jobs/s")
         .draw()?;
-    chart.draw_series(LineSeries::new(rate, &BLUE))?;
+    chart.draw_series(LineSeries::new(rate.iter().copied(), &BLUE))?;
     root.present()?;
+    Ok(())
+}
 
-    let path = dir.join("latency.svg");
-    let root = SVGBackend::new(&path, (960, 480)).into_drawing_area();
+fn draw_latency<DB: plotters::prelude::DrawingBackend>(
+    root: plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    end: f64,
+    quantiles: &[(f64, f64, f64)],
+) -> PlotResult
+where
+    DB::ErrorType: 'static,
+{
+    use plotters::prelude::*;
+    register_font();
     root.fill(&WHITE)?;
     let top = quantiles.iter().map(|p| p.2).fold(1.0, f64::max) * 1.1;
     let mut chart = ChartBuilder::on(&root)
@@ -615,10 +939,11 @@ fn print_report(r: &Report) {
         None => "-".to_owned(),
     };
     println!(
-        "jobforge-bench: {} {}, {} jobs, concurrency {}, batch {}",
+        "jobforge-bench: {} {}, {} jobs, {} process(es) of concurrency {}, batch {}",
         r.store,
         mode_name(r.mode),
         r.jobs,
+        r.processes,
         r.concurrency,
         r.batch
     );
