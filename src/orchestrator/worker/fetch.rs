@@ -35,14 +35,23 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
         };
         if !shared.starved() {
             // Jobs wait in the buffer, or the finisher's next round trip claims: a claim
-            // now would only carry fewer jobs. Look again when the finisher goes idle (the
-            // poll wait is a safety net, not the path).
+            // now would only carry fewer jobs. Look again when the finisher goes idle; and,
+            // while the pool holds fewer jobs than it means to and only the buffer's jobs
+            // not yet taken by an executor stand in the way (a claim just landed, the pool
+            // is filling up), in a millisecond: nothing else would say when the executors
+            // took them (an executor wakes nothing: see `executor_loop`).
+            let filling = shared.filling();
             drop(first);
+            let pause = if filling {
+                Duration::from_millis(1)
+            } else {
+                shared.config.poll_wait
+            };
             tokio::select! {
                 biased;
                 () = shared.stop.cancelled() => break,
                 () = shared.kick.notified() => {}
-                () = tokio::time::sleep(shared.config.poll_wait) => {}
+                () = tokio::time::sleep(pause) => {}
             }
             continue;
         }

@@ -199,6 +199,17 @@ impl PoolShared {
         target.saturating_sub(held).min(max)
     }
 
+    /// Whether the pool is filling up: it holds fewer jobs than it means to (counting the
+    /// slot the fetcher asks with), the finisher has nothing to settle, and only jobs in the
+    /// buffer keep the fetcher from claiming.
+    fn filling(&self) -> bool {
+        let (held, target) = self.held_and_target();
+        held <= target
+            && !self.jobs_rx.is_empty()
+            && self.unsettled.load(Ordering::Acquire) == 0
+            && self.finisher_idle.load(Ordering::Acquire)
+    }
+
     /// Hand an attempt's result to the finisher.
     fn send_done(&self, tx: &mpsc::UnboundedSender<Done>, done: Done) {
         self.unsettled.fetch_add(1, Ordering::AcqRel);
@@ -616,6 +627,51 @@ mod tests {
         let report = pool.shutdown(WAIT).await;
         assert!(report.drained);
         assert_eq!(registry.len(), 0);
+    }
+
+    /// A pool fills every slot by claim after claim while nothing has finished yet (no
+    /// result for the finisher to claim with): the fetcher does not sit out its poll wait
+    /// because the last claim's jobs were still in the buffer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_fills_its_slots_without_waiting_out_its_poll_wait() {
+        let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+        let g = std::sync::Arc::clone(&gate);
+        let orch = Orchestrator::builder()
+            .handler("block", move |ctx: JobContext| {
+                let g = std::sync::Arc::clone(&g);
+                async move {
+                    tokio::select! {
+                        () = g.notified() => Ok(Value::Null),
+                        () = ctx.cancelled() => Err(JobError::cancelled("stopped")),
+                    }
+                }
+            })
+            .build()
+            .unwrap();
+        orch.submit_batch((0..64).map(|_| NewJob::new("block")).collect())
+            .await
+            .unwrap();
+        let poll_wait = Duration::from_secs(20);
+        let pool = orch
+            .start_workers(
+                WorkerConfig::default()
+                    .concurrency(64)
+                    .batch_size(8)
+                    .poll_wait(poll_wait),
+            )
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        while pool.running() < 64 {
+            assert!(
+                started.elapsed() < poll_wait / 2,
+                "{} of 64 slots filled after {:?}",
+                pool.running(),
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        pool.shutdown(Duration::from_millis(50)).await;
+        drop(gate);
     }
 
     /// Short jobs give the pool a buffer of jobs claimed ahead; a shutdown hands the buffer
