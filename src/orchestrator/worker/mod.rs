@@ -629,23 +629,36 @@ mod tests {
         assert_eq!(registry.len(), 0);
     }
 
+    /// A handler that runs until `gate` is notified or its job is cancelled.
+    fn blocked_until(
+        gate: &std::sync::Arc<tokio::sync::Notify>,
+    ) -> impl Fn(
+        JobContext,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Value, JobError>> + Send>,
+    > + Send
+    + Sync
+    + 'static {
+        let gate = std::sync::Arc::clone(gate);
+        move |ctx: JobContext| {
+            let gate = std::sync::Arc::clone(&gate);
+            Box::pin(async move {
+                tokio::select! {
+                    () = gate.notified() => Ok(Value::Null),
+                    () = ctx.cancelled() => Err(JobError::cancelled("stopped")),
+                }
+            })
+        }
+    }
+
     /// A pool fills every slot by claim after claim while nothing has finished yet (no
     /// result for the finisher to claim with): the fetcher does not sit out its poll wait
     /// because the last claim's jobs were still in the buffer.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pool_fills_its_slots_without_waiting_out_its_poll_wait() {
         let gate = std::sync::Arc::new(tokio::sync::Notify::new());
-        let g = std::sync::Arc::clone(&gate);
         let orch = Orchestrator::builder()
-            .handler("block", move |ctx: JobContext| {
-                let g = std::sync::Arc::clone(&g);
-                async move {
-                    tokio::select! {
-                        () = g.notified() => Ok(Value::Null),
-                        () = ctx.cancelled() => Err(JobError::cancelled("stopped")),
-                    }
-                }
-            })
+            .handler("block", blocked_until(&gate))
             .build()
             .unwrap();
         orch.submit_batch((0..64).map(|_| NewJob::new("block")).collect())
@@ -679,18 +692,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn jobs_claimed_ahead_are_handed_back_at_shutdown() {
         let gate = std::sync::Arc::new(tokio::sync::Notify::new());
-        let g = std::sync::Arc::clone(&gate);
         let orch = Orchestrator::builder()
             .handler("quick", |_ctx: JobContext| async { Ok(Value::Null) })
-            .handler("block", move |ctx: JobContext| {
-                let g = std::sync::Arc::clone(&g);
-                async move {
-                    tokio::select! {
-                        () = g.notified() => Ok(Value::Null),
-                        () = ctx.cancelled() => Err(JobError::cancelled("stopped")),
-                    }
-                }
-            })
+            .handler("block", blocked_until(&gate))
             .build()
             .unwrap();
         let pool = orch

@@ -165,18 +165,51 @@ impl PostgresState {
     /// shutting down drops the future), the statement still completes and the jobs it took
     /// are handed back at once, attempt not spent, instead of waiting out their leases.
     async fn claim_due_once(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
+        let args = self.claim_args(req);
+        let ((), claims) = self
+            .spawn_claim(args.worker.clone(), move |shared, sql| async move {
+                let claims = claim_due_statement(
+                    &shared,
+                    &sql,
+                    &args.queues,
+                    args.max,
+                    &args.worker,
+                    args.lease,
+                    args.takeovers,
+                )
+                .await?;
+                Ok(((), claims))
+            })
+            .await?;
+        Ok(claims)
+    }
+
+    /// What a claim statement binds for `req`.
+    fn claim_args(&self, req: &Reserve<'_>) -> ClaimArgs {
+        ClaimArgs {
+            queues: req.queues.to_vec(),
+            worker: WorkerId::clone(req.worker),
+            max: i64::try_from(req.max).unwrap_or(i64::MAX),
+            lease: dur_micros(req.lease),
+            takeovers: self.takeovers_due(),
+        }
+    }
+
+    /// Run a statement that claims (`call`, answering something and the claims) in a task of
+    /// its own: if the caller stops waiting, the statement still completes and the jobs it
+    /// claimed for `worker` are handed back at once, attempt not spent.
+    async fn spawn_claim<T, F, Fut>(&self, worker: WorkerId, call: F) -> Result<(T, Vec<Claim>)>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Shared>, Arc<Statements>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(T, Vec<Claim>)>> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let shared = Arc::clone(&self.shared);
         let sql = Arc::clone(&self.sql);
-        let queues = req.queues.to_vec();
-        let worker = WorkerId::clone(req.worker);
-        let max = i64::try_from(req.max).unwrap_or(i64::MAX);
-        let lease = dur_micros(req.lease);
-        let takeovers = self.takeovers_due();
         tokio::spawn(async move {
-            let claims =
-                claim_due_statement(&shared, &sql, &queues, max, &worker, lease, takeovers).await;
-            if let Err(Ok(claims)) = tx.send(claims) {
+            let answer = call(Arc::clone(&shared), Arc::clone(&sql)).await;
+            if let Err(Ok((_, claims))) = tx.send(answer) {
                 hand_back(&shared, &sql, &worker, claims).await;
             }
         });
@@ -208,36 +241,11 @@ impl PostgresState {
         transitions: Vec<Transition>,
         req: &Reserve<'_>,
     ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let shared = Arc::clone(&self.shared);
-        let sql = Arc::clone(&self.sql);
-        let queues = req.queues.to_vec();
-        let worker = WorkerId::clone(req.worker);
-        let max = i64::try_from(req.max).unwrap_or(i64::MAX);
-        let lease = dur_micros(req.lease);
-        let takeovers = self.takeovers_due();
-        tokio::spawn(async move {
-            let answer = finish_and_claim_statement(
-                &shared,
-                &sql,
-                &transitions,
-                &queues,
-                max,
-                &worker,
-                lease,
-                takeovers,
-            )
-            .await;
-            if let Err(Ok((_, claims))) = tx.send(answer) {
-                hand_back(&shared, &sql, &worker, claims).await;
-            }
-        });
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Backend,
-                "the finish-and-claim task ended without an answer; try the finishes again",
-            ))
+        let args = self.claim_args(req);
+        self.spawn_claim(args.worker.clone(), move |shared, sql| async move {
+            finish_and_claim_statement(&shared, &sql, &transitions, &args).await
         })
+        .await
     }
 
     async fn finish_chunk(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
@@ -473,17 +481,22 @@ async fn finish_statement(
     finish_answers(&transitions, &order, rows)
 }
 
-/// Finish `transitions` (ids distinct) and claim up to `max` due jobs, in one statement.
-#[allow(clippy::too_many_arguments)]
+/// What a claim statement binds: the queues, most jobs, the worker, the lease (µs), and
+/// whether to look for expired leases.
+struct ClaimArgs {
+    queues: Vec<String>,
+    worker: WorkerId,
+    max: i64,
+    lease: i64,
+    takeovers: bool,
+}
+
+/// Finish `transitions` (ids distinct) and claim due jobs for `claim`, in one statement.
 async fn finish_and_claim_statement(
     shared: &Shared,
     sql: &Statements,
     transitions: &[Transition],
-    queues: &[String],
-    max: i64,
-    worker: &WorkerId,
-    lease_micros: i64,
-    takeovers: bool,
+    claim: &ClaimArgs,
 ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
     let mut args = FinishArgs::new(transitions);
     let order = std::mem::take(&mut args.order);
@@ -493,11 +506,11 @@ async fn finish_and_claim_statement(
             sqlx::query_as::<_, FinishAndClaimRow>(stmt(&sql.finish_and_claim)),
             shared,
         )
-        .bind(queues)
-        .bind(max)
-        .bind(worker.as_str())
-        .bind(lease_micros)
-        .bind(takeovers)
+        .bind(&claim.queues)
+        .bind(claim.max)
+        .bind(claim.worker.as_str())
+        .bind(claim.lease)
+        .bind(claim.takeovers)
         .fetch_all(&shared.pool)
         .await
         .map_err(|e| db_error("finish jobs and claim the next", e))?;
