@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use super::{Assigned, PoolShared, Running, StopSignal};
+use super::{Assigned, FetcherStep, PoolShared, Running, StopSignal};
 use crate::handler::JobContext;
 use crate::orchestrator::kind::KindConfig;
 use crate::queue::Reserve;
@@ -33,16 +33,15 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
                 Err(_) => break,
             },
         };
-        if !shared.starved() {
+        let step = shared.fetcher_step();
+        if step != FetcherStep::Claim {
             // Jobs wait in the buffer, or the finisher's next round trip claims: a claim
             // now would only carry fewer jobs. Look again when the finisher goes idle; and,
-            // while the pool holds fewer jobs than it means to and only the buffer's jobs
-            // not yet taken by an executor stand in the way (a claim just landed, the pool
-            // is filling up), in a millisecond: nothing else would say when the executors
-            // took them (an executor wakes nothing: see `executor_loop`).
-            let filling = shared.filling();
+            // while the pool fills up, in a millisecond: nothing else would say when the
+            // executors took the buffer's jobs (an executor wakes nothing: see
+            // `executor_loop`). The poll wait is a safety net, not the path.
             drop(first);
-            let pause = if filling {
+            let pause = if step == FetcherStep::Filling {
                 Duration::from_millis(1)
             } else {
                 shared.config.poll_wait

@@ -138,7 +138,8 @@ pub(super) async fn finish_loop(
             let transitions: Vec<Transition> =
                 batch.iter().filter_map(|d| d.transition.clone()).collect();
             // The slots these results freed take their next jobs in the same round trip.
-            let gate = (failures == 0 && !shared.is_stopping())
+            // (Stopping is read under the gate: a shutdown stops, then takes the gate.)
+            let gate = (failures == 0)
                 .then(|| shared.claiming.try_read().ok())
                 .flatten();
             let permits = if gate.is_some() && !shared.is_stopping() {

@@ -152,16 +152,24 @@ impl PoolShared {
         self.stop.is_cancelled()
     }
 
-    /// Whether the executors may run short with no claim on its way to them: the pool holds
-    /// fewer jobs than it means to, nothing waits in the buffer, and the finisher (whose round trips claim for the slots its results
-    /// free) has no result to settle. Then the fetcher claims, waiting for work if need be.
-    fn starved(&self) -> bool {
+    /// What the fetcher should do now, holding the slot it would claim with (it counts in
+    /// what the pool holds). It claims when the executors may run short with no claim on
+    /// its way to them: the pool holds no more jobs than it means to, the finisher (whose
+    /// round trips claim for the slots its results free) has no result to settle, and
+    /// nothing waits in the buffer. When only jobs in the buffer stand in the way, the pool
+    /// is filling up and it looks again soon; otherwise when kicked.
+    fn fetcher_step(&self) -> FetcherStep {
         let (held, target) = self.held_and_target();
-        // (The fetcher asks holding the slot it would claim with: it counts.)
-        held <= target
-            && self.jobs_rx.is_empty()
-            && self.unsettled.load(Ordering::Acquire) == 0
-            && self.finisher_idle.load(Ordering::Acquire)
+        if held > target
+            || self.unsettled.load(Ordering::Acquire) != 0
+            || !self.finisher_idle.load(Ordering::Acquire)
+        {
+            FetcherStep::Wait
+        } else if self.jobs_rx.is_empty() {
+            FetcherStep::Claim
+        } else {
+            FetcherStep::Filling
+        }
     }
 
     /// How many jobs to keep buffered ahead of the slots: as many as the slots finish in two
@@ -199,17 +207,6 @@ impl PoolShared {
         target.saturating_sub(held).min(max)
     }
 
-    /// Whether the pool is filling up: it holds fewer jobs than it means to (counting the
-    /// slot the fetcher asks with), the finisher has nothing to settle, and only jobs in the
-    /// buffer keep the fetcher from claiming.
-    fn filling(&self) -> bool {
-        let (held, target) = self.held_and_target();
-        held <= target
-            && !self.jobs_rx.is_empty()
-            && self.unsettled.load(Ordering::Acquire) == 0
-            && self.finisher_idle.load(Ordering::Acquire)
-    }
-
     /// Hand an attempt's result to the finisher.
     fn send_done(&self, tx: &mpsc::UnboundedSender<Done>, done: Done) {
         self.unsettled.fetch_add(1, Ordering::AcqRel);
@@ -217,6 +214,17 @@ impl PoolShared {
             self.unsettled.fetch_sub(1, Ordering::AcqRel);
         }
     }
+}
+
+/// See [`PoolShared::fetcher_step`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetcherStep {
+    /// Claim now, waiting for work if there is none.
+    Claim,
+    /// The pool is filling up: look again in a moment.
+    Filling,
+    /// Look again when kicked (or after the poll wait).
+    Wait,
 }
 
 /// Fold `sample` into the moving average `avg` (one eighth of the way; races between

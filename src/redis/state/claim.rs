@@ -119,12 +119,11 @@ impl Core {
         transitions: Vec<Transition>,
         req: &Reserve<'_>,
     ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
-        let prepared = self.prepare_settle(&transitions);
-        let mut args = vec![arg(3 + prepared.items.iter().map(Vec::len).sum::<usize>())];
+        let mut prepared = self.prepare_settle(&transitions);
+        let items = std::mem::take(&mut prepared.items);
+        let mut args = vec![arg(3 + items.iter().map(Vec::len).sum::<usize>())];
         args.extend(self.settle_head());
-        for item in &prepared.items {
-            args.extend(item.iter().cloned());
-        }
+        args.extend(items.into_iter().flatten());
         let (claim_args, claim) = self.due_args(req);
         args.extend(claim_args);
         let core = Arc::clone(self);

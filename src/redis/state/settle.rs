@@ -116,12 +116,13 @@ impl Core {
         &self,
         transitions: &[Transition],
     ) -> Result<Vec<Option<TransitionResult>>> {
-        let prepared = self.prepare_settle(transitions);
+        let mut prepared = self.prepare_settle(transitions);
         if prepared.items.is_empty() {
             return Ok(prepared.out);
         }
+        let items = std::mem::take(&mut prepared.items);
         let replies = self
-            .chunks(&SCRIPTS.settle, &self.settle_head(), prepared.items.clone())
+            .chunks(&SCRIPTS.settle, &self.settle_head(), items)
             .await?;
         Ok(prepared.apply(&replies))
     }
