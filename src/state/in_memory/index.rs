@@ -1,7 +1,6 @@
 //! The in-memory store's own delivery order.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 
@@ -9,6 +8,7 @@ use crate::job::{JobId, JobState};
 use crate::util::{ReadyHeaps, ReadyKey};
 
 use super::Slot;
+use super::jobs::Jobs;
 
 /// The store's own delivery order: due jobs by queue and priority, delayed jobs by `run_at`,
 /// leases by expiry. Entries are checked against the slot when popped (lazy deletion).
@@ -24,19 +24,17 @@ pub(super) struct QueueIndex {
 }
 
 impl QueueIndex {
-    pub(super) fn build(jobs: &mut BTreeMap<JobId, Slot>, now: i64) -> Self {
+    pub(super) fn build(jobs: &mut Jobs, now: i64) -> Self {
         let mut index = Self::default();
-        for slot in jobs.values_mut() {
-            match slot.state {
-                JobState::Queued => index.file(slot, now),
-                JobState::Running => {
-                    if let Some(expires) = slot.lease_expires_at {
-                        index.leases.push(Reverse((expires, slot.id)));
-                    }
+        jobs.for_each_mut(|slot| match slot.state {
+            JobState::Queued => index.file(slot, now),
+            JobState::Running => {
+                if let Some(expires) = slot.lease_expires_at {
+                    index.leases.push(Reverse((expires, slot.id)));
                 }
-                _ => {}
             }
-        }
+            _ => {}
+        });
         index
     }
 

@@ -2,12 +2,13 @@
 //! index (`index`) and trait impls (`store`).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use parking_lot::Mutex;
+use thin_vec::ThinVec;
 
 use crate::Result;
 use crate::job::{JobId, JobRecord, JobState, Payload, WorkerId};
@@ -16,9 +17,11 @@ use crate::state::types::{Claim, JobFilter, StateTally, Transition};
 use crate::util::{Names, best_ready, from_micros, micros, micros_after};
 
 mod index;
+mod jobs;
 mod store;
 
 use index::QueueIndex;
+use jobs::Jobs;
 
 /// Settings of an [`InMemoryState`].
 #[derive(Debug, Clone)]
@@ -117,10 +120,61 @@ struct Slot {
     seq: u64,
     extra: Option<Box<Extra>>,
     /// Transitions after creation (creation is derived from the record).
-    events: Vec<Event>,
+    events: ThinVec<Event>,
 }
 
 impl Slot {
+    /// The slot of a record being created, by this store's clock `now` (us).
+    fn from_record(r: JobRecord, kind: Arc<str>, queue: Arc<str>, now: i64) -> Self {
+        let needs_extra = r.idempotency_key.is_some()
+            || !r.tags.is_empty()
+            || r.tenant.is_some()
+            || r.strategy.is_some()
+            || r.result.is_some()
+            || r.last_error.is_some();
+        let extra = needs_extra.then(|| {
+            Box::new(Extra {
+                idempotency_key: r.idempotency_key,
+                tags: r.tags,
+                tenant: r.tenant,
+                strategy: r.strategy,
+                result: r.result,
+                last_error: r.last_error,
+            })
+        });
+        let state = r.state;
+        Slot {
+            id: r.id,
+            kind,
+            queue,
+            payload: r.payload,
+            state,
+            cancel_requested: r.cancel_requested,
+            priority: r.priority,
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            timeout: r.timeout,
+            // By this store's clock, `run_at` as far from it as from the submitter's
+            // `created_at` (see `StateManager::create`).
+            run_at: now.saturating_add(micros(r.run_at).saturating_sub(micros(r.created_at))),
+            created_at: now,
+            updated_at: now,
+            started_at: r.started_at.map(micros),
+            finished_at: r.finished_at.map(micros),
+            lease_expires_at: r.lease_expires_at.map(micros),
+            lease_owner: r.lease_owner,
+            version: r.version,
+            claim: if state == JobState::Running {
+                r.version
+            } else {
+                0
+            },
+            seq: 0,
+            extra,
+            events: ThinVec::new(),
+        }
+    }
+
     fn extra(&mut self) -> &mut Extra {
         self.extra.get_or_insert_with(Box::default)
     }
@@ -175,7 +229,7 @@ impl Slot {
 
 #[derive(Default)]
 struct Inner {
-    jobs: BTreeMap<JobId, Slot>,
+    jobs: Jobs,
     keys: HashMap<String, JobId>,
     /// Finished jobs in the order they finished, for retention.
     finished: VecDeque<(DateTime<Utc>, JobId)>,

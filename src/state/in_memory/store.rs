@@ -1,6 +1,5 @@
 //! `StateManager` and `JobStore` for [`InMemoryState`].
 
-use std::collections::btree_map::Entry;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,15 @@ impl StateManager for InMemoryState {
         let now = micros(Utc::now());
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
+        if !inner.jobs.has_room(jobs.len()) {
+            return Err(Error::new(
+                ErrorKind::LimitExceeded,
+                format!(
+                    "the in-memory store keeps {} jobs, its most; shorten its retention or use a database store",
+                    inner.jobs.len()
+                ),
+            ));
+        }
         let mut out = Vec::with_capacity(jobs.len());
         let mut last_kind: Option<Arc<str>> = None;
         let mut last_queue: Option<Arc<str>> = None;
@@ -55,57 +63,12 @@ impl StateManager for InMemoryState {
             };
             let id = r.id;
             let state = r.state;
-            let Entry::Vacant(vacant) = inner.jobs.entry(id) else {
+            let Some(vacant) = inner.jobs.vacant(id) else {
                 out.push(Created::Existing(id));
                 continue;
             };
             let key = r.idempotency_key.clone();
-            let needs_extra = r.idempotency_key.is_some()
-                || !r.tags.is_empty()
-                || r.tenant.is_some()
-                || r.strategy.is_some()
-                || r.result.is_some()
-                || r.last_error.is_some();
-            let extra = needs_extra.then(|| {
-                Box::new(Extra {
-                    idempotency_key: r.idempotency_key,
-                    tags: r.tags,
-                    tenant: r.tenant,
-                    strategy: r.strategy,
-                    result: r.result,
-                    last_error: r.last_error,
-                })
-            });
-            let slot = vacant.insert(Slot {
-                id,
-                kind: Arc::clone(&kind),
-                queue,
-                payload: r.payload,
-                state,
-                cancel_requested: r.cancel_requested,
-                priority: r.priority,
-                attempt: r.attempt,
-                max_attempts: r.max_attempts,
-                timeout: r.timeout,
-                // By this store's clock, `run_at` as far from it as from the submitter's
-                // `created_at` (see `StateManager::create`).
-                run_at: now.saturating_add(micros(r.run_at).saturating_sub(micros(r.created_at))),
-                created_at: now,
-                updated_at: now,
-                started_at: r.started_at.map(micros),
-                finished_at: r.finished_at.map(micros),
-                lease_expires_at: r.lease_expires_at.map(micros),
-                lease_owner: r.lease_owner,
-                version: r.version,
-                claim: if state == JobState::Running {
-                    r.version
-                } else {
-                    0
-                },
-                seq: 0,
-                extra,
-                events: Vec::new(),
-            });
+            let slot = vacant.insert(Slot::from_record(r, Arc::clone(&kind), queue, now));
             if let Some(index) = &mut inner.index {
                 if state == JobState::Queued {
                     index.file(slot, now);
@@ -316,7 +279,7 @@ impl StateManager for InMemoryState {
                 }
             }
             (Order::Asc, Some(after)) => {
-                for (_, slot) in inner.jobs.range((Bound::Excluded(after), Bound::Unbounded)) {
+                for slot in inner.jobs.range((Bound::Excluded(after), Bound::Unbounded)) {
                     if !take(slot) {
                         break;
                     }
@@ -330,7 +293,7 @@ impl StateManager for InMemoryState {
                 }
             }
             (Order::Desc, Some(after)) => {
-                for (_, slot) in inner.jobs.range(..after).rev() {
+                for slot in inner.jobs.range(..after).rev() {
                     if !take(slot) {
                         break;
                     }
