@@ -16,7 +16,7 @@ use super::{Assigned, Busy, Done, PoolShared, StopSignal, stop};
 use crate::handler::{JobContext, JobError};
 use crate::memory::{ExecutionRecord, OutcomeClass};
 use crate::state::Transition;
-use crate::strategy::Outcome;
+use crate::strategy::{Outcome, RetryPolicy};
 
 /// One executor: runs claimed jobs one at a time until the pool closes its channel, or until
 /// the watchdog gives its slot to a new executor (this one was stuck in a handler).
@@ -51,13 +51,9 @@ pub(super) async fn executor_loop(
         });
         let span =
             tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
-        let (id, kind, attempt, max_attempts) = (
-            record.id,
-            record.kind.clone(),
-            record.attempt,
-            record.max_attempts,
-        );
-        let done = AssertUnwindSafe(run_job(&shared, ctx, stop, timeout))
+        let (id, attempt, max_attempts) = (record.id, record.attempt, record.max_attempts);
+        let retry = shared.engine.retry_for(&record.kind);
+        let done = AssertUnwindSafe(run_job(&shared, ctx, stop, timeout, retry))
             .catch_unwind()
             .instrument(span)
             .await
@@ -71,14 +67,8 @@ pub(super) async fn executor_loop(
                         .with_class("panic"),
                     after: None,
                 };
-                let finish = finish_for(
-                    &outcome,
-                    stop::NONE,
-                    attempt,
-                    max_attempts,
-                    shared.engine.retry_for(&kind),
-                )
-                .map(|(finish, _)| finish);
+                let finish = finish_for(&outcome, stop::NONE, attempt, max_attempts, retry)
+                    .map(|(finish, _)| finish);
                 Done {
                     key,
                     transition: finish.map(|finish| Transition {
@@ -123,6 +113,7 @@ async fn run_job(
     ctx: JobContext,
     stop: StopSignal,
     timeout: Option<Duration>,
+    retry: RetryPolicy,
 ) -> Done {
     let engine = &shared.engine;
     let record = ctx.record();
@@ -130,16 +121,14 @@ async fn run_job(
     let token = record.version;
     let attempt = record.attempt;
     let max_attempts = record.max_attempts;
-    let kind_name = record.kind.clone();
     let kind = engine.kinds.get(&record.kind);
     let strategy = engine.strategy_for(record);
-    let strategy_name = strategy.name().to_owned();
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {
             error: JobError::retryable(format!(
-                "no handler for kind `{kind_name}` on worker {}; it will be retried in case a worker that has one takes it",
-                shared.worker
+                "no handler for kind `{}` on worker {}; it will be retried in case a worker that has one takes it",
+                record.kind, shared.worker
             ))
             .with_class("unknown_kind"),
             after: None,
@@ -168,17 +157,11 @@ async fn run_job(
     };
     let duration = started.elapsed();
     let why = stop.why();
-    let mapped = finish_for(
-        &outcome,
-        why,
-        attempt,
-        max_attempts,
-        engine.retry_for(&kind_name),
-    );
+    let mapped = finish_for(&outcome, why, attempt, max_attempts, retry);
     let record = shared.config.record_executions.then(|| ExecutionRecord {
         job_id: id,
-        kind: kind_name,
-        strategy: strategy_name,
+        kind: record.kind.clone(),
+        strategy: strategy.name().to_owned(),
         outcome: mapped
             .as_ref()
             .map_or(OutcomeClass::Cancelled, |(_, class)| *class),

@@ -186,6 +186,11 @@ impl Slot {
     }
 
     fn to_record(&self) -> JobRecord {
+        self.record_by(from_micros)
+    }
+
+    /// The record, its times (us) read by `time`.
+    fn record_by(&self, time: impl Fn(i64) -> DateTime<Utc>) -> JobRecord {
         let extra = self.extra.as_deref();
         JobRecord {
             id: self.id,
@@ -201,15 +206,15 @@ impl Slot {
             tags: extra.map(|e| e.tags.clone()).unwrap_or_default(),
             tenant: extra.and_then(|e| e.tenant.clone()),
             strategy: extra.and_then(|e| e.strategy.clone()),
-            run_at: from_micros(self.run_at),
-            created_at: from_micros(self.created_at),
-            updated_at: from_micros(self.updated_at),
-            started_at: self.started_at.map(from_micros),
-            finished_at: self.finished_at.map(from_micros),
+            run_at: time(self.run_at),
+            created_at: time(self.created_at),
+            updated_at: time(self.updated_at),
+            started_at: self.started_at.map(&time),
+            finished_at: self.finished_at.map(&time),
             result: extra.and_then(|e| e.result.clone()),
             last_error: extra.and_then(|e| e.last_error.clone()),
             lease_owner: self.lease_owner.clone(),
-            lease_expires_at: self.lease_expires_at.map(from_micros),
+            lease_expires_at: self.lease_expires_at.map(&time),
             cancel_requested: self.cancel_requested,
             version: self.version,
         }
@@ -224,6 +229,41 @@ impl Slot {
                 .tenant
                 .as_deref()
                 .is_none_or(|t| self.extra.as_ref().and_then(|e| e.tenant.as_deref()) == Some(t))
+    }
+}
+
+/// A claim batch's clock: now and the lease's end, in microseconds and as times, each
+/// converted once per batch instead of once per job.
+#[derive(Clone, Copy)]
+struct ClaimClock {
+    now: i64,
+    now_at: DateTime<Utc>,
+    until: i64,
+    until_at: DateTime<Utc>,
+}
+
+impl ClaimClock {
+    fn new(now_at: DateTime<Utc>, lease: Duration) -> Self {
+        let now = micros(now_at);
+        let until = micros_after(now, lease);
+        Self {
+            now,
+            // (to the microsecond, as the store keeps times)
+            now_at: from_micros(now),
+            until,
+            until_at: from_micros(until),
+        }
+    }
+
+    /// The time `us`, converted only when it is neither now nor the lease's end.
+    fn time(&self, us: i64) -> DateTime<Utc> {
+        if us == self.now {
+            self.now_at
+        } else if us == self.until {
+            self.until_at
+        } else {
+            from_micros(us)
+        }
     }
 }
 
@@ -248,11 +288,12 @@ impl Inner {
         &mut self,
         id: JobId,
         worker: &WorkerId,
-        now_at: DateTime<Utc>,
-        until: i64,
+        clock: &ClaimClock,
         max_events: usize,
     ) -> (Claim, bool) {
-        let now = micros(now_at);
+        let ClaimClock {
+            now, now_at, until, ..
+        } = *clock;
         let Some(slot) = self.jobs.get_mut(&id) else {
             return (Claim::Skipped { id, state: None }, false);
         };
@@ -336,7 +377,7 @@ impl Inner {
             },
             max_events,
         );
-        let record = slot.to_record();
+        let record = slot.record_by(|us| clock.time(us));
         if let Some(index) = &mut self.index {
             index.leases.push(Reverse((until, id)));
         }
@@ -495,9 +536,8 @@ impl InMemoryState {
         let mut guard = self.inner.lock();
         // The clock is read again under the lock: a writer that held it meanwhile may have
         // filed a job as ready by a later reading than the caller's.
-        let now_at = now_at.max(Utc::now());
-        let now = micros(now_at);
-        let until = micros_after(now, req.lease);
+        let clock = ClaimClock::new(now_at.max(Utc::now()), req.lease);
+        let ClaimClock { now, until, .. } = clock;
         let inner = &mut *guard;
         let mut index = match inner.index.take() {
             Some(index) => index,
@@ -536,8 +576,7 @@ impl InMemoryState {
                         index.leases.push(Reverse((now.saturating_add(1_000), id)));
                         continue;
                     }
-                    let (claim, finished) =
-                        inner.claim_one(id, req.worker, now_at, until, max_events);
+                    let (claim, finished) = inner.claim_one(id, req.worker, &clock, max_events);
                     finished_any |= finished;
                     if let Claim::Claimed(_) = claim {
                         index.leases.push(Reverse((until, id)));
@@ -561,7 +600,7 @@ impl InMemoryState {
             if !valid {
                 continue;
             }
-            let (claim, finished) = inner.claim_one(key.id, req.worker, now_at, until, max_events);
+            let (claim, finished) = inner.claim_one(key.id, req.worker, &clock, max_events);
             finished_any |= finished;
             match claim {
                 Claim::Claimed(_) => index.leases.push(Reverse((until, key.id))),
@@ -580,7 +619,7 @@ impl InMemoryState {
         let next = index.next_wakeup();
         inner.index = Some(index);
         if finished_any {
-            inner.sweep(now_at, &self.config);
+            inner.sweep(clock.now_at, &self.config);
         }
         (out, next)
     }

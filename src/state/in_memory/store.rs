@@ -89,20 +89,18 @@ impl StateManager for InMemoryState {
     }
 
     async fn claim(&self, ids: &[JobId], worker: &WorkerId, lease: Duration) -> Result<Vec<Claim>> {
-        let now_at = Utc::now();
-        let now = micros(now_at);
-        let until = micros_after(now, lease);
+        let clock = ClaimClock::new(Utc::now(), lease);
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(ids.len());
         let mut finished_any = false;
         for id in ids {
-            let (claim, finished) = inner.claim_one(*id, worker, now_at, until, max_events);
+            let (claim, finished) = inner.claim_one(*id, worker, &clock, max_events);
             finished_any |= finished;
             out.push(claim);
         }
         if finished_any {
-            inner.sweep(now_at, &self.config);
+            inner.sweep(clock.now_at, &self.config);
         }
         Ok(out)
     }
