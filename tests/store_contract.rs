@@ -48,6 +48,7 @@ macro_rules! store_contract {
             queuing_state_claims_by_priority_and_waits_for_due_jobs,
             queuing_state_claim_due_is_cancel_safe,
             queuing_state_finish_and_claim_settles_then_claims,
+            queuing_state_stats_split_the_queue_by_kind,
         );
     };
 }

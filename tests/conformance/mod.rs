@@ -1295,3 +1295,76 @@ pub async fn queuing_state_finish_and_claim_settles_then_claims(
     let stats = s.stats().await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 1, 2));
 }
+
+/// `stats` splits the queue by kind: ready (due), delayed (submitted for later, or retried
+/// after a backoff), in flight and dead, whatever the backlog's size.
+pub async fn queuing_state_stats_split_the_queue_by_kind(s: Arc<dyn jobforge::store::JobStore>) {
+    // Created one by one, so b's two come first in claim order.
+    let b: Vec<JobRecord> = (0..2).map(|_| record(NewJob::new("b"))).collect();
+    for r in &b {
+        s.create(vec![r.clone()]).await.unwrap();
+    }
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let req = Reserve {
+        worker: &w,
+        queues: &queues,
+        max: 2,
+        lease: LONG,
+        wait: Duration::ZERO,
+    };
+    let held: Vec<JobRecord> = s
+        .claim_due(&req)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => r,
+            other => panic!("expected Claimed, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(held.len(), 2);
+    let mut later = record(NewJob::new("a"));
+    later.run_at = later.created_at + chrono::Duration::hours(1);
+    s.create(vec![
+        record(NewJob::new("a")),
+        record(NewJob::new("a")),
+        later,
+    ])
+    .await
+    .unwrap();
+    let stats = s.stats().await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.delayed, stats.in_flight, stats.dead),
+        (2, 1, 2, 0)
+    );
+    let finishes = vec![
+        Transition {
+            id: held[0].id,
+            worker: w.clone(),
+            token: held[0].version,
+            finish: Finish::Dead {
+                error: "no".to_owned(),
+            },
+        },
+        Transition {
+            id: held[1].id,
+            worker: w.clone(),
+            token: held[1].version,
+            finish: Finish::Retry {
+                delay: Duration::from_secs(3600),
+                error: "later".to_owned(),
+            },
+        },
+    ];
+    s.finish(finishes).await.unwrap();
+    let stats = s.stats().await.unwrap();
+    assert_eq!(
+        (stats.ready, stats.delayed, stats.in_flight, stats.dead),
+        (2, 2, 0, 1)
+    );
+    let a = &stats.per_kind["a"];
+    assert_eq!((a.ready, a.delayed, a.in_flight, a.dead), (2, 1, 0, 0));
+    let b = &stats.per_kind["b"];
+    assert_eq!((b.ready, b.delayed, b.in_flight, b.dead), (0, 1, 0, 1));
+}

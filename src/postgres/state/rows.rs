@@ -241,14 +241,6 @@ pub(super) struct CountRow {
     pub(super) n: i64,
 }
 
-#[derive(FromRow)]
-pub(super) struct QueueStatsRow {
-    pub(super) kind: String,
-    pub(super) ready: i64,
-    pub(super) delayed: i64,
-    pub(super) in_flight: i64,
-}
-
 /// Split a batch so no chunk names the same job twice: each chunk is one statement, and
 /// chunks run in order, so repeated ids are answered as if the items ran one by one.
 pub(super) fn distinct_chunks<T>(items: Vec<T>, id: impl Fn(&T) -> JobId) -> Vec<Vec<T>> {

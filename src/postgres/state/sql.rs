@@ -423,12 +423,11 @@ const COUNTS: &str = r"
 SELECT kind, state, sum(n)::bigint AS n FROM {s}.job_counts
 GROUP BY kind, state HAVING sum(n) <> 0";
 
-const QUEUE_STATS: &str = r"
-SELECT kind,
-    count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS ready,
-    count(*) FILTER (WHERE state = 'queued' AND run_at > now()) AS delayed,
-    count(*) FILTER (WHERE state = 'running') AS in_flight
-FROM {s}.jobs WHERE state IN ('queued', 'running')
+/// Queued jobs not yet due, by kind: through `jobs_delayed`, so it reads only those (the
+/// rest of the queue stats come from `job_counts`).
+const QUEUE_DELAYED: &str = r"
+SELECT kind, count(*) AS n FROM {s}.jobs
+WHERE state = 'queued' AND run_at > created_at AND run_at > now()
 GROUP BY kind";
 
 /// Delete finished jobs past retention, oldest first, one small batch per statement, with
@@ -465,7 +464,7 @@ pub(super) struct Statements {
     pub(super) get: Arc<str>,
     pub(super) events: Arc<str>,
     pub(super) counts: Arc<str>,
-    pub(super) queue_stats: Arc<str>,
+    pub(super) queue_delayed: Arc<str>,
     pub(super) purge: Arc<str>,
 }
 
@@ -528,7 +527,7 @@ impl Statements {
             )),
             events: shared.sql(EVENTS),
             counts: shared.sql(COUNTS),
-            queue_stats: shared.sql(QUEUE_STATS),
+            queue_delayed: shared.sql(QUEUE_DELAYED),
             purge: shared.sql(PURGE),
         }
     }
