@@ -71,6 +71,7 @@ pub mod queue;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 pub mod safety;
+pub mod schedule;
 pub mod state;
 pub mod store;
 pub mod strategy;

@@ -94,6 +94,10 @@ impl Orchestrator {
         }
     }
 
+    pub(crate) fn from_shared(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

@@ -6,10 +6,12 @@ mod builder;
 mod engine;
 mod kind;
 mod running;
+mod schedules;
 mod worker;
 
 pub use api::{JobOrchestrator, Stats, Submitted};
 pub use builder::OrchestratorBuilder;
 pub use engine::Orchestrator;
 pub use kind::KindConfig;
+pub use schedules::Schedules;
 pub use worker::{ShutdownReport, WorkerConfig, WorkerPool};

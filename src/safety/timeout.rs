@@ -255,6 +255,10 @@ impl<S: JobStore> JobStore for Timeout<S> {
             .await
     }
 
+    fn schedules(&self) -> Option<std::sync::Arc<dyn crate::schedule::ScheduleStore>> {
+        self.inner.schedules()
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 use crate::Result;
 use crate::queue::{QueueStats, Reserve};
+use crate::schedule::ScheduleStore;
 use crate::state::{Claim, StateManager, Transition, TransitionResult};
 
 pub use reconciler::{ReconcileReport, Reconciler, ReconcilerConfig};
@@ -68,6 +69,12 @@ pub trait JobStore: StateManager {
     /// claim took for a caller that is gone are handed back, due now, attempt not spent.
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>>;
 
+    /// The store's schedules ([`crate::schedule`]), kept beside its jobs; `None` for a
+    /// store that keeps none (the default).
+    fn schedules(&self) -> Option<Arc<dyn ScheduleStore>> {
+        None
+    }
+
     /// Delivery counts: ready, delayed, in flight, and dead jobs kept.
     async fn stats(&self) -> Result<QueueStats>;
 
@@ -124,6 +131,9 @@ impl<S: JobStore> JobStore for Arc<S> {
     }
     async fn stats(&self) -> Result<QueueStats> {
         (**self).stats().await
+    }
+    fn schedules(&self) -> Option<Arc<dyn ScheduleStore>> {
+        (**self).schedules()
     }
     async fn finish_and_claim(
         &self,

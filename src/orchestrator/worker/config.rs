@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::job::{DEFAULT_QUEUE, WorkerId};
+use crate::schedule::SchedulerConfig;
 use crate::{Error, Result};
 
 /// Settings of a worker pool.
@@ -31,6 +32,7 @@ pub struct WorkerConfig {
     pub(super) default_timeout: Option<Duration>,
     pub(super) timeout_grace: Duration,
     pub(super) stall_threshold: Duration,
+    pub(super) schedules: Option<SchedulerConfig>,
 }
 
 impl Default for WorkerConfig {
@@ -50,6 +52,7 @@ impl Default for WorkerConfig {
             default_timeout: Some(Duration::from_secs(30 * 60)),
             timeout_grace: Duration::from_secs(10),
             stall_threshold: Duration::from_secs(2),
+            schedules: Some(SchedulerConfig::default()),
         }
     }
 }
@@ -166,6 +169,15 @@ impl WorkerConfig {
         self
     }
 
+    /// How this pool fires due schedules (see [`crate::schedule`]), or `None` for a pool
+    /// that fires none. Default: on, looking every 500 ms, when the store keeps schedules.
+    /// Any number of pools may fire the same schedules: each tick is submitted once.
+    #[must_use]
+    pub fn schedules(mut self, schedules: Option<SchedulerConfig>) -> Self {
+        self.schedules = schedules;
+        self
+    }
+
     /// The concurrency limit.
     #[must_use]
     pub fn concurrency_limit(&self) -> usize {
@@ -173,6 +185,9 @@ impl WorkerConfig {
     }
 
     pub(super) fn validate(&self) -> Result<()> {
+        if let Some(schedules) = &self.schedules {
+            schedules.validate()?;
+        }
         if self.queues.is_empty() {
             return Err(Error::invalid_input(
                 "queues",

@@ -261,6 +261,7 @@ pub struct WorkerPool {
     finisher: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
+    scheduler: Option<JoinHandle<()>>,
     watchdog: Option<Watchdog>,
 }
 
@@ -354,6 +355,15 @@ impl WorkerPool {
         }
         drop(done_tx);
         let fetcher = runtime.spawn(fetch_loop(Arc::clone(&shared)));
+        let scheduler = shared.config.schedules.and_then(|config| {
+            let store = engine.store.schedules()?;
+            Some(runtime.spawn(crate::schedule::scheduler_loop(
+                Orchestrator::from_shared(Arc::clone(&engine)),
+                store,
+                config,
+                shared.stop.clone(),
+            )))
+        });
         let watchdog = Watchdog::start(&shared);
         tracing::info!(worker = %shared.worker, queues = ?shared.config.queues, concurrency = shared.config.concurrency, "worker pool started");
         Ok(Self {
@@ -362,6 +372,7 @@ impl WorkerPool {
             finisher: Some(finisher),
             heartbeat: Some(heartbeat),
             recorder: Some(recorder),
+            scheduler,
             watchdog,
         })
     }
@@ -384,6 +395,10 @@ impl WorkerPool {
     pub async fn shutdown(mut self, grace: Duration) -> ShutdownReport {
         let shared = Arc::clone(&self.shared);
         shared.stop.cancel();
+        if let Some(scheduler) = self.scheduler.take() {
+            // (a fire under way lands; a store that hangs gets 10 s)
+            let _ = tokio::time::timeout(Duration::from_secs(10), scheduler).await;
+        }
         if let Some(fetcher) = self.fetcher.take() {
             let _ = fetcher.await;
         }

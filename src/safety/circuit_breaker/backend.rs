@@ -179,6 +179,10 @@ impl<S: JobStore> JobStore for CircuitBreaker<S> {
             .await
     }
 
+    fn schedules(&self) -> Option<std::sync::Arc<dyn crate::schedule::ScheduleStore>> {
+        self.inner().schedules()
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

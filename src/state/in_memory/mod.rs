@@ -68,6 +68,8 @@ pub struct InMemoryState {
     config: InMemoryStateConfig,
     /// Wakes `claim_due` callers waiting for work.
     notify: tokio::sync::Notify,
+    /// The schedules kept beside the jobs.
+    schedules: Arc<crate::schedule::InMemorySchedules>,
 }
 
 /// A history entry without the repeated job id.
@@ -485,6 +487,7 @@ impl InMemoryState {
             inner: Mutex::new(Inner::default()),
             config,
             notify: tokio::sync::Notify::new(),
+            schedules: Arc::default(),
         }
     }
 

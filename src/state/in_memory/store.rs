@@ -350,6 +350,10 @@ impl JobStore for InMemoryState {
         InMemoryState::claim_due(self, req).await
     }
 
+    fn schedules(&self) -> Option<Arc<dyn crate::schedule::ScheduleStore>> {
+        Some(Arc::clone(&self.schedules) as Arc<dyn crate::schedule::ScheduleStore>)
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         Ok(self.queue_stats_now())
     }
