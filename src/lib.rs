@@ -101,6 +101,11 @@ pub use strategy::{RetryPolicy, Strategy};
 #[doc = include_str!("../docs/strategies.md")]
 pub struct StrategiesGuide;
 
+/// `docs/schedules.md`, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/schedules.md")]
+pub struct SchedulesGuide;
+
 /// The names most programs need: `use jobforge::prelude::*;`.
 pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};
