@@ -1,6 +1,9 @@
-//! Schedules on the embedded store, end to end: a fleet of worker pools fires every tick
-//! once while pools stop and start; catch-up after every pool was down; overlap `Skip`;
-//! pause, resume, trigger and update.
+//! Schedules end to end, on every store that keeps them: a fleet of worker pools (each on
+//! connections of its own, as separate processes would be) fires every tick once while
+//! pools stop and start; catch-up after every pool was down; overlap `Skip`; pause, resume,
+//! trigger and update. Run one store's with `cargo test --test schedules postgres::`.
+
+mod deploy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,12 +16,50 @@ use jobforge::state::{JobFilter, Page};
 use jobforge::{JobOrchestrator, WorkerId, WorkerPool};
 use parking_lot::Mutex;
 
+use deploy::{Deployed, Deployment};
+
+/// One `#[tokio::test]` per scenario and store, each on a fresh deployment.
+macro_rules! scenarios {
+    ($deployment:ident: $($scenario:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                let Some(d) = super::Deployed::new(super::Deployment::$deployment, stringify!($scenario)).await
+                else {
+                    return;
+                };
+                super::$scenario(d).await;
+            }
+        )*
+    };
+}
+
+macro_rules! every_scenario {
+    ($deployment:ident) => {
+        scenarios!($deployment:
+            a_fleet_fires_every_tick_once_while_pools_stop_and_start,
+            catch_up_after_every_pool_was_down_follows_each_policy,
+            overlap_skip_waits_for_the_previous_job,
+            pause_resume_trigger_update_and_delete,
+        );
+    };
+}
+
+mod in_memory {
+    every_scenario!(InMemory);
+}
+
+mod postgres {
+    every_scenario!(Postgres);
+}
+
 /// Runs per job, by id.
 type Runs = Arc<Mutex<BTreeMap<JobId, usize>>>;
 
-fn orchestrator(runs: &Runs, work: Duration) -> Orchestrator {
+fn orchestrator(store: Arc<dyn jobforge::JobStore>, runs: &Runs, work: Duration) -> Orchestrator {
     let runs = Arc::clone(runs);
     Orchestrator::builder()
+        .store(store)
         .handler("tick", move |ctx: JobContext| {
             let runs = Arc::clone(&runs);
             async move {
@@ -90,19 +131,25 @@ async fn wait_idle(o: &Orchestrator) {
     panic!("jobs still queued or running");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fleet_fires_every_tick_once_while_pools_stop_and_start() {
+async fn a_fleet_fires_every_tick_once_while_pools_stop_and_start(d: Deployed) {
     let seconds: u64 = std::env::var("JOBFORGE_SCHEDULE_FLEET_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
     let runs = Runs::default();
-    let o = orchestrator(&runs, Duration::ZERO);
+    let o = orchestrator(d.store(), &runs, Duration::ZERO);
     for i in 0..20 {
         let s = Schedule::cron(format!("s{i}"), "* * * * * *", ScheduledJob::new("tick"));
         o.schedules().unwrap().upsert(s).await.expect("upsert");
     }
-    let mut pools: Vec<WorkerPool> = (0..4).map(|n| pool(&o, n)).collect();
+    // Each pool on an orchestrator and connections of its own, as a process would be.
+    let mut pools: Vec<WorkerPool> = Vec::new();
+    for n in 0..4 {
+        pools.push(pool(
+            &orchestrator(d.reopen().await, &runs, Duration::ZERO),
+            n,
+        ));
+    }
     let mut next = 4;
     for second in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -110,7 +157,8 @@ async fn a_fleet_fires_every_tick_once_while_pools_stop_and_start() {
             // One pool stops (its running jobs get 100 ms, then go back), another starts.
             let gone = pools.remove(0);
             gone.shutdown(Duration::from_millis(100)).await;
-            pools.push(pool(&o, next));
+            let fresh = orchestrator(d.reopen().await, &runs, Duration::ZERO);
+            pools.push(pool(&fresh, next));
             next += 1;
         }
     }
@@ -153,10 +201,9 @@ async fn a_fleet_fires_every_tick_once_while_pools_stop_and_start() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catch_up_after_every_pool_was_down_follows_each_policy() {
+async fn catch_up_after_every_pool_was_down_follows_each_policy(d: Deployed) {
     let runs = Runs::default();
-    let o = orchestrator(&runs, Duration::ZERO);
+    let o = orchestrator(d.store(), &runs, Duration::ZERO);
     let policies = [
         ("none", CatchUp::None),
         ("latest", CatchUp::Latest),
@@ -208,10 +255,9 @@ async fn catch_up_after_every_pool_was_down_follows_each_policy() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlap_skip_waits_for_the_previous_job() {
+async fn overlap_skip_waits_for_the_previous_job(d: Deployed) {
     let runs = Runs::default();
-    let o = orchestrator(&runs, Duration::from_millis(700));
+    let o = orchestrator(d.store(), &runs, Duration::from_millis(700));
     let s = Schedule::interval(
         "slow",
         Duration::from_millis(200),
@@ -246,10 +292,9 @@ async fn overlap_skip_waits_for_the_previous_job() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pause_resume_trigger_update_and_delete() {
+async fn pause_resume_trigger_update_and_delete(d: Deployed) {
     let runs = Runs::default();
-    let o = orchestrator(&runs, Duration::ZERO);
+    let o = orchestrator(d.store(), &runs, Duration::ZERO);
     let schedules = o.schedules().unwrap();
     let s = Schedule::interval("s", Duration::from_millis(100), ScheduledJob::new("tick"));
     let (created, what) = schedules.upsert(s.clone()).await.unwrap();

@@ -56,7 +56,7 @@ impl Orchestrator {
         let store = self.engine().store.schedules().ok_or_else(|| {
             Error::new(
                 ErrorKind::Configuration,
-                "this orchestrator's store keeps no schedules (today the in-memory store does); use it, or declare schedules on a process that does",
+                "this orchestrator's store keeps no schedules (today the in-memory and PostgreSQL stores do); use one of them for schedules",
             )
         })?;
         Ok(Schedules {

@@ -34,6 +34,7 @@ mod backend;
 mod config;
 mod memory;
 mod queue;
+mod schedules;
 mod shared;
 mod state;
 
@@ -41,5 +42,6 @@ pub use backend::PostgresBackend;
 pub use config::PostgresConfig;
 pub use memory::PostgresMemory;
 pub use queue::PostgresQueue;
+pub use schedules::PostgresSchedules;
 pub(crate) use shared::{Shared, db_error, random_shard, stmt};
 pub use state::PostgresState;

@@ -179,6 +179,14 @@ pub(crate) async fn fire_due(
             }
         };
         let mut plan = plan(&record, &timetable, now, config.grace);
+        if record.schedule.overlap == Overlap::Skip && plan.fire.len() > 1 {
+            // Never two at once: of the ticks due together, the latest fires.
+            let extra = plan.fire.len() - 1;
+            plan.fire.drain(..extra);
+            plan.skipped = plan
+                .skipped
+                .saturating_add(u64::try_from(extra).unwrap_or(u64::MAX));
+        }
         if record.schedule.overlap == Overlap::Skip && !plan.fire.is_empty() {
             if let Some(last) = record.last_job() {
                 let unfinished = orchestrator

@@ -43,6 +43,7 @@ use crate::{Error, Result};
 
 pub use fire::{FirePlan, SchedulerConfig, plan};
 pub(crate) use fire::{fire_due, scheduler_loop};
+pub(crate) use store::upserted;
 pub use store::{InMemorySchedules, ScheduleStore, Upserted};
 pub use timetable::Timetable;
 

@@ -42,6 +42,15 @@ pub(crate) struct Deployed {
     split: Option<(Arc<dyn QueueManager>, Arc<dyn StateManager>)>,
     _schema: Option<PgSchema>,
     _namespace: Option<RedisNamespace>,
+    /// How to open the same storage again over connections of its own.
+    reopen: Option<Reopen>,
+}
+
+/// The storage of a deployment, to open again as another process would.
+#[derive(Clone)]
+enum Reopen {
+    Postgres { url: String, schema: String },
+    Redis { url: String, namespace: String },
 }
 
 fn env_url(var: &str, test: &str) -> Option<String> {
@@ -67,6 +76,7 @@ impl Deployed {
             split: None,
             _schema: None,
             _namespace: None,
+            reopen: None,
         };
         match deployment {
             Deployment::InMemory => {}
@@ -75,6 +85,10 @@ impl Deployed {
                 let (schema, pg) = PgSchema::connect(&url).await;
                 deployed.store = pg.store();
                 deployed.queue = pg.queue();
+                deployed.reopen = Some(Reopen::Postgres {
+                    url: url.clone(),
+                    schema: schema.name.clone(),
+                });
                 deployed._schema = Some(schema);
             }
             Deployment::Redis => {
@@ -87,6 +101,10 @@ impl Deployed {
                             panic!("REDIS_URL is set but Redis is not usable: {e}")
                         });
                 deployed.store = Arc::new(state);
+                deployed.reopen = Some(Reopen::Redis {
+                    url: url.clone(),
+                    namespace: ns.name.clone(),
+                });
                 deployed.queue = Arc::new(
                     RedisStreamsQueue::connect(
                         RedisQueueConfig::new(&url).with_namespace(&ns.name),
@@ -121,6 +139,31 @@ impl Deployed {
     /// The store, as the engine sees it.
     pub(crate) fn store(&self) -> Arc<dyn JobStore> {
         Arc::clone(&self.store)
+    }
+
+    /// The same store opened again over connections of its own, as another process would
+    /// (the in-memory store is shared as it is).
+    pub(crate) async fn reopen(&self) -> Arc<dyn JobStore> {
+        match self.reopen.clone() {
+            None => Arc::clone(&self.store),
+            Some(Reopen::Postgres { url, schema }) => {
+                let config = PostgresConfig::default()
+                    .with_schema(&schema)
+                    .with_max_connections(4)
+                    .with_purge_interval(None)
+                    .with_poll_interval(Duration::from_millis(200))
+                    .with_application_name(&schema);
+                PostgresBackend::connect_with(&url, config)
+                    .await
+                    .unwrap_or_else(|e| panic!("reconnecting to PostgreSQL failed: {e}"))
+                    .store()
+            }
+            Some(Reopen::Redis { url, namespace }) => Arc::new(
+                RedisState::connect(RedisStateConfig::new(&url).with_namespace(&namespace))
+                    .await
+                    .unwrap_or_else(|e| panic!("reconnecting to Redis failed: {e}")),
+            ),
+        }
     }
 
     /// The delivery queue of this deployment's server.

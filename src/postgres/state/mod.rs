@@ -42,6 +42,8 @@ pub struct PostgresState {
     /// When `claim_due` next looks for expired leases (at most once per poll interval: the
     /// look scans the lease index, and takeovers are never urgent to the millisecond).
     next_takeover_look: parking_lot::Mutex<tokio::time::Instant>,
+    /// The schedules kept beside the jobs.
+    pub(super) schedules: Arc<crate::postgres::PostgresSchedules>,
 }
 
 impl std::fmt::Debug for PostgresState {
@@ -56,6 +58,7 @@ impl PostgresState {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let sql = Arc::new(Statements::new(&shared));
         Self {
+            schedules: Arc::new(crate::postgres::PostgresSchedules::new(Arc::clone(&shared))),
             shared,
             sql,
             next_takeover_look: parking_lot::Mutex::new(tokio::time::Instant::now()),

@@ -275,6 +275,11 @@ impl JobStore for PostgresState {
         Ok(FinishAndClaim::new(results, claims))
     }
 
+    fn schedules(&self) -> Option<std::sync::Arc<dyn crate::schedule::ScheduleStore>> {
+        Some(std::sync::Arc::clone(&self.schedules)
+            as std::sync::Arc<dyn crate::schedule::ScheduleStore>)
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         // Queued, running and dead from the counters; of the queued, the ones not yet due
         // through their own small index. Two short reads, whatever the backlog.
