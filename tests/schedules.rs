@@ -53,6 +53,10 @@ mod postgres {
     every_scenario!(Postgres);
 }
 
+mod redis {
+    every_scenario!(Redis);
+}
+
 /// Runs per job, by id.
 type Runs = Arc<Mutex<BTreeMap<JobId, usize>>>;
 

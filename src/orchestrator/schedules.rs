@@ -56,7 +56,7 @@ impl Orchestrator {
         let store = self.engine().store.schedules().ok_or_else(|| {
             Error::new(
                 ErrorKind::Configuration,
-                "this orchestrator's store keeps no schedules (today the in-memory and PostgreSQL stores do); use one of them for schedules",
+                "this orchestrator's store keeps no schedules (a Split store keeps none yet); declare schedules on a process whose store is the in-memory, PostgreSQL or Redis store itself",
             )
         })?;
         Ok(Schedules {

@@ -31,9 +31,11 @@ pub(crate) mod client;
 mod queue;
 mod rate_limit;
 pub(crate) mod reply;
+mod schedules;
 mod state;
 
 pub use backend::{RedisBackend, RedisConfig};
 pub use queue::{RedisQueueConfig, RedisStreamsQueue};
 pub use rate_limit::{Decision, RedisRateLimit, RedisRateLimitConfig};
+pub use schedules::RedisSchedules;
 pub use state::{RedisState, RedisStateConfig};

@@ -121,6 +121,8 @@ const HELD_CAP: usize = 1 << 16;
 /// ```
 pub struct RedisState {
     core: Arc<Core>,
+    /// The schedules kept beside the jobs, on the same connections.
+    pub(super) schedules: Arc<super::RedisSchedules>,
     wake: Arc<Notify>,
     listener: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
@@ -177,6 +179,10 @@ impl RedisState {
     pub(in crate::redis) fn from_link(link: Link, config: RedisStateConfig) -> Self {
         let prefix = format!("{{{}}}", config.namespace);
         Self {
+            schedules: Arc::new(super::RedisSchedules::new(
+                link.share("schedules"),
+                prefix.clone(),
+            )),
             core: Arc::new(Core {
                 link,
                 config,

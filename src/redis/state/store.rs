@@ -314,6 +314,11 @@ impl JobStore for RedisState {
         Ok(FinishAndClaim::new(results, claims))
     }
 
+    fn schedules(&self) -> Option<std::sync::Arc<dyn crate::schedule::ScheduleStore>> {
+        Some(std::sync::Arc::clone(&self.schedules)
+            as std::sync::Arc<dyn crate::schedule::ScheduleStore>)
+    }
+
     async fn stats(&self) -> Result<QueueStats> {
         let reply = self
             .core
