@@ -591,8 +591,10 @@ async fn delayed_counts_follow_cancels_and_due_times(d: &Deployed) {
         .id;
     orch.submit(NewJob::new("later").delay(hour)).await.unwrap();
     orch.submit(NewJob::new("other").delay(hour)).await.unwrap();
+    // (due soon, but not before the first stats: a slow machine under coverage took more
+    // than 50 ms for the submits)
     let soon = orch
-        .submit(NewJob::new("other").delay(Duration::from_millis(50)))
+        .submit(NewJob::new("other").delay(Duration::from_millis(1500)))
         .await
         .unwrap()
         .id;

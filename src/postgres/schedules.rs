@@ -10,7 +10,7 @@ use sqlx::types::Json;
 
 use super::shared::{Shared, db_error, stmt};
 use crate::Result;
-use crate::schedule::{Fire, HISTORY, Schedule, ScheduleRecord, ScheduleStore, Upserted};
+use crate::schedule::{Advance, Fire, HISTORY, Schedule, ScheduleRecord, ScheduleStore, Upserted};
 
 const COLUMNS: &str =
     "id, definition, paused, next_run_at, version, created_at, updated_at, fired, skipped, history";
@@ -37,6 +37,16 @@ const HISTORY_APPEND: &str = "(SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::js
 const ADVANCE: &str = "UPDATE {s}.schedules SET next_run_at = $3, fired = fired + $4, \
     skipped = skipped + $5, history = {history}, version = version + 1, updated_at = $7 \
     WHERE id = $1 AND version = $2 AND NOT paused";
+const ADVANCE_MANY: &str = "UPDATE {s}.schedules AS t SET next_run_at = u.next_run_at, \
+    fired = t.fired + u.nf, skipped = t.skipped + u.skipped, \
+    history = (SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb) FROM \
+        (SELECT e, n FROM jsonb_array_elements(t.history || u.fires::jsonb) \
+         WITH ORDINALITY AS x(e, n) ORDER BY n DESC LIMIT {keep}) kept), \
+    version = t.version + 1, updated_at = $7 \
+    FROM unnest($1::text[], $2::bigint[], $3::timestamptz[], $4::bigint[], $5::bigint[], \
+                $6::text[]) AS u(id, version, next_run_at, nf, skipped, fires) \
+    WHERE t.id = u.id AND t.version = u.version AND NOT t.paused \
+    RETURNING t.id";
 const TRIGGER: &str = "UPDATE {s}.schedules SET fired = fired + 1, history = {history}, \
     version = version + 1, updated_at = $3 WHERE id = $1";
 
@@ -85,6 +95,7 @@ struct Statements {
     put: Arc<str>,
     set_paused: Arc<str>,
     advance: Arc<str>,
+    advance_many: Arc<str>,
     trigger: Arc<str>,
 }
 
@@ -123,6 +134,7 @@ impl PostgresSchedules {
             put: with(PUT, ""),
             set_paused: with(SET_PAUSED, ""),
             advance: with(ADVANCE, "$6"),
+            advance_many: shared.sql(&ADVANCE_MANY.replace("{keep}", &HISTORY.to_string())),
             trigger: with(TRIGGER, "$2"),
         };
         Self { shared, sql }
@@ -259,6 +271,53 @@ impl ScheduleStore for PostgresSchedules {
             .map_err(|e| db_error("advance a schedule", e))?
             .rows_affected()
             > 0)
+    }
+
+    async fn advance_many(&self, items: &[Advance<'_>], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut fires = Vec::with_capacity(items.len());
+        for item in items {
+            fires.push(serde_json::to_string(&item.fires).map_err(|e| {
+                crate::Error::new(
+                    crate::ErrorKind::Serialization,
+                    format!("fires of schedule `{}`: {e}", item.record.schedule.id),
+                )
+            })?);
+        }
+        self.shared.count_statement();
+        let won: Vec<(String,)> = sqlx::query_as(stmt(&self.sql.advance_many))
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i.record.schedule.id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                items
+                    .iter()
+                    .map(|i| int(i.record.version))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(items.iter().map(|i| i.next_run_at).collect::<Vec<_>>())
+            .bind(
+                items
+                    .iter()
+                    .map(|i| i64::try_from(i.fires.len()).unwrap_or(i64::MAX))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(items.iter().map(|i| int(i.skipped)).collect::<Vec<_>>())
+            .bind(fires)
+            .bind(now)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("advance schedules", e))?;
+        let won: std::collections::HashSet<String> = won.into_iter().map(|(id,)| id).collect();
+        Ok(items
+            .iter()
+            .map(|i| won.contains(&i.record.schedule.id))
+            .collect())
     }
 
     async fn record_trigger(&self, id: &str, fire: Fire, now: DateTime<Utc>) -> Result<bool> {

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use super::client::{Link, Lua, arg};
 use super::reply::{array, unexpected};
-use crate::schedule::{Fire, Schedule, ScheduleRecord, ScheduleStore, Upserted};
+use crate::schedule::{Advance, Fire, Schedule, ScheduleRecord, ScheduleStore, Upserted};
 use crate::{Error, ErrorKind, Result};
 
 static PUT: LazyLock<Lua> =
@@ -58,33 +58,42 @@ impl RedisSchedules {
         format!("{}:{suffix}", self.prefix)
     }
 
+    /// Write each record whose stored version is still the one read (0: none stored), in
+    /// one script call; answered in order.
+    async fn put_many(&self, items: &[(&ScheduleRecord, u64)]) -> Result<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = Vec::with_capacity(items.len() * 5);
+        for (record, read) in items {
+            let json = serde_json::to_vec(record).map_err(|e| {
+                Error::new(
+                    ErrorKind::Serialization,
+                    format!("schedule `{}`: {e}", record.schedule.id),
+                )
+            })?;
+            let due = match record.next_run_at {
+                Some(t) if !record.schedule.paused => t.timestamp_micros().to_string(),
+                _ => String::new(),
+            };
+            args.extend([
+                arg(&record.schedule.id),
+                arg(read),
+                json,
+                arg(record.version),
+                arg(due),
+            ]);
+        }
+        let reply = self.link.eval(&PUT, &[&self.prefix], &args).await?;
+        Ok(array("schedule writes", reply)?
+            .iter()
+            .map(|v| matches!(v, Value::Int(1)))
+            .collect())
+    }
+
     /// Write `record` if the stored version is still `read` (0: none stored).
     async fn put(&self, record: &ScheduleRecord, read: u64) -> Result<bool> {
-        let json = serde_json::to_vec(record).map_err(|e| {
-            Error::new(
-                ErrorKind::Serialization,
-                format!("schedule `{}`: {e}", record.schedule.id),
-            )
-        })?;
-        let due = match record.next_run_at {
-            Some(t) if !record.schedule.paused => t.timestamp_micros().to_string(),
-            _ => String::new(),
-        };
-        let reply = self
-            .link
-            .eval(
-                &PUT,
-                &[&self.prefix],
-                &[
-                    arg(&record.schedule.id),
-                    arg(read),
-                    json,
-                    arg(record.version),
-                    arg(due),
-                ],
-            )
-            .await?;
-        Ok(matches!(reply, Value::Int(1)))
+        Ok(self.put_many(&[(record, read)]).await?.first() == Some(&true))
     }
 
     /// Read, change with `f` (`None`: no change), write if nobody wrote meanwhile; again
@@ -245,21 +254,31 @@ impl ScheduleStore for RedisSchedules {
         skipped: u64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        let Some(mut record) = self.get(id).await? else {
+        let Some(record) = self.get(id).await? else {
             return Ok(false);
         };
         if record.version != version || record.schedule.paused {
             return Ok(false);
         }
-        record.next_run_at = next_run_at;
-        record.fired = record
-            .fired
-            .saturating_add(u64::try_from(fires.len()).unwrap_or(u64::MAX));
-        record.skipped = record.skipped.saturating_add(skipped);
-        crate::schedule::push_history(&mut record.history, fires);
-        record.version = version.saturating_add(1);
-        record.updated_at = now;
-        self.put(&record, version).await
+        let item = Advance {
+            record: &record,
+            next_run_at,
+            fires: fires.to_vec(),
+            skipped,
+        };
+        Ok(self.advance_many(&[item], now).await?.first() == Some(&true))
+    }
+
+    async fn advance_many(&self, items: &[Advance<'_>], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        // Each computed from the record as read; the script writes it only if the version
+        // is still the one read (a pause bumps it, so a paused schedule is not advanced).
+        let advanced: Vec<ScheduleRecord> = items.iter().map(|item| item.advanced(now)).collect();
+        let pairs: Vec<(&ScheduleRecord, u64)> = advanced
+            .iter()
+            .zip(items)
+            .map(|(record, item)| (record, item.record.version))
+            .collect();
+        self.put_many(&pairs).await
     }
 
     async fn record_trigger(&self, id: &str, fire: Fire, now: DateTime<Utc>) -> Result<bool> {

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    CatchUp, Fire, Overlap, ScheduleRecord, ScheduleStore, Timetable, next_tick, tick_key,
+    Advance, CatchUp, Fire, Overlap, ScheduleRecord, ScheduleStore, Timetable, next_tick, tick_key,
 };
 use crate::orchestrator::{JobOrchestrator, Orchestrator};
 use crate::{Error, Result};
@@ -164,21 +164,30 @@ pub(crate) async fn fire_due(
     now: DateTime<Utc>,
 ) -> Result<FireReport> {
     let mut report = FireReport::default();
-    for record in store.due(now, config.batch).await? {
-        let id = record.schedule.id.clone();
+    let due = store.due(now, config.batch).await?;
+    // What each due schedule fires; then every job in one submit, and every advance in one
+    // call.
+    let mut plans: Vec<(&ScheduleRecord, FirePlan)> = Vec::with_capacity(due.len());
+    for record in &due {
+        let id = &record.schedule.id;
         let timetable = match Timetable::new(&record.schedule.timing) {
             Ok(t) => t,
             Err(err) => {
                 // Stored before a change of rules (a time zone gone from the database):
                 // stopped, and said why, rather than looked at on every poll.
                 tracing::error!(schedule = %id, error = %err, "schedule no longer valid; it stops until upserted again");
-                store
-                    .advance(&id, record.version, None, &[], 0, now)
-                    .await?;
+                plans.push((
+                    record,
+                    FirePlan {
+                        fire: Vec::new(),
+                        skipped: 0,
+                        next_run_at: None,
+                    },
+                ));
                 continue;
             }
         };
-        let mut plan = plan(&record, &timetable, now, config.grace);
+        let mut plan = plan(record, &timetable, now, config.grace);
         if record.schedule.overlap == Overlap::Skip && plan.fire.len() > 1 {
             // Never two at once: of the ticks due together, the latest fires.
             let extra = plan.fire.len() - 1;
@@ -202,53 +211,61 @@ pub(crate) async fn fire_due(
                 }
             }
         }
-        let jobs = plan
-            .fire
-            .iter()
-            .map(|tick| record.schedule.job.to_new_job(&id, tick_key(&id, *tick)))
-            .collect();
-        let submitted = match orchestrator.submit_batch(jobs).await {
-            Ok(s) => s,
-            Err(err) => {
-                // Left due: the next look submits again, under the same keys.
-                tracing::warn!(schedule = %id, error = %err, "could not submit the schedule's jobs; it stays due");
-                continue;
-            }
-        };
-        let fires: Vec<Fire> = plan
-            .fire
-            .iter()
-            .zip(&submitted)
-            .map(|(tick, s)| Fire {
-                tick: *tick,
-                job_id: s.id,
-                triggered: false,
-            })
-            .collect();
-        if store
-            .advance(
-                &id,
-                record.version,
-                plan.next_run_at,
-                &fires,
-                plan.skipped,
-                now,
-            )
-            .await?
-        {
-            for fire in &fires {
-                tracing::info!(schedule = %id, tick = %fire.tick, job = %fire.job_id, "schedule fired");
-            }
-            if plan.skipped > 0 {
-                tracing::info!(schedule = %id, skipped = plan.skipped, "schedule skipped ticks");
-            }
-            report.fired = report
-                .fired
-                .saturating_add(u64::try_from(fires.len()).unwrap_or(u64::MAX));
-            report.skipped = report.skipped.saturating_add(plan.skipped);
-        } else {
-            report.raced = report.raced.saturating_add(1);
+        plans.push((record, plan));
+    }
+    let jobs = plans
+        .iter()
+        .flat_map(|(record, plan)| {
+            let id = &record.schedule.id;
+            plan.fire
+                .iter()
+                .map(move |tick| record.schedule.job.to_new_job(id, tick_key(id, *tick)))
+        })
+        .collect();
+    let submitted = match orchestrator.submit_batch(jobs).await {
+        Ok(s) => s,
+        Err(err) => {
+            // Left due: the next look submits again, under the same keys.
+            tracing::warn!(error = %err, "could not submit the due schedules' jobs; they stay due");
+            return Ok(report);
         }
+    };
+    let mut submitted = submitted.into_iter();
+    let advances: Vec<Advance<'_>> = plans
+        .iter()
+        .map(|(record, plan)| Advance {
+            record,
+            next_run_at: plan.next_run_at,
+            fires: plan
+                .fire
+                .iter()
+                .zip(submitted.by_ref())
+                .map(|(tick, s)| Fire {
+                    tick: *tick,
+                    job_id: s.id,
+                    triggered: false,
+                })
+                .collect(),
+            skipped: plan.skipped,
+        })
+        .collect();
+    let advanced = store.advance_many(&advances, now).await?;
+    for (item, won) in advances.iter().zip(advanced) {
+        let id = &item.record.schedule.id;
+        if !won {
+            report.raced = report.raced.saturating_add(1);
+            continue;
+        }
+        for fire in &item.fires {
+            tracing::info!(schedule = %id, tick = %fire.tick, job = %fire.job_id, "schedule fired");
+        }
+        if item.skipped > 0 {
+            tracing::info!(schedule = %id, skipped = item.skipped, "schedule skipped ticks");
+        }
+        report.fired = report
+            .fired
+            .saturating_add(u64::try_from(item.fires.len()).unwrap_or(u64::MAX));
+        report.skipped = report.skipped.saturating_add(item.skipped);
     }
     Ok(report)
 }

@@ -43,7 +43,7 @@ use crate::{Error, Result};
 
 pub use fire::{FirePlan, SchedulerConfig, plan};
 pub(crate) use fire::{fire_due, scheduler_loop};
-pub use store::{InMemorySchedules, ScheduleStore, Upserted};
+pub use store::{Advance, InMemorySchedules, ScheduleStore, Upserted};
 pub(crate) use store::{push_history, upserted};
 pub use timetable::Timetable;
 

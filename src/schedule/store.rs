@@ -72,6 +72,57 @@ pub trait ScheduleStore: Send + Sync + 'static {
 
     /// Append a fire outside the ticks (a trigger), whatever the version.
     async fn record_trigger(&self, id: &str, fire: Fire, now: DateTime<Utc>) -> Result<bool>;
+
+    /// [`advance`](Self::advance) each of `items` (each from the record as read by
+    /// [`due`](Self::due)), answered in order. This default advances them one by one; the
+    /// PostgreSQL and Redis stores do all in one round trip.
+    async fn advance_many(&self, items: &[Advance<'_>], now: DateTime<Utc>) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            out.push(
+                self.advance(
+                    &item.record.schedule.id,
+                    item.record.version,
+                    item.next_run_at,
+                    &item.fires,
+                    item.skipped,
+                    now,
+                )
+                .await?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// One schedule to advance: see [`ScheduleStore::advance_many`].
+#[derive(Debug, Clone)]
+pub struct Advance<'a> {
+    /// The schedule as read (its version is the compare-and-set's).
+    pub record: &'a ScheduleRecord,
+    /// Its next tick.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The fires to record.
+    pub fires: Vec<Fire>,
+    /// Ticks skipped.
+    pub skipped: u64,
+}
+
+impl Advance<'_> {
+    /// The record once advanced.
+    #[must_use]
+    pub fn advanced(&self, now: DateTime<Utc>) -> ScheduleRecord {
+        let mut record = self.record.clone();
+        record.next_run_at = self.next_run_at;
+        record.fired = record
+            .fired
+            .saturating_add(u64::try_from(self.fires.len()).unwrap_or(u64::MAX));
+        record.skipped = record.skipped.saturating_add(self.skipped);
+        push_history(&mut record.history, &self.fires);
+        record.version = record.version.saturating_add(1);
+        record.updated_at = now;
+        record
+    }
 }
 
 /// Append `fires` to `history`, keeping the latest [`HISTORY`].
