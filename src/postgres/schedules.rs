@@ -34,9 +34,6 @@ const SET_PAUSED: &str = "UPDATE {s}.schedules SET paused = $2, next_run_at = $3
 const HISTORY_APPEND: &str = "(SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb) FROM \
     (SELECT e, n FROM jsonb_array_elements(history || $H::jsonb) WITH ORDINALITY AS x(e, n) \
      ORDER BY n DESC LIMIT {keep}) kept)";
-const ADVANCE: &str = "UPDATE {s}.schedules SET next_run_at = $3, fired = fired + $4, \
-    skipped = skipped + $5, history = {history}, version = version + 1, updated_at = $7 \
-    WHERE id = $1 AND version = $2 AND NOT paused";
 const ADVANCE_MANY: &str = "UPDATE {s}.schedules AS t SET next_run_at = u.next_run_at, \
     fired = t.fired + u.nf, skipped = t.skipped + u.skipped, \
     history = (SELECT coalesce(jsonb_agg(e ORDER BY n), '[]'::jsonb) FROM \
@@ -94,7 +91,6 @@ struct Statements {
     due: Arc<str>,
     put: Arc<str>,
     set_paused: Arc<str>,
-    advance: Arc<str>,
     advance_many: Arc<str>,
     trigger: Arc<str>,
 }
@@ -133,12 +129,48 @@ impl PostgresSchedules {
             due: with(DUE, ""),
             put: with(PUT, ""),
             set_paused: with(SET_PAUSED, ""),
-            advance: with(ADVANCE, "$6"),
             advance_many: shared.sql(&ADVANCE_MANY.replace("{keep}", &HISTORY.to_string())),
             trigger: with(TRIGGER, "$2"),
         };
         Self { shared, sql }
     }
+
+    /// Advance the schedules given column by column in one statement; the ids whose
+    /// version still matched.
+    #[allow(clippy::too_many_arguments)]
+    async fn advance_rows(
+        &self,
+        ids: Vec<&str>,
+        versions: Vec<i64>,
+        next_run_at: Vec<Option<DateTime<Utc>>>,
+        fired: Vec<i64>,
+        skipped: Vec<i64>,
+        fires: Vec<String>,
+        now: DateTime<Utc>,
+    ) -> Result<std::collections::HashSet<String>> {
+        self.shared.count_statement();
+        let won: Vec<(String,)> = sqlx::query_as(stmt(&self.sql.advance_many))
+            .bind(ids)
+            .bind(versions)
+            .bind(next_run_at)
+            .bind(fired)
+            .bind(skipped)
+            .bind(fires)
+            .bind(now)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("advance schedules", e))?;
+        Ok(won.into_iter().map(|(id,)| id).collect())
+    }
+}
+
+fn fires_json(id: &str, fires: &[Fire]) -> Result<String> {
+    serde_json::to_string(fires).map_err(|e| {
+        crate::Error::new(
+            crate::ErrorKind::Serialization,
+            format!("fires of schedule `{id}`: {e}"),
+        )
+    })
 }
 
 #[async_trait]
@@ -257,63 +289,44 @@ impl ScheduleStore for PostgresSchedules {
         skipped: u64,
         now: DateTime<Utc>,
     ) -> Result<bool> {
-        self.shared.count_statement();
-        Ok(sqlx::query(stmt(&self.sql.advance))
-            .bind(id)
-            .bind(int(version))
-            .bind(next_run_at)
-            .bind(i64::try_from(fires.len()).unwrap_or(i64::MAX))
-            .bind(int(skipped))
-            .bind(Json(fires))
-            .bind(now)
-            .execute(&self.shared.pool)
-            .await
-            .map_err(|e| db_error("advance a schedule", e))?
-            .rows_affected()
-            > 0)
+        let won = self
+            .advance_rows(
+                vec![id],
+                vec![int(version)],
+                vec![next_run_at],
+                vec![i64::try_from(fires.len()).unwrap_or(i64::MAX)],
+                vec![int(skipped)],
+                vec![fires_json(id, fires)?],
+                now,
+            )
+            .await?;
+        Ok(won.contains(id))
     }
 
     async fn advance_many(&self, items: &[Advance<'_>], now: DateTime<Utc>) -> Result<Vec<bool>> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let mut fires = Vec::with_capacity(items.len());
-        for item in items {
-            fires.push(serde_json::to_string(&item.fires).map_err(|e| {
-                crate::Error::new(
-                    crate::ErrorKind::Serialization,
-                    format!("fires of schedule `{}`: {e}", item.record.schedule.id),
-                )
-            })?);
-        }
-        self.shared.count_statement();
-        let won: Vec<(String,)> = sqlx::query_as(stmt(&self.sql.advance_many))
-            .bind(
+        let won = self
+            .advance_rows(
                 items
                     .iter()
                     .map(|i| i.record.schedule.id.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                items
-                    .iter()
-                    .map(|i| int(i.record.version))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(items.iter().map(|i| i.next_run_at).collect::<Vec<_>>())
-            .bind(
+                    .collect(),
+                items.iter().map(|i| int(i.record.version)).collect(),
+                items.iter().map(|i| i.next_run_at).collect(),
                 items
                     .iter()
                     .map(|i| i64::try_from(i.fires.len()).unwrap_or(i64::MAX))
-                    .collect::<Vec<_>>(),
+                    .collect(),
+                items.iter().map(|i| int(i.skipped)).collect(),
+                items
+                    .iter()
+                    .map(|i| fires_json(&i.record.schedule.id, &i.fires))
+                    .collect::<Result<_>>()?,
+                now,
             )
-            .bind(items.iter().map(|i| int(i.skipped)).collect::<Vec<_>>())
-            .bind(fires)
-            .bind(now)
-            .fetch_all(&self.shared.pool)
-            .await
-            .map_err(|e| db_error("advance schedules", e))?;
-        let won: std::collections::HashSet<String> = won.into_iter().map(|(id,)| id).collect();
+            .await?;
         Ok(items
             .iter()
             .map(|i| won.contains(&i.record.schedule.id))

@@ -284,12 +284,8 @@ impl ScheduleStore for RedisSchedules {
     async fn record_trigger(&self, id: &str, fire: Fire, now: DateTime<Utc>) -> Result<bool> {
         let written = self
             .update(id, |stored| {
-                let mut record = stored?;
-                crate::schedule::push_history(&mut record.history, std::slice::from_ref(&fire));
-                record.fired = record.fired.saturating_add(1);
-                record.version = record.version.saturating_add(1);
-                record.updated_at = now;
-                Some(record)
+                let record = stored?;
+                Some(Advance::trigger(&record, fire.clone()).advanced(now))
             })
             .await?;
         Ok(written.is_some())

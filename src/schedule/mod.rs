@@ -43,8 +43,8 @@ use crate::{Error, Result};
 
 pub use fire::{FirePlan, SchedulerConfig, plan};
 pub(crate) use fire::{fire_due, scheduler_loop};
+pub(crate) use store::upserted;
 pub use store::{Advance, InMemorySchedules, ScheduleStore, Upserted};
-pub(crate) use store::{push_history, upserted};
 pub use timetable::Timetable;
 
 /// The longest schedule id, in bytes.

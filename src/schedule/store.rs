@@ -108,7 +108,18 @@ pub struct Advance<'a> {
     pub skipped: u64,
 }
 
-impl Advance<'_> {
+impl<'a> Advance<'a> {
+    /// A trigger's fire on `record`, its next tick unchanged.
+    #[must_use]
+    pub fn trigger(record: &'a ScheduleRecord, fire: Fire) -> Self {
+        Self {
+            record,
+            next_run_at: record.next_run_at,
+            fires: vec![fire],
+            skipped: 0,
+        }
+    }
+
     /// The record once advanced.
     #[must_use]
     pub fn advanced(&self, now: DateTime<Utc>) -> ScheduleRecord {
@@ -126,7 +137,7 @@ impl Advance<'_> {
 }
 
 /// Append `fires` to `history`, keeping the latest [`HISTORY`].
-pub(crate) fn push_history(history: &mut Vec<Fire>, fires: &[Fire]) {
+fn push_history(history: &mut Vec<Fire>, fires: &[Fire]) {
     history.extend_from_slice(fires);
     let extra = history.len().saturating_sub(HISTORY);
     if extra > 0 {
@@ -256,14 +267,14 @@ impl ScheduleStore for InMemorySchedules {
         if record.version != version || record.schedule.paused {
             return Ok(false);
         }
-        record.next_run_at = next_run_at;
-        record.fired = record
-            .fired
-            .saturating_add(u64::try_from(fires.len()).unwrap_or(u64::MAX));
-        record.skipped = record.skipped.saturating_add(skipped);
-        push_history(&mut record.history, fires);
-        record.version = record.version.saturating_add(1);
-        record.updated_at = now;
+        let advanced = Advance {
+            record,
+            next_run_at,
+            fires: fires.to_vec(),
+            skipped,
+        }
+        .advanced(now);
+        *record = advanced;
         Ok(true)
     }
 
@@ -272,10 +283,7 @@ impl ScheduleStore for InMemorySchedules {
         let Some(record) = map.get_mut(id) else {
             return Ok(false);
         };
-        push_history(&mut record.history, std::slice::from_ref(&fire));
-        record.fired = record.fired.saturating_add(1);
-        record.version = record.version.saturating_add(1);
-        record.updated_at = now;
+        *record = Advance::trigger(record, fire).advanced(now);
         Ok(true)
     }
 }
