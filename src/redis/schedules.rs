@@ -101,7 +101,7 @@ impl RedisSchedules {
     async fn update(
         &self,
         id: &str,
-        f: impl Fn(Option<ScheduleRecord>) -> Option<ScheduleRecord>,
+        mut f: impl FnMut(Option<ScheduleRecord>) -> Option<ScheduleRecord>,
     ) -> Result<Option<ScheduleRecord>> {
         for _ in 0..RETRIES {
             let stored = self.get(id).await?;
@@ -131,17 +131,16 @@ impl ScheduleStore for RedisSchedules {
         now: DateTime<Utc>,
     ) -> Result<(ScheduleRecord, Upserted)> {
         let id = schedule.id.clone();
-        let outcome = parking_lot::Mutex::new(Upserted::Unchanged);
+        let mut what = Upserted::Unchanged;
         let record = self
             .update(&id, |stored| {
-                let (record, what) =
+                let (record, done) =
                     crate::schedule::upserted(stored.as_ref(), schedule.clone(), next_run_at, now);
-                *outcome.lock() = what;
-                (what != Upserted::Unchanged).then_some(record)
+                what = done;
+                (done != Upserted::Unchanged).then_some(record)
             })
             .await?
             .ok_or_else(|| Error::new(ErrorKind::Backend, format!("schedule `{id}` vanished")))?;
-        let what = *outcome.lock();
         Ok((record, what))
     }
 

@@ -170,7 +170,8 @@ pub(crate) async fn fire_due(
     let mut plans: Vec<(&ScheduleRecord, FirePlan)> = Vec::with_capacity(due.len());
     for record in &due {
         let id = &record.schedule.id;
-        let timetable = match Timetable::new(&record.schedule.timing) {
+        // (validated when stored: compiled only, not searched for a first tick again)
+        let timetable = match Timetable::compile(&record.schedule.timing) {
             Ok(t) => t,
             Err(err) => {
                 // Stored before a change of rules (a time zone gone from the database):

@@ -33,12 +33,31 @@ enum Kind {
 const NEVER_YEARS: i32 = 5;
 
 impl Timetable {
-    /// Compile `timing`.
+    /// Compile `timing`, and check that a cron expression fires within five years.
     ///
     /// # Errors
     ///
     /// `InvalidInput` naming `schedule.cron`, `schedule.time_zone` or `schedule.interval`.
     pub fn new(timing: &Timing) -> Result<Self> {
+        let table = Self::compile(timing)?;
+        if let (Timing::Cron { expression, .. }, Kind::Cron { .. }) = (timing, &table.0) {
+            let now = Utc::now();
+            let horizon = now
+                .checked_add_months(chrono::Months::new(12 * NEVER_YEARS as u32))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            if table.next_after(now, now).is_none_or(|t| t > horizon) {
+                return Err(Error::invalid_input(
+                    "schedule.cron",
+                    format!("`{expression}` never fires in the next {NEVER_YEARS} years"),
+                ));
+            }
+        }
+        Ok(table)
+    }
+
+    /// Compile `timing` without the search for its first tick: what the scheduler does for
+    /// a schedule validated when it was stored.
+    pub(crate) fn compile(timing: &Timing) -> Result<Self> {
         match timing {
             Timing::Cron {
                 expression,
@@ -70,22 +89,11 @@ impl Timetable {
                         Error::invalid_input("schedule.cron", format!("`{expression}`: {e}"))
                     })?;
                 let interval = cron.determine_job_type() == croner::JobType::IntervalWildcard;
-                let table = Self(Kind::Cron {
+                Ok(Self(Kind::Cron {
                     cron: Box::new(cron),
                     zone,
                     interval,
-                });
-                let now = Utc::now();
-                let horizon = now
-                    .checked_add_months(chrono::Months::new(12 * NEVER_YEARS as u32))
-                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
-                match table.next_after(now, now) {
-                    Some(t) if t <= horizon => Ok(table),
-                    _ => Err(Error::invalid_input(
-                        "schedule.cron",
-                        format!("`{expression}` never fires in the next {NEVER_YEARS} years"),
-                    )),
-                }
+                }))
             }
             Timing::Interval { millis } => {
                 if *millis == 0 {
