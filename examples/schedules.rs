@@ -38,19 +38,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     schedules
         .upsert(Schedule::interval(
             "ping",
-            Duration::from_millis(500),
+            Duration::from_secs(1),
             ScheduledJob::new("ping"),
         ))
         .await?;
-    // Every 500 ms, but a tick waits while the previous job still runs.
+    // Every second, but a tick waits while the previous job still runs.
     schedules
         .upsert(
-            Schedule::interval(
-                "slow",
-                Duration::from_millis(500),
-                ScheduledJob::new("slow"),
-            )
-            .overlap(Overlap::Skip),
+            Schedule::interval("slow", Duration::from_secs(1), ScheduledJob::new("slow"))
+                .overlap(Overlap::Skip),
         )
         .await?;
 
@@ -76,6 +72,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map_or_else(|| "-".to_owned(), |t| t.format("%H:%M:%S%.3f").to_string())
         );
     }
+    let counts = schedules.counts();
+    println!(
+        "\nthis process: {} fired, {} skipped by overlap, {} missed, {} caught up",
+        counts.fired, counts.skipped_overlap, counts.skipped_missed, counts.caught_up
+    );
     let fired = schedules.list().await?.iter().map(|r| r.fired).sum::<u64>();
     if fired == 0 {
         return Err("no schedule fired".into());

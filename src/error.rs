@@ -129,6 +129,13 @@ impl Error {
         self
     }
 
+    /// The same error about `field` instead (a field of a nested value, named by its path).
+    #[must_use]
+    pub(crate) fn in_field(mut self, field: &'static str) -> Self {
+        self.field = Some(field);
+        self
+    }
+
     /// The same error about one item of a batch: the message starts with which.
     #[must_use]
     pub(crate) fn about(mut self, what: impl fmt::Display) -> Self {

@@ -261,26 +261,27 @@ async fn catch_up_after_every_pool_was_down_follows_each_policy(d: Deployed) {
 
 async fn overlap_skip_waits_for_the_previous_job(d: Deployed) {
     let runs = Runs::default();
-    let o = orchestrator(d.store(), &runs, Duration::from_millis(700));
-    let s = Schedule::interval(
-        "slow",
-        Duration::from_millis(200),
-        ScheduledJob::new("tick"),
-    )
-    .overlap(Overlap::Skip);
+    let o = orchestrator(d.store(), &runs, Duration::from_millis(2500));
+    let s = Schedule::interval("slow", Duration::from_secs(1), ScheduledJob::new("tick"))
+        .overlap(Overlap::Skip);
     o.schedules().unwrap().upsert(s).await.expect("upsert");
     let p = pool(&o, 0);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(6500)).await;
     p.shutdown(Duration::from_secs(5)).await;
     let record = o.schedules().unwrap().get("slow").await.unwrap().unwrap();
-    // 12 ticks in 2.5 s, and each job takes 700 ms: at most 4 fire, the rest are skipped.
+    // 6 ticks in 6.5 s, and each job takes 2.5 s: at most 3 fire, the rest are skipped.
     assert!(
-        (2..=4).contains(&record.fired),
+        (2..=3).contains(&record.fired),
         "fired {} (skipped {})",
         record.fired,
         record.skipped
     );
-    assert!(record.skipped >= 6, "skipped {}", record.skipped);
+    assert!(record.skipped >= 3, "skipped {}", record.skipped);
+    assert_eq!(
+        o.schedules().unwrap().counts().skipped_overlap,
+        record.skipped,
+        "this process counted each skip as an overlap"
+    );
     // No two of its jobs ran at once.
     let mut spans = Vec::new();
     for fire in &record.history {
@@ -300,7 +301,7 @@ async fn pause_resume_trigger_update_and_delete(d: Deployed) {
     let runs = Runs::default();
     let o = orchestrator(d.store(), &runs, Duration::ZERO);
     let schedules = o.schedules().unwrap();
-    let s = Schedule::interval("s", Duration::from_millis(100), ScheduledJob::new("tick"));
+    let s = Schedule::interval("s", Duration::from_secs(1), ScheduledJob::new("tick"));
     let (created, what) = schedules.upsert(s.clone()).await.unwrap();
     assert_eq!(what, Upserted::Created);
     let (same, what) = schedules.upsert(s.clone()).await.unwrap();
@@ -338,7 +339,7 @@ async fn pause_resume_trigger_update_and_delete(d: Deployed) {
 
     let resumed = schedules.resume("s").await.unwrap();
     assert!(!resumed.paused() && resumed.next_run_at.is_some());
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(
         schedules.fire_due().await.unwrap() >= 1,
         "resumed: it fires"
@@ -379,3 +380,38 @@ async fn a_store_without_schedules_says_so() {
     assert_eq!(err.kind(), jobforge::ErrorKind::Configuration);
     assert!(err.to_string().contains("keeps no schedules"), "{err}");
 }
+
+#[tokio::test]
+async fn a_split_store_given_schedules_fires_them_once() {
+    let split = jobforge::store::Split::new(
+        Arc::new(jobforge::queue::InMemoryQueue::new()),
+        Arc::new(jobforge::state::InMemoryState::new()),
+    )
+    .with_schedules(Arc::new(jobforge::schedule::InMemorySchedules::new()));
+    let runs = Runs::default();
+    let o = orchestrator(Arc::new(split), &runs, Duration::ZERO);
+    let schedules = o.schedules().expect("kept by the split store");
+    schedules
+        .upsert(Schedule::interval(
+            "split",
+            Duration::from_secs(1),
+            ScheduledJob::new("tick"),
+        ))
+        .await
+        .expect("upsert");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Two processes looking at once: each tick is submitted under one key and advanced once.
+    let (a, b) = tokio::join!(schedules.fire_due(), schedules.fire_due());
+    let fired = a.expect("fire") + b.expect("fire");
+    let record = schedules.get("split").await.unwrap().expect("kept");
+    assert!(fired >= 2, "fired {fired}");
+    assert_eq!(record.fired, fired, "every fire counted once");
+    for fire in &record.history {
+        let job = o.get(fire.job_id).await.unwrap().expect("the job exists");
+        assert_eq!(job.kind, "tick");
+    }
+    let counts = schedules.counts();
+    assert_eq!(counts.fired, fired);
+    assert!(counts.due >= 1);
+}
+

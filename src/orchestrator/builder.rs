@@ -210,6 +210,7 @@ impl OrchestratorBuilder {
             default_retry,
             limits,
             running: RunningJobs::default(),
+            scheduler: crate::schedule::SchedulerMetrics::default(),
         }))
     }
 }

@@ -34,6 +34,8 @@ pub(crate) struct Engine {
     /// What the worker pools of this process run, so a cancel reaches a running job at
     /// once; and their names, so no two of them share one.
     pub(crate) running: RunningJobs,
+    /// What this process's schedulers did (every pool's, and `Schedules::fire_due`).
+    pub(crate) scheduler: crate::schedule::SchedulerMetrics,
 }
 
 impl Engine {

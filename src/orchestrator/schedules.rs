@@ -8,7 +8,7 @@ use super::api::JobOrchestrator;
 use super::engine::Orchestrator;
 use crate::job::JobId;
 use crate::schedule::{
-    Fire, Schedule, ScheduleRecord, ScheduleStore, Upserted, next_tick, tick_key,
+    Fire, Schedule, ScheduleRecord, ScheduleStore, SchedulerCounts, Upserted, next_tick, tick_key,
 };
 use crate::{Error, ErrorKind, Result};
 
@@ -35,12 +35,16 @@ use crate::{Error, ErrorKind, Result};
 /// # Ok(())
 /// # }
 /// ```
-pub struct Schedules<'a> {
-    orchestrator: &'a Orchestrator,
+///
+/// Cheap to clone (it holds the orchestrator, itself a handle), and `'static`: keep one, or
+/// hand it to the HTTP API ([`HttpConfig::with_schedules`](crate::http::HttpConfig)).
+#[derive(Clone)]
+pub struct Schedules {
+    orchestrator: Orchestrator,
     store: Arc<dyn ScheduleStore>,
 }
 
-impl std::fmt::Debug for Schedules<'_> {
+impl std::fmt::Debug for Schedules {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Schedules").finish_non_exhaustive()
     }
@@ -52,15 +56,15 @@ impl Orchestrator {
     /// # Errors
     ///
     /// `Configuration` when the store keeps no schedules.
-    pub fn schedules(&self) -> Result<Schedules<'_>> {
+    pub fn schedules(&self) -> Result<Schedules> {
         let store = self.engine().store.schedules().ok_or_else(|| {
             Error::new(
                 ErrorKind::Configuration,
-                "this orchestrator's store keeps no schedules (a Split store keeps none yet); declare schedules on a process whose store is the in-memory, PostgreSQL or Redis store itself",
+                "this orchestrator's store keeps no schedules: give a Split store its state's schedules with `Split::with_schedules`, or use the in-memory, PostgreSQL or Redis store itself",
             )
         })?;
         Ok(Schedules {
-            orchestrator: self,
+            orchestrator: self.clone(),
             store,
         })
     }
@@ -70,7 +74,7 @@ fn not_found(id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("no schedule `{id}`"))
 }
 
-impl Schedules<'_> {
+impl Schedules {
     /// Store `schedule`: a new one, a new definition of an existing one (its next tick is
     /// computed again; its counts and history stay), or the same definition (nothing
     /// changes), as [`Upserted`] says.
@@ -81,8 +85,7 @@ impl Schedules<'_> {
     /// `schedule.job.kind` when this process has handlers and none for the kind.
     pub async fn upsert(&self, schedule: Schedule) -> Result<(ScheduleRecord, Upserted)> {
         let timetable = schedule.validate()?;
-        let kinds = &self.orchestrator.engine().kinds;
-        if !kinds.is_empty() && !kinds.contains_key(&schedule.job.kind) {
+        if !self.knows_kind(&schedule.job.kind) {
             return Err(Error::invalid_input(
                 "schedule.job.kind",
                 format!(
@@ -203,12 +206,28 @@ impl Schedules<'_> {
     /// The store's.
     pub async fn fire_due(&self) -> Result<u64> {
         let report = crate::schedule::fire_due(
-            self.orchestrator,
+            &self.orchestrator,
             self.store.as_ref(),
             &crate::schedule::SchedulerConfig::default(),
             Utc::now(),
         )
         .await?;
-        Ok(report.fired)
+        Ok(report.counts.fired)
+    }
+
+    /// What this process's schedulers did since it started (every worker pool's scheduler
+    /// and every [`fire_due`](Self::fire_due) of this orchestrator and its clones). Each
+    /// process counts its own; the fleet's totals per schedule are in its record
+    /// ([`ScheduleRecord::fired`], [`ScheduleRecord::skipped`]).
+    #[must_use]
+    pub fn counts(&self) -> SchedulerCounts {
+        self.orchestrator.engine().scheduler.snapshot()
+    }
+
+    /// Whether this process has a handler for `kind` (with no handlers, any kind goes: a
+    /// worker elsewhere may have it).
+    fn knows_kind(&self, kind: &str) -> bool {
+        let kinds = &self.orchestrator.engine().kinds;
+        kinds.is_empty() || kinds.contains_key(kind)
     }
 }

@@ -188,6 +188,15 @@ impl PostgresBackend {
         Arc::clone(&self.queue)
     }
 
+    /// The schedules, kept beside the jobs ([`crate::schedule`]): what
+    /// [`store`](Self::store) serves through [`JobStore::schedules`](crate::store::JobStore),
+    /// for a [`Split`](crate::store::Split) whose state is this store
+    /// ([`Split::with_schedules`](crate::store::Split::with_schedules)).
+    #[must_use]
+    pub fn schedules(&self) -> Arc<crate::postgres::PostgresSchedules> {
+        Arc::clone(&self.state.schedules)
+    }
+
     /// The memory: entries, execution history and reflection.
     #[must_use]
     pub fn memory(&self) -> Arc<PostgresMemory> {

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -146,13 +147,75 @@ pub fn plan(
     }
 }
 
+/// What a process's schedulers did since it started: every worker pool's scheduler and
+/// every [`Schedules::fire_due`](crate::orchestrator::Schedules::fire_due) of one
+/// orchestrator (and its clones) add to the same counts. Read them with
+/// [`Schedules::counts`](crate::orchestrator::Schedules::counts); the HTTP API's `/metrics`
+/// shows them as `jobforge_schedule_*_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "http", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct SchedulerCounts {
+    /// Due schedules found (one per schedule per look that found it due).
+    pub due: u64,
+    /// Ticks fired: jobs submitted for a tick, and the schedule advanced past it.
+    pub fired: u64,
+    /// Of the ticks fired, those fired late under the catch-up policy (more than the grace
+    /// late: every process was down, or busy).
+    pub caught_up: u64,
+    /// Ticks skipped because the schedule's previous job was unfinished ([`Overlap::Skip`]).
+    pub skipped_overlap: u64,
+    /// Ticks skipped because they were missed and the catch-up policy drops them.
+    pub skipped_missed: u64,
+    /// Due schedules another process advanced first (its fire stands; this one's submit was
+    /// the same idempotent job).
+    pub raced: u64,
+}
+
+/// The counts behind [`SchedulerCounts`], shared by an orchestrator's clones.
+#[derive(Debug, Default)]
+pub(crate) struct SchedulerMetrics {
+    due: AtomicU64,
+    fired: AtomicU64,
+    caught_up: AtomicU64,
+    skipped_overlap: AtomicU64,
+    skipped_missed: AtomicU64,
+    raced: AtomicU64,
+}
+
+impl SchedulerMetrics {
+    fn add(&self, report: &FireReport) {
+        let r = &report.counts;
+        self.due.fetch_add(r.due, Ordering::Relaxed);
+        self.fired.fetch_add(r.fired, Ordering::Relaxed);
+        self.caught_up.fetch_add(r.caught_up, Ordering::Relaxed);
+        self.skipped_overlap
+            .fetch_add(r.skipped_overlap, Ordering::Relaxed);
+        self.skipped_missed
+            .fetch_add(r.skipped_missed, Ordering::Relaxed);
+        self.raced.fetch_add(r.raced, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> SchedulerCounts {
+        SchedulerCounts {
+            due: self.due.load(Ordering::Relaxed),
+            fired: self.fired.load(Ordering::Relaxed),
+            caught_up: self.caught_up.load(Ordering::Relaxed),
+            skipped_overlap: self.skipped_overlap.load(Ordering::Relaxed),
+            skipped_missed: self.skipped_missed.load(Ordering::Relaxed),
+            raced: self.raced.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// What one look for due schedules did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct FireReport {
-    pub(crate) fired: u64,
-    pub(crate) skipped: u64,
-    /// Schedules another process advanced first.
-    pub(crate) raced: u64,
+    pub(crate) counts: SchedulerCounts,
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 /// Fire what is due at `now`: for each due schedule, submit its ticks' jobs under their
@@ -163,11 +226,28 @@ pub(crate) async fn fire_due(
     config: &SchedulerConfig,
     now: DateTime<Utc>,
 ) -> Result<FireReport> {
+    let report = fire_due_once(orchestrator, store, config, now).await?;
+    orchestrator.engine().scheduler.add(&report);
+    Ok(report)
+}
+
+async fn fire_due_once(
+    orchestrator: &Orchestrator,
+    store: &dyn ScheduleStore,
+    config: &SchedulerConfig,
+    now: DateTime<Utc>,
+) -> Result<FireReport> {
     let mut report = FireReport::default();
     let due = store.due(now, config.batch).await?;
+    report.counts.due = count(due.len());
+    let on_time_from = chrono::Duration::from_std(config.grace)
+        .ok()
+        .and_then(|g| now.checked_sub_signed(g))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     // What each due schedule fires; then every job in one submit, and every advance in one
     // call.
-    let mut plans: Vec<(&ScheduleRecord, FirePlan)> = Vec::with_capacity(due.len());
+    // (record, its plan, of the plan's skipped ticks those skipped by overlap)
+    let mut plans: Vec<(&ScheduleRecord, FirePlan, u64)> = Vec::with_capacity(due.len());
     for record in &due {
         let id = &record.schedule.id;
         // (validated when stored: compiled only, not searched for a first tick again)
@@ -184,18 +264,18 @@ pub(crate) async fn fire_due(
                         skipped: 0,
                         next_run_at: None,
                     },
+                    0,
                 ));
                 continue;
             }
         };
         let mut plan = plan(record, &timetable, now, config.grace);
+        let mut overlapped = 0;
         if record.schedule.overlap == Overlap::Skip && plan.fire.len() > 1 {
             // Never two at once: of the ticks due together, the latest fires.
             let extra = plan.fire.len() - 1;
             plan.fire.drain(..extra);
-            plan.skipped = plan
-                .skipped
-                .saturating_add(u64::try_from(extra).unwrap_or(u64::MAX));
+            overlapped = count(extra);
         }
         if record.schedule.overlap == Overlap::Skip && !plan.fire.is_empty() {
             if let Some(last) = record.last_job() {
@@ -205,18 +285,17 @@ pub(crate) async fn fire_due(
                     .is_some_and(|job| !job.state.is_terminal());
                 if unfinished {
                     tracing::debug!(schedule = %id, job = %last, "tick skipped: the previous job is unfinished");
-                    plan.skipped = plan
-                        .skipped
-                        .saturating_add(u64::try_from(plan.fire.len()).unwrap_or(u64::MAX));
+                    overlapped = overlapped.saturating_add(count(plan.fire.len()));
                     plan.fire.clear();
                 }
             }
         }
-        plans.push((record, plan));
+        plan.skipped = plan.skipped.saturating_add(overlapped);
+        plans.push((record, plan, overlapped));
     }
     let jobs = plans
         .iter()
-        .flat_map(|(record, plan)| {
+        .flat_map(|(record, plan, _)| {
             let id = &record.schedule.id;
             plan.fire
                 .iter()
@@ -234,7 +313,7 @@ pub(crate) async fn fire_due(
     let mut submitted = submitted.into_iter();
     let advances: Vec<Advance<'_>> = plans
         .iter()
-        .map(|(record, plan)| Advance {
+        .map(|(record, plan, _)| Advance {
             record,
             next_run_at: plan.next_run_at,
             fires: plan
@@ -251,10 +330,11 @@ pub(crate) async fn fire_due(
         })
         .collect();
     let advanced = store.advance_many(&advances, now).await?;
-    for (item, won) in advances.iter().zip(advanced) {
+    let c = &mut report.counts;
+    for ((item, won), (_, _, overlapped)) in advances.iter().zip(advanced).zip(&plans) {
         let id = &item.record.schedule.id;
         if !won {
-            report.raced = report.raced.saturating_add(1);
+            c.raced = c.raced.saturating_add(1);
             continue;
         }
         for fire in &item.fires {
@@ -263,10 +343,14 @@ pub(crate) async fn fire_due(
         if item.skipped > 0 {
             tracing::info!(schedule = %id, skipped = item.skipped, "schedule skipped ticks");
         }
-        report.fired = report
-            .fired
-            .saturating_add(u64::try_from(item.fires.len()).unwrap_or(u64::MAX));
-        report.skipped = report.skipped.saturating_add(item.skipped);
+        c.fired = c.fired.saturating_add(count(item.fires.len()));
+        c.caught_up = c.caught_up.saturating_add(count(
+            item.fires.iter().filter(|f| f.tick < on_time_from).count(),
+        ));
+        c.skipped_overlap = c.skipped_overlap.saturating_add(*overlapped);
+        c.skipped_missed = c
+            .skipped_missed
+            .saturating_add(item.skipped.saturating_sub(*overlapped));
     }
     Ok(report)
 }

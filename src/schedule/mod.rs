@@ -41,11 +41,12 @@ use serde::{Deserialize, Serialize};
 use crate::job::{JobId, NewJob, Payload, Priority};
 use crate::{Error, Result};
 
-pub use fire::{FirePlan, SchedulerConfig, plan};
+pub(crate) use fire::SchedulerMetrics;
+pub use fire::{FirePlan, SchedulerConfig, SchedulerCounts, plan};
 pub(crate) use fire::{fire_due, scheduler_loop};
 pub(crate) use store::upserted;
 pub use store::{Advance, InMemorySchedules, ScheduleStore, Upserted};
-pub use timetable::Timetable;
+pub use timetable::{MIN_INTERVAL_MILLIS, Timetable};
 
 /// The longest schedule id, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
@@ -72,7 +73,7 @@ pub enum Timing {
     /// Every `millis` milliseconds, counted from the schedule's `start_at` (or from when it
     /// was first stored).
     Interval {
-        /// The period, in milliseconds (at least 1).
+        /// The period, in milliseconds (at least [`MIN_INTERVAL_MILLIS`], one second).
         millis: u64,
     },
 }
@@ -330,7 +331,18 @@ impl Schedule {
         self.job
             .to_new_job(&self.id, tick_key(&self.id, Utc::now()))
             .validate(&crate::job::Limits::default())
-            .map_err(|e| e.about("schedule.job"))?;
+            .map_err(|e| {
+                let field = match e.field() {
+                    Some("kind") => "schedule.job.kind",
+                    Some("queue") => "schedule.job.queue",
+                    Some("payload") => "schedule.job.payload",
+                    Some("max_attempts") => "schedule.job.max_attempts",
+                    Some("tags") => "schedule.job.tags",
+                    Some("priority") => "schedule.job.priority",
+                    _ => "schedule.job",
+                };
+                e.about("schedule.job").in_field(field)
+            })?;
         Timetable::new(&self.timing)
     }
 }
@@ -473,6 +485,10 @@ mod tests {
                 "schedule.interval",
             ),
             (
+                Schedule::interval("x", Duration::from_millis(999), job.clone()),
+                "schedule.interval",
+            ),
+            (
                 Schedule::interval("x", Duration::from_secs(1), job.clone())
                     .start_at(Utc::now())
                     .end_at(Utc::now() - chrono::Duration::seconds(1)),
@@ -485,13 +501,18 @@ mod tests {
             ),
             (
                 Schedule::interval("x", Duration::from_secs(1), ScheduledJob::new("")),
-                "schedule.job",
+                "schedule.job.kind",
+            ),
+            (
+                Schedule::interval("x", Duration::from_secs(1), job.clone().queue("")),
+                "schedule.job.queue",
             ),
         ];
         for (schedule, field) in cases {
             let err = schedule.validate().expect_err(field);
-            assert!(
-                err.to_string().contains(field),
+            assert_eq!(
+                err.field(),
+                Some(field),
                 "{field}: got `{err}` for {schedule:?}"
             );
         }

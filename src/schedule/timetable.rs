@@ -28,6 +28,10 @@ enum Kind {
     },
 }
 
+/// The shortest interval a schedule may have, in milliseconds: one second, as cron's finest
+/// field.
+pub const MIN_INTERVAL_MILLIS: u64 = 1_000;
+
 /// The longest a cron expression may go without firing, counted from now: an expression
 /// that names a date that never comes (30 February) is refused, not searched forever.
 const NEVER_YEARS: i32 = 5;
@@ -37,7 +41,8 @@ impl Timetable {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` naming `schedule.cron`, `schedule.time_zone` or `schedule.interval`.
+    /// `InvalidInput` naming `schedule.cron`, `schedule.time_zone` or `schedule.interval`
+    /// (under one second).
     pub fn new(timing: &Timing) -> Result<Self> {
         let table = Self::compile(timing)?;
         if let (Timing::Cron { expression, .. }, Kind::Cron { .. }) = (timing, &table.0) {
@@ -96,10 +101,14 @@ impl Timetable {
                 }))
             }
             Timing::Interval { millis } => {
-                if *millis == 0 {
+                // A tick per look at most, like a six-field cron: a schedule of a few
+                // milliseconds would submit hundreds of jobs at every poll.
+                if *millis < MIN_INTERVAL_MILLIS {
                     return Err(Error::invalid_input(
                         "schedule.interval",
-                        "must be at least 1 millisecond",
+                        format!(
+                            "{millis} ms is under the shortest period of {MIN_INTERVAL_MILLIS} ms (one second, as cron's finest field); run a worker loop for anything more frequent"
+                        ),
                     ));
                 }
                 let micros = i64::try_from(*millis)

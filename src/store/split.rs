@@ -13,6 +13,7 @@ use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
 use crate::queue::{
     DeadLetter, Envelope, Lease, QueueInspect, QueueManager, QueueStats, Requeue, Reserve,
 };
+use crate::schedule::ScheduleStore;
 use crate::state::{
     CancelOutcome, Claim, Created, Finish, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
     StateManager, Transition, TransitionResult,
@@ -53,6 +54,7 @@ use crate::{Error, ErrorKind, Result};
 /// ```
 pub struct Split {
     inner: Arc<Inner>,
+    schedules: Option<Arc<dyn ScheduleStore>>,
 }
 
 struct Inner {
@@ -88,7 +90,19 @@ impl Split {
                 state,
                 deliveries: parking_lot::Mutex::new(HashMap::default()),
             }),
+            schedules: None,
         }
+    }
+
+    /// Keep schedules ([`crate::schedule`]) in `schedules`, usually the state's own store's:
+    /// `Split::new(queue, pg.store()).with_schedules(pg.schedules())`. A schedule's tick
+    /// submits through this store (its idempotency key is kept by the state) and advances in
+    /// `schedules`, as on the store that keeps both. Without it the split store keeps no
+    /// schedules and [`Orchestrator::schedules`](crate::Orchestrator::schedules) says so.
+    #[must_use]
+    pub fn with_schedules(mut self, schedules: Arc<dyn ScheduleStore>) -> Self {
+        self.schedules = Some(schedules);
+        self
     }
 
     /// The queue.
@@ -430,6 +444,10 @@ impl StateManager for Split {
 
 #[async_trait]
 impl JobStore for Split {
+    fn schedules(&self) -> Option<Arc<dyn ScheduleStore>> {
+        self.schedules.clone()
+    }
+
     /// Reserve deliveries, then claim them in the state. The two run in a task of their own,
     /// so a caller that stops waiting strands nothing: what was claimed for it is handed
     /// back.
