@@ -409,3 +409,81 @@ async fn a_burst_past_the_write_quota_gets_429_and_reads_go_on() {
     .await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
 }
+
+#[tokio::test]
+async fn schedules_need_their_scopes_and_no_tenant() {
+    let (planner, planner_spec) = key("schedules:read,schedules:write", None);
+    let (viewer, viewer_spec) = key("schedules:read", None);
+    let (jobs_only, jobs_spec) = key("jobs:read,jobs:write", None);
+    let (tenant_admin, tenant_spec) = key("admin", Some("acme"));
+    let server = Server::start(&[
+        "--api-key-hash".into(),
+        planner_spec,
+        "--api-key-hash".into(),
+        viewer_spec,
+        "--api-key-hash".into(),
+        jobs_spec,
+        "--api-key-hash".into(),
+        tenant_spec,
+    ]);
+    let body = json!({"every_ms": 3_600_000, "job": {"kind": "echo"}});
+    let created = send(
+        server
+            .put("/v1/schedules/hourly", body.clone())
+            .bearer_auth(&planner),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let read = send(server.get("/v1/schedules/hourly").bearer_auth(&viewer)).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+    // Reading does not allow writing, and jobs scopes do not reach schedules.
+    for (who, request) in [
+        (
+            "viewer",
+            server
+                .put("/v1/schedules/hourly", body.clone())
+                .bearer_auth(&viewer),
+        ),
+        (
+            "viewer",
+            server
+                .post("/v1/schedules/hourly/trigger", json!({}))
+                .bearer_auth(&viewer),
+        ),
+        (
+            "jobs key",
+            server.get("/v1/schedules").bearer_auth(&jobs_only),
+        ),
+    ] {
+        let refused = send(request).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{who}: {}",
+            refused.text
+        );
+        assert!(
+            refused
+                .header("www-authenticate")
+                .contains("insufficient_scope"),
+            "{who}"
+        );
+    }
+    // A tenant's credential, even an admin one, does not see the fleet's schedules.
+    let tenant = send(server.get("/v1/schedules").bearer_auth(&tenant_admin)).await;
+    assert_eq!(tenant.status, StatusCode::FORBIDDEN, "{}", tenant.text);
+    assert_eq!(tenant.problem(), "forbidden");
+    let tenant_put = send(
+        server
+            .put("/v1/schedules/mine", body)
+            .bearer_auth(&tenant_admin),
+    )
+    .await;
+    assert_eq!(tenant_put.status, StatusCode::FORBIDDEN);
+    let listed = send(server.get("/v1/schedules").bearer_auth(&viewer)).await;
+    assert_eq!(
+        listed.json()["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing of the tenant's was stored"
+    );
+}

@@ -67,6 +67,19 @@ class JobforgeClient:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout}s")
             time.sleep(0.05)
 
+    def put_schedule(self, schedule_id, definition):
+        """Declare a schedule (idempotent); answers {"outcome": ..., "schedule": ...}."""
+        _, answer = self._request("PUT", f"/v1/schedules/{schedule_id}", definition)
+        return answer
+
+    def trigger_schedule(self, schedule_id):
+        """Submit the schedule's job now; answers {"job_id": ..., "location": ...}."""
+        _, answer = self._request("POST", f"/v1/schedules/{schedule_id}/trigger")
+        return answer
+
+    def delete_schedule(self, schedule_id):
+        self._request("DELETE", f"/v1/schedules/{schedule_id}")
+
     def stats(self):
         _, stats = self._request("GET", "/v1/queues/stats")
         return stats
@@ -97,6 +110,16 @@ def main():
     except Problem as problem:
         assert problem.status == 422 and problem.body["field"] == "priority", problem
         print(f"bad input answered {problem.status} {problem.body['type']} (field {problem.body['field']})")
+    # A schedule: declared twice (the second changes nothing), triggered now, removed.
+    definition = {"cron": "0 * * * *", "job": {"kind": "echo", "payload": {"from": "python"}}}
+    first = client.put_schedule("python-hourly", definition)
+    again = client.put_schedule("python-hourly", definition)
+    assert again["outcome"] == "unchanged", again
+    triggered = client.trigger_schedule("python-hourly")
+    done = client.wait(triggered["job_id"])
+    assert done["state"] == "succeeded", done
+    print(f"schedule python-hourly ({first['outcome']}, next tick {again['schedule']['next_run_at']}): triggered job succeeded")
+    client.delete_schedule("python-hourly")
     stats = client.stats()
     print(f"stats: ready={stats['ready']} in_flight={stats['in_flight']} succeeded={stats['jobs']['succeeded']}")
     print("python client: OK")

@@ -25,6 +25,27 @@ interface Problem {
   field?: string;
 }
 
+interface Schedule {
+  id: string;
+  cron?: string;
+  every_ms?: number;
+  paused: boolean;
+  next_run_at: string | null;
+  version: number;
+  fired: number;
+  skipped: number;
+}
+
+interface Upserted {
+  outcome: "created" | "updated" | "unchanged";
+  schedule: Schedule;
+}
+
+interface Triggered {
+  job_id: string;
+  location: string;
+}
+
 interface Stats {
   ready: number;
   delayed: number;
@@ -54,6 +75,9 @@ class JobforgeClient {
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
+    if (response.status === 204) {
+      return undefined as T;
+    }
     const payload = await response.json();
     if (!response.ok) {
       throw new ProblemError(payload as Problem);
@@ -86,6 +110,20 @@ class JobforgeClient {
   stats(): Promise<Stats> {
     return this.request<Stats>("GET", "/v1/queues/stats");
   }
+
+  /** Declare a schedule; the same definition again changes nothing. */
+  putSchedule(id: string, definition: Record<string, unknown>): Promise<Upserted> {
+    return this.request<Upserted>("PUT", `/v1/schedules/${encodeURIComponent(id)}`, definition);
+  }
+
+  /** Submit the schedule's job now. */
+  triggerSchedule(id: string): Promise<Triggered> {
+    return this.request<Triggered>("POST", `/v1/schedules/${encodeURIComponent(id)}/trigger`);
+  }
+
+  deleteSchedule(id: string): Promise<void> {
+    return this.request<void>("DELETE", `/v1/schedules/${encodeURIComponent(id)}`);
+  }
 }
 
 async function main(): Promise<number> {
@@ -117,6 +155,22 @@ async function main(): Promise<number> {
     }
     console.log(`bad input answered ${error.problem.status} ${error.problem.type} (field ${error.problem.field})`);
   }
+  // A schedule: declared twice (the second changes nothing), triggered now, removed.
+  const definition = { cron: "0 * * * *", job: { kind: "echo", payload: { from: "typescript" } } };
+  const first = await client.putSchedule("ts-hourly", definition);
+  const again = await client.putSchedule("ts-hourly", definition);
+  if (again.outcome !== "unchanged") {
+    console.error(`the same schedule again answered ${again.outcome}`);
+    return 1;
+  }
+  const triggered = await client.triggerSchedule("ts-hourly");
+  const ran = await client.wait(triggered.job_id);
+  if (ran.state !== "succeeded") {
+    console.error(`the triggered job ended ${ran.state}`);
+    return 1;
+  }
+  console.log(`schedule ts-hourly (${first.outcome}, next tick ${again.schedule.next_run_at}): triggered job succeeded`);
+  await client.deleteSchedule("ts-hourly");
   const stats = await client.stats();
   console.log(`stats: ready=${stats.ready} in_flight=${stats.in_flight} succeeded=${stats.jobs.succeeded}`);
   console.log("typescript client: OK");

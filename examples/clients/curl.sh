@@ -35,6 +35,21 @@ for id in "${ids[@]}"; do
     [ "$state" = succeeded ] || { echo "$id still $state" >&2; exit 1; }
 done
 
+# A schedule: declared (idempotently), triggered now, its job run, then removed.
+curl -sS --fail-with-body "${AUTH[@]}" -X PUT "$BASE/v1/schedules/curl-hourly" -H 'content-type: application/json' \
+    -d '{"cron":"0 * * * *","job":{"kind":"echo","payload":{"from":"a schedule"}}}' >/dev/null
+triggered=$(curl -sS --fail-with-body "${AUTH[@]}" -X POST "$BASE/v1/schedules/curl-hourly/trigger")
+scheduled_id=$(json_field '["job_id"]' <<<"$triggered")
+for _ in $(seq 1 200); do
+    state=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/jobs/$scheduled_id" | json_field '["state"]')
+    [ "$state" = succeeded ] && break
+    sleep 0.05
+done
+[ "$state" = succeeded ] || { echo "the triggered job $scheduled_id is $state" >&2; exit 1; }
+next=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/schedules/curl-hourly" | json_field '["next_run_at"]')
+echo "schedule curl-hourly: triggered job $scheduled_id succeeded; next tick $next"
+curl -sS --fail-with-body "${AUTH[@]}" -X DELETE "$BASE/v1/schedules/curl-hourly"
+
 stats=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/queues/stats")
 echo "stats: ready=$(json_field '["ready"]' <<<"$stats") in_flight=$(json_field '["in_flight"]' <<<"$stats") succeeded=$(json_field '["jobs"]["succeeded"]' <<<"$stats")"
 echo "curl client: OK"

@@ -45,6 +45,7 @@ mod metrics;
 mod openapi;
 mod ops;
 mod problem;
+mod schedules;
 pub mod security;
 pub mod server;
 
@@ -64,12 +65,14 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::memory::{Memory, Window};
+use crate::orchestrator::Schedules;
 use crate::safety::BreakerRegistry;
 use crate::{JobOrchestrator, Result};
 
 pub use extract::ApiJson;
 pub use openapi::{ApiDoc, openapi};
 pub use problem::{ApiResult, PROBLEM_BASE, PROBLEM_JSON, Problem, ProblemType};
+pub use schedules::{ScheduleBody, parse_schedules};
 
 /// A readiness check: resolves to `Ok(())` when the backends answer.
 pub type ReadinessCheck =
@@ -100,6 +103,7 @@ pub struct HttpConfig {
     request_timeout: Duration,
     max_batch: usize,
     memory: Option<Arc<dyn Memory>>,
+    schedules: Option<Schedules>,
     known_kinds: Option<BTreeSet<String>>,
     breakers: Vec<Arc<BreakerRegistry>>,
     readiness: Option<ReadinessCheck>,
@@ -115,6 +119,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             max_batch: 1_000,
             memory: None,
+            schedules: None,
             known_kinds: None,
             breakers: Vec::new(),
             readiness: None,
@@ -132,6 +137,7 @@ impl std::fmt::Debug for HttpConfig {
             .field("request_timeout", &self.request_timeout)
             .field("max_batch", &self.max_batch)
             .field("memory", &self.memory.is_some())
+            .field("schedules", &self.schedules.is_some())
             .field("known_kinds", &self.known_kinds)
             .field("breakers", &self.breakers.len())
             .field("readiness", &self.readiness.is_some())
@@ -170,6 +176,27 @@ impl HttpConfig {
     #[must_use]
     pub fn with_memory(mut self, memory: Arc<dyn Memory>) -> Self {
         self.memory = Some(memory);
+        self
+    }
+
+    /// Serve `/v1/schedules` over these schedules (usually
+    /// [`Orchestrator::schedules`](crate::Orchestrator::schedules)), and show the scheduler's
+    /// counts in `/metrics`. Without them those routes answer 501 `schedules-not-configured`.
+    ///
+    /// ```
+    /// # fn main() -> jobforge::Result<()> {
+    /// use jobforge::http::HttpConfig;
+    /// use jobforge::prelude::*;
+    ///
+    /// let orchestrator = Orchestrator::builder().build()?;
+    /// let config = HttpConfig::default().with_schedules(orchestrator.schedules()?);
+    /// # drop(config);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn with_schedules(mut self, schedules: Schedules) -> Self {
+        self.schedules = Some(schedules);
         self
     }
 
@@ -246,6 +273,7 @@ impl HttpConfig {
 pub(crate) struct Shared {
     pub(crate) orchestrator: Arc<dyn JobOrchestrator>,
     pub(crate) memory: Option<Arc<dyn Memory>>,
+    pub(crate) schedules: Option<Schedules>,
     pub(crate) known_kinds: Option<BTreeSet<String>>,
     pub(crate) breakers: Vec<Arc<BreakerRegistry>>,
     pub(crate) readiness: Option<ReadinessCheck>,
@@ -278,6 +306,7 @@ pub fn router(orchestrator: Arc<dyn JobOrchestrator>, config: HttpConfig) -> Rou
         shared: Arc::new(Shared {
             orchestrator,
             memory: config.memory,
+            schedules: config.schedules,
             known_kinds: config.known_kinds,
             breakers: config.breakers,
             readiness: config.readiness,
@@ -323,11 +352,12 @@ pub fn router(orchestrator: Arc<dyn JobOrchestrator>, config: HttpConfig) -> Rou
     }
 }
 
-/// The versioned API: jobs, queues, kinds, memory.
+/// The versioned API: jobs, queues, kinds, memory, schedules.
 fn api_routes(state: AppState) -> Router {
     Router::new()
         .merge(jobs::routes())
         .merge(memory::routes())
+        .merge(schedules::routes())
         .with_state(state)
 }
 

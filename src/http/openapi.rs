@@ -15,7 +15,7 @@ use utoipa::openapi::security::{
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::problem::{PROBLEM_JSON, Problem, ProblemType};
-use super::{jobs, memory, ops};
+use super::{jobs, memory, ops, schedules};
 
 /// The OpenAPI document of the API, as derived from the handlers. Use [`openapi`] for the
 /// complete document (error responses included).
@@ -39,6 +39,14 @@ use super::{jobs, memory, ops};
         memory::put_entry,
         memory::delete_entry,
         memory::search,
+        schedules::list,
+        schedules::get_schedule,
+        schedules::put_schedule,
+        schedules::delete_schedule,
+        schedules::pause,
+        schedules::resume,
+        schedules::trigger,
+        schedules::history,
         ops::health,
         ops::ready,
         ops::metrics,
@@ -49,6 +57,7 @@ use super::{jobs, memory, ops};
         (name = "queues", description = "What the queue and the state store hold."),
         (name = "kinds", description = "What each kind's execution history says."),
         (name = "memory", description = "Namespaced entries handlers and hosts keep."),
+        (name = "schedules", description = "Cron and interval schedules the fleet fires once per tick."),
         (name = "operations", description = "Probes and metrics, outside `/v1`."),
     )
 )]
@@ -111,6 +120,41 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
             BackendUnavailable,
             Timeout,
         ],
+        "listSchedules" => &[
+            Forbidden,
+            SchedulesNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "getSchedule" | "deleteSchedule" | "pauseSchedule" | "resumeSchedule"
+        | "getScheduleHistory" => &[
+            NotFound,
+            Forbidden,
+            SchedulesNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "triggerSchedule" => &[
+            NotFound,
+            Forbidden,
+            Validation,
+            SchedulesNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "putSchedule" => &[
+            MalformedJson,
+            InvalidParameter,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            Validation,
+            UnknownKind,
+            Conflict,
+            Forbidden,
+            SchedulesNotConfigured,
+            BackendUnavailable,
+            Timeout,
+        ],
         "ready" => &[NotReady],
         "metrics" => &[BackendUnavailable, Timeout],
         _ => &[],
@@ -169,6 +213,14 @@ fn example_of(kind: ProblemType) -> Value {
         ),
         ProblemType::MemoryNotConfigured => (
             "this server has no memory configured, so entries and reflection are not served; configure one with `HttpConfig::with_memory`",
+            None,
+        ),
+        ProblemType::SchedulesNotConfigured => (
+            "this server keeps no schedules; configure them with `HttpConfig::with_schedules(orchestrator.schedules()?)` on a store that keeps schedules",
+            None,
+        ),
+        ProblemType::Forbidden => (
+            "schedules belong to the whole fleet, not to a tenant; use a credential bound to no tenant (with the scopes schedules:read or schedules:write)",
             None,
         ),
         _ => (

@@ -98,8 +98,9 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Result<Json<ProbeSta
 ///
 /// The Prometheus text exposition (version 0.0.4): jobs by state and kind, queue depth by
 /// kind, jobs submitted over HTTP (throughput: take its `rate()`), request counts and latency
-/// histograms per route, job latency percentiles per kind from the memory, and circuit
-/// breaker states.
+/// histograms per route, job latency percentiles per kind from the memory, circuit
+/// breaker states, and with schedules configured the schedules kept and due and what this
+/// process's schedulers fired, caught up and skipped.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -213,6 +214,9 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, P
                 );
             }
         }
+    }
+    if let Some(schedules) = &shared.schedules {
+        super::schedules::render_metrics(schedules, &mut out).await?;
     }
     shared.metrics.render(&mut out);
     let mut response = out.into_response();

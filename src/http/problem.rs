@@ -51,13 +51,19 @@ pub enum ProblemType {
     NotReady,
     /// 501: the server has no memory configured, so memory and reflection routes are off.
     MemoryNotConfigured,
+    /// 501: the server keeps no schedules (none configured, or its store keeps none), so the
+    /// schedule routes are off.
+    SchedulesNotConfigured,
+    /// 403: the caller may not use this route as it is authenticated (a tenant-bound
+    /// credential on fleet-wide schedules).
+    Forbidden,
     /// 500: anything else; the detail says what, and the request id finds it in the logs.
     Internal,
 }
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 16] = [
+    pub const ALL: [ProblemType; 18] = [
         ProblemType::MalformedJson,
         ProblemType::UnsupportedMediaType,
         ProblemType::Validation,
@@ -73,6 +79,8 @@ impl ProblemType {
         ProblemType::ShuttingDown,
         ProblemType::NotReady,
         ProblemType::MemoryNotConfigured,
+        ProblemType::SchedulesNotConfigured,
+        ProblemType::Forbidden,
         ProblemType::Internal,
     ];
 
@@ -95,6 +103,8 @@ impl ProblemType {
             ProblemType::ShuttingDown => "shutting-down",
             ProblemType::NotReady => "not-ready",
             ProblemType::MemoryNotConfigured => "memory-not-configured",
+            ProblemType::SchedulesNotConfigured => "schedules-not-configured",
+            ProblemType::Forbidden => "forbidden",
             ProblemType::Internal => "internal",
         }
     }
@@ -121,7 +131,10 @@ impl ProblemType {
             | ProblemType::BackendUnavailable
             | ProblemType::ShuttingDown
             | ProblemType::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ProblemType::MemoryNotConfigured => StatusCode::NOT_IMPLEMENTED,
+            ProblemType::MemoryNotConfigured | ProblemType::SchedulesNotConfigured => {
+                StatusCode::NOT_IMPLEMENTED
+            }
+            ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -145,6 +158,8 @@ impl ProblemType {
             ProblemType::ShuttingDown => "The server is shutting down",
             ProblemType::NotReady => "Not ready",
             ProblemType::MemoryNotConfigured => "No memory is configured on this server",
+            ProblemType::SchedulesNotConfigured => "No schedules are kept by this server",
+            ProblemType::Forbidden => "Not allowed for these credentials",
             ProblemType::Internal => "Internal error",
         }
     }

@@ -25,6 +25,8 @@ use super::scope::{Scope, Tier};
 /// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/queues/stats`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
 /// | `GET /v1/memory...` | `memory:read` |
 /// | `PUT /v1/memory/...`, `DELETE /v1/memory/...` | `memory:write` |
+/// | `GET /v1/schedules`, `GET /v1/schedules/...` | `schedules:read` |
+/// | `PUT /v1/schedules/{id}`, `DELETE /v1/schedules/{id}`, `POST /v1/schedules/{id}/pause`, `.../resume`, `.../trigger` | `schedules:write` |
 /// | anything else under `/v1`, and `/metrics` | `admin` |
 ///
 /// `HEAD` counts as `GET`. Paths are matched segment by segment as sent (not decoded), and an
@@ -38,6 +40,7 @@ use super::scope::{Scope, Tier};
 /// assert_eq!(required_scope(&Method::GET, "/v1/jobs/0190"), Some(Scope::JobsRead));
 /// assert_eq!(required_scope(&Method::DELETE, "/v1/jobs/0190"), Some(Scope::Admin));
 /// assert_eq!(required_scope(&Method::PUT, "/v1/memory/ns/key"), Some(Scope::MemoryWrite));
+/// assert_eq!(required_scope(&Method::POST, "/v1/schedules/nightly/trigger"), Some(Scope::SchedulesWrite));
 /// assert_eq!(required_scope(&Method::GET, "/docs"), None);
 /// ```
 #[must_use]
@@ -64,6 +67,17 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
             (["memory", ..], true) => Scope::MemoryRead,
             (["memory", _, ..], false) if *method == Method::PUT || *method == Method::DELETE => {
                 Scope::MemoryWrite
+            }
+            (["schedules", ..], true) => Scope::SchedulesRead,
+            (["schedules", id], false)
+                if !id.is_empty() && (*method == Method::PUT || *method == Method::DELETE) =>
+            {
+                Scope::SchedulesWrite
+            }
+            (["schedules", id, "pause" | "resume" | "trigger"], false)
+                if !id.is_empty() && *method == Method::POST =>
+            {
+                Scope::SchedulesWrite
             }
             _ => Scope::Admin,
         }),
@@ -330,6 +344,30 @@ mod tests {
             (Method::GET, "/v1/memory/ns/k", Some(Scope::MemoryRead)),
             (Method::PUT, "/v1/memory/ns/k", Some(Scope::MemoryWrite)),
             (Method::DELETE, "/v1/memory/ns/k", Some(Scope::MemoryWrite)),
+            (Method::GET, "/v1/schedules", Some(Scope::SchedulesRead)),
+            (
+                Method::GET,
+                "/v1/schedules/s/history",
+                Some(Scope::SchedulesRead),
+            ),
+            (Method::PUT, "/v1/schedules/s", Some(Scope::SchedulesWrite)),
+            (
+                Method::DELETE,
+                "/v1/schedules/s",
+                Some(Scope::SchedulesWrite),
+            ),
+            (
+                Method::POST,
+                "/v1/schedules/s/trigger",
+                Some(Scope::SchedulesWrite),
+            ),
+            (
+                Method::POST,
+                "/v1/schedules/s/pause",
+                Some(Scope::SchedulesWrite),
+            ),
+            (Method::PUT, "/v1/schedules", Some(Scope::Admin)),
+            (Method::POST, "/v1/schedules/s/history", Some(Scope::Admin)),
             (Method::PUT, "/v1/memory", Some(Scope::Admin)),
             (Method::POST, "/v1/memory/ns/k", Some(Scope::Admin)),
             (Method::GET, "/v1/admin/anything", Some(Scope::Admin)),

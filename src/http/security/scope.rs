@@ -31,17 +31,23 @@ pub enum Scope {
     MemoryRead,
     /// Write and delete memory entries.
     MemoryWrite,
+    /// Read schedules and their fires.
+    SchedulesRead,
+    /// Declare, pause, resume, trigger and delete schedules.
+    SchedulesWrite,
     /// Everything, including routes no narrower scope covers.
     Admin,
 }
 
 impl Scope {
     /// Every scope, in a fixed order.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 7] = [
         Scope::JobsRead,
         Scope::JobsWrite,
         Scope::MemoryRead,
         Scope::MemoryWrite,
+        Scope::SchedulesRead,
+        Scope::SchedulesWrite,
         Scope::Admin,
     ];
 
@@ -53,6 +59,8 @@ impl Scope {
             Scope::JobsWrite => "jobs:write",
             Scope::MemoryRead => "memory:read",
             Scope::MemoryWrite => "memory:write",
+            Scope::SchedulesRead => "schedules:read",
+            Scope::SchedulesWrite => "schedules:write",
             Scope::Admin => "admin",
         }
     }
@@ -61,8 +69,8 @@ impl Scope {
     #[must_use]
     pub fn tier(self) -> Tier {
         match self {
-            Scope::JobsRead | Scope::MemoryRead => Tier::Read,
-            Scope::JobsWrite | Scope::MemoryWrite => Tier::Write,
+            Scope::JobsRead | Scope::MemoryRead | Scope::SchedulesRead => Tier::Read,
+            Scope::JobsWrite | Scope::MemoryWrite | Scope::SchedulesWrite => Tier::Write,
             Scope::Admin => Tier::Admin,
         }
     }
@@ -73,6 +81,8 @@ impl Scope {
             Scope::JobsWrite => 2,
             Scope::MemoryRead => 4,
             Scope::MemoryWrite => 8,
+            Scope::SchedulesRead => 32,
+            Scope::SchedulesWrite => 64,
             Scope::Admin => 16,
         }
     }
@@ -82,9 +92,10 @@ impl Scope {
 /// [`RateLimits`](super::RateLimits)): reads are cheap, writes less so, admin calls rare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tier {
-    /// `jobs:read`, `memory:read` routes (and authenticated routes needing no scope).
+    /// `jobs:read`, `memory:read`, `schedules:read` routes (and authenticated routes needing
+    /// no scope).
     Read,
-    /// `jobs:write`, `memory:write` routes.
+    /// `jobs:write`, `memory:write`, `schedules:write` routes.
     Write,
     /// `admin` routes.
     Admin,
@@ -120,7 +131,7 @@ impl FromStr for Scope {
                     "scope",
                     format!(
                         "unknown scope {s:?}; use one of jobs:read, jobs:write, memory:read, \
-                         memory:write, admin"
+                         memory:write, schedules:read, schedules:write, admin"
                     ),
                 )
             })
