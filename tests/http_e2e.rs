@@ -706,3 +706,266 @@ async fn graceful_shutdown_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn schedules_over_http() {
+    // Declared at start, as a deployment does; fires every second on the server's workers.
+    let declared = r#"[{"id": "declared", "every_ms": 1000, "job": {"kind": "echo", "payload": {"from": "file"}}}]"#;
+    let s = Server::start(&["--schedules", declared]);
+    let put = |id: &str, body: Value| {
+        s.http
+            .put(s.url(&format!("/v1/schedules/{id}")))
+            .json(&body)
+            .send()
+    };
+
+    let r = put(
+        "nightly",
+        json!({"cron": "0 3 * * *", "time_zone": "Europe/Paris", "job": {"kind": "echo"}, "catch_up": "latest", "overlap": "skip"}),
+    )
+    .await
+    .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["location"], "/v1/schedules/nightly");
+    let created: Value = r.json().await.expect("json");
+    assert_eq!(created["outcome"], "created");
+    assert_eq!(created["schedule"]["cron"], "0 3 * * *");
+    assert_eq!(created["schedule"]["time_zone"], "Europe/Paris");
+    assert_eq!(created["schedule"]["catch_up"], "latest");
+    assert!(created["schedule"]["next_run_at"].is_string());
+    let same = json!({"cron": "0 3 * * *", "time_zone": "Europe/Paris", "job": {"kind": "echo"}, "catch_up": "latest", "overlap": "skip"});
+    let r = put("nightly", same).await.expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let unchanged: Value = r.json().await.expect("json");
+    assert_eq!(unchanged["outcome"], "unchanged");
+    assert_eq!(
+        unchanged["schedule"]["version"],
+        created["schedule"]["version"]
+    );
+    let r = put(
+        "nightly",
+        json!({"cron": "0 4 * * *", "job": {"kind": "echo"}}),
+    )
+    .await
+    .expect("put");
+    let updated: Value = r.json().await.expect("json");
+    assert_eq!(updated["outcome"], "updated");
+    assert_eq!(updated["schedule"]["time_zone"], "UTC");
+
+    // Every bad field is named as the body spells it, and nothing is stored.
+    let job = json!({"kind": "echo"});
+    for (body, status, slug, field) in [
+        (
+            json!({"cron": "61 * * * *", "job": job}),
+            422,
+            "validation",
+            "cron",
+        ),
+        (
+            json!({"cron": "0 30 2 *", "job": job}),
+            422,
+            "validation",
+            "cron",
+        ),
+        (
+            json!({"cron": "0 0 30 2 *", "job": job}),
+            422,
+            "validation",
+            "cron",
+        ),
+        (
+            json!({"cron": "* * * * *", "time_zone": "Mars/Olympus", "job": job}),
+            422,
+            "validation",
+            "time_zone",
+        ),
+        (
+            json!({"every_ms": 0, "job": job}),
+            422,
+            "validation",
+            "every_ms",
+        ),
+        (
+            json!({"every_ms": 1000, "cron": "* * * * *", "job": job}),
+            422,
+            "validation",
+            "every_ms",
+        ),
+        (json!({"job": job}), 422, "validation", "cron"),
+        (
+            json!({"every_ms": 1000, "catch_up": "all", "job": job}),
+            422,
+            "validation",
+            "catch_up_max",
+        ),
+        (
+            json!({"every_ms": 1000, "job": {"kind": "nope"}}),
+            422,
+            "unknown-kind",
+            "job.kind",
+        ),
+        (
+            json!({"every_ms": 1000, "job": {"kind": "echo", "queue": "a b"}}),
+            422,
+            "validation",
+            "job.queue",
+        ),
+        (
+            json!({"every_ms": 1000, "job": job, "speed": 2}),
+            422,
+            "validation",
+            "speed",
+        ),
+    ] {
+        let r = put("bad", body.clone()).await.expect("put");
+        let got = r.status();
+        assert_problem(
+            got,
+            &r.json().await.expect("json"),
+            status,
+            slug,
+            Some(field),
+        );
+    }
+    let r = put("a@b", json!({"every_ms": 1000, "job": job}))
+        .await
+        .expect("put");
+    let got = r.status();
+    assert_problem(
+        got,
+        &r.json().await.expect("json"),
+        400,
+        "invalid-parameter",
+        Some("id"),
+    );
+    let (status, body) = s.get("/v1/schedules/bad").await;
+    assert_problem(status, &body, 404, "not-found", None);
+
+    // Trigger now: a job at once, recorded in the history.
+    let (status, triggered) = s.post("/v1/schedules/nightly/trigger", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{triggered}");
+    let job_id = triggered["job_id"].as_str().expect("job id").to_owned();
+    assert_eq!(triggered["location"], format!("/v1/jobs/{job_id}"));
+    assert_eq!(s.wait_terminal(&job_id).await["state"], "succeeded");
+    let (_, history) = s.get("/v1/schedules/nightly/history").await;
+    assert_eq!(history["items"][0]["job_id"], job_id.as_str());
+    assert_eq!(history["items"][0]["triggered"], true);
+
+    // Pause and resume.
+    let (status, paused) = s.post("/v1/schedules/nightly/pause", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (paused["paused"].clone(), paused["next_run_at"].clone()),
+        (json!(true), Value::Null)
+    );
+    let (_, resumed) = s.post("/v1/schedules/nightly/resume", json!({})).await;
+    assert_eq!(resumed["paused"], false);
+    assert!(resumed["next_run_at"].is_string());
+
+    // The declared schedule fires every second, each tick's job under its own key.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let fires = loop {
+        let (_, history) = s.get("/v1/schedules/declared/history").await;
+        let fires = history["items"].as_array().cloned().unwrap_or_default();
+        if fires.len() >= 2 {
+            break fires;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the declared schedule did not fire: {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let job = s
+        .wait_terminal(fires[0]["job_id"].as_str().expect("id"))
+        .await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["payload"], json!({"from": "file"}));
+    assert!(
+        job["idempotency_key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("declared@")),
+        "{job}"
+    );
+    assert!(
+        job["tags"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("schedule:declared"))),
+        "{job}"
+    );
+    let (_, list) = s.get("/v1/schedules").await;
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["declared", "nightly"]);
+    assert!(
+        list["this_process"]["fired"]
+            .as_u64()
+            .is_some_and(|n| n >= 2),
+        "{list}"
+    );
+
+    let text = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for needle in [
+        "jobforge_schedules{state=\"active\"} 2",
+        "jobforge_schedules_due ",
+        "jobforge_schedule_fired_total ",
+        "jobforge_schedule_skipped_total{reason=\"overlap\"} 0",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from\n{text}");
+    }
+
+    let r = s
+        .http
+        .delete(s.url("/v1/schedules/nightly"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = s
+        .http
+        .delete(s.url("/v1/schedules/nightly"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_bad_schedules_file_stops_the_start_naming_the_field() {
+    let out = common::command(&[
+        "--bind".into(),
+        "127.0.0.1:0".into(),
+        "--demo-handlers".into(),
+        "--schedules".into(),
+        r#"[{"id": "x", "cron": "* * * * *", "time_zone": "Nowhere/Land", "job": {"kind": "echo"}}]"#.into(),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .output()
+    .expect("run jobforge-server");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("schedule [0] `x`") && stderr.contains("time_zone"),
+        "{stderr}"
+    );
+    let missing = common::command(&["--schedules".into(), "/nonexistent/schedules.json".into()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run jobforge-server");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the schedules file"));
+}

@@ -415,3 +415,111 @@ async fn a_split_store_given_schedules_fires_them_once() {
     assert!(counts.due >= 1);
 }
 
+/// The fleet as real processes: `jobforge-server --workers-only` processes, each given the
+/// same schedules file, fire every tick once while one of them is killed with SIGKILL and
+/// started again every two seconds. PostgreSQL and Redis (an in-memory store is one
+/// process's own).
+#[cfg(all(feature = "http", unix))]
+mod processes {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_fleet_of_processes_fires_every_tick_once_through_sigkills() {
+        if let Some(d) =
+            super::Deployed::new(super::Deployment::Postgres, "postgres processes").await
+        {
+            super::fleet_of_processes(d).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_fleet_of_processes_fires_every_tick_once_through_sigkills() {
+        if let Some(d) = super::Deployed::new(super::Deployment::Redis, "redis processes").await {
+            super::fleet_of_processes(d).await;
+        }
+    }
+}
+
+#[cfg(all(feature = "http", unix))]
+async fn fleet_of_processes(d: Deployed) {
+    use std::process::{Child, Command, Stdio};
+
+    let seconds: u64 = std::env::var("JOBFORGE_SCHEDULE_FLEET_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    let storage = d.server_args().expect("a shared store");
+    let declared = serde_json::Value::Array(
+        (0..20)
+            .map(|i| {
+                serde_json::json!({"id": format!("p{i}"), "cron": "* * * * * *", "job": {"kind": "echo"}})
+            })
+            .collect(),
+    )
+    .to_string();
+    let spawn = || -> Child {
+        Command::new(env!("CARGO_BIN_EXE_jobforge-server"))
+            .args(["--workers-only", "--demo-handlers", "--concurrency", "8"])
+            .args(["--schedules", &declared])
+            .args(&storage)
+            // Only the storage above: the environment's URLs would add a second store.
+            .env_remove("DATABASE_URL")
+            .env_remove("REDIS_URL")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn jobforge-server")
+    };
+    // SIGKILL: no shutdown, no hand-back; what it held is found by the others.
+    let kill = |mut child: Child| {
+        let _ = child.kill();
+        child.wait().expect("reap")
+    };
+    let mut fleet: Vec<Child> = (0..4).map(|_| spawn()).collect();
+    for second in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for child in &mut fleet {
+            // A process that exited by itself is a failure (a declared schedule refused, a
+            // race at the first upsert lost).
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                panic!("a jobforge-server exited by itself: {status}");
+            }
+        }
+        if second % 2 == 1 {
+            let killed = kill(fleet.remove(0));
+            assert!(!killed.success(), "killed, not exited");
+            fleet.push(spawn());
+        }
+    }
+    for child in fleet {
+        kill(child);
+    }
+    let o = Orchestrator::builder()
+        .store(d.store())
+        .build()
+        .expect("orchestrator");
+    let fired = ticks(&o).await;
+    assert_eq!(fired.len(), 20, "every schedule fired: {:?}", fired.keys());
+    for (id, ticks) in &fired {
+        // The first process needs a moment to start; from its first tick on, none is lost.
+        assert!(
+            ticks.len() as u64 >= seconds - 3,
+            "{id}: {} ticks in {seconds} s",
+            ticks.len()
+        );
+        for pair in ticks.windows(2) {
+            assert_eq!(
+                pair[1] - pair[0],
+                chrono::Duration::seconds(1),
+                "{id}: a tick missing or doubled between {} and {}",
+                pair[0],
+                pair[1]
+            );
+        }
+        let record = o.schedules().unwrap().get(id).await.unwrap().expect("kept");
+        assert_eq!(
+            record.fired,
+            ticks.len() as u64,
+            "{id}: each fire counted once"
+        );
+    }
+}

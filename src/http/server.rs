@@ -79,6 +79,14 @@ pub struct ServeArgs {
     /// PostgreSQL URL: PostgreSQL state, queue and memory (feature `postgres`).
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
+    /// The PostgreSQL schema jobforge's tables live in (default `jobforge`): several
+    /// deployments (staging, a test run) can share one database.
+    #[arg(long, env = "JOBFORGE_PG_SCHEMA")]
+    pub pg_schema: Option<String>,
+    /// The prefix of jobforge's Redis keys (default `jobforge`): several deployments can
+    /// share one Redis.
+    #[arg(long, env = "JOBFORGE_REDIS_NAMESPACE")]
+    pub redis_namespace: Option<String>,
     /// Serve the API only; run no workers in this process.
     #[arg(long, env = "JOBFORGE_NO_WORKERS", conflicts_with = "workers_only")]
     pub no_workers: bool,
@@ -112,6 +120,16 @@ pub struct ServeArgs {
     /// How long running jobs get to finish at shutdown, in milliseconds.
     #[arg(long, env = "JOBFORGE_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
+    /// Schedules to declare at start: a JSON file, or the JSON itself (a value starting with
+    /// `[`), holding an array of schedules such as
+    /// `[{"id": "nightly", "cron": "0 3 * * *", "job": {"kind": "echo"}}]` (the body of
+    /// `PUT /v1/schedules/{id}`, with its `id`). Each is upserted: the same definition
+    /// changes nothing, so every process of a fleet may be given the same file.
+    #[arg(long, env = "JOBFORGE_SCHEDULES")]
+    pub schedules: Option<String>,
+    /// Fire no schedules in this process's workers (others in the fleet do).
+    #[arg(long, env = "JOBFORGE_NO_SCHEDULER")]
+    pub no_scheduler: bool,
     /// Authentication, rate limits, CORS and TLS.
     #[command(flatten)]
     pub security: SecurityArgs,
@@ -128,6 +146,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("bind", &self.bind)
             .field("redis_url", &redact(self.redis_url.as_ref()))
             .field("database_url", &redact(self.database_url.as_ref()))
+            .field("pg_schema", &self.pg_schema)
+            .field("redis_namespace", &self.redis_namespace)
             .field("no_workers", &self.no_workers)
             .field("workers_only", &self.workers_only)
             .field("demo_handlers", &self.demo_handlers)
@@ -137,6 +157,8 @@ impl std::fmt::Debug for ServeArgs {
             .field("body_limit", &self.body_limit)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .field("schedules", &self.schedules.as_ref().map(|s| s.len()))
+            .field("no_scheduler", &self.no_scheduler)
             .field("security", &self.security)
             .finish()
     }
@@ -212,7 +234,7 @@ async fn backends(
         (None, None) => Ok((builder, None, "in-memory")),
         #[cfg(feature = "postgres")]
         (None, Some(url)) => {
-            let pg = crate::postgres::PostgresBackend::connect(url).await?;
+            let pg = postgres(url, args).await?;
             Ok((
                 builder.store(pg.store()).memory(pg.memory()),
                 None,
@@ -223,15 +245,25 @@ async fn backends(
         (Some(url), None) => {
             use crate::redis::{RedisState, RedisStateConfig};
             // Redis only: the state is its own queue (one script claims a batch, one settles it).
-            let state = Arc::new(RedisState::connect(RedisStateConfig::new(url)).await?);
+            let mut config = RedisStateConfig::new(url);
+            if let Some(namespace) = &args.redis_namespace {
+                config = config.with_namespace(namespace);
+            }
+            let state = Arc::new(RedisState::connect(config).await?);
             Ok((builder.store(state), None, "redis"))
         }
         #[cfg(all(feature = "redis", feature = "postgres"))]
         (Some(redis), Some(pg_url)) => {
             use crate::redis::{RedisQueueConfig, RedisStreamsQueue};
-            let queue = Arc::new(RedisStreamsQueue::connect(RedisQueueConfig::new(redis)).await?);
-            let pg = crate::postgres::PostgresBackend::connect(pg_url).await?;
-            let split = Arc::new(Split::new(Arc::clone(&queue) as _, pg.store()));
+            let mut config = RedisQueueConfig::new(redis);
+            if let Some(namespace) = &args.redis_namespace {
+                config = config.with_namespace(namespace);
+            }
+            let queue = Arc::new(RedisStreamsQueue::connect(config).await?);
+            let pg = postgres(pg_url, args).await?;
+            let split = Arc::new(
+                Split::new(Arc::clone(&queue) as _, pg.store()).with_schedules(pg.schedules()),
+            );
             Ok((
                 builder.store(Arc::clone(&split)).memory(pg.memory()),
                 Some((split, queue as _)),
@@ -260,6 +292,16 @@ async fn backends(
             .into())
         }
     }
+}
+
+/// PostgreSQL at `url`, in `--pg-schema` when given.
+#[cfg(feature = "postgres")]
+async fn postgres(url: &str, args: &ServeArgs) -> crate::Result<crate::postgres::PostgresBackend> {
+    let mut config = crate::postgres::PostgresConfig::default();
+    if let Some(schema) = &args.pg_schema {
+        config = config.with_schema(schema);
+    }
+    crate::postgres::PostgresBackend::connect_with(url, config).await
 }
 
 /// The payload of `sleep`.
@@ -364,8 +406,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         }
         Some((security, tls))
     };
+    // Read before touching a backend: a mistake in the file stops the start, naming it.
+    let declared = args.schedules.as_deref().map(read_schedules).transpose()?;
     let built = build(&args).await?;
     let orchestrator = built.orchestrator;
+    if let Some(declared) = declared {
+        declare_schedules(&orchestrator, declared).await?;
+    }
     let kinds: Vec<String> = orchestrator
         .kinds()
         .into_iter()
@@ -379,13 +426,13 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
                 "workers run with no handlers: jobs will end dead with `no handler`; pass --demo-handlers, or embed jobforge::http::router in your own binary with your handlers"
             );
         }
-        Some(
-            orchestrator.start_workers(
-                WorkerConfig::default()
-                    .concurrency(args.concurrency)
-                    .queues(args.queues.clone()),
-            )?,
-        )
+        let mut config = WorkerConfig::default()
+            .concurrency(args.concurrency)
+            .queues(args.queues.clone());
+        if args.no_scheduler {
+            config = config.schedules(None);
+        }
+        Some(orchestrator.start_workers(config)?)
     };
     tracing::info!(backends = built.backends, kinds = ?kinds, workers = workers.is_some(), "jobforge-server starting");
     if args.workers_only {
@@ -400,6 +447,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
             .with_body_limit(args.body_limit)
             .with_request_timeout(Duration::from_millis(args.request_timeout_ms.max(1)))
             .with_memory(Arc::clone(orchestrator.memory()));
+        if let Ok(schedules) = orchestrator.schedules() {
+            config = config.with_schedules(schedules);
+        }
         if let Some(registry) = built.breakers {
             config = config.with_breakers(registry);
         }
@@ -462,6 +512,42 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
     }
     if let Some(reconciler) = built.reconciler {
         reconciler.shutdown().await;
+    }
+    Ok(())
+}
+
+/// The schedules of `--schedules`: the JSON itself when it starts with `[`, else a file.
+fn read_schedules(value: &str) -> Result<Vec<crate::schedule::Schedule>, BoxError> {
+    let (json, source) = if value.trim_start().starts_with('[') {
+        (value.to_owned(), "--schedules".to_owned())
+    } else {
+        let text = std::fs::read_to_string(value).map_err(|e| {
+            Error::new(
+                ErrorKind::Configuration,
+                format!("cannot read the schedules file `{value}` (--schedules): {e}"),
+            )
+        })?;
+        (text, format!("the schedules file `{value}`"))
+    };
+    super::parse_schedules(&json)
+        .map_err(|e| Error::new(ErrorKind::Configuration, format!("{source}: {e}")).into())
+}
+
+/// Upsert the declared schedules, saying what each one did.
+async fn declare_schedules(
+    orchestrator: &Orchestrator,
+    declared: Vec<crate::schedule::Schedule>,
+) -> Result<(), BoxError> {
+    let schedules = orchestrator.schedules()?;
+    for schedule in declared {
+        let id = schedule.id.clone();
+        let (record, outcome) = schedules.upsert(schedule).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Configuration,
+                format!("schedule `{id}` (--schedules): {e}"),
+            )
+        })?;
+        tracing::info!(schedule = %id, ?outcome, next_run_at = ?record.next_run_at, "schedule declared");
     }
     Ok(())
 }

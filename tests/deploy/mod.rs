@@ -166,6 +166,26 @@ impl Deployed {
         }
     }
 
+    /// The `jobforge-server` flags that open this deployment's storage (`None` in memory:
+    /// no other process can share it).
+    #[allow(dead_code)] // only tests that spawn servers use it
+    pub(crate) fn server_args(&self) -> Option<Vec<String>> {
+        match self.reopen.clone()? {
+            Reopen::Postgres { url, schema } => Some(vec![
+                "--database-url".into(),
+                url,
+                "--pg-schema".into(),
+                schema,
+            ]),
+            Reopen::Redis { url, namespace } => Some(vec![
+                "--redis-url".into(),
+                url,
+                "--redis-namespace".into(),
+                namespace,
+            ]),
+        }
+    }
+
     /// The delivery queue of this deployment's server.
     pub(crate) fn queue(&self) -> Arc<dyn QueueManager> {
         Arc::clone(&self.queue)
