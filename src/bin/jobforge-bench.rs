@@ -28,6 +28,11 @@ use jobforge::state::{JobFilter, Page};
 use jobforge::{JobOrchestrator, JobState, OrchestratorBuilder, WorkerPool};
 use serde::Serialize;
 
+/// mimalloc for the binary (feature `mimalloc`): see Cargo.toml for why.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How the jobs arrive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

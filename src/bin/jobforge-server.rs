@@ -6,6 +6,11 @@ use std::io::IsTerminal;
 use clap::Parser;
 use jobforge::http::server::{Cli, run};
 
+/// mimalloc for the binary (feature `mimalloc`): see Cargo.toml for why.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
