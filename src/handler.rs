@@ -184,6 +184,17 @@ struct Shared {
     inline_retries: std::sync::atomic::AtomicU32,
 }
 
+/// A job's record as its context holds it, without the context's token: what the worker
+/// keeps of a running job for its watchdog (a reference count, no copy).
+#[derive(Clone)]
+pub(crate) struct SharedRecord(Arc<Shared>);
+
+impl SharedRecord {
+    pub(crate) fn get(&self) -> &JobRecord {
+        &self.0.record
+    }
+}
+
 /// What a handler sees: the job, its attempt, a cancellation token, and the
 /// [`Memory`]. Cheap to clone.
 #[derive(Clone)]
@@ -283,6 +294,11 @@ impl JobContext {
     #[must_use]
     pub fn record(&self) -> &JobRecord {
         &self.shared.record
+    }
+
+    /// The record, shared (see [`SharedRecord`]).
+    pub(crate) fn shared_record(&self) -> SharedRecord {
+        SharedRecord(Arc::clone(&self.shared))
     }
 
     /// The worker running the job.

@@ -40,15 +40,21 @@ pub(crate) struct Engine {
 
 impl Engine {
     pub(crate) fn retry_for(&self, kind: &str) -> RetryPolicy {
-        self.kinds
-            .get(kind)
-            .and_then(|k| k.retry)
-            .unwrap_or(self.default_retry)
+        self.retry_of(self.kinds.get(kind))
     }
 
-    /// The strategy for a job: its own, else its kind's, else the default.
-    pub(crate) fn strategy_for(&self, record: &JobRecord) -> &Arc<dyn Strategy> {
-        let kind = self.kinds.get(&record.kind);
+    /// The retry policy of a kind already looked up (`None`: not registered here).
+    pub(crate) fn retry_of(&self, kind: Option<&KindConfig>) -> RetryPolicy {
+        kind.and_then(|k| k.retry).unwrap_or(self.default_retry)
+    }
+
+    /// The strategy for a job of `kind` (looked up by the caller): its own, else its
+    /// kind's, else the default.
+    pub(crate) fn strategy_for(
+        &self,
+        record: &JobRecord,
+        kind: Option<&KindConfig>,
+    ) -> &Arc<dyn Strategy> {
         let named = record
             .strategy
             .as_deref()

@@ -15,6 +15,7 @@ use super::finish::finish_for;
 use super::{Assigned, Busy, Done, PoolShared, StopSignal, stop};
 use crate::handler::{JobContext, JobError};
 use crate::memory::{ExecutionRecord, OutcomeClass};
+use crate::orchestrator::kind::KindConfig;
 use crate::state::Transition;
 use crate::strategy::{Outcome, RetryPolicy};
 
@@ -36,12 +37,14 @@ pub(super) async fn executor_loop(
         // for it claims.)
         let Assigned { ctx, permit, stop } = job;
         let record = ctx.record();
-        let timeout = shared.timeout_for(record);
+        // The kind's settings, looked up once for the job's deadline, retries and strategy.
+        let kind = shared.engine.kinds.get(&record.kind);
+        let timeout = shared.timeout_for(record, kind);
         let started = Instant::now();
         let key = (record.id, record.version);
         *me.busy.lock() = Some(Busy {
             key,
-            kind: record.kind.clone(),
+            job: ctx.shared_record(),
             started,
             recover_at: timeout
                 .and_then(|t| started.checked_add(t.saturating_add(shared.config.timeout_grace))),
@@ -52,8 +55,8 @@ pub(super) async fn executor_loop(
         let span =
             tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
         let (id, attempt, max_attempts) = (record.id, record.attempt, record.max_attempts);
-        let retry = shared.engine.retry_for(&record.kind);
-        let done = AssertUnwindSafe(run_job(&shared, ctx, stop, timeout, retry))
+        let retry = shared.engine.retry_of(kind);
+        let done = AssertUnwindSafe(run_job(&shared, ctx, kind, stop, timeout, retry))
             .catch_unwind()
             .instrument(span)
             .await
@@ -111,6 +114,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 async fn run_job(
     shared: &PoolShared,
     ctx: JobContext,
+    kind: Option<&KindConfig>,
     stop: StopSignal,
     timeout: Option<Duration>,
     retry: RetryPolicy,
@@ -121,8 +125,7 @@ async fn run_job(
     let token = record.version;
     let attempt = record.attempt;
     let max_attempts = record.max_attempts;
-    let kind = engine.kinds.get(&record.kind);
-    let strategy = engine.strategy_for(record);
+    let strategy = engine.strategy_for(record, kind);
     let started = Instant::now();
     let outcome = match kind {
         None => Outcome::Retry {

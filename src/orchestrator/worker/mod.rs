@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{Engine, Orchestrator};
+use super::kind::KindConfig;
 use super::running::{StopSignal, stop};
 use crate::handler::JobContext;
 use crate::job::{JobId, JobRecord, WorkerId};
@@ -80,7 +81,8 @@ struct Done {
 /// What an executor runs now, for the shutdown's hand-back and the watchdog.
 struct Busy {
     key: Key,
-    kind: String,
+    /// The job's record (its kind, for the watchdog's report and retry policy).
+    job: crate::handler::SharedRecord,
     started: Instant,
     /// When the slot is given to a new executor if this one has not returned: the attempt's
     /// deadline plus the grace.
@@ -141,10 +143,12 @@ struct PoolShared {
 
 impl PoolShared {
     /// The deadline of an attempt: the job's, else its kind's, else the pool's default.
-    fn timeout_for(&self, record: &JobRecord) -> Option<Duration> {
+    /// The attempt's deadline: the job's own, else its kind's (`kind`, looked up by the
+    /// caller once per job), else the pool's default.
+    fn timeout_for(&self, record: &JobRecord, kind: Option<&KindConfig>) -> Option<Duration> {
         record
             .timeout
-            .or_else(|| self.engine.kinds.get(&record.kind).and_then(|k| k.timeout))
+            .or_else(|| kind.and_then(|k| k.timeout))
             .or(self.config.default_timeout)
     }
 

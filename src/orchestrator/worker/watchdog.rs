@@ -77,7 +77,7 @@ fn watch(weak: &std::sync::Weak<PoolShared>, stop_rx: &std::sync::mpsc::Receiver
                     s.busy
                         .lock()
                         .as_ref()
-                        .map(|b| (b.started.elapsed(), b.key.0, b.kind.clone()))
+                        .map(|b| (b.started.elapsed(), b.key.0, b.job.get().kind.clone()))
                 })
                 .collect();
             longest.sort_by_key(|b| std::cmp::Reverse(b.0));
@@ -121,7 +121,7 @@ fn recover_stuck(shared: &Arc<PoolShared>) {
         let timeout = stuck.timeout.unwrap_or_default();
         tracing::error!(
             job_id = %stuck.key.0,
-            kind = %stuck.kind,
+            kind = %stuck.job.get().kind,
             ?timeout,
             ?grace,
             "a handler did not stop after its deadline (it blocks its thread or ignores cancellation); failing the attempt and replacing its executor"
@@ -139,7 +139,7 @@ fn recover_stuck(shared: &Arc<PoolShared>) {
                 stop::NONE,
                 stuck.attempt,
                 stuck.max_attempts,
-                shared.engine.retry_for(&stuck.kind),
+                shared.engine.retry_for(&stuck.job.get().kind),
             )
             .map(|(finish, _)| finish);
             shared.send_done(

@@ -400,7 +400,11 @@ impl Inner {
             }
         };
         apply(&mut self.total);
-        apply(self.per_kind.entry(Arc::clone(kind)).or_default());
+        // Looked up by name first: the entry API would clone (and drop) the Arc every time.
+        match self.per_kind.get_mut(&**kind) {
+            Some(t) => apply(t),
+            None => apply(self.per_kind.entry(Arc::clone(kind)).or_default()),
+        }
     }
 
     fn sweep(&mut self, now: DateTime<Utc>, config: &InMemoryStateConfig) {
