@@ -80,21 +80,45 @@ pub(super) fn finish_for(
     })
 }
 
-/// Settle finished attempts in batches. A batch the store cannot take now is kept and tried
-/// again (with later results added) until the store answers: the jobs stay in the running
-/// set meanwhile, so their heartbeats go on and their leases hold. A result is given up only
-/// when the store says the claim no longer holds its job.
+/// How many finish round trips the finisher keeps in flight. With one, the store waits
+/// while the worker handles an answer and the worker waits while the store works; with two
+/// they overlap (the worker's next batch is sent while the store settles the last).
+const TRIPS_IN_FLIGHT: usize = 2;
+
+/// A finish round trip: the batch it carried, and the store's answer.
+type Trip<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (Vec<Done>, crate::Result<Vec<TransitionResult>>)>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// Settle finished attempts in batches, up to [`TRIPS_IN_FLIGHT`] round trips at once (a
+/// second one starts when a trip is under way and a quarter of a batch waits). A batch the
+/// store cannot take now is kept and tried again (with later results added) until the
+/// store answers: the jobs stay in the running set meanwhile, so their heartbeats go on and
+/// their leases hold. A result is given up only when the store says the claim no longer
+/// holds its job.
 pub(super) async fn finish_loop(
     shared: Arc<PoolShared>,
     mut rx: mpsc::UnboundedReceiver<Done>,
     record_tx: mpsc::Sender<Vec<ExecutionRecord>>,
 ) {
-    let engine = Arc::clone(&shared.engine);
+    use futures_util::StreamExt;
+    use futures_util::stream::FuturesUnordered;
+
     let max = shared.config.batch_size.max(1);
     let mut pending: Vec<Done> = Vec::with_capacity(max);
     let mut failures = 0u32;
+    let mut trips: FuturesUnordered<Trip<'_>> = FuturesUnordered::new();
+    // The executors' channel closed (the pool stopped): settle what is left, then end.
+    let mut closed = false;
     loop {
-        if pending.is_empty() {
+        if pending.is_empty() && trips.is_empty() {
+            if closed {
+                break;
+            }
             shared.finisher_idle.store(true, Ordering::Release);
             shared.kick.notify_one();
             let next = rx.recv().await;
@@ -116,113 +140,166 @@ pub(super) async fn finish_loop(
                 Err(_) => break,
             }
         }
-        // Results with nothing to report, and those of claims this pool gave up (handed back
-        // at shutdown, or failed by the watchdog), leave without a round trip.
-        let mut records = Vec::new();
-        let mut batch: Vec<Done> = Vec::with_capacity(pending.len());
-        {
-            let mut running = shared.running.lock();
-            for done in pending.drain(..) {
-                let held = running.contains_key(&done.key);
-                if done.transition.is_none() || !held {
-                    if running.remove(&done.key).is_some() {
-                        shared.engine.running.remove([done.key]);
-                    }
-                    records.extend(done.record);
-                } else {
-                    batch.push(done);
-                }
+        let room = trips.len() < TRIPS_IN_FLIGHT && (trips.is_empty() || pending.len() >= max / 4);
+        if !pending.is_empty() && room {
+            let mut records = Vec::new();
+            let batch = sort_results(&shared, &mut pending, &mut records);
+            send_records(&shared, &record_tx, records);
+            if !batch.is_empty() {
+                trips.push(Box::pin(round_trip(&shared, batch, failures, max)));
             }
+            continue;
         }
-        if !batch.is_empty() {
-            let transitions: Vec<Transition> =
-                batch.iter().filter_map(|d| d.transition.clone()).collect();
-            // The slots these results freed take their next jobs in the same round trip.
-            // (Stopping is read under the gate: a shutdown stops, then takes the gate.)
-            let gate = (failures == 0)
-                .then(|| shared.claiming.try_read().ok())
-                .flatten();
-            let permits = if gate.is_some() && !shared.is_stopping() {
-                take_free_slots(&shared, shared.claim_size(max))
-            } else {
-                Vec::new()
-            };
-            let trip = Instant::now();
-            let answer = if permits.is_empty() {
-                engine.store.finish(transitions).await
-            } else {
-                let req = Reserve {
-                    worker: &shared.worker,
-                    queues: &shared.config.queues,
-                    max: permits.len(),
-                    lease: shared.config.lease,
-                    wait: Duration::ZERO,
-                };
-                engine
-                    .store
-                    .finish_and_claim(transitions, &req)
-                    .await
-                    .map(|answer| {
-                        super::note(&shared.trip_micros, trip.elapsed());
-                        if let Some(err) = &answer.claim_error {
-                            tracing::warn!(worker = %shared.worker, error = %err, "claim failed after a finish; the fetcher claims instead");
+        // A trip is under way: wait for its answer, or for more results to send with the next.
+        tokio::select! {
+            Some((batch, answer)) = trips.next() => {
+                let mut records = Vec::new();
+                match answer {
+                    Ok(results) if results.len() == batch.len() => {
+                        if failures > 0 {
+                            tracing::info!(worker = %shared.worker, "finished jobs accepted again");
+                            failures = 0;
                         }
-                        start_claims(&shared, answer.claims, permits);
-                        answer.results
-                    })
-            };
-            drop(gate);
-            match answer {
-                Ok(results) if results.len() == batch.len() => {
-                    if failures > 0 {
-                        tracing::info!(worker = %shared.worker, "finished jobs accepted again");
-                        failures = 0;
+                        apply_finishes(&shared, batch, results, &mut records);
                     }
-                    apply_finishes(&shared, batch, results, &mut records);
-                }
-                Ok(results) => {
-                    tracing::error!(
-                        expected = batch.len(),
-                        got = results.len(),
-                        "state store answered a finish batch with the wrong count; trying again"
-                    );
-                    pending = batch;
-                    failures += 1;
-                    tokio::time::sleep(backend_backoff(failures)).await;
-                }
-                Err(err) => {
-                    failures += 1;
-                    if shared
-                        .give_up_at
-                        .lock()
-                        .is_some_and(|at| Instant::now() >= at)
-                    {
-                        tracing::error!(error = %err, jobs = batch.len(), "the pool stopped and the store still refuses finishes: the jobs' leases will expire and they will run again");
-                        let lost = batch.iter().filter(|d| d.record.is_some()).count();
-                        shared
-                            .records_dropped
-                            .fetch_add(lost as u64, Ordering::Relaxed);
-                        break;
+                    Ok(results) => {
+                        tracing::error!(
+                            expected = batch.len(),
+                            got = results.len(),
+                            "state store answered a finish batch with the wrong count; trying again"
+                        );
+                        failures += 1;
+                        requeue(&mut pending, batch);
+                        tokio::time::sleep(backend_backoff(failures)).await;
                     }
-                    let pause = backend_backoff(failures).min(Duration::from_secs(1));
-                    tracing::warn!(error = %err, jobs = batch.len(), ?pause, "finish failed; keeping the results and their leases, and trying again");
-                    pending = batch;
-                    tokio::time::sleep(pause).await;
+                    Err(err) => {
+                        failures += 1;
+                        if shared
+                            .give_up_at
+                            .lock()
+                            .is_some_and(|at| Instant::now() >= at)
+                        {
+                            tracing::error!(error = %err, jobs = batch.len(), "the pool stopped and the store still refuses finishes: the jobs' leases will expire and they will run again");
+                            let lost = batch.iter().chain(pending.iter()).filter(|d| d.record.is_some()).count();
+                            shared
+                                .records_dropped
+                                .fetch_add(lost as u64, Ordering::Relaxed);
+                            break;
+                        }
+                        let pause = backend_backoff(failures).min(Duration::from_secs(1));
+                        tracing::warn!(error = %err, jobs = batch.len(), ?pause, "finish failed; keeping the results and their leases, and trying again");
+                        requeue(&mut pending, batch);
+                        tokio::time::sleep(pause).await;
+                    }
                 }
+                send_records(&shared, &record_tx, records);
             }
+            next = rx.recv(), if !closed && pending.len() < max => match next {
+                Some(done) => {
+                    shared.unsettled.fetch_sub(1, Ordering::AcqRel);
+                    pending.push(done);
+                }
+                None => closed = true,
+            },
+            else => {}
         }
-        if !records.is_empty() {
-            if let Err(full) = record_tx.try_send(records) {
-                let lost = match full {
-                    mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => {
-                        r.len()
-                    }
-                };
-                shared
-                    .records_dropped
-                    .fetch_add(lost as u64, Ordering::Relaxed);
+    }
+}
+
+/// Sort `pending` (emptied): results with nothing to report, and those of claims this pool
+/// gave up (handed back at shutdown, or failed by the watchdog), leave without a round trip
+/// (their execution records go to `records`); the rest are returned, to settle.
+fn sort_results(
+    shared: &PoolShared,
+    pending: &mut Vec<Done>,
+    records: &mut Vec<ExecutionRecord>,
+) -> Vec<Done> {
+    let mut batch: Vec<Done> = Vec::with_capacity(pending.len());
+    let mut running = shared.running.lock();
+    for done in pending.drain(..) {
+        let held = running.contains_key(&done.key);
+        if done.transition.is_none() || !held {
+            if running.remove(&done.key).is_some() {
+                shared.engine.running.remove([done.key]);
             }
+            records.extend(done.record);
+        } else {
+            batch.push(done);
         }
+    }
+    batch
+}
+
+/// A batch the store did not take goes back before the results that came since.
+fn requeue(pending: &mut Vec<Done>, mut batch: Vec<Done>) {
+    batch.append(pending);
+    *pending = batch;
+}
+
+/// One round trip: finish `batch`, and claim in the same call for the slots free now
+/// (unless the store has been failing, or the pool is stopping).
+async fn round_trip(
+    shared: &Arc<PoolShared>,
+    batch: Vec<Done>,
+    failures: u32,
+    max: usize,
+) -> (Vec<Done>, crate::Result<Vec<TransitionResult>>) {
+    let engine = &shared.engine;
+    let transitions: Vec<Transition> = batch.iter().filter_map(|d| d.transition.clone()).collect();
+    // The slots these results freed take their next jobs in the same round trip.
+    // (Stopping is read under the gate: a shutdown stops, then takes the gate.)
+    let gate = (failures == 0)
+        .then(|| shared.claiming.try_read().ok())
+        .flatten();
+    let permits = if gate.is_some() && !shared.is_stopping() {
+        take_free_slots(shared, shared.claim_size(max))
+    } else {
+        Vec::new()
+    };
+    let trip = Instant::now();
+    let answer = if permits.is_empty() {
+        engine.store.finish(transitions).await
+    } else {
+        let req = Reserve {
+            worker: &shared.worker,
+            queues: &shared.config.queues,
+            max: permits.len(),
+            lease: shared.config.lease,
+            wait: Duration::ZERO,
+        };
+        engine
+            .store
+            .finish_and_claim(transitions, &req)
+            .await
+            .map(|answer| {
+                super::note(&shared.trip_micros, trip.elapsed());
+                if let Some(err) = &answer.claim_error {
+                    tracing::warn!(worker = %shared.worker, error = %err, "claim failed after a finish; the fetcher claims instead");
+                }
+                start_claims(shared, answer.claims, permits);
+                answer.results
+            })
+    };
+    drop(gate);
+    (batch, answer)
+}
+
+/// Hand execution records to the recorder; when it is behind, they are counted as dropped.
+fn send_records(
+    shared: &PoolShared,
+    record_tx: &mpsc::Sender<Vec<ExecutionRecord>>,
+    records: Vec<ExecutionRecord>,
+) {
+    if records.is_empty() {
+        return;
+    }
+    if let Err(full) = record_tx.try_send(records) {
+        let lost = match full {
+            mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r.len(),
+        };
+        shared
+            .records_dropped
+            .fetch_add(lost as u64, Ordering::Relaxed);
     }
 }
 
