@@ -38,6 +38,11 @@ struct Faulty {
     finishes_down_until_ms: AtomicU64,
     epoch: std::sync::OnceLock<Instant>,
     finish_failures: AtomicU32,
+    /// Each finish takes this long (ms).
+    finish_lag_ms: AtomicU64,
+    /// Finishes under way now, and the most ever under way at once.
+    finishing: AtomicU32,
+    most_finishing: AtomicU32,
 }
 
 impl Faulty {
@@ -86,7 +91,15 @@ impl StateManager for Faulty {
             self.finish_failures.fetch_add(1, Ordering::SeqCst);
             return Err(down("finish"));
         }
-        self.inner.finish(t).await
+        let now = self.finishing.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_finishing.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(
+            self.finish_lag_ms.load(Ordering::SeqCst),
+        ))
+        .await;
+        let answer = self.inner.finish(t).await;
+        self.finishing.fetch_sub(1, Ordering::SeqCst);
+        answer
     }
     async fn cancel(&self, id: JobId, reason: &str) -> jobforge::Result<CancelOutcome> {
         self.inner.cancel(id, reason).await
@@ -601,4 +614,45 @@ async fn a_handler_blocking_the_runtime_is_reported() {
         .find(|l| l.contains("blocking its thread"))
         .unwrap_or_else(|| panic!("no stall reported in:\n{text}"));
     assert!(line.contains(&job.id.to_string()), "{line}");
+}
+
+/// The finisher keeps two round trips in flight, never more: while the store settles one
+/// batch, the results that come meanwhile go in a second, and a third waits for an answer.
+/// (With one trip at a time, the store sat idle while the worker handled each answer.)
+/// Every job still finishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_settles_two_batches_at_once_and_never_three() {
+    let store = Arc::new(Faulty::default());
+    store.finish_lag_ms.store(100, Ordering::SeqCst);
+    let runs = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&runs);
+    let orch = Orchestrator::builder()
+        .store(Arc::clone(&store))
+        .handler("quick", move |_ctx: JobContext| {
+            let runs = Arc::clone(&counted);
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(Value::Null)
+            }
+        })
+        .build()
+        .unwrap();
+    let jobs: Vec<NewJob> = (0..400).map(|_| NewJob::new("quick")).collect();
+    let ids: Vec<JobId> = orch
+        .submit_batch(jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    let pool = orch
+        .start_workers(workers().concurrency(16).batch_size(8))
+        .unwrap();
+    for id in &ids {
+        let done = orch.wait_for(*id, WAIT).await.unwrap();
+        assert_eq!(done.state, JobState::Succeeded);
+    }
+    pool.shutdown(WAIT).await;
+    assert_eq!(store.most_finishing.load(Ordering::SeqCst), 2);
+    assert_eq!(runs.load(Ordering::SeqCst), 400, "every job ran once");
 }
