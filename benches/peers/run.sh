@@ -18,6 +18,23 @@ echo "==> building jobforge-bench (release)" >&2
 (cd "$root" && cargo build --release --features full --bin jobforge-bench -q)
 bench="${CARGO_TARGET_DIR:-$root/target}/release/jobforge-bench"
 
+# Before every run, jobforge's and each peer's alike: wait (at most 30 s) until the machine
+# is quiet, at least 85% idle over a second. The store servers share its cores, and after a
+# run PostgreSQL's autovacuum and checkpointer work on what the run left: whoever ran next
+# would be measured against them.
+quiet() {
+    local tries=0 a b
+    while [ $tries -lt 30 ]; do
+        a=($(head -1 /proc/stat)); sleep 1; b=($(head -1 /proc/stat))
+        local total=0 idle i
+        for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+        idle=$(( (b[4] - a[4]) + (b[5] - a[5]) ))
+        [ "$total" -gt 0 ] && [ $((idle * 100 / total)) -ge 85 ] && return 0
+        tries=$((tries + 1))
+    done
+    echo "    (the machine stayed busy for 30 s; running anyway)" >&2
+}
+
 results="$(mktemp)"
 trap 'rm -f "$results"' EXIT
 for run in $(seq 1 "$runs"); do
@@ -29,6 +46,7 @@ for run in $(seq 1 "$runs"); do
                 postgres) url=(--store "$DATABASE_URL") ;;
                 redis) url=(--store "$REDIS_URL") ;;
             esac
+            quiet
             echo "==> run $run/$runs: jobforge $store $mode" >&2
             json="$(mktemp)"
             "$bench" "${url[@]}" --mode "$jf_mode" --jobs "$JOBS" --chunk "$CHUNK" \
@@ -39,6 +57,7 @@ for run in $(seq 1 "$runs"); do
         done
         for peer in bullmq pgboss graphile; do
             store=$([ "$peer" = bullmq ] && echo redis || echo postgres)
+            quiet
             echo "==> run $run/$runs: $peer $mode" >&2
             (cd "$here" && MODE=$mode node "$peer.mjs") \
                 | python3 -c 'import json,sys; r=json.loads(sys.stdin.read().strip().splitlines()[-1]); r["store"]=sys.argv[1]; print(json.dumps(r))' "$store" \
