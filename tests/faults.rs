@@ -638,18 +638,12 @@ async fn a_slow_store_settles_two_batches_at_once_and_never_three() {
         .build()
         .unwrap();
     let jobs: Vec<NewJob> = (0..400).map(|_| NewJob::new("quick")).collect();
-    let ids: Vec<JobId> = orch
-        .submit_batch(jobs)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|s| s.id)
-        .collect();
+    let submitted = orch.submit_batch(jobs).await.unwrap();
     let pool = orch
         .start_workers(workers().concurrency(16).batch_size(8))
         .unwrap();
-    for id in &ids {
-        let done = orch.wait_for(*id, WAIT).await.unwrap();
+    for job in &submitted {
+        let done = orch.wait_for(job.id, WAIT).await.unwrap();
         assert_eq!(done.state, JobState::Succeeded);
     }
     pool.shutdown(WAIT).await;
