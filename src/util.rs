@@ -53,7 +53,7 @@ impl Names {
     }
 }
 
-/// A due job's place in a ready heap: higher priority first, then earlier `run_at`, then
+/// A due job's place in a ready queue: higher priority first, then earlier `run_at`, then
 /// earlier arrival (`seq`). Entries are invalidated lazily: the owner checks `seq` on pop.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ReadyKey {
@@ -102,20 +102,24 @@ struct Lane {
 }
 
 impl Lane {
-    fn head(&self) -> Option<&ReadyKey> {
+    /// Whether the best key is the heap's rather than the FIFO's.
+    fn late_first(&self) -> bool {
         match (self.fifo.front(), self.late.peek()) {
-            (Some(a), Some(b)) => Some(if b > a { b } else { a }),
-            (a, b) => a.or(b),
+            (Some(a), Some(b)) => b > a,
+            (a, b) => a.is_none() && b.is_some(),
+        }
+    }
+
+    fn head(&self) -> Option<&ReadyKey> {
+        if self.late_first() {
+            self.late.peek()
+        } else {
+            self.fifo.front()
         }
     }
 
     fn pop(&mut self) -> Option<ReadyKey> {
-        let late_first = match (self.fifo.front(), self.late.peek()) {
-            (Some(a), Some(b)) => b > a,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if late_first {
+        if self.late_first() {
             self.late.pop()
         } else {
             self.fifo.pop_front()
@@ -174,10 +178,10 @@ impl ReadyQueue {
 }
 
 /// Ready queues by queue name.
-pub(crate) type ReadyHeaps = HashMap<Arc<str>, ReadyQueue, foldhash::fast::RandomState>;
+pub(crate) type ReadyQueues = HashMap<Arc<str>, ReadyQueue, foldhash::fast::RandomState>;
 
-/// Pop the best head among the heaps of `queues` (possibly a stale entry: the caller checks).
-pub(crate) fn best_ready(ready: &mut ReadyHeaps, queues: &[String]) -> Option<ReadyKey> {
+/// Pop the best head among the ready queues of `queues` (possibly a stale entry: the caller checks).
+pub(crate) fn best_ready(ready: &mut ReadyQueues, queues: &[String]) -> Option<ReadyKey> {
     let mut best: Option<(usize, &ReadyKey)> = None;
     for (i, queue) in queues.iter().enumerate() {
         if let Some(key) = ready.get(queue.as_str()).and_then(ReadyQueue::peek) {

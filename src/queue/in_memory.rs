@@ -13,7 +13,7 @@ use super::types::{
 };
 use crate::Result;
 use crate::job::{JobId, WorkerId};
-use crate::util::{Names, ReadyHeaps, ReadyKey, best_ready, from_micros, micros, micros_after};
+use crate::util::{Names, ReadyKey, ReadyQueues, best_ready, from_micros, micros, micros_after};
 
 /// Settings of an [`InMemoryQueue`].
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 #[derive(Default)]
 struct Inner {
     entries: FastMap<JobId, Entry>,
-    ready: ReadyHeaps,
+    ready: ReadyQueues,
     names: Names,
     /// (run_at, seq, id), earliest first.
     delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,

@@ -86,13 +86,8 @@ pub(super) fn finish_for(
 const TRIPS_IN_FLIGHT: usize = 2;
 
 /// A finish round trip: the batch it carried, and the store's answer.
-type Trip<'a> = std::pin::Pin<
-    Box<
-        dyn std::future::Future<Output = (Vec<Done>, crate::Result<Vec<TransitionResult>>)>
-            + Send
-            + 'a,
-    >,
->;
+type Trip<'a> =
+    futures_util::future::BoxFuture<'a, (Vec<Done>, crate::Result<Vec<TransitionResult>>)>;
 
 /// Settle finished attempts in batches, up to [`TRIPS_IN_FLIGHT`] round trips at once (a
 /// second one starts when a trip is under way and a quarter of a batch waits). A batch the

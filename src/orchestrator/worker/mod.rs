@@ -142,7 +142,6 @@ struct PoolShared {
 }
 
 impl PoolShared {
-    /// The deadline of an attempt: the job's, else its kind's, else the pool's default.
     /// The attempt's deadline: the job's own, else its kind's (`kind`, looked up by the
     /// caller once per job), else the pool's default.
     fn timeout_for(&self, record: &JobRecord, kind: Option<&KindConfig>) -> Option<Duration> {

@@ -5,7 +5,7 @@ use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use crate::job::{JobId, JobState};
-use crate::util::{ReadyHeaps, ReadyKey};
+use crate::util::{ReadyKey, ReadyQueues};
 
 use super::Slot;
 use super::jobs::Jobs;
@@ -14,7 +14,7 @@ use super::jobs::Jobs;
 /// leases by expiry. Entries are checked against the slot when popped (lazy deletion).
 #[derive(Default)]
 pub(super) struct QueueIndex {
-    pub(super) ready: ReadyHeaps,
+    pub(super) ready: ReadyQueues,
     /// (run_at, seq, id), earliest first.
     pub(super) delayed: BinaryHeap<Reverse<(i64, u64, JobId)>>,
     /// (lease expiry, id), earliest first; a heartbeat leaves an early entry behind, which is

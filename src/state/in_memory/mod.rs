@@ -550,7 +550,7 @@ impl InMemoryState {
             Some(index) => index,
             None => QueueIndex::build(&mut inner.jobs, now),
         };
-        // Delayed jobs that came due join their ready heaps.
+        // Delayed jobs that came due join their ready queues.
         while let Some(Reverse((run_at, seq, id))) = index.delayed.peek().copied() {
             if run_at > now {
                 break;
