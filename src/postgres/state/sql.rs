@@ -276,13 +276,17 @@ f_upd AS (
     FROM input i JOIN f_locked l ON l.id = i.id
     WHERE j.id = i.id AND j.state = 'running' AND j.claim_version = i.token
     RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, i.worker,
+        j.claimed_by,
         CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
              THEN 'cancelled by request' ELSE i.message END AS message
 ),
+-- A plain success by the worker that claimed the job (most finishes) writes no event: the
+-- row tells it (`EVENTS` reads it from `finished_at`, `claimed_by` and `version`).
 f_events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
     SELECT id, version, now(), 'running', state, attempt, worker, message FROM f_upd
+    WHERE NOT (state = 'succeeded' AND message IS NULL AND worker = claimed_by)
 ),
 -- A job with more changes than the history keeps (versions count every change, so most jobs
 -- are never looked at): drop all but its first event and the latest $10 - 4 (with the
@@ -402,8 +406,9 @@ counted AS (
 )
 SELECT state FROM locked";
 
-/// A job's history: submission and the latest claim from its row, the rest from
-/// `job_events`.
+/// A job's history: submission, the latest claim and a plain success from its row, the rest
+/// from `job_events`. (A success is on the row when the finish wrote no event for it: the
+/// job's version then has no event.)
 const EVENTS: &str = r"
 SELECT at, from_state, to_state, attempt, worker, reason FROM (
     SELECT 0::bigint AS version, created_at AS at, NULL::text AS from_state,
@@ -413,6 +418,11 @@ SELECT at, from_state, to_state, attempt, worker, reason FROM (
     SELECT claim_version, started_at, claimed_from, 'running', claim_attempt, claimed_by,
            claim_reason
     FROM {s}.jobs WHERE id = $1 AND claimed_by IS NOT NULL
+    UNION ALL
+    SELECT j.version, j.finished_at, 'running', 'succeeded', j.attempt, j.claimed_by,
+           NULL::text
+    FROM {s}.jobs j WHERE j.id = $1 AND j.state = 'succeeded' AND NOT EXISTS (
+        SELECT 1 FROM {s}.job_events e WHERE e.job_id = j.id AND e.version = j.version)
     UNION ALL
     SELECT version, at, from_state, to_state, attempt, worker, reason
     FROM {s}.job_events WHERE job_id = $1
