@@ -771,6 +771,37 @@ async fn eight_worker_pools_race_over_10000_jobs() {
     assert_eq!(ids.len(), 10_000);
 }
 
+/// `connect` opens the pool's connections and plans the hot statements on them before it
+/// returns (with inputs that touch no row), so the first jobs after a start wait for
+/// neither. Before, the pool opened its connections one by one as the first jobs came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_opens_the_pool_before_the_first_job() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema
+        .connect_with(schema.config().with_max_connections(4))
+        .await;
+    let mut admin = schema.admin().await;
+    let open = scalar_i64(
+        &mut admin,
+        format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
+            schema.name
+        ),
+    )
+    .await;
+    // The pool's four, and the LISTEN connection.
+    assert_eq!(open, 5, "connections open after connect");
+    // The warm-up touched nothing.
+    let rows = scalar_i64(
+        &mut admin,
+        format!("SELECT count(*) FROM \"{}\".jobs", schema.name),
+    )
+    .await;
+    assert_eq!(rows, 0);
+    assert_eq!(pg.store().counts().await.unwrap().total.active(), 0);
+}
+
 #[derive(Debug, Clone)]
 struct Held {
     attempt: u32,

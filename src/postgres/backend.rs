@@ -122,7 +122,9 @@ impl PostgresBackend {
 
     /// Use an existing pool (the host application's, say). jobforge's statements name their
     /// schema explicitly, so the pool's `search_path` does not matter. `LISTEN` gets a
-    /// connection of its own, opened with the pool's options.
+    /// connection of its own, opened with the pool's options. Before it returns it opens up
+    /// to 32 of the pool's connections and plans jobforge's hot statements on them (see
+    /// docs/backends.md, *Connecting*).
     ///
     /// For batch speed, open the pool with `plan_cache_mode=force_generic_plan` and
     /// `enable_seqscan=off` (`PgConnectOptions::options`), as [`connect`](Self::connect)
@@ -153,6 +155,11 @@ impl PostgresBackend {
         shared.add_task(task.abort_handle());
 
         let state = Arc::new(PostgresState::new(Arc::clone(&shared)));
+        // Ready before the first job: connections open, hot statements planned.
+        let connections = shared.pool.options().get_max_connections().min(32);
+        state
+            .warm_up(usize::try_from(connections).unwrap_or(1))
+            .await;
         let queue = Arc::new(PostgresQueue::new(Arc::clone(&shared)));
         let memory = Arc::new(PostgresMemory::new(Arc::clone(&shared)));
         if let Some(every) = shared.config.purge_interval {

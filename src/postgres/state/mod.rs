@@ -89,6 +89,31 @@ impl PostgresState {
         }
     }
 
+    /// Open up to `connections` of the pool's connections and prepare and plan the hot
+    /// statements on them (submit, claim, finish, finish and claim), with inputs that touch
+    /// no row. Otherwise the first jobs after a start wait while connections open and each
+    /// connection plans each batch statement on first use, several milliseconds apiece (a
+    /// 12,000 jobs/s run began at 60 ms submit-to-start, against 1.3 ms in steady state).
+    /// The statements run as many at once as there are connections, so they land on
+    /// different connections. A failure here is ignored: the real statements report their own.
+    pub(crate) async fn warm_up(&self, connections: usize) {
+        let worker = WorkerId::new("jobforge-warm-up");
+        let claim = ClaimArgs {
+            queues: Vec::new(),
+            worker: worker.clone(),
+            max: 0,
+            lease: 0,
+            takeovers: false,
+        };
+        let one = || async {
+            let _ = self.create_once(&[]).await;
+            let _ = claim_due_statement(&self.shared, &self.sql, &[], 0, &worker, 0, false).await;
+            let _ = finish_and_claim_statement(&self.shared, &self.sql, &[], &claim).await;
+            let _ = finish_statement(&self.shared, &self.sql, Vec::new()).await;
+        };
+        futures_util::future::join_all((0..connections.max(1)).map(|_| one())).await;
+    }
+
     async fn create_once(&self, jobs: &[&JobRecord]) -> Result<Vec<SkippedRow>> {
         let n = jobs.len();
         let mut ids = Vec::with_capacity(n);
