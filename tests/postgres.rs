@@ -771,9 +771,9 @@ async fn eight_worker_pools_race_over_10000_jobs() {
     assert_eq!(ids.len(), 10_000);
 }
 
-/// `connect` opens the pool's connections and plans the hot statements on them before it
-/// returns (with inputs that touch no row), so the first jobs after a start wait for
-/// neither. Before, the pool opened its connections one by one as the first jobs came.
+/// `connect` opens four of the pool's connections and plans the hot statements on them
+/// before it returns (with inputs that touch no row), so the first jobs after a start wait
+/// for neither. Before, the pool opened its connections one by one as the first jobs came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_opens_the_pool_before_the_first_job() {
     let url = database_url_or_skip!();

@@ -729,6 +729,46 @@ mod tests {
     use crate::NewJob;
     use crate::state::StateManager;
 
+    /// Every event is stamped to the microsecond, as claims are. A finish stamped to the
+    /// nanosecond could sort after the next claim, read later but truncated to the same
+    /// microsecond: the store contract's history-order check failed now and then on that.
+    #[tokio::test]
+    async fn events_are_stamped_to_the_microsecond() {
+        let state = InMemoryState::new();
+        let worker = WorkerId::new("w");
+        let queued = |_| {
+            let mut record = JobRecord::from_job(NewJob::new("k"));
+            record.state = JobState::Queued;
+            record.attempt = 0;
+            record.started_at = None;
+            record
+        };
+        let ids = state.create((0..20).map(queued).collect()).await.unwrap();
+        for created in &ids {
+            let id = created.id();
+            let claims = state
+                .claim(&[id], &worker, Duration::from_secs(30))
+                .await
+                .unwrap();
+            let Some(Claim::Claimed(record)) = claims.first() else {
+                panic!("not claimed: {claims:?}");
+            };
+            let finish = crate::state::Transition {
+                id,
+                worker: worker.clone(),
+                token: record.version,
+                finish: crate::state::Finish::Defer {
+                    delay: Duration::ZERO,
+                    reason: "again".into(),
+                },
+            };
+            state.finish(vec![finish]).await.unwrap();
+            for event in state.events(id).await.unwrap() {
+                assert_eq!(event.at.timestamp_subsec_nanos() % 1_000, 0, "{event:?}");
+            }
+        }
+    }
+
     /// A job filed as ready by a writer whose clock read ahead of the claimer's (its run_at
     /// lies between the two readings) must not be lost: it waits as delayed and is claimed
     /// once due. Before the fix the claim popped it, answered NotDue and dropped it, and the

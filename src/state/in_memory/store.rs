@@ -123,8 +123,7 @@ impl StateManager for InMemoryState {
     }
 
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
-        let now_at = Utc::now();
-        let now = micros(now_at);
+        let (now, now_at) = crate::util::now_to_micros();
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let mut out = Vec::with_capacity(transitions.len());
@@ -205,8 +204,7 @@ impl StateManager for InMemoryState {
     }
 
     async fn cancel(&self, id: JobId, reason: &str) -> Result<CancelOutcome> {
-        let now_at = Utc::now();
-        let now = micros(now_at);
+        let (now, now_at) = crate::util::now_to_micros();
         let max_events = self.config.max_events_per_job;
         let mut inner = self.inner.lock();
         let Some(slot) = inner.jobs.get_mut(&id) else {
