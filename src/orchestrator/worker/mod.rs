@@ -583,6 +583,7 @@ async fn hand_back_unfinished(shared: &Arc<PoolShared>) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
     use std::time::Duration;
 
     use serde_json::Value;
@@ -732,7 +733,7 @@ mod tests {
                     .record_executions(false),
             )
             .unwrap();
-        // Short jobs: the buffer's target grows to its bound.
+        // Short jobs: the pool has measured job and round-trip times.
         let quick = orch
             .submit_batch((0..200).map(|_| NewJob::new("quick")).collect())
             .await
@@ -746,6 +747,12 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "never started");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        // The buffer's target follows measured job and round-trip times, which a loaded
+        // machine blurs (CI saw a target of 2): pin them to a job far shorter than a round
+        // trip, so the target is the bound. Nothing finishes while `block` runs, so nothing
+        // moves them again before the shutdown.
+        pool.shared.job_micros.store(1, Ordering::Relaxed);
+        pool.shared.trip_micros.store(1_000_000, Ordering::Relaxed);
         let waiting = orch
             .submit_batch((0..6).map(|_| NewJob::new("quick")).collect())
             .await
