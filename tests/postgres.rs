@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use jobforge::memory::{ExecutionRecord, Window};
-use jobforge::postgres::{PostgresBackend, PostgresConfig};
+use jobforge::postgres::{PostgresBackend, PostgresConfig, RingMove};
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
 use jobforge::state::{CancelOutcome, Claim, Finish, StateManager, Transition, TransitionResult};
@@ -665,7 +665,13 @@ async fn eight_worker_pools_race_over_10000_jobs() {
     for _ in 0..8 {
         backends.push(
             schema
-                .connect_with(schema.config().with_max_connections(2))
+                .connect_with(
+                    schema
+                        .config()
+                        .with_max_connections(2)
+                        // The ring moves on many times during the race.
+                        .with_ring_interval(Duration::from_millis(100)),
+                )
                 .await,
         );
     }
@@ -1068,18 +1074,22 @@ async fn the_claim_reads_only_due_rows_however_many_finished_are_kept() {
     orch.submit_batch((0..10).map(|_| NewJob::new("k")).collect())
         .await
         .unwrap();
-    // The claim's scan of due jobs uses the partial index of queued rows only.
+    // The claim's scan of due jobs reads the ready ring's index, which holds queued jobs
+    // only, and nothing of `jobs` but the rows it claims.
     let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-         SELECT id FROM \"{s}\".jobs
-         WHERE state = 'queued' AND queue = 'default' AND run_at <= now()
+         SELECT id FROM \"{s}\".job_ready
+         WHERE queue = 'default' AND run_at <= now()
          ORDER BY priority DESC, run_at, id LIMIT 64 FOR UPDATE SKIP LOCKED"
     )))
     .fetch_all(&mut admin)
     .await
     .unwrap();
     let plan = plan.join("\n");
-    assert!(plan.contains("jobs_due"), "{plan}");
+    assert!(
+        plan.contains("job_ready_0_queue_priority_run_at_id_idx"),
+        "{plan}"
+    );
     assert!(!plan.contains("Seq Scan"), "{plan}");
     let w = WorkerId::new("w");
     let queues = vec!["default".to_owned()];
@@ -1383,4 +1393,257 @@ async fn a_postgres_state_without_a_queue_is_refused_and_a_wrapped_store_is_shar
     let done = submitter.wait_for(id, WAIT).await.unwrap();
     assert_eq!(done.state, JobState::Succeeded);
     pool.shutdown(WAIT).await;
+}
+
+// ------------------------------------------------------------------ the ready ring
+
+/// A backend whose ring moves only when the test moves it.
+async fn connect_ring_by_hand(schema: &TestSchema) -> PostgresBackend {
+    schema
+        .connect_with(
+            schema
+                .config()
+                .with_ring_interval(Duration::from_secs(3600)),
+        )
+        .await
+}
+
+/// Claims of at most `max` due jobs for one worker.
+fn due_request<'a>(worker: &'a WorkerId, queues: &'a [String], max: usize) -> Reserve<'a> {
+    Reserve {
+        worker,
+        queues,
+        max,
+        lease: Duration::from_secs(30),
+        wait: Duration::ZERO,
+    }
+}
+
+fn claimed_ids(claims: &[Claim]) -> HashSet<JobId> {
+    claims
+        .iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(r) => Some(r.id),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn ring_rows(admin: &mut sqlx::PgConnection, schema: &TestSchema) -> i64 {
+    scalar_i64(
+        admin,
+        format!("SELECT count(*) FROM \"{}\".job_ready", schema.name),
+    )
+    .await
+}
+
+/// The ring moves on slot by slot; the slot it empties keeps what is still queued (due or
+/// not yet, but not what was cancelled), and every job is then claimed once, on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ready_ring_moves_on_without_losing_or_doubling_a_job() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    let due: Vec<JobRecord> = (0..5)
+        .map(|_| conformance::record(NewJob::new("k")))
+        .collect();
+    let delayed = |by: chrono::Duration| {
+        let mut record = conformance::record(NewJob::new("k"));
+        record.run_at = record.created_at + by;
+        record
+    };
+    let later: Vec<JobRecord> = (0..2)
+        .map(|_| delayed(chrono::Duration::milliseconds(1500)))
+        .collect();
+    let cancelled = delayed(chrono::Duration::hours(1));
+    let mut all = due.clone();
+    all.extend(later.clone());
+    all.push(cancelled.clone());
+    store.create(all).await.unwrap();
+    assert_eq!(
+        store.cancel(cancelled.id, "not wanted").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(ring_rows(&mut admin, &schema).await, 8);
+    // Two movers at once: one moves, the other finds it moving (or moved).
+    let (a, b) = tokio::join!(store.rotate_ready(), store.rotate_ready());
+    let moves = [a.unwrap(), b.unwrap()];
+    assert_eq!(
+        moves
+            .iter()
+            .filter(|m| matches!(m, RingMove::Moved { .. }))
+            .count(),
+        1,
+        "{moves:?}"
+    );
+    let slot = moves
+        .iter()
+        .find_map(|m| match m {
+            RingMove::Moved { slot, .. } => Some(*slot),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(slot, 1);
+    assert_eq!(
+        store.rotate_ready().await.unwrap(),
+        RingMove::Moved {
+            slot: 2,
+            carried: 0
+        }
+    );
+    // Slot 0's turn again: its queued jobs are written back, the cancelled one is dropped.
+    assert_eq!(
+        store.rotate_ready().await.unwrap(),
+        RingMove::Moved {
+            slot: 0,
+            carried: 7
+        }
+    );
+    assert_eq!(ring_rows(&mut admin, &schema).await, 7);
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let first = claimed_ids(
+        &store
+            .claim_due(&due_request(&w, &queues, 10))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(first, due.iter().map(|r| r.id).collect::<HashSet<_>>());
+    // The delayed ones come due, and are claimed then, once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut second = HashSet::new();
+    while second.len() < 2 {
+        assert!(Instant::now() < deadline, "the delayed jobs never came");
+        second.extend(claimed_ids(
+            &store
+                .claim_due(&due_request(&w, &queues, 10))
+                .await
+                .unwrap(),
+        ));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(second, later.iter().map(|r| r.id).collect::<HashSet<_>>());
+    assert!(
+        store
+            .claim_due(&due_request(&w, &queues, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ring_rows(&mut admin, &schema).await, 0);
+}
+
+/// While another transaction holds the xmin horizon, vacuum may not remove the rows the
+/// claims delete; the ring's `TRUNCATE` does, so the slots the claims read stay small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    let mut holder = schema.admin().await;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let size = format!("SELECT pg_relation_size('\"{}\".job_ready_0')", schema.name);
+    for _ in 0..4 {
+        let jobs: Vec<JobRecord> = (0..500)
+            .map(|_| conformance::record(NewJob::new("k")))
+            .collect();
+        store.create(jobs).await.unwrap();
+        let got = store
+            .claim_due(&due_request(&w, &queues, 500))
+            .await
+            .unwrap();
+        assert_eq!(claimed_ids(&got).len(), 500);
+    }
+    // 2,000 rows claimed, deleted, and kept by the held horizon.
+    assert!(scalar_i64(&mut admin, size.clone()).await > 0);
+    for slot in [1, 2, 0] {
+        assert_eq!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved { slot, carried: 0 }
+        );
+    }
+    assert_eq!(scalar_i64(&mut admin, size).await, 0, "slot 0 was emptied");
+    // And the ring goes on working.
+    store
+        .create(
+            (0..10)
+                .map(|_| conformance::record(NewJob::new("k")))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let got = store
+        .claim_due(&due_request(&w, &queues, 20))
+        .await
+        .unwrap();
+    assert_eq!(claimed_ids(&got).len(), 10);
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+}
+
+/// A slot still holding a backlog (more live rows than a move writes back) keeps the ring
+/// where it is until the claims have taken enough of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_keeps_the_ring_from_moving_onto_it() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    for _ in 0..11 {
+        let jobs: Vec<JobRecord> = (0..1000)
+            .map(|_| conformance::record(NewJob::new("k")))
+            .collect();
+        store.create(jobs).await.unwrap();
+    }
+    for slot in [1, 2] {
+        assert!(matches!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved { slot: s, carried: 0 } if s == slot
+        ));
+    }
+    assert_eq!(store.rotate_ready().await.unwrap(), RingMove::Backlog);
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let mut taken = HashSet::new();
+    while taken.len() < 6000 {
+        let got = store
+            .claim_due(&due_request(&w, &queues, 1000))
+            .await
+            .unwrap();
+        let ids = claimed_ids(&got);
+        assert!(!ids.is_empty());
+        for id in ids {
+            assert!(taken.insert(id), "{id} claimed twice");
+        }
+    }
+    assert_eq!(
+        store.rotate_ready().await.unwrap(),
+        RingMove::Moved {
+            slot: 0,
+            carried: 5000
+        }
+    );
+    loop {
+        let ids = claimed_ids(
+            &store
+                .claim_due(&due_request(&w, &queues, 1000))
+                .await
+                .unwrap(),
+        );
+        if ids.is_empty() {
+            break;
+        }
+        for id in ids {
+            assert!(taken.insert(id), "{id} claimed twice");
+        }
+    }
+    assert_eq!(taken.len(), 11_000);
 }

@@ -244,6 +244,8 @@ fn median(mut v: Vec<i64>) -> i64 {
 
 /// What one scenario measured.
 struct Outcome {
+    /// Seconds sampled in which the ready ring had moved on, per phase.
+    ring_moves: [u32; 3],
     claim_p50: [f64; 3],
     claim_p99: [f64; 3],
     start_p99: [f64; 3],
@@ -362,6 +364,8 @@ async fn run(args: &Args, scenario: Scenario) -> Result<Outcome, Box<dyn std::er
 
     let mut probe = PgConnection::connect(&args.database_url).await?;
     let mut samples: Samples = BTreeMap::new();
+    let mut ring_moves = [0u32; 3];
+    let mut last_move: Option<f64> = None;
     let lengths = [args.baseline, args.hold, args.recovery];
     let mut phase_secs = [0f64; 3];
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -385,6 +389,16 @@ async fn run(args: &Args, scenario: Scenario) -> Result<Outcome, Box<dyn std::er
                 let per_phase = samples.entry(name).or_insert_with(|| vec![Vec::new(); 3]);
                 per_phase[phase].push(s);
             }
+            // The ready ring: did it move on since the last sample?
+            let moved_at: f64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT extract(epoch FROM rotated_at)::float8 FROM \"{schema}\".job_ring"
+            )))
+            .fetch_one(&mut probe)
+            .await?;
+            if last_move.is_some_and(|m| m != moved_at) {
+                ring_moves[phase] += 1;
+            }
+            last_move = Some(moved_at);
         }
         phase_secs[phase] = started.elapsed().as_secs_f64();
         eprintln!(
@@ -396,6 +410,7 @@ async fn run(args: &Args, scenario: Scenario) -> Result<Outcome, Box<dyn std::er
     workers.shutdown(Duration::from_secs(10)).await;
 
     let mut out = Outcome {
+        ring_moves,
         claim_p50: [0.0; 3],
         claim_p99: [0.0; 3],
         start_p99: [0.0; 3],
@@ -442,6 +457,10 @@ fn report(scenario: Scenario, args: &Args, out: &Outcome) -> bool {
         out.start_p99.map(|v| format!("{v:.1}")),
     );
     row("completed jobs/s", out.per_s.map(|v| format!("{v:.0}")));
+    row(
+        "seconds in which the ring moved on",
+        out.ring_moves.map(|v| v.to_string()),
+    );
     let mut growth_ok = true;
     let mut growths = Vec::new();
     for (table, phases) in &out.samples {
@@ -486,8 +505,16 @@ fn is_hot(table: &str) -> bool {
     HOT_TABLES.contains(&table)
 }
 
-/// The store's hot tables.
-const HOT_TABLES: &[&str] = &["jobs", "job_counts"];
+/// The store's hot tables: the records, the counts, and the ready ring where claims find
+/// queued jobs (its three slots and the row naming the current one).
+const HOT_TABLES: &[&str] = &[
+    "jobs",
+    "job_counts",
+    "job_ready_0",
+    "job_ready_1",
+    "job_ready_2",
+    "job_ring",
+];
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -87,9 +87,13 @@ impl PostgresBackend {
             // built for an index, but a generic plan made while the tables are still small
             // (a new schema; statistics lag behind by up to a minute) would scan whole
             // tables that then grow: seq scans are for when no index applies.
+            // And no JIT compilation: these statements run in a millisecond or two, and
+            // compiling one (which a plan's cost can trigger on a server's defaults) takes
+            // longer than a second.
             .options([
                 ("plan_cache_mode", "force_generic_plan"),
                 ("enable_seqscan", "off"),
+                ("jit", "off"),
             ]);
         let target = format!(
             "{}:{} (database `{}`, user `{}`)",
@@ -132,13 +136,15 @@ impl PostgresBackend {
     /// to four of the pool's connections and plans jobforge's hot statements on them (see
     /// docs/backends.md, *Connecting*).
     ///
-    /// For batch speed, open the pool with `plan_cache_mode=force_generic_plan` and
-    /// `enable_seqscan=off` (`PgConnectOptions::options`), as [`connect`](Self::connect)
-    /// does: otherwise PostgreSQL plans each of the first five runs of a statement for its
-    /// bound values (planning a batch of thousands of values costs more than running it),
-    /// and a generic plan made while the tables are new and small can scan whole tables
-    /// that then grow, until autovacuum's statistics catch up. Both settings would apply to
-    /// every query on the pool, so a pool of jobforge's own is the better choice.
+    /// For batch speed, open the pool with `plan_cache_mode=force_generic_plan`,
+    /// `enable_seqscan=off` and `jit=off` (`PgConnectOptions::options`), as
+    /// [`connect`](Self::connect) does: otherwise PostgreSQL plans each of the first five
+    /// runs of a statement for its bound values (planning a batch of thousands of values
+    /// costs more than running it), a generic plan made while the tables are new and small
+    /// can scan whole tables that then grow, until autovacuum's statistics catch up, and a
+    /// plan's cost can set off JIT compilation that takes longer than the statement. These
+    /// settings would apply to every query on the pool, so a pool of jobforge's own is the
+    /// better choice.
     pub async fn from_pool(pool: PgPool, config: PostgresConfig) -> Result<Self> {
         config.validate()?;
         migrate(&pool, &config.schema).await?;
@@ -181,6 +187,11 @@ impl PostgresBackend {
             ));
             shared.add_task(task.abort_handle());
         }
+        let task = tokio::spawn(ring_loop(
+            Arc::downgrade(&state),
+            shared.config.ring_interval,
+        ));
+        shared.add_task(task.abort_handle());
         tracing::info!(schema = %shared.config.schema, "PostgreSQL backend ready");
         Ok(Self {
             shared,
@@ -305,6 +316,29 @@ async fn purge_loop(
             Ok(0) => {}
             Ok(rows) => tracing::debug!(rows, "purged rows past retention"),
             Err(err) => tracing::warn!(error = %err, "purge failed; will try again"),
+        }
+    }
+}
+
+/// Move the ready ring on every `every` (whichever process of those sharing the schema comes
+/// first: the others find it moved).
+async fn ring_loop(state: Weak<PostgresState>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(state) = state.upgrade() else {
+            return;
+        };
+        // (A move due by a few milliseconds less than `every` still counts: the processes'
+        // timers and the database's clock never agree exactly.)
+        let interval = every.saturating_sub(every / 10);
+        match state.rotate_ready_after(interval).await {
+            Ok(crate::postgres::RingMove::Backlog) => {
+                tracing::debug!("the ready ring's next slot still holds a backlog; it stays");
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "moving the ready ring on failed; will try again")
+            }
         }
     }
 }

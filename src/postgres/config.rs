@@ -50,6 +50,11 @@ pub struct PostgresConfig {
     /// latest ones (a job deferred again and again keeps a bounded history). At least 8.
     /// Default 64, as the other stores.
     pub max_events_per_job: usize,
+    /// How often the ready ring, where claims find queued jobs, moves on to its next slot,
+    /// which it empties with `TRUNCATE`. A claim meets the dead rows of about three such
+    /// intervals at most, even while another transaction keeps vacuum from removing them
+    /// (see docs/backends.md, "Under long transactions"). Default 2 s.
+    pub ring_interval: Duration,
 }
 
 impl Default for PostgresConfig {
@@ -66,6 +71,7 @@ impl Default for PostgresConfig {
             execution_retention: Duration::from_secs(7 * 24 * 3600),
             max_value_bytes: 64 * 1024,
             max_events_per_job: 64,
+            ring_interval: Duration::from_secs(2),
         }
     }
 }
@@ -148,6 +154,13 @@ impl PostgresConfig {
         self
     }
 
+    /// Move the ready ring on every `interval`.
+    #[must_use]
+    pub fn with_ring_interval(mut self, interval: Duration) -> Self {
+        self.ring_interval = interval;
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let schema = &self.schema;
         let valid = !schema.is_empty()
@@ -183,6 +196,15 @@ impl PostgresConfig {
                 format!(
                     "{} is too few; keep at least 8 events per job",
                     self.max_events_per_job
+                ),
+            ));
+        }
+        if self.ring_interval < Duration::from_millis(100) {
+            return Err(Error::invalid_input(
+                "ring_interval",
+                format!(
+                    "{:?} is too short: each move takes a lock the claims wait for; use 100 ms or more",
+                    self.ring_interval
                 ),
             ));
         }

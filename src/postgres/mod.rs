@@ -44,4 +44,4 @@ pub use memory::PostgresMemory;
 pub use queue::PostgresQueue;
 pub use schedules::PostgresSchedules;
 pub(crate) use shared::{Shared, db_error, random_shard, stmt};
-pub use state::PostgresState;
+pub use state::{PostgresState, RingMove};

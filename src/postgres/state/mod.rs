@@ -13,9 +13,12 @@ use crate::state::{Claim, Finish, JobFilter, Order, Page, Transition, Transition
 use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
+mod ring;
 mod rows;
 mod sql;
 mod store;
+
+pub use ring::RingMove;
 
 use rows::*;
 use sql::{JOB_COLUMNS, Statements};

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use crate::postgres::Shared;
 
 /// What a claim reads of the rows it locks.
-const CLAIM_COLUMNS: &str = "id, kind, state, run_at, attempt, max_attempts, lease_owner, \
-    lease_expires_at, cancel_requested, started_at, claimed_by, claimed_from, claim_attempt, \
-    claim_reason, claim_version";
+const CLAIM_COLUMNS: &str = "id, kind, queue, priority, state, run_at, attempt, max_attempts, \
+    lease_owner, lease_expires_at, cancel_requested, started_at, claimed_by, claimed_from, \
+    claim_attempt, claim_reason, claim_version";
+
+/// The slot of the ready ring that new rows go to.
+const RING_SLOT: &str = "(SELECT slot FROM {s}.job_ring WHERE one = true)";
 
 /// The columns of a job row, as [`JobRow`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
@@ -45,7 +48,12 @@ WITH ins AS (
                              idempotency_key, tags, tenant, strategy, run_at, created_at, ord)
     ORDER BY ord
     ON CONFLICT DO NOTHING
-    RETURNING id, kind, queue, run_at, idempotency_key
+    RETURNING id, kind, queue, priority, run_at, idempotency_key
+),
+-- Each new job is ready to claim (when due) from the ring.
+readied AS (
+    INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
+    SELECT {ring_slot}, queue, priority, run_at, id FROM ins
 ),
 counted AS (
     INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
@@ -185,9 +193,9 @@ LEFT JOIN decided d ON d.id = i.id
 LEFT JOIN upd u ON u.id = i.id
 ORDER BY i.ord";
 
-/// Claim due jobs straight from the table (this store is the queue): expired leases first
-/// (when `$6` asks for them: that look is kept off most claims), then due jobs of each queue
-/// by priority, run_at and id, skipping rows other workers hold.
+/// Claim due jobs (this store is the queue): expired leases first (when `$6` asks for them:
+/// that look is kept off most claims), then due jobs of each queue from the ready ring by
+/// priority, run_at and id, skipping rows other workers hold.
 /// `{queues}`, `{max}` and `{takeovers}` are parameter placeholders; `{not_finished}` keeps
 /// off the rows a finish in the same statement settles (or is `true`).
 const CLAIM_DUE_HEAD: &str = r"
@@ -197,21 +205,30 @@ expired AS (
       AND queue = ANY({queues}::text[]) AND {not_finished}
     ORDER BY lease_expires_at LIMIT {max} FOR UPDATE SKIP LOCKED
 ),
+-- The ready ring's due rows, as many as the takeovers leave room for (taken once each:
+-- see `ring_take` in the migration `20261204000003_ready_ring.sql`).
+taken AS MATERIALIZED (
+    SELECT t.id FROM {s}.ring_take({queues}::text[],
+                                   greatest({max} - (SELECT count(*) FROM expired), 0)) AS t(id)
+),
+-- Their jobs, locked in id order (a ring row whose job moved on, cancelled, is dropped:
+-- `decided` skips it).
 due AS (
-    SELECT j.* FROM unnest({queues}::text[]) AS q(name)
-    CROSS JOIN LATERAL (
-        SELECT {claim_columns}, priority FROM {s}.jobs
-        WHERE state = 'queued' AND queue = q.name AND run_at <= now()
-        ORDER BY priority DESC, run_at, id
-        LIMIT {max} FOR UPDATE SKIP LOCKED
-    ) j
-    ORDER BY j.priority DESC, j.run_at, j.id
-    LIMIT {max}
+    SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY (ARRAY(SELECT id FROM taken))
+    ORDER BY id FOR UPDATE
 ),
 locked AS (
     SELECT {claim_columns} FROM expired
     UNION ALL
-    (SELECT {claim_columns} FROM due LIMIT greatest({max} - (SELECT count(*) FROM expired), 0))
+    SELECT {claim_columns} FROM due
+),";
+
+/// A job taken from the ring that is not due after all (its row said it was): back to the
+/// ring, so it is not lost.
+const CLAIM_DUE_UNREADY: &str = r"
+unready AS (
+    INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
+    SELECT {ring_slot}, queue, priority, run_at, id FROM decided WHERE outcome = 'not_due'
 ),";
 
 const CLAIM_DUE_FOOT: &str = r"
@@ -275,10 +292,15 @@ f_upd AS (
         version = j.version + 1
     FROM input i JOIN f_locked l ON l.id = i.id
     WHERE j.id = i.id AND j.state = 'running' AND j.claim_version = i.token
-    RETURNING j.id, j.kind, j.queue, j.state, j.attempt, j.version, j.run_at, i.worker,
-        j.claimed_by,
+    RETURNING j.id, j.kind, j.queue, j.priority, j.state, j.attempt, j.version, j.run_at,
+        i.worker, j.claimed_by,
         CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
              THEN 'cancelled by request' ELSE i.message END AS message
+),
+-- A job put back (retried, deferred, released) is ready to claim again from the ring.
+f_readied AS (
+    INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
+    SELECT {ring_slot}, queue, priority, run_at, id FROM f_upd WHERE state = 'queued'
 ),
 -- A plain success by the worker that claimed the job (most finishes) writes no event: the
 -- row tells it (`EVENTS` reads it from `finished_at`, `claimed_by` and `version`).
@@ -480,6 +502,7 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) fn new(shared: &Shared) -> Self {
+        let sql = |template: &str| shared.sql(&template.replace("{ring_slot}", RING_SLOT));
         let tail = |worker: &str, lease: &str, shard: &str| {
             CLAIM_TAIL
                 .replace("{worker}", worker)
@@ -500,45 +523,39 @@ impl Statements {
                 .replace("{finished}", finished)
         };
         Self {
-            create: shared.sql(CREATE),
-            key_holders: shared.sql(KEY_HOLDERS),
-            claim_ids: shared.sql(
-                &format!(
-                    "{CLAIM_IDS_HEAD}{}{}{CLAIM_IDS_FOOT}",
-                    tail("$2", "$3", "$4"),
-                    counted("$4", "")
-                )
-                .replace("{claim_columns}", CLAIM_COLUMNS),
-            ),
-            claim_due: shared.sql(
-                &format!(
-                    "WITH {}{}{}{CLAIM_DUE_FOOT}",
-                    due_head("$1", "$2", "$6", "true"),
-                    tail("$3", "$4", "$5"),
-                    counted("$5", "")
-                )
-                .replace("{claim_columns}", CLAIM_COLUMNS),
-            ),
-            finish_and_claim: shared.sql(
-                &format!(
-                    "WITH {},{}{}{}{FINISH_AND_CLAIM_FOOT}",
-                    finish_ctes!(),
-                    due_head("$11", "$12", "$15", "NOT (id = ANY($1::uuid[]))"),
-                    tail("$13", "$14", "$8"),
-                    counted("$8", FINISHED_COUNTED)
-                )
-                .replace("{claim_columns}", CLAIM_COLUMNS),
-            ),
-            heartbeat: shared.sql(HEARTBEAT),
-            finish: shared.sql(FINISH),
-            cancel: shared.sql(CANCEL),
-            get: shared.sql(&format!(
+            create: sql(CREATE),
+            key_holders: sql(KEY_HOLDERS),
+            claim_ids: sql(&format!(
+                "{CLAIM_IDS_HEAD}{}{}{CLAIM_IDS_FOOT}",
+                tail("$2", "$3", "$4"),
+                counted("$4", "")
+            )
+            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            claim_due: sql(&format!(
+                "WITH {}{}{CLAIM_DUE_UNREADY}{}{CLAIM_DUE_FOOT}",
+                due_head("$1", "$2", "$6", "true"),
+                tail("$3", "$4", "$5"),
+                counted("$5", "")
+            )
+            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            finish_and_claim: sql(&format!(
+                "WITH {},{}{}{CLAIM_DUE_UNREADY}{}{FINISH_AND_CLAIM_FOOT}",
+                finish_ctes!(),
+                due_head("$11", "$12", "$15", "NOT (id = ANY($1::uuid[]))"),
+                tail("$13", "$14", "$8"),
+                counted("$8", FINISHED_COUNTED)
+            )
+            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            heartbeat: sql(HEARTBEAT),
+            finish: sql(FINISH),
+            cancel: sql(CANCEL),
+            get: sql(&format!(
                 "SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE id = $1"
             )),
-            events: shared.sql(EVENTS),
-            counts: shared.sql(COUNTS),
-            queue_delayed: shared.sql(QUEUE_DELAYED),
-            purge: shared.sql(PURGE),
+            events: sql(EVENTS),
+            counts: sql(COUNTS),
+            queue_delayed: sql(QUEUE_DELAYED),
+            purge: sql(PURGE),
         }
     }
 }
