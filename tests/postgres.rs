@@ -1408,6 +1408,13 @@ async fn connect_ring_by_hand(schema: &TestSchema) -> PostgresBackend {
         .await
 }
 
+/// `n` new records of kind `k`, due now.
+fn records(n: usize) -> Vec<JobRecord> {
+    (0..n)
+        .map(|_| conformance::record(NewJob::new("k")))
+        .collect()
+}
+
 /// Claims of at most `max` due jobs for one worker.
 fn due_request<'a>(worker: &'a WorkerId, queues: &'a [String], max: usize) -> Reserve<'a> {
     Reserve {
@@ -1446,9 +1453,7 @@ async fn the_ready_ring_moves_on_without_losing_or_doubling_a_job() {
     let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     let mut admin = schema.admin().await;
-    let due: Vec<JobRecord> = (0..5)
-        .map(|_| conformance::record(NewJob::new("k")))
-        .collect();
+    let due: Vec<JobRecord> = records(5);
     let delayed = |by: chrono::Duration| {
         let mut record = conformance::record(NewJob::new("k"));
         record.run_at = record.created_at + by;
@@ -1553,9 +1558,7 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
     let queues = vec!["default".to_owned()];
     let size = format!("SELECT pg_relation_size('\"{}\".job_ready_0')", schema.name);
     for _ in 0..4 {
-        let jobs: Vec<JobRecord> = (0..500)
-            .map(|_| conformance::record(NewJob::new("k")))
-            .collect();
+        let jobs: Vec<JobRecord> = records(500);
         store.create(jobs).await.unwrap();
         let got = store
             .claim_due(&due_request(&w, &queues, 500))
@@ -1573,14 +1576,7 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
     }
     assert_eq!(scalar_i64(&mut admin, size).await, 0, "slot 0 was emptied");
     // And the ring goes on working.
-    store
-        .create(
-            (0..10)
-                .map(|_| conformance::record(NewJob::new("k")))
-                .collect(),
-        )
-        .await
-        .unwrap();
+    store.create(records(10)).await.unwrap();
     let got = store
         .claim_due(&due_request(&w, &queues, 20))
         .await
@@ -1598,9 +1594,7 @@ async fn a_backlog_keeps_the_ring_from_moving_onto_it() {
     let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     for _ in 0..11 {
-        let jobs: Vec<JobRecord> = (0..1000)
-            .map(|_| conformance::record(NewJob::new("k")))
-            .collect();
+        let jobs: Vec<JobRecord> = records(1000);
         store.create(jobs).await.unwrap();
     }
     for slot in [1, 2] {
