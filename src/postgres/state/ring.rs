@@ -42,6 +42,18 @@ impl PostgresState {
     /// dead rows of the last few intervals, however long another transaction keeps vacuum
     /// from removing them.
     ///
+    /// ```no_run
+    /// # async fn run() -> jobforge::Result<()> {
+    /// use jobforge::postgres::{PostgresBackend, RingMove};
+    ///
+    /// let pg = PostgresBackend::connect("postgres://localhost/app").await?;
+    /// if let RingMove::Moved { slot, carried } = pg.store().rotate_ready().await? {
+    ///     println!("new jobs go to slot {slot}; {carried} queued jobs carried over");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// [`PostgresConfig::ring_interval`]: crate::postgres::PostgresConfig::ring_interval
     pub async fn rotate_ready(&self) -> Result<RingMove> {
         self.rotate_ready_after(Duration::ZERO).await
