@@ -42,9 +42,13 @@ INSERT INTO job_ring (slot, rotated_at) VALUES (0, now());
 -- names below resolve in this schema whatever the caller's path.
 
 -- Take at most `most` due rows of the queues, by priority, then run_at, then id: locked
--- (other takers skip them) and deleted, so each is taken once. Answers their job ids.
+-- (other takers skip them) and deleted, so each is taken once. Answers the rows.
+-- The function reads with a snapshot of its own, newer than its caller's: it can take the
+-- row of a job submitted after the calling statement began, which that statement cannot see
+-- in `jobs`. The claim writes such rows back (see `unseen` in the claim statements).
 -- (ROWS: what a claim takes, not the default 1,000 rows a plan would make room for.)
-CREATE FUNCTION ring_take(queues text[], most bigint) RETURNS SETOF uuid
+CREATE FUNCTION ring_take(queues text[], most bigint)
+RETURNS TABLE (id uuid, queue text, priority smallint, run_at timestamptz)
 LANGUAGE plpgsql ROWS 64 SET search_path FROM CURRENT AS $$
 BEGIN
     IF most <= 0 THEN
@@ -67,9 +71,9 @@ BEGIN
         DELETE FROM job_ready d
         WHERE d.ctid = ANY (ARRAY(SELECT p.tid FROM picked p))
           AND (d.tableoid, d.ctid) IN (SELECT p.part, p.tid FROM picked p)
-        RETURNING d.id
+        RETURNING d.id, d.queue, d.priority, d.run_at
     )
-    SELECT taken.id FROM taken;
+    SELECT t.id, t.queue, t.priority, t.run_at FROM taken t;
 END $$;
 
 -- Move on to the next slot if the last move is at least `min_age` old: empty it with

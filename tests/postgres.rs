@@ -1642,3 +1642,74 @@ async fn a_backlog_keeps_the_ring_from_moving_onto_it() {
     }
     assert_eq!(taken.len(), 11_000);
 }
+
+/// Claims racing submits: `ring_take` reads with a snapshot newer than its statement's, so it
+/// can take the ring row of a job the claim cannot see yet; that row must go back to the ring,
+/// or the job stays queued for good (CI found jobs stuck so before `unseen` wrote them back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn claims_racing_submits_leave_no_job_behind() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    let submitted: Arc<Mutex<HashSet<JobId>>> = Arc::default();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let submitter = {
+        let (store, submitted, done) = (
+            Arc::clone(&store),
+            Arc::clone(&submitted),
+            Arc::clone(&done),
+        );
+        tokio::spawn(async move {
+            for _ in 0..300 {
+                let batch = records(5);
+                submitted.lock().extend(batch.iter().map(|r| r.id));
+                store.create(batch).await.unwrap();
+            }
+            done.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut claimers = Vec::new();
+    for n in 0..3 {
+        let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+        claimers.push(tokio::spawn(async move {
+            let w = WorkerId::new(format!("w{n}"));
+            let queues = vec!["default".to_owned()];
+            let mut got = HashSet::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let mut idle_after_done = 0;
+            while Instant::now() < deadline {
+                let ids = claimed_ids(
+                    &store
+                        .claim_due(&due_request(&w, &queues, 16))
+                        .await
+                        .unwrap(),
+                );
+                if ids.is_empty() && done.load(Ordering::SeqCst) {
+                    idle_after_done += 1;
+                    if idle_after_done > 20 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                got.extend(ids);
+            }
+            got
+        }));
+    }
+    submitter.await.unwrap();
+    let mut claimed = HashSet::new();
+    for c in claimers {
+        for id in c.await.unwrap() {
+            assert!(claimed.insert(id), "{id} claimed twice");
+        }
+    }
+    let submitted = submitted.lock().clone();
+    let missing = submitted.difference(&claimed).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} jobs never claimed",
+        submitted.len()
+    );
+}

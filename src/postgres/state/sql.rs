@@ -208,14 +208,21 @@ expired AS (
 -- The ready ring's due rows, as many as the takeovers leave room for (taken once each:
 -- see `ring_take` in the migration `20261204000003_ready_ring.sql`).
 taken AS MATERIALIZED (
-    SELECT t.id FROM {s}.ring_take({queues}::text[],
-                                   greatest({max} - (SELECT count(*) FROM expired), 0)) AS t(id)
+    SELECT t.id, t.queue, t.priority, t.run_at
+    FROM {s}.ring_take({queues}::text[], greatest({max} - (SELECT count(*) FROM expired), 0)) t
 ),
 -- Their jobs, locked in id order (a ring row whose job moved on, cancelled, is dropped:
 -- `decided` skips it).
 due AS (
     SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY (ARRAY(SELECT id FROM taken))
     ORDER BY id FOR UPDATE
+),
+-- A row `ring_take` took whose job this statement cannot see (submitted after it began:
+-- the function reads with a newer snapshot) goes back to the ring for the next claim.
+unseen AS (
+    INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
+    SELECT {ring_slot}, t.queue, t.priority, t.run_at, t.id FROM taken t
+    WHERE NOT EXISTS (SELECT 1 FROM due d WHERE d.id = t.id)
 ),
 locked AS (
     SELECT {claim_columns} FROM expired
