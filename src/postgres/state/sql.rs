@@ -217,25 +217,21 @@ due AS (
     SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY (ARRAY(SELECT id FROM taken))
     ORDER BY id FOR UPDATE
 ),
--- A row `ring_take` took whose job this statement cannot see (submitted after it began:
--- the function reads with a newer snapshot) goes back to the ring for the next claim.
-unseen AS (
-    INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
-    SELECT {ring_slot}, t.queue, t.priority, t.run_at, t.id FROM taken t
-    WHERE NOT EXISTS (SELECT 1 FROM due d WHERE d.id = t.id)
-),
 locked AS (
     SELECT {claim_columns} FROM expired
     UNION ALL
     SELECT {claim_columns} FROM due
 ),";
 
-/// A job taken from the ring that is not due after all (its row said it was): back to the
-/// ring, so it is not lost.
-const CLAIM_DUE_UNREADY: &str = r"
-unready AS (
+/// Ring rows taken but neither claimed nor dropped go back to the ring for the next claim:
+/// those of jobs this statement cannot see (submitted after it began: `ring_take` reads with
+/// a newer snapshot), and of jobs not due after all (their row said they were).
+const CLAIM_DUE_UNSEEN: &str = r"
+unseen AS (
     INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
-    SELECT {ring_slot}, queue, priority, run_at, id FROM decided WHERE outcome = 'not_due'
+    SELECT {ring_slot}, t.queue, t.priority, t.run_at, t.id FROM taken t
+    WHERE NOT EXISTS (SELECT 1 FROM due d WHERE d.id = t.id)
+       OR EXISTS (SELECT 1 FROM decided d WHERE d.id = t.id AND d.outcome = 'not_due')
 ),";
 
 const CLAIM_DUE_FOOT: &str = r"
@@ -539,14 +535,14 @@ impl Statements {
             )
             .replace("{claim_columns}", CLAIM_COLUMNS)),
             claim_due: sql(&format!(
-                "WITH {}{}{CLAIM_DUE_UNREADY}{}{CLAIM_DUE_FOOT}",
+                "WITH {}{}{CLAIM_DUE_UNSEEN}{}{CLAIM_DUE_FOOT}",
                 due_head("$1", "$2", "$6", "true"),
                 tail("$3", "$4", "$5"),
                 counted("$5", "")
             )
             .replace("{claim_columns}", CLAIM_COLUMNS)),
             finish_and_claim: sql(&format!(
-                "WITH {},{}{}{CLAIM_DUE_UNREADY}{}{FINISH_AND_CLAIM_FOOT}",
+                "WITH {},{}{}{CLAIM_DUE_UNSEEN}{}{FINISH_AND_CLAIM_FOOT}",
                 finish_ctes!(),
                 due_head("$11", "$12", "$15", "NOT (id = ANY($1::uuid[]))"),
                 tail("$13", "$14", "$8"),
