@@ -1586,6 +1586,100 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
 }
 
+/// The counts' changes are appended to the ring's current slot and folded into `job_counts`
+/// when the ring comes back to that slot: the counts stay exact through every move, and the
+/// `TRUNCATE` that empties the slot frees it whatever the horizon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_stay_exact_as_the_ring_folds_their_changes() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    let mut holder = schema.admin().await;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let deltas = |slot: i16| {
+        format!(
+            "SELECT count(*) FROM \"{}\".job_count_deltas_{slot}",
+            schema.name
+        )
+    };
+    let folded = format!(
+        "SELECT coalesce(sum(n), 0)::bigint FROM \"{}\".job_counts WHERE state = 'queued'",
+        schema.name
+    );
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    let jobs = records(10);
+    store.create(jobs.clone()).await.unwrap();
+    let claimed = store.claim_due(&due_request(&w, &queues, 4)).await.unwrap();
+    let finishes: Vec<Transition> = claimed
+        .iter()
+        .take(2)
+        .map(|c| match c {
+            Claim::Claimed(r) => conformance::finish(r, &w, Finish::Succeeded { result: None }),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    store.finish(finishes).await.unwrap();
+    let not_claimed = jobs
+        .iter()
+        .find(|r| !claimed_ids(&claimed).contains(&r.id))
+        .unwrap();
+    store.cancel(not_claimed.id, "not wanted").await.unwrap();
+    let expect = |queued: u64, running: u64, succeeded: u64, cancelled: u64| {
+        move |t: jobforge::state::StateTally| {
+            assert_eq!(
+                (t.queued, t.running, t.succeeded, t.cancelled),
+                (queued, running, succeeded, cancelled)
+            );
+        }
+    };
+    expect(5, 2, 2, 1)(store.counts().await.unwrap().total);
+    assert!(scalar_i64(&mut admin, deltas(0)).await > 0);
+    assert_eq!(scalar_i64(&mut admin, folded.clone()).await, 0);
+    // Slots 1 and 2 hold no changes yet; the counts do not move.
+    for slot in [1, 2] {
+        assert!(matches!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved { slot: s, .. } if s == slot
+        ));
+        expect(5, 2, 2, 1)(store.counts().await.unwrap().total);
+    }
+    // Three more, counted in slot 2.
+    store.create(records(3)).await.unwrap();
+    assert!(scalar_i64(&mut admin, deltas(2)).await > 0);
+    // Back to slot 0: its changes are folded, and the slot emptied.
+    assert!(matches!(
+        store.rotate_ready().await.unwrap(),
+        RingMove::Moved { slot: 0, .. }
+    ));
+    assert_eq!(scalar_i64(&mut admin, deltas(0)).await, 0);
+    assert_eq!(scalar_i64(&mut admin, folded.clone()).await, 5);
+    let size = format!(
+        "SELECT pg_relation_size('\"{}\".job_count_deltas_0')",
+        schema.name
+    );
+    assert_eq!(
+        scalar_i64(&mut admin, size).await,
+        0,
+        "emptied under a held horizon"
+    );
+    expect(8, 2, 2, 1)(store.counts().await.unwrap().total);
+    for _ in 0..3 {
+        store.rotate_ready().await.unwrap();
+        expect(8, 2, 2, 1)(store.counts().await.unwrap().total);
+    }
+    assert_eq!(scalar_i64(&mut admin, folded).await, 8);
+    for slot in 0..3 {
+        assert_eq!(scalar_i64(&mut admin, deltas(slot)).await, 0);
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+}
+
 /// A slot still holding a backlog (more live rows than a move writes back) keeps the ring
 /// where it is until the claims have taken enough of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,9 @@ struct Args {
     /// Seconds after it is released.
     #[arg(long, default_value_t = 40)]
     recovery: u64,
+    /// How often the ready ring moves on, in milliseconds (`PostgresConfig::ring_interval`).
+    #[arg(long, default_value_t = 2000)]
+    ring_interval_ms: u64,
     /// Fail (exit 1) when a ratio is out of the bounds issue 20 sets.
     #[arg(long)]
     check: bool,
@@ -311,7 +314,9 @@ async fn run(args: &Args, scenario: Scenario) -> Result<Outcome, Box<dyn std::er
     let schema = format!("jobforge_pressure_{}", &tag[16..]);
     let pg = PostgresBackend::connect_with(
         &args.database_url,
-        PostgresConfig::default().with_schema(&schema),
+        PostgresConfig::default()
+            .with_schema(&schema)
+            .with_ring_interval(Duration::from_millis(args.ring_interval_ms)),
     )
     .await?;
     let timings = Arc::new(Timings::new());
@@ -510,6 +515,9 @@ fn is_hot(table: &str) -> bool {
 const HOT_TABLES: &[&str] = &[
     "jobs",
     "job_counts",
+    "job_count_deltas_0",
+    "job_count_deltas_1",
+    "job_count_deltas_2",
     "job_ready_0",
     "job_ready_1",
     "job_ready_2",

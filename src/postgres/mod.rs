@@ -43,5 +43,5 @@ pub use config::PostgresConfig;
 pub use memory::PostgresMemory;
 pub use queue::PostgresQueue;
 pub use schedules::PostgresSchedules;
-pub(crate) use shared::{Shared, db_error, random_shard, stmt};
+pub(crate) use shared::{Shared, db_error, stmt};
 pub use state::{PostgresState, RingMove};

@@ -17,9 +17,6 @@ use crate::{Error, ErrorKind, Result};
 /// Future due times heard of through notifications are remembered up to this many.
 const UPCOMING_CAP: usize = 256;
 
-/// Counters of a job state are spread over this many rows (see the `job_counts` table).
-const COUNT_SHARDS: i16 = 16;
-
 /// What the state, queue and memory of one backend share: the pool, the schema, the
 /// notification wake-up, and the background tasks (stopped when the last user goes).
 pub(crate) struct Shared {
@@ -145,11 +142,6 @@ impl Drop for Shared {
 /// `PostgresConfig` restricts to `[a-z0-9_]`, is spliced in).
 pub(crate) fn stmt(sql: &Arc<str>) -> AssertSqlSafe<Arc<str>> {
     AssertSqlSafe(Arc::clone(sql))
-}
-
-/// A shard of the job counters for one statement.
-pub(crate) fn random_shard() -> i16 {
-    fastrand::i16(0..COUNT_SHARDS)
 }
 
 /// A sqlx error as a jobforge error that says what failed and what to do.

@@ -181,6 +181,12 @@ impl<'r> FromRow<'r, PgRow> for FinishAndClaimRow {
 }
 
 impl ClaimRow {
+    /// Whether the claim took the job over from a worker whose lease expired (the row was
+    /// locked while `running`).
+    pub(super) fn took_over(&self) -> bool {
+        self.found_state.as_deref() == Some("running")
+    }
+
     pub(super) fn into_claim(self) -> Result<Claim> {
         let id = JobId::from_uuid(self.input_id);
         Ok(match (self.outcome.as_str(), self.job) {

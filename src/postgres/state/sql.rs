@@ -56,13 +56,11 @@ readied AS (
     SELECT {ring_slot}, queue, priority, run_at, id FROM ins
 ),
 counted AS (
-    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
-    SELECT kind, 'queued', $14, n FROM (SELECT kind, count(*) AS n FROM ins GROUP BY kind) g
-    ORDER BY kind
-    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {ring_slot}, kind, 'queued', count(*) FROM ins GROUP BY kind
 ),
 notified AS (
-    SELECT pg_notify($15, queue || CASE WHEN due THEN ''
+    SELECT pg_notify($14, queue || CASE WHEN due THEN ''
         ELSE ' ' || floor(extract(epoch FROM at) * 1000000)::bigint END)
     FROM (SELECT queue, run_at <= now() AS due, min(run_at) AS at FROM ins GROUP BY 1, 2) q
 )
@@ -89,7 +87,7 @@ const KEY_HOLDERS: &str =
 
 /// The part of a claim after the candidate rows are locked (CTE `locked`): decide each row
 /// (claim, takeover, attempts spent, not due, skip), update, record events, count.
-/// `{worker}`, `{lease}` (micros) and `{shard}` are parameter placeholders.
+/// `{worker}` and `{lease}` (micros) are parameter placeholders.
 const CLAIM_TAIL: &str = r"
 decided AS (
     SELECT l.*,
@@ -158,17 +156,16 @@ events AS (
 ";
 
 /// The counts a claim changes (`{finished}`: those of a finish in the same statement, or
-/// nothing). `{shard}` is a parameter placeholder.
+/// nothing), appended to the ring's current slot of `job_count_deltas`.
 const CLAIM_COUNTED: &str = r"
 counted AS (
-    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
-    SELECT kind, st, {shard}, sum(delta) FROM (
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {ring_slot}, kind, st, sum(delta) FROM (
         SELECT kind, from_state AS st, -1 AS delta FROM upd WHERE from_state <> state
         UNION ALL
         SELECT kind, state, 1 FROM upd WHERE from_state <> state{finished}
     ) x
-    GROUP BY kind, st HAVING sum(delta) <> 0 ORDER BY kind, st
-    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+    GROUP BY kind, st HAVING sum(delta) <> 0
 )";
 
 /// The counts a finish changes, for [`CLAIM_COUNTED`]'s `{finished}`.
@@ -193,15 +190,18 @@ LEFT JOIN decided d ON d.id = i.id
 LEFT JOIN upd u ON u.id = i.id
 ORDER BY i.ord";
 
-/// Claim due jobs (this store is the queue): expired leases first (when `$6` asks for them:
-/// that look is kept off most claims), then due jobs of each queue from the ready ring by
-/// priority, run_at and id, skipping rows other workers hold.
+/// Claim due jobs (this store is the queue): expired leases first (when `{takeovers}`, a
+/// window in microseconds, is above 0: that look is kept off most claims, and covers only
+/// the leases that expired within the window, see `PostgresState::takeover_window`), then due
+/// jobs of each queue from the ready ring by priority, run_at and id, skipping rows other
+/// workers hold.
 /// `{queues}`, `{max}` and `{takeovers}` are parameter placeholders; `{not_finished}` keeps
 /// off the rows a finish in the same statement settles (or is `true`).
 const CLAIM_DUE_HEAD: &str = r"
 expired AS (
     SELECT {claim_columns} FROM {s}.jobs
-    WHERE {takeovers} AND state = 'running' AND lease_expires_at <= now()
+    WHERE {takeovers} > 0 AND state = 'running' AND lease_expires_at <= now()
+      AND lease_expires_at > now() - {takeovers} * interval '1 microsecond'
       AND queue = ANY({queues}::text[]) AND {not_finished}
     ORDER BY lease_expires_at LIMIT {max} FOR UPDATE SKIP LOCKED
 ),
@@ -234,8 +234,9 @@ unseen AS (
        OR EXISTS (SELECT 1 FROM decided d WHERE d.id = t.id AND d.outcome = 'not_due')
 ),";
 
+/// (`found_state`: the state the row was locked in, `running` for a takeover.)
 const CLAIM_DUE_FOOT: &str = r"
-SELECT u.id AS input_id, d.outcome, NULL::text AS found_state,
+SELECT u.id AS input_id, d.outcome, d.state AS found_state,
        NULL::timestamptz AS found_run_at, d.reason AS found_reason, u.*
 FROM upd u JOIN decided d ON d.id = u.id
 ORDER BY u.priority DESC, u.run_at, u.id";
@@ -244,15 +245,16 @@ ORDER BY u.priority DESC, u.run_at, u.id";
 /// The rows are locked in id order first, as `FINISH` locks them: a heartbeat and a finish
 /// of the same worker's jobs wait for one another but never deadlock.
 const HEARTBEAT: &str = r"
+-- (By id and token, the state checked after: see `f_locked` in the finish.)
 WITH held AS MATERIALIZED (
     SELECT j.id FROM {s}.jobs j
     JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token) ON j.id = h.id
-    WHERE j.state = 'running' AND j.claim_version = h.token
+    WHERE j.claim_version = h.token
     ORDER BY j.id
     FOR UPDATE OF j
 )
 UPDATE {s}.jobs j SET lease_expires_at = now() + $3 * interval '1 microsecond'
-FROM held WHERE j.id = held.id
+FROM held WHERE j.id = held.id AND j.state = 'running'
 RETURNING j.id, j.claim_version, j.cancel_requested";
 
 /// The finish's common table expressions (`input`, `f_locked`, `f_upd`, `f_events`,
@@ -265,9 +267,13 @@ input AS (
                          $6::text[], $7::text[])
         WITH ORDINALITY AS t(id, worker, token, op, delay_us, message, result, ord)
 ),
+-- Locked by id and claim token alone: a condition on `state` would let the planner read
+-- the rows through `jobs_lease` (its predicate is `state = 'running'`), a plan cached while
+-- that index was small that walks all of it, dead entries of every finished lease included
+-- (4.5 ms per finish after 30 s of a held horizon). `f_upd` checks the state.
 f_locked AS MATERIALIZED (
     SELECT j.id FROM {s}.jobs j JOIN input i ON j.id = i.id
-    WHERE j.state = 'running' AND j.claim_version = i.token
+    WHERE j.claim_version = i.token
     ORDER BY j.id
     FOR UPDATE OF j
 ),
@@ -314,17 +320,17 @@ f_events AS (
     WHERE NOT (state = 'succeeded' AND message IS NULL AND worker = claimed_by)
 ),
 -- A job with more changes than the history keeps (versions count every change, so most jobs
--- are never looked at): drop all but its first event and the latest $10 - 4 (with the
--- one written above, submission and the latest claim kept on the row: $10 in all).
+-- are never looked at): drop all but its first event and the latest $9 - 4 (with the
+-- one written above, submission and the latest claim kept on the row: $9 in all).
 trimmed AS (
     DELETE FROM {s}.job_events e USING f_upd u
-    WHERE u.version > $10 AND e.job_id = u.id
+    WHERE u.version > $9 AND e.job_id = u.id
       AND e.version > (SELECT min(f.version) FROM {s}.job_events f WHERE f.job_id = u.id)
       AND e.version < (SELECT g.version FROM {s}.job_events g WHERE g.job_id = u.id
-                       ORDER BY g.version DESC OFFSET $10 - 5 LIMIT 1)
+                       ORDER BY g.version DESC OFFSET $9 - 5 LIMIT 1)
 ),
 notified AS (
-    SELECT pg_notify($9, queue)
+    SELECT pg_notify($8, queue)
     FROM (SELECT DISTINCT queue FROM f_upd WHERE state = 'queued' AND run_at <= now()) q
 )"
     };
@@ -334,14 +340,13 @@ macro_rules! finish_counted {
     () => {
         r"
 counted AS (
-    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
-    SELECT kind, st, $8, sum(delta) FROM (
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {ring_slot}, kind, st, sum(delta) FROM (
         SELECT kind, 'running' AS st, -1 AS delta FROM f_upd
         UNION ALL
         SELECT kind, state, 1 FROM f_upd
     ) x
-    GROUP BY kind, st HAVING sum(delta) <> 0 ORDER BY kind, st
-    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+    GROUP BY kind, st HAVING sum(delta) <> 0
 )"
     };
 }
@@ -367,8 +372,8 @@ ORDER BY i.ord"
 );
 
 /// Finish a batch (as [`FINISH`]) and claim due jobs (as `claim_due`) in one statement: the
-/// finish's parameters are `$1`–`$10` as in [`FINISH`], the claim's queues `$11`, most jobs
-/// `$12`, worker `$13`, lease `$14`, takeovers `$15`. The claim keeps off the rows the finish
+/// finish's parameters are `$1`–`$9` as in [`FINISH`], the claim's queues `$10`, most jobs
+/// `$11`, worker `$12`, lease `$13`, takeover window `$14`. The claim keeps off the rows the finish
 /// settles, and the counts of both are written by one `counted`. Answers one row per job
 /// claimed (at least one row): the finish's answers, in input order, as arrays on the first.
 const FINISH_AND_CLAIM_FOOT: &str = r"
@@ -391,7 +396,7 @@ FROM (
 ) f
 LEFT JOIN (
     SELECT row_number() OVER (ORDER BY u.priority DESC, u.run_at, u.id) AS rn,
-           u.id AS input_id, d.outcome, NULL::text AS found_state,
+           u.id AS input_id, d.outcome, d.state AS found_state,
            NULL::timestamptz AS found_run_at, d.reason AS found_reason, u.*
     FROM upd u JOIN decided d ON d.id = u.id
 ) c ON true
@@ -420,14 +425,13 @@ events AS (
     FROM upd WHERE from_state = 'queued'
 ),
 counted AS (
-    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
-    SELECT kind, st, $3, sum(delta) FROM (
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {ring_slot}, kind, st, sum(delta) FROM (
         SELECT kind, 'queued' AS st, -1 AS delta FROM upd WHERE from_state = 'queued'
         UNION ALL
         SELECT kind, 'cancelled', 1 FROM upd WHERE from_state = 'queued'
     ) x
-    GROUP BY kind, st ORDER BY kind, st
-    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+    GROUP BY kind, st
 )
 SELECT state FROM locked";
 
@@ -454,8 +458,14 @@ SELECT at, from_state, to_state, attempt, worker, reason FROM (
 ) e
 ORDER BY version";
 
+/// Counts by kind and state: the folded counts plus the changes not yet folded (see the
+/// migration `20261204000004_count_deltas.sql`).
 const COUNTS: &str = r"
-SELECT kind, state, sum(n)::bigint AS n FROM {s}.job_counts
+SELECT kind, state, sum(n)::bigint AS n FROM (
+    SELECT kind, state, n FROM {s}.job_counts
+    UNION ALL
+    SELECT kind, state, n FROM {s}.job_count_deltas
+) c
 GROUP BY kind, state HAVING sum(n) <> 0";
 
 /// Queued jobs not yet due, by kind: through `jobs_delayed`, so it reads only those (the
@@ -480,9 +490,8 @@ history AS (
     DELETE FROM {s}.job_events e USING del WHERE e.job_id = del.id
 ),
 counted AS (
-    INSERT INTO {s}.job_counts AS c (kind, state, shard, n)
-    SELECT kind, state, $3, -count(*) FROM del GROUP BY kind, state ORDER BY kind, state
-    ON CONFLICT (kind, state, shard) DO UPDATE SET n = c.n + excluded.n
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {ring_slot}, kind, state, -count(*) FROM del GROUP BY kind, state
 )
 SELECT count(*) FROM del";
 
@@ -506,11 +515,10 @@ pub(super) struct Statements {
 impl Statements {
     pub(super) fn new(shared: &Shared) -> Self {
         let sql = |template: &str| shared.sql(&template.replace("{ring_slot}", RING_SLOT));
-        let tail = |worker: &str, lease: &str, shard: &str| {
+        let tail = |worker: &str, lease: &str| {
             CLAIM_TAIL
                 .replace("{worker}", worker)
                 .replace("{lease}", lease)
-                .replace("{shard}", shard)
                 .replace("{job_columns_j}", JOB_COLUMNS_J)
         };
         let due_head = |queues: &str, max: &str, takeovers: &str, not_finished: &str| {
@@ -520,33 +528,29 @@ impl Statements {
                 .replace("{takeovers}", takeovers)
                 .replace("{not_finished}", not_finished)
         };
-        let counted = |shard: &str, finished: &str| {
-            CLAIM_COUNTED
-                .replace("{shard}", shard)
-                .replace("{finished}", finished)
-        };
+        let counted = |finished: &str| CLAIM_COUNTED.replace("{finished}", finished);
         Self {
             create: sql(CREATE),
             key_holders: sql(KEY_HOLDERS),
             claim_ids: sql(&format!(
                 "{CLAIM_IDS_HEAD}{}{}{CLAIM_IDS_FOOT}",
-                tail("$2", "$3", "$4"),
-                counted("$4", "")
+                tail("$2", "$3"),
+                counted("")
             )
             .replace("{claim_columns}", CLAIM_COLUMNS)),
             claim_due: sql(&format!(
                 "WITH {}{}{CLAIM_DUE_UNSEEN}{}{CLAIM_DUE_FOOT}",
-                due_head("$1", "$2", "$6", "true"),
-                tail("$3", "$4", "$5"),
-                counted("$5", "")
+                due_head("$1", "$2", "$5", "true"),
+                tail("$3", "$4"),
+                counted("")
             )
             .replace("{claim_columns}", CLAIM_COLUMNS)),
             finish_and_claim: sql(&format!(
                 "WITH {},{}{}{CLAIM_DUE_UNSEEN}{}{FINISH_AND_CLAIM_FOOT}",
                 finish_ctes!(),
-                due_head("$11", "$12", "$15", "NOT (id = ANY($1::uuid[]))"),
-                tail("$13", "$14", "$8"),
-                counted("$8", FINISHED_COUNTED)
+                due_head("$10", "$11", "$14", "NOT (id = ANY($1::uuid[]))"),
+                tail("$12", "$13"),
+                counted(FINISHED_COUNTED)
             )
             .replace("{claim_columns}", CLAIM_COLUMNS)),
             heartbeat: sql(HEARTBEAT),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::job::{JobEvent, JobId, JobRecord, JobState, WorkerId};
-use crate::postgres::{db_error, random_shard, stmt};
+use crate::postgres::{db_error, stmt};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::state::{
     CancelOutcome, Claim, Created, Heartbeat, Held, JobFilter, Page, Paged, StateCounts,
@@ -158,7 +158,6 @@ impl StateManager for PostgresState {
         let state: Option<String> = sqlx::query_scalar(stmt(&self.sql.cancel))
             .bind(*id.as_uuid())
             .bind(reason)
-            .bind(random_shard())
             .fetch_optional(&self.shared.pool)
             .await
             .map_err(|e| db_error("cancel a job", e))?;
