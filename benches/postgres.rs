@@ -107,7 +107,10 @@ fn bench(c: &mut Criterion) {
     let reset = |pg: &PostgresBackend| {
         rt.block_on(sql(
             pg,
-            format!("TRUNCATE {SCHEMA}.jobs, {SCHEMA}.job_events, {SCHEMA}.job_counts"),
+            format!(
+                "TRUNCATE {SCHEMA}.jobs, {SCHEMA}.job_events, {SCHEMA}.job_counts, \
+                 {SCHEMA}.job_count_deltas, {SCHEMA}.job_ready"
+            ),
         ));
     };
 
