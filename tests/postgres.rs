@@ -1437,6 +1437,16 @@ fn claimed_ids(claims: &[Claim]) -> HashSet<JobId> {
         .collect()
 }
 
+/// A connection whose open transaction holds the xmin horizon (end it with `COMMIT`).
+async fn hold_the_horizon(schema: &TestSchema) -> sqlx::PgConnection {
+    let mut holder = schema.admin().await;
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
 async fn ring_rows(admin: &mut sqlx::PgConnection, schema: &TestSchema) -> i64 {
     scalar_i64(
         admin,
@@ -1550,11 +1560,7 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
     let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     let mut admin = schema.admin().await;
-    let mut holder = schema.admin().await;
-    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = hold_the_horizon(&schema).await;
     let w = WorkerId::new("w");
     let queues = vec!["default".to_owned()];
     let size = format!("SELECT pg_relation_size('\"{}\".job_ready_0')", schema.name);
@@ -1596,11 +1602,7 @@ async fn counts_stay_exact_as_the_ring_folds_their_changes() {
     let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     let mut admin = schema.admin().await;
-    let mut holder = schema.admin().await;
-    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT txid_current();")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = hold_the_horizon(&schema).await;
     let deltas = |slot: i16| {
         format!(
             "SELECT count(*) FROM \"{}\".job_count_deltas_{slot}",

@@ -669,6 +669,15 @@ mod tests {
 
     const POLL: Duration = Duration::from_secs(1);
 
+    /// Looks whose first, at the returned start, took over nothing.
+    fn after_a_first_complete_look() -> (tokio::time::Instant, TakeoverLooks) {
+        let start = tokio::time::Instant::now();
+        let mut looks = TakeoverLooks::new(start);
+        let first = looks.look(start, POLL);
+        looks.looked(&first, 8, 0);
+        (start, looks)
+    }
+
     #[test]
     fn the_first_look_covers_every_lease_and_the_next_only_what_is_new() {
         let start = tokio::time::Instant::now();
@@ -688,10 +697,7 @@ mod tests {
 
     #[test]
     fn a_look_cut_short_by_its_limit_is_followed_by_one_at_every_lease() {
-        let start = tokio::time::Instant::now();
-        let mut looks = TakeoverLooks::new(start);
-        let first = looks.look(start, POLL);
-        looks.looked(&first, 8, 0);
+        let (start, mut looks) = after_a_first_complete_look();
         let second = looks.look(start + POLL, POLL);
         assert!(second.window_micros < FULL_WINDOW_MICROS);
         // As many taken over as it could take: older expired leases may be left.
@@ -702,10 +708,7 @@ mod tests {
 
     #[test]
     fn a_look_whose_statement_failed_covers_nothing() {
-        let start = tokio::time::Instant::now();
-        let mut looks = TakeoverLooks::new(start);
-        let first = looks.look(start, POLL);
-        looks.looked(&first, 8, 0);
+        let (start, mut looks) = after_a_first_complete_look();
         // The second look's statement fails: `looked` is never called for it.
         let _ = looks.look(start + POLL, POLL);
         let third = looks.look(start + POLL * 2, POLL);
