@@ -1682,6 +1682,91 @@ async fn counts_stay_exact_as_the_ring_folds_their_changes() {
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
 }
 
+/// Times the store's statements read `jobs_lease`, as the statistics count index scans;
+/// `pool`'s one connection is made to report its counts first.
+async fn lease_index_scans(
+    pg: &PostgresBackend,
+    admin: &mut sqlx::PgConnection,
+    schema: &TestSchema,
+) -> i64 {
+    sqlx::query("SELECT pg_stat_force_next_flush()")
+        .execute(pg.pool())
+        .await
+        .unwrap();
+    sqlx::query("SELECT 1").execute(pg.pool()).await.unwrap();
+    scalar_i64(
+        admin,
+        format!(
+            "SELECT idx_scan FROM pg_stat_user_indexes \
+             WHERE schemaname = '{}' AND indexrelname = 'jobs_lease'",
+            schema.name
+        ),
+    )
+    .await
+}
+
+/// Finishes and heartbeats find their rows by id. With `state = 'running'` in their lock's
+/// condition, the plan made at connect (tables empty) read them through `jobs_lease`, whose
+/// predicate that is, and walked all of it: while a horizon is held, a dead entry for every
+/// lease since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finishes_and_heartbeats_do_not_read_the_lease_index() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    // One connection, so every statement runs with the plan made at connect; one look for
+    // expired leases, at the first claim.
+    let pg = schema
+        .connect_with(
+            schema
+                .config()
+                .with_max_connections(1)
+                .with_poll_interval(Duration::from_secs(3600)),
+        )
+        .await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    let mut holder = hold_the_horizon(&schema).await;
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    store.create(records(200)).await.unwrap();
+    let claims = store
+        .claim_due(&due_request(&w, &queues, 200))
+        .await
+        .unwrap();
+    assert_eq!(claimed_ids(&claims).len(), 200);
+    let before = lease_index_scans(&pg, &mut admin, &schema).await;
+    let records: Vec<&JobRecord> = claims
+        .iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    for chunk in records.chunks(10) {
+        let held: Vec<jobforge::state::Held> =
+            chunk.iter().map(|r| jobforge::state::Held::of(r)).collect();
+        let beats = store
+            .heartbeat(&held, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(beats.len(), chunk.len());
+        let finishes: Vec<Transition> = chunk
+            .iter()
+            .map(|r| conformance::finish(r, &w, Finish::Succeeded { result: None }))
+            .collect();
+        store.finish(finishes).await.unwrap();
+    }
+    let after = lease_index_scans(&pg, &mut admin, &schema).await;
+    assert_eq!(
+        after - before,
+        0,
+        "20 heartbeats and 20 finishes read jobs_lease {} times",
+        after - before
+    );
+    assert_eq!(store.counts().await.unwrap().total.succeeded, 200);
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+}
+
 /// A slot still holding a backlog (more live rows than a move writes back) keeps the ring
 /// where it is until the claims have taken enough of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
