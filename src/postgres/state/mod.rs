@@ -193,7 +193,7 @@ impl PostgresState {
     /// are handed back at once, attempt not spent, instead of waiting out their leases.
     async fn claim_due_once(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         let args = self.claim_args(req);
-        let (look, max) = (args.takeovers, args.max);
+        let look = args.takeovers;
         let (taken_over, claims) = self
             .spawn_claim(args.worker.clone(), move |shared, sql| async move {
                 claim_due_statement(
@@ -208,7 +208,7 @@ impl PostgresState {
                 .await
             })
             .await?;
-        self.takeover_looked(&look, max, taken_over);
+        self.takeover.lock().looked(&look, taken_over);
         Ok(claims)
     }
 
@@ -219,7 +219,7 @@ impl PostgresState {
             worker: WorkerId::clone(req.worker),
             max: i64::try_from(req.max).unwrap_or(i64::MAX),
             lease: dur_micros(req.lease),
-            takeovers: self.takeover_look(),
+            takeovers: self.takeover_look(req.max),
         }
     }
 
@@ -249,18 +249,15 @@ impl PostgresState {
         })
     }
 
-    /// Whether this claim looks for expired leases too, and how far back (at most once per
-    /// poll interval: the look is kept off most claims; see [`TakeoverLooks`]).
-    fn takeover_look(&self) -> TakeoverLook {
+    /// Whether a claim of at most `max` jobs looks for expired leases too, and how far back
+    /// (at most once per poll interval: the look is kept off most claims; see
+    /// [`TakeoverLooks`]).
+    fn takeover_look(&self, max: usize) -> TakeoverLook {
         self.takeover.lock().look(
             tokio::time::Instant::now(),
             self.shared.config.poll_interval,
+            max,
         )
-    }
-
-    /// Note what a claim's look for expired leases found: `taken_over` rows of at most `max`.
-    fn takeover_looked(&self, look: &TakeoverLook, max: i64, taken_over: usize) {
-        self.takeover.lock().looked(look, max, taken_over);
     }
 
     /// [`JobStore::finish_and_claim`](crate::store::JobStore::finish_and_claim) in one
@@ -272,7 +269,7 @@ impl PostgresState {
         req: &Reserve<'_>,
     ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
         let args = self.claim_args(req);
-        let (look, max) = (args.takeovers, args.max);
+        let look = args.takeovers;
         let ((results, taken_over), claims) = self
             .spawn_claim(args.worker.clone(), move |shared, sql| async move {
                 let (results, claims, taken_over) =
@@ -280,7 +277,7 @@ impl PostgresState {
                 Ok(((results, taken_over), claims))
             })
             .await?;
-        self.takeover_looked(&look, max, taken_over);
+        self.takeover.lock().looked(&look, taken_over);
         Ok((results, claims))
     }
 
@@ -564,12 +561,15 @@ struct TakeoverLook {
     window_micros: i64,
     /// When it began.
     began: Option<tokio::time::Instant>,
+    /// Most jobs the claim takes, so most the look can take over.
+    max: usize,
 }
 
 impl TakeoverLook {
     const NONE: Self = Self {
         window_micros: 0,
         began: None,
+        max: 0,
     };
 }
 
@@ -583,16 +583,19 @@ impl TakeoverLooks {
         }
     }
 
-    /// The look a claim beginning `now` makes (at most one per `every`).
-    fn look(&mut self, now: tokio::time::Instant, every: Duration) -> TakeoverLook {
+    /// The look a claim of at most `max` jobs beginning `now` makes (at most one per
+    /// `every`).
+    fn look(&mut self, now: tokio::time::Instant, every: Duration, max: usize) -> TakeoverLook {
         if now < self.next {
             return TakeoverLook::NONE;
         }
         self.next = now + every;
         let window_micros = match self.covered_since {
-            Some(since) if now < self.next_full => {
-                dur_micros(now.saturating_duration_since(since) + TAKEOVER_MARGIN).max(1)
-            }
+            Some(since) if now < self.next_full => dur_micros(
+                now.saturating_duration_since(since)
+                    .saturating_add(TAKEOVER_MARGIN),
+            )
+            .max(1),
             _ => {
                 self.next_full = now + FULL_LOOK_EVERY;
                 FULL_WINDOW_MICROS
@@ -601,16 +604,17 @@ impl TakeoverLooks {
         TakeoverLook {
             window_micros,
             began: Some(now),
+            max,
         }
     }
 
-    /// Note that `look` took over `taken_over` jobs of at most `max`: it covered every lease
-    /// in its window unless its limit may have cut it short (then the next look covers all).
-    fn looked(&mut self, look: &TakeoverLook, max: i64, taken_over: usize) {
+    /// Note that `look` took over `taken_over` jobs: it covered every lease in its window
+    /// unless its limit may have cut it short (then the next look covers all).
+    fn looked(&mut self, look: &TakeoverLook, taken_over: usize) {
         let Some(began) = look.began else {
             return;
         };
-        if i64::try_from(taken_over).unwrap_or(i64::MAX) >= max {
+        if taken_over >= look.max {
             self.covered_since = None;
         } else if self.covered_since.is_none_or(|since| since < began) {
             self.covered_since = Some(began);
@@ -673,8 +677,8 @@ mod tests {
     fn after_a_first_complete_look() -> (tokio::time::Instant, TakeoverLooks) {
         let start = tokio::time::Instant::now();
         let mut looks = TakeoverLooks::new(start);
-        let first = looks.look(start, POLL);
-        looks.looked(&first, 8, 0);
+        let first = looks.look(start, POLL, 8);
+        looks.looked(&first, 0);
         (start, looks)
     }
 
@@ -682,27 +686,27 @@ mod tests {
     fn the_first_look_covers_every_lease_and_the_next_only_what_is_new() {
         let start = tokio::time::Instant::now();
         let mut looks = TakeoverLooks::new(start);
-        let first = looks.look(start, POLL);
+        let first = looks.look(start, POLL, 8);
         assert_eq!(first.window_micros, FULL_WINDOW_MICROS);
         // Within the poll interval: no look at all.
-        assert_eq!(looks.look(start + POLL / 2, POLL), TakeoverLook::NONE);
-        looks.looked(&first, 32, 0);
+        assert_eq!(looks.look(start + POLL / 2, POLL, 8), TakeoverLook::NONE);
+        looks.looked(&first, 0);
         // The next covers what expired since the first began, and the margin.
-        let second = looks.look(start + POLL, POLL);
+        let second = looks.look(start + POLL, POLL, 8);
         assert_eq!(second.window_micros, dur_micros(POLL + TAKEOVER_MARGIN));
-        looks.looked(&second, 32, 3);
-        let third = looks.look(start + POLL * 3, POLL);
+        looks.looked(&second, 3);
+        let third = looks.look(start + POLL * 3, POLL, 8);
         assert_eq!(third.window_micros, dur_micros(POLL * 2 + TAKEOVER_MARGIN));
     }
 
     #[test]
     fn a_look_cut_short_by_its_limit_is_followed_by_one_at_every_lease() {
         let (start, mut looks) = after_a_first_complete_look();
-        let second = looks.look(start + POLL, POLL);
+        let second = looks.look(start + POLL, POLL, 8);
         assert!(second.window_micros < FULL_WINDOW_MICROS);
         // As many taken over as it could take: older expired leases may be left.
-        looks.looked(&second, 8, 8);
-        let third = looks.look(start + POLL * 2, POLL);
+        looks.looked(&second, 8);
+        let third = looks.look(start + POLL * 2, POLL, 8);
         assert_eq!(third.window_micros, FULL_WINDOW_MICROS);
     }
 
@@ -710,8 +714,8 @@ mod tests {
     fn a_look_whose_statement_failed_covers_nothing() {
         let (start, mut looks) = after_a_first_complete_look();
         // The second look's statement fails: `looked` is never called for it.
-        let _ = looks.look(start + POLL, POLL);
-        let third = looks.look(start + POLL * 2, POLL);
+        let _ = looks.look(start + POLL, POLL, 8);
+        let third = looks.look(start + POLL * 2, POLL, 8);
         assert_eq!(third.window_micros, dur_micros(POLL * 2 + TAKEOVER_MARGIN));
     }
 
@@ -722,13 +726,13 @@ mod tests {
         let mut at = start;
         let mut full = 0;
         while at < start + FULL_LOOK_EVERY * 2 {
-            let look = looks.look(at, POLL);
+            let look = looks.look(at, POLL, 8);
             if look.window_micros == FULL_WINDOW_MICROS {
                 full += 1;
             } else {
                 assert!(look.window_micros <= dur_micros(POLL + TAKEOVER_MARGIN));
             }
-            looks.looked(&look, 8, 0);
+            looks.looked(&look, 0);
             at += POLL;
         }
         assert_eq!(full, 2, "one at the start and one a minute later");
