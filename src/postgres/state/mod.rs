@@ -573,6 +573,15 @@ impl TakeoverLook {
     };
 }
 
+/// `by` after `now`, or a year after it if that is past what an instant holds (a poll
+/// interval of `Duration::MAX`).
+fn later(now: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    now.checked_add(by)
+        .or_else(|| now.checked_add(YEAR))
+        .unwrap_or(now)
+}
+
 impl TakeoverLooks {
     /// Looks from `now` on, the first due at once.
     fn new(now: tokio::time::Instant) -> Self {
@@ -589,7 +598,7 @@ impl TakeoverLooks {
         if now < self.next {
             return TakeoverLook::NONE;
         }
-        self.next = now + every;
+        self.next = later(now, every);
         let window_micros = match self.covered_since {
             Some(since) if now < self.next_full => dur_micros(
                 now.saturating_duration_since(since)
@@ -597,7 +606,7 @@ impl TakeoverLooks {
             )
             .max(1),
             _ => {
-                self.next_full = now + FULL_LOOK_EVERY;
+                self.next_full = later(now, FULL_LOOK_EVERY);
                 FULL_WINDOW_MICROS
             }
         };
@@ -717,6 +726,18 @@ mod tests {
         let _ = looks.look(start + POLL, POLL, 8);
         let third = looks.look(start + POLL * 2, POLL, 8);
         assert_eq!(third.window_micros, dur_micros(POLL * 2 + TAKEOVER_MARGIN));
+    }
+
+    #[test]
+    fn a_poll_interval_past_what_an_instant_holds_does_not_panic() {
+        let start = tokio::time::Instant::now();
+        let mut looks = TakeoverLooks::new(start);
+        let first = looks.look(start, Duration::MAX, 8);
+        assert_eq!(first.window_micros, FULL_WINDOW_MICROS);
+        assert_eq!(
+            looks.look(start + Duration::from_secs(3600), Duration::MAX, 8),
+            TakeoverLook::NONE
+        );
     }
 
     #[test]
