@@ -809,6 +809,31 @@ async fn connect_opens_the_pool_before_the_first_job() {
     assert_eq!(pg.store().counts().await.unwrap().total.active(), 0);
 }
 
+/// Each connection the warm-up opened has every hot statement prepared (submit, claim, finish,
+/// finish and claim, heartbeat, counts), so no connection plans one on its first job. The
+/// warm-up used to run its statements on whichever connection was free, so a connection could
+/// miss some, and it left out heartbeats and counts.
+#[tokio::test]
+async fn every_warmed_connection_has_every_hot_statement_prepared() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema
+        .connect_with(schema.config().with_max_connections(4))
+        .await;
+    // The pool's four connections, all held at once: each is a different one.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pg.pool().acquire().await.unwrap());
+    }
+    for conn in &mut held {
+        let prepared = conn.cached_statements_size();
+        assert!(
+            prepared >= 6,
+            "a warmed connection has {prepared} statements prepared, not the six hot ones"
+        );
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Held {
     attempt: u32,

@@ -90,32 +90,81 @@ impl PostgresState {
         }
     }
 
-    /// Open up to `connections` of the pool's connections and prepare and plan the hot
-    /// statements on them (submit, claim, finish, finish and claim), with inputs that touch
-    /// no row. Otherwise the first jobs after a start wait while connections open and each
-    /// connection plans each batch statement on first use, several milliseconds apiece (a
-    /// 12,000 jobs/s run began at 60 ms submit-to-start, against 1.3 ms in steady state).
-    /// The statements run as many at once as there are connections, so they land on
-    /// different connections. A failure here is ignored: the real statements report their own.
+    /// Open `connections` of the pool's connections and prepare and plan every statement a
+    /// worker pool and a submitter run on each of them (submit, claim, finish, finish and
+    /// claim, heartbeat, counts), with inputs that touch no row. Otherwise the first jobs
+    /// after a start wait while connections open and each connection plans each batch
+    /// statement on first use, several milliseconds apiece (a 12,000 jobs/s run began at
+    /// 60 ms submit-to-start, against 1.3 ms in steady state). The connections are all held
+    /// at once, so each is a different one and each gets every statement. A failure here is
+    /// ignored: the real statements report their own.
     pub(crate) async fn warm_up(&self, connections: usize) {
-        let worker = WorkerId::new("jobforge-warm-up");
         let claim = ClaimArgs {
             queues: Vec::new(),
-            worker: worker.clone(),
+            worker: WorkerId::new("jobforge-warm-up"),
             max: 0,
             lease: 0,
             takeovers: TakeoverLook::NONE,
         };
-        let one = || async {
-            let _ = self.create_once(&[]).await;
-            let _ = claim_due_statement(&self.shared, &self.sql, &[], 0, &worker, 0, 0).await;
-            let _ = finish_and_claim_statement(&self.shared, &self.sql, &[], &claim).await;
-            let _ = finish_statement(&self.shared, &self.sql, Vec::new()).await;
-        };
-        futures_util::future::join_all((0..connections.max(1)).map(|_| one())).await;
+        let held = futures_util::future::join_all(
+            (0..connections.max(1)).map(|_| self.shared.pool.acquire()),
+        )
+        .await;
+        let (shared, sql) = (&self.shared, &self.sql);
+        let claim = &claim;
+        futures_util::future::join_all(held.into_iter().flatten().map(|mut conn| async move {
+            let _ = self.create_on(&mut *conn, &[]).await;
+            let _ = claim_due_statement(&mut *conn, shared, sql, claim).await;
+            let _ = finish_and_claim_statement(&mut *conn, shared, sql, &[], claim).await;
+            let _ = finish_statement(&mut *conn, shared, sql, Vec::new()).await;
+            let _ = self.heartbeat_on(&mut *conn, &[], Duration::ZERO).await;
+            let _ = self.counts_on(&mut *conn).await;
+        }))
+        .await;
+    }
+
+    /// Extend the leases of `held` on `exec`: per lease still held, its id, token and whether
+    /// a cancel was asked for.
+    async fn heartbeat_on<'c, E: sqlx::PgExecutor<'c>>(
+        &self,
+        exec: E,
+        held: &[crate::state::Held],
+        lease: Duration,
+    ) -> Result<Vec<(Uuid, i64, bool)>> {
+        let uuids: Vec<Uuid> = held.iter().map(|h| *h.id.as_uuid()).collect();
+        let tokens: Vec<i64> = held
+            .iter()
+            .map(|h| i64::try_from(h.token).unwrap_or(i64::MAX))
+            .collect();
+        self.shared.count_statement();
+        sqlx::query_as(stmt(&self.sql.heartbeat))
+            .bind(uuids)
+            .bind(tokens)
+            .bind(dur_micros(lease))
+            .fetch_all(exec)
+            .await
+            .map_err(|e| db_error("extend leases", e))
+    }
+
+    /// The counts by state and kind, read on `exec`.
+    async fn counts_on<'c, E: sqlx::PgExecutor<'c>>(&self, exec: E) -> Result<Vec<CountRow>> {
+        self.shared.count_statement();
+        sqlx::query_as::<_, CountRow>(stmt(&self.sql.counts))
+            .fetch_all(exec)
+            .await
+            .map_err(|e| db_error("count jobs", e))
     }
 
     async fn create_once(&self, jobs: &[&JobRecord]) -> Result<Vec<SkippedRow>> {
+        self.create_on(&self.shared.pool, jobs).await
+    }
+
+    /// `create_once` on the connection (or pool) `exec`.
+    async fn create_on<'c, E: sqlx::PgExecutor<'c>>(
+        &self,
+        exec: E,
+        jobs: &[&JobRecord],
+    ) -> Result<Vec<SkippedRow>> {
         let n = jobs.len();
         let mut ids = Vec::with_capacity(n);
         let mut kinds = Vec::with_capacity(n);
@@ -165,7 +214,7 @@ impl PostgresState {
             .bind(run_ats)
             .bind(created)
             .bind(&self.shared.channel)
-            .fetch_all(&self.shared.pool)
+            .fetch_all(exec)
             .await
             .map_err(|e| db_error("store new jobs", e))
     }
@@ -196,16 +245,7 @@ impl PostgresState {
         let look = args.takeovers;
         let (taken_over, claims) = self
             .spawn_claim(args.worker.clone(), move |shared, sql| async move {
-                claim_due_statement(
-                    &shared,
-                    &sql,
-                    &args.queues,
-                    args.max,
-                    &args.worker,
-                    args.lease,
-                    args.takeovers.window_micros,
-                )
-                .await
+                claim_due_statement(&shared.pool, &shared, &sql, &args).await
             })
             .await?;
         self.takeover.lock().looked(&look, taken_over);
@@ -273,7 +313,8 @@ impl PostgresState {
         let ((results, taken_over), claims) = self
             .spawn_claim(args.worker.clone(), move |shared, sql| async move {
                 let (results, claims, taken_over) =
-                    finish_and_claim_statement(&shared, &sql, &transitions, &args).await?;
+                    finish_and_claim_statement(&shared.pool, &shared, &sql, &transitions, &args)
+                        .await?;
                 Ok(((results, taken_over), claims))
             })
             .await?;
@@ -282,7 +323,7 @@ impl PostgresState {
     }
 
     async fn finish_chunk(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
-        finish_statement(&self.shared, &self.sql, transitions).await
+        finish_statement(&self.shared.pool, &self.shared, &self.sql, transitions).await
     }
 
     async fn list_page(&self, filter: &JobFilter, page: &Page) -> Result<Vec<JobRow>> {
@@ -343,23 +384,20 @@ impl PostgresState {
     }
 }
 
-async fn claim_due_statement(
+async fn claim_due_statement<'c, E: sqlx::PgExecutor<'c>>(
+    exec: E,
     shared: &Shared,
     sql: &Statements,
-    queues: &[String],
-    max: i64,
-    worker: &WorkerId,
-    lease_micros: i64,
-    takeover_window_micros: i64,
+    claim: &ClaimArgs,
 ) -> Result<(usize, Vec<Claim>)> {
     shared.count_statement();
     let rows = sqlx::query_as::<_, ClaimRow>(stmt(&sql.claim_due))
-        .bind(queues)
-        .bind(max)
-        .bind(worker.as_str())
-        .bind(lease_micros)
-        .bind(takeover_window_micros)
-        .fetch_all(&shared.pool)
+        .bind(&claim.queues)
+        .bind(claim.max)
+        .bind(claim.worker.as_str())
+        .bind(claim.lease)
+        .bind(claim.takeovers.window_micros)
+        .fetch_all(exec)
         .await
         .map_err(|e| db_error("claim due jobs", e))?;
     let taken_over = rows.iter().filter(|r| r.took_over()).count();
@@ -377,7 +415,7 @@ async fn hand_back(shared: &Shared, sql: &Statements, worker: &WorkerId, claims:
         return;
     }
     let n = transitions.len();
-    match finish_statement(shared, sql, transitions).await {
+    match finish_statement(&shared.pool, shared, sql, transitions).await {
         Ok(_) => tracing::debug!(jobs = n, "handed back jobs claimed for a cancelled claim"),
         Err(err) => {
             tracing::warn!(error = %err, jobs = n, "could not hand back jobs claimed for a cancelled claim; they run again when their leases expire")
@@ -501,7 +539,8 @@ fn finish_answers(
         .collect()
 }
 
-async fn finish_statement(
+async fn finish_statement<'c, E: sqlx::PgExecutor<'c>>(
+    exec: E,
     shared: &Shared,
     sql: &Statements,
     transitions: Vec<Transition>,
@@ -511,7 +550,7 @@ async fn finish_statement(
     shared.count_statement();
     let rows = args
         .bind(sqlx::query_as::<_, FinishRow>(stmt(&sql.finish)), shared)
-        .fetch_all(&shared.pool)
+        .fetch_all(exec)
         .await
         .map_err(|e| db_error("finish jobs", e))?;
     finish_answers(&transitions, &order, rows)
@@ -632,7 +671,8 @@ impl TakeoverLooks {
 }
 
 /// Finish `transitions` (ids distinct) and claim due jobs for `claim`, in one statement.
-async fn finish_and_claim_statement(
+async fn finish_and_claim_statement<'c, E: sqlx::PgExecutor<'c>>(
+    exec: E,
     shared: &Shared,
     sql: &Statements,
     transitions: &[Transition],
@@ -651,7 +691,7 @@ async fn finish_and_claim_statement(
         .bind(claim.worker.as_str())
         .bind(claim.lease)
         .bind(claim.takeovers.window_micros)
-        .fetch_all(&shared.pool)
+        .fetch_all(exec)
         .await
         .map_err(|e| db_error("finish jobs and claim the next", e))?;
     let mut finished = None;

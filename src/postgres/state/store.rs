@@ -14,7 +14,6 @@ use crate::state::{
     StateManager, Transition, TransitionResult,
 };
 use crate::store::{FinishAndClaim, JobStore};
-use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
 use super::PostgresState;
@@ -113,19 +112,7 @@ impl StateManager for PostgresState {
         if held.is_empty() {
             return Ok(Vec::new());
         }
-        let uuids: Vec<Uuid> = held.iter().map(|h| *h.id.as_uuid()).collect();
-        let tokens: Vec<i64> = held
-            .iter()
-            .map(|h| i64::try_from(h.token).unwrap_or(i64::MAX))
-            .collect();
-        self.shared.count_statement();
-        let rows: Vec<(Uuid, i64, bool)> = sqlx::query_as(stmt(&self.sql.heartbeat))
-            .bind(uuids)
-            .bind(tokens)
-            .bind(dur_micros(lease))
-            .fetch_all(&self.shared.pool)
-            .await
-            .map_err(|e| db_error("extend leases", e))?;
+        let rows = self.heartbeat_on(&self.shared.pool, held, lease).await?;
         let still: HashMap<(Uuid, i64), bool> = rows
             .into_iter()
             .map(|(id, token, cancel)| ((id, token), cancel))
@@ -220,11 +207,7 @@ impl StateManager for PostgresState {
     }
 
     async fn counts(&self) -> Result<StateCounts> {
-        self.shared.count_statement();
-        let rows = sqlx::query_as::<_, CountRow>(stmt(&self.sql.counts))
-            .fetch_all(&self.shared.pool)
-            .await
-            .map_err(|e| db_error("count jobs", e))?;
+        let rows = self.counts_on(&self.shared.pool).await?;
         let mut counts = StateCounts::default();
         for row in rows {
             let state = parse_state(&row.state)?;
