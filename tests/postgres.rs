@@ -1620,6 +1620,59 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
 /// The counts' changes are appended to the ring's current slot and folded into `job_counts`
 /// when the ring comes back to that slot: the counts stay exact through every move, and the
 /// `TRUNCATE` that empties the slot frees it whatever the horizon.
+/// A backlog that keeps the ready ring in place does not keep count changes from being
+/// folded: they go to a slot of their own that moves on at every due call. Before, they went
+/// to the ring's current slot, which gathered a row per statement until the backlog drained.
+#[tokio::test]
+async fn count_changes_fold_while_a_backlog_holds_the_ring() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    // Five queued jobs in slot 0; the ring moves on to slot 2.
+    store.create(records(5)).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved { .. }
+        ));
+    }
+    // Jobs come and go while the ring stays.
+    store.create(records(4)).await.unwrap();
+    let claimed = store.claim_due(&due_request(&w, &queues, 3)).await.unwrap();
+    let finishes: Vec<Transition> = claimed
+        .iter()
+        .map(|c| match c {
+            Claim::Claimed(r) => conformance::finish(r, &w, Finish::Succeeded { result: None }),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    store.finish(finishes).await.unwrap();
+    // Moves that may carry no row: slot 0's queued jobs are a backlog, and the ring stays.
+    let rotate = format!(
+        "SELECT outcome FROM \"{}\".ring_rotate('0', 0)",
+        schema.name
+    );
+    for _ in 0..3 {
+        let outcome: String = sqlx::query_scalar(sqlx::AssertSqlSafe(rotate.clone()))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        assert_eq!(outcome, "backlog");
+    }
+    let unfolded = format!("SELECT count(*) FROM \"{}\".job_count_deltas", schema.name);
+    assert_eq!(
+        scalar_i64(&mut admin, unfolded).await,
+        0,
+        "count changes left unfolded while a backlog held the ring"
+    );
+    let t = store.counts().await.unwrap().total;
+    assert_eq!((t.queued, t.running, t.succeeded), (6, 0, 3));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_stay_exact_as_the_ring_folds_their_changes() {
     let url = database_url_or_skip!();

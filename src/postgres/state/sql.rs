@@ -12,6 +12,10 @@ const CLAIM_COLUMNS: &str = "id, kind, queue, priority, state, run_at, attempt, 
 /// The slot of the ready ring that new rows go to.
 const RING_SLOT: &str = "(SELECT slot FROM {s}.job_ring WHERE one = true)";
 
+/// The slot of `job_count_deltas` that count changes go to (it moves on by itself, whatever
+/// holds the ready ring: migration `20261204000005_delta_ring.sql`).
+const DELTA_SLOT: &str = "(SELECT delta_slot FROM {s}.job_ring WHERE one = true)";
+
 /// The columns of a job row, as [`JobRow`] reads them.
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
     max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
@@ -57,7 +61,7 @@ readied AS (
 ),
 counted AS (
     INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
-    SELECT {ring_slot}, kind, 'queued', count(*) FROM ins GROUP BY kind
+    SELECT {delta_slot}, kind, 'queued', count(*) FROM ins GROUP BY kind
 ),
 notified AS (
     SELECT pg_notify($14, queue || CASE WHEN due THEN ''
@@ -160,7 +164,7 @@ events AS (
 const CLAIM_COUNTED: &str = r"
 counted AS (
     INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
-    SELECT {ring_slot}, kind, st, sum(delta) FROM (
+    SELECT {delta_slot}, kind, st, sum(delta) FROM (
         SELECT kind, from_state AS st, -1 AS delta FROM upd WHERE from_state <> state
         UNION ALL
         SELECT kind, state, 1 FROM upd WHERE from_state <> state{finished}
@@ -342,7 +346,7 @@ macro_rules! finish_counted {
         r"
 counted AS (
     INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
-    SELECT {ring_slot}, kind, st, sum(delta) FROM (
+    SELECT {delta_slot}, kind, st, sum(delta) FROM (
         SELECT kind, 'running' AS st, -1 AS delta FROM f_upd
         UNION ALL
         SELECT kind, state, 1 FROM f_upd
@@ -427,7 +431,7 @@ events AS (
 ),
 counted AS (
     INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
-    SELECT {ring_slot}, kind, st, sum(delta) FROM (
+    SELECT {delta_slot}, kind, st, sum(delta) FROM (
         SELECT kind, 'queued' AS st, -1 AS delta FROM upd WHERE from_state = 'queued'
         UNION ALL
         SELECT kind, 'cancelled', 1 FROM upd WHERE from_state = 'queued'
@@ -492,7 +496,7 @@ history AS (
 ),
 counted AS (
     INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
-    SELECT {ring_slot}, kind, state, -count(*) FROM del GROUP BY kind, state
+    SELECT {delta_slot}, kind, state, -count(*) FROM del GROUP BY kind, state
 )
 SELECT count(*) FROM del";
 
@@ -515,7 +519,13 @@ pub(super) struct Statements {
 
 impl Statements {
     pub(super) fn new(shared: &Shared) -> Self {
-        let sql = |template: &str| shared.sql(&template.replace("{ring_slot}", RING_SLOT));
+        let sql = |template: &str| {
+            shared.sql(
+                &template
+                    .replace("{ring_slot}", RING_SLOT)
+                    .replace("{delta_slot}", DELTA_SLOT),
+            )
+        };
         let tail = |worker: &str, lease: &str| {
             CLAIM_TAIL
                 .replace("{worker}", worker)
