@@ -391,12 +391,8 @@ async fn claim_due_statement<'c, E: sqlx::PgExecutor<'c>>(
     claim: &ClaimArgs,
 ) -> Result<(usize, Vec<Claim>)> {
     shared.count_statement();
-    let rows = sqlx::query_as::<_, ClaimRow>(stmt(&sql.claim_due))
-        .bind(&claim.queues)
-        .bind(claim.max)
-        .bind(claim.worker.as_str())
-        .bind(claim.lease)
-        .bind(claim.takeovers.window_micros)
+    let rows = claim
+        .bind(sqlx::query_as::<_, ClaimRow>(stmt(&sql.claim_due)))
         .fetch_all(exec)
         .await
         .map_err(|e| db_error("claim due jobs", e))?;
@@ -566,6 +562,21 @@ struct ClaimArgs {
     takeovers: TakeoverLook,
 }
 
+impl ClaimArgs {
+    /// Bind the claim's parameters, in that order, after what `query` binds already.
+    fn bind<'q, O>(
+        &'q self,
+        query: sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(&self.queues)
+            .bind(self.max)
+            .bind(self.worker.as_str())
+            .bind(self.lease)
+            .bind(self.takeovers.window_micros)
+    }
+}
+
 /// Leases that expired up to this long before the last complete look began are looked at
 /// again (statements commit after they begin, and the two clocks differ).
 const TAKEOVER_MARGIN: Duration = Duration::from_secs(1);
@@ -681,16 +692,11 @@ async fn finish_and_claim_statement<'c, E: sqlx::PgExecutor<'c>>(
     let mut args = FinishArgs::new(transitions);
     let order = std::mem::take(&mut args.order);
     shared.count_statement();
-    let rows = args
-        .bind(
+    let rows = claim
+        .bind(args.bind(
             sqlx::query_as::<_, FinishAndClaimRow>(stmt(&sql.finish_and_claim)),
             shared,
-        )
-        .bind(&claim.queues)
-        .bind(claim.max)
-        .bind(claim.worker.as_str())
-        .bind(claim.lease)
-        .bind(claim.takeovers.window_micros)
+        ))
         .fetch_all(exec)
         .await
         .map_err(|e| db_error("finish jobs and claim the next", e))?;
