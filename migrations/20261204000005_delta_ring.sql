@@ -9,9 +9,17 @@
 -- `ring_rotate` that is due moves it on, folding and emptying the slot it moves to first,
 -- before and whatever the ready ring then does (moved, busy or held by a backlog). A slot
 -- whose writers still hold it past the lock timeout is left for the next call.
+--
+-- A call is due when the last due call was at least `min_age` ago (`job_ring.looked_at`),
+-- whether it moved the ring or found a backlog. Before, only a move counted, so while a
+-- backlog kept the ring in place every process looked again at every tick: each look holds
+-- the next slot's exclusive lock (which claims queue behind) while it counts up to
+-- `most_carried` live rows there. Now one look per interval does, whatever the processes.
 ALTER TABLE job_ring ADD COLUMN delta_slot smallint CHECK (delta_slot BETWEEN 0 AND 2);
-UPDATE job_ring SET delta_slot = slot;
-ALTER TABLE job_ring ALTER COLUMN delta_slot SET NOT NULL;
+ALTER TABLE job_ring ADD COLUMN looked_at timestamptz;
+UPDATE job_ring SET delta_slot = slot, looked_at = rotated_at;
+ALTER TABLE job_ring ALTER COLUMN delta_slot SET NOT NULL,
+                     ALTER COLUMN looked_at SET NOT NULL;
 
 CREATE OR REPLACE FUNCTION ring_rotate(min_age interval, most_carried bigint,
                                        OUT outcome text, OUT new_slot smallint,
@@ -35,7 +43,7 @@ DECLARE
     ids uuid[];
 BEGIN
     carried := 0;
-    SELECT slot, delta_slot, rotated_at <= now() - min_age INTO cur, dcur, due
+    SELECT slot, delta_slot, looked_at <= now() - min_age INTO cur, dcur, due
     FROM job_ring WHERE one = true FOR UPDATE SKIP LOCKED;
     IF NOT FOUND OR NOT due THEN
         outcome := 'not_due';
@@ -73,6 +81,7 @@ BEGIN
         'WHERE j.state = ''queued'' LIMIT $1) r', part)
     INTO qs, ps, rs, ids, carried USING most_carried + 1;
     IF carried > most_carried THEN
+        UPDATE job_ring SET looked_at = now() WHERE one = true;
         outcome := 'backlog';
         new_slot := NULL;
         carried := 0;
@@ -84,6 +93,7 @@ BEGIN
                        'SELECT $1, * FROM unnest($2, $3, $4, $5)', part)
         USING new_slot, qs, ps, rs, ids;
     END IF;
-    UPDATE job_ring SET slot = new_slot, rotated_at = now() WHERE one = true;
+    UPDATE job_ring SET slot = new_slot, rotated_at = now(), looked_at = now()
+    WHERE one = true;
     outcome := 'moved';
 END $$;

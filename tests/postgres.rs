@@ -1620,6 +1620,52 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
 /// The counts' changes are appended to the ring's current slot and folded into `job_counts`
 /// when the ring comes back to that slot: the counts stay exact through every move, and the
 /// `TRUNCATE` that empties the slot frees it whatever the horizon.
+/// While a backlog keeps the ring in place, a call finds it at most once per interval,
+/// whichever process makes it: each look holds the next slot's exclusive lock (claims queue
+/// behind it) while it counts the live rows there. Before, only a move counted, so every
+/// process looked again at every tick, and the count slot moved each time.
+#[tokio::test]
+async fn a_backlog_is_looked_at_once_per_interval() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = connect_ring_by_hand(&schema).await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    // Five queued jobs in slot 0; the ring moves on to slot 2.
+    store.create(records(5)).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved { .. }
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Two calls at an interval of a second, one right after the other, that may carry no
+    // row: slot 0's jobs are a backlog.
+    let rotate = format!(
+        "SELECT outcome FROM \"{}\".ring_rotate('1 second', 0)",
+        schema.name
+    );
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let outcome: String = sqlx::query_scalar(sqlx::AssertSqlSafe(rotate.clone()))
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        outcomes.push(outcome);
+    }
+    assert_eq!(outcomes, ["backlog", "not_due"]);
+    let count_slot = format!(
+        "SELECT delta_slot::bigint FROM \"{}\".job_ring",
+        schema.name
+    );
+    assert_eq!(
+        scalar_i64(&mut admin, count_slot).await,
+        0,
+        "the count slot moved once (2 -> 0)"
+    );
+}
+
 /// A backlog that keeps the ready ring in place does not keep count changes from being
 /// folded: they go to a slot of their own that moves on at every due call. Before, they went
 /// to the ring's current slot, which gathered a row per statement until the backlog drained.

@@ -27,7 +27,8 @@ pub enum RingMove {
         /// Live rows written back after the `TRUNCATE`.
         carried: u64,
     },
-    /// Another process moved it less than the interval asked for ago, or is moving it now.
+    /// Another process moved it, or found a backlog in its way, less than the interval asked
+    /// for ago, or is moving it now.
     NotDue,
     /// The claims under way held the next slot past the lock timeout; try again later.
     Busy,
