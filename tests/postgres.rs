@@ -809,6 +809,44 @@ async fn connect_opens_the_pool_before_the_first_job() {
     assert_eq!(pg.store().counts().await.unwrap().total.active(), 0);
 }
 
+/// A host's pool with only one connection free still connects promptly: the warm-up uses
+/// what it can get instead of waiting for four connections up to the pool's acquire timeout
+/// (30 s here), and the backend works.
+#[tokio::test]
+async fn a_busy_host_pool_does_not_hold_up_connect() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect(&url)
+        .await
+        .unwrap();
+    // The host application holds three of the four.
+    let mut app = Vec::new();
+    for _ in 0..3 {
+        app.push(pool.acquire().await.unwrap());
+    }
+    let started = Instant::now();
+    let pg = PostgresBackend::from_pool(pool.clone(), schema.config())
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "connect waited {took:?} for connections the host held"
+    );
+    drop(app);
+    let orch = Orchestrator::builder().store(pg.store()).build().unwrap();
+    let job = orch.submit(NewJob::new("k")).await.unwrap();
+    let stored = orch
+        .get(job.id)
+        .await
+        .unwrap()
+        .expect("the job just submitted");
+    assert_eq!(stored.state, JobState::Queued);
+}
+
 /// Each connection the warm-up opened has every hot statement prepared (submit, claim, finish,
 /// finish and claim, heartbeat, counts), so no connection plans one on its first job. The
 /// warm-up used to run its statements on whichever connection was free, so a connection could

@@ -106,13 +106,17 @@ impl PostgresState {
             lease: 0,
             takeovers: TakeoverLook::NONE,
         };
+        // A host's pool (`from_pool`) may have fewer free than asked for: warm those it has
+        // rather than wait for the others up to its acquire timeout.
         let held = futures_util::future::join_all(
-            (0..connections.max(1)).map(|_| self.shared.pool.acquire()),
+            (0..connections.max(1))
+                .map(|_| tokio::time::timeout(WARM_ACQUIRE_WAIT, self.shared.pool.acquire())),
         )
         .await;
         let (shared, sql) = (&self.shared, &self.sql);
         let claim = &claim;
-        futures_util::future::join_all(held.into_iter().flatten().map(|mut conn| async move {
+        let held = held.into_iter().flatten().flatten();
+        futures_util::future::join_all(held.map(|mut conn| async move {
             let _ = self.create_on(&mut *conn, &[]).await;
             let _ = claim_due_statement(&mut *conn, shared, sql, claim).await;
             let _ = finish_and_claim_statement(&mut *conn, shared, sql, &[], claim).await;
@@ -551,6 +555,10 @@ async fn finish_statement<'c, E: sqlx::PgExecutor<'c>>(
         .map_err(|e| db_error("finish jobs", e))?;
     finish_answers(&transitions, &order, rows)
 }
+
+/// How long the warm-up waits for each connection it opens: a pool with none free (or a
+/// server slow to accept) is warmed as far as it goes, not waited for.
+const WARM_ACQUIRE_WAIT: Duration = Duration::from_secs(2);
 
 /// What a claim statement binds: the queues, most jobs, the worker, the lease (µs), and
 /// the look for expired leases.
