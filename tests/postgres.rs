@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use jobforge::memory::{ExecutionRecord, Window};
-use jobforge::postgres::{PostgresBackend, PostgresConfig, RingMove};
+use jobforge::postgres::{PostgresBackend, PostgresConfig, PostgresState, RingMove};
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
 use jobforge::state::{CancelOutcome, Claim, Finish, StateManager, Transition, TransitionResult};
@@ -1655,9 +1655,33 @@ async fn a_held_transaction_does_not_keep_the_ring_from_emptying() {
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
 }
 
-/// The counts' changes are appended to the ring's current slot and folded into `job_counts`
-/// when the ring comes back to that slot: the counts stay exact through every move, and the
-/// `TRUNCATE` that empties the slot frees it whatever the horizon.
+/// Five queued jobs in slot 0, then two moves: the ring is at slot 2, and slot 0 (the next)
+/// holds a backlog for any move that may carry no row.
+async fn queue_a_backlog_in_slot_0(store: &PostgresState) {
+    store.create(records(5)).await.unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved { .. }
+        ));
+    }
+}
+
+/// One call of `ring_rotate` that may carry no row, at interval `min_age`; its outcome.
+async fn rotate_carrying_none(
+    admin: &mut sqlx::PgConnection,
+    schema: &TestSchema,
+    min_age: &str,
+) -> String {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT outcome FROM \"{}\".ring_rotate('{min_age}', 0)",
+        schema.name
+    )))
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
 /// While a backlog keeps the ring in place, a call finds it at most once per interval,
 /// whichever process makes it: each look holds the next slot's exclusive lock (claims queue
 /// behind it) while it counts the live rows there. Before, only a move counted, so every
@@ -1669,28 +1693,13 @@ async fn a_backlog_is_looked_at_once_per_interval() {
     let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     let mut admin = schema.admin().await;
-    // Five queued jobs in slot 0; the ring moves on to slot 2.
-    store.create(records(5)).await.unwrap();
-    for _ in 0..2 {
-        assert!(matches!(
-            store.rotate_ready().await.unwrap(),
-            RingMove::Moved { .. }
-        ));
-    }
+    queue_a_backlog_in_slot_0(&store).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     // Two calls at an interval of a second, one right after the other, that may carry no
     // row: slot 0's jobs are a backlog.
-    let rotate = format!(
-        "SELECT outcome FROM \"{}\".ring_rotate('1 second', 0)",
-        schema.name
-    );
     let mut outcomes = Vec::new();
     for _ in 0..2 {
-        let outcome: String = sqlx::query_scalar(sqlx::AssertSqlSafe(rotate.clone()))
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-        outcomes.push(outcome);
+        outcomes.push(rotate_carrying_none(&mut admin, &schema, "1 second").await);
     }
     assert_eq!(outcomes, ["backlog", "not_due"]);
     let count_slot = format!(
@@ -1716,14 +1725,7 @@ async fn count_changes_fold_while_a_backlog_holds_the_ring() {
     let mut admin = schema.admin().await;
     let w = WorkerId::new("w");
     let queues = vec!["default".to_owned()];
-    // Five queued jobs in slot 0; the ring moves on to slot 2.
-    store.create(records(5)).await.unwrap();
-    for _ in 0..2 {
-        assert!(matches!(
-            store.rotate_ready().await.unwrap(),
-            RingMove::Moved { .. }
-        ));
-    }
+    queue_a_backlog_in_slot_0(&store).await;
     // Jobs come and go while the ring stays.
     store.create(records(4)).await.unwrap();
     let claimed = store.claim_due(&due_request(&w, &queues, 3)).await.unwrap();
@@ -1736,16 +1738,11 @@ async fn count_changes_fold_while_a_backlog_holds_the_ring() {
         .collect();
     store.finish(finishes).await.unwrap();
     // Moves that may carry no row: slot 0's queued jobs are a backlog, and the ring stays.
-    let rotate = format!(
-        "SELECT outcome FROM \"{}\".ring_rotate('0', 0)",
-        schema.name
-    );
     for _ in 0..3 {
-        let outcome: String = sqlx::query_scalar(sqlx::AssertSqlSafe(rotate.clone()))
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-        assert_eq!(outcome, "backlog");
+        assert_eq!(
+            rotate_carrying_none(&mut admin, &schema, "0").await,
+            "backlog"
+        );
     }
     let unfolded = format!("SELECT count(*) FROM \"{}\".job_count_deltas", schema.name);
     assert_eq!(
@@ -1757,6 +1754,9 @@ async fn count_changes_fold_while_a_backlog_holds_the_ring() {
     assert_eq!((t.queued, t.running, t.succeeded), (6, 0, 3));
 }
 
+/// The counts' changes are appended to the current count slot and folded into `job_counts`
+/// when the count slot comes back to it: the counts stay exact through every move, and the
+/// `TRUNCATE` that empties the slot frees it whatever the horizon.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_stay_exact_as_the_ring_folds_their_changes() {
     let url = database_url_or_skip!();
