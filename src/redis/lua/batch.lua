@@ -33,9 +33,13 @@ local function hmget(key, fields)
 end
 
 -- Append `v` to the list `t[k]`, making the list on first use (gathering items per key to
--- send in bulk).
+-- send in bulk). The lists' lengths are kept aside: `#` on a growing table costs a search.
+local APPEND_N = {}
 local function append(t, k, v)
   local l = t[k]
-  if not l then l = {}; t[k] = l end
-  l[#l + 1] = v
+  local n = 0
+  if l then n = APPEND_N[l] else l = {}; t[k] = l end
+  n = n + 1
+  l[n] = v
+  APPEND_N[l] = n
 end

@@ -56,6 +56,9 @@ local function has(fl, f) return band(fl, f) ~= 0 end
 -- An event: at (d, us), from (B), to (B), flags (B: 1 worker, 2 reason), attempt (I),
 -- worker and reason (length I + bytes each).
 local M_FORMAT = '<BBdIIdddddhIdIc0Ic0Ic0Ic0Ic0Ic0'
+-- The fixed part (72 bytes), and it with the lease owner, kind and queue (what a claim reads).
+local HEAD_FORMAT = '<BBdIIdddddhId'
+local CLAIM_FORMAT = '<BBdIIdddddhIdIc0Ic0Ic0'
 local E_FORMAT = '<dBBBIIc0Ic0'
 -- Decoded into one table reused for every record (a new table per job costs Redis about a
 -- microsecond): a script handles one record at a time.
@@ -120,6 +123,7 @@ local STATE_INDEX = {[DEAD] = P .. ':i:s:dead', [CANCELLED] = P .. ':i:s:cancell
 -- Finished ids to append to the retention lists (see `finished`).
 local DONE, DONE_DEAD = P .. ':done', P .. ':done:dead'
 local DONE_OUT = {}
+local DONE_N = {} -- (their lengths: `#` on a growing table costs a search)
 
 -- Index and queue updates, gathered per command and key and sent in bulk at the end:
 -- removals first, then additions, so an id removed and re-added in one call stays.
@@ -228,8 +232,12 @@ end
 -- Records written in this call (id -> m), sent with one HSET at the flush.
 local M_OUT = {}
 local M_ORDER = {}
+local M_N = 0
 local function put_m(id, m)
-  if M_OUT[id] == nil then M_ORDER[#M_ORDER + 1] = id end
+  if M_OUT[id] == nil then
+    M_N = M_N + 1
+    M_ORDER[M_N] = id
+  end
   M_OUT[id] = m
 end
 
@@ -241,13 +249,13 @@ local function flush()
       flat[2 * i] = M_OUT[id]
     end
     chunked({'HSET', P .. ':m'}, flat)
-    M_OUT, M_ORDER = {}, {}
+    M_OUT, M_ORDER, M_N = {}, {}, 0
   end
   for key, ids in pairs(REM) do chunked({'ZREM', key}, ids) end
   for key, items in pairs(ADD) do chunked({'ZADD', key}, items) end
   REM, ADD = {}, {}
   for list, items in pairs(DONE_OUT) do chunked({'RPUSH', list}, items) end
-  DONE_OUT = {}
+  DONE_OUT, DONE_N = {}, {}
   for key, ids in pairs(PUSH) do chunked({'RPUSH', key}, ids) end
   PUSH = {}
   for q, prs in pairs(new_lanes) do
@@ -286,13 +294,15 @@ local function finished(t, id, keep_us)
   if t.s == DEAD then list = DONE_DEAD end
   local l = DONE_OUT[list]
   if not l then l = {}; DONE_OUT[list] = l end
-  l[#l + 1] = at[1]
+  local n = DONE_N[list] or 0
+  DONE_N[list] = n + 2
+  l[n + 1] = at[1]
   if t.ik ~= '' then
-    l[#l + 1] = DONE_CODE_IK[t.s] .. id .. t.k
+    l[n + 2] = DONE_CODE_IK[t.s] .. id .. t.k
     -- The idempotency key is a key of its own; its expiry is the backstop of the sweep.
     redis.call('PEXPIRE', P .. ':ik:' .. t.ik, at[2])
   else
-    l[#l + 1] = DONE_CODE[t.s] .. id .. t.k
+    l[n + 2] = DONE_CODE[t.s] .. id .. t.k
   end
   if STATE_INDEX[t.s] then zadd(STATE_INDEX[t.s], '0', id) end
 end

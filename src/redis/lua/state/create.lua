@@ -3,12 +3,12 @@
 -- Stores new queued jobs, due `delay` from this server's clock (so a submitter whose clock is
 -- off neither delays nor hastens them), and files them in their lanes.
 -- Returns, flat, per job: 'new', id or 'existing', id (the holder of the key).
-local out = {}
+local out, n_out = {}, 0
 local ids = {}
-for i = 1, #ARGV, 8 do ids[#ids + 1] = ARGV[i] end
+for i = 1, #ARGV, 8 do ids[(i + 7) / 8] = ARGV[i] end
 local have = hmget(P .. ':m', ids)
 local seen = {}
-local dflat = {}
+local dflat, n_d = {}, 0
 local filed = 0
 local kinds = {}
 for j, id in ipairs(ids) do
@@ -22,15 +22,17 @@ for j, id in ipairs(ids) do
     end
   end
   if existing then
-    out[#out + 1] = 'existing'
-    out[#out + 1] = existing
+    out[n_out + 1] = 'existing'
+    out[n_out + 2] = existing
+    n_out = n_out + 2
   else
     seen[id] = true
     local kind = ARGV[i + 2]
     local t = T
     t.q, t.pr, t.k, t.fl = ARGV[i + 3], tonumber(ARGV[i + 4]), kind, 0
-    dflat[#dflat + 1] = id
-    dflat[#dflat + 1] = ARGV[i + 6]
+    dflat[n_d + 1] = id
+    dflat[n_d + 2] = ARGV[i + 6]
+    n_d = n_d + 2
     -- run_at and updated (the two f64s at bytes 19 to 34 of m) by this server's clock.
     local run_at = NOW + tonumber(ARGV[i + 5])
     local delayed = run_at > NOW
@@ -45,8 +47,9 @@ for j, id in ipairs(ids) do
     file(t, id, fmt(run_at), delayed)
     filed = filed + 1
     tally(QUEUED, kind, 1)
-    out[#out + 1] = 'new'
-    out[#out + 1] = id
+    out[n_out + 1] = 'new'
+    out[n_out + 2] = id
+    n_out = n_out + 2
   end
 end
 chunked({'HSET', P .. ':d'}, dflat)
