@@ -33,6 +33,7 @@ macro_rules! store_contract {
             state_retry_defer_and_not_due,
             state_lease_expiry_with_attempts_spent_is_dead,
             state_idempotency_keys,
+            state_an_id_twice_in_one_batch_counts_once,
             state_cancel,
             state_events_record_every_transition,
             state_pagination_and_filters,

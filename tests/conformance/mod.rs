@@ -541,6 +541,26 @@ pub async fn state_idempotency_keys(s: Arc<dyn StateManager>) {
     assert_eq!(again[0], Created::Existing(first_id));
 }
 
+/// A record given twice in one batch is stored once, and an id named twice in one claim is
+/// claimed once: the second of each is answered from what the first did.
+pub async fn state_an_id_twice_in_one_batch_counts_once(s: Arc<dyn StateManager>) {
+    let rec = record(NewJob::new("twice"));
+    let id = rec.id;
+    let res = s.create(vec![rec.clone(), rec]).await.unwrap();
+    assert_eq!(res, vec![Created::New(id), Created::Existing(id)]);
+    let w = WorkerId::new("w");
+    let claims = s.claim(&[id, id], &w, LONG).await.unwrap();
+    let claimed = claims
+        .iter()
+        .filter(|c| matches!(c, Claim::Claimed { .. }))
+        .count();
+    assert_eq!(claimed, 1, "{claims:?}");
+    let r = s.get(id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempt), (JobState::Running, 1));
+    let counts = s.counts().await.unwrap().per_kind["twice"];
+    assert_eq!((counts.queued, counts.running), (0, 1));
+}
+
 pub async fn state_cancel(s: Arc<dyn StateManager>) {
     let w = WorkerId::new("w");
     let queued = create_one(s.as_ref(), NewJob::new("k")).await;

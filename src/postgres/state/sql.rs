@@ -77,10 +77,14 @@ LEFT JOIN (
             (SELECT x.id FROM ins x WHERE x.idempotency_key = i.idempotency_key LIMIT 1),
             (SELECT e.id FROM {s}.jobs e WHERE e.idempotency_key = i.idempotency_key))
         END AS holder,
-        EXISTS (SELECT 1 FROM {s}.jobs e WHERE e.id = i.id) AS id_taken
+        ins.id IS NOT NULL OR EXISTS (SELECT 1 FROM {s}.jobs e WHERE e.id = i.id) AS id_taken
     FROM unnest($1::uuid[], $8::text[]) WITH ORDINALITY AS i(id, idempotency_key, ord)
     LEFT JOIN ins ON ins.id = i.id
-    WHERE ins.id IS NULL AND (SELECT count(*) FROM ins) < cardinality($1::uuid[])
+    -- Not stored, or stored from an earlier place in the batch (the same id given twice).
+    WHERE (ins.id IS NULL OR EXISTS (
+              SELECT 1 FROM unnest($1::uuid[]) WITH ORDINALITY AS e(id, ord)
+              WHERE e.id = i.id AND e.ord < i.ord))
+      AND (SELECT count(*) FROM ins) < cardinality($1::uuid[])
 ) s ON true
 ";
 
