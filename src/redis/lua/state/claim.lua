@@ -68,7 +68,8 @@ else
     if need <= 0 then break end
     local got = redis.call('LPOP', lane.key, need)
     if not got then got = {} end
-    for _, id in ipairs(got) do ids[#ids + 1] = id end
+    local n = #ids
+    for k = 1, #got do ids[n + k] = got[k] end
     if #got < need then
       -- Emptied: off the queue's list of lanes (a job filed later puts it back).
       redis.call('ZREM', P .. ':l:' .. lane.q, lane.pr)
@@ -88,7 +89,6 @@ local function answer(a, b, c, d)
 end
 local ms = hmget(P .. ':m', ids)
 local ds = hmget(P .. ':d', ids)
-local cur = {}
 local running_score = fmt(NOW + lease)
 local expiry = NOW + lease
 -- The event every plain claim writes (push_event's packing, no reason), but for the attempt.
@@ -96,7 +96,8 @@ local claim_event_head = struct.pack('<dBBB', NOW, QUEUED, RUNNING, 1)
 local claim_event_tail = struct.pack('<Ic0I', #worker, worker, 0)
 local owner_field = struct.pack('<I', #worker) .. worker
 for j, id in ipairs(ids) do
-  local m = cur[id] or ms[j]
+  -- (A record this call wrote already, for an id it met twice: M_OUT, empty until here.)
+  local m = M_OUT[id] or ms[j]
   -- The common case, a due queued job whose history has room, takes a path of its own: the
   -- new record is the old one with its fixed part and lease owner rewritten and the claim's
   -- event appended, spliced as strings instead of unpacked and packed whole (every string a
@@ -114,7 +115,6 @@ for j, id in ipairs(ids) do
         claim_event_head .. struct.pack('<I', a) .. claim_event_tail
       if not due then trim[lane_key(q, pr)] = true end
       put_m(id, nm)
-      cur[id] = nm
       leased(q, id)
       tally(QUEUED, k, -1)
       tally(RUNNING, k, 1)
@@ -138,7 +138,6 @@ for j, id in ipairs(ids) do
           file(t, id, fmt(t.r), true)
           local nm = mk(t)
           put_m(id, nm)
-          cur[id] = nm
         else
           answer('notdue', id, fmt(t.r), false)
         end
@@ -182,7 +181,6 @@ for j, id in ipairs(ids) do
         end
         local nm = mk(t)
         put_m(id, nm)
-        cur[id] = nm
         tally(from, t.k, -1)
         tally(to, t.k, 1)
         if to == DEAD then
@@ -199,7 +197,6 @@ for j, id in ipairs(ids) do
         t.fl = bor(t.fl, F_STARTED + F_LEASE)
         local nm = mk(t)
         put_m(id, nm)
-        cur[id] = nm
         leased(t.q, id)
         if from ~= RUNNING then
           tally(from, t.k, -1)

@@ -7,7 +7,6 @@ local out, n_out = {}, 0
 local ids = {}
 for i = 1, #ARGV, 8 do ids[(i + 7) / 8] = ARGV[i] end
 local have = hmget(P .. ':m', ids)
-local seen = {}
 local dflat, n_d = {}, 0
 local filed = 0
 local kinds = {}
@@ -15,7 +14,8 @@ for j, id in ipairs(ids) do
   local i = (j - 1) * 8 + 1
   local ik = ARGV[i + 1]
   local existing = nil
-  if have[j] or seen[id] then existing = id end
+  -- (an id met twice in this call: its first record waits in M_OUT)
+  if have[j] or M_OUT[id] then existing = id end
   if not existing and ik ~= '' then
     if not redis.call('SET', P .. ':ik:' .. ik, id, 'NX') then
       existing = redis.call('GET', P .. ':ik:' .. ik)
@@ -26,7 +26,6 @@ for j, id in ipairs(ids) do
     out[n_out + 2] = existing
     n_out = n_out + 2
   else
-    seen[id] = true
     local kind = ARGV[i + 2]
     local t = T
     t.q, t.pr, t.k, t.fl = ARGV[i + 3], tonumber(ARGV[i + 4]), kind, 0
@@ -44,7 +43,8 @@ for j, id in ipairs(ids) do
     put_m(id, string.sub(m, 1, 18) .. struct.pack('<dd', run_at, NOW) .. string.sub(m, 35))
     zadd(kind_key(kind), '0', id)
     kinds[kind] = true
-    file(t, id, fmt(run_at), delayed)
+    -- (the score only for the waiting set: a due job's lane has none)
+    file(t, id, delayed and fmt(run_at), delayed)
     filed = filed + 1
     tally(QUEUED, kind, 1)
     out[n_out + 1] = 'new'

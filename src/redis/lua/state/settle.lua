@@ -7,7 +7,7 @@
 -- Returns, per group, 1 (applied) or 0 (the record differs: settle it with `finish`).
 local retention, dead_keep, sweep_limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local ids = {}
-for i = 4, #ARGV, 8 do ids[#ids + 1] = ARGV[i] end
+for i = 4, #ARGV, 8 do ids[(i + 4) / 8] = ARGV[i] end
 local ms = hmget(P .. ':m', ids)
 local out = {}
 local requeued = 0
