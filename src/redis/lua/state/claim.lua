@@ -95,34 +95,33 @@ local expiry = NOW + lease
 local claim_event_head = struct.pack('<dBBB', NOW, QUEUED, RUNNING, 1)
 local claim_event_tail = struct.pack('<Ic0I', #worker, worker, 0)
 local owner_field = struct.pack('<I', #worker) .. worker
+-- The common case, a due queued job whose history has room, takes a path of its own: the new
+-- record is the old one with its fixed part and lease owner rewritten and the claim's event
+-- appended, spliced as strings instead of unpacked and packed whole (every string a script
+-- makes costs Redis a hash of all its bytes). Returns whether it claimed the job; the others
+-- take the full path below.
+local function claim_plain(id, m, d)
+  if string.byte(m, 1) ~= QUEUED or has(string.byte(m, 2), F_DK) then return false end
+  local _, fl, v, a, ma, r, _, _, f, _, pr, ne, _, o, k, q = struct.unpack(CLAIM_FORMAT, m)
+  if r > NOW or ne >= keep then return false end
+  v = v + 1
+  a = a + 1
+  local nm = struct.pack(HEAD_FORMAT, RUNNING, bor(fl, F_STARTED + F_LEASE), v, a, ma, r,
+      NOW, NOW, f, expiry, pr, ne + 1, v) .. owner_field .. string.sub(m, 77 + #o) ..
+    claim_event_head .. struct.pack('<I', a) .. claim_event_tail
+  if not due then trim[lane_key(q, pr)] = true end
+  put_m(id, nm)
+  leased(q, id)
+  tally(QUEUED, k, -1)
+  tally(RUNNING, k, 1)
+  answer('claimed', id, d, nm)
+  return true
+end
 for j, id in ipairs(ids) do
   -- (A record this call wrote already, for an id it met twice: M_OUT, empty until here.)
   local m = M_OUT[id] or ms[j]
-  -- The common case, a due queued job whose history has room, takes a path of its own: the
-  -- new record is the old one with its fixed part and lease owner rewritten and the claim's
-  -- event appended, spliced as strings instead of unpacked and packed whole (every string a
-  -- script makes costs Redis a hash of all its bytes).
-  local fast = false
-  if m and string.byte(m, 1) == QUEUED and not has(string.byte(m, 2), F_DK) then
-    local s, fl, v, a, ma, r, u, st, f, x, pr, ne, ct, o, k, q =
-      struct.unpack(CLAIM_FORMAT, m)
-    if r <= NOW and ne < keep then
-      fast = true
-      v = v + 1
-      a = a + 1
-      local nm = struct.pack(HEAD_FORMAT, RUNNING, bor(fl, F_STARTED + F_LEASE), v, a, ma, r,
-          NOW, NOW, f, expiry, pr, ne + 1, v) .. owner_field .. string.sub(m, 77 + #o) ..
-        claim_event_head .. struct.pack('<I', a) .. claim_event_tail
-      if not due then trim[lane_key(q, pr)] = true end
-      put_m(id, nm)
-      leased(q, id)
-      tally(QUEUED, k, -1)
-      tally(RUNNING, k, 1)
-      answer('claimed', id, ds[j], nm)
-    end
-  end
-  if fast then
-    -- (done above)
+  if m and claim_plain(id, m, ds[j]) then
+    -- (claimed on the plain path)
   elseif not m then
     -- (mode 'due': the entry was popped or its lease batch dropped already)
     if not due then answer('skipped', id, false, false) end

@@ -123,7 +123,6 @@ local STATE_INDEX = {[DEAD] = P .. ':i:s:dead', [CANCELLED] = P .. ':i:s:cancell
 -- Finished ids to append to the retention lists (see `finished`).
 local DONE, DONE_DEAD = P .. ':done', P .. ':done:dead'
 local DONE_OUT = {}
-local DONE_N = {} -- (their lengths: `#` on a growing table costs a search)
 
 -- Index and queue updates, gathered per command and key and sent in bulk at the end:
 -- removals first, then additions, so an id removed and re-added in one call stays.
@@ -255,7 +254,7 @@ local function flush()
   for key, items in pairs(ADD) do chunked({'ZADD', key}, items) end
   REM, ADD = {}, {}
   for list, items in pairs(DONE_OUT) do chunked({'RPUSH', list}, items) end
-  DONE_OUT, DONE_N = {}, {}
+  DONE_OUT = {}
   for key, ids in pairs(PUSH) do chunked({'RPUSH', key}, ids) end
   PUSH = {}
   for q, prs in pairs(new_lanes) do
@@ -292,17 +291,13 @@ local function finished(t, id, keep_us)
   end
   local list = DONE
   if t.s == DEAD then list = DONE_DEAD end
-  local l = DONE_OUT[list]
-  if not l then l = {}; DONE_OUT[list] = l end
-  local n = DONE_N[list] or 0
-  DONE_N[list] = n + 2
-  l[n + 1] = at[1]
+  append(DONE_OUT, list, at[1])
   if t.ik ~= '' then
-    l[n + 2] = DONE_CODE_IK[t.s] .. id .. t.k
+    append(DONE_OUT, list, DONE_CODE_IK[t.s] .. id .. t.k)
     -- The idempotency key is a key of its own; its expiry is the backstop of the sweep.
     redis.call('PEXPIRE', P .. ':ik:' .. t.ik, at[2])
   else
-    l[n + 2] = DONE_CODE[t.s] .. id .. t.k
+    append(DONE_OUT, list, DONE_CODE[t.s] .. id .. t.k)
   end
   if STATE_INDEX[t.s] then zadd(STATE_INDEX[t.s], '0', id) end
 end
