@@ -182,6 +182,8 @@ struct Shared {
     memory: Arc<dyn Memory>,
     decision: parking_lot::Mutex<Option<String>>,
     inline_retries: std::sync::atomic::AtomicU32,
+    /// Where a workflow step reads its dependencies' results (set for steps only).
+    store: Option<Arc<dyn crate::state::StateManager>>,
 }
 
 /// A job's record as its context holds it, without the context's token: what the worker
@@ -219,10 +221,120 @@ impl JobContext {
                 memory,
                 decision: parking_lot::Mutex::new(None),
                 inline_retries: std::sync::atomic::AtomicU32::new(0),
+                store: None,
             }),
             token,
             idempotent: false,
         }
+    }
+
+    /// Let a workflow step read its dependencies' results
+    /// ([`dependency`](Self::dependency)) from `store`. The engine sets it for steps; a test
+    /// of a step's handler passes the store it filled.
+    #[must_use]
+    pub fn with_store(mut self, store: Arc<dyn crate::state::StateManager>) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.store = Some(store),
+            None => {
+                let old = Arc::clone(&self.shared);
+                self.shared = Arc::new(Shared {
+                    record: old.record.clone(),
+                    worker: old.worker.clone(),
+                    memory: Arc::clone(&old.memory),
+                    decision: parking_lot::Mutex::new(old.decision.lock().clone()),
+                    inline_retries: std::sync::atomic::AtomicU32::new(
+                        old.inline_retries
+                            .load(std::sync::atomic::Ordering::Relaxed),
+                    ),
+                    store: Some(store),
+                });
+            }
+        }
+        self
+    }
+
+    /// Where this job stands in its workflow, if it is a step.
+    #[must_use]
+    pub fn step(&self) -> Option<&crate::workflow::StepLink> {
+        self.shared.record.step.as_deref()
+    }
+
+    /// The result of the dependency named `name` (a step this one runs after), decoded:
+    /// `None` when it has none (a skipped step, or a handler that returned nothing).
+    ///
+    /// An error (permanent, of class `workflow`) when this job is not a workflow step, has
+    /// no dependency of that name, or the result does not decode as `T`; retryable when the
+    /// store could not be read.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
+    /// use std::time::Duration;
+    /// use jobforge::prelude::*;
+    /// use jobforge::workflow::Workflow;
+    ///
+    /// let orchestrator = Orchestrator::builder()
+    ///     .handler("price", |_ctx: JobContext| async { Ok(serde_json::json!(42)) })
+    ///     .handler("invoice", |ctx: JobContext| async move {
+    ///         let price: u32 = ctx.dependency("price").await?.unwrap_or(0);
+    ///         Ok(serde_json::json!(price * 2))
+    ///     })
+    ///     .build()?;
+    /// let wf = Workflow::new("order");
+    /// let price = wf.add(NewJob::new("price"));
+    /// let invoice = wf.add(NewJob::new("invoice")).after(&price);
+    /// let invoice_id = invoice.id();
+    /// orchestrator.submit_workflow(wf).await?;
+    /// let workers = orchestrator.start_workers(WorkerConfig::default())?;
+    /// let done = orchestrator.wait_for(invoice_id, Duration::from_secs(10)).await?;
+    /// assert_eq!(done.result.map(|r| r.as_str().to_owned()).as_deref(), Some("84"));
+    /// workers.shutdown(Duration::from_secs(5)).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn dependency<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, JobError> {
+        let found = self
+            .dependencies()
+            .await?
+            .into_iter()
+            .find(|d| d.name == name);
+        let Some(dep) = found else {
+            let names: Vec<String> = self
+                .dependencies()
+                .await
+                .map(|d| d.into_iter().map(|d| d.name).collect())
+                .unwrap_or_default();
+            return Err(JobError::permanent(format!(
+                "this step has no dependency named `{name}` (its dependencies: {})",
+                names.join(", ")
+            ))
+            .with_class("workflow"));
+        };
+        match dep.result {
+            None => Ok(None),
+            Some(payload) => payload.decode().map(Some).map_err(|e| {
+                JobError::permanent(format!("the result of `{name}`: {}", e.message()))
+                    .with_class("workflow")
+            }),
+        }
+    }
+
+    /// Every dependency of this step as it ended: its name, state (`Succeeded`, or `Dead`
+    /// or `Cancelled` for a step whose policy runs it anyway), result and last error. A
+    /// batch's callback counts outcomes with it.
+    pub async fn dependencies(&self) -> Result<Vec<crate::workflow::Dependency>, JobError> {
+        let Some(link) = self.step() else {
+            return Err(
+                JobError::permanent("this job is not a workflow step").with_class("workflow")
+            );
+        };
+        let Some(store) = &self.shared.store else {
+            return Err(JobError::permanent(
+                "this context has no store to read dependencies from; the engine sets one for workflow steps (tests: JobContext::with_store)",
+            )
+            .with_class("workflow"));
+        };
+        crate::workflow::read_dependencies(store.as_ref(), link)
+            .await
+            .map_err(|e| JobError::retryable(format!("reading this step's dependencies: {e}")))
     }
 
     /// Mark the job's kind as idempotent (running it twice at once is harmless), which

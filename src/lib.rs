@@ -76,6 +76,7 @@ pub mod state;
 pub mod store;
 pub mod strategy;
 mod util;
+pub mod workflow;
 
 /// The Redis connection pool crate the Redis backends use (and, through it, the `redis`
 /// crate), to build a pool to share between them.

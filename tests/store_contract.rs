@@ -54,6 +54,17 @@ macro_rules! store_contract {
     };
 }
 
+/// The clauses a store that keeps workflows keeps (`JobStore::supports_workflows`).
+macro_rules! workflow_contract {
+    ($deployment:ident) => {
+        clauses!($deployment, store:
+            workflow_a_step_waits_for_every_dependency,
+            workflow_failure_policies,
+            workflow_cancel_and_takeover_settle_dependents,
+        );
+    };
+}
+
 /// The clauses every delivery queue keeps.
 macro_rules! queue_contract {
     ($deployment:ident) => {
@@ -76,6 +87,7 @@ mod in_memory {
     use super::deploy::{Deployed, Deployment};
     store_contract!(InMemory);
     queue_contract!(InMemory);
+    workflow_contract!(InMemory);
 }
 
 mod postgres {

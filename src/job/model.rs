@@ -408,6 +408,10 @@ pub struct JobRecord {
     pub cancel_requested: bool,
     /// Bumped on every change; compare-and-set checks it.
     pub version: u64,
+    /// Where the job stands in its workflow, if it is a workflow's step
+    /// ([`crate::workflow`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<Box<crate::workflow::StepLink>>,
 }
 
 impl JobRecord {
@@ -439,6 +443,7 @@ impl JobRecord {
             lease_expires_at: None,
             cancel_requested: false,
             version: 1,
+            step: None,
         }
     }
 

@@ -14,10 +14,15 @@ use crate::{Error, Result};
 ///              └──retry / defer / release──┘
 /// Queued | Running ──cancel──► Cancelled
 /// Running (lease expired) ──claim by another worker──► Running
+/// workflow step: Pending ──dependencies succeeded──► Queued
+///                Pending ──a dependency failed──► Cancelled (or Succeeded: skipped)
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// A workflow step waiting for its dependencies ([`crate::workflow`]): it becomes
+    /// `Queued` in the same step that finishes its last dependency.
+    Pending,
     /// Waiting to run (now or at its `run_at`).
     Queued,
     /// Held by a worker under a lease.
@@ -32,7 +37,8 @@ pub enum JobState {
 
 impl JobState {
     /// Every state, in lifecycle order.
-    pub const ALL: [JobState; 5] = [
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
         JobState::Queued,
         JobState::Running,
         JobState::Succeeded,
@@ -53,6 +59,8 @@ impl JobState {
     ///
     /// `Running → Running` is a lease takeover: another worker claims a job whose lease has
     /// expired (its worker died). Whether the lease really expired is the backend's check.
+    /// `Pending → Succeeded` is a workflow step skipped (its policy when a dependency
+    /// failed, [`OnDependencyFailure::Skip`](crate::workflow::OnDependencyFailure::Skip)).
     ///
     /// ```
     /// use jobforge::JobState::*;
@@ -67,7 +75,10 @@ impl JobState {
         use JobState::*;
         matches!(
             (self, next),
-            (Queued, Running)
+            (Pending, Queued)
+                | (Pending, Succeeded)
+                | (Pending, Cancelled)
+                | (Queued, Running)
                 | (Queued, Cancelled)
                 | (Running, Running)
                 | (Running, Queued)
@@ -81,6 +92,7 @@ impl JobState {
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
+            JobState::Pending => "pending",
             JobState::Queued => "queued",
             JobState::Running => "running",
             JobState::Succeeded => "succeeded",
@@ -107,7 +119,7 @@ impl FromStr for JobState {
                 Error::invalid_input(
                     "state",
                     format!(
-                        "`{s}` is not a job state; expected one of queued, running, succeeded, dead, cancelled"
+                        "`{s}` is not a job state; expected one of pending, queued, running, succeeded, dead, cancelled"
                     ),
                 )
             })
@@ -121,13 +133,14 @@ mod tests {
     #[test]
     fn every_pair_of_states() {
         // The full table: rows are `from`, columns are `to` in JobState::ALL order.
-        let table: [[bool; 5]; 5] = [
-            // Queued Running Succeeded Dead  Cancelled
-            [false, true, false, false, true],   // Queued
-            [true, true, true, true, true],      // Running
-            [false, false, false, false, false], // Succeeded
-            [false, false, false, false, false], // Dead
-            [false, false, false, false, false], // Cancelled
+        let table: [[bool; 6]; 6] = [
+            // Pending Queued Running Succeeded Dead  Cancelled
+            [false, true, false, true, false, true], // Pending
+            [false, false, true, false, false, true], // Queued
+            [false, true, true, true, true, true],   // Running
+            [false, false, false, false, false, false], // Succeeded
+            [false, false, false, false, false, false], // Dead
+            [false, false, false, false, false, false], // Cancelled
         ];
         for (i, from) in JobState::ALL.into_iter().enumerate() {
             for (j, to) in JobState::ALL.into_iter().enumerate() {
@@ -141,6 +154,7 @@ mod tests {
         for from in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {
             assert!(JobState::ALL.iter().all(|to| !from.can_transition_to(*to)));
         }
+        assert!(!Pending.is_terminal());
         assert!(!Queued.is_terminal());
         assert!(!Running.is_terminal());
     }

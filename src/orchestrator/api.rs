@@ -5,6 +5,8 @@ use crate::Result;
 use crate::job::{JobEvent, JobId, JobRecord, NewJob};
 use crate::queue::QueueStats;
 use crate::state::{CancelOutcome, JobFilter, Page, Paged, StateCounts};
+use crate::workflow::{Workflow, WorkflowId, WorkflowStatus};
+use crate::{Error, ErrorKind};
 
 /// The answer to one submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,4 +54,28 @@ pub trait JobOrchestrator: Send + Sync + 'static {
 
     /// Queue and state counts.
     async fn stats(&self) -> Result<Stats>;
+
+    /// Submit a workflow ([`crate::workflow`]): every step is stored, or none is. Answers
+    /// the workflow's id.
+    async fn submit_workflow(&self, workflow: Workflow) -> Result<WorkflowId> {
+        let _ = workflow;
+        Err(Error::new(
+            ErrorKind::Configuration,
+            "this orchestrator does not run workflows",
+        ))
+    }
+
+    /// A workflow's steps with their states and edges, and its progress; `None` for a
+    /// workflow this store does not know (or no longer keeps).
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowStatus>> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Cancel every unfinished step of a workflow: pending and queued steps at once, running
+    /// ones through their cancellation token. Answers how many steps it cancelled or asked
+    /// to stop. An unknown workflow is a [`ErrorKind::NotFound`] error.
+    async fn cancel_workflow(&self, id: WorkflowId) -> Result<u64> {
+        Err(Error::new(ErrorKind::NotFound, format!("no workflow {id}")))
+    }
 }

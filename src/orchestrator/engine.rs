@@ -9,11 +9,12 @@ use super::api::{JobOrchestrator, Stats, Submitted};
 use super::builder::OrchestratorBuilder;
 use super::kind::KindConfig;
 use super::running::RunningJobs;
-use crate::job::{JobEvent, JobId, JobRecord, Limits, NewJob};
+use crate::job::{JobEvent, JobId, JobRecord, JobState, Limits, NewJob};
 use crate::memory::Memory;
 use crate::state::{CancelOutcome, Created, JobFilter, Page, Paged};
 use crate::store::JobStore;
 use crate::strategy::{RetryPolicy, Strategy};
+use crate::workflow::{Workflow, WorkflowId, WorkflowStatus};
 use crate::{Error, ErrorKind, Result};
 
 /// Maps looked up by kind or strategy name on every job: a fast hasher (names are few and set
@@ -336,5 +337,89 @@ impl JobOrchestrator for Orchestrator {
             queue: queue?,
             jobs: jobs?,
         })
+    }
+
+    async fn submit_workflow(&self, workflow: Workflow) -> Result<WorkflowId> {
+        if !self.engine.store.supports_workflows() {
+            return Err(Error::new(
+                ErrorKind::Configuration,
+                "this store does not keep workflows; use the in-memory or PostgreSQL store",
+            ));
+        }
+        let now = Utc::now();
+        let (id, records) = workflow.into_records(|job| self.prepare(job, now))?;
+        let n = records.len();
+        let created = self.engine.store.create(records).await?;
+        let stored = created
+            .iter()
+            .filter(|c| matches!(c, Created::New(_)))
+            .count();
+        if stored != n {
+            // Step ids are fresh and steps carry no idempotency keys: only a store that
+            // broke its contract gets here.
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("the store kept {stored} of the workflow's {n} steps"),
+            ));
+        }
+        tracing::info!(workflow_id = %id, steps = n, "workflow submitted");
+        Ok(id)
+    }
+
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowStatus>> {
+        let steps = self.workflow_steps(id).await?;
+        Ok(WorkflowStatus::of(id, &steps))
+    }
+
+    async fn cancel_workflow(&self, id: WorkflowId) -> Result<u64> {
+        let steps = self.workflow_steps(id).await?;
+        if steps.is_empty() {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no workflow {id} (it may have finished longer ago than the retention)"),
+            ));
+        }
+        // Waiting steps first, latest first, so none is settled by a dependency's cancel
+        // (a step that skips would end `Succeeded`).
+        let mut order: Vec<&JobRecord> = steps.iter().filter(|r| !r.is_terminal()).collect();
+        order.sort_by_key(|r| (r.state != JobState::Pending, std::cmp::Reverse(r.id)));
+        let mut n = 0;
+        for record in order {
+            match self
+                .engine
+                .store
+                .cancel(record.id, "workflow cancelled")
+                .await?
+            {
+                CancelOutcome::Cancelled => n += 1,
+                CancelOutcome::Requested => {
+                    self.engine.running.cancel(record.id);
+                    n += 1;
+                }
+                CancelOutcome::AlreadyFinished(_) => {}
+            }
+        }
+        tracing::info!(workflow_id = %id, steps = n, "workflow cancelled");
+        Ok(n)
+    }
+}
+
+impl Orchestrator {
+    /// Every step of workflow `id`, in id order (the order they were added).
+    async fn workflow_steps(&self, id: WorkflowId) -> Result<Vec<JobRecord>> {
+        let filter = JobFilter {
+            workflow: Some(id),
+            ..JobFilter::default()
+        };
+        let mut page = Page::first(Page::MAX_LIMIT);
+        let mut steps = Vec::new();
+        loop {
+            let listed = self.engine.store.list(&filter, &page).await?;
+            steps.extend(listed.items);
+            match listed.next {
+                Some(next) => page = page.after(next),
+                None => return Ok(steps),
+            }
+        }
     }
 }

@@ -259,6 +259,10 @@ impl<S: JobStore> JobStore for Timeout<S> {
         self.inner.schedules()
     }
 
+    fn supports_workflows(&self) -> bool {
+        self.inner.supports_workflows()
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

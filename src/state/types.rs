@@ -183,6 +183,9 @@ pub struct JobFilter {
     pub queue: Option<String>,
     /// Only jobs of this tenant.
     pub tenant: Option<String>,
+    /// Only the steps of this workflow ([`crate::workflow`]).
+    #[serde(default)]
+    pub workflow: Option<JobId>,
 }
 
 impl JobFilter {
@@ -196,6 +199,9 @@ impl JobFilter {
                 .tenant
                 .as_deref()
                 .is_none_or(|t| record.tenant.as_deref() == Some(t))
+            && self
+                .workflow
+                .is_none_or(|w| record.step.as_ref().is_some_and(|s| s.workflow == w))
     }
 }
 
@@ -286,6 +292,9 @@ pub struct Paged<T> {
 /// Job counts by state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateTally {
+    /// Workflow steps waiting for their dependencies.
+    #[serde(default)]
+    pub pending: u64,
     /// Waiting to run.
     pub queued: u64,
     /// Held by a worker.
@@ -303,6 +312,7 @@ impl StateTally {
     #[must_use]
     pub fn get(&self, state: JobState) -> u64 {
         match state {
+            JobState::Pending => self.pending,
             JobState::Queued => self.queued,
             JobState::Running => self.running,
             JobState::Succeeded => self.succeeded,
@@ -314,6 +324,7 @@ impl StateTally {
     /// Mutable count for one state.
     pub fn get_mut(&mut self, state: JobState) -> &mut u64 {
         match state {
+            JobState::Pending => &mut self.pending,
             JobState::Queued => &mut self.queued,
             JobState::Running => &mut self.running,
             JobState::Succeeded => &mut self.succeeded,
@@ -325,13 +336,13 @@ impl StateTally {
     /// Jobs not yet finished.
     #[must_use]
     pub fn active(&self) -> u64 {
-        self.queued + self.running
+        self.pending + self.queued + self.running
     }
 
     /// All counted jobs.
     #[must_use]
     pub fn total(&self) -> u64 {
-        self.queued + self.running + self.succeeded + self.dead + self.cancelled
+        self.pending + self.queued + self.running + self.succeeded + self.dead + self.cancelled
     }
 }
 

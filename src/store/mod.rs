@@ -78,6 +78,14 @@ pub trait JobStore: StateManager {
     /// Delivery counts: ready, delayed, in flight, and dead jobs kept.
     async fn stats(&self) -> Result<QueueStats>;
 
+    /// Whether this store keeps workflow steps ([`crate::workflow`]): `Pending` records with
+    /// their links, made `Queued` (or ended, by their policy) in the same step that ends
+    /// their last dependency, and listed by [`JobFilter::workflow`](crate::state::JobFilter::workflow).
+    /// `false` by default; a store that answers `false` refuses workflows at submit.
+    fn supports_workflows(&self) -> bool {
+        false
+    }
+
     /// Finish `transitions` (as [`StateManager::finish`]) and claim up to `req.max` due jobs
     /// (as [`JobStore::claim_due`], without waiting: `req.wait` is ignored) in one step: a
     /// worker settles what its slots finished and takes their next jobs in one round trip.
@@ -134,6 +142,9 @@ impl<S: JobStore> JobStore for Arc<S> {
     }
     fn schedules(&self) -> Option<Arc<dyn ScheduleStore>> {
         (**self).schedules()
+    }
+    fn supports_workflows(&self) -> bool {
+        (**self).supports_workflows()
     }
     async fn finish_and_claim(
         &self,

@@ -1388,3 +1388,321 @@ pub async fn queuing_state_stats_split_the_queue_by_kind(s: Arc<dyn jobforge::st
     let b = &stats.per_kind["b"];
     assert_eq!((b.ready, b.delayed, b.in_flight, b.dead), (0, 1, 0, 1));
 }
+
+// ---------------------------------------------------------------- workflow contract
+
+/// A step record of workflow `wf`: `Pending` while it waits for `after`, with its links both
+/// ways (as `Orchestrator::submit_workflow` makes them).
+pub fn step_record(
+    wf: JobId,
+    name: &str,
+    job: NewJob,
+    after: &[JobId],
+    dependents: &[JobId],
+    policy: &str,
+) -> JobRecord {
+    let mut value = serde_json::to_value(record(job)).unwrap();
+    value["state"] = serde_json::json!(if after.is_empty() {
+        "queued"
+    } else {
+        "pending"
+    });
+    value["step"] = serde_json::json!({
+        "workflow": wf,
+        "workflow_name": "contract",
+        "name": name,
+        "depends_on": after,
+        "dependents": dependents,
+        "waiting_on": after.len(),
+        "on_dependency_failure": policy,
+    });
+    serde_json::from_value(value).unwrap()
+}
+
+async fn state_of(s: &dyn StateManager, id: JobId) -> JobState {
+    s.get(id).await.unwrap().expect("the step is kept").state
+}
+
+async fn claim_all_due(s: &dyn jobforge::store::JobStore, w: &WorkerId) -> Vec<JobRecord> {
+    let queues = vec!["default".to_owned()];
+    let req = Reserve {
+        worker: w,
+        queues: &queues,
+        max: 100,
+        lease: LONG,
+        wait: Duration::ZERO,
+    };
+    s.claim_due(&req)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(claimed)
+        .collect()
+}
+
+async fn succeed(s: &dyn StateManager, r: &JobRecord, w: &WorkerId, result: serde_json::Value) {
+    let out = s
+        .finish(vec![finish(
+            r,
+            w,
+            Finish::Succeeded {
+                result: Some(Payload::from_value(&result).unwrap()),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].is_applied(), "{out:?}");
+}
+
+fn sorted(mut ids: Vec<JobId>) -> Vec<JobId> {
+    ids.sort();
+    ids
+}
+
+/// A diamond a → (b, c) → d: a step is claimable only once every dependency succeeded, and
+/// becomes `Queued` in the finish of its last dependency (read right after it); counts follow
+/// `pending`; the history shows the move; listing by workflow finds exactly its steps.
+pub async fn workflow_a_step_waits_for_every_dependency(s: Arc<dyn jobforge::store::JobStore>) {
+    assert!(s.supports_workflows());
+    let wf = JobId::new();
+    let jobs: Vec<NewJob> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| NewJob::new(*k))
+        .collect();
+    let [a, b, c, d] = [jobs[0].id(), jobs[1].id(), jobs[2].id(), jobs[3].id()];
+    let records = vec![
+        step_record(wf, "a", jobs[0].clone(), &[], &[b, c], "cancel"),
+        step_record(wf, "b", jobs[1].clone(), &[a], &[d], "cancel"),
+        step_record(wf, "c", jobs[2].clone(), &[a], &[d], "cancel"),
+        step_record(wf, "d", jobs[3].clone(), &[b, c], &[], "cancel"),
+    ];
+    let created = s.create(records).await.unwrap();
+    assert!(
+        created.iter().all(|c| matches!(c, Created::New(_))),
+        "{created:?}"
+    );
+    // A plain job beside it, not a step.
+    let plain = create_one(s.as_ref(), NewJob::new("plain")).await;
+    let counts = s.counts().await.unwrap();
+    assert_eq!((counts.total.pending, counts.total.queued), (3, 2));
+
+    let w = WorkerId::new("w");
+    let first = claim_all_due(s.as_ref(), &w).await;
+    assert_eq!(
+        sorted(first.iter().map(|r| r.id).collect()),
+        sorted(vec![a, plain])
+    );
+    let a_held = first.iter().find(|r| r.id == a).unwrap();
+    let link = a_held
+        .step
+        .as_deref()
+        .expect("a claimed step carries its link");
+    assert_eq!((link.name.as_str(), link.workflow), ("a", wf));
+    assert_eq!(sorted(link.dependents.clone()), sorted(vec![b, c]));
+    assert_eq!(state_of(s.as_ref(), b).await, JobState::Pending);
+
+    succeed(s.as_ref(), a_held, &w, serde_json::json!({"total": 42})).await;
+    assert_eq!(state_of(s.as_ref(), b).await, JobState::Queued);
+    assert_eq!(state_of(s.as_ref(), c).await, JobState::Queued);
+    assert_eq!(state_of(s.as_ref(), d).await, JobState::Pending);
+
+    let second = claim_all_due(s.as_ref(), &w).await;
+    assert_eq!(
+        sorted(second.iter().map(|r| r.id).collect()),
+        sorted(vec![b, c])
+    );
+    succeed(s.as_ref(), &second[0], &w, serde_json::json!(1)).await;
+    let d_now = s.get(d).await.unwrap().unwrap();
+    assert_eq!(
+        d_now.state,
+        JobState::Pending,
+        "one dependency of two is not enough"
+    );
+    assert_eq!(d_now.step.as_deref().map(|l| l.waiting_on), Some(1));
+    assert!(claim_all_due(s.as_ref(), &w).await.is_empty());
+    succeed(s.as_ref(), &second[1], &w, serde_json::json!(2)).await;
+    assert_eq!(state_of(s.as_ref(), d).await, JobState::Queued);
+    let counts = s.counts().await.unwrap();
+    assert_eq!((counts.total.pending, counts.total.queued), (0, 1));
+
+    let last = claim_all_due(s.as_ref(), &w).await;
+    assert_eq!(last.iter().map(|r| r.id).collect::<Vec<_>>(), vec![d]);
+    let events = s.events(d).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.from == Some(JobState::Pending) && e.to == JobState::Queued),
+        "{events:?}"
+    );
+
+    let filter = JobFilter {
+        workflow: Some(wf),
+        ..JobFilter::default()
+    };
+    let listed = s.list(&filter, &Page::first(10)).await.unwrap();
+    assert_eq!(
+        listed.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![a, b, c, d]
+    );
+    let a_done = &listed.items[0];
+    assert_eq!(
+        a_done.result.as_ref().map(Payload::as_str),
+        Some(r#"{"total":42}"#)
+    );
+}
+
+/// When a dependency ends dead: a step that cancels is cancelled (and so are the cancelling
+/// steps after it), one that skips ends `Succeeded` with no result (and the step after it
+/// goes on), one that runs anyway is queued. A retry settles nothing.
+pub async fn workflow_failure_policies(s: Arc<dyn jobforge::store::JobStore>) {
+    let wf = JobId::new();
+    let job = |k: &str| NewJob::new(k);
+    let (root, cancel, cancel_after, skip, skip_after, run) = (
+        job("root"),
+        job("cancel"),
+        job("cancel_after"),
+        job("skip"),
+        job("skip_after"),
+        job("run"),
+    );
+    let ids = [
+        root.id(),
+        cancel.id(),
+        cancel_after.id(),
+        skip.id(),
+        skip_after.id(),
+        run.id(),
+    ];
+    let records = vec![
+        step_record(wf, "root", root, &[], &[ids[1], ids[3], ids[5]], "cancel"),
+        step_record(wf, "cancel", cancel, &[ids[0]], &[ids[2]], "cancel"),
+        step_record(wf, "cancel_after", cancel_after, &[ids[1]], &[], "cancel"),
+        step_record(wf, "skip", skip, &[ids[0]], &[ids[4]], "skip"),
+        step_record(wf, "skip_after", skip_after, &[ids[3]], &[], "cancel"),
+        step_record(wf, "run", run, &[ids[0]], &[], "run"),
+    ];
+    s.create(records).await.unwrap();
+    let w = WorkerId::new("w");
+    let held = claim_all_due(s.as_ref(), &w).await;
+    assert_eq!(held.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
+    // A retry puts the root back: nothing after it moves.
+    let out = s
+        .finish(vec![finish(
+            &held[0],
+            &w,
+            Finish::Retry {
+                delay: Duration::ZERO,
+                error: "busy".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].is_applied());
+    assert_eq!(state_of(s.as_ref(), ids[1]).await, JobState::Pending);
+    let held = claim_all_due(s.as_ref(), &w).await;
+    let out = s
+        .finish(vec![finish(
+            &held[0],
+            &w,
+            Finish::Dead {
+                error: "bad input".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].is_applied());
+    let states = [
+        state_of(s.as_ref(), ids[1]).await,
+        state_of(s.as_ref(), ids[2]).await,
+        state_of(s.as_ref(), ids[3]).await,
+        state_of(s.as_ref(), ids[4]).await,
+        state_of(s.as_ref(), ids[5]).await,
+    ];
+    assert_eq!(
+        states,
+        [
+            JobState::Cancelled,
+            JobState::Cancelled,
+            JobState::Succeeded,
+            JobState::Queued,
+            JobState::Queued
+        ]
+    );
+    let skipped = s.get(ids[3]).await.unwrap().unwrap();
+    assert_eq!((skipped.result, skipped.attempt), (None, 0));
+    let events = s.events(ids[1]).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.from, last.to),
+        (Some(JobState::Pending), JobState::Cancelled)
+    );
+    assert!(
+        last.reason
+            .as_deref()
+            .is_some_and(|r| r.contains(&ids[0].to_string())),
+        "names the dependency: {last:?}"
+    );
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.total.pending,
+            counts.total.queued,
+            counts.total.cancelled,
+            counts.total.succeeded,
+            counts.total.dead
+        ),
+        (0, 2, 2, 1, 1)
+    );
+    let due = claim_all_due(s.as_ref(), &w).await;
+    assert_eq!(
+        sorted(due.iter().map(|r| r.id).collect()),
+        sorted(vec![ids[4], ids[5]])
+    );
+}
+
+/// Cancelling a pending step cancels it (and the cancelling steps after it); cancelling a
+/// queued step that others wait for cancels them too; a takeover that ends a step dead (its
+/// attempts spent) settles the steps after it in the same claim.
+pub async fn workflow_cancel_and_takeover_settle_dependents(s: Arc<dyn jobforge::store::JobStore>) {
+    let wf = JobId::new();
+    let (a, b, c) = (NewJob::new("a"), NewJob::new("b"), NewJob::new("c"));
+    let (x, y) = (NewJob::new("x").max_attempts(1), NewJob::new("y"));
+    let ids = [a.id(), b.id(), c.id(), x.id(), y.id()];
+    let mut x_record = step_record(wf, "x", x, &[], &[ids[4]], "cancel");
+    x_record.max_attempts = 1;
+    s.create(vec![
+        step_record(wf, "a", a, &[], &[ids[1]], "cancel"),
+        step_record(wf, "b", b, &[ids[0]], &[ids[2]], "cancel"),
+        step_record(wf, "c", c, &[ids[1]], &[], "run"),
+        x_record,
+        step_record(wf, "y", y, &[ids[3]], &[], "cancel"),
+    ])
+    .await
+    .unwrap();
+    // A pending step, cancelled: the one after it runs anyway (policy `run`), so it is queued.
+    assert_eq!(
+        s.cancel(ids[1], "no").await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(state_of(s.as_ref(), ids[1]).await, JobState::Cancelled);
+    assert_eq!(state_of(s.as_ref(), ids[2]).await, JobState::Queued);
+    // The root it waited for can still run.
+    assert_eq!(state_of(s.as_ref(), ids[0]).await, JobState::Queued);
+
+    // x: claimed with a short lease and lost; the takeover finds its attempts spent.
+    let w = WorkerId::new("w");
+    let claims = s
+        .claim(&[ids[3]], &w, Duration::from_millis(50))
+        .await
+        .unwrap();
+    claimed(claims.into_iter().next().unwrap());
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let again = s
+        .claim(&[ids[3]], &WorkerId::new("w2"), LONG)
+        .await
+        .unwrap();
+    assert!(matches!(again[0], Claim::Exhausted { .. }), "{again:?}");
+    assert_eq!(state_of(s.as_ref(), ids[4]).await, JobState::Cancelled);
+    let counts = s.counts().await.unwrap();
+    assert_eq!(counts.total.pending, 0);
+}

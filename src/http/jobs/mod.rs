@@ -374,6 +374,7 @@ pub(crate) async fn list(
         kind: params.kind,
         queue: params.queue,
         tenant: tenant_filter,
+        workflow: None,
     };
     let paged = state.shared.orchestrator.list(&filter, &page).await?;
     Ok(Json(JobPage {

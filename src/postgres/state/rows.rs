@@ -99,6 +99,7 @@ impl JobRow {
             lease_expires_at: self.lease_expires_at,
             cancel_requested: self.cancel_requested,
             version: u64::try_from(self.version).unwrap_or(0),
+            step: None,
         })
     }
 }

@@ -169,6 +169,13 @@ impl StateManager for PostgresState {
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
+        if filter.workflow.is_some() {
+            // This store keeps no workflow steps (`supports_workflows` is false).
+            return Ok(Paged {
+                items: Vec::new(),
+                next: None,
+            });
+        }
         let mut rows = self.list_page(filter, page).await?;
         let more = rows.len() > page.limit;
         rows.truncate(page.limit);

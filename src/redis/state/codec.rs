@@ -214,6 +214,8 @@ pub(super) fn state_code(state: JobState) -> u8 {
         JobState::Succeeded => 3,
         JobState::Dead => 4,
         JobState::Cancelled => 5,
+        // Workflow steps are not kept by this store yet (`create` refuses them).
+        JobState::Pending => 6,
     }
 }
 
@@ -224,6 +226,7 @@ pub(super) fn state_of(code: u8) -> Option<JobState> {
         3 => JobState::Succeeded,
         4 => JobState::Dead,
         5 => JobState::Cancelled,
+        6 => JobState::Pending,
         _ => return None,
     })
 }
@@ -397,6 +400,7 @@ pub(super) fn parse_record(values: &[Value]) -> Result<JobRecord> {
         lease_expires_at: m.lease_expires_at,
         cancel_requested: m.cancel_requested,
         version: m.version,
+        step: None,
     })
 }
 

@@ -155,6 +155,13 @@ impl StateManager for RedisState {
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
+        if filter.workflow.is_some() {
+            // This store keeps no workflow steps (`supports_workflows` is false).
+            return Ok(Paged {
+                items: Vec::new(),
+                next: None,
+            });
+        }
         // Dead and cancelled jobs have indexes of their own (they are few among many); other
         // states are filtered while walking the kind's index or the index of all jobs.
         let index = match (&filter.state, &filter.kind) {

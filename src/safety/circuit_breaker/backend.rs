@@ -183,6 +183,10 @@ impl<S: JobStore> JobStore for CircuitBreaker<S> {
         self.inner().schedules()
     }
 
+    fn supports_workflows(&self) -> bool {
+        self.inner().supports_workflows()
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

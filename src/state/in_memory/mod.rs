@@ -15,6 +15,7 @@ use crate::job::{JobId, JobRecord, JobState, Payload, WorkerId};
 use crate::queue::{KindQueueStats, QueueStats, Reserve};
 use crate::state::types::{Claim, JobFilter, StateTally, Transition};
 use crate::util::{Names, best_ready, from_micros, micros, micros_after};
+use crate::workflow::{Settle, StepLink, ended_reason, settle};
 
 mod index;
 mod jobs;
@@ -92,6 +93,8 @@ struct Extra {
     strategy: Option<String>,
     result: Option<Payload>,
     last_error: Option<String>,
+    /// Its place in a workflow, if it is a step.
+    step: Option<Box<StepLink>>,
 }
 
 /// A job as this store keeps it: shared names, timestamps as microseconds, rare fields boxed.
@@ -133,7 +136,8 @@ impl Slot {
             || r.tenant.is_some()
             || r.strategy.is_some()
             || r.result.is_some()
-            || r.last_error.is_some();
+            || r.last_error.is_some()
+            || r.step.is_some();
         let extra = needs_extra.then(|| {
             Box::new(Extra {
                 idempotency_key: r.idempotency_key,
@@ -142,6 +146,7 @@ impl Slot {
                 strategy: r.strategy,
                 result: r.result,
                 last_error: r.last_error,
+                step: r.step,
             })
         });
         let state = r.state;
@@ -219,6 +224,7 @@ impl Slot {
             lease_expires_at: self.lease_expires_at.map(&time),
             cancel_requested: self.cancel_requested,
             version: self.version,
+            step: extra.and_then(|e| e.step.clone()),
         }
     }
 
@@ -231,6 +237,12 @@ impl Slot {
                 .tenant
                 .as_deref()
                 .is_none_or(|t| self.extra.as_ref().and_then(|e| e.tenant.as_deref()) == Some(t))
+            && filter.workflow.is_none_or(|w| {
+                self.extra
+                    .as_ref()
+                    .and_then(|e| e.step.as_ref())
+                    .is_some_and(|s| s.workflow == w)
+            })
     }
 }
 
@@ -323,6 +335,7 @@ impl Inner {
                     );
                     self.tally(&kind, Some(JobState::Running), Some(JobState::Cancelled));
                     self.finished.push_back((now_at, id));
+                    self.settle_dependents(id, now_at, max_events);
                     return (Claim::Cancelled { id, reason }, true);
                 }
                 let exhausted = slot.attempt >= slot.max_attempts;
@@ -357,6 +370,7 @@ impl Inner {
             slot.end(JobState::Dead, now_at, worker, reason.clone(), max_events);
             self.tally(&kind, Some(from), Some(JobState::Dead));
             self.finished.push_back((now_at, id));
+            self.settle_dependents(id, now_at, max_events);
             return (Claim::Exhausted { id, reason }, true);
         }
         slot.state = JobState::Running;
@@ -405,6 +419,79 @@ impl Inner {
             Some(t) => apply(t),
             None => apply(self.per_kind.entry(Arc::clone(kind)).or_default()),
         }
+    }
+
+    /// The workflow steps after `done`, which just ended: each counts it down (and is
+    /// queued when it was the last it waited for), or ends as its policy says, and then the
+    /// steps after it in turn. Answers whether a step became queued. A job without
+    /// dependents costs one look at its out-of-line fields.
+    fn settle_dependents(&mut self, done: JobId, now_at: DateTime<Utc>, max_events: usize) -> bool {
+        let now = micros(now_at);
+        let mut readied = false;
+        let mut ended = vec![done];
+        while let Some(done) = ended.pop() {
+            let Some((state, dependents)) = self.jobs.get(&done).and_then(|slot| {
+                let link = slot.extra.as_ref()?.step.as_ref()?;
+                (!link.dependents.is_empty()).then(|| (slot.state, link.dependents.clone()))
+            }) else {
+                continue;
+            };
+            for id in dependents {
+                let Some(slot) = self.jobs.get_mut(&id) else {
+                    continue;
+                };
+                if slot.state != JobState::Pending {
+                    continue;
+                }
+                let Some(link) = slot.extra.as_mut().and_then(|e| e.step.as_mut()) else {
+                    continue;
+                };
+                let (to, reason) = match settle(link.on_dependency_failure, state) {
+                    Settle::CountDown => {
+                        link.waiting_on = link.waiting_on.saturating_sub(1);
+                        if link.waiting_on > 0 {
+                            continue;
+                        }
+                        // Its own delay counts from now, when it became ready.
+                        slot.run_at =
+                            now.saturating_add(slot.run_at.saturating_sub(slot.created_at));
+                        (JobState::Queued, "dependencies succeeded".to_owned())
+                    }
+                    Settle::End(to) => (to, ended_reason(to, done, state)),
+                };
+                slot.state = to;
+                slot.updated_at = now;
+                slot.version += 1;
+                if to.is_terminal() {
+                    slot.finished_at = Some(now);
+                }
+                let (attempt, kind) = (slot.attempt, Arc::clone(&slot.kind));
+                slot.push(
+                    Event {
+                        at: now_at,
+                        from: JobState::Pending,
+                        to,
+                        attempt,
+                        worker: None,
+                        reason: Some(reason.into_boxed_str()),
+                    },
+                    max_events,
+                );
+                self.tally(&kind, Some(JobState::Pending), Some(to));
+                if to.is_terminal() {
+                    self.finished.push_back((now_at, id));
+                    ended.push(id);
+                } else {
+                    let fields = &mut *self;
+                    if let (Some(index), Some(slot)) = (&mut fields.index, fields.jobs.get_mut(&id))
+                    {
+                        index.file(slot, now);
+                    }
+                    readied = true;
+                }
+            }
+        }
+        readied
     }
 
     fn sweep(&mut self, now: DateTime<Utc>, config: &InMemoryStateConfig) {
@@ -627,6 +714,9 @@ impl InMemoryState {
         inner.index = Some(index);
         if finished_any {
             inner.sweep(clock.now_at, &self.config);
+            drop(guard);
+            // A job that ended here may have readied workflow steps after it.
+            self.notify.notify_waiters();
         }
         (out, next)
     }

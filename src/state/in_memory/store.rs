@@ -101,6 +101,9 @@ impl StateManager for InMemoryState {
         }
         if finished_any {
             inner.sweep(clock.now_at, &self.config);
+            drop(inner);
+            // A job that ended here may have readied workflow steps after it.
+            self.notify.notify_waiters();
         }
         Ok(out)
     }
@@ -184,6 +187,7 @@ impl StateManager for InMemoryState {
             if to.is_terminal() {
                 inner.finished.push_back((now_at, t.id));
                 finished_any = true;
+                requeued_any |= inner.settle_dependents(t.id, now_at, max_events);
             } else {
                 let fields = &mut *inner;
                 if let (Some(index), Some(slot)) = (&mut fields.index, fields.jobs.get_mut(&t.id)) {
@@ -214,7 +218,7 @@ impl StateManager for InMemoryState {
             ));
         };
         match slot.state {
-            JobState::Queued => {
+            from @ (JobState::Queued | JobState::Pending) => {
                 slot.state = JobState::Cancelled;
                 slot.updated_at = now;
                 slot.finished_at = Some(now);
@@ -223,7 +227,7 @@ impl StateManager for InMemoryState {
                 slot.push(
                     Event {
                         at: now_at,
-                        from: JobState::Queued,
+                        from,
                         to: JobState::Cancelled,
                         attempt,
                         worker: None,
@@ -231,9 +235,14 @@ impl StateManager for InMemoryState {
                     },
                     max_events,
                 );
-                inner.tally(&kind, Some(JobState::Queued), Some(JobState::Cancelled));
+                inner.tally(&kind, Some(from), Some(JobState::Cancelled));
                 inner.finished.push_back((now_at, id));
+                let readied = inner.settle_dependents(id, now_at, max_events);
                 inner.sweep(now_at, &self.config);
+                drop(inner);
+                if readied {
+                    self.notify.notify_waiters();
+                }
                 Ok(CancelOutcome::Cancelled)
             }
             JobState::Running => {
@@ -354,5 +363,9 @@ impl JobStore for InMemoryState {
 
     async fn stats(&self) -> Result<QueueStats> {
         Ok(self.queue_stats_now())
+    }
+
+    fn supports_workflows(&self) -> bool {
+        true
     }
 }
