@@ -95,6 +95,7 @@ mod postgres {
     use super::deploy::{Deployed, Deployment};
     store_contract!(Postgres);
     queue_contract!(Postgres);
+    workflow_contract!(Postgres);
 }
 
 mod redis {

@@ -343,7 +343,7 @@ impl JobOrchestrator for Orchestrator {
         if !self.engine.store.supports_workflows() {
             return Err(Error::new(
                 ErrorKind::Configuration,
-                "this store does not keep workflows; use the in-memory or PostgreSQL store",
+                "this store does not keep workflows yet; use the in-memory or PostgreSQL store",
             ));
         }
         let now = Utc::now();

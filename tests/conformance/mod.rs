@@ -1528,6 +1528,11 @@ pub async fn workflow_a_step_waits_for_every_dependency(s: Arc<dyn jobforge::sto
     let last = claim_all_due(s.as_ref(), &w).await;
     assert_eq!(last.iter().map(|r| r.id).collect::<Vec<_>>(), vec![d]);
     let events = s.events(d).await.unwrap();
+    assert_eq!(
+        events[0].to,
+        JobState::Pending,
+        "submitted waiting: {events:?}"
+    );
     assert!(
         events
             .iter()

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::job::{JobId, JobRecord, WorkerId};
+use crate::job::{JobId, JobRecord, JobState, WorkerId};
 use crate::postgres::{Shared, db_error, stmt};
 use crate::queue::Reserve;
-use crate::state::{Claim, Finish, JobFilter, Order, Page, Transition, TransitionResult};
+use crate::state::{Claim, Created, Finish, JobFilter, Order, Page, Transition, TransitionResult};
 use crate::util::dur_micros;
 use crate::{Error, ErrorKind, Result};
 
@@ -157,6 +157,91 @@ impl PostgresState {
             .fetch_all(exec)
             .await
             .map_err(|e| db_error("count jobs", e))
+    }
+
+    /// Store a batch that holds workflow steps, whole or not at all (`CREATE_STEPS`).
+    async fn create_steps(&self, jobs: &[JobRecord]) -> Result<Vec<Created>> {
+        let n = jobs.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut kinds = Vec::with_capacity(n);
+        let mut queues = Vec::with_capacity(n);
+        let mut payloads = Vec::with_capacity(n);
+        let mut priorities = Vec::with_capacity(n);
+        let mut max_attempts = Vec::with_capacity(n);
+        let mut timeouts = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut tags = Vec::with_capacity(n);
+        let mut tenants = Vec::with_capacity(n);
+        let mut strategies = Vec::with_capacity(n);
+        let mut run_ats = Vec::with_capacity(n);
+        let mut created = Vec::with_capacity(n);
+        let mut states = Vec::with_capacity(n);
+        let mut steps = Vec::with_capacity(n);
+        for job in jobs {
+            let state = match job.state {
+                JobState::Pending if job.step.is_some() => "pending",
+                JobState::Queued => "queued",
+                other => {
+                    return Err(Error::invalid_input(
+                        "state",
+                        format!(
+                            "job {}: a new job is queued, or pending as a workflow step; not {other}",
+                            job.id
+                        ),
+                    ));
+                }
+            };
+            ids.push(*job.id.as_uuid());
+            kinds.push(job.kind.as_str());
+            queues.push(job.queue.as_str());
+            payloads.push(job.payload.as_str());
+            priorities.push(job.priority);
+            max_attempts.push(i32::try_from(job.max_attempts).unwrap_or(i32::MAX));
+            timeouts.push(job.timeout.map(millis_i64));
+            keys.push(job.idempotency_key.as_deref());
+            tags.push(if job.tags.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&job.tags)?)
+            });
+            tenants.push(job.tenant.as_deref());
+            strategies.push(job.strategy.as_deref());
+            run_ats.push(job.run_at);
+            created.push(job.created_at);
+            states.push(state);
+            steps.push(match &job.step {
+                Some(link) => Some(serde_json::to_string(link)?),
+                None => None,
+            });
+        }
+        self.shared.count_statement();
+        let (stored, _notified): (i64, i64) = sqlx::query_as(stmt(&self.sql.create_steps))
+            .bind(ids)
+            .bind(kinds)
+            .bind(queues)
+            .bind(payloads)
+            .bind(priorities)
+            .bind(max_attempts)
+            .bind(timeouts)
+            .bind(keys)
+            .bind(tags)
+            .bind(tenants)
+            .bind(strategies)
+            .bind(run_ats)
+            .bind(created)
+            .bind(&self.shared.channel)
+            .bind(states)
+            .bind(steps)
+            .fetch_one(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("store a workflow's steps", e))?;
+        if usize::try_from(stored).ok() != Some(n) {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("PostgreSQL stored {stored} of a workflow's {n} steps"),
+            ));
+        }
+        Ok(jobs.iter().map(|j| Created::New(j.id)).collect())
     }
 
     async fn create_once(&self, jobs: &[&JobRecord]) -> Result<Vec<SkippedRow>> {
@@ -354,6 +439,9 @@ impl PostgresState {
         if filter.tenant.is_some() {
             sql.push_str(&format!(" AND tenant = ${}", param()));
         }
+        if filter.workflow.is_some() {
+            sql.push_str(&format!(" AND workflow_id = ${}", param()));
+        }
         let (cmp, order) = match page.order {
             Order::Asc => (">", "ASC"),
             Order::Desc => ("<", "DESC"),
@@ -371,6 +459,9 @@ impl PostgresState {
         }
         if let Some(tenant) = &filter.tenant {
             query = query.bind(tenant.as_str());
+        }
+        if let Some(workflow) = filter.workflow {
+            query = query.bind(*workflow.as_uuid());
         }
         if let Some(after) = page.after {
             query = query.bind(*after.as_uuid());

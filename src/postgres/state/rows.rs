@@ -39,6 +39,9 @@ pub(super) struct JobRow {
     pub(super) lease_expires_at: Option<DateTime<Utc>>,
     pub(super) cancel_requested: bool,
     pub(super) version: i64,
+    /// A workflow step's link (JSON), NULL for a plain job.
+    pub(super) step: Option<String>,
+    pub(super) waiting_on: Option<i32>,
 }
 
 pub(super) fn stored_payload(text: String, id: Uuid) -> Result<Payload> {
@@ -99,7 +102,23 @@ impl JobRow {
             lease_expires_at: self.lease_expires_at,
             cancel_requested: self.cancel_requested,
             version: u64::try_from(self.version).unwrap_or(0),
-            step: None,
+            step: match self.step {
+                None => None,
+                Some(text) => {
+                    let mut link: Box<crate::workflow::StepLink> = serde_json::from_str(&text)
+                        .map_err(|e| {
+                            Error::new(
+                                ErrorKind::Serialization,
+                                format!(
+                                    "job {}: its stored workflow step could not be read back: {e}",
+                                    self.id
+                                ),
+                            )
+                        })?;
+                    link.waiting_on = self.waiting_on.map_or(0, count_u32);
+                    Some(link)
+                }
+            },
         })
     }
 }

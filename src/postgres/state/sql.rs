@@ -20,14 +20,14 @@ const DELTA_SLOT: &str = "(SELECT delta_slot FROM {s}.job_ring WHERE one = true)
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
     max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, lease_owner, \
-    lease_expires_at, cancel_requested, version";
+    lease_expires_at, cancel_requested, version, step::text AS step, waiting_on";
 
 /// The same, qualified by the alias `j`.
 const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, j.state, \
     j.priority, j.attempt, j.max_attempts, j.timeout_ms, j.idempotency_key, j.tags, j.tenant, \
     j.strategy, j.run_at, j.created_at, j.updated_at, j.started_at, j.finished_at, \
     j.result::text AS result, j.last_error, j.lease_owner, j.lease_expires_at, \
-    j.cancel_requested, j.version";
+    j.cancel_requested, j.version, j.step::text AS step, j.waiting_on";
 
 /// Insert a batch of jobs (one `UNNEST` of column arrays), their times by the server's clock
 /// (`run_at` keeps its distance from the submitter's `created_at`); a taken id or idempotency key
@@ -86,6 +86,47 @@ LEFT JOIN (
               WHERE e.id = i.id AND e.ord < i.ord))
       AND (SELECT count(*) FROM ins) < cardinality($1::uuid[])
 ) s ON true
+";
+
+/// Insert a batch that holds workflow steps ([`crate::workflow`]): as [`CREATE`], and each
+/// row's state (`pending` for a step that waits, else `queued`) `$15` and step `$16` (JSON, or
+/// NULL for a plain job). All or nothing: no row is skipped, so a taken id or key fails the
+/// statement and nothing is stored. Answers how many rows it stored.
+const CREATE_STEPS: &str = r"
+WITH ins AS (
+    INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
+        timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
+        version, step, workflow_id, waiting_on)
+    SELECT id, kind, queue, payload::json, state, priority, 0, max_attempts, timeout_ms,
+        idempotency_key,
+        CASE WHEN tags IS NULL THEN '{}'::text[]
+             ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
+        tenant, strategy, now() + (run_at - created_at), now(), now(), 1, step::jsonb,
+        (step::jsonb->>'workflow')::uuid, (step::jsonb->>'waiting_on')::int
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
+                $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
+                $11::text[], $12::timestamptz[], $13::timestamptz[], $15::text[], $16::text[])
+        WITH ORDINALITY AS t(id, kind, queue, payload, priority, max_attempts, timeout_ms,
+                             idempotency_key, tags, tenant, strategy, run_at, created_at,
+                             state, step, ord)
+    ORDER BY ord
+    RETURNING id, kind, queue, priority, run_at, state
+),
+readied AS (
+    INSERT INTO {s}.job_ready (slot, queue, priority, run_at, id)
+    SELECT {ring_slot}, queue, priority, run_at, id FROM ins WHERE state = 'queued'
+),
+counted AS (
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {delta_slot}, kind, state, count(*) FROM ins GROUP BY kind, state
+),
+notified AS (
+    SELECT pg_notify($14, queue || CASE WHEN due THEN ''
+        ELSE ' ' || floor(extract(epoch FROM at) * 1000000)::bigint END)
+    FROM (SELECT queue, run_at <= now() AS due, min(run_at) AS at FROM ins
+          WHERE state = 'queued' GROUP BY 1, 2) q
+)
+SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM notified) AS notified
 ";
 
 /// The holders of idempotency keys, read in a fresh snapshot (for keys taken by a
@@ -418,27 +459,29 @@ WITH locked AS (
 ),
 upd AS (
     UPDATE {s}.jobs j SET
-        state = CASE WHEN l.state = 'queued' THEN 'cancelled' ELSE j.state END,
+        state = CASE WHEN l.state IN ('queued', 'pending') THEN 'cancelled' ELSE j.state END,
         cancel_requested = j.cancel_requested OR l.state = 'running',
-        finished_at = CASE WHEN l.state = 'queued' THEN now() ELSE j.finished_at END,
+        finished_at = CASE WHEN l.state IN ('queued', 'pending') THEN now()
+                           ELSE j.finished_at END,
         updated_at = now(),
         version = j.version + 1
     FROM locked l
-    WHERE j.id = l.id AND l.state IN ('queued', 'running')
+    WHERE j.id = l.id AND l.state IN ('queued', 'pending', 'running')
     RETURNING j.id, j.kind, j.version, j.attempt, l.state AS from_state, j.state
 ),
 events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
     SELECT id, version, now(), from_state, state, attempt, NULL, $2
-    FROM upd WHERE from_state = 'queued'
+    FROM upd WHERE from_state IN ('queued', 'pending')
 ),
 counted AS (
     INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
     SELECT {delta_slot}, kind, st, sum(delta) FROM (
-        SELECT kind, 'queued' AS st, -1 AS delta FROM upd WHERE from_state = 'queued'
+        SELECT kind, from_state AS st, -1 AS delta FROM upd
+        WHERE from_state IN ('queued', 'pending')
         UNION ALL
-        SELECT kind, 'cancelled', 1 FROM upd WHERE from_state = 'queued'
+        SELECT kind, 'cancelled', 1 FROM upd WHERE from_state IN ('queued', 'pending')
     ) x
     GROUP BY kind, st
 )
@@ -450,7 +493,9 @@ SELECT state FROM locked";
 const EVENTS: &str = r"
 SELECT at, from_state, to_state, attempt, worker, reason FROM (
     SELECT 0::bigint AS version, created_at AS at, NULL::text AS from_state,
-           'queued' AS to_state, 0 AS attempt, NULL::text AS worker, 'submitted' AS reason
+           CASE WHEN jsonb_array_length(coalesce(step->'depends_on', '[]'::jsonb)) > 0
+                THEN 'pending' ELSE 'queued' END AS to_state,
+           0 AS attempt, NULL::text AS worker, 'submitted' AS reason
     FROM {s}.jobs WHERE id = $1
     UNION ALL
     SELECT claim_version, started_at, claimed_from, 'running', claim_attempt, claimed_by,
@@ -507,6 +552,7 @@ SELECT count(*) FROM del";
 /// The prepared statement texts of one schema.
 pub(super) struct Statements {
     pub(super) create: Arc<str>,
+    pub(super) create_steps: Arc<str>,
     pub(super) key_holders: Arc<str>,
     pub(super) claim_ids: Arc<str>,
     pub(super) claim_due: Arc<str>,
@@ -546,6 +592,7 @@ impl Statements {
         let counted = |finished: &str| CLAIM_COUNTED.replace("{finished}", finished);
         Self {
             create: sql(CREATE),
+            create_steps: sql(CREATE_STEPS),
             key_holders: sql(KEY_HOLDERS),
             claim_ids: sql(&format!(
                 "{CLAIM_IDS_HEAD}{}{}{CLAIM_IDS_FOOT}",

@@ -25,6 +25,10 @@ impl StateManager for PostgresState {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        if jobs.iter().any(|j| j.step.is_some()) {
+            // A workflow: all of it or nothing.
+            return self.create_steps(&jobs).await;
+        }
         let mut answers: Vec<Option<Created>> = vec![None; jobs.len()];
         let mut pending: Vec<usize> = (0..jobs.len()).collect();
         for _round in 0..3 {
@@ -150,7 +154,7 @@ impl StateManager for PostgresState {
             .map_err(|e| db_error("cancel a job", e))?;
         match state.as_deref().map(parse_state).transpose()? {
             None => Err(Error::new(ErrorKind::NotFound, format!("no job {id}"))),
-            Some(JobState::Queued) => Ok(CancelOutcome::Cancelled),
+            Some(JobState::Queued | JobState::Pending) => Ok(CancelOutcome::Cancelled),
             Some(JobState::Running) => Ok(CancelOutcome::Requested),
             Some(state) => Ok(CancelOutcome::AlreadyFinished(state)),
         }
@@ -169,13 +173,6 @@ impl StateManager for PostgresState {
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
-        if filter.workflow.is_some() {
-            // This store keeps no workflow steps (`supports_workflows` is false).
-            return Ok(Paged {
-                items: Vec::new(),
-                next: None,
-            });
-        }
         let mut rows = self.list_page(filter, page).await?;
         let more = rows.len() > page.limit;
         rows.truncate(page.limit);
@@ -237,6 +234,10 @@ impl StateManager for PostgresState {
 
 #[async_trait]
 impl JobStore for PostgresState {
+    fn supports_workflows(&self) -> bool {
+        true
+    }
+
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());

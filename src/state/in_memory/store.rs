@@ -314,11 +314,21 @@ impl StateManager for InMemoryState {
             return Ok(Vec::new());
         };
         let mut events = Vec::with_capacity(slot.events.len() + 1);
+        // A workflow step with dependencies was created waiting for them.
+        let waited = slot
+            .extra
+            .as_ref()
+            .and_then(|e| e.step.as_ref())
+            .is_some_and(|s| !s.depends_on.is_empty());
         events.push(JobEvent {
             job_id: id,
             at: from_micros(slot.created_at),
             from: None,
-            to: JobState::Queued,
+            to: if waited {
+                JobState::Pending
+            } else {
+                JobState::Queued
+            },
             attempt: 0,
             worker: None,
             reason: Some("submitted".to_owned()),

@@ -1,0 +1,112 @@
+-- jobforge: workflow steps (issue 16).
+--
+-- A step is a job row with its place in the graph: `step` (the workflow, the step's name,
+-- the steps it runs after and those that run after it, its failure policy: written once,
+-- at submit), `workflow_id` (to list a workflow's steps) and `waiting_on` (dependencies not
+-- settled yet). A step that waits is `pending`. Rows of plain jobs leave the three NULL.
+ALTER TABLE jobs DROP CONSTRAINT jobs_state_check;
+ALTER TABLE jobs ADD CONSTRAINT jobs_state_check
+    CHECK (state IN ('pending', 'queued', 'running', 'succeeded', 'dead', 'cancelled')) NOT VALID;
+ALTER TABLE jobs VALIDATE CONSTRAINT jobs_state_check;
+ALTER TABLE jobs ADD COLUMN step jsonb;
+ALTER TABLE jobs ADD COLUMN workflow_id uuid;
+ALTER TABLE jobs ADD COLUMN waiting_on integer;
+
+CREATE INDEX jobs_workflow_id ON jobs (workflow_id, id) WHERE workflow_id IS NOT NULL;
+
+-- When a step ends (succeeded, dead, cancelled), the steps after it that still wait are
+-- settled in the same transaction, whatever statement ended it (a finish, a claim that
+-- found a dead worker's attempts spent, a cancel): each counts it down and is queued when
+-- it was the last it waited for, or ends as its policy says (`cancel`: cancelled; `skip`:
+-- succeeded with no result). A step ended here ends the steps after it in turn (the
+-- trigger fires again for it). The rows are locked in id order, and re-read once locked,
+-- so two statements that end two dependencies of one step at once count both.
+--
+-- The same decision as `crate::workflow::settle`; the in-memory store's is
+-- `Inner::settle_dependents`.
+CREATE FUNCTION settle_dependents() RETURNS trigger
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+DECLARE
+    ended text := NEW.state;
+    settled bigint;
+BEGIN
+    IF jsonb_array_length(coalesce(NEW.step->'dependents', '[]'::jsonb)) = 0 THEN
+        RETURN NULL;
+    END IF;
+    WITH locked AS MATERIALIZED (
+        SELECT j.id, j.waiting_on, j.step->>'on_dependency_failure' AS policy
+        FROM jobs j
+        WHERE j.id = ANY (ARRAY(
+                SELECT d::uuid FROM jsonb_array_elements_text(NEW.step->'dependents') AS d))
+          AND j.state = 'pending'
+        ORDER BY j.id
+        FOR UPDATE
+    ),
+    decided AS (
+        SELECT l.id, CASE
+            WHEN ended = 'succeeded' OR l.policy = 'run' THEN
+                CASE WHEN l.waiting_on > 1 THEN 'pending' ELSE 'queued' END
+            WHEN l.policy = 'skip' THEN 'succeeded'
+            ELSE 'cancelled' END AS to_state
+        FROM locked l
+    ),
+    upd AS (
+        UPDATE jobs j SET
+            state = d.to_state,
+            waiting_on = CASE WHEN d.to_state = 'pending' THEN j.waiting_on - 1 ELSE 0 END,
+            -- Its own delay counts from now, when it became ready.
+            run_at = CASE WHEN d.to_state = 'queued' THEN now() + (j.run_at - j.created_at)
+                          ELSE j.run_at END,
+            finished_at = CASE WHEN d.to_state IN ('succeeded', 'cancelled') THEN now()
+                               ELSE j.finished_at END,
+            updated_at = now(),
+            version = CASE WHEN d.to_state = 'pending' THEN j.version ELSE j.version + 1 END
+        FROM decided d
+        WHERE j.id = d.id
+        RETURNING j.id, j.kind, j.queue, j.priority, j.run_at, j.attempt, j.version, d.to_state
+    ),
+    moved AS (
+        SELECT * FROM upd WHERE to_state <> 'pending'
+    ),
+    events AS (
+        INSERT INTO job_events (job_id, version, at, from_state, to_state, attempt, worker,
+                                reason)
+        SELECT id, version, now(), 'pending', to_state, attempt, NULL,
+            CASE to_state
+                WHEN 'queued' THEN 'dependencies succeeded'
+                WHEN 'succeeded' THEN 'skipped: dependency ' || NEW.id || ' ended ' || ended
+                ELSE 'cancelled: dependency ' || NEW.id || ' ended ' || ended
+            END
+        FROM moved
+    ),
+    readied AS (
+        INSERT INTO job_ready (slot, queue, priority, run_at, id)
+        SELECT (SELECT slot FROM job_ring WHERE one = true), queue, priority, run_at, id
+        FROM moved WHERE to_state = 'queued'
+    ),
+    counted AS (
+        INSERT INTO job_count_deltas (slot, kind, state, n)
+        SELECT (SELECT delta_slot FROM job_ring WHERE one = true), kind, st, sum(delta)
+        FROM (
+            SELECT kind, 'pending' AS st, -1 AS delta FROM moved
+            UNION ALL
+            SELECT kind, to_state, 1 FROM moved
+        ) x
+        GROUP BY kind, st
+    ),
+    notified AS (
+        SELECT pg_notify(current_schema() || '_jobforge', queue || CASE WHEN due THEN ''
+            ELSE ' ' || floor(extract(epoch FROM at) * 1000000)::bigint END)
+        FROM (SELECT queue, run_at <= now() AS due, min(run_at) AS at FROM moved
+              WHERE to_state = 'queued' GROUP BY 1, 2) q
+    )
+    SELECT (SELECT count(*) FROM moved) + (SELECT count(*) FROM notified) INTO settled;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER jobs_settle_dependents
+    AFTER UPDATE OF state ON jobs
+    FOR EACH ROW
+    WHEN (NEW.step IS NOT NULL AND NEW.state IN ('succeeded', 'dead', 'cancelled')
+          AND OLD.state IS DISTINCT FROM NEW.state)
+    EXECUTE FUNCTION settle_dependents();
