@@ -103,6 +103,7 @@ mod redis {
     use super::deploy::{Deployed, Deployment};
     store_contract!(Redis);
     queue_contract!(Redis);
+    workflow_contract!(Redis);
 }
 
 /// Redis Streams delivery beside a PostgreSQL state: the `Split` store.

@@ -121,7 +121,7 @@ impl Core {
     ) -> Result<(Vec<TransitionResult>, Vec<Claim>)> {
         let mut prepared = self.prepare_settle(&transitions);
         let items = std::mem::take(&mut prepared.items);
-        let mut args = vec![arg(3 + items.iter().map(Vec::len).sum::<usize>())];
+        let mut args = vec![arg(4 + items.iter().map(Vec::len).sum::<usize>())];
         args.extend(self.settle_head());
         args.extend(items.into_iter().flatten());
         let (claim_args, claim) = self.due_args(req);

@@ -26,6 +26,8 @@ pub(super) struct BlobOut<'a> {
     timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<&'a crate::workflow::StepLink>,
 }
 
 #[derive(Deserialize)]
@@ -42,6 +44,8 @@ pub(super) struct BlobIn {
     pub(super) timeout_ms: Option<u64>,
     #[serde(default)]
     pub(super) idempotency_key: Option<String>,
+    #[serde(default)]
+    pub(super) step: Option<Box<crate::workflow::StepLink>>,
 }
 
 // Flags in `m` (see common.lua).
@@ -52,6 +56,8 @@ pub(super) const F_CANCEL: u8 = 8;
 pub(super) const F_LE: u8 = 16;
 pub(super) const F_RES: u8 = 32;
 pub(super) const F_DK: u8 = 64;
+/// A workflow step (its link is in `d`; see `P:wf:*` in common.lua).
+pub(super) const F_STEP: u8 = 128;
 
 /// A record's `m` taken apart: the changing part of a record and what the scripts need of
 /// the rest, one field of the hash `m`, packed little-endian so a script reads and writes it
@@ -175,7 +181,8 @@ pub(super) fn encode_m(r: &JobRecord) -> Vec<u8> {
         })
         | (if r.cancel_requested { F_CANCEL } else { 0 })
         | (if r.last_error.is_some() { F_LE } else { 0 })
-        | (if r.result.is_some() { F_RES } else { 0 });
+        | (if r.result.is_some() { F_RES } else { 0 })
+        | (if r.step.is_some() { F_STEP } else { 0 });
     Packed {
         state: state_code(r.state),
         flags,
@@ -358,7 +365,7 @@ pub(super) fn bad_record(id: &str, what: &str) -> Error {
     )
 }
 
-/// Build a record from `[id, d, m]`.
+/// Build a record from `[id, d, m]` (and a pending step's countdown, if any).
 pub(super) fn parse_record(values: &[Value]) -> Result<JobRecord> {
     let [id, d, m, ..] = values else {
         return Err(unexpected("job record", &Value::Array(values.to_vec())));
@@ -400,13 +407,58 @@ pub(super) fn parse_record(values: &[Value]) -> Result<JobRecord> {
         lease_expires_at: m.lease_expires_at,
         cancel_requested: m.cancel_requested,
         version: m.version,
-        step: None,
+        step: blob.step.map(|mut link| {
+            // A pending step's countdown is kept apart (P:wf:s): dependencies left, after
+            // the policy byte. Otherwise none is left.
+            link.waiting_on = match values.get(3) {
+                Some(Value::BulkString(s)) if m.state == JobState::Pending => s
+                    .get(1..5)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(link.waiting_on, u32::from_le_bytes),
+                _ if m.state == JobState::Pending => link.waiting_on,
+                _ => 0,
+            };
+            link
+        }),
     })
 }
 
 impl Core {
     /// A new job's arguments to the create script: its due time goes as a delay from its
     /// `created_at`, which the script counts from Redis's clock.
+    /// A workflow step's arguments to the `create_steps` script: [`record_fields`]'s, then
+    /// its workflow, the steps after it (ids concatenated) and, for a step that waits, its
+    /// countdown (policy letter, dependencies left as u32 and its own delay in microseconds
+    /// as f64, little-endian: `<c1Id`).
+    ///
+    /// [`record_fields`]: Self::record_fields
+    pub(super) fn step_fields(record: &JobRecord) -> Result<Vec<Vec<u8>>> {
+        let mut fields = Self::record_fields(record)?;
+        let Some(link) = record.step.as_deref() else {
+            fields.extend([arg(""), Vec::new(), Vec::new()]);
+            return Ok(fields);
+        };
+        let deps: String = link.dependents.iter().map(ToString::to_string).collect();
+        let waiting = if record.state == JobState::Pending {
+            let policy = match link.on_dependency_failure {
+                crate::workflow::OnDependencyFailure::Cancel => b'c',
+                crate::workflow::OnDependencyFailure::Skip => b's',
+                crate::workflow::OnDependencyFailure::Run => b'r',
+            };
+            #[allow(clippy::cast_precision_loss)] // microseconds of at most ten years
+            let delay = micros(record.run_at).saturating_sub(micros(record.created_at)) as f64;
+            let mut w = Vec::with_capacity(13);
+            w.push(policy);
+            w.extend_from_slice(&link.waiting_on.to_le_bytes());
+            w.extend_from_slice(&delay.to_le_bytes());
+            w
+        } else {
+            Vec::new()
+        };
+        fields.extend([arg(link.workflow), deps.into_bytes(), waiting]);
+        Ok(fields)
+    }
+
     pub(super) fn record_fields(record: &JobRecord) -> Result<Vec<Vec<u8>>> {
         let blob = serde_json::to_vec(&BlobOut {
             payload: &record.payload,
@@ -416,6 +468,7 @@ impl Core {
             strategy: record.strategy.as_deref(),
             timeout_ms: record.timeout.map(crate::util::dur_millis),
             idempotency_key: record.idempotency_key.as_deref(),
+            step: record.step.as_deref(),
         })?;
         let delay = micros(record.run_at).saturating_sub(micros(record.created_at));
         Ok(vec![

@@ -20,9 +20,9 @@ use tokio::task::JoinHandle;
 
 use super::client::{Link, Lua, arg};
 use super::reply::{array, int};
-use crate::Result;
-use crate::job::WorkerId;
-use crate::state::Held;
+use crate::job::{JobRecord, JobState, WorkerId};
+use crate::state::{Created, Held};
+use crate::{Error, ErrorKind, Result};
 
 pub use config::RedisStateConfig;
 
@@ -43,6 +43,7 @@ macro_rules! state_script {
 
 struct Scripts {
     settle_claim: Lua,
+    create_steps: Lua,
     create: Lua,
     claim: Lua,
     heartbeat: Lua,
@@ -74,6 +75,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
         ),
     ),
     create: state_script!("create"),
+    create_steps: state_script!("create_steps"),
     claim: state_script!("claim"),
     heartbeat: state_script!("heartbeat"),
     finish: state_script!("finish"),
@@ -159,6 +161,41 @@ impl std::fmt::Debug for RedisState {
 }
 
 impl RedisState {
+    /// Store a workflow's steps in one script call, all or none (`create_steps.lua`).
+    async fn create_steps(&self, jobs: &[JobRecord]) -> Result<Vec<Created>> {
+        if let Some(bad) = jobs.iter().find(|j| {
+            j.idempotency_key.is_some()
+                || !matches!(j.state, JobState::Queued | JobState::Pending)
+                || (j.state == JobState::Pending && j.step.is_none())
+        }) {
+            return Err(Error::invalid_input(
+                "state",
+                format!(
+                    "job {}: a batch with workflow steps holds new queued jobs and pending steps, without idempotency keys",
+                    bad.id
+                ),
+            ));
+        }
+        let mut args = Vec::with_capacity(jobs.len() * 11);
+        for job in jobs {
+            args.extend(Core::step_fields(job)?);
+        }
+        let reply = self
+            .core
+            .link
+            .eval(&SCRIPTS.create_steps, &[&self.core.prefix], &args)
+            .await?;
+        let stored = crate::redis::reply::need_int("create_steps", &reply)?;
+        if usize::try_from(stored).ok() != Some(jobs.len()) {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                format!("Redis stored {stored} of a workflow's {} steps", jobs.len()),
+            ));
+        }
+        self.wake.notify_waiters();
+        Ok(jobs.iter().map(|j| Created::New(j.id)).collect())
+    }
+
     /// Connect with a pool of its own. Fails at once, saying what to check, when the URL is
     /// malformed or the server does not answer.
     pub async fn connect(config: RedisStateConfig) -> Result<Self> {

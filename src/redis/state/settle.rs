@@ -135,11 +135,13 @@ impl Core {
     }
 
     /// The settle script's head: retention, dead retention, sweep limit.
-    pub(super) fn settle_head(&self) -> [Vec<u8>; 3] {
+    pub(super) fn settle_head(&self) -> [Vec<u8>; 4] {
         [
             arg(dur_micros(self.config.retention)),
             arg(dur_micros(self.config.dead_retention)),
             arg(self.config.sweep_batch),
+            // (events kept by the workflow steps a finished step settles)
+            arg(self.config.max_events_per_job - 1),
         ]
     }
 

@@ -19,6 +19,9 @@ use crate::{Error, ErrorKind, Result};
 #[async_trait]
 impl StateManager for RedisState {
     async fn create(&self, jobs: Vec<JobRecord>) -> Result<Vec<Created>> {
+        if jobs.iter().any(|j| j.step.is_some()) {
+            return self.create_steps(&jobs).await;
+        }
         if let Some(bad) = jobs.iter().find(|j| j.state != JobState::Queued) {
             return Err(Error::invalid_input(
                 "state",
@@ -155,19 +158,15 @@ impl StateManager for RedisState {
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
-        if filter.workflow.is_some() {
-            // This store keeps no workflow steps (`supports_workflows` is false).
-            return Ok(Paged {
-                items: Vec::new(),
-                next: None,
-            });
-        }
         // Dead and cancelled jobs have indexes of their own (they are few among many); other
         // states are filtered while walking the kind's index or the index of all jobs.
-        let index = match (&filter.state, &filter.kind) {
-            (Some(state @ (JobState::Dead | JobState::Cancelled)), _) => format!("s:{state}"),
-            (_, Some(kind)) => format!("k:{kind}"),
-            (_, None) => "all".to_owned(),
+        let index = match (filter.workflow, &filter.state, &filter.kind) {
+            (Some(workflow), _, _) => format!("wf:{workflow}"),
+            (None, Some(state @ (JobState::Dead | JobState::Cancelled)), _) => {
+                format!("s:{state}")
+            }
+            (None, _, Some(kind)) => format!("k:{kind}"),
+            (None, _, None) => "all".to_owned(),
         };
         let args = [
             arg(index),
@@ -212,9 +211,15 @@ impl StateManager for RedisState {
         else {
             return Ok(Vec::new());
         };
-        let created = serde_json::from_slice::<BlobIn>(d)
-            .map(|b| from_micros(b.created_at))
-            .map_err(|_| bad_record(&id.to_string(), "d"))?;
+        let blob =
+            serde_json::from_slice::<BlobIn>(d).map_err(|_| bad_record(&id.to_string(), "d"))?;
+        let created = from_micros(blob.created_at);
+        // A workflow step with dependencies was created waiting for them.
+        let submitted = if blob.step.is_some_and(|s| !s.depends_on.is_empty()) {
+            JobState::Pending
+        } else {
+            JobState::Queued
+        };
         let m = decode_m(m).ok_or_else(|| bad_record(&id.to_string(), "m"))?;
         let kept = decode_events(id, m.events).ok_or_else(|| bad_record(&id.to_string(), "m"))?;
         let mut events = Vec::with_capacity(kept.len() + 1);
@@ -222,7 +227,7 @@ impl StateManager for RedisState {
             job_id: id,
             at: created,
             from: None,
-            to: JobState::Queued,
+            to: submitted,
             attempt: 0,
             worker: None,
             reason: Some("submitted".to_owned()),
@@ -268,6 +273,10 @@ impl StateManager for RedisState {
 /// first — while [`StateManager::finish`] settles it.
 #[async_trait]
 impl JobStore for RedisState {
+    fn supports_workflows(&self) -> bool {
+        true
+    }
+
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());

@@ -5,19 +5,22 @@ local m = redis.call('HGET', P .. ':m', id)
 if not m then return {'missing'} end
 local t = unm(m)
 local s = t.s
-if s == QUEUED then
+if s == QUEUED or s == PENDING then
   t.v = t.v + 1
   t.u = NOW
-  unfile(t, id)
-  push_event(t, QUEUED, CANCELLED, nil, reason, keep)
+  if s == QUEUED then unfile(t, id) else redis.call('HDEL', P .. ':wf:s', id) end
+  push_event(t, s, CANCELLED, nil, reason, keep)
   t.s = CANCELLED
   t.f = NOW
   t.fl = bor(t.fl, F_FINISHED)
   put_m(id, mk(t))
-  tally(QUEUED, t.k, -1)
+  tally(s, t.k, -1)
   tally(CANCELLED, t.k, 1)
   finished(t, id, retention)
+  if has(t.fl, F_STEP) then step_ended(id, CANCELLED) end
+  local queued = settle_steps(keep, retention)
   flush()
+  if queued > 0 then redis.call('PUBLISH', P .. ':wake', queued) end
   return {'cancelled'}
 elseif s == RUNNING then
   t.v = t.v + 1

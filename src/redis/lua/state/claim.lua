@@ -189,6 +189,7 @@ for j, id in ipairs(ids) do
           finished(t, id, retention)
           answer('cancelled', id, reason, false)
         end
+        if has(t.fl, F_STEP) then step_ended(id, to) end
       else
         t.a = t.a + 1
         push_event(t, from, RUNNING, worker, reason, keep)
@@ -206,7 +207,10 @@ for j, id in ipairs(ids) do
     end
   end
 end
+-- Workflow steps after the jobs that ended here (a dead worker's last attempt).
+local steps_queued = settle_steps(keep, retention)
 flush()
+if steps_queued > 0 then redis.call('PUBLISH', P .. ':wake', steps_queued) end
 flush_leases(running_score, claim_name)
 -- Mode 'ids' (a separate queue delivers): drop lane heads whose jobs moved on, so lanes do
 -- not grow; a head still queued stops the trim (its job is yet to be delivered).

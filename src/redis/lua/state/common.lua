@@ -24,6 +24,11 @@
 --                state letter (upper case: has an idempotency key), id, kind
 --   P:c          HASH "<state>:<kind>" -> count;  P:queues  SET of queue names
 --   P:ik:<key>   STRING idempotency key -> job id
+-- Workflow steps (`crate::workflow`; their links are in d):
+--   P:i:wf:<workflow id>  ZSET of its steps (score 0, so by id = the order they were added)
+--   P:wf:dep     HASH id -> the ids of the steps after it, 36 bytes each (until it ends)
+--   P:wf:s       HASH id -> a pending step's policy (c1: c, s or r), dependencies left (I)
+--                and own delay (d, us), packed
 -- Times are microseconds since 1970. Scores go to Redis as text formatted once per call
 -- (a Lua number would be formatted with 14 digits, too few for microseconds).
 local P = KEYS[1]
@@ -38,12 +43,12 @@ end
 local SNOW = fmt(NOW)
 
 -- State codes (as in `m`) and names.
-local QUEUED, RUNNING, SUCCEEDED, DEAD, CANCELLED = 1, 2, 3, 4, 5
-local NAME = {'queued', 'running', 'succeeded', 'dead', 'cancelled'}
-local CODE = {queued = 1, running = 2, succeeded = 3, dead = 4, cancelled = 5}
+local QUEUED, RUNNING, SUCCEEDED, DEAD, CANCELLED, PENDING = 1, 2, 3, 4, 5, 6
+local NAME = {'queued', 'running', 'succeeded', 'dead', 'cancelled', 'pending'}
+local CODE = {queued = 1, running = 2, succeeded = 3, dead = 4, cancelled = 5, pending = 6}
 
--- Flags in `m`.
-local F_STARTED, F_FINISHED, F_LEASE, F_CANCEL, F_LE, F_RES, F_DK = 1, 2, 4, 8, 16, 32, 64
+-- Flags in `m` (F_STEP: a workflow step).
+local F_STARTED, F_FINISHED, F_LEASE, F_CANCEL, F_LE, F_RES, F_DK, F_STEP = 1, 2, 4, 8, 16, 32, 64, 128
 local band, bor, bnot = bit.band, bit.bor, bit.bnot
 local function has(fl, f) return band(fl, f) ~= 0 end
 
@@ -64,8 +69,7 @@ local E_FORMAT = '<dBBBIIc0Ic0'
 -- microsecond): a script handles one record at a time.
 local T = {s = 0, fl = 0, v = 0, a = 0, ma = 0, r = 0, u = 0, st = 0, f = 0, x = 0, pr = 0,
            ne = 0, ct = 0, o = '', k = '', q = '', ik = '', le = '', res = '', ev = ''}
-local function unm(m)
-  local t = T
+local function unm_into(t, m)
   local pos
   -- (struct's `c0` takes the length before it off the results)
   t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne, t.ct, t.o, t.k, t.q, t.ik,
@@ -73,6 +77,7 @@ local function unm(m)
   t.ev = string.sub(m, pos)
   return t
 end
+local function unm(m) return unm_into(T, m) end
 local function mk(t)
   return struct.pack(M_FORMAT, t.s, t.fl, t.v, t.a, t.ma, t.r, t.u, t.st, t.f, t.x, t.pr, t.ne,
     t.ct, #t.o, t.o, #t.k, t.k, #t.q, t.q, #t.ik, t.ik, #t.le, t.le, #t.res, t.res) .. t.ev
@@ -296,6 +301,9 @@ local function finished(t, id, keep_us)
     append(DONE_OUT, list, DONE_CODE_IK[t.s] .. id .. t.k)
     -- The idempotency key is a key of its own; its expiry is the backstop of the sweep.
     redis.call('PEXPIRE', P .. ':ik:' .. t.ik, at[2])
+  elseif has(t.fl, F_STEP) then
+    -- (upper case too: the sweep reads the record, to leave its workflow's index)
+    append(DONE_OUT, list, DONE_CODE_IK[t.s] .. id .. t.k)
   else
     append(DONE_OUT, list, DONE_CODE[t.s] .. id .. t.k)
   end
@@ -353,13 +361,20 @@ local function sweep(limit, keep_leases)
     tally(state, kind, -1)
   end
   -- Idempotency keys: only of the jobs that had one, and only while they still name it.
+  -- Workflow steps leave their workflow's index.
   local keys = {}
   if #keyed > 0 then
     local ms = hmget(P .. ':m', keyed)
     for i, id in ipairs(keyed) do
       if ms[i] then
-        local ik = unm(ms[i]).ik
-        if redis.call('GET', P .. ':ik:' .. ik) == id then keys[#keys + 1] = P .. ':ik:' .. ik end
+        local t = unm(ms[i])
+        local ik = t.ik
+        if ik ~= '' and redis.call('GET', P .. ':ik:' .. ik) == id then keys[#keys + 1] = P .. ':ik:' .. ik end
+        if has(t.fl, F_STEP) then
+          local d = redis.call('HGET', P .. ':d', id)
+          local step = d and cjson.decode(d).step
+          if step then zrem(P .. ':i:wf:' .. step.workflow, id) end
+        end
       end
     end
   end
@@ -371,6 +386,85 @@ local function sweep(limit, keep_leases)
     if redis.call('EXISTS', kind_key(kind)) == 0 then redis.call('SREM', P .. ':kinds', kind) end
   end
   return #gone + reaped
+end
+
+-- Workflow steps that ended in this call, (id, state) flat: the steps after them are
+-- settled by `settle_steps` before the call ends.
+local STEP_DONE = {}
+local function step_ended(id, to)
+  STEP_DONE[#STEP_DONE + 1] = id
+  STEP_DONE[#STEP_DONE + 1] = to
+end
+local W = {s = 0, fl = 0, v = 0, a = 0, ma = 0, r = 0, u = 0, st = 0, f = 0, x = 0, pr = 0,
+           ne = 0, ct = 0, o = '', k = '', q = '', ik = '', le = '', res = '', ev = ''}
+-- The pending steps after each step that ended: each counts it down and is queued when it
+-- was the last it waited for, or ends as its policy says (c: cancelled, s: skipped, that
+-- is succeeded with no result; r: runs anyway), and a step ended here ends the steps after
+-- it in turn. The decision is `crate::workflow::settle`'s. Returns how many were queued.
+local function settle_steps(keep, retention)
+  local queued = 0
+  local i = 1
+  while i <= #STEP_DONE do
+    local done, ended = STEP_DONE[i], STEP_DONE[i + 1]
+    i = i + 2
+    local deps = redis.call('HGET', P .. ':wf:dep', done)
+    if deps then
+      redis.call('HDEL', P .. ':wf:dep', done)
+      for k = 1, #deps, 36 do
+        local id = string.sub(deps, k, k + 35)
+        local m = M_OUT[id] or redis.call('HGET', P .. ':m', id)
+        local s = m and string.byte(m, 1) == PENDING and redis.call('HGET', P .. ':wf:s', id)
+        if s then
+          local pol, left, delay = struct.unpack('<c1Id', s)
+          local to = nil
+          if ended == SUCCEEDED or pol == 'r' then
+            if left > 1 then
+              redis.call('HSET', P .. ':wf:s', id, struct.pack('<c1Id', pol, left - 1, delay))
+            else
+              to = QUEUED
+            end
+          elseif pol == 's' then
+            to = SUCCEEDED
+          else
+            to = CANCELLED
+          end
+          if to then
+            redis.call('HDEL', P .. ':wf:s', id)
+            local t = unm_into(W, m)
+            t.v = t.v + 1
+            t.u = NOW
+            local reason
+            if to == QUEUED then
+              reason = 'dependencies succeeded'
+            elseif to == SUCCEEDED then
+              reason = 'skipped: dependency ' .. done .. ' ended ' .. NAME[ended]
+            else
+              reason = 'cancelled: dependency ' .. done .. ' ended ' .. NAME[ended]
+            end
+            push_event(t, PENDING, to, nil, reason, keep)
+            t.s = to
+            if to == QUEUED then
+              -- Its own delay counts from now, when it became ready.
+              t.r = NOW + delay
+              local delayed = t.r > NOW
+              file(t, id, delayed and fmt(t.r), delayed)
+              queued = queued + 1
+            else
+              t.f = NOW
+              t.fl = bor(t.fl, F_FINISHED)
+              finished(t, id, retention)
+              step_ended(id, to)
+            end
+            put_m(id, mk(t))
+            tally(PENDING, t.k, -1)
+            tally(to, t.k, 1)
+          end
+        end
+      end
+    end
+  end
+  STEP_DONE = {}
+  return queued
 end
 
 -- The end of a call that settled jobs: write what was gathered, wake idle claims when jobs
@@ -427,6 +521,7 @@ local function settle_held(t, id, code, delay, text, worker, keep, retention, de
     t.f = NOW
     t.fl = bor(t.fl, F_FINISHED)
     if to == DEAD then finished(t, id, dead_keep) else finished(t, id, retention) end
+    if has(t.fl, F_STEP) then step_ended(id, to) end
   end
   local nm = mk(t)
   put_m(id, nm)

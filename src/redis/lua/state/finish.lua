@@ -35,5 +35,6 @@ for j, id in ipairs(ids) do
     out[#out + 1] = t.v
   end
 end
+requeued = requeued + settle_steps(keep, retention)
 settled(requeued, sweep_limit)
 return out

@@ -1,7 +1,8 @@
--- ARGV: index ('all' | 's:<state>' | 'k:<kind>'), after ('' for the start), limit,
+-- ARGV: index ('all' | 's:<state>' | 'k:<kind>' | 'wf:<workflow id>'), after ('' for the start), limit,
 -- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant filters ('' none).
 -- Walks the index by id from the cursor ('all' merges the indexes of every kind), checking
--- at most `budget` ids. Returns {records ({id, d, m} each), next cursor or false}.
+-- at most `budget` ids. Returns {records ({id, d, m} each, and a pending step's countdown),
+-- next cursor or false}.
 local after, limit, order, budget = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local fs, fk, fq, ft = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local fcode = CODE[fs]
@@ -79,7 +80,11 @@ while not more and scanned < budget do
     scanned = scanned + 1
     last_scanned = id
     if ok then
-      items[#items + 1] = {id, d, m}
+      if string.byte(m, 1) == PENDING then
+        items[#items + 1] = {id, d, m, redis.call('HGET', P .. ':wf:s', id)}
+      else
+        items[#items + 1] = {id, d, m}
+      end
       last_item = id
     end
     if scanned >= budget then break end
