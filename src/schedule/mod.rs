@@ -44,6 +44,7 @@ use crate::{Error, Result};
 pub(crate) use fire::SchedulerMetrics;
 pub use fire::{FirePlan, SchedulerConfig, SchedulerCounts, plan};
 pub(crate) use fire::{fire_due, scheduler_loop};
+#[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) use store::upserted;
 pub use store::{Advance, InMemorySchedules, ScheduleStore, Upserted};
 pub use timetable::{MIN_INTERVAL_MILLIS, Timetable};

@@ -263,8 +263,8 @@ impl std::fmt::Debug for Workflow {
 impl Step {
     /// Run this step only after every step of `deps` succeeded (a fan-in when they are
     /// several). Calls add up. A step of another workflow is reported when the workflow is
-    /// submitted.
-    #[must_use]
+    /// submitted. The graph records it: the handle returned is for chaining, and may be
+    /// dropped.
     pub fn after(self, deps: impl Dependencies) -> Self {
         let mut graph = self.graph.lock();
         for dep in deps.steps() {
@@ -287,14 +287,12 @@ impl Step {
 
     /// Name the step (default: its kind, or `kind#n` when several steps share the kind).
     /// Names are unique in a workflow; handlers find their dependencies' results by them.
-    #[must_use]
     pub fn name(self, name: impl Into<String>) -> Self {
         self.graph.lock().steps[self.index].name = Some(name.into());
         self
     }
 
     /// What the step does when a dependency ends dead or cancelled (default: cancelled).
-    #[must_use]
     pub fn on_dependency_failure(self, policy: OnDependencyFailure) -> Self {
         self.graph.lock().steps[self.index].on_failure = policy;
         self
@@ -315,14 +313,12 @@ impl std::fmt::Debug for Step {
 
 impl Steps {
     /// Run each of these steps only after every step of `deps` succeeded.
-    #[must_use]
     pub fn after(self, deps: impl Dependencies) -> Self {
         let deps: Vec<Step> = deps.steps().into_iter().cloned().collect();
         Self(self.0.into_iter().map(|s| s.after(&deps)).collect())
     }
 
     /// Set the failure policy of each of these steps.
-    #[must_use]
     pub fn on_dependency_failure(self, policy: OnDependencyFailure) -> Self {
         Self(
             self.0
