@@ -107,6 +107,11 @@ pub struct StrategiesGuide;
 #[doc = include_str!("../docs/schedules.md")]
 pub struct SchedulesGuide;
 
+/// `docs/workflows.md`, compiled as doctests so its examples stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/workflows.md")]
+pub struct WorkflowsGuide;
+
 /// The names most programs need: `use jobforge::prelude::*;`.
 pub mod prelude {
     pub use crate::handler::{Handler, JobContext, JobError, handler_fn};

@@ -969,3 +969,128 @@ fn a_bad_schedules_file_stops_the_start_naming_the_field() {
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read the schedules file"));
 }
+
+#[tokio::test]
+async fn workflows_over_http() {
+    let s = Server::start(&[]);
+    let body = json!({
+        "name": "order-42",
+        "steps": [
+            {"name": "charge", "job": {"kind": "echo", "payload": {"cents": 1200}}},
+            {"name": "ship", "after": ["charge"], "job": {"kind": "sleep", "payload": {"ms": 5}}},
+            {"name": "email", "after": ["charge"], "job": {"kind": "echo", "payload": "receipt"}},
+            {"name": "close", "after": ["ship", "email"], "job": {"kind": "echo", "payload": "done"}}
+        ]
+    });
+    let r = s
+        .http
+        .post(s.url("/v1/workflows"))
+        .json(&body)
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let wf: Value = r.json().await.expect("json");
+    let id = wf["id"].as_str().expect("id").to_owned();
+    assert_eq!(location, format!("/v1/workflows/{id}"));
+    assert_eq!(wf["name"], "order-42");
+    let steps = wf["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 4);
+    assert_eq!(steps[3]["name"], "close");
+    assert_eq!(steps[3]["after"], json!(["ship", "email"]));
+    assert_eq!(steps[3]["on_dependency_failure"], "cancel");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        let (status, wf) = s.get(&location).await;
+        assert_eq!(status, StatusCode::OK, "{wf}");
+        if wf["finished"] == json!(true) {
+            break wf;
+        }
+        assert!(Instant::now() < deadline, "still running: {wf}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(done["counts"]["succeeded"], 4, "{done}");
+    let close_id = done["steps"][3]["id"].as_str().expect("close id");
+    let close = s.wait_terminal(close_id).await;
+    assert_eq!(close["result"], json!("done"));
+    let (_, events) = s.get(&format!("/v1/jobs/{close_id}/events")).await;
+    let to: Vec<&str> = events["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|e| e["to"].as_str())
+        .collect();
+    assert_eq!(to, ["pending", "queued", "running", "succeeded"]);
+
+    // A long step with a waiting one after it: cancelling the workflow stops both.
+    let (status, wf) = s
+        .post(
+            "/v1/workflows",
+            json!({"name": "long", "steps": [
+                {"name": "nap", "job": {"kind": "sleep", "payload": {"ms": 60000}}},
+                {"name": "after", "after": ["nap"], "job": {"kind": "echo"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{wf}");
+    let long = wf["id"].as_str().expect("id").to_owned();
+    let (status, cancelled) = s
+        .post(&format!("/v1/workflows/{long}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["cancelled"], 2, "{cancelled}");
+
+    // Bad graphs change nothing and name the field.
+    let (status, p) = s
+        .post(
+            "/v1/workflows",
+            json!({"name": "w", "steps": [
+                {"name": "a", "after": ["b"], "job": {"kind": "echo"}},
+                {"name": "b", "after": ["a"], "job": {"kind": "echo"}}
+            ]}),
+        )
+        .await;
+    assert_problem(status, &p, 422, "validation", Some("after"));
+    let (status, p) = s
+        .post(
+            "/v1/workflows",
+            json!({"name": "w", "steps": [{"name": "a", "after": ["nope"], "job": {"kind": "echo"}}]}),
+        )
+        .await;
+    assert_problem(status, &p, 422, "validation", Some("steps[0].after"));
+    let (status, p) = s
+        .post("/v1/workflows", json!({"name": "w", "steps": []}))
+        .await;
+    assert_problem(status, &p, 422, "validation", Some("steps"));
+    let (status, p) = s
+        .post(
+            "/v1/workflows",
+            json!({"name": "w", "steps": [{"name": "a", "job": {"kind": "nope"}}]}),
+        )
+        .await;
+    assert_problem(status, &p, 422, "unknown-kind", Some("steps[0].job.kind"));
+    let (status, p) = s
+        .post(
+            "/v1/workflows",
+            json!({"name": "w", "steps": [{"name": "a", "on_dependency_failure": "retry", "job": {"kind": "echo"}}]}),
+        )
+        .await;
+    assert_problem(
+        status,
+        &p,
+        422,
+        "validation",
+        Some("steps[0].on_dependency_failure"),
+    );
+    let (status, p) = s
+        .get("/v1/workflows/01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")
+        .await;
+    assert_problem(status, &p, 404, "not-found", None);
+    let (status, p) = s.get("/v1/workflows/nope").await;
+    assert_problem(status, &p, 400, "invalid-parameter", Some("id"));
+}

@@ -84,6 +84,22 @@ class JobforgeClient:
         _, stats = self._request("GET", "/v1/queues/stats")
         return stats
 
+    def submit_workflow(self, name, steps):
+        """Submit a workflow: steps as {"name", "after": [names], "job": {...}}."""
+        _, workflow = self._request("POST", "/v1/workflows", {"name": name, "steps": steps})
+        return workflow
+
+    def wait_workflow(self, workflow_id, timeout=30.0):
+        """Poll until every step of the workflow has finished."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, workflow = self._request("GET", f"/v1/workflows/{workflow_id}")
+            if workflow["finished"]:
+                return workflow
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"workflow {workflow_id} unfinished after {timeout}s")
+            time.sleep(0.05)
+
 
 def main():
     client = JobforgeClient(
@@ -120,6 +136,16 @@ def main():
     assert done["state"] == "succeeded", done
     print(f"schedule python-hourly ({first['outcome']}, next tick {again['schedule']['next_run_at']}): triggered job succeeded")
     client.delete_schedule("python-hourly")
+    # A workflow: charge, then ship and email in parallel, then close once both succeeded.
+    workflow = client.submit_workflow("python-order", [
+        {"name": "charge", "job": {"kind": "echo", "payload": {"cents": 1200}}},
+        {"name": "ship", "after": ["charge"], "job": {"kind": "echo", "payload": "parcel"}},
+        {"name": "email", "after": ["charge"], "job": {"kind": "echo", "payload": "receipt"}},
+        {"name": "close", "after": ["ship", "email"], "job": {"kind": "echo", "payload": "closed"}},
+    ])
+    done = client.wait_workflow(workflow["id"])
+    assert done["counts"]["succeeded"] == 4, done
+    print(f"workflow {done['id']}: {len(done['steps'])} steps succeeded")
     stats = client.stats()
     print(f"stats: ready={stats['ready']} in_flight={stats['in_flight']} succeeded={stats['jobs']['succeeded']}")
     print("python client: OK")

@@ -6,7 +6,7 @@
 // (with JOBFORGE_API_KEY=jfk_... when the server requires authentication)
 // (Node 22.6+), or compile with `tsc` and run the JavaScript.
 
-type JobState = "queued" | "running" | "succeeded" | "dead" | "cancelled";
+type JobState = "pending" | "queued" | "running" | "succeeded" | "dead" | "cancelled";
 
 interface Job {
   id: string;
@@ -44,6 +44,30 @@ interface Upserted {
 interface Triggered {
   job_id: string;
   location: string;
+}
+
+interface WorkflowStep {
+  id: string;
+  name: string;
+  kind: string;
+  state: JobState;
+  after: string[];
+  waiting_on: number;
+}
+
+interface Workflow {
+  id: string;
+  name: string;
+  finished: boolean;
+  counts: Record<JobState, number>;
+  steps: WorkflowStep[];
+}
+
+interface StepDefinition {
+  name: string;
+  after?: string[];
+  on_dependency_failure?: "cancel" | "skip" | "run";
+  job: { kind: string; payload?: unknown };
 }
 
 interface Stats {
@@ -124,6 +148,26 @@ class JobforgeClient {
   deleteSchedule(id: string): Promise<void> {
     return this.request<void>("DELETE", `/v1/schedules/${encodeURIComponent(id)}`);
   }
+
+  /** Submit a workflow: every step is stored, or none is. */
+  submitWorkflow(name: string, steps: StepDefinition[]): Promise<Workflow> {
+    return this.request<Workflow>("POST", "/v1/workflows", { name, steps });
+  }
+
+  /** Poll until every step of the workflow has finished. */
+  async waitWorkflow(id: string, timeoutMs = 20_000): Promise<Workflow> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const workflow = await this.request<Workflow>("GET", `/v1/workflows/${id}`);
+      if (workflow.finished) {
+        return workflow;
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`workflow ${id} unfinished after ${timeoutMs} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
 }
 
 async function main(): Promise<number> {
@@ -171,6 +215,19 @@ async function main(): Promise<number> {
   }
   console.log(`schedule ts-hourly (${first.outcome}, next tick ${again.schedule.next_run_at}): triggered job succeeded`);
   await client.deleteSchedule("ts-hourly");
+  // A workflow: charge, then ship and email in parallel, then close once both succeeded.
+  const workflow = await client.submitWorkflow("ts-order", [
+    { name: "charge", job: { kind: "echo", payload: { cents: 1200 } } },
+    { name: "ship", after: ["charge"], job: { kind: "echo", payload: "parcel" } },
+    { name: "email", after: ["charge"], job: { kind: "echo", payload: "receipt" } },
+    { name: "close", after: ["ship", "email"], job: { kind: "echo", payload: "closed" } },
+  ]);
+  const finished = await client.waitWorkflow(workflow.id);
+  if (finished.counts.succeeded !== 4) {
+    console.error(`workflow ${finished.id}: ${JSON.stringify(finished.counts)}`);
+    return 1;
+  }
+  console.log(`workflow ${finished.id}: ${finished.steps.length} steps succeeded`);
   const stats = await client.stats();
   console.log(`stats: ready=${stats.ready} in_flight=${stats.in_flight} succeeded=${stats.jobs.succeeded}`);
   console.log("typescript client: OK");

@@ -50,6 +50,24 @@ next=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/schedules/curl-hourly" |
 echo "schedule curl-hourly: triggered job $scheduled_id succeeded; next tick $next"
 curl -sS --fail-with-body "${AUTH[@]}" -X DELETE "$BASE/v1/schedules/curl-hourly"
 
+# A workflow: charge, then ship and email in parallel, then close once both succeeded.
+wf=$(curl -sS --fail-with-body "${AUTH[@]}" -X POST "$BASE/v1/workflows" -H 'content-type: application/json' -d '{
+  "name": "curl-order",
+  "steps": [
+    {"name": "charge", "job": {"kind": "echo", "payload": {"cents": 1200}}},
+    {"name": "ship", "after": ["charge"], "job": {"kind": "echo", "payload": "parcel"}},
+    {"name": "email", "after": ["charge"], "job": {"kind": "echo", "payload": "receipt"}},
+    {"name": "close", "after": ["ship", "email"], "job": {"kind": "echo", "payload": "closed"}}
+  ]}')
+wf_id=$(json_field '["id"]' <<<"$wf")
+for _ in $(seq 1 200); do
+    wf=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/workflows/$wf_id")
+    [ "$(json_field '["finished"]' <<<"$wf")" = True ] && break
+    sleep 0.05
+done
+[ "$(json_field '["counts"]["succeeded"]' <<<"$wf")" = 4 ] || { echo "workflow $wf_id: $wf" >&2; exit 1; }
+echo "workflow $wf_id: 4 steps succeeded, close after $(json_field '["steps"][3]["after"]' <<<"$wf")"
+
 stats=$(curl -sS --fail-with-body "${AUTH[@]}" "$BASE/v1/queues/stats")
 echo "stats: ready=$(json_field '["ready"]' <<<"$stats") in_flight=$(json_field '["in_flight"]' <<<"$stats") succeeded=$(json_field '["jobs"]["succeeded"]' <<<"$stats")"
 echo "curl client: OK"

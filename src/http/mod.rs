@@ -48,6 +48,7 @@ mod problem;
 mod schedules;
 pub mod security;
 pub mod server;
+mod workflows;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -358,6 +359,7 @@ fn api_routes(state: AppState) -> Router {
         .merge(jobs::routes())
         .merge(memory::routes())
         .merge(schedules::routes())
+        .merge(workflows::routes())
         .with_state(state)
 }
 

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::problem::{PROBLEM_JSON, Problem, ProblemType};
-use super::{jobs, memory, ops, schedules};
+use super::{jobs, memory, ops, schedules, workflows};
 
 /// The OpenAPI document of the API, as derived from the handlers. Use [`openapi`] for the
 /// complete document (error responses included).
@@ -34,6 +34,9 @@ use super::{jobs, memory, ops, schedules};
         jobs::events,
         jobs::cancel,
         jobs::stats,
+        workflows::submit,
+        workflows::get_workflow,
+        workflows::cancel,
         memory::reflection,
         memory::get_entry,
         memory::put_entry,
@@ -54,6 +57,7 @@ use super::{jobs, memory, ops, schedules};
     components(schemas(Problem)),
     tags(
         (name = "jobs", description = "Submit, read, list and cancel jobs."),
+        (name = "workflows", description = "Jobs that wait for jobs: submit a graph, follow it, cancel it."),
         (name = "queues", description = "What the queue and the state store hold."),
         (name = "kinds", description = "What each kind's execution history says."),
         (name = "memory", description = "Namespaced entries handlers and hosts keep."),
@@ -78,7 +82,21 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
             BackendUnavailable,
             Timeout,
         ],
-        "getJob" | "getJobEvents" => &[InvalidParameter, NotFound, BackendUnavailable, Timeout],
+        "getJob" | "getJobEvents" | "getWorkflow" => {
+            &[InvalidParameter, NotFound, BackendUnavailable, Timeout]
+        }
+        "submitWorkflow" => &[
+            MalformedJson,
+            InvalidParameter,
+            PayloadTooLarge,
+            UnsupportedMediaType,
+            Validation,
+            UnknownKind,
+            WorkflowsNotSupported,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "cancelWorkflow" => &[InvalidParameter, NotFound, BackendUnavailable, Timeout],
         "cancelJob" => &[
             InvalidParameter,
             NotFound,
@@ -217,6 +235,10 @@ fn example_of(kind: ProblemType) -> Value {
         ),
         ProblemType::SchedulesNotConfigured => (
             "this server keeps no schedules; configure them with `HttpConfig::with_schedules(orchestrator.schedules()?)` on a store that keeps schedules",
+            None,
+        ),
+        ProblemType::WorkflowsNotSupported => (
+            "this store does not keep workflows yet; use the in-memory, PostgreSQL or Redis store",
             None,
         ),
         ProblemType::Forbidden => (

@@ -54,6 +54,9 @@ pub enum ProblemType {
     /// 501: the server keeps no schedules (none configured, or its store keeps none), so the
     /// schedule routes are off.
     SchedulesNotConfigured,
+    /// 501: the server's store keeps no workflows (Redis Streams beside PostgreSQL), so
+    /// workflows cannot be submitted.
+    WorkflowsNotSupported,
     /// 403: the caller may not use this route as it is authenticated (a tenant-bound
     /// credential on fleet-wide schedules).
     Forbidden,
@@ -63,7 +66,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 18] = [
+    pub const ALL: [ProblemType; 19] = [
         ProblemType::MalformedJson,
         ProblemType::UnsupportedMediaType,
         ProblemType::Validation,
@@ -80,6 +83,7 @@ impl ProblemType {
         ProblemType::NotReady,
         ProblemType::MemoryNotConfigured,
         ProblemType::SchedulesNotConfigured,
+        ProblemType::WorkflowsNotSupported,
         ProblemType::Forbidden,
         ProblemType::Internal,
     ];
@@ -104,6 +108,7 @@ impl ProblemType {
             ProblemType::NotReady => "not-ready",
             ProblemType::MemoryNotConfigured => "memory-not-configured",
             ProblemType::SchedulesNotConfigured => "schedules-not-configured",
+            ProblemType::WorkflowsNotSupported => "workflows-not-supported",
             ProblemType::Forbidden => "forbidden",
             ProblemType::Internal => "internal",
         }
@@ -131,9 +136,9 @@ impl ProblemType {
             | ProblemType::BackendUnavailable
             | ProblemType::ShuttingDown
             | ProblemType::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            ProblemType::MemoryNotConfigured | ProblemType::SchedulesNotConfigured => {
-                StatusCode::NOT_IMPLEMENTED
-            }
+            ProblemType::MemoryNotConfigured
+            | ProblemType::SchedulesNotConfigured
+            | ProblemType::WorkflowsNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -159,6 +164,7 @@ impl ProblemType {
             ProblemType::NotReady => "Not ready",
             ProblemType::MemoryNotConfigured => "No memory is configured on this server",
             ProblemType::SchedulesNotConfigured => "No schedules are kept by this server",
+            ProblemType::WorkflowsNotSupported => "This server's store keeps no workflows",
             ProblemType::Forbidden => "Not allowed for these credentials",
             ProblemType::Internal => "Internal error",
         }

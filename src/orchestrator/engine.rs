@@ -343,11 +343,11 @@ impl JobOrchestrator for Orchestrator {
         if !self.engine.store.supports_workflows() {
             return Err(Error::new(
                 ErrorKind::Configuration,
-                "this store does not keep workflows yet; use the in-memory or PostgreSQL store",
+                "this store does not keep workflows yet; use the in-memory, PostgreSQL or Redis store",
             ));
         }
         let now = Utc::now();
-        let (id, records) = workflow.into_records(|job| self.prepare(job, now))?;
+        let (id, records) = workflow.to_records(|job| self.prepare(job, now))?;
         let n = records.len();
         let created = self.engine.store.create(records).await?;
         let stored = created
@@ -362,6 +362,7 @@ impl JobOrchestrator for Orchestrator {
                 format!("the store kept {stored} of the workflow's {n} steps"),
             ));
         }
+        workflow.mark_submitted();
         tracing::info!(workflow_id = %id, steps = n, "workflow submitted");
         Ok(id)
     }

@@ -30,8 +30,11 @@ struct Graph {
     /// References the builder could not record (a step of another workflow), reported at
     /// submit.
     errors: Vec<String>,
+    /// Whether it was handed to a store already (its steps are gone from here then).
+    submitted: bool,
 }
 
+#[derive(Clone)]
 struct StepDef {
     job: NewJob,
     name: Option<String>,
@@ -45,6 +48,7 @@ struct StepDef {
 pub struct Step {
     graph: Arc<Mutex<Graph>>,
     index: usize,
+    id: JobId,
 }
 
 /// Steps added together ([`Workflow::add_many`]): a fan-out, ordered together, and a
@@ -117,6 +121,7 @@ impl Workflow {
                 name: name.into(),
                 steps: Vec::new(),
                 errors: Vec::new(),
+                submitted: false,
             })),
         }
     }
@@ -142,6 +147,7 @@ impl Workflow {
     /// Add a step that runs `job`. It depends on nothing until [`Step::after`] says so.
     pub fn add(&self, job: NewJob) -> Step {
         let mut graph = self.graph.lock();
+        let id = job.id();
         graph.steps.push(StepDef {
             job,
             name: None,
@@ -151,6 +157,7 @@ impl Workflow {
         Step {
             graph: Arc::clone(&self.graph),
             index: graph.steps.len() - 1,
+            id,
         }
     }
 
@@ -159,29 +166,35 @@ impl Workflow {
         Steps(jobs.into_iter().map(|job| self.add(job)).collect())
     }
 
+    /// Mark the workflow stored: submitting it again is refused (its ids are taken).
+    pub(crate) fn mark_submitted(&self) {
+        self.graph.lock().submitted = true;
+    }
+
     /// The checked graph as records to store: each step's name, its links both ways, and
     /// its state (`Pending` with dependencies, else `Queued`). `prepare` validates each job
     /// and makes its record, as a plain submit would.
-    pub(crate) fn into_records(
-        self,
+    pub(crate) fn to_records(
+        &self,
         mut prepare: impl FnMut(NewJob) -> Result<JobRecord>,
     ) -> Result<(WorkflowId, Vec<JobRecord>)> {
-        let graph = {
-            let mut guard = self.graph.lock();
-            let empty = Graph {
-                id: guard.id,
-                name: String::new(),
-                steps: Vec::new(),
-                errors: Vec::new(),
-            };
-            std::mem::replace(&mut *guard, empty)
+        // A copy (payloads are shared, not copied): a workflow the store refused, or could
+        // not be reached for, can be submitted again as it is.
+        let (id, workflow_name, steps, errors) = {
+            let guard = self.graph.lock();
+            if guard.submitted {
+                return Err(Error::invalid_input(
+                    "steps",
+                    "this workflow was submitted already; build a new Workflow to submit another",
+                ));
+            }
+            (
+                guard.id,
+                guard.name.clone(),
+                guard.steps.clone(),
+                guard.errors.clone(),
+            )
         };
-        let Graph {
-            id,
-            name: workflow_name,
-            steps,
-            errors,
-        } = graph;
         if let Some(error) = errors.into_iter().next() {
             return Err(Error::invalid_input("after", error));
         }
@@ -276,9 +289,10 @@ impl Step {
                 graph.errors.push(error);
                 continue;
             }
-            let step = &mut graph.steps[self.index];
-            if !step.after.contains(&dep.index) {
-                step.after.push(dep.index);
+            if let Some(step) = graph.steps.get_mut(self.index) {
+                if !step.after.contains(&dep.index) {
+                    step.after.push(dep.index);
+                }
             }
         }
         drop(graph);
@@ -288,20 +302,24 @@ impl Step {
     /// Name the step (default: its kind, or `kind#n` when several steps share the kind).
     /// Names are unique in a workflow; handlers find their dependencies' results by them.
     pub fn name(self, name: impl Into<String>) -> Self {
-        self.graph.lock().steps[self.index].name = Some(name.into());
+        if let Some(step) = self.graph.lock().steps.get_mut(self.index) {
+            step.name = Some(name.into());
+        }
         self
     }
 
     /// What the step does when a dependency ends dead or cancelled (default: cancelled).
     pub fn on_dependency_failure(self, policy: OnDependencyFailure) -> Self {
-        self.graph.lock().steps[self.index].on_failure = policy;
+        if let Some(step) = self.graph.lock().steps.get_mut(self.index) {
+            step.on_failure = policy;
+        }
         self
     }
 
     /// The id the step's job will have.
     #[must_use]
     pub fn id(&self) -> JobId {
-        self.graph.lock().steps[self.index].job.id()
+        self.id
     }
 }
 
@@ -443,7 +461,7 @@ mod tests {
     }
 
     fn field(wf: Workflow) -> Option<&'static str> {
-        wf.into_records(prepare).err().and_then(|e| e.field())
+        wf.to_records(prepare).err().and_then(|e| e.field())
     }
 
     #[test]
@@ -453,7 +471,7 @@ mod tests {
         let fan = wf.add_many((0..3).map(|_| NewJob::new("b"))).after(&a);
         let c = wf.add(NewJob::new("c")).after(&fan).name("join");
         let (a_id, c_id) = (a.id(), c.id());
-        let (_, records) = wf.into_records(prepare).unwrap();
+        let (_, records) = wf.to_records(prepare).unwrap();
         let link = |i: usize| records[i].step.as_deref().unwrap();
         assert_eq!(records[0].state, JobState::Queued);
         assert_eq!(link(0).dependents.len(), 3);
@@ -486,7 +504,7 @@ mod tests {
         let a = wf.add(NewJob::new("a"));
         let b = wf.add(NewJob::new("b")).after(&a);
         let _ = a.after(&b);
-        let err = wf.into_records(prepare).err().unwrap();
+        let err = wf.to_records(prepare).err().unwrap();
         assert_eq!(err.field(), Some("after"));
         assert!(err.to_string().contains("cycle"), "{err}");
 
@@ -498,7 +516,7 @@ mod tests {
         let wf = Workflow::new("dupes");
         let _ = wf.add(NewJob::new("a")).name("x");
         let _ = wf.add(NewJob::new("b")).name("x");
-        let err = wf.into_records(prepare).err().unwrap();
+        let err = wf.to_records(prepare).err().unwrap();
         assert!(err.to_string().contains("`x`"), "{err}");
 
         let other = Workflow::new("other");
@@ -512,12 +530,32 @@ mod tests {
         assert_eq!(field(wf), Some("idempotency_key"));
     }
 
+    /// A step's handle outlives the submit (its id is asked for afterwards); a workflow is
+    /// stored once, and can be tried again until it is. Before, `Step::id` after a submit
+    /// panicked (the graph was emptied).
+    #[test]
+    fn handles_outlive_the_submit_and_a_workflow_goes_once() {
+        let wf = Workflow::new("w");
+        let a = wf.add(NewJob::new("a"));
+        let b = wf.add(NewJob::new("b")).after(&a);
+        let (_, records) = wf.to_records(prepare).unwrap();
+        assert_eq!((a.id(), b.id()), (records[0].id, records[1].id));
+        // Not stored yet (the store was down, say): it can go again, as it was.
+        let (_, again) = wf.to_records(prepare).unwrap();
+        assert_eq!(again[1].id, records[1].id);
+        wf.mark_submitted();
+        let b = b.name("late").after(&a);
+        assert_eq!(b.id(), records[1].id);
+        let err = wf.to_records(prepare).err().unwrap();
+        assert!(err.to_string().contains("submitted already"), "{err}");
+    }
+
     #[test]
     fn a_step_error_names_the_step() {
         let wf = Workflow::new("w");
         let _ = wf.add(NewJob::new("a")).name("charge");
         let err = wf
-            .into_records(|_| Err(Error::invalid_input("payload", "too big")))
+            .to_records(|_| Err(Error::invalid_input("payload", "too big")))
             .err()
             .unwrap();
         assert_eq!(err.field(), Some("payload"));

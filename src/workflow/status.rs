@@ -44,6 +44,8 @@ pub struct WorkflowStep {
     pub on_dependency_failure: OnDependencyFailure,
     /// Its latest error, if any.
     pub last_error: Option<String>,
+    /// Its tenant (a workflow's steps share the submitter's).
+    pub tenant: Option<String>,
 }
 
 impl WorkflowStatus {
@@ -81,6 +83,7 @@ impl WorkflowStatus {
                 waiting_on: link.waiting_on,
                 on_dependency_failure: link.on_dependency_failure,
                 last_error: record.last_error.clone(),
+                tenant: record.tenant.clone(),
             });
         }
         let finished = counts.active() == 0;

@@ -28,7 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/queues/stats", get(stats))
 }
 
-fn parse_id(raw: &str) -> ApiResult<JobId> {
+pub(super) fn parse_id(raw: &str) -> ApiResult<JobId> {
     raw.parse::<JobId>().map_err(|_| {
         Problem::parameter(
             "id",
@@ -72,7 +72,7 @@ fn api_field(field: &str) -> &str {
 }
 
 /// Build the engine's job from a request body.
-fn to_new_job(
+pub(super) fn to_new_job(
     body: SubmitJob,
     tenant: Option<&Tenant>,
     header_key: Option<&str>,
@@ -142,7 +142,7 @@ fn to_new_job(
     Ok(job)
 }
 
-fn check_kind(state: &AppState, job: &NewJob, field: &str) -> ApiResult<()> {
+pub(super) fn check_kind(state: &AppState, job: &NewJob, field: &str) -> ApiResult<()> {
     if let Some(known) = &state.shared.known_kinds {
         if !known.contains(job.kind()) {
             let names: Vec<&str> = known.iter().map(String::as_str).collect();
@@ -226,7 +226,7 @@ pub(crate) async fn submit(
     Ok(response)
 }
 
-fn rename_field(mut problem: Problem, prefix: &str) -> Problem {
+pub(super) fn rename_field(mut problem: Problem, prefix: &str) -> Problem {
     if let Some(field) = problem.field.take() {
         problem.field = Some(format!("{prefix}{}", api_field(&field)));
     }

@@ -17,6 +17,8 @@ use crate::state::Page;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum JobStateName {
+    /// A workflow step waiting for the steps it runs after.
+    Pending,
     /// Waiting to run (now or at its `run_at`).
     Queued,
     /// Held by a worker under a lease.
@@ -76,7 +78,7 @@ pub(crate) struct SubmitJob {
     /// A repeat submission with the same key returns the first job instead of a new one.
     /// The `Idempotency-Key` header does the same when this field is absent.
     #[serde(default)]
-    pub(super) idempotency_key: Option<String>,
+    pub(crate) idempotency_key: Option<String>,
     /// Free-form tags (at most 32).
     #[serde(default)]
     pub(super) tags: Vec<String>,
@@ -265,7 +267,8 @@ pub(crate) struct JobPage {
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListParams {
-    /// Only jobs in this state (`queued`, `running`, `succeeded`, `dead`, `cancelled`).
+    /// Only jobs in this state (`pending`, `queued`, `running`, `succeeded`, `dead`,
+    /// `cancelled`).
     #[param(value_type = Option<JobStateName>)]
     pub(super) state: Option<JobState>,
     /// Only jobs of this kind.
@@ -428,6 +431,8 @@ pub(crate) struct QueueCounts {
 /// Job counts by state.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct StateCountsView {
+    /// Workflow steps waiting for their dependencies.
+    pub(super) pending: u64,
     /// Waiting to run.
     pub(super) queued: u64,
     /// Held by a worker.
@@ -443,6 +448,7 @@ pub(crate) struct StateCountsView {
 impl From<crate::state::StateTally> for StateCountsView {
     fn from(t: crate::state::StateTally) -> Self {
         Self {
+            pending: t.pending,
             queued: t.queued,
             running: t.running,
             succeeded: t.succeeded,
@@ -457,8 +463,8 @@ impl From<crate::state::StateTally> for StateCountsView {
 #[schema(example = json!({
     "ready": 12, "delayed": 3, "in_flight": 4, "dead": 1,
     "per_kind": {"echo": {"ready": 12, "delayed": 3, "in_flight": 4, "dead": 1}},
-    "jobs": {"queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0},
-    "jobs_per_kind": {"echo": {"queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0}}
+    "jobs": {"pending": 0, "queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0},
+    "jobs_per_kind": {"echo": {"pending": 0, "queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0}}
 }))]
 pub(crate) struct StatsView {
     /// Due and waiting.

@@ -21,8 +21,8 @@ use super::scope::{Scope, Tier};
 ///
 /// | route | scope |
 /// |---|---|
-/// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel` | `jobs:write` |
-/// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/queues/stats`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
+/// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
+/// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
 /// | `GET /v1/memory...` | `memory:read` |
 /// | `PUT /v1/memory/...`, `DELETE /v1/memory/...` | `memory:write` |
 /// | `GET /v1/schedules`, `GET /v1/schedules/...` | `schedules:read` |
@@ -62,6 +62,11 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
                 Scope::JobsWrite
             }
             (["jobs", ..], true) => Scope::JobsRead,
+            (["workflows"], false) if *method == Method::POST => Scope::JobsWrite,
+            (["workflows", id, "cancel"], false) if *method == Method::POST && !id.is_empty() => {
+                Scope::JobsWrite
+            }
+            (["workflows", id], true) if !id.is_empty() => Scope::JobsRead,
             (["queues", "stats"], true) => Scope::JobsRead,
             (["kinds", kind, "reflection"], true) if !kind.is_empty() => Scope::JobsRead,
             (["memory", ..], true) => Scope::MemoryRead,
@@ -332,6 +337,15 @@ mod tests {
             (Method::POST, "/v1/jobs//cancel", Some(Scope::Admin)),
             (Method::POST, "/v1/jobs/abc", Some(Scope::Admin)),
             (Method::GET, "/v1/jobs", Some(Scope::JobsRead)),
+            (Method::POST, "/v1/workflows", Some(Scope::JobsWrite)),
+            (
+                Method::POST,
+                "/v1/workflows/w/cancel",
+                Some(Scope::JobsWrite),
+            ),
+            (Method::GET, "/v1/workflows/w", Some(Scope::JobsRead)),
+            (Method::GET, "/v1/workflows", Some(Scope::Admin)),
+            (Method::DELETE, "/v1/workflows/w", Some(Scope::Admin)),
             (Method::HEAD, "/v1/jobs/abc/events", Some(Scope::JobsRead)),
             (Method::GET, "/v1/queues/stats", Some(Scope::JobsRead)),
             (Method::GET, "/v1/queues", Some(Scope::Admin)),
