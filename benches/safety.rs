@@ -60,6 +60,7 @@ fn ctx() -> JobContext {
         lease_expires_at: None,
         cancel_requested: false,
         version: 1,
+        step: None,
     };
     JobContext::new(
         record,

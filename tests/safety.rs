@@ -54,6 +54,7 @@ fn record(kind: &str, tenant: Option<&str>) -> JobRecord {
         lease_expires_at: None,
         cancel_requested: false,
         version: 1,
+        step: None,
     }
 }
 

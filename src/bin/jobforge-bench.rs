@@ -44,6 +44,10 @@ enum Mode {
     /// Start the workers, then submit at `--rate` jobs per second for `--duration` seconds,
     /// paced on real elapsed time.
     Continuous,
+    /// Queue the jobs as one workflow (a root, `--jobs` minus 2 steps after it, a join after
+    /// all of those), then start the workers and time the run: a burn-down of the same jobs
+    /// is the plain baseline.
+    Workflow,
 }
 
 /// Measure jobforge on a store: burn-down, streaming or a fixed offered rate.
@@ -472,6 +476,27 @@ async fn submit_chunk(
     orch.submit_batch(jobs).await.map(|_| ())
 }
 
+/// One workflow of `steps` bench jobs: a root, `steps - 2` after it, a join after all of
+/// those.
+async fn submit_diamond(
+    orch: &Orchestrator,
+    steps: u64,
+    payload: &serde_json::Value,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use jobforge::workflow::Workflow;
+    if steps < 3 {
+        return Err("--mode workflow needs --jobs of at least 3 (a root, a step, a join)".into());
+    }
+    let wf = Workflow::new("bench");
+    let root = wf.add(NewJob::new("bench").payload(payload));
+    let parts = wf
+        .add_many((2..steps).map(|_| NewJob::new("bench").payload(payload)))
+        .after(&root);
+    wf.add(NewJob::new("bench").payload(payload)).after(&parts);
+    orch.submit_workflow(wf).await?;
+    Ok(())
+}
+
 async fn wait_for(done: &AtomicU64, target: u64, orch: &Orchestrator) -> jobforge::Result<()> {
     while done.load(Ordering::Relaxed) < target {
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -620,6 +645,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 submit_chunk(&orch, n, &payload).await?;
                 left -= n as u64;
             }
+            let started = Instant::now();
+            run_start = chrono::Utc::now();
+            (
+                args.jobs,
+                started,
+                start(&orch, config, &mut processes).await?,
+            )
+        }
+        Mode::Workflow => {
+            let clock = Instant::now();
+            submit_diamond(&orch, args.jobs, &payload).await?;
+            eprintln!(
+                "submitted a workflow of {} steps in {:.1} ms",
+                args.jobs,
+                clock.elapsed().as_secs_f64() * 1e3
+            );
             let started = Instant::now();
             run_start = chrono::Utc::now();
             (

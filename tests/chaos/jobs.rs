@@ -256,3 +256,49 @@ pub(crate) async fn submit_jobs(
     }
     Ok(ids)
 }
+
+/// Submit `total` jobs (rounded down to whole diamonds, at least one) as diamond workflows:
+/// a root, `width` steps after it, and a join after all of them, every step a `normal` chaos
+/// job. Each workflow's ids go to `on_chunk` once it is stored. Answers how many jobs.
+pub(crate) async fn submit_diamonds(
+    orch: &dyn JobOrchestrator,
+    total: usize,
+    width: usize,
+    seed: u64,
+    mut on_chunk: impl FnMut(&[JobId]),
+) -> Result<usize, String> {
+    use jobforge::workflow::Workflow;
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let per = width + 2;
+    let diamonds = (total / per).max(1);
+    let mut job = || {
+        NewJob::new(KIND).payload(&ChaosPayload {
+            ms: rng.u64(1..=30),
+            mode: Mode::Normal,
+            defer: false,
+        })
+    };
+    for i in 0..diamonds {
+        let wf = Workflow::new(format!("diamond-{i}"));
+        let root = wf.add(job());
+        let parts = wf.add_many((0..width).map(|_| job())).after(&root);
+        let join = wf.add(job()).after(&parts).name("join");
+        let mut ids = vec![root.id()];
+        ids.extend(parts.as_slice().iter().map(jobforge::workflow::Step::id));
+        ids.push(join.id());
+        let mut tries = 0;
+        loop {
+            match orch.submit_workflow(wf.clone()).await {
+                Ok(_) => break,
+                Err(err) if tries < 20 => {
+                    tries += 1;
+                    eprintln!("submit of workflow diamond-{i} failed ({err}); trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(err) => return Err(format!("submit_workflow failed 20 times: {err}")),
+            }
+        }
+        on_chunk(&ids);
+    }
+    Ok(diamonds * per)
+}

@@ -235,6 +235,17 @@ impl Handler {
             Mode::Long => sleep_or_cancel(&job, self.lease * 3).await?,
             Mode::Normal | Mode::FailOnce => sleep_or_cancel(&job, pause).await?,
         }
+        // A workflow step runs only once every step before it succeeded: check it from the
+        // store, and end dead (which fails the scenario) when that is not so.
+        if job.step().is_some_and(|s| !s.depends_on.is_empty()) {
+            let deps = job.dependencies().await?;
+            if let Some(early) = deps.iter().find(|d| d.state != Some(JobState::Succeeded)) {
+                return Err(JobError::permanent(format!(
+                    "ran before its dependency {} ({}) succeeded: it is {:?}",
+                    early.name, early.id, early.state
+                )));
+            }
+        }
         ledger::record(
             &self.ledger,
             job.id(),

@@ -84,6 +84,9 @@ pub(crate) struct Scenario {
     pub(crate) skew: Option<Duration>,
     /// The Redis server keeps an append-only file synced at every write (it is restarted).
     pub(crate) durable_redis: bool,
+    /// The jobs are the steps of workflows instead: diamonds of a root, this many steps
+    /// after it, and a join after all of those (`jobs::submit_diamonds`).
+    pub(crate) diamond: Option<usize>,
     /// Waiting ends when nothing changed for this long (what is left is reported).
     pub(crate) stall: Duration,
     /// Waiting ends after this whatever happens.
@@ -110,6 +113,7 @@ impl Scenario {
             pace: None,
             skew: None,
             durable_redis: false,
+            diamond: None,
             stall: Duration::from_secs(20),
             deadline: match length {
                 Length::Short => Duration::from_secs(240),
@@ -123,6 +127,9 @@ impl Scenario {
         self.mix.total()
     }
 }
+
+/// The steps between a diamond workflow's root and its join.
+const DIAMOND_WIDTH: usize = 1_000;
 
 /// Every scenario, in the order they run.
 pub(crate) fn all(length: Length, jobs: usize) -> Vec<Scenario> {
@@ -143,6 +150,25 @@ pub(crate) fn all(length: Length, jobs: usize) -> Vec<Scenario> {
             ..Scenario::base(
                 "sigkill",
                 "SIGKILL a random worker every 2 s and start another: its jobs come back when their leases run out (duplicates allowed, reported)",
+                jobs,
+                length,
+            )
+        },
+        Scenario {
+            fault: Fault::SigKill { every: fault_every },
+            diamond: Some(DIAMOND_WIDTH),
+            // Whole diamonds: a root, the steps after it, a join.
+            mix: Mix::only(
+                Mode::Normal,
+                (jobs / (DIAMOND_WIDTH + 2)).max(1) * (DIAMOND_WIDTH + 2),
+            ),
+            expect: Expect {
+                duplicates_allowed: true,
+                ..Expect::default()
+            },
+            ..Scenario::base(
+                "workflow_sigkill",
+                "diamond workflows (a root, 1,000 steps after it, a join after all of them) while a random worker is SIGKILLed every 2 s: every step runs, every join once all 1,000 before it succeeded (its handler checks, and ends dead otherwise), nothing left pending",
                 jobs,
                 length,
             )

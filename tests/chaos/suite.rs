@@ -481,7 +481,14 @@ async fn drive(
             None => {
                 // A backlog first, then the workers.
                 let clock = Instant::now();
-                jobs::submit_jobs(orch, jobs, Duration::ZERO, record).await?;
+                match sc.diamond {
+                    Some(width) => {
+                        jobs::submit_diamonds(orch, n, width, seed, record).await?;
+                    }
+                    None => {
+                        jobs::submit_jobs(orch, jobs, Duration::ZERO, record).await?;
+                    }
+                }
                 println!(
                     "  submitted {n} jobs in {:.1} s",
                     clock.elapsed().as_secs_f64()

@@ -45,6 +45,10 @@ pub(crate) struct Tally {
     pub(crate) takeovers: usize,
     /// Succeeded jobs without a ledger row.
     pub(crate) unrecorded: usize,
+    /// Workflow joins (diamond scenarios), and those run twice (a worker killed while it ran
+    /// one: its lease ran out and another ran it again).
+    pub(crate) joins: usize,
+    pub(crate) joins_twice: usize,
     /// Due-to-start lag (clock_skew): p99 and max, in seconds.
     pub(crate) p99_lag: Option<f64>,
     pub(crate) max_lag: Option<f64>,
@@ -227,6 +231,11 @@ pub(crate) async fn verify(
                 t.stuck += 1;
                 "running"
             }
+            // A workflow step still waiting for its dependencies at the end: stranded.
+            JobState::Pending => {
+                t.lost += 1;
+                "pending"
+            }
         };
         *modes.entry(mode).or_default().entry(ending).or_default() += 1;
         let terminal = history.iter().filter(|e| e.to.is_terminal()).count();
@@ -245,6 +254,14 @@ pub(crate) async fn verify(
         if sc.expect.max_p99_lag.is_some() {
             start_lags(history, *at, &mut lags);
         }
+        if let Some(link) = record.step.as_deref() {
+            if link.name == "join" {
+                t.joins += 1;
+                if ledger.get(id).copied().unwrap_or(0) >= 2 {
+                    t.joins_twice += 1;
+                }
+            }
+        }
         if ledger.get(id).copied().unwrap_or(0) >= 2 {
             t.duplicates += 1;
             if ran_twice_examples < 2 {
@@ -252,6 +269,12 @@ pub(crate) async fn verify(
                 examples.push(format!("ran twice {id}: {:?}", summary(history)));
             }
         }
+    }
+    if t.joins > 0 {
+        t.notes.push(format!(
+            "{} workflow joins, each run after all its dependencies succeeded; {} run twice (their worker killed while running them)",
+            t.joins, t.joins_twice
+        ));
     }
     t.lost += missing;
     if missing > 0 {
