@@ -1,4 +1,8 @@
--- jobforge: workflow steps (issue 16).
+-- jobforge: workflow steps, and progress reports (issue 16).
+--
+-- `progress`: what a running job's handler last reported (`JobContext::progress`), at most
+-- once a second per job; not indexed, so its updates stay HOT.
+ALTER TABLE jobs ADD COLUMN progress jsonb;
 --
 -- A step is a job row with its place in the graph: `step` (the workflow, the step's name,
 -- the steps it runs after and those that run after it, its failure policy: written once,
@@ -11,6 +15,10 @@ ALTER TABLE jobs VALIDATE CONSTRAINT jobs_state_check;
 ALTER TABLE jobs ADD COLUMN step jsonb;
 ALTER TABLE jobs ADD COLUMN workflow_id uuid;
 ALTER TABLE jobs ADD COLUMN waiting_on integer;
+-- The step's failure policy apart from its link: the trigger below reads it for every
+-- dependency that ends, and a join's link names all its dependencies (a 10,000-step fan-in's
+-- is 400 kB of TOASTed jsonb, read whole by `step->>...`).
+ALTER TABLE jobs ADD COLUMN step_policy text;
 
 CREATE INDEX jobs_workflow_id ON jobs (workflow_id, id) WHERE workflow_id IS NOT NULL;
 
@@ -19,54 +27,76 @@ CREATE INDEX jobs_workflow_id ON jobs (workflow_id, id) WHERE workflow_id IS NOT
 -- found a dead worker's attempts spent, a cancel): each counts it down and is queued when
 -- it was the last it waited for, or ends as its policy says (`cancel`: cancelled; `skip`:
 -- succeeded with no result). A step ended here ends the steps after it in turn (the
--- trigger fires again for it). The rows are locked in id order, and re-read once locked,
--- so two statements that end two dependencies of one step at once count both.
+-- trigger fires again for it).
+--
+-- Most settlements only count down a step that waits for others too (each of a fan-in's
+-- 1,000 dependencies but the last): that is one small UPDATE. Only when some step moves does
+-- the larger statement run, which files it (ring row, count deltas, history, NOTIFY).
 --
 -- The same decision as `crate::workflow::settle`; the in-memory store's is
--- `Inner::settle_dependents`.
+-- `Inner::settle_dependents`, Redis's `settle_steps`.
 CREATE FUNCTION settle_dependents() RETURNS trigger
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
 DECLARE
     ended text := NEW.state;
+    deps uuid[];
+    ready uuid[];
+    ends uuid[];
     settled bigint;
 BEGIN
     IF jsonb_array_length(coalesce(NEW.step->'dependents', '[]'::jsonb)) = 0 THEN
         RETURN NULL;
     END IF;
+    deps := ARRAY(SELECT d::uuid FROM jsonb_array_elements_text(NEW.step->'dependents') AS d
+                  ORDER BY 1);
+    -- Count down the waiting steps that take this end as done (all of them when it
+    -- succeeded; those that run anyway when it failed). The UPDATE locks each row and reads
+    -- it again once locked, so of two statements counting one step down at once, exactly
+    -- one brings it to 0: that one queues it.
+    WITH counted AS (
+        UPDATE jobs SET waiting_on = waiting_on - 1, updated_at = now()
+        WHERE id = ANY (deps) AND state = 'pending'
+          AND (ended = 'succeeded' OR step_policy = 'run')
+        RETURNING id, waiting_on
+    )
+    SELECT array_agg(id) FILTER (WHERE waiting_on = 0) INTO ready FROM counted;
+    -- The others end by their policy (cancelled, or skipped).
+    IF ended <> 'succeeded' THEN
+        ends := ARRAY(SELECT id FROM jobs
+                      WHERE id = ANY (deps) AND state = 'pending'
+                        AND step_policy IS DISTINCT FROM 'run');
+    END IF;
+    IF coalesce(cardinality(ready), 0) + coalesce(cardinality(ends), 0) = 0 THEN
+        RETURN NULL;
+    END IF;
     WITH locked AS MATERIALIZED (
-        SELECT j.id, j.waiting_on, j.step->>'on_dependency_failure' AS policy
+        SELECT j.id, j.step_policy AS policy, j.waiting_on
         FROM jobs j
-        WHERE j.id = ANY (ARRAY(
-                SELECT d::uuid FROM jsonb_array_elements_text(NEW.step->'dependents') AS d))
-          AND j.state = 'pending'
+        WHERE j.id = ANY (coalesce(ready, '{}') || coalesce(ends, '{}')) AND j.state = 'pending'
         ORDER BY j.id
         FOR UPDATE
     ),
     decided AS (
         SELECT l.id, CASE
-            WHEN ended = 'succeeded' OR l.policy = 'run' THEN
-                CASE WHEN l.waiting_on > 1 THEN 'pending' ELSE 'queued' END
+            WHEN l.waiting_on = 0 THEN 'queued'
             WHEN l.policy = 'skip' THEN 'succeeded'
             ELSE 'cancelled' END AS to_state
         FROM locked l
     ),
-    upd AS (
+    moved AS (
         UPDATE jobs j SET
             state = d.to_state,
-            waiting_on = CASE WHEN d.to_state = 'pending' THEN j.waiting_on - 1 ELSE 0 END,
+            waiting_on = 0,
             -- Its own delay counts from now, when it became ready.
             run_at = CASE WHEN d.to_state = 'queued' THEN now() + (j.run_at - j.created_at)
                           ELSE j.run_at END,
             finished_at = CASE WHEN d.to_state IN ('succeeded', 'cancelled') THEN now()
                                ELSE j.finished_at END,
             updated_at = now(),
-            version = CASE WHEN d.to_state = 'pending' THEN j.version ELSE j.version + 1 END
+            version = j.version + 1
         FROM decided d
         WHERE j.id = d.id
         RETURNING j.id, j.kind, j.queue, j.priority, j.run_at, j.attempt, j.version, d.to_state
-    ),
-    moved AS (
-        SELECT * FROM upd WHERE to_state <> 'pending'
     ),
     events AS (
         INSERT INTO job_events (job_id, version, at, from_state, to_state, attempt, worker,

@@ -182,8 +182,12 @@ struct Shared {
     memory: Arc<dyn Memory>,
     decision: parking_lot::Mutex<Option<String>>,
     inline_retries: std::sync::atomic::AtomicU32,
-    /// Where a workflow step reads its dependencies' results (set for steps only).
+    /// Where a workflow step reads its dependencies' results, and progress reports go (the
+    /// engine sets it).
     store: Option<Arc<dyn crate::state::StateManager>>,
+    /// When the last progress report was written (µs since 1970; 0: never), for the
+    /// throttle.
+    progress_at: std::sync::atomic::AtomicI64,
 }
 
 /// A job's record as its context holds it, without the context's token: what the worker
@@ -222,15 +226,16 @@ impl JobContext {
                 decision: parking_lot::Mutex::new(None),
                 inline_retries: std::sync::atomic::AtomicU32::new(0),
                 store: None,
+                progress_at: std::sync::atomic::AtomicI64::new(0),
             }),
             token,
             idempotent: false,
         }
     }
 
-    /// Let a workflow step read its dependencies' results
-    /// ([`dependency`](Self::dependency)) from `store`. The engine sets it for steps; a test
-    /// of a step's handler passes the store it filled.
+    /// Let the handler read its dependencies' results ([`dependency`](Self::dependency)) and
+    /// keep progress reports ([`progress`](Self::progress)) in `store`. The engine sets it;
+    /// a test of a handler passes the store it filled.
     #[must_use]
     pub fn with_store(mut self, store: Arc<dyn crate::state::StateManager>) -> Self {
         match Arc::get_mut(&mut self.shared) {
@@ -247,10 +252,72 @@ impl JobContext {
                             .load(std::sync::atomic::Ordering::Relaxed),
                     ),
                     store: Some(store),
+                    progress_at: std::sync::atomic::AtomicI64::new(
+                        old.progress_at.load(std::sync::atomic::Ordering::Relaxed),
+                    ),
                 });
             }
         }
         self
+    }
+
+    /// Least time between two progress reports written for one attempt.
+    pub const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+    /// Report how far the job has got: `fraction` done (clamped to 0..=1) and what it is
+    /// doing (`""` for nothing), kept on its record while this attempt holds the job, and
+    /// shown by `get` and `GET /v1/jobs/{id}`. At most one report per
+    /// [`PROGRESS_EVERY`](Self::PROGRESS_EVERY) is written (the first always); the ones in
+    /// between are skipped, so a handler may report as often as it likes. A report of an
+    /// attempt that lost its claim is dropped. Errors (retryable) only when the store could
+    /// not be reached; a context without a store (a test's) keeps nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
+    /// use std::time::Duration;
+    /// use jobforge::prelude::*;
+    ///
+    /// let orchestrator = Orchestrator::builder()
+    ///     .handler("import", |ctx: JobContext| async move {
+    ///         ctx.progress(0.5, "half of the rows imported").await?;
+    ///         Ok(serde_json::Value::Null)
+    ///     })
+    ///     .build()?;
+    /// let id = orchestrator.submit(NewJob::new("import")).await?.id;
+    /// let workers = orchestrator.start_workers(WorkerConfig::default())?;
+    /// let done = orchestrator.wait_for(id, Duration::from_secs(10)).await?;
+    /// let progress = done.progress.expect("reported");
+    /// assert_eq!((progress.fraction, progress.message.as_deref()), (0.5, Some("half of the rows imported")));
+    /// workers.shutdown(Duration::from_secs(5)).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn progress(&self, fraction: f64, message: &str) -> Result<(), JobError> {
+        use std::sync::atomic::Ordering;
+        let Some(store) = &self.shared.store else {
+            return Ok(());
+        };
+        let now = crate::util::micros(chrono::Utc::now());
+        let last = self.shared.progress_at.load(Ordering::Relaxed);
+        let every = i64::try_from(Self::PROGRESS_EVERY.as_micros()).unwrap_or(i64::MAX);
+        if last != 0 && now.saturating_sub(last) < every {
+            return Ok(());
+        }
+        if self
+            .shared
+            .progress_at
+            .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            // Another report of this attempt (a hedged copy) took this turn.
+            return Ok(());
+        }
+        let report = crate::job::Progress::new(fraction, (!message.is_empty()).then_some(message));
+        let held = crate::state::Held::of(&self.shared.record);
+        store
+            .report_progress(held, &report)
+            .await
+            .map(|_| ())
+            .map_err(|e| JobError::retryable(format!("keeping a progress report: {e}")))
     }
 
     /// Where this job stands in its workflow, if it is a step.

@@ -44,6 +44,7 @@ macro_rules! store_contract {
             state_a_submitter_clock_ahead_delays_nothing,
             state_history_of_a_live_job_is_bounded,
             state_every_finish_means_one_thing,
+            state_progress_is_fenced_and_read_back,
         );
         clauses!($deployment, store:
             queuing_state_claims_by_priority_and_waits_for_due_jobs,

@@ -12,7 +12,9 @@ pub use finish::{Finish, FinishEffect};
 pub use id::{JobId, WorkerId};
 pub use limits::Limits;
 pub(crate) use limits::nesting_depth;
-pub use model::{DEFAULT_QUEUE, JobEvent, JobRecord, MAX_DELAY, NewJob, Priority, RetryPolicy};
+pub use model::{
+    DEFAULT_QUEUE, JobEvent, JobRecord, MAX_DELAY, NewJob, Priority, Progress, RetryPolicy,
+};
 pub(crate) use model::{after, clamp_delay};
 pub use payload::Payload;
 pub use state::JobState;

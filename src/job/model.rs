@@ -412,6 +412,51 @@ pub struct JobRecord {
     /// ([`crate::workflow`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<Box<crate::workflow::StepLink>>,
+    /// What its handler last reported of its progress
+    /// ([`JobContext::progress`](crate::JobContext::progress)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// How far a running job has got, as its handler reported it
+/// ([`JobContext::progress`](crate::JobContext::progress)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Done so far, from 0 to 1.
+    pub fraction: f64,
+    /// What it is doing, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When it reported it.
+    pub at: DateTime<Utc>,
+}
+
+impl Progress {
+    /// Longest message kept (bytes); a longer one is cut at a character boundary.
+    pub const MAX_MESSAGE: usize = 512;
+
+    /// A report of `fraction` (clamped to 0..=1; NaN is 0) and `message` (cut to
+    /// [`MAX_MESSAGE`](Self::MAX_MESSAGE) bytes), made now.
+    #[must_use]
+    pub fn new(fraction: f64, message: Option<&str>) -> Self {
+        let fraction = if fraction.is_nan() {
+            0.0
+        } else {
+            fraction.clamp(0.0, 1.0)
+        };
+        let message = message.map(|m| {
+            let mut end = m.len().min(Self::MAX_MESSAGE);
+            while !m.is_char_boundary(end) {
+                end -= 1;
+            }
+            m[..end].to_owned()
+        });
+        Self {
+            fraction,
+            message,
+            at: Utc::now(),
+        }
+    }
 }
 
 impl JobRecord {
@@ -444,6 +489,7 @@ impl JobRecord {
             cancel_requested: false,
             version: 1,
             step: None,
+            progress: None,
         }
     }
 
@@ -589,6 +635,17 @@ mod tests {
         assert_eq!(json.as_deref(), Some(r#"{"a":1}"#));
         assert!(Payload::from_json("{nope").is_err());
         assert!(Payload::null().is_null());
+    }
+
+    #[test]
+    fn progress_is_clamped_and_its_message_cut_on_a_character() {
+        assert_eq!(Progress::new(1.5, None).fraction, 1.0);
+        assert_eq!(Progress::new(-1.0, None).fraction, 0.0);
+        assert_eq!(Progress::new(f64::NAN, None).fraction, 0.0);
+        let long = "é".repeat(400); // 800 bytes
+        let cut = Progress::new(0.5, Some(&long)).message.unwrap();
+        assert!(cut.len() <= Progress::MAX_MESSAGE && cut.len() >= Progress::MAX_MESSAGE - 1);
+        assert!(cut.chars().all(|c| c == 'é'));
     }
 
     #[test]

@@ -198,6 +198,15 @@ impl<S: StateManager> StateManager for Timeout<S> {
         .await
     }
 
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        self.backend(
+            "state progress",
+            Duration::ZERO,
+            self.inner.report_progress(held, progress),
+        )
+        .await
+    }
+
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
         self.backend(
             "state finish",

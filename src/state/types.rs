@@ -407,6 +407,10 @@ pub trait StateManager: Send + Sync + 'static {
     async fn ping(&self) -> Result<()> {
         self.counts().await.map(|_| ())
     }
+
+    /// Keep `progress` on the record of the claim `held`, fenced like a heartbeat: `false`
+    /// (nothing written) when the claim no longer holds the job.
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool>;
 }
 
 /// A store behind an `Arc` is a store, so it can be wrapped (`Timeout`, `CircuitBreaker`)
@@ -442,5 +446,8 @@ impl<S: StateManager> StateManager for std::sync::Arc<S> {
     }
     async fn ping(&self) -> Result<()> {
         (**self).ping().await
+    }
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        (**self).report_progress(held, progress).await
     }
 }

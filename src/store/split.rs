@@ -424,6 +424,10 @@ impl StateManager for Split {
         self.inner.state.get(id).await
     }
 
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        self.inner.state.report_progress(held, progress).await
+    }
+
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         self.inner.state.list(filter, page).await
     }

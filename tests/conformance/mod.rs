@@ -1389,6 +1389,62 @@ pub async fn queuing_state_stats_split_the_queue_by_kind(s: Arc<dyn jobforge::st
     assert_eq!((b.ready, b.delayed, b.in_flight, b.dead), (0, 1, 0, 1));
 }
 
+/// A progress report is kept while its claim holds the job, read back by `get` and `list`,
+/// and refused (nothing written) once the claim is gone; the last one stays after the finish.
+pub async fn state_progress_is_fenced_and_read_back(s: Arc<dyn StateManager>) {
+    let id = create_one(s.as_ref(), NewJob::new("import")).await;
+    let w = WorkerId::new("w");
+    let first = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    assert_eq!(s.get(id).await.unwrap().unwrap().progress, None);
+    let half = jobforge::job::Progress::new(0.5, Some("half of the rows"));
+    assert!(s.report_progress(Held::of(&first), &half).await.unwrap());
+    let got = s.get(id).await.unwrap().unwrap().progress.unwrap();
+    assert_eq!(
+        (got.fraction, got.message.as_deref()),
+        (0.5, Some("half of the rows"))
+    );
+    let listed = s
+        .list(&JobFilter::default(), &Page::first(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.items[0].progress.as_ref().map(|p| p.fraction),
+        Some(0.5),
+        "list shows it too"
+    );
+    // Put back and claimed again: the first claim's reports are refused.
+    defer_now(s.as_ref(), &first, &w).await;
+    let second = claimed(claim_one(s.as_ref(), id, &w, LONG).await);
+    let stale = jobforge::job::Progress::new(0.9, Some("stale"));
+    assert!(!s.report_progress(Held::of(&first), &stale).await.unwrap());
+    let done = jobforge::job::Progress::new(1.0, None);
+    assert!(s.report_progress(Held::of(&second), &done).await.unwrap());
+    let out = s
+        .finish(vec![finish(
+            &second,
+            &w,
+            Finish::Succeeded { result: None },
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].is_applied());
+    assert!(!s.report_progress(Held::of(&second), &half).await.unwrap());
+    let kept = s.get(id).await.unwrap().unwrap().progress.unwrap();
+    assert_eq!((kept.fraction, kept.message), (1.0, None));
+    assert!(
+        !s.report_progress(
+            Held {
+                id: JobId::new(),
+                token: 1
+            },
+            &half
+        )
+        .await
+        .unwrap(),
+        "an unknown job"
+    );
+}
+
 // ---------------------------------------------------------------- workflow contract
 
 /// A step record of workflow `wf`: `Pending` while it waits for `after`, with its links both

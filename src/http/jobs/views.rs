@@ -130,7 +130,9 @@ pub(crate) struct SubmitBatch {
     "lease_owner": null,
     "lease_expires_at": null,
     "cancel_requested": false,
-    "version": 3
+    "version": 3,
+    "progress": {"fraction": 1.0, "message": "done", "at": "2026-12-05T03:12:44.120Z"},
+    "workflow": null
 }))]
 pub(crate) struct JobView {
     /// The job's id (a UUID v7: ids sort by creation time).
@@ -186,6 +188,35 @@ pub(crate) struct JobView {
     pub(super) cancel_requested: bool,
     /// Bumped on every change.
     pub(super) version: u64,
+    /// What its handler last reported of its progress, if it did.
+    pub(super) progress: Option<ProgressView>,
+    /// Its workflow and step name, if it is a workflow's step.
+    pub(super) workflow: Option<StepView>,
+}
+
+/// How far a running job has got, as its handler reported it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"fraction": 0.5, "message": "500 of 1,000 rows", "at": "2026-12-05T03:12:44.120Z"}))]
+pub(crate) struct ProgressView {
+    /// Done so far, from 0 to 1.
+    pub(super) fraction: f64,
+    /// What it is doing, if it said.
+    pub(super) message: Option<String>,
+    /// When it reported it.
+    pub(super) at: DateTime<Utc>,
+}
+
+/// Where a job stands in its workflow.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4", "name": "order-42", "step": "charge"}))]
+pub(crate) struct StepView {
+    /// The workflow's id (`GET /v1/workflows/{id}`).
+    #[schema(value_type = String, format = Uuid)]
+    pub(super) id: JobId,
+    /// The workflow's name.
+    pub(super) name: String,
+    /// The step's name.
+    pub(super) step: String,
 }
 
 /// The prefix of a tenant-bound caller's idempotency keys: `tenant:<length>:<tenant>:`, which
@@ -227,6 +258,16 @@ impl From<JobRecord> for JobView {
             lease_expires_at: r.lease_expires_at,
             cancel_requested: r.cancel_requested,
             version: r.version,
+            progress: r.progress.map(|p| ProgressView {
+                fraction: p.fraction,
+                message: p.message,
+                at: p.at,
+            }),
+            workflow: r.step.map(|s| StepView {
+                id: s.workflow,
+                name: s.workflow_name,
+                step: s.name,
+            }),
         }
     }
 }

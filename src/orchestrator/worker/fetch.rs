@@ -161,18 +161,15 @@ pub(super) fn start_claims(
                 .kinds
                 .get(&record.kind)
                 .is_some_and(KindConfig::is_idempotent);
-            let is_step = record.step.is_some();
-            let mut ctx = JobContext::new(
+            let store: Arc<dyn crate::state::StateManager> = shared.engine.store.clone();
+            let ctx = JobContext::new(
                 record,
                 shared.worker.clone(),
                 Arc::clone(&shared.engine.memory),
                 stop.token.clone(),
             )
-            .with_idempotent(idempotent);
-            if is_step {
-                let store: Arc<dyn crate::state::StateManager> = shared.engine.store.clone();
-                ctx = ctx.with_store(store);
-            }
+            .with_idempotent(idempotent)
+            .with_store(store);
             assigned.push(Assigned { ctx, permit, stop });
         }
         // Reachable by a cancel from this process from now on, until the claim is let go.

@@ -42,6 +42,8 @@ pub(super) struct JobRow {
     /// A workflow step's link (JSON), NULL for a plain job.
     pub(super) step: Option<String>,
     pub(super) waiting_on: Option<i32>,
+    /// The latest progress report (JSON).
+    pub(super) progress: Option<String>,
 }
 
 pub(super) fn stored_payload(text: String, id: Uuid) -> Result<Payload> {
@@ -118,6 +120,18 @@ impl JobRow {
                     link.waiting_on = self.waiting_on.map_or(0, count_u32);
                     Some(link)
                 }
+            },
+            progress: match self.progress {
+                None => None,
+                Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                    Error::new(
+                        ErrorKind::Serialization,
+                        format!(
+                            "job {}: its stored progress could not be read back: {e}",
+                            self.id
+                        ),
+                    )
+                })?),
             },
         })
     }

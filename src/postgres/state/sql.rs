@@ -20,14 +20,16 @@ const DELTA_SLOT: &str = "(SELECT delta_slot FROM {s}.job_ring WHERE one = true)
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
     max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, lease_owner, \
-    lease_expires_at, cancel_requested, version, step::text AS step, waiting_on";
+    lease_expires_at, cancel_requested, version, step::text AS step, waiting_on, \
+    progress::text AS progress";
 
 /// The same, qualified by the alias `j`.
 const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, j.state, \
     j.priority, j.attempt, j.max_attempts, j.timeout_ms, j.idempotency_key, j.tags, j.tenant, \
     j.strategy, j.run_at, j.created_at, j.updated_at, j.started_at, j.finished_at, \
     j.result::text AS result, j.last_error, j.lease_owner, j.lease_expires_at, \
-    j.cancel_requested, j.version, j.step::text AS step, j.waiting_on";
+    j.cancel_requested, j.version, j.step::text AS step, j.waiting_on, \
+    j.progress::text AS progress";
 
 /// Insert a batch of jobs (one `UNNEST` of column arrays), their times by the server's clock
 /// (`run_at` keeps its distance from the submitter's `created_at`); a taken id or idempotency key
@@ -96,13 +98,14 @@ const CREATE_STEPS: &str = r"
 WITH ins AS (
     INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
         timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
-        version, step, workflow_id, waiting_on)
+        version, step, workflow_id, waiting_on, step_policy)
     SELECT id, kind, queue, payload::json, state, priority, 0, max_attempts, timeout_ms,
         idempotency_key,
         CASE WHEN tags IS NULL THEN '{}'::text[]
              ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
         tenant, strategy, now() + (run_at - created_at), now(), now(), 1, step::jsonb,
-        (step::jsonb->>'workflow')::uuid, (step::jsonb->>'waiting_on')::int
+        (step::jsonb->>'workflow')::uuid, (step::jsonb->>'waiting_on')::int,
+        step::jsonb->>'on_dependency_failure'
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
                 $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
                 $11::text[], $12::timestamptz[], $13::timestamptz[], $15::text[], $16::text[])
@@ -487,6 +490,13 @@ counted AS (
 )
 SELECT state FROM locked";
 
+/// Keep a progress report on the record of a claim that still holds its job (by id, the
+/// primary key, and token); answers a row only when it did.
+const PROGRESS: &str = r"
+UPDATE {s}.jobs SET progress = $3::jsonb
+WHERE id = $1 AND claim_version = $2 AND state = 'running'
+RETURNING 1";
+
 /// A job's history: submission, the latest claim and a plain success from its row, the rest
 /// from `job_events`. (A success is on the row when the finish wrote no event for it: the
 /// job's version then has no event.)
@@ -558,6 +568,7 @@ pub(super) struct Statements {
     pub(super) claim_due: Arc<str>,
     pub(super) finish_and_claim: Arc<str>,
     pub(super) heartbeat: Arc<str>,
+    pub(super) progress: Arc<str>,
     pub(super) finish: Arc<str>,
     pub(super) cancel: Arc<str>,
     pub(super) get: Arc<str>,
@@ -616,6 +627,7 @@ impl Statements {
             )
             .replace("{claim_columns}", CLAIM_COLUMNS)),
             heartbeat: sql(HEARTBEAT),
+            progress: sql(PROGRESS),
             finish: sql(FINISH),
             cancel: sql(CANCEL),
             get: sql(&format!(

@@ -160,6 +160,18 @@ impl StateManager for PostgresState {
         }
     }
 
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        self.shared.count_statement();
+        let row: Option<i32> = sqlx::query_scalar(stmt(&self.sql.progress))
+            .bind(*held.id.as_uuid())
+            .bind(i64::try_from(held.token).unwrap_or(i64::MAX))
+            .bind(serde_json::to_string(progress)?)
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("keep a progress report", e))?;
+        Ok(row.is_some())
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
         self.shared.count_statement();
         sqlx::query_as::<_, JobRow>(stmt(&self.sql.get))

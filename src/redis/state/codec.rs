@@ -365,7 +365,8 @@ pub(super) fn bad_record(id: &str, what: &str) -> Error {
     )
 }
 
-/// Build a record from `[id, d, m]` (and a pending step's countdown, if any).
+/// Build a record from `[id, d, m]`, then a pending step's countdown and the latest progress
+/// report where there are (false or missing: none).
 pub(super) fn parse_record(values: &[Value]) -> Result<JobRecord> {
     let [id, d, m, ..] = values else {
         return Err(unexpected("job record", &Value::Array(values.to_vec())));
@@ -407,6 +408,12 @@ pub(super) fn parse_record(values: &[Value]) -> Result<JobRecord> {
         lease_expires_at: m.lease_expires_at,
         cancel_requested: m.cancel_requested,
         version: m.version,
+        progress: match values.get(4) {
+            Some(Value::BulkString(json)) => {
+                Some(serde_json::from_slice(json).map_err(|_| bad_record(id_text, "progress"))?)
+            }
+            _ => None,
+        },
         step: blob.step.map(|mut link| {
             // A pending step's countdown is kept apart (P:wf:s): dependencies left, after
             // the policy byte. Otherwise none is left.

@@ -44,6 +44,7 @@ macro_rules! state_script {
 struct Scripts {
     settle_claim: Lua,
     create_steps: Lua,
+    progress: Lua,
     create: Lua,
     claim: Lua,
     heartbeat: Lua,
@@ -76,6 +77,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     ),
     create: state_script!("create"),
     create_steps: state_script!("create_steps"),
+    progress: state_script!("progress"),
     claim: state_script!("claim"),
     heartbeat: state_script!("heartbeat"),
     finish: state_script!("finish"),

@@ -139,6 +139,16 @@ impl StateManager for RedisState {
         }
     }
 
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        let args = [arg(held.id), arg(held.token), serde_json::to_vec(progress)?];
+        let reply = self
+            .core
+            .link
+            .eval(&SCRIPTS.progress, &[&self.core.prefix], &args)
+            .await?;
+        Ok(int(&reply) == Some(1))
+    }
+
     async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
         let reply = self
             .core

@@ -130,6 +130,15 @@ impl<S: StateManager> StateManager for CircuitBreaker<S> {
         .await
     }
 
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        self.guard(
+            STATE_KEY,
+            Duration::ZERO,
+            self.inner().report_progress(held, progress),
+        )
+        .await
+    }
+
     async fn finish(&self, transitions: Vec<Transition>) -> Result<Vec<TransitionResult>> {
         self.guard(STATE_KEY, Duration::ZERO, self.inner().finish(transitions))
             .await

@@ -95,6 +95,8 @@ struct Extra {
     last_error: Option<String>,
     /// Its place in a workflow, if it is a step.
     step: Option<Box<StepLink>>,
+    /// What its handler last reported.
+    progress: Option<crate::job::Progress>,
 }
 
 /// A job as this store keeps it: shared names, timestamps as microseconds, rare fields boxed.
@@ -137,7 +139,8 @@ impl Slot {
             || r.strategy.is_some()
             || r.result.is_some()
             || r.last_error.is_some()
-            || r.step.is_some();
+            || r.step.is_some()
+            || r.progress.is_some();
         let extra = needs_extra.then(|| {
             Box::new(Extra {
                 idempotency_key: r.idempotency_key,
@@ -147,6 +150,7 @@ impl Slot {
                 result: r.result,
                 last_error: r.last_error,
                 step: r.step,
+                progress: r.progress,
             })
         });
         let state = r.state;
@@ -225,6 +229,7 @@ impl Slot {
             cancel_requested: self.cancel_requested,
             version: self.version,
             step: extra.and_then(|e| e.step.clone()),
+            progress: extra.and_then(|e| e.progress.clone()),
         }
     }
 

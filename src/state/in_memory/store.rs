@@ -259,6 +259,17 @@ impl StateManager for InMemoryState {
         Ok(self.inner.lock().jobs.get(&id).map(Slot::to_record))
     }
 
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        let mut inner = self.inner.lock();
+        Ok(match inner.jobs.get_mut(&held.id) {
+            Some(slot) if slot.state == JobState::Running && slot.claim == held.token => {
+                slot.extra().progress = Some(progress.clone());
+                true
+            }
+            _ => false,
+        })
+    }
+
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
         let inner = self.inner.lock();

@@ -29,6 +29,7 @@
 --   P:wf:dep     HASH id -> the ids of the steps after it, 36 bytes each (until it ends)
 --   P:wf:s       HASH id -> a pending step's policy (c1: c, s or r), dependencies left (I)
 --                and own delay (d, us), packed
+--   P:prog       HASH id -> the latest progress report of a job's handler (JSON)
 -- Times are microseconds since 1970. Scores go to Redis as text formatted once per call
 -- (a Lua number would be formatted with 14 digits, too few for microseconds).
 local P = KEYS[1]
@@ -381,6 +382,7 @@ local function sweep(limit, keep_leases)
   if #keys > 0 then chunked({'DEL'}, keys) end
   chunked({'HDEL', P .. ':d'}, ids)
   chunked({'HDEL', P .. ':m'}, ids)
+  chunked({'HDEL', P .. ':prog'}, ids)
   flush()
   for kind in pairs(kinds) do
     if redis.call('EXISTS', kind_key(kind)) == 0 then redis.call('SREM', P .. ':kinds', kind) end

@@ -1,8 +1,8 @@
 -- ARGV: index ('all' | 's:<state>' | 'k:<kind>' | 'wf:<workflow id>'), after ('' for the start), limit,
 -- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant filters ('' none).
 -- Walks the index by id from the cursor ('all' merges the indexes of every kind), checking
--- at most `budget` ids. Returns {records ({id, d, m} each, and a pending step's countdown),
--- next cursor or false}.
+-- at most `budget` ids. Returns {records ({id, d, m, a pending step's countdown or false,
+-- the latest progress report or false} each), next cursor or false}.
 local after, limit, order, budget = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local fs, fk, fq, ft = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local fcode = CODE[fs]
@@ -66,6 +66,7 @@ while not more and scanned < budget do
   if #batch == 0 then exhausted = true; break end
   local ms = hmget(P .. ':m', batch)
   local ds = hmget(P .. ':d', batch)
+  local ps = hmget(P .. ':prog', batch)
   for j, id in ipairs(batch) do
     local m, d = ms[j], ds[j]
     local ok = m ~= nil and m ~= false and d ~= nil and d ~= false
@@ -80,11 +81,9 @@ while not more and scanned < budget do
     scanned = scanned + 1
     last_scanned = id
     if ok then
-      if string.byte(m, 1) == PENDING then
-        items[#items + 1] = {id, d, m, redis.call('HGET', P .. ':wf:s', id)}
-      else
-        items[#items + 1] = {id, d, m}
-      end
+      local countdown = false
+      if string.byte(m, 1) == PENDING then countdown = redis.call('HGET', P .. ':wf:s', id) end
+      items[#items + 1] = {id, d, m, countdown, ps[j] or false}
       last_item = id
     end
     if scanned >= budget then break end
