@@ -50,6 +50,7 @@ macro_rules! workflow_scenarios {
             a_failed_step_settles_what_waits_by_policy,
             cancelling_a_workflow_stops_every_unfinished_step,
             a_join_after_a_wide_fan_out_runs_once_after_all_of_it,
+            a_batch_callback_counts_its_jobs_by_outcome,
         );
     };
 }
@@ -326,6 +327,60 @@ async fn a_join_after_a_wide_fan_out_runs_once_after_all_of_it(d: &Deployed) {
     let join = orch.get(join_id).await.unwrap().unwrap();
     assert_eq!(join.result.unwrap().as_str(), "200");
     assert_eq!(join.attempt, 1);
+}
+
+/// Ten jobs, three of which fail for good, and a callback after all of them: it runs once
+/// they all ended, and counts them by outcome.
+async fn a_batch_callback_counts_its_jobs_by_outcome(d: &Deployed) {
+    let orch = d
+        .builder()
+        .handler("report", |ctx: JobContext| async move {
+            let outcomes = ctx.dependencies().await?;
+            let count =
+                |state: JobState| outcomes.iter().filter(|o| o.state == Some(state)).count();
+            Ok(json!({ "succeeded": count(JobState::Succeeded), "dead": count(JobState::Dead) }))
+        })
+        .kind(
+            "send",
+            KindConfig::new(|ctx: JobContext| async move {
+                let n: u64 = ctx.decode()?;
+                if n % 3 == 0 && n > 0 {
+                    return Err(JobError::permanent(format!("address {n} bounced")));
+                }
+                ctx.progress(1.0, "sent").await?;
+                Ok(json!(n))
+            })
+            .retry(RetryPolicy::new(1)),
+        )
+        .build()
+        .unwrap();
+    let wf = Workflow::new("emails");
+    let (sends, report) = wf.add_batch(
+        (0..10u64).map(|n| NewJob::new("send").payload(&n)),
+        NewJob::new("report"),
+    );
+    let report_id = report.id();
+    let first_send = sends.as_slice()[1].id();
+    let id = orch.submit_workflow(wf).await.unwrap();
+    let pool = orch.start_workers(workers()).unwrap();
+    let status = until_finished(&orch, id).await;
+    pool.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(
+        (status.counts.succeeded, status.counts.dead),
+        (8, 3),
+        "{status:#?}"
+    );
+    let report = orch.get(report_id).await.unwrap().unwrap();
+    assert_eq!(
+        report.result.unwrap().decode::<Value>().unwrap(),
+        json!({ "succeeded": 7, "dead": 3 })
+    );
+    let sent = orch.get(first_send).await.unwrap().unwrap();
+    let progress = sent.progress.expect("the handler reported progress");
+    assert_eq!(
+        (progress.fraction, progress.message.as_deref()),
+        (1.0, Some("sent"))
+    );
 }
 
 async fn a_store_without_workflows_refuses_them(d: &Deployed) {

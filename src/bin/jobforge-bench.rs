@@ -639,12 +639,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let progress = Progress::start(Arc::clone(&done), args.mode, &args);
     let (jobs, started, workers) = match args.mode {
         Mode::BurnDown => {
+            let clock = Instant::now();
             let mut left = args.jobs;
             while left > 0 {
                 let n = usize::try_from(left).unwrap_or(usize::MAX).min(args.chunk);
                 submit_chunk(&orch, n, &payload).await?;
                 left -= n as u64;
             }
+            eprintln!(
+                "submitted {} jobs in {:.1} ms",
+                args.jobs,
+                clock.elapsed().as_secs_f64() * 1e3
+            );
             let started = Instant::now();
             run_start = chrono::Utc::now();
             (

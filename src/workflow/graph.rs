@@ -166,6 +166,36 @@ impl Workflow {
         Steps(jobs.into_iter().map(|job| self.add(job)).collect())
     }
 
+    /// A batch: a step per job, and `callback` after all of them, run whatever they ended
+    /// as ([`OnDependencyFailure::Run`]). The callback reads their outcomes with
+    /// [`JobContext::dependencies`](crate::JobContext::dependencies). Answers the jobs' steps
+    /// and the callback's.
+    ///
+    /// ```
+    /// use jobforge::NewJob;
+    /// use jobforge::workflow::Workflow;
+    ///
+    /// let wf = Workflow::new("nightly-emails");
+    /// let (emails, report) = wf.add_batch(
+    ///     (0..100).map(|i| NewJob::new("email").payload(&i)),
+    ///     NewJob::new("email.report"),
+    /// );
+    /// assert_eq!((emails.len(), wf.len()), (100, 101));
+    /// # let _ = report;
+    /// ```
+    pub fn add_batch(
+        &self,
+        jobs: impl IntoIterator<Item = NewJob>,
+        callback: NewJob,
+    ) -> (Steps, Step) {
+        let jobs = self.add_many(jobs);
+        let callback = self
+            .add(callback)
+            .after(&jobs)
+            .on_dependency_failure(OnDependencyFailure::Run);
+        (jobs, callback)
+    }
+
     /// Mark the workflow stored: submitting it again is refused (its ids are taken).
     pub(crate) fn mark_submitted(&self) {
         self.graph.lock().submitted = true;
