@@ -638,32 +638,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut run_start = chrono::Utc::now();
     let progress = Progress::start(Arc::clone(&done), args.mode, &args);
     let (jobs, started, workers) = match args.mode {
-        Mode::BurnDown => {
+        // A backlog first (plain jobs, or one workflow of them), then the workers, timed
+        // from their start.
+        Mode::BurnDown | Mode::Workflow => {
             let clock = Instant::now();
-            let mut left = args.jobs;
-            while left > 0 {
-                let n = usize::try_from(left).unwrap_or(usize::MAX).min(args.chunk);
-                submit_chunk(&orch, n, &payload).await?;
-                left -= n as u64;
-            }
+            let what = if args.mode == Mode::Workflow {
+                submit_diamond(&orch, args.jobs, &payload).await?;
+                "a workflow of"
+            } else {
+                let mut left = args.jobs;
+                while left > 0 {
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(args.chunk);
+                    submit_chunk(&orch, n, &payload).await?;
+                    left -= n as u64;
+                }
+                "plain"
+            };
             eprintln!(
-                "submitted {} jobs in {:.1} ms",
-                args.jobs,
-                clock.elapsed().as_secs_f64() * 1e3
-            );
-            let started = Instant::now();
-            run_start = chrono::Utc::now();
-            (
-                args.jobs,
-                started,
-                start(&orch, config, &mut processes).await?,
-            )
-        }
-        Mode::Workflow => {
-            let clock = Instant::now();
-            submit_diamond(&orch, args.jobs, &payload).await?;
-            eprintln!(
-                "submitted a workflow of {} steps in {:.1} ms",
+                "submitted {what} {} jobs in {:.1} ms",
                 args.jobs,
                 clock.elapsed().as_secs_f64() * 1e3
             );

@@ -409,8 +409,12 @@ pub trait StateManager: Send + Sync + 'static {
     }
 
     /// Keep `progress` on the record of the claim `held`, fenced like a heartbeat: `false`
-    /// (nothing written) when the claim no longer holds the job.
-    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool>;
+    /// (nothing written) when the claim no longer holds the job. The default keeps nothing
+    /// (`false`): the crate's stores keep reports; a store of a host's own may choose not to.
+    async fn report_progress(&self, held: Held, progress: &crate::job::Progress) -> Result<bool> {
+        let _ = (held, progress);
+        Ok(false)
+    }
 }
 
 /// A store behind an `Arc` is a store, so it can be wrapped (`Timeout`, `CircuitBreaker`)

@@ -1419,15 +1419,7 @@ pub async fn state_progress_is_fenced_and_read_back(s: Arc<dyn StateManager>) {
     assert!(!s.report_progress(Held::of(&first), &stale).await.unwrap());
     let done = jobforge::job::Progress::new(1.0, None);
     assert!(s.report_progress(Held::of(&second), &done).await.unwrap());
-    let out = s
-        .finish(vec![finish(
-            &second,
-            &w,
-            Finish::Succeeded { result: None },
-        )])
-        .await
-        .unwrap();
-    assert!(out[0].is_applied());
+    succeed(s.as_ref(), &second, &w, serde_json::Value::Null).await;
     assert!(!s.report_progress(Held::of(&second), &half).await.unwrap());
     let kept = s.get(id).await.unwrap().unwrap().progress.unwrap();
     assert_eq!((kept.fraction, kept.message), (1.0, None));

@@ -162,23 +162,10 @@ impl PostgresState {
     /// Store a batch that holds workflow steps, whole or not at all (`CREATE_STEPS`).
     async fn create_steps(&self, jobs: &[JobRecord]) -> Result<Vec<Created>> {
         let n = jobs.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut kinds = Vec::with_capacity(n);
-        let mut queues = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        let mut priorities = Vec::with_capacity(n);
-        let mut max_attempts = Vec::with_capacity(n);
-        let mut timeouts = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut tags = Vec::with_capacity(n);
-        let mut tenants = Vec::with_capacity(n);
-        let mut strategies = Vec::with_capacity(n);
-        let mut run_ats = Vec::with_capacity(n);
-        let mut created = Vec::with_capacity(n);
         let mut states = Vec::with_capacity(n);
         let mut steps = Vec::with_capacity(n);
         for job in jobs {
-            let state = match job.state {
+            states.push(match job.state {
                 JobState::Pending if job.step.is_some() => "pending",
                 JobState::Queued => "queued",
                 other => {
@@ -190,46 +177,19 @@ impl PostgresState {
                         ),
                     ));
                 }
-            };
-            ids.push(*job.id.as_uuid());
-            kinds.push(job.kind.as_str());
-            queues.push(job.queue.as_str());
-            payloads.push(job.payload.as_str());
-            priorities.push(job.priority);
-            max_attempts.push(i32::try_from(job.max_attempts).unwrap_or(i32::MAX));
-            timeouts.push(job.timeout.map(millis_i64));
-            keys.push(job.idempotency_key.as_deref());
-            tags.push(if job.tags.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(&job.tags)?)
             });
-            tenants.push(job.tenant.as_deref());
-            strategies.push(job.strategy.as_deref());
-            run_ats.push(job.run_at);
-            created.push(job.created_at);
-            states.push(state);
             steps.push(match &job.step {
                 Some(link) => Some(serde_json::to_string(link)?),
                 None => None,
             });
         }
+        let columns = NewColumns::of(jobs.iter())?;
         self.shared.count_statement();
-        let (stored, _notified): (i64, i64) = sqlx::query_as(stmt(&self.sql.create_steps))
-            .bind(ids)
-            .bind(kinds)
-            .bind(queues)
-            .bind(payloads)
-            .bind(priorities)
-            .bind(max_attempts)
-            .bind(timeouts)
-            .bind(keys)
-            .bind(tags)
-            .bind(tenants)
-            .bind(strategies)
-            .bind(run_ats)
-            .bind(created)
-            .bind(&self.shared.channel)
+        let (stored, _notified): (i64, i64) = columns
+            .bind(
+                sqlx::query_as(stmt(&self.sql.create_steps)),
+                &self.shared.channel,
+            )
             .bind(states)
             .bind(steps)
             .fetch_one(&self.shared.pool)
@@ -254,55 +214,13 @@ impl PostgresState {
         exec: E,
         jobs: &[&JobRecord],
     ) -> Result<Vec<SkippedRow>> {
-        let n = jobs.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut kinds = Vec::with_capacity(n);
-        let mut queues = Vec::with_capacity(n);
-        let mut payloads = Vec::with_capacity(n);
-        let mut priorities = Vec::with_capacity(n);
-        let mut max_attempts = Vec::with_capacity(n);
-        let mut timeouts = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut tags = Vec::with_capacity(n);
-        let mut tenants = Vec::with_capacity(n);
-        let mut strategies = Vec::with_capacity(n);
-        let mut run_ats = Vec::with_capacity(n);
-        let mut created = Vec::with_capacity(n);
-        for job in jobs {
-            ids.push(*job.id.as_uuid());
-            kinds.push(job.kind.as_str());
-            queues.push(job.queue.as_str());
-            payloads.push(job.payload.as_str());
-            priorities.push(job.priority);
-            max_attempts.push(i32::try_from(job.max_attempts).unwrap_or(i32::MAX));
-            timeouts.push(job.timeout.map(millis_i64));
-            keys.push(job.idempotency_key.as_deref());
-            tags.push(if job.tags.is_empty() {
-                None
-            } else {
-                Some(serde_json::to_string(&job.tags)?)
-            });
-            tenants.push(job.tenant.as_deref());
-            strategies.push(job.strategy.as_deref());
-            run_ats.push(job.run_at);
-            created.push(job.created_at);
-        }
+        let columns = NewColumns::of(jobs.iter().copied())?;
         self.shared.count_statement();
-        sqlx::query_as::<_, SkippedRow>(stmt(&self.sql.create))
-            .bind(ids)
-            .bind(kinds)
-            .bind(queues)
-            .bind(payloads)
-            .bind(priorities)
-            .bind(max_attempts)
-            .bind(timeouts)
-            .bind(keys)
-            .bind(tags)
-            .bind(tenants)
-            .bind(strategies)
-            .bind(run_ats)
-            .bind(created)
-            .bind(&self.shared.channel)
+        columns
+            .bind(
+                sqlx::query_as::<_, SkippedRow>(stmt(&self.sql.create)),
+                &self.shared.channel,
+            )
             .fetch_all(exec)
             .await
             .map_err(|e| db_error("store new jobs", e))
@@ -476,6 +394,89 @@ impl PostgresState {
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| db_error("list jobs", e))
+    }
+}
+
+/// New jobs as the create statements take them: one array per column (`$1` to `$13`), the
+/// notification channel `$14`.
+struct NewColumns<'a> {
+    ids: Vec<Uuid>,
+    kinds: Vec<&'a str>,
+    queues: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    priorities: Vec<i16>,
+    max_attempts: Vec<i32>,
+    timeouts: Vec<Option<i64>>,
+    keys: Vec<Option<&'a str>>,
+    tags: Vec<Option<String>>,
+    tenants: Vec<Option<&'a str>>,
+    strategies: Vec<Option<&'a str>>,
+    run_ats: Vec<chrono::DateTime<chrono::Utc>>,
+    created: Vec<chrono::DateTime<chrono::Utc>>,
+}
+
+impl<'a> NewColumns<'a> {
+    fn of(jobs: impl ExactSizeIterator<Item = &'a JobRecord>) -> Result<Self> {
+        let n = jobs.len();
+        let mut c = Self {
+            ids: Vec::with_capacity(n),
+            kinds: Vec::with_capacity(n),
+            queues: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            priorities: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            timeouts: Vec::with_capacity(n),
+            keys: Vec::with_capacity(n),
+            tags: Vec::with_capacity(n),
+            tenants: Vec::with_capacity(n),
+            strategies: Vec::with_capacity(n),
+            run_ats: Vec::with_capacity(n),
+            created: Vec::with_capacity(n),
+        };
+        for job in jobs {
+            c.ids.push(*job.id.as_uuid());
+            c.kinds.push(job.kind.as_str());
+            c.queues.push(job.queue.as_str());
+            c.payloads.push(job.payload.as_str());
+            c.priorities.push(job.priority);
+            c.max_attempts
+                .push(i32::try_from(job.max_attempts).unwrap_or(i32::MAX));
+            c.timeouts.push(job.timeout.map(millis_i64));
+            c.keys.push(job.idempotency_key.as_deref());
+            c.tags.push(if job.tags.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&job.tags)?)
+            });
+            c.tenants.push(job.tenant.as_deref());
+            c.strategies.push(job.strategy.as_deref());
+            c.run_ats.push(job.run_at);
+            c.created.push(job.created_at);
+        }
+        Ok(c)
+    }
+
+    /// Bind `$1` to `$14` of `query`.
+    fn bind<O>(
+        self,
+        query: sqlx::query::QueryAs<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments>,
+        channel: &'a str,
+    ) -> sqlx::query::QueryAs<'a, sqlx::Postgres, O, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.ids)
+            .bind(self.kinds)
+            .bind(self.queues)
+            .bind(self.payloads)
+            .bind(self.priorities)
+            .bind(self.max_attempts)
+            .bind(self.timeouts)
+            .bind(self.keys)
+            .bind(self.tags)
+            .bind(self.tenants)
+            .bind(self.strategies)
+            .bind(self.run_ats)
+            .bind(self.created)
+            .bind(channel)
     }
 }
 

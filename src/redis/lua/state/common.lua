@@ -390,6 +390,34 @@ local function sweep(limit, keep_leases)
   return #gone + reaped
 end
 
+-- A new job, queued: its record `m` (as the submitter packed it) with run_at `delay` (us)
+-- from this server's clock and the update time, filed as due or waiting, and counted.
+-- t holds its queue, priority and kind.
+local function queue_new(t, id, m, delay)
+  local run_at = NOW + delay
+  local delayed = run_at > NOW
+  if delayed then
+    -- (the flag of a job filed as waiting, bit 64 of byte 2)
+    m = string.sub(m, 1, 1) .. string.char(bor(string.byte(m, 2), F_DK)) .. string.sub(m, 3)
+  end
+  -- run_at and updated (the two f64s at bytes 19 to 34 of m) by this server's clock.
+  put_m(id, string.sub(m, 1, 18) .. struct.pack('<dd', run_at, NOW) .. string.sub(m, 35))
+  -- (the score only for the waiting set: a due job's lane has none)
+  file(t, id, delayed and fmt(run_at), delayed)
+  tally(QUEUED, t.k, 1)
+end
+
+-- The end of a create: the records' fixed parts (`dflat`: id, d, ...), the kinds met, what
+-- was gathered, and a wake-up for idle claims when `filed` jobs were filed.
+local function store_created(dflat, kinds, filed)
+  chunked({'HSET', P .. ':d'}, dflat)
+  local kind_list = {}
+  for kind in pairs(kinds) do kind_list[#kind_list + 1] = kind end
+  if #kind_list > 0 then chunked({'SADD', P .. ':kinds'}, kind_list) end
+  flush()
+  if filed > 0 then redis.call('PUBLISH', P .. ':wake', filed) end
+end
+
 -- Workflow steps that ended in this call, (id, state) flat: the steps after them are
 -- settled by `settle_steps` before the call ends.
 local STEP_DONE = {}

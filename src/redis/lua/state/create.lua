@@ -32,30 +32,14 @@ for j, id in ipairs(ids) do
     dflat[n_d + 1] = id
     dflat[n_d + 2] = ARGV[i + 6]
     n_d = n_d + 2
-    -- run_at and updated (the two f64s at bytes 19 to 34 of m) by this server's clock.
-    local run_at = NOW + tonumber(ARGV[i + 5])
-    local delayed = run_at > NOW
-    local m = ARGV[i + 7]
-    if delayed then
-      -- (the flag of a job filed as waiting, bit 64 of byte 2)
-      m = string.sub(m, 1, 1) .. string.char(bor(string.byte(m, 2), F_DK)) .. string.sub(m, 3)
-    end
-    put_m(id, string.sub(m, 1, 18) .. struct.pack('<dd', run_at, NOW) .. string.sub(m, 35))
+    queue_new(t, id, ARGV[i + 7], tonumber(ARGV[i + 5]))
     zadd(kind_key(kind), '0', id)
     kinds[kind] = true
-    -- (the score only for the waiting set: a due job's lane has none)
-    file(t, id, delayed and fmt(run_at), delayed)
     filed = filed + 1
-    tally(QUEUED, kind, 1)
     out[n_out + 1] = 'new'
     out[n_out + 2] = id
     n_out = n_out + 2
   end
 end
-chunked({'HSET', P .. ':d'}, dflat)
-local kind_list = {}
-for kind in pairs(kinds) do kind_list[#kind_list + 1] = kind end
-if #kind_list > 0 then chunked({'SADD', P .. ':kinds'}, kind_list) end
-flush()
-if filed > 0 then redis.call('PUBLISH', P .. ':wake', filed) end
+store_created(dflat, kinds, filed)
 return out

@@ -36,21 +36,9 @@ for j, id in ipairs(ids) do
   else
     local t = T
     t.q, t.pr, t.k, t.fl = q, pr, kind, 0
-    local run_at = NOW + tonumber(ARGV[i + 5])
-    local delayed = run_at > NOW
-    if delayed then
-      m = string.sub(m, 1, 1) .. string.char(bor(string.byte(m, 2), F_DK)) .. string.sub(m, 3)
-    end
-    put_m(id, string.sub(m, 1, 18) .. struct.pack('<dd', run_at, NOW) .. string.sub(m, 35))
-    file(t, id, delayed and fmt(run_at), delayed)
+    queue_new(t, id, m, tonumber(ARGV[i + 5]))
     filed = filed + 1
-    tally(QUEUED, kind, 1)
   end
 end
-chunked({'HSET', P .. ':d'}, dflat)
-local kind_list = {}
-for kind in pairs(kinds) do kind_list[#kind_list + 1] = kind end
-if #kind_list > 0 then chunked({'SADD', P .. ':kinds'}, kind_list) end
-flush()
-if filed > 0 then redis.call('PUBLISH', P .. ':wake', filed) end
+store_created(dflat, kinds, filed)
 return #ids
