@@ -61,6 +61,7 @@ fn ctx() -> JobContext {
         cancel_requested: false,
         version: 1,
         step: None,
+        progress: None,
     };
     JobContext::new(
         record,

@@ -55,6 +55,7 @@ fn record(kind: &str, tenant: Option<&str>) -> JobRecord {
         cancel_requested: false,
         version: 1,
         step: None,
+        progress: None,
     }
 }
 

@@ -245,6 +245,17 @@ async fn find(state: &AppState, id: JobId, tenant: Option<&Tenant>) -> ApiResult
     }
 }
 
+/// The workflow at path parameter `id`, if the id parses, the workflow exists and the
+/// caller may see it.
+async fn find_visible(
+    state: &AppState,
+    tenant: Option<Extension<Tenant>>,
+    raw: &str,
+) -> ApiResult<WorkflowStatus> {
+    let id = parse_id(raw)?;
+    find(state, id, tenant.map(|Extension(t)| t).as_ref()).await
+}
+
 /// Submit a workflow
 ///
 /// Stores every step or none: a cycle, a step named twice, an `after` that names no step, or
@@ -307,9 +318,7 @@ pub(crate) async fn get_workflow(
     tenant: Option<Extension<Tenant>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowView>> {
-    let id = parse_id(&id)?;
-    let tenant = tenant.map(|Extension(t)| t);
-    Ok(Json(find(&state, id, tenant.as_ref()).await?.into()))
+    Ok(Json(find_visible(&state, tenant, &id).await?.into()))
 }
 
 /// Cancel a workflow
@@ -329,9 +338,7 @@ pub(crate) async fn cancel(
     tenant: Option<Extension<Tenant>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WorkflowCancelView>> {
-    let id = parse_id(&id)?;
-    let tenant = tenant.map(|Extension(t)| t);
-    find(&state, id, tenant.as_ref()).await?;
+    let id = find_visible(&state, tenant, &id).await?.id;
     let cancelled = state.shared.orchestrator.cancel_workflow(id).await?;
     Ok(Json(WorkflowCancelView { id, cancelled }))
 }
