@@ -330,8 +330,9 @@ impl JobContext {
     /// `None` when it has none (a skipped step, or a handler that returned nothing).
     ///
     /// An error (permanent, of class `workflow`) when this job is not a workflow step, has
-    /// no dependency of that name, or the result does not decode as `T`; retryable when the
-    /// store could not be read.
+    /// no dependency of that name, the dependency is no longer kept (past the store's
+    /// retention), or the result does not decode as `T`; retryable when the store could not
+    /// be read.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
@@ -375,6 +376,13 @@ impl JobContext {
             ))
             .with_class("workflow"));
         };
+        if dep.state.is_none() {
+            return Err(JobError::permanent(format!(
+                "the dependency `{name}` ({}) is no longer kept (it finished longer ago than the store's retention), so its result is gone",
+                dep.id
+            ))
+            .with_class("workflow"));
+        }
         match dep.result {
             None => Ok(None),
             Some(payload) => payload.decode().map(Some).map_err(|e| {

@@ -62,6 +62,7 @@ macro_rules! workflow_contract {
             workflow_a_step_waits_for_every_dependency,
             workflow_failure_policies,
             workflow_cancel_and_takeover_settle_dependents,
+            workflow_a_long_chain_is_cancelled_in_one_step,
         );
     };
 }

@@ -51,6 +51,7 @@ macro_rules! workflow_scenarios {
             cancelling_a_workflow_stops_every_unfinished_step,
             a_join_after_a_wide_fan_out_runs_once_after_all_of_it,
             a_batch_callback_counts_its_jobs_by_outcome,
+            cancelling_a_workflow_follows_the_graph_not_the_ids,
         );
     };
 }
@@ -381,6 +382,28 @@ async fn a_batch_callback_counts_its_jobs_by_outcome(d: &Deployed) {
         (progress.fraction, progress.message.as_deref()),
         (1.0, Some("sent"))
     );
+}
+
+/// Jobs made before they are added (so ids do not follow the graph): cancelling the
+/// workflow still cancels each waiting step before the steps it waits for. Cancelled the
+/// other way round, the step that skips would end `Succeeded` and the one that runs anyway
+/// would be queued to run.
+async fn cancelling_a_workflow_follows_the_graph_not_the_ids(d: &Deployed) {
+    let orch = d.builder().build().unwrap();
+    let (last, run, mid) = (NewJob::new("b"), NewJob::new("c"), NewJob::new("a"));
+    let wf = Workflow::new("made-ahead");
+    let root = wf.add(NewJob::new("root"));
+    let mid = wf.add(mid).after(&root);
+    wf.add(last)
+        .after(&mid)
+        .on_dependency_failure(OnDependencyFailure::Skip);
+    wf.add(run)
+        .after(&mid)
+        .on_dependency_failure(OnDependencyFailure::Run);
+    let id = orch.submit_workflow(wf).await.unwrap();
+    assert_eq!(orch.cancel_workflow(id).await.unwrap(), 4);
+    let status = orch.workflow(id).await.unwrap().unwrap();
+    assert_eq!(status.counts.cancelled, 4, "{status:#?}");
 }
 
 async fn a_store_without_workflows_refuses_them(d: &Deployed) {

@@ -93,7 +93,7 @@ pub(crate) struct WorkflowView {
     finished: bool,
     /// Steps by state: the workflow's progress.
     counts: StateCountsView,
-    /// Its steps, in the order they were added.
+    /// Its steps, by id (the order their jobs were made).
     steps: Vec<WorkflowStepView>,
 }
 
@@ -228,14 +228,14 @@ fn to_workflow(
 /// The workflow, if it exists and the caller may see it (a tenant sees only its own).
 async fn find(state: &AppState, id: JobId, tenant: Option<&Tenant>) -> ApiResult<WorkflowStatus> {
     let status = state.shared.orchestrator.workflow(id).await?;
+    // Every step must be the caller's (a workflow's steps share one tenant when submitted
+    // through `submit_workflow`; checking all of them holds for any store's contents).
     let visible = |s: &WorkflowStatus| match tenant {
         None => true,
-        Some(t) => {
-            // Every step carries the submitter's tenant: the first one says.
-            s.steps
-                .first()
-                .is_some_and(|step| step.tenant.as_deref() == Some(t.0.as_str()))
-        }
+        Some(t) => s
+            .steps
+            .iter()
+            .all(|step| step.tenant.as_deref() == Some(t.0.as_str())),
     };
     match status {
         Some(s) if visible(&s) => Ok(s),

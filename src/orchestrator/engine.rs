@@ -380,10 +380,17 @@ impl JobOrchestrator for Orchestrator {
                 format!("no workflow {id} (it may have finished longer ago than the retention)"),
             ));
         }
-        // Waiting steps first, latest first, so none is settled by a dependency's cancel
-        // (a step that skips would end `Succeeded`).
-        let mut order: Vec<&JobRecord> = steps.iter().filter(|r| !r.is_terminal()).collect();
-        order.sort_by_key(|r| (r.state != JobState::Pending, std::cmp::Reverse(r.id)));
+        // Waiting steps first, each before the steps it waits for (the reverse of the
+        // graph's order), so none is settled by a dependency's cancel: a step that skips
+        // would end `Succeeded`, one that runs anyway would be queued and could start.
+        let depth = crate::workflow::depths(&steps);
+        let mut order: Vec<(usize, &JobRecord)> = steps
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| !r.is_terminal())
+            .collect();
+        order.sort_by_key(|(i, r)| (r.state != JobState::Pending, std::cmp::Reverse(depth[*i])));
+        let order: Vec<&JobRecord> = order.into_iter().map(|(_, r)| r).collect();
         let mut n = 0;
         for record in order {
             match self

@@ -288,6 +288,18 @@ impl Workflow {
             }));
             records.push(record);
         }
+        // A workflow belongs to one tenant (or none): reading or cancelling it is checked
+        // against one.
+        if let Some(other) = records.iter().find(|r| r.tenant != records[0].tenant) {
+            let name = other.step.as_deref().map_or("", |l| l.name.as_str());
+            return Err(Error::invalid_input(
+                "tenant",
+                format!(
+                    "step `{name}` has tenant {:?} and the first step {:?}; a workflow's steps share one tenant",
+                    other.tenant, records[0].tenant
+                ),
+            ));
+        }
         Ok((id, records))
     }
 }
@@ -558,6 +570,11 @@ mod tests {
         let wf = Workflow::new("keyed");
         let _ = wf.add(NewJob::new("a").idempotency_key("k"));
         assert_eq!(field(wf), Some("idempotency_key"));
+
+        let wf = Workflow::new("tenants");
+        let _ = wf.add(NewJob::new("a").tenant("acme"));
+        let _ = wf.add(NewJob::new("b").tenant("globex"));
+        assert_eq!(field(wf), Some("tenant"));
     }
 
     /// A step's handle outlives the submit (its id is asked for afterwards); a workflow is

@@ -178,6 +178,51 @@ pub(crate) async fn read_dependencies(
         .collect())
 }
 
+/// Each step's depth in its workflow (0 for a step that waits for nothing; else one more than
+/// its deepest dependency), for `records` (a workflow's steps); a dependency not among them
+/// counts as depth 0. Ordering by depth follows the graph whatever the order of ids.
+pub(crate) fn depths(records: &[crate::JobRecord]) -> Vec<usize> {
+    let at: std::collections::HashMap<JobId, usize> =
+        records.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    let mut depth: Vec<Option<usize>> = vec![None; records.len()];
+    for start in 0..records.len() {
+        // Iterative depth-first: a stack of (step, whether its dependencies were pushed).
+        let mut stack = vec![(start, false)];
+        while let Some((i, expanded)) = stack.pop() {
+            if depth[i].is_some() {
+                continue;
+            }
+            let deps: Vec<usize> = records[i]
+                .step
+                .as_deref()
+                .map(|l| {
+                    l.depends_on
+                        .iter()
+                        .filter_map(|d| at.get(d).copied())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if expanded {
+                let d = deps
+                    .iter()
+                    .map(|&j| depth[j].map_or(0, |x| x + 1))
+                    .max()
+                    .unwrap_or(0);
+                depth[i] = Some(d);
+            } else {
+                stack.push((i, true));
+                // (a cycle cannot be stored; `expanded` ends the walk if one were)
+                stack.extend(
+                    deps.into_iter()
+                        .filter(|&j| depth[j].is_none())
+                        .map(|j| (j, false)),
+                );
+            }
+        }
+    }
+    depth.into_iter().map(|d| d.unwrap_or(0)).collect()
+}
+
 /// What a settled dependency means for a step after it: go on (counts down `waiting_on`),
 /// or the step ends here in `to` (cancelled, or skipped as succeeded). The one decision
 /// every store applies.
@@ -230,6 +275,19 @@ mod tests {
             assert_eq!(settle(Skip, failed), Settle::End(JobState::Succeeded));
             assert_eq!(settle(Run, failed), Settle::CountDown);
         }
+    }
+
+    #[test]
+    fn depth_follows_the_graph_not_the_ids() {
+        use crate::{JobRecord, NewJob};
+        let wf = graph::Workflow::new("w");
+        // The join is added first: its id is the oldest.
+        let join = wf.add(NewJob::new("join"));
+        let root = wf.add(NewJob::new("root"));
+        let mid = wf.add_many((0..2).map(|_| NewJob::new("mid"))).after(&root);
+        let _ = join.after(&mid);
+        let (_, records) = wf.to_records(|job| Ok(JobRecord::from_job(job))).unwrap();
+        assert_eq!(depths(&records), vec![2, 0, 1, 1]);
     }
 
     #[test]

@@ -15,7 +15,8 @@ pub struct WorkflowStatus {
     pub id: WorkflowId,
     /// Its name.
     pub name: String,
-    /// Its steps, in the order they were added.
+    /// Its steps, by id (the order their jobs were made, which is the order they were added
+    /// unless jobs were made ahead of adding them).
     pub steps: Vec<WorkflowStep>,
     /// Steps by state: the workflow's progress.
     pub counts: StateTally,
@@ -49,8 +50,8 @@ pub struct WorkflowStep {
 }
 
 impl WorkflowStatus {
-    /// The status of the workflow whose steps are `records` (in id order, which is the order
-    /// they were added); `None` when there are none.
+    /// The status of the workflow whose steps are `records` (in id order); `None` when there
+    /// are none.
     pub(crate) fn of(id: WorkflowId, records: &[JobRecord]) -> Option<Self> {
         let first = records.iter().find_map(|r| r.step.as_deref())?;
         let name = first.workflow_name.clone();

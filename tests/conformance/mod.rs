@@ -1759,3 +1759,51 @@ pub async fn workflow_cancel_and_takeover_settle_dependents(s: Arc<dyn jobforge:
     let counts = s.counts().await.unwrap();
     assert_eq!(counts.total.pending, 0);
 }
+
+/// A chain of 1,000 steps whose root ends dead: every step after it is cancelled in the
+/// finish that ended the root, each naming the step before it (in PostgreSQL, walked as a
+/// worklist: a trigger call per link would run the server out of stack).
+pub async fn workflow_a_long_chain_is_cancelled_in_one_step(s: Arc<dyn jobforge::store::JobStore>) {
+    let wf = JobId::new();
+    let jobs: Vec<NewJob> = (0..1_000).map(|_| NewJob::new("link")).collect();
+    let ids: Vec<JobId> = jobs.iter().map(NewJob::id).collect();
+    let records: Vec<JobRecord> = jobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let after: Vec<JobId> = if i == 0 { vec![] } else { vec![ids[i - 1]] };
+            let next: Vec<JobId> = ids.get(i + 1).copied().into_iter().collect();
+            step_record(wf, &format!("link{i}"), job, &after, &next, "cancel")
+        })
+        .collect();
+    s.create(records).await.unwrap();
+    let w = WorkerId::new("w");
+    let held = claim_all_due(s.as_ref(), &w).await;
+    assert_eq!(held.iter().map(|r| r.id).collect::<Vec<_>>(), vec![ids[0]]);
+    let out = s
+        .finish(vec![finish(
+            &held[0],
+            &w,
+            Finish::Dead {
+                error: "bad input".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert!(out[0].is_applied(), "{out:?}");
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.total.pending,
+            counts.total.cancelled,
+            counts.total.dead
+        ),
+        (0, 999, 1)
+    );
+    let last = s.events(ids[999]).await.unwrap();
+    let reason = last
+        .last()
+        .and_then(|e| e.reason.clone())
+        .unwrap_or_default();
+    assert!(reason.contains(&ids[998].to_string()), "{reason}");
+}
