@@ -14,7 +14,7 @@ pub const MAX_STEPS: usize = 100_000;
 
 /// A workflow being built: add steps with [`add`](Self::add) and
 /// [`add_many`](Self::add_many), order them with [`Step::after`], then submit it with
-/// [`Orchestrator::submit_workflow`](crate::Orchestrator::submit_workflow). See the
+/// [`Orchestrator::submit_workflow`](crate::JobOrchestrator::submit_workflow). See the
 /// [module documentation](crate::workflow).
 ///
 /// Cheap to clone; the clones and the [`Step`]s it hands out share one graph.

@@ -1,8 +1,8 @@
 //! Workflows: jobs that depend on jobs, with fan-out, fan-in and outputs.
 //!
-//! A [`Workflow`] is a named graph of steps, each step a job ([`NewJob`]) that runs once
+//! A [`Workflow`] is a named graph of steps, each step a job ([`NewJob`](crate::NewJob)) that runs once
 //! every step it comes [`after`](Step::after) has succeeded. The whole graph is submitted at
-//! once ([`Orchestrator::submit_workflow`](crate::Orchestrator::submit_workflow)): every step
+//! once ([`Orchestrator::submit_workflow`](crate::JobOrchestrator::submit_workflow)): every step
 //! is stored or none is, and a cycle, a step of another workflow or an empty workflow is
 //! refused with an error that names the step. A step with dependencies waits in
 //! [`JobState::Pending`](crate::JobState::Pending); the store makes it `Queued` in the same

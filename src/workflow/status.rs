@@ -1,4 +1,4 @@
-//! What [`Orchestrator::workflow`](crate::Orchestrator::workflow) answers.
+//! What [`Orchestrator::workflow`](crate::JobOrchestrator::workflow) answers.
 
 use std::collections::HashMap;
 
