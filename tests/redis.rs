@@ -293,6 +293,16 @@ async fn redis_only_deployment_runs_retries_dead_letters_and_cancels() {
     let pool = orch.start_workers(quick_workers()).unwrap();
     let ids = e2e_run(&orch).await;
     e2e_check(&orch, &ids, &calls).await;
+    // A Split settles its queue (acknowledges, dead-letters) just after the state's
+    // transition, which is what `e2e_run` waited for: wait for the queue too.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let q = orch.stats().await.unwrap().queue;
+        if (q.in_flight, q.dead) == (0, 1) || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let dead = queue.dead_letters("default", 10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].0, ids[201]);
