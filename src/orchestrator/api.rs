@@ -72,6 +72,80 @@ pub trait JobOrchestrator: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Run a dead job again, as a new job: the same kind, payload, queue, priority, attempts,
+    /// timeout, tags, tenant and strategy, tagged `retry-of:<id>`. The dead job and its
+    /// history stay as they are (a finished job never changes state again). Asking twice
+    /// answers the first copy (`created: false`): the copy's idempotency key is
+    /// `jobforge:retry:<id>`.
+    ///
+    /// A job that is not dead is a [`ErrorKind::Conflict`] error, as is a workflow step (its
+    /// dependents were settled when it died; resubmit the workflow instead); a job not found
+    /// is [`ErrorKind::NotFound`].
+    ///
+    /// ```
+    /// use jobforge::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
+    /// let orchestrator = Orchestrator::builder().build()?;
+    /// let id = orchestrator.submit(NewJob::new("report")).await?.id;
+    /// let err = orchestrator.retry(id).await.err().map(|e| e.kind());
+    /// assert_eq!(err, Some(jobforge::ErrorKind::Conflict), "a queued job is not retried");
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn retry(&self, id: JobId) -> Result<Submitted> {
+        let Some(dead) = self.get(id).await? else {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no job {id}; it may never have existed, or have left retention"),
+            ));
+        };
+        if dead.state != crate::JobState::Dead {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "job {id} is {}; only a dead job can be retried (cancel a running one first, \
+                     or wait for it to end)",
+                    dead.state
+                ),
+            ));
+        }
+        if let Some(step) = &dead.step {
+            return Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "job {id} is step `{}` of workflow {}; its dependents were settled when it \
+                     died, so it cannot run again alone: submit the workflow again",
+                    step.name, step.workflow
+                ),
+            ));
+        }
+        let mut job = NewJob::new(dead.kind)
+            .raw_payload(dead.payload)
+            .queue(dead.queue)
+            .priority(dead.priority)
+            .max_attempts(dead.max_attempts)
+            .idempotency_key(format!("jobforge:retry:{id}"));
+        for tag in dead
+            .tags
+            .into_iter()
+            .filter(|t| !t.starts_with("retry-of:"))
+        {
+            job = job.tag(tag);
+        }
+        job = job.tag(format!("retry-of:{id}"));
+        if let Some(timeout) = dead.timeout {
+            job = job.timeout(timeout);
+        }
+        if let Some(tenant) = dead.tenant {
+            job = job.tenant(tenant);
+        }
+        if let Some(strategy) = dead.strategy {
+            job = job.strategy(strategy);
+        }
+        self.submit(job).await
+    }
+
     /// Cancel every unfinished step of a workflow: pending and queued steps at once, running
     /// ones through their cancellation token. Answers how many steps it cancelled or asked
     /// to stop. An unknown workflow is a [`ErrorKind::NotFound`] error.
