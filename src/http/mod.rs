@@ -48,6 +48,7 @@ mod problem;
 mod schedules;
 pub mod security;
 pub mod server;
+pub(crate) mod ui;
 mod workflows;
 
 use std::collections::BTreeSet;
@@ -360,6 +361,7 @@ fn api_routes(state: AppState) -> Router {
         .merge(memory::routes())
         .merge(schedules::routes())
         .merge(workflows::routes())
+        .merge(ui::routes())
         .with_state(state)
 }
 

@@ -251,6 +251,14 @@ pub(crate) async fn problem_details(req: Request, next: Next) -> Response {
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
+    // The console's pages answer errors as HTML pages of their own.
+    if response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
+    {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
     let is_problem = parts
         .headers

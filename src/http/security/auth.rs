@@ -28,6 +28,11 @@ use super::scope::{Scope, Tier};
 /// | `GET /v1/schedules`, `GET /v1/schedules/...` | `schedules:read` |
 /// | `PUT /v1/schedules/{id}`, `DELETE /v1/schedules/{id}`, `POST /v1/schedules/{id}/pause`, `.../resume`, `.../trigger` | `schedules:write` |
 /// | anything else under `/v1`, and `/metrics` | `admin` |
+/// | `GET /ui/...` (the console's pages) | `jobs:read` |
+/// | `POST /ui/...` (the console's actions) | `jobs:write` |
+///
+/// The console's login, logout and assets (`/ui/login`, `/ui/logout`, `/ui/assets/...`) need
+/// no credential at all.
 ///
 /// `HEAD` counts as `GET`. Paths are matched segment by segment as sent (not decoded), and an
 /// unexpected shape falls to `admin`, never to a narrower scope.
@@ -42,6 +47,8 @@ use super::scope::{Scope, Tier};
 /// assert_eq!(required_scope(&Method::PUT, "/v1/memory/ns/key"), Some(Scope::MemoryWrite));
 /// assert_eq!(required_scope(&Method::POST, "/v1/schedules/nightly/trigger"), Some(Scope::SchedulesWrite));
 /// assert_eq!(required_scope(&Method::GET, "/docs"), None);
+/// assert_eq!(required_scope(&Method::GET, "/ui/jobs"), Some(Scope::JobsRead));
+/// assert_eq!(required_scope(&Method::POST, "/ui/jobs/0190/cancel"), Some(Scope::JobsWrite));
 /// ```
 #[must_use]
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
@@ -53,6 +60,15 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         None => &all[..],
     };
     let read = *method == Method::GET || *method == Method::HEAD;
+    if console_path(path).is_some() {
+        return Some(if read {
+            Scope::JobsRead
+        } else if *method == Method::POST {
+            Scope::JobsWrite
+        } else {
+            Scope::Admin
+        });
+    }
     match segments {
         [.., "metrics"] => Some(Scope::Admin),
         ["v1", rest @ ..] => Some(match (rest, read) {
@@ -102,6 +118,57 @@ pub(crate) struct Guard {
     pub(crate) per_ip: Option<KeyedLimiter<IpAddr>>,
     /// Per principal: read, write, admin.
     pub(crate) per_principal: Option<[KeyedLimiter<String>; 3]>,
+    /// Whether the server serves TLS (the console's session cookie is then `Secure`).
+    pub(crate) tls: bool,
+}
+
+/// Where a path sits in the console: its base (`/ui`, or `/admin/ui` when the router is
+/// nested under `/admin`) and the rest after it (`""`, `/jobs`, ...); `None` outside it.
+/// A path under `/v1` is never the console's.
+#[must_use]
+pub(crate) fn console_path(path: &str) -> Option<(&str, &str)> {
+    let mut offset = 0;
+    for segment in path.split('/') {
+        let end = offset + segment.len();
+        match segment {
+            "v1" => return None,
+            "ui" => return path.get(..end).zip(path.get(end..)),
+            _ => {}
+        }
+        offset = end + 1;
+    }
+    None
+}
+
+/// The console paths that need no credential: its login and logout, and its script and
+/// style sheet.
+fn console_public(rest: &str) -> bool {
+    rest == "/login" || rest == "/logout" || rest.starts_with("/assets/")
+}
+
+/// What the console's login form checks a presented key or token with, and whether the
+/// session cookie may be `Secure`. Put in the request extensions of every request by the
+/// authentication layer.
+#[derive(Clone)]
+pub(crate) struct SessionVerifier {
+    guard: Arc<Guard>,
+}
+
+impl SessionVerifier {
+    /// The principal of `token` (an API key or a JWT), as the API would find it.
+    pub(crate) fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.guard.authenticate_token(token).map(|(p, _)| p)
+    }
+
+    /// Whether the server itself serves TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.guard.tls
+    }
+
+    /// Whether credentials are checked at all.
+    pub(crate) fn auth_enabled(&self) -> bool {
+        self.guard.auth_enabled
+    }
 }
 
 static WARNED_NO_CONNECT_INFO: AtomicBool = AtomicBool::new(false);
@@ -118,8 +185,23 @@ impl Guard {
 
     /// The principal for the request's credentials, and a key for its rate limit that cannot
     /// collide between an API key id and a JWT subject.
-    fn authenticate(&self, headers: &HeaderMap) -> Result<(Principal, String), AuthError> {
-        let token = credential(headers)?;
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        console: bool,
+    ) -> Result<(Principal, String), AuthError> {
+        let token = match credential(headers) {
+            // The console's pages also take the session cookie its login form set; the API
+            // never does, so no other site can make a browser call it with the cookie.
+            Err(AuthError::MissingCredentials) if console => {
+                crate::http::ui::session_token(headers).ok_or(AuthError::MissingCredentials)?
+            }
+            found => found?,
+        };
+        self.authenticate_token(token)
+    }
+
+    fn authenticate_token(&self, token: &str) -> Result<(Principal, String), AuthError> {
         if looks_like_api_key(token) {
             let store = self
                 .api_keys
@@ -258,15 +340,30 @@ pub(crate) async fn auth_guard(
         .get::<OriginalUri>()
         .map_or_else(|| request.uri().path(), |original| original.path())
         .to_owned();
-    if guard.is_public(&path) {
+    let console = console_path(&path);
+    request.extensions_mut().insert(SessionVerifier {
+        guard: Arc::clone(&guard),
+    });
+    if guard.is_public(&path) || console.is_some_and(|(_, rest)| console_public(rest)) {
         return next.run(request).await;
     }
     let required = required_scope(request.method(), &path);
     let (principal, limit_key) = if guard.auth_enabled {
-        match guard.authenticate(request.headers()) {
+        match guard.authenticate(request.headers(), console.is_some()) {
             Ok(found) => found,
             Err(refusal) => {
                 audit(&request, &path, None, &refusal);
+                // A browser without a (valid) session is sent to the login form.
+                if let Some((base, _)) = console {
+                    if *request.method() == Method::GET
+                        && matches!(
+                            refusal,
+                            AuthError::MissingCredentials | AuthError::InvalidCredentials
+                        )
+                    {
+                        return crate::http::ui::to_login(base, &path);
+                    }
+                }
                 return refusal.into_response();
             }
         }

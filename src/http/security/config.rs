@@ -150,6 +150,7 @@ impl SecurityConfig {
             trusted_proxies: self.trusted_proxies,
             per_ip,
             per_principal,
+            tls: self.tls.is_some(),
         };
         Ok(Security {
             guard: Arc::new(guard),

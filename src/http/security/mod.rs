@@ -58,6 +58,7 @@ pub use api_key::{
 };
 pub use args::{JwtAlgorithmArg, SecurityArgs};
 pub use auth::{AUDIT_TARGET, required_scope};
+pub(crate) use auth::{SessionVerifier, console_path};
 pub use client_ip::{
     ClientIp, TrustedProxies, X_FORWARDED_FOR, canonical, client_ip, rate_limit_key,
 };

@@ -1,0 +1,907 @@
+//! The console's pages and actions.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::{Deserialize, Serialize};
+
+use super::render::{self, Section, layout};
+use super::{Ctx, page, same_origin, see_other, svg};
+use crate::http::AppState;
+use crate::job::{JobId, JobRecord, JobState};
+use crate::state::{CancelOutcome, JobFilter, Order, Page, StateTally};
+use crate::{Error, ErrorKind};
+
+/// Rows per page of the jobs list.
+const LIST_PAGE: usize = 50;
+/// Jobs of a kind the latency histogram is drawn from.
+const HISTOGRAM_JOBS: usize = 500;
+/// Running jobs looked at to find the workers holding them.
+const WORKER_SCAN: usize = 1_000;
+
+fn not_found(ctx: &Ctx, section: Section, what: &str) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        layout(
+            ctx,
+            section,
+            "Not found",
+            &html! { (render::heading("Not found", None)) p.error { (what) } },
+        ),
+    )
+}
+
+fn failed(ctx: &Ctx, section: Section, what: &str, err: &Error) -> Response {
+    let status = if err.kind() == ErrorKind::InvalidInput {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    page(
+        status,
+        layout(ctx, section, "Error", &render::failure(what, err)),
+    )
+}
+
+/// The job, if it exists and the caller's tenant may see it.
+async fn visible(state: &AppState, ctx: &Ctx, id: JobId) -> crate::Result<Option<JobRecord>> {
+    Ok(state
+        .shared
+        .orchestrator
+        .get(id)
+        .await?
+        .filter(|r| ctx.tenant.is_none() || r.tenant == ctx.tenant))
+}
+
+fn tally_rows(t: &StateTally) -> [(JobState, u64); 6] {
+    JobState::ALL.map(|s| (s, t.get(s)))
+}
+
+/// `GET /ui`: counts by state and kind, live charts, workers, breakers.
+pub(crate) async fn overview(ctx: Ctx, State(state): State<AppState>) -> Response {
+    let stats = match state.shared.orchestrator.stats().await {
+        Ok(s) => s,
+        Err(e) => return failed(&ctx, Section::Overview, "the counts", &e),
+    };
+    let running = state
+        .shared
+        .orchestrator
+        .list(
+            &JobFilter {
+                state: Some(JobState::Running),
+                tenant: ctx.tenant.clone(),
+                ..JobFilter::default()
+            },
+            &Page::first(WORKER_SCAN),
+        )
+        .await;
+    let mut workers: BTreeMap<String, u64> = BTreeMap::new();
+    if let Ok(running) = &running {
+        for r in &running.items {
+            if let Some(w) = &r.lease_owner {
+                *workers.entry(w.to_string()).or_default() += 1;
+            }
+        }
+    }
+    let breakers: Vec<_> = state
+        .shared
+        .breakers
+        .iter()
+        .flat_map(|r| r.snapshot_all())
+        .collect();
+    let base = &ctx.base;
+    let body = html! {
+        (render::heading("Overview", Some("Live: the counts and charts refresh every 2 seconds.")))
+        div.grid {
+            section.panel {
+                h2 { "Jobs by state" }
+                table #state-counts {
+                    tbody {
+                        @for (s, n) in tally_rows(&stats.jobs.total) {
+                            tr {
+                                th { a href={ (base) "/jobs?state=" (s.as_str()) } { (render::state_badge(s)) } }
+                                td.num data-count=(s.as_str()) { (n) }
+                            }
+                        }
+                    }
+                }
+            }
+            section.panel {
+                h2 { "Finished per second" }
+                svg #chart-throughput.chart viewBox="0 0 300 120" preserveAspectRatio="none" role="img"
+                    aria-label="jobs finished per second" {}
+                p.legend { span.key-succeeded { "succeeded" } " " span.key-dead { "dead" } " " span.key-cancelled { "cancelled" } }
+            }
+            section.panel {
+                h2 { "Queue depth" }
+                svg #chart-depth.chart viewBox="0 0 300 120" preserveAspectRatio="none" role="img"
+                    aria-label="queued and running jobs" {}
+                p.legend { span.key-queued { "queued" } " " span.key-running { "running" } }
+            }
+        }
+        section.panel {
+            h2 { "By kind" }
+            div.scroll {
+                table #kind-counts {
+                    thead { tr { th { "kind" } @for s in JobState::ALL { th.num { (s.as_str()) } } } }
+                    tbody {
+                        @for (kind, t) in &stats.jobs.per_kind {
+                            tr data-kind=(kind) {
+                                td { a href={ (base) "/kinds/" (urlencode(kind)) } { (kind) } }
+                                @for (s, n) in tally_rows(t) { td.num data-kind-count=(s.as_str()) { (n) } }
+                            }
+                        }
+                    }
+                }
+            }
+            @if stats.jobs.per_kind.is_empty() { p.empty { "No jobs yet." } }
+        }
+        div.grid {
+            section.panel {
+                h2 { "Workers holding jobs" }
+                @match &running {
+                    Ok(_) if workers.is_empty() => p.empty { "No job is running." },
+                    Ok(page) => {
+                        table #workers {
+                            thead { tr { th { "worker" } th.num { "running" } } }
+                            tbody { @for (w, n) in &workers { tr { td.mono { (w) } td.num { (n) } } } }
+                        }
+                        @if page.next.is_some() { p.hint { "From the first " (WORKER_SCAN) " running jobs." } }
+                    },
+                    Err(e) => (render::failure("the running jobs", e)),
+                }
+            }
+            section.panel {
+                h2 { "Circuit breakers" }
+                @if breakers.is_empty() {
+                    p.empty { "No breaker has seen a call (or none is configured)." }
+                } @else {
+                    table #breakers {
+                        thead { tr { th { "key" } th { "state" } th.num { "calls" } th.num { "failure rate" } } }
+                        tbody {
+                            @for b in &breakers {
+                                tr {
+                                    td { (b.key) }
+                                    td { span class={ "breaker breaker-" (format!("{:?}", b.state).to_lowercase()) } { (format!("{:?}", b.state)) } }
+                                    td.num { (b.calls) }
+                                    td.num { (b.failure_rate.map_or_else(|| "–".to_owned(), |r| format!("{r:.1}%"))) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section.panel {
+                h2 { "Delivery" }
+                table #delivery {
+                    tbody {
+                        tr { th { "ready" } td.num data-queue-count="ready" { (stats.queue.ready) } }
+                        tr { th { "delayed" } td.num data-queue-count="delayed" { (stats.queue.delayed) } }
+                        tr { th { "in flight" } td.num data-queue-count="in_flight" { (stats.queue.in_flight) } }
+                        tr { th { "dead-lettered" } td.num data-queue-count="dead" { (stats.queue.dead) } }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout(&ctx, Section::Overview, "Overview", &body),
+    )
+}
+
+/// What `/ui/live` answers: the counts the overview's script draws.
+#[derive(Serialize)]
+pub(crate) struct Live {
+    /// Milliseconds since the epoch, on the server's clock.
+    at: i64,
+    counts: StateTally,
+    ready: u64,
+    delayed: u64,
+    in_flight: u64,
+}
+
+/// `GET /ui/live`: the counts now, for the overview's charts.
+pub(crate) async fn live(State(state): State<AppState>) -> Response {
+    match state.shared.orchestrator.stats().await {
+        Ok(stats) => Json(Live {
+            at: chrono::Utc::now().timestamp_millis(),
+            counts: stats.jobs.total,
+            ready: stats.queue.ready,
+            delayed: stats.queue.delayed,
+            in_flight: stats.queue.in_flight,
+        })
+        .into_response(),
+        Err(e) => crate::http::Problem::from(e).into_response(),
+    }
+}
+
+/// The jobs list's query: every field optional; empty means no filter.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct ListQuery {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    order: Option<String>,
+}
+
+fn nonempty(v: Option<&String>) -> Option<&str> {
+    v.map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+impl ListQuery {
+    fn filter_and_page(&self, tenant: Option<String>) -> crate::Result<(JobFilter, Page)> {
+        let state = nonempty(self.state.as_ref())
+            .map(str::parse::<JobState>)
+            .transpose()?;
+        let after = nonempty(self.after.as_ref())
+            .map(|a| {
+                a.parse::<JobId>().map_err(|_| {
+                    Error::invalid_input("after", format!("`{a}` is not a job id (a UUID)"))
+                })
+            })
+            .transpose()?;
+        let order = match nonempty(self.order.as_ref()) {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(other) => {
+                return Err(Error::invalid_input(
+                    "order",
+                    format!("`{other}` is not an order; use asc or desc"),
+                ));
+            }
+        };
+        Ok((
+            JobFilter {
+                state,
+                kind: nonempty(self.kind.as_ref()).map(str::to_owned),
+                queue: nonempty(self.queue.as_ref()).map(str::to_owned),
+                tenant,
+                workflow: None,
+            },
+            Page {
+                after,
+                limit: LIST_PAGE,
+                order,
+            },
+        ))
+    }
+
+    /// This query's link with `after` set to `cursor`.
+    fn next_link(&self, base: &str, cursor: JobId) -> String {
+        let mut q = String::new();
+        for (k, v) in [
+            ("state", &self.state),
+            ("kind", &self.kind),
+            ("queue", &self.queue),
+            ("order", &self.order),
+        ] {
+            if let Some(v) = nonempty(v.as_ref()) {
+                q.push_str(k);
+                q.push('=');
+                q.push_str(&urlencode(v));
+                q.push('&');
+            }
+        }
+        format!("{base}/jobs?{q}after={cursor}")
+    }
+}
+
+pub(crate) fn urlencode(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn jobs_table(ctx: &Ctx, items: &[JobRecord], table_id: &str) -> Markup {
+    let base = &ctx.base;
+    html! {
+        div.scroll {
+            table id=(table_id) {
+                thead { tr { th { "job" } th { "kind" } th { "queue" } th { "state" } th.num { "attempt" } th { "created" } th { "updated" } } }
+                tbody {
+                    @for r in items {
+                        tr.job data-id=(r.id) data-kind=(r.kind) data-state=(r.state.as_str()) {
+                            td.mono { a.job-link href={ (base) "/jobs/" (r.id) } { (short_id(r.id)) } }
+                            td { (r.kind) }
+                            td { (r.queue) }
+                            td { (render::state_badge(r.state)) }
+                            td.num { (r.attempt) "/" (r.max_attempts) }
+                            td { (render::time(r.created_at)) }
+                            td { (render::time(r.updated_at)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The id's last 12 hex digits: enough to tell jobs apart on a page (the title has it all).
+fn short_id(id: JobId) -> String {
+    let s = id.to_string();
+    let tail = s.len().saturating_sub(12);
+    format!("…{}", s.get(tail..).unwrap_or(&s))
+}
+
+/// `GET /ui/jobs`: the filtered list, newest first, a page at a time.
+pub(crate) async fn jobs(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Response {
+    let base = &ctx.base;
+    let (filter, page_req) = match q.filter_and_page(ctx.tenant.clone()) {
+        Ok(found) => found,
+        Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
+    };
+    let listed = state.shared.orchestrator.list(&filter, &page_req).await;
+    let selected = filter.state.map(JobState::as_str);
+    let body = html! {
+        (render::heading("Jobs", Some("Newest first. Filters combine.")))
+        form #filter.filter method="get" action={ (base) "/jobs" } {
+            label { "state "
+                select name="state" {
+                    option value="" selected[selected.is_none()] { "any" }
+                    @for s in JobState::ALL {
+                        option value=(s.as_str()) selected[selected == Some(s.as_str())] { (s.as_str()) }
+                    }
+                }
+            }
+            label { "kind " input name="kind" value=(filter.kind.as_deref().unwrap_or_default()) placeholder="any"; }
+            label { "queue " input name="queue" value=(filter.queue.as_deref().unwrap_or_default()) placeholder="any"; }
+            label { "order "
+                select name="order" {
+                    option value="desc" selected[page_req.order == Order::Desc] { "newest first" }
+                    option value="asc" selected[page_req.order == Order::Asc] { "oldest first" }
+                }
+            }
+            button #apply-filter type="submit" { "Apply" }
+        }
+        @match &listed {
+            Ok(found) => {
+                @if found.items.is_empty() { p.empty { "No job matches." } }
+                @else { (jobs_table(&ctx, &found.items, "jobs")) }
+                @if let Some(next) = found.next {
+                    p.pager { a #next-page href=(q.next_link(base, next)) { "Next page →" } }
+                }
+            },
+            Err(e) => (render::failure("the jobs", e)),
+        }
+    };
+    let status = if listed.is_ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    page(status, layout(&ctx, Section::Jobs, "Jobs", &body))
+}
+
+/// A payload or result, pretty-printed when it parses.
+fn pretty(raw: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
+fn parse_job_id(raw: &str) -> Option<JobId> {
+    raw.parse::<JobId>().ok()
+}
+
+/// `GET /ui/jobs/{id}`: everything about one job, and what may be done to it.
+pub(crate) async fn job(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = parse_job_id(&id) else {
+        return not_found(&ctx, Section::Jobs, "That is not a job id (a UUID).");
+    };
+    let record = match visible(&state, &ctx, id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return not_found(
+                &ctx,
+                Section::Jobs,
+                "No such job: it may never have existed, or have left retention after it finished.",
+            );
+        }
+        Err(e) => return failed(&ctx, Section::Jobs, "the job", &e),
+    };
+    let events = state.shared.orchestrator.events(id).await;
+    let base = &ctx.base;
+    let r = &record;
+    let cancellable = matches!(
+        r.state,
+        JobState::Pending | JobState::Queued | JobState::Running
+    );
+    let body = html! {
+        div.heading {
+            h1 { "Job " span.mono { (r.id) } }
+            p.sub { span #job-state data-state=(r.state.as_str()) { (r.state.as_str()) } " · " (r.kind) " on " (r.queue) }
+        }
+        @if ctx.can_write && (cancellable || r.state == JobState::Dead) {
+            div.actions {
+                @if cancellable {
+                    form #cancel-form method="post" action={ (base) "/jobs/" (r.id) "/cancel" } {
+                        button #cancel-button.danger type="submit" {
+                            @if r.state == JobState::Running { "Ask to cancel" } @else { "Cancel" }
+                        }
+                    }
+                }
+                @if r.state == JobState::Dead && r.step.is_none() {
+                    form #retry-form method="post" action={ (base) "/jobs/" (r.id) "/retry" } {
+                        button #retry-button type="submit" { "Retry as a new job" }
+                    }
+                }
+            }
+        }
+        div.grid {
+            section.panel {
+                h2 { "Record" }
+                table.fields {
+                    tbody {
+                        tr { th { "state" } td { (render::state_badge(r.state)) @if r.cancel_requested { " (cancel asked)" } } }
+                        tr { th { "kind" } td { a href={ (base) "/kinds/" (urlencode(&r.kind)) } { (r.kind) } } }
+                        tr { th { "queue" } td { (r.queue) } }
+                        tr { th { "priority" } td { (r.priority) } }
+                        tr { th { "attempt" } td { (r.attempt) " of " (r.max_attempts) } }
+                        tr { th { "run at" } td { (render::time(r.run_at)) } }
+                        tr { th { "created" } td { (render::time(r.created_at)) } }
+                        tr { th { "started" } td { (render::opt_time(r.started_at)) } }
+                        tr { th { "finished" } td { (render::opt_time(r.finished_at)) } }
+                        @if let Some(owner) = &r.lease_owner { tr { th { "worker" } td.mono { (owner.to_string()) } } }
+                        @if let Some(key) = &r.idempotency_key { tr { th { "idempotency key" } td.mono { (key) } } }
+                        @if !r.tags.is_empty() { tr { th { "tags" } td { @for t in &r.tags { span.tag { (t) } " " } } } }
+                        @if let Some(t) = &r.tenant { tr { th { "tenant" } td { (t) } } }
+                        @if let Some(s) = &r.strategy { tr { th { "strategy" } td { (s) } } }
+                        @if let Some(step) = &r.step {
+                            tr { th { "workflow" } td { a href={ (base) "/workflows/" (step.workflow) } { (step.workflow_name) } " · step " (step.name) } }
+                        }
+                        @if let Some(p) = &r.progress {
+                            tr { th { "progress" } td {
+                                progress max="1" value=(format!("{:.3}", p.fraction)) {}
+                                " " (format!("{:.0}%", p.fraction * 100.0))
+                                @if let Some(m) = &p.message { " · " (m) }
+                            } }
+                        }
+                    }
+                }
+            }
+            section.panel.wide {
+                h2 { "Payload" }
+                pre #payload { (pretty(r.payload.as_str())) }
+                @if let Some(result) = &r.result {
+                    h2 { "Result" }
+                    pre #result { (pretty(result.as_str())) }
+                }
+                @if let Some(err) = &r.last_error {
+                    h2 { "Last error" }
+                    pre #last-error.error { (err) }
+                }
+            }
+        }
+        section.panel {
+            h2 { "History" }
+            @match &events {
+                Ok(events) => {
+                    div.scroll {
+                        table #events {
+                            thead { tr { th { "at" } th { "from" } th { "to" } th.num { "attempt" } th { "worker" } th { "reason" } } }
+                            tbody {
+                                @for e in events {
+                                    tr.event {
+                                        td { (render::time(e.at)) }
+                                        td { @if let Some(f) = e.from { (render::state_badge(f)) } @else { "–" } }
+                                        td { (render::state_badge(e.to)) }
+                                        td.num { (e.attempt) }
+                                        td.mono { (e.worker.as_ref().map(ToString::to_string).unwrap_or_default()) }
+                                        td { (e.reason.as_deref().unwrap_or_default()) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+                Err(e) => (render::failure("the history", e)),
+            }
+        }
+    };
+    page(StatusCode::OK, layout(&ctx, Section::Jobs, "Job", &body))
+}
+
+/// Checks shared by the actions: a same-origin post by a caller that may write, on a job it
+/// may see.
+async fn action_target(
+    ctx: &Ctx,
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<JobRecord, Response> {
+    if !same_origin(headers) || !ctx.can_write {
+        return Err(StatusCode::FORBIDDEN.into_response());
+    }
+    let Some(id) = parse_job_id(id) else {
+        return Err(not_found(
+            ctx,
+            Section::Jobs,
+            "That is not a job id (a UUID).",
+        ));
+    };
+    match visible(state, ctx, id).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(not_found(ctx, Section::Jobs, "No such job.")),
+        Err(e) => Err(failed(ctx, Section::Jobs, "the job", &e)),
+    }
+}
+
+/// `POST /ui/jobs/{id}/cancel`.
+pub(crate) async fn cancel(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match action_target(&ctx, &state, &headers, &id).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    match state.shared.orchestrator.cancel(record.id).await {
+        Ok(
+            CancelOutcome::Cancelled | CancelOutcome::Requested | CancelOutcome::AlreadyFinished(_),
+        ) => see_other(&format!("{}/jobs/{}", ctx.base, record.id)),
+        Err(e) => failed(&ctx, Section::Jobs, "the cancel", &e),
+    }
+}
+
+/// `POST /ui/jobs/{id}/retry`: a dead job runs again as a new job; shows the new one.
+pub(crate) async fn retry(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match action_target(&ctx, &state, &headers, &id).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    match state.shared.orchestrator.retry(record.id).await {
+        Ok(copy) => see_other(&format!("{}/jobs/{}", ctx.base, copy.id)),
+        Err(e) if e.kind() == ErrorKind::Conflict => page(
+            StatusCode::CONFLICT,
+            layout(
+                &ctx,
+                Section::Jobs,
+                "Not retried",
+                &render::failure("a retry", &e),
+            ),
+        ),
+        Err(e) => failed(&ctx, Section::Jobs, "the retry", &e),
+    }
+}
+
+/// Every kind the console knows: registered ones and those with jobs.
+async fn kind_names(
+    state: &AppState,
+) -> crate::Result<(BTreeSet<String>, crate::orchestrator::Stats)> {
+    let stats = state.shared.orchestrator.stats().await?;
+    let mut kinds: BTreeSet<String> = stats.jobs.per_kind.keys().cloned().collect();
+    if let Some(known) = &state.shared.known_kinds {
+        kinds.extend(known.iter().cloned());
+    }
+    Ok((kinds, stats))
+}
+
+/// `GET /ui/kinds`: every kind with its counts and, with a memory, its reflection in brief.
+pub(crate) async fn kinds(ctx: Ctx, State(state): State<AppState>) -> Response {
+    let (names, stats) = match kind_names(&state).await {
+        Ok(found) => found,
+        Err(e) => return failed(&ctx, Section::Kinds, "the kinds", &e),
+    };
+    let mut reflections = BTreeMap::new();
+    if let Some(memory) = &state.shared.memory {
+        for kind in &names {
+            if let Ok(r) = memory.reflect(kind, state.shared.reflection_window).await {
+                reflections.insert(kind.clone(), r);
+            }
+        }
+    }
+    let base = &ctx.base;
+    let body = html! {
+        (render::heading("Kinds", Some("What each kind's history says, and what the adaptive strategy makes of it.")))
+        div.scroll {
+            table #kinds {
+                thead { tr { th { "kind" } th.num { "queued" } th.num { "running" } th.num { "succeeded" } th.num { "dead" }
+                    th.num { "success rate" } th.num { "p50" } th.num { "p99" } th { "recommended" } } }
+                tbody {
+                    @for kind in &names {
+                        @let t = stats.jobs.per_kind.get(kind).copied().unwrap_or_default();
+                        @let r = reflections.get(kind);
+                        tr data-kind=(kind) {
+                            td { a.kind-link href={ (base) "/kinds/" (urlencode(kind)) } { (kind) } }
+                            td.num { (t.queued) } td.num { (t.running) } td.num { (t.succeeded) } td.num { (t.dead) }
+                            td.num { (render::percent(r.and_then(|r| r.success_rate))) }
+                            td.num { (render::duration(r.and_then(|r| r.p50))) }
+                            td.num { (render::duration(r.and_then(|r| r.p99))) }
+                            td { (r.map_or_else(|| "–".to_owned(), |r| strategy_name(&r.recommendation))) }
+                        }
+                    }
+                }
+            }
+        }
+        @if names.is_empty() { p.empty { "No kind has jobs yet." } }
+        @if state.shared.memory.is_none() { p.hint { "No memory is configured, so there are no reflections." } }
+    };
+    page(StatusCode::OK, layout(&ctx, Section::Kinds, "Kinds", &body))
+}
+
+fn strategy_name(r: &crate::memory::Recommendation) -> String {
+    let name = match r.strategy {
+        crate::memory::StrategyChoice::Direct => "direct",
+        crate::memory::StrategyChoice::InlineRetry => "inline retry",
+        crate::memory::StrategyChoice::Hedged => "hedged",
+    };
+    if r.confident {
+        name.to_owned()
+    } else {
+        format!("{name} (not confident yet)")
+    }
+}
+
+/// `GET /ui/kinds/{kind}`: the reflection, the recommendation and why, the latency histogram
+/// of recent jobs, and those jobs.
+pub(crate) async fn kind(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    Path(kind): Path<String>,
+) -> Response {
+    let recent = state
+        .shared
+        .orchestrator
+        .list(
+            &JobFilter {
+                kind: Some(kind.clone()),
+                tenant: ctx.tenant.clone(),
+                ..JobFilter::default()
+            },
+            &Page {
+                after: None,
+                limit: HISTOGRAM_JOBS,
+                order: Order::Desc,
+            },
+        )
+        .await;
+    let reflection = match &state.shared.memory {
+        Some(memory) => Some(memory.reflect(&kind, state.shared.reflection_window).await),
+        None => None,
+    };
+    let durations: Vec<Duration> = recent
+        .as_ref()
+        .map(|p| {
+            p.items
+                .iter()
+                .filter(|r| r.state == JobState::Succeeded)
+                .filter_map(|r| (r.finished_at? - r.started_at?).to_std().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = html! {
+        (render::heading(&kind, Some("A job kind")))
+        div.grid {
+            section.panel #reflection {
+                h2 { "Reflection" }
+                @match &reflection {
+                    None => p.hint { "No memory is configured: executions are not recorded." },
+                    Some(Err(e)) => (render::failure("the reflection", e)),
+                    Some(Ok(r)) => {
+                        table.fields {
+                            tbody {
+                                tr { th { "executions" } td.num data-field="count" { (r.count) } }
+                                tr { th { "succeeded" } td.num { (r.succeeded) } }
+                                tr { th { "retried" } td.num { (r.retried) } }
+                                tr { th { "failed" } td.num { (r.failed) } }
+                                tr { th { "success rate" } td.num data-field="success_rate" { (render::percent(r.success_rate)) } }
+                                tr { th { "retry rescue rate" } td.num data-field="retry_rescue_rate" { (render::percent(r.retry_rescue_rate)) } }
+                                tr { th { "p50" } td.num data-field="p50" { (render::duration(r.p50)) } }
+                                tr { th { "p95" } td.num data-field="p95" { (render::duration(r.p95)) } }
+                                tr { th { "p99" } td.num data-field="p99" { (render::duration(r.p99)) } }
+                            }
+                        }
+                        @if !r.top_errors.is_empty() {
+                            h3 { "Top errors" }
+                            table #top-errors { tbody { @for e in &r.top_errors { tr { td { (e.class) } td.num { (e.count) } } } } }
+                        }
+                    },
+                }
+            }
+            section.panel #decision-panel {
+                h2 { "Adaptive decision" }
+                @match &reflection {
+                    Some(Ok(r)) => {
+                        @let rec = &r.recommendation;
+                        div #decision {
+                            p.decision { strong { (strategy_name(rec)) } }
+                            table.fields {
+                                tbody {
+                                    tr { th { "timeout" } td { (render::duration(rec.timeout)) } }
+                                    tr { th { "attempts" } td { (rec.max_attempts) } }
+                                    tr { th { "inline retries" } td { (rec.inline_retries) } }
+                                    tr { th { "hedge after" } td { (render::duration(rec.hedge_delay)) } }
+                                }
+                            }
+                            p.rationale { (rec.rationale) }
+                        }
+                    },
+                    _ => p #decision.hint { "No decision without a reflection." },
+                }
+            }
+        }
+        section.panel {
+            h2 { "Latency of the latest " (durations.len()) " successes" }
+            (svg::histogram(&durations))
+        }
+        section.panel {
+            h2 { "Recent jobs" }
+            @match &recent {
+                Ok(p) => {
+                    @let shown: Vec<JobRecord> = p.items.iter().take(20).cloned().collect();
+                    @if shown.is_empty() { p.empty { "No job of this kind is kept." } }
+                    @else {
+                        (jobs_table(&ctx, &shown, "recent"))
+                    }
+                },
+                Err(e) => (render::failure("the jobs", e)),
+            }
+        }
+    };
+    page(StatusCode::OK, layout(&ctx, Section::Kinds, &kind, &body))
+}
+
+/// `GET /ui/queues`: delivery counts, overall and per kind.
+pub(crate) async fn queues(ctx: Ctx, State(state): State<AppState>) -> Response {
+    let stats = match state.shared.orchestrator.stats().await {
+        Ok(s) => s,
+        Err(e) => return failed(&ctx, Section::Queues, "the queues", &e),
+    };
+    let q = &stats.queue;
+    let body = html! {
+        (render::heading("Queues", Some("Delivery: due, waiting for their time, held by workers, dead-lettered.")))
+        div.scroll {
+            table #queues {
+                thead { tr { th { "" } th.num { "ready" } th.num { "delayed" } th.num { "in flight" } th.num { "dead-lettered" } } }
+                tbody {
+                    tr data-queue="all" { th { "all" } td.num { (q.ready) } td.num { (q.delayed) } td.num { (q.in_flight) } td.num { (q.dead) } }
+                    @for (kind, k) in &q.per_kind {
+                        tr data-queue-kind=(kind) { td { (kind) } td.num { (k.ready) } td.num { (k.delayed) } td.num { (k.in_flight) } td.num { (k.dead) } }
+                    }
+                }
+            }
+        }
+        p.hint { "Counts per kind, as the store keeps them. Pausing a queue is not supported yet." }
+    };
+    page(
+        StatusCode::OK,
+        layout(&ctx, Section::Queues, "Queues", &body),
+    )
+}
+
+/// `GET /ui/schedules`.
+pub(crate) async fn schedules(ctx: Ctx, State(state): State<AppState>) -> Response {
+    let Some(schedules) = &state.shared.schedules else {
+        let body = html! {
+            (render::heading("Schedules", None))
+            p #schedules.empty { "No schedules are configured on this server." }
+        };
+        return page(
+            StatusCode::OK,
+            layout(&ctx, Section::Schedules, "Schedules", &body),
+        );
+    };
+    let list = match schedules.list().await {
+        Ok(l) => l,
+        Err(e) => return failed(&ctx, Section::Schedules, "the schedules", &e),
+    };
+    let base = &ctx.base;
+    let body = html! {
+        (render::heading("Schedules", Some("Jobs submitted on a timetable.")))
+        @if list.is_empty() { p #schedules.empty { "No schedule is declared." } }
+        @else {
+            div.scroll {
+                table #schedules {
+                    thead { tr { th { "schedule" } th { "timing" } th { "kind" } th { "next run" } th.num { "fired" } th.num { "skipped" } th { "last job" } th { "" } } }
+                    tbody {
+                        @for s in &list {
+                            tr data-schedule=(s.schedule.id) {
+                                td { (s.schedule.id) }
+                                td.mono { (serde_json::to_string(&s.schedule.timing).unwrap_or_default()) }
+                                td { (s.schedule.job.kind) }
+                                td { (render::opt_time(s.next_run_at)) }
+                                td.num { (s.fired) }
+                                td.num { (s.skipped) }
+                                td { @if let Some(j) = s.last_job() { a.mono href={ (base) "/jobs/" (j) } { (short_id(j)) } } @else { "–" } }
+                                td { @if s.paused() { span.badge { "paused" } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout(&ctx, Section::Schedules, "Schedules", &body),
+    )
+}
+
+/// `GET /ui/workflows/{id}`: the graph, coloured by state, and its steps.
+pub(crate) async fn workflow(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = parse_job_id(&id) else {
+        return not_found(&ctx, Section::Jobs, "That is not a workflow id (a UUID).");
+    };
+    let status = match state.shared.orchestrator.workflow(id).await {
+        Ok(Some(s))
+            if s.steps
+                .iter()
+                .all(|st| ctx.tenant.is_none() || st.tenant == ctx.tenant) =>
+        {
+            s
+        }
+        Ok(_) => return not_found(&ctx, Section::Jobs, "No such workflow."),
+        Err(e) => return failed(&ctx, Section::Jobs, "the workflow", &e),
+    };
+    let base = ctx.base.clone();
+    let body = html! {
+        div.heading {
+            h1 { "Workflow " (status.name) }
+            p.sub { span.mono { (status.id) } " · " (status.steps.len()) " steps · "
+                @if status.finished { "finished" } @else { "running" } }
+        }
+        section.panel {
+            table #workflow-counts { tbody { tr { @for (s, n) in tally_rows(&status.counts) { td { (render::state_badge(s)) " " (n) } } } } }
+        }
+        section.panel.graph {
+            @if status.steps.len() <= svg::MAX_DRAWN_STEPS {
+                (svg::workflow_graph(&status.steps, |s| format!("{base}/jobs/{}", s.id)))
+            } @else {
+                p.hint { "Too many steps to draw (" (status.steps.len()) "); the table lists them." }
+            }
+        }
+        section.panel {
+            div.scroll {
+                table #steps {
+                    thead { tr { th { "step" } th { "kind" } th { "state" } th { "after" } th.num { "waiting on" } th { "last error" } } }
+                    tbody {
+                        @for s in status.steps.iter().take(1_000) {
+                            tr.step data-step=(s.name) data-state=(s.state.as_str()) {
+                                td { a href={ (base) "/jobs/" (s.id) } { (s.name) } }
+                                td { (s.kind) }
+                                td { (render::state_badge(s.state)) }
+                                td { (s.after.join(", ")) }
+                                td.num { (s.waiting_on) }
+                                td { (s.last_error.as_deref().unwrap_or_default()) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout(&ctx, Section::Jobs, "Workflow", &body),
+    )
+}

@@ -1,0 +1,482 @@
+//! The console at `/ui` over real HTTP, against the real `jobforge-server` binary (in-memory
+//! backend, demo handlers, API keys as hashes): the login and its cookie, escaping of what
+//! jobs carry, what a read-only key may see and do, forged and cross-site posts, retrying a
+//! dead job. `tests/ui/` drives the same pages in headless Chromium.
+
+use std::time::Duration;
+
+use jobforge::http::security::ApiKey;
+use reqwest::redirect::Policy;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+
+mod common;
+
+struct Console {
+    _proc: common::Spawned,
+    base: String,
+    http: Client,
+    admin: String,
+    reader: String,
+}
+
+fn key(scopes: &str) -> (String, String) {
+    let key = ApiKey::generate().expect("generate a key");
+    let spec = format!("{}:{}:{scopes}", key.id(), key.sha256_hex());
+    (key.key().to_owned(), spec)
+}
+
+impl Console {
+    fn start() -> Console {
+        let (admin, admin_spec) = key("admin");
+        let (reader, reader_spec) = key("jobs:read");
+        let proc = common::spawn(&[
+            "--api-key-hash",
+            &admin_spec,
+            "--api-key-hash",
+            &reader_spec,
+            "--allow-unknown-kinds",
+        ]);
+        Console {
+            base: proc.base.clone(),
+            _proc: proc,
+            // Redirects are checked, not followed.
+            http: Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .expect("client"),
+            admin,
+            reader,
+        }
+    }
+
+    /// Log in through the form; answers the session cookie's `name=value`.
+    async fn login(&self, key: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/ui/login", self.base))
+            .form(&[("key", key)])
+            .send()
+            .await
+            .expect("login");
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .expect("a session cookie")
+            .to_owned();
+        cookie.split(';').next().unwrap_or_default().to_owned()
+    }
+
+    async fn page(&self, cookie: &str, path: &str) -> (StatusCode, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .expect("page");
+        (r.status(), r.text().await.unwrap_or_default())
+    }
+
+    async fn post(&self, cookie: &str, path: &str, origin: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", cookie)
+            .header("origin", origin)
+            .send()
+            .await
+            .expect("post")
+    }
+
+    async fn submit(&self, body: Value) -> String {
+        let r: Value = self
+            .http
+            .post(format!("{}/v1/jobs", self.base))
+            .header("x-api-key", &self.admin)
+            .json(&body)
+            .send()
+            .await
+            .expect("submit")
+            .json()
+            .await
+            .expect("json");
+        r["id"].as_str().expect("an id").to_owned()
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs/{id}", self.base))
+            .header("x-api-key", &self.admin)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    async fn wait_state(&self, id: &str, state: &str) -> Value {
+        for _ in 0..200 {
+            let job = self.job(id).await;
+            if job["state"] == state {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {id} never became {state}: {}", self.job(id).await);
+    }
+}
+
+#[tokio::test]
+async fn the_console_needs_a_login_and_keeps_the_key_in_a_strict_cookie() {
+    let c = Console::start();
+    // No session: pages send the browser to the login form; the form itself is public.
+    let r = c
+        .http
+        .get(format!("{}/ui/jobs", c.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/ui/login?next=/ui/jobs");
+    let (status, form) = c.page("", "/ui/login").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(form.contains(r#"id="login-form""#), "{form}");
+
+    // A wrong key is refused with the form again.
+    let r = c
+        .http
+        .post(format!("{}/ui/login", c.base))
+        .form(&[("key", "jfk_0123456789abcdef_00")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("refused"));
+
+    // The right one sets an HttpOnly, SameSite=Strict cookie scoped to the console.
+    let r = c
+        .http
+        .post(format!("{}/ui/login", c.base))
+        .form(&[("key", c.admin.as_str()), ("next", "/ui/kinds")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/ui/kinds");
+    let set = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for part in [
+        "jobforge_session=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/ui",
+        "Secure",
+    ] {
+        assert!(set.contains(part), "{part} missing from {set}");
+    }
+    // `next` never leads off the console.
+    let r = c
+        .http
+        .post(format!("{}/ui/login", c.base))
+        .form(&[("key", c.admin.as_str()), ("next", "https://evil.example/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/ui");
+
+    let cookie = c.login(&c.admin).await;
+    let r = c
+        .http
+        .get(format!("{}/ui", c.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(html.contains(r#"id="state-counts""#));
+
+    // The API never takes the console's cookie: another site cannot use it to call /v1.
+    let r = c
+        .http
+        .get(format!("{}/v1/jobs", c.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    // Logging out clears the cookie.
+    let r = c.post(&cookie, "/ui/logout", &c.base).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+}
+
+#[tokio::test]
+async fn what_jobs_carry_is_shown_as_text() {
+    let c = Console::start();
+    let cookie = c.login(&c.admin).await;
+    let id = c
+        .submit(json!({
+            "kind": "<img/src=x/onerror=alert(1)>",
+            "payload": {"html": "<script>alert(1)</script>"},
+            "delay_ms": 600_000,
+            "tags": ["<b>tag</b>"],
+        }))
+        .await;
+    let (status, html) = c.page(&cookie, &format!("/ui/jobs/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{html}"
+    );
+    assert!(
+        html.contains("&lt;img/src=x/onerror=alert(1)&gt;"),
+        "{html}"
+    );
+    assert!(html.contains("&lt;b&gt;tag&lt;/b&gt;"), "{html}");
+    assert!(!html.contains("<script>alert"), "{html}");
+    assert!(!html.contains("<img/src=x"), "{html}");
+    // The list and the kind's page too.
+    let (_, list) = c.page(&cookie, "/ui/jobs").await;
+    assert!(list.contains("&lt;img/src=x/onerror=alert(1)&gt;") && !list.contains("<img/src=x"));
+    let (status, kinds) = c.page(&cookie, "/ui/kinds").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!kinds.contains("<img/src=x"), "{kinds}");
+
+    // An error message is text as well.
+    let dead = c
+        .submit(json!({"kind": "echo", "payload": "not json for sleep", "max_attempts": 1}))
+        .await;
+    c.wait_state(&dead, "succeeded").await;
+    let bad = c
+        .submit(json!({"kind": "sleep", "payload": {"ms": "<i>x</i>"}, "max_attempts": 1}))
+        .await;
+    let job = c.wait_state(&bad, "dead").await;
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("<i>x</i>"),
+        "{job}"
+    );
+    let (_, html) = c.page(&cookie, &format!("/ui/jobs/{bad}")).await;
+    assert!(
+        html.contains(r#"id="last-error""#) && html.contains("&lt;i&gt;x&lt;/i&gt;"),
+        "{html}"
+    );
+    assert!(!html.contains("<i>x</i>"));
+}
+
+#[tokio::test]
+async fn a_read_only_key_sees_no_actions_and_cannot_act() {
+    let c = Console::start();
+    let queued = c
+        .submit(json!({"kind": "echo", "payload": 1, "delay_ms": 600_000}))
+        .await;
+    let reader = c.login(&c.reader).await;
+    let (status, html) = c.page(&reader, &format!("/ui/jobs/{queued}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("read only"));
+    assert!(
+        !html.contains("cancel-button") && !html.contains("cancel-form"),
+        "{html}"
+    );
+    let r = c
+        .post(&reader, &format!("/ui/jobs/{queued}/cancel"), &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(c.job(&queued).await["state"], "queued");
+
+    // An admin may, from the console's own pages only.
+    let admin = c.login(&c.admin).await;
+    let (_, html) = c.page(&admin, &format!("/ui/jobs/{queued}")).await;
+    assert!(html.contains("cancel-button"));
+    let r = c
+        .post(
+            &admin,
+            &format!("/ui/jobs/{queued}/cancel"),
+            "https://evil.example",
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a cross-site post");
+    assert_eq!(c.job(&queued).await["state"], "queued");
+    let r = c
+        .post(&admin, &format!("/ui/jobs/{queued}/cancel"), &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(c.job(&queued).await["state"], "cancelled");
+    let (_, html) = c.page(&admin, &format!("/ui/jobs/{queued}")).await;
+    assert!(
+        html.contains(r#"<span id="job-state" data-state="cancelled">"#),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_dead_job_is_retried_as_a_new_job_once() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    let dead = c
+        .submit(
+            json!({"kind": "fail_n_times", "payload": {"permanent": true}, "tags": ["nightly"]}),
+        )
+        .await;
+    c.wait_state(&dead, "dead").await;
+    let (_, html) = c.page(&admin, &format!("/ui/jobs/{dead}")).await;
+    assert!(html.contains("retry-button"));
+
+    let r = c
+        .post(&admin, &format!("/ui/jobs/{dead}/retry"), &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let copy = location.trim_start_matches("/ui/jobs/").to_owned();
+    assert_ne!(copy, dead);
+    let job = c.job(&copy).await;
+    assert_eq!(job["kind"], "fail_n_times");
+    assert_eq!(job["payload"], json!({"permanent": true}));
+    let tags: Vec<&str> = job["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(tags, ["nightly", &format!("retry-of:{dead}")]);
+    // The dead job stays dead; asking again answers the same copy.
+    assert_eq!(c.job(&dead).await["state"], "dead");
+    let again = c
+        .post(&admin, &format!("/ui/jobs/{dead}/retry"), &c.base)
+        .await;
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+
+    // Only a dead job is retried.
+    let queued = c
+        .submit(json!({"kind": "echo", "payload": 1, "delay_ms": 600_000}))
+        .await;
+    let r = c
+        .post(&admin, &format!("/ui/jobs/{queued}/retry"), &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("only a dead job can be retried")
+    );
+}
+
+#[tokio::test]
+async fn every_page_answers() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    let id = c.submit(json!({"kind": "echo", "payload": {"n": 1}})).await;
+    c.wait_state(&id, "succeeded").await;
+    for path in [
+        "/ui",
+        "/ui/jobs",
+        "/ui/jobs?state=succeeded&kind=echo&order=asc",
+        "/ui/kinds",
+        "/ui/kinds/echo",
+        "/ui/queues",
+        "/ui/schedules",
+    ] {
+        let (status, html) = c.page(&admin, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {html}");
+        assert!(html.contains(r#"<nav id="nav">"#), "{path}");
+    }
+    // A bad filter names its field.
+    let (status, html) = c.page(&admin, "/ui/jobs?state=done").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("state"), "{html}");
+    let (status, _) = c.page(&admin, "/ui/jobs/not-a-uuid").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The kind page shows the reflection and the decision.
+    let (_, html) = c.page(&admin, "/ui/kinds/echo").await;
+    assert!(html.contains(r#"data-field="count">1<"#), "{html}");
+    assert!(html.contains(r#"id="decision""#) && html.contains(r#"id="histogram""#));
+    // The live counts the overview polls.
+    let r = c
+        .http
+        .get(format!("{}/ui/live", c.base))
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap();
+    let live: Value = r.json().await.unwrap();
+    assert_eq!(live["counts"]["succeeded"], 1, "{live}");
+}
+
+#[tokio::test]
+async fn a_workflow_is_drawn_as_its_graph() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    let r: Value = c
+        .http
+        .post(format!("{}/v1/workflows", c.base))
+        .header("x-api-key", &c.admin)
+        .json(&json!({
+            "name": "order-42",
+            "steps": [
+                {"name": "charge", "job": {"kind": "echo", "payload": {"cents": 1200}}},
+                {"name": "ship", "after": ["charge"], "job": {"kind": "echo"}},
+                {"name": "email", "after": ["charge"], "job": {"kind": "echo"}},
+                {"name": "close", "after": ["ship", "email"], "job": {"kind": "echo", "delay_ms": 600_000}}
+            ]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = r["id"].as_str().expect("a workflow id").to_owned();
+    let mut html = String::new();
+    for _ in 0..200 {
+        html = c.page(&admin, &format!("/ui/workflows/{id}")).await.1;
+        if html.contains(r#"data-step="email" data-state="succeeded""#) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(html.contains(r#"<svg id="graph""#), "{html}");
+    for step in ["charge", "ship", "email"] {
+        assert!(
+            html.contains(&format!(r#"data-step="{step}" data-state="succeeded""#)),
+            "{step}: {html}"
+        );
+    }
+    assert!(
+        html.contains(r#"data-step="close" data-state="queued""#),
+        "{html}"
+    );
+    // One edge per dependency: ship and email after charge, close after both.
+    assert_eq!(html.matches(r#"class="edge""#).count(), 4, "{html}");
+    // A step's page links back to its workflow.
+    let close = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "close")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, job) = c.page(&admin, &format!("/ui/jobs/{close}")).await;
+    assert!(job.contains(&format!("/ui/workflows/{id}")), "{job}");
+}
