@@ -56,6 +56,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/", get(pages::overview))
         .route("/ui/live", get(pages::live))
         .route("/ui/jobs", get(pages::jobs))
+        .route("/ui/jobs/bulk", post(pages::bulk))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/jobs/{id}/cancel", post(pages::cancel))
         .route("/ui/jobs/{id}/retry", post(pages::retry))
@@ -117,7 +118,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         let base = super::security::console_path(path)
             .map_or("/ui", |(base, _)| base)
             .to_owned();
-        let principal = parts.extensions.get::<Principal>();
+        // Without credentials checked, every caller is the same unrestricted principal: no
+        // one is signed in, and there is nothing to log out of.
+        let checked = parts
+            .extensions
+            .get::<super::security::SessionVerifier>()
+            .is_some_and(super::security::SessionVerifier::auth_enabled);
+        let principal = parts.extensions.get::<Principal>().filter(|_| checked);
         let can_write = principal.is_none_or(|p| p.scopes().allows(Scope::JobsWrite));
         let who = principal.map(|p| p.id().to_owned());
         let tenant = parts
@@ -147,6 +154,13 @@ pub(crate) fn page(status: StatusCode, markup: maud::Markup) -> Response {
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(CSP),
             ),
+            // Under the API's `no-referrer`, browsers send `Origin: null` on the console's
+            // own form posts; `same-origin` lets them name the origin (and still sends
+            // nothing to other sites).
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("same-origin"),
+            ),
         ],
         markup.into_string(),
     )
@@ -166,15 +180,16 @@ pub(crate) fn see_other(location: &str) -> Response {
 /// `SameSite=Strict` cookie already keeps other sites' posts unauthenticated; this refuses
 /// them even when the caller authenticates some other way.
 pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
-    let site_ok = headers
-        .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|v| v == "same-origin" || v == "none");
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    let site_ok = site.is_none_or(|v| v == "same-origin" || v == "none");
     let origin_ok = match (
         headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()),
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     ) {
         (None, _) => true,
+        // A page served with a strict referrer policy posts with `Origin: null`; the
+        // browser's own `Sec-Fetch-Site` then says where the post came from.
+        (Some("null"), _) => site == Some("same-origin"),
         (Some(origin), Some(host)) => origin
             .split_once("://")
             .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)),
@@ -208,5 +223,12 @@ mod tests {
         );
         h.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(!same_origin(&h));
+        // What Chromium sends from a page with a strict referrer policy.
+        h.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        assert!(!same_origin(&h), "null from another site");
+        h.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(same_origin(&h), "null from this site");
+        h.remove("sec-fetch-site");
+        assert!(!same_origin(&h), "null without a browser saying where from");
     }
 }
