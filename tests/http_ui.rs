@@ -480,3 +480,97 @@ async fn a_workflow_is_drawn_as_its_graph() {
     let (_, job) = c.page(&admin, &format!("/ui/jobs/{close}")).await;
     assert!(job.contains(&format!("/ui/workflows/{id}")), "{job}");
 }
+
+#[tokio::test]
+async fn bulk_actions_apply_to_the_filtered_selection() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    let reader = c.login(&c.reader).await;
+    let mut mine = Vec::new();
+    for i in 0..5 {
+        mine.push(
+            c.submit(json!({"kind": "bulk.me", "payload": i, "delay_ms": 600_000}))
+                .await,
+        );
+    }
+    let other = c
+        .submit(json!({"kind": "bulk.other", "payload": 0, "delay_ms": 600_000}))
+        .await;
+    let bulk = |cookie: &str, form: Vec<(&'static str, &'static str)>| {
+        c.http
+            .post(format!("{}/ui/jobs/bulk", c.base))
+            .header("cookie", cookie.to_owned())
+            .header("origin", c.base.clone())
+            .form(&form)
+    };
+    let filter = vec![
+        ("state", "queued"),
+        ("kind", "bulk.me"),
+        ("action", "cancel"),
+    ];
+    // The list offers it to an admin only.
+    let (_, html) = c.page(&admin, "/ui/jobs?state=queued&kind=bulk.me").await;
+    assert!(
+        html.contains(r#"id="bulk-form""#) && html.contains("bulk-cancel"),
+        "{html}"
+    );
+    let (_, html) = c.page(&reader, "/ui/jobs?state=queued&kind=bulk.me").await;
+    assert!(!html.contains("bulk-form"));
+    let r = bulk(&reader, [filter.clone(), vec![("confirm", "yes")]].concat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Not confirmed: nothing happens, and the page says which field.
+    let r = bulk(&admin, filter.clone()).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text().await.unwrap().contains("confirm"));
+    for id in &mine {
+        assert_eq!(c.job(id).await["state"], "queued");
+    }
+    let r = bulk(&admin, [filter, vec![("confirm", "yes")]].concat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        back.starts_with("/ui/jobs?state=queued&kind=bulk%2Eme&done="),
+        "{back}"
+    );
+    for id in &mine {
+        assert_eq!(c.job(id).await["state"], "cancelled");
+    }
+    assert_eq!(c.job(&other).await["state"], "queued", "outside the filter");
+    let (_, html) = c.page(&admin, &back).await;
+    assert!(
+        html.contains("Cancelled (or asked to cancel) 5 of 5 matching jobs."),
+        "{html}"
+    );
+
+    // Dead jobs of a kind, retried in bulk as new jobs.
+    let dead = c
+        .submit(json!({"kind": "fail_n_times", "payload": {"permanent": true}}))
+        .await;
+    c.wait_state(&dead, "dead").await;
+    let r = bulk(
+        &admin,
+        vec![
+            ("state", "dead"),
+            ("kind", "fail_n_times"),
+            ("action", "retry"),
+            ("confirm", "yes"),
+        ],
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (_, html) = c
+        .page(&admin, r.headers()["location"].to_str().unwrap())
+        .await;
+    assert!(
+        html.contains("Retried 1 of 1 matching jobs as new jobs."),
+        "{html}"
+    );
+}

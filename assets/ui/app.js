@@ -23,8 +23,10 @@
     svg.appendChild(label);
     lines.forEach(function (l) {
       if (l.values.length < 2) return;
-      var step = (w - 2 * pad) / (MAX_POINTS - 1);
-      var start = MAX_POINTS - l.values.length;
+      // At least a minute wide, so the first samples do not crowd the right edge.
+      var span = Math.max(30, l.values.length);
+      var step = (w - 2 * pad) / (span - 1);
+      var start = span - l.values.length;
       var d = l.values.map(function (v, i) {
         var x = pad + (start + i) * step;
         var y = h - pad - (v / max) * (h - 2 * pad - 14);
@@ -64,6 +66,15 @@
     Object.keys(live.counts).forEach(function (k) {
       var cell = document.querySelector('[data-count="' + k + '"]');
       if (cell) cell.textContent = String(live.counts[k]);
+    });
+    Object.keys(live.per_kind || {}).forEach(function (kind) {
+      var row = document.querySelector('tr[data-kind="' + CSS.escape(kind) + '"]');
+      if (!row) return;
+      var counts = live.per_kind[kind];
+      Object.keys(counts).forEach(function (k) {
+        var cell = row.querySelector('[data-kind-count="' + k + '"]');
+        if (cell) cell.textContent = String(counts[k]);
+      });
     });
     ["ready", "delayed", "in_flight"].forEach(function (k) {
       var cell = document.querySelector('[data-queue-count="' + k + '"]');

@@ -21,6 +21,8 @@ use crate::{Error, ErrorKind};
 const LIST_PAGE: usize = 50;
 /// Jobs of a kind the latency histogram is drawn from.
 const HISTOGRAM_JOBS: usize = 500;
+/// Most kinds `/ui/live` reports on (the overview's table shows every kind on a reload).
+const LIVE_KINDS: usize = 200;
 /// Running jobs looked at to find the workers holding them.
 const WORKER_SCAN: usize = 1_000;
 
@@ -201,6 +203,8 @@ pub(crate) struct Live {
     /// Milliseconds since the epoch, on the server's clock.
     at: i64,
     counts: StateTally,
+    /// Per kind, for the overview's table (at most [`LIVE_KINDS`] kinds).
+    per_kind: BTreeMap<String, StateTally>,
     ready: u64,
     delayed: u64,
     in_flight: u64,
@@ -212,6 +216,7 @@ pub(crate) async fn live(State(state): State<AppState>) -> Response {
         Ok(stats) => Json(Live {
             at: chrono::Utc::now().timestamp_millis(),
             counts: stats.jobs.total,
+            per_kind: stats.jobs.per_kind.into_iter().take(LIVE_KINDS).collect(),
             ready: stats.queue.ready,
             delayed: stats.queue.delayed,
             in_flight: stats.queue.in_flight,
@@ -234,6 +239,9 @@ pub(crate) struct ListQuery {
     after: Option<String>,
     #[serde(default)]
     order: Option<String>,
+    /// What a bulk action just did, to show above the list.
+    #[serde(default)]
+    done: Option<String>,
 }
 
 fn nonempty(v: Option<&String>) -> Option<&str> {
@@ -280,6 +288,11 @@ impl ListQuery {
 
     /// This query's link with `after` set to `cursor`.
     fn next_link(&self, base: &str, cursor: JobId) -> String {
+        format!("{base}/jobs?{}after={cursor}", self.query_prefix())
+    }
+
+    /// The filters as `k=v&` pairs.
+    fn query_prefix(&self) -> String {
         let mut q = String::new();
         for (k, v) in [
             ("state", &self.state),
@@ -294,7 +307,7 @@ impl ListQuery {
                 q.push('&');
             }
         }
-        format!("{base}/jobs?{q}after={cursor}")
+        q
     }
 }
 
@@ -367,6 +380,10 @@ pub(crate) async fn jobs(
             }
             button #apply-filter type="submit" { "Apply" }
         }
+        @if let Some(done) = nonempty(q.done.as_ref()) { p #bulk-done.notice role="status" { (done) } }
+        @if ctx.can_write && listed.as_ref().is_ok_and(|p| !p.items.is_empty()) {
+            (bulk_form(base, &filter))
+        }
         @match &listed {
             Ok(found) => {
                 @if found.items.is_empty() { p.empty { "No job matches." } }
@@ -384,6 +401,132 @@ pub(crate) async fn jobs(
         StatusCode::SERVICE_UNAVAILABLE
     };
     page(status, layout(&ctx, Section::Jobs, "Jobs", &body))
+}
+
+/// Most jobs one bulk action touches.
+const BULK_MOST: usize = 1_000;
+
+/// The bulk actions a filtered list offers: cancel what has not finished, retry what died.
+fn bulk_form(base: &str, filter: &JobFilter) -> Markup {
+    let cancellable = filter
+        .state
+        .is_none_or(|s| matches!(s, JobState::Pending | JobState::Queued | JobState::Running));
+    let retryable = filter.state == Some(JobState::Dead);
+    html! {
+        @if cancellable || retryable {
+            form #bulk-form.bulk method="post" action={ (base) "/jobs/bulk" } {
+                @if let Some(s) = filter.state { input type="hidden" name="state" value=(s.as_str()); }
+                @if let Some(k) = &filter.kind { input type="hidden" name="kind" value=(k); }
+                @if let Some(q) = &filter.queue { input type="hidden" name="queue" value=(q); }
+                span { "Every matching job (at most " (BULK_MOST) "): " }
+                label.confirm { input type="checkbox" name="confirm" value="yes" required; " I mean it" }
+                @if cancellable {
+                    button #bulk-cancel.danger type="submit" name="action" value="cancel" { "Cancel them" }
+                }
+                @if retryable {
+                    button #bulk-retry type="submit" name="action" value="retry" { "Retry them" }
+                }
+            }
+        }
+    }
+}
+
+/// A bulk action's form.
+#[derive(Debug, Deserialize)]
+pub(crate) struct BulkForm {
+    action: String,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    confirm: Option<String>,
+}
+
+/// `POST /ui/jobs/bulk`: cancel (or retry, for dead jobs) every job the filter matches, up
+/// to [`BULK_MOST`], then show the list again with what was done.
+pub(crate) async fn bulk(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<BulkForm>,
+) -> Response {
+    if !same_origin(&headers) || !ctx.can_write {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let q = ListQuery {
+        state: form.state.clone(),
+        kind: form.kind.clone(),
+        queue: form.queue.clone(),
+        order: Some("asc".to_owned()),
+        ..ListQuery::default()
+    };
+    let (filter, mut page_req) = match q.filter_and_page(ctx.tenant.clone()) {
+        Ok(found) => found,
+        Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
+    };
+    if form.confirm.as_deref() != Some("yes") {
+        let e = Error::invalid_input("confirm", "tick the box to confirm a bulk action");
+        return failed(&ctx, Section::Jobs, "the bulk action", &e);
+    }
+    let retry = match form.action.as_str() {
+        "cancel" => false,
+        "retry" if filter.state == Some(JobState::Dead) => true,
+        other => {
+            let e = Error::invalid_input(
+                "action",
+                format!("`{other}` is not a bulk action here; cancel, or retry on dead jobs"),
+            );
+            return failed(&ctx, Section::Jobs, "the bulk action", &e);
+        }
+    };
+    page_req.limit = 200;
+    let orchestrator = &state.shared.orchestrator;
+    let (mut touched, mut seen) = (0_usize, 0_usize);
+    'pages: loop {
+        let found = match orchestrator.list(&filter, &page_req).await {
+            Ok(f) => f,
+            Err(e) => return failed(&ctx, Section::Jobs, "the jobs", &e),
+        };
+        for r in &found.items {
+            if seen >= BULK_MOST {
+                break 'pages;
+            }
+            seen += 1;
+            let done = if retry {
+                r.state == JobState::Dead
+                    && r.step.is_none()
+                    && orchestrator.retry(r.id).await.is_ok_and(|s| s.created)
+            } else {
+                matches!(
+                    r.state,
+                    JobState::Pending | JobState::Queued | JobState::Running
+                ) && matches!(
+                    orchestrator.cancel(r.id).await,
+                    Ok(CancelOutcome::Cancelled | CancelOutcome::Requested)
+                )
+            };
+            touched += usize::from(done);
+        }
+        match found.next {
+            Some(next) => page_req.after = Some(next),
+            None => break,
+        }
+    }
+    let what = if retry {
+        format!("Retried {touched} of {seen} matching jobs as new jobs.")
+    } else {
+        format!("Cancelled (or asked to cancel) {touched} of {seen} matching jobs.")
+    };
+    let back = ListQuery { order: None, ..q };
+    see_other(&format!(
+        "{}/jobs?{}done={}",
+        ctx.base,
+        back.query_prefix(),
+        urlencode(&what)
+    ))
 }
 
 /// A payload or result, pretty-printed when it parses.

@@ -59,10 +59,8 @@ pub(crate) fn histogram(durations: &[Duration]) -> Markup {
                     text.count x=(format!("{:.1}", x + slot * 0.42)) y=(format!("{:.1}", pad + h - bar - 4.0))
                         text-anchor="middle" { (n) }
                 }
-                @if i % 2 == 0 {
-                    text.axis x=(format!("{:.1}", x + slot * 0.42)) y=(format!("{:.1}", pad + h + 16.0))
-                        text-anchor="middle" { (short_label(i)) }
-                }
+                text.axis x=(format!("{:.1}", x + slot * 0.42)) y=(format!("{:.1}", pad + h + 16.0))
+                    text-anchor="middle" { (short_label(i)) }
             }
         }
     }
