@@ -574,3 +574,55 @@ async fn bulk_actions_apply_to_the_filtered_selection() {
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn the_api_retries_a_dead_job_too() {
+    let c = Console::start();
+    let dead = c
+        .submit(json!({"kind": "fail_n_times", "payload": {"permanent": true}}))
+        .await;
+    c.wait_state(&dead, "dead").await;
+    let retry = |key: &str| {
+        c.http
+            .post(format!("{}/v1/jobs/{dead}/retry", c.base))
+            .header("x-api-key", key.to_owned())
+            .send()
+    };
+    let r = retry(&c.reader).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "jobs:read may not retry");
+    let r = retry(&c.admin).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let copy: Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/jobs/{}", copy["id"].as_str().unwrap())
+    );
+    assert_eq!(copy["kind"], "fail_n_times");
+    assert_eq!(copy["tags"], json!([format!("retry-of:{dead}")]));
+    let again = retry(&c.admin).await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["location"].to_str().unwrap(), location);
+    // Not dead: a conflict, as a problem document.
+    let queued = c
+        .submit(json!({"kind": "echo", "payload": 1, "delay_ms": 600_000}))
+        .await;
+    let r = c
+        .http
+        .post(format!("{}/v1/jobs/{queued}/retry", c.base))
+        .header("x-api-key", &c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], "https://jobforge.dev/problems/conflict");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only a dead job"),
+        "{problem}"
+    );
+}

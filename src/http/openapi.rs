@@ -33,6 +33,7 @@ use super::{jobs, memory, ops, schedules, workflows};
         jobs::get_job,
         jobs::events,
         jobs::cancel,
+        jobs::retry,
         jobs::stats,
         workflows::submit,
         workflows::get_workflow,
@@ -56,7 +57,7 @@ use super::{jobs, memory, ops, schedules, workflows};
     ),
     components(schemas(Problem)),
     tags(
-        (name = "jobs", description = "Submit, read, list and cancel jobs."),
+        (name = "jobs", description = "Submit, read, list, cancel and retry jobs."),
         (name = "workflows", description = "Jobs that wait for jobs: submit a graph, follow it, cancel it."),
         (name = "queues", description = "What the queue and the state store hold."),
         (name = "kinds", description = "What each kind's execution history says."),
@@ -97,6 +98,14 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
             Timeout,
         ],
         "cancelWorkflow" => &[InvalidParameter, NotFound, BackendUnavailable, Timeout],
+        "retryJob" => &[
+            InvalidParameter,
+            NotFound,
+            Conflict,
+            Validation,
+            BackendUnavailable,
+            Timeout,
+        ],
         "cancelJob" => &[
             InvalidParameter,
             NotFound,

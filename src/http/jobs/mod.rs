@@ -25,6 +25,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/retry", post(retry))
         .route("/v1/queues/stats", get(stats))
 }
 
@@ -438,6 +439,55 @@ pub(crate) async fn cancel(
         outcome,
         state: job_state,
     }))
+}
+
+/// Retry a dead job
+///
+/// Runs a dead job again as a new job: the same kind, payload, queue, priority, attempts,
+/// timeout, tags, tenant and strategy, tagged `retry-of:<id>`. The dead job and its history
+/// stay as they are. Repeating the call answers the same copy (`200` and
+/// `Idempotent-Replayed: true`). A job that is not dead, or a workflow step, answers `409`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/retry",
+    tag = "jobs",
+    operation_id = "retryJob",
+    params(("id" = uuid::Uuid, Path, description = "The dead job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
+    responses(
+        (status = 201, description = "The copy was created and queued.", body = JobView,
+            headers(("Location" = String, description = "The copy's address, `/v1/jobs/{id}`."))),
+        (status = 200, description = "This job was retried before; that copy is returned.", body = JobView,
+            headers(("Location" = String, description = "The copy's address."), ("Idempotent-Replayed" = String, description = "`true`."))),
+    )
+)]
+pub(crate) async fn retry(
+    State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let tenant = tenant.map(|Extension(t)| t);
+    let id = find(&state, parse_id(&id)?, tenant.as_ref()).await?.id;
+    let submitted = state.shared.orchestrator.retry(id).await?;
+    state
+        .shared
+        .metrics
+        .submitted(1, u64::from(submitted.created));
+    let record = find(&state, submitted.id, tenant.as_ref()).await?;
+    let status = if submitted.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, Json(JobView::from(record))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location(submitted.id)) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if !submitted.created {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }
 
 /// Queue statistics

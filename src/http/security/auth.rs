@@ -21,7 +21,7 @@ use super::scope::{Scope, Tier};
 ///
 /// | route | scope |
 /// |---|---|
-/// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
+/// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
 /// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
 /// | `GET /v1/memory...` | `memory:read` |
 /// | `PUT /v1/memory/...`, `DELETE /v1/memory/...` | `memory:write` |
@@ -74,7 +74,9 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         ["v1", rest @ ..] => Some(match (rest, read) {
             (["jobs"], false) if *method == Method::POST => Scope::JobsWrite,
             (["jobs", "batch"], false) if *method == Method::POST => Scope::JobsWrite,
-            (["jobs", id, "cancel"], false) if *method == Method::POST && !id.is_empty() => {
+            (["jobs", id, "cancel" | "retry"], false)
+                if *method == Method::POST && !id.is_empty() =>
+            {
                 Scope::JobsWrite
             }
             (["jobs", ..], true) => Scope::JobsRead,
