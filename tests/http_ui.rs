@@ -626,3 +626,52 @@ async fn the_api_retries_a_dead_job_too() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn the_list_filters_by_creation_time() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    let mut early = Vec::new();
+    for i in 0..3 {
+        early.push(
+            c.submit(json!({"kind": "timed", "payload": i, "delay_ms": 600_000}))
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let between = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut late = Vec::new();
+    for i in 0..2 {
+        late.push(
+            c.submit(json!({"kind": "timed", "payload": i, "delay_ms": 600_000}))
+                .await,
+        );
+    }
+    let ids = |html: &str| -> Vec<String> {
+        html.split("data-id=\"")
+            .skip(1)
+            .filter_map(|s| s.get(..36).map(str::to_owned))
+            .collect()
+    };
+    let enc = |t: &str| t.replace(':', "%3A").replace('+', "%2B");
+    let (_, html) = c
+        .page(
+            &admin,
+            &format!("/ui/jobs?kind=timed&from={}", enc(&between)),
+        )
+        .await;
+    let mut got = ids(&html);
+    got.sort();
+    assert_eq!(got, late, "from: only the later jobs");
+    let (_, html) = c
+        .page(
+            &admin,
+            &format!("/ui/jobs?kind=timed&to={}&order=asc", enc(&between)),
+        )
+        .await;
+    assert_eq!(ids(&html), early, "to: only the earlier jobs, oldest first");
+    let (status, html) = c.page(&admin, "/ui/jobs?from=yesterday").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(html.contains("from"), "{html}");
+}

@@ -239,6 +239,12 @@ pub(crate) struct ListQuery {
     after: Option<String>,
     #[serde(default)]
     order: Option<String>,
+    /// Created at or after (UTC, `YYYY-MM-DDTHH:MM[:SS]` or RFC 3339).
+    #[serde(default)]
+    from: Option<String>,
+    /// Created before (UTC).
+    #[serde(default)]
+    to: Option<String>,
     /// What a bulk action just did, to show above the list.
     #[serde(default)]
     done: Option<String>,
@@ -248,7 +254,91 @@ fn nonempty(v: Option<&String>) -> Option<&str> {
     v.map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
+/// A window of creation times. Job ids are UUID v7, which carry their creation millisecond
+/// and sort by it, so the window is a range of ids: every store's keyset listing serves it
+/// without an index of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Window {
+    /// Created at or after this millisecond since the epoch.
+    from_ms: Option<u64>,
+    /// Created before this one.
+    to_ms: Option<u64>,
+}
+
+fn parse_time(field: &'static str, raw: &str) -> crate::Result<u64> {
+    let at = chrono::DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M"))
+                .map(|t| t.and_utc())
+        })
+        .map_err(|_| {
+            Error::invalid_input(
+                field,
+                format!("`{raw}` is not a time; use 2026-12-05T14:30 (UTC) or RFC 3339"),
+            )
+        })?;
+    u64::try_from(at.timestamp_millis())
+        .map_err(|_| Error::invalid_input(field, format!("`{raw}` is before 1970")))
+}
+
+/// The creation millisecond an id carries.
+fn id_ms(id: JobId) -> u64 {
+    id.as_uuid().get_timestamp().map_or(0, |t| {
+        let (secs, nanos) = t.to_unix();
+        secs.saturating_mul(1_000)
+            .saturating_add(u64::from(nanos / 1_000_000))
+    })
+}
+
+/// The smallest (`fill` 0x00) or largest (0xFF) id of a millisecond.
+fn edge_id(ms: u64, fill: u8) -> JobId {
+    JobId::from_uuid(uuid::Builder::from_unix_timestamp_millis(ms, &[fill; 10]).into_uuid())
+}
+
+impl Window {
+    fn parse(from: Option<&String>, to: Option<&String>) -> crate::Result<Self> {
+        let w = Window {
+            from_ms: nonempty(from).map(|f| parse_time("from", f)).transpose()?,
+            to_ms: nonempty(to).map(|t| parse_time("to", t)).transpose()?,
+        };
+        if let (Some(f), Some(t)) = (w.from_ms, w.to_ms) {
+            if f >= t {
+                return Err(Error::invalid_input("to", "`to` must be after `from`"));
+            }
+        }
+        Ok(w)
+    }
+
+    /// Where a walk in `order` starts when no cursor is given.
+    fn start(self, order: Order) -> Option<JobId> {
+        match order {
+            Order::Desc => self.to_ms.map(|t| edge_id(t, 0x00)),
+            Order::Asc => self.from_ms.map(|f| edge_id(f.saturating_sub(1), 0xFF)),
+        }
+    }
+
+    fn contains(self, id: JobId) -> bool {
+        let ms = id_ms(id);
+        self.from_ms.is_none_or(|f| ms >= f) && self.to_ms.is_none_or(|t| ms < t)
+    }
+
+    /// Keep the items inside the window (a walk past its end ends there).
+    fn cut(self, found: &mut crate::state::Paged<JobRecord>) {
+        let before = found.items.len();
+        found.items.retain(|r| self.contains(r.id));
+        if found.items.len() < before {
+            found.next = None;
+        }
+    }
+}
+
 impl ListQuery {
+    fn window(&self) -> crate::Result<Window> {
+        Window::parse(self.from.as_ref(), self.to.as_ref())
+    }
+
     fn filter_and_page(&self, tenant: Option<String>) -> crate::Result<(JobFilter, Page)> {
         let state = nonempty(self.state.as_ref())
             .map(str::parse::<JobState>)
@@ -270,6 +360,7 @@ impl ListQuery {
                 ));
             }
         };
+        let after = after.or(self.window()?.start(order));
         Ok((
             JobFilter {
                 state,
@@ -299,6 +390,8 @@ impl ListQuery {
             ("kind", &self.kind),
             ("queue", &self.queue),
             ("order", &self.order),
+            ("from", &self.from),
+            ("to", &self.to),
         ] {
             if let Some(v) = nonempty(v.as_ref()) {
                 q.push_str(k);
@@ -357,7 +450,16 @@ pub(crate) async fn jobs(
         Ok(found) => found,
         Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
     };
-    let listed = state.shared.orchestrator.list(&filter, &page_req).await;
+    let window = q.window().unwrap_or_default();
+    let listed = state
+        .shared
+        .orchestrator
+        .list(&filter, &page_req)
+        .await
+        .map(|mut found| {
+            window.cut(&mut found);
+            found
+        });
     let selected = filter.state.map(JobState::as_str);
     let body = html! {
         (render::heading("Jobs", Some("Newest first. Filters combine.")))
@@ -372,6 +474,8 @@ pub(crate) async fn jobs(
             }
             label { "kind " input name="kind" value=(filter.kind.as_deref().unwrap_or_default()) placeholder="any"; }
             label { "queue " input name="queue" value=(filter.queue.as_deref().unwrap_or_default()) placeholder="any"; }
+            label { "created from (UTC) " input type="datetime-local" name="from" value=(q.from.as_deref().unwrap_or_default()); }
+            label { "to " input type="datetime-local" name="to" value=(q.to.as_deref().unwrap_or_default()); }
             label { "order "
                 select name="order" {
                     option value="desc" selected[page_req.order == Order::Desc] { "newest first" }
@@ -382,7 +486,7 @@ pub(crate) async fn jobs(
         }
         @if let Some(done) = nonempty(q.done.as_ref()) { p #bulk-done.notice role="status" { (done) } }
         @if ctx.can_write && listed.as_ref().is_ok_and(|p| !p.items.is_empty()) {
-            (bulk_form(base, &filter))
+            (bulk_form(base, &filter, &q))
         }
         @match &listed {
             Ok(found) => {
@@ -407,7 +511,7 @@ pub(crate) async fn jobs(
 const BULK_MOST: usize = 1_000;
 
 /// The bulk actions a filtered list offers: cancel what has not finished, retry what died.
-fn bulk_form(base: &str, filter: &JobFilter) -> Markup {
+fn bulk_form(base: &str, filter: &JobFilter, q: &ListQuery) -> Markup {
     let cancellable = filter
         .state
         .is_none_or(|s| matches!(s, JobState::Pending | JobState::Queued | JobState::Running));
@@ -418,6 +522,8 @@ fn bulk_form(base: &str, filter: &JobFilter) -> Markup {
                 @if let Some(s) = filter.state { input type="hidden" name="state" value=(s.as_str()); }
                 @if let Some(k) = &filter.kind { input type="hidden" name="kind" value=(k); }
                 @if let Some(q) = &filter.queue { input type="hidden" name="queue" value=(q); }
+                @if let Some(f) = nonempty(q.from.as_ref()) { input type="hidden" name="from" value=(f); }
+                @if let Some(t) = nonempty(q.to.as_ref()) { input type="hidden" name="to" value=(t); }
                 span { "Every matching job (at most " (BULK_MOST) "): " }
                 label.confirm { input type="checkbox" name="confirm" value="yes" required; " I mean it" }
                 @if cancellable {
@@ -442,6 +548,10 @@ pub(crate) struct BulkForm {
     #[serde(default)]
     queue: Option<String>,
     #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    to: Option<String>,
+    #[serde(default)]
     confirm: Option<String>,
 }
 
@@ -461,7 +571,13 @@ pub(crate) async fn bulk(
         kind: form.kind.clone(),
         queue: form.queue.clone(),
         order: Some("asc".to_owned()),
+        from: form.from.clone(),
+        to: form.to.clone(),
         ..ListQuery::default()
+    };
+    let window = match q.window() {
+        Ok(w) => w,
+        Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
     };
     let (filter, mut page_req) = match q.filter_and_page(ctx.tenant.clone()) {
         Ok(found) => found,
@@ -491,7 +607,7 @@ pub(crate) async fn bulk(
             Err(e) => return failed(&ctx, Section::Jobs, "the jobs", &e),
         };
         for r in &found.items {
-            if seen >= BULK_MOST {
+            if seen >= BULK_MOST || !window.contains(r.id) {
                 break 'pages;
             }
             seen += 1;
@@ -1047,4 +1163,61 @@ pub(crate) async fn workflow(
         StatusCode::OK,
         layout(&ctx, Section::Jobs, "Workflow", &body),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_time_window_is_a_range_of_ids() {
+        let w = Window::parse(
+            Some(&"2026-12-05T10:00".to_owned()),
+            Some(&"2026-12-05T11:00:30".to_owned()),
+        )
+        .unwrap_or_default();
+        let ten = 1_796_464_800_000_u64; // 2026-12-05T10:00:00Z
+        assert_eq!(w.from_ms, Some(ten));
+        assert_eq!(w.to_ms, Some(ten + 3_630_000));
+        let at = |ms: u64| edge_id(ms, 0x42);
+        assert!(!w.contains(at(ten - 1)));
+        assert!(w.contains(at(ten)));
+        assert!(w.contains(at(ten + 3_629_999)));
+        assert!(!w.contains(at(ten + 3_630_000)));
+        // Walks start just outside the window, so the first page is its first jobs.
+        let start_asc = w.start(Order::Asc).map(id_ms);
+        assert_eq!(start_asc, Some(ten - 1));
+        assert!(w.start(Order::Asc).is_some_and(|s| s < at(ten)));
+        assert!(
+            w.start(Order::Desc)
+                .is_some_and(|s| s <= edge_id(ten + 3_630_000, 0))
+        );
+        assert!(
+            w.start(Order::Desc)
+                .is_some_and(|s| s > at(ten + 3_629_999))
+        );
+        // Errors name the field.
+        let bad = Window::parse(Some(&"yesterday".to_owned()), None).err();
+        assert_eq!(
+            bad.and_then(|e| e.field().map(str::to_owned)).as_deref(),
+            Some("from")
+        );
+        let reversed = Window::parse(
+            Some(&"2026-12-05T11:00".to_owned()),
+            Some(&"2026-12-05T10:00".to_owned()),
+        )
+        .err();
+        assert_eq!(
+            reversed
+                .and_then(|e| e.field().map(str::to_owned))
+                .as_deref(),
+            Some("to")
+        );
+        assert_eq!(
+            Window::parse(Some(&"2026-12-05T10:00:00+01:00".to_owned()), None)
+                .ok()
+                .and_then(|w| w.from_ms),
+            Some(ten - 3_600_000)
+        );
+    }
 }
