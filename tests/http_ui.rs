@@ -675,3 +675,87 @@ async fn the_list_filters_by_creation_time() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("from"), "{html}");
 }
+
+#[tokio::test]
+async fn schedules_need_their_own_scopes_on_the_console_too() {
+    let (admin_key, admin_spec) = key("admin");
+    let (jobs_key, jobs_spec) = key("jobs:read,jobs:write");
+    let (sched_key, sched_spec) = key("jobs:read,schedules:read");
+    let proc = common::spawn(&[
+        "--api-key-hash",
+        &admin_spec,
+        "--api-key-hash",
+        &jobs_spec,
+        "--api-key-hash",
+        &sched_spec,
+        "--schedules",
+        r#"[{"id": "nightly", "cron": "0 3 * * *", "job": {"kind": "echo", "payload": {"n": 1}}}]"#,
+    ]);
+    let c = Console {
+        base: proc.base.clone(),
+        _proc: proc,
+        http: Client::builder().redirect(Policy::none()).build().unwrap(),
+        admin: admin_key.clone(),
+        reader: jobs_key.clone(),
+    };
+    // jobs:* alone: no schedules link, the page and its actions refused.
+    let jobs_only = c.login(&jobs_key).await;
+    let (_, html) = c.page(&jobs_only, "/ui").await;
+    assert!(!html.contains(r#"data-nav="schedules""#), "{html}");
+    let (status, _) = c.page(&jobs_only, "/ui/schedules").await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let r = c
+        .post(&jobs_only, "/ui/schedules/nightly/pause", &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // schedules:read sees them, with no buttons.
+    let viewer = c.login(&sched_key).await;
+    let (status, html) = c.page(&viewer, "/ui/schedules").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains(r#"data-schedule="nightly""#) && !html.contains("Pause"),
+        "{html}"
+    );
+    let r = c
+        .post(&viewer, "/ui/schedules/nightly/pause", &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // schedules:write pauses, resumes and runs one now.
+    let admin = c.login(&admin_key).await;
+    let r = c.post(&admin, "/ui/schedules/nightly/pause", &c.base).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let schedule = |key: String| {
+        let http = c.http.clone();
+        let url = format!("{}/v1/schedules/nightly", c.base);
+        async move {
+            http.get(url)
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(schedule(admin_key.clone()).await["paused"], true);
+    let (_, html) = c.page(&admin, "/ui/schedules").await;
+    assert!(html.contains("Resume"), "{html}");
+    let r = c
+        .post(&admin, "/ui/schedules/nightly/resume", &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(schedule(admin_key.clone()).await["paused"], false);
+    let r = c
+        .post(&admin, "/ui/schedules/nightly/trigger", &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let job = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/ui/jobs/")
+        .to_owned();
+    assert_eq!(c.job(&job).await["kind"], "echo");
+    let r = c.post(&admin, "/ui/schedules/nowhere/pause", &c.base).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}

@@ -52,7 +52,7 @@ ui_checks() {
     env -u REDIS_URL -u DATABASE_URL RUST_LOG=warn \
         "$server" --bind 127.0.0.1:0 --demo-handlers \
         --api-key-hash "$admin_id:$admin_hash:admin,jobs:read,jobs:write" \
-        --api-key-hash "$read_id:$read_hash:jobs:read" \
+        --api-key-hash "$read_id:$read_hash:jobs:read,schedules:read" \
         --public-path /health \
         --rate-limit-ip 5000/s:10000 --rate-limit-read 5000/s:10000 \
         --rate-limit-write 5000/s:10000 --rate-limit-admin 5000/s:10000 \

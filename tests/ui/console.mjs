@@ -6,7 +6,7 @@
 // Environment:
 //   JOBFORGE_URL        the server, e.g. http://127.0.0.1:8080 (jobforge-server --demo-handlers)
 //   JOBFORGE_ADMIN_KEY  an API key with admin (or jobs:read + jobs:write)
-//   JOBFORGE_READ_KEY   an API key with jobs:read only
+//   JOBFORGE_READ_KEY   a read-only API key: jobs:read and schedules:read
 //   CHROMIUM            the browser (default /usr/bin/chromium)
 //   UI_SCREENSHOTS      where screenshots go (default target/ui)
 //   UI_SKIP_RETRY=1     skip the retry check

@@ -28,8 +28,8 @@ use super::scope::{Scope, Tier};
 /// | `GET /v1/schedules`, `GET /v1/schedules/...` | `schedules:read` |
 /// | `PUT /v1/schedules/{id}`, `DELETE /v1/schedules/{id}`, `POST /v1/schedules/{id}/pause`, `.../resume`, `.../trigger` | `schedules:write` |
 /// | anything else under `/v1`, and `/metrics` | `admin` |
-/// | `GET /ui/...` (the console's pages) | `jobs:read` |
-/// | `POST /ui/...` (the console's actions) | `jobs:write` |
+/// | `GET /ui/...` (the console's pages) | `jobs:read` (`schedules:read` under `/ui/schedules`) |
+/// | `POST /ui/...` (the console's actions) | `jobs:write` (`schedules:write` under `/ui/schedules`) |
 ///
 /// The console's login, logout and assets (`/ui/login`, `/ui/logout`, `/ui/assets/...`) need
 /// no credential at all.
@@ -49,6 +49,8 @@ use super::scope::{Scope, Tier};
 /// assert_eq!(required_scope(&Method::GET, "/docs"), None);
 /// assert_eq!(required_scope(&Method::GET, "/ui/jobs"), Some(Scope::JobsRead));
 /// assert_eq!(required_scope(&Method::POST, "/ui/jobs/0190/cancel"), Some(Scope::JobsWrite));
+/// assert_eq!(required_scope(&Method::GET, "/ui/schedules"), Some(Scope::SchedulesRead));
+/// assert_eq!(required_scope(&Method::POST, "/ui/schedules/nightly/pause"), Some(Scope::SchedulesWrite));
 /// ```
 #[must_use]
 pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
@@ -60,13 +62,15 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
         None => &all[..],
     };
     let read = *method == Method::GET || *method == Method::HEAD;
-    if console_path(path).is_some() {
-        return Some(if read {
-            Scope::JobsRead
-        } else if *method == Method::POST {
-            Scope::JobsWrite
-        } else {
-            Scope::Admin
+    if let Some((_, rest)) = console_path(path) {
+        // The console's schedule pages need what `/v1/schedules` needs.
+        let schedules = rest == "/schedules" || rest.starts_with("/schedules/");
+        return Some(match (read, *method == Method::POST, schedules) {
+            (true, _, false) => Scope::JobsRead,
+            (true, _, true) => Scope::SchedulesRead,
+            (false, true, false) => Scope::JobsWrite,
+            (false, true, true) => Scope::SchedulesWrite,
+            (false, false, _) => Scope::Admin,
         });
     }
     match segments {

@@ -64,6 +64,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/kinds/{kind}", get(pages::kind))
         .route("/ui/queues", get(pages::queues))
         .route("/ui/schedules", get(pages::schedules))
+        .route("/ui/schedules/{id}/{action}", post(pages::schedule_action))
         .route("/ui/workflows/{id}", get(pages::workflow))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))
@@ -99,8 +100,12 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 pub(crate) struct Ctx {
     /// `/ui`, or `/prefix/ui` when the router is nested.
     pub(crate) base: String,
-    /// Whether the caller may act (scope `jobs:write`).
+    /// Whether the caller may act on jobs (scope `jobs:write`).
     pub(crate) can_write: bool,
+    /// Whether the caller may see the fleet's schedules (`schedules:read`, no tenant).
+    pub(crate) can_see_schedules: bool,
+    /// Whether the caller may pause, resume and trigger them (`schedules:write`).
+    pub(crate) can_schedule: bool,
     /// Who is signed in, when credentials are checked.
     pub(crate) who: Option<String>,
     /// The caller's tenant: it sees only that tenant's jobs.
@@ -125,16 +130,22 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             .get::<super::security::SessionVerifier>()
             .is_some_and(super::security::SessionVerifier::auth_enabled);
         let principal = parts.extensions.get::<Principal>().filter(|_| checked);
-        let can_write = principal.is_none_or(|p| p.scopes().allows(Scope::JobsWrite));
+        let allows = |scope| principal.is_none_or(|p| p.scopes().allows(scope));
+        let can_write = allows(Scope::JobsWrite);
         let who = principal.map(|p| p.id().to_owned());
         let tenant = parts
             .extensions
             .get::<super::Tenant>()
             .map(|t| t.0.clone())
             .or_else(|| principal.and_then(|p| p.tenant().map(str::to_owned)));
+        // Schedules are the fleet's: a tenant's credential never sees them (as on the API).
+        let can_see_schedules = allows(Scope::SchedulesRead) && tenant.is_none();
+        let can_schedule = can_see_schedules && allows(Scope::SchedulesWrite);
         Ok(Ctx {
             base,
             can_write,
+            can_see_schedules,
+            can_schedule,
             who,
             tenant,
         })

@@ -1056,6 +1056,16 @@ pub(crate) async fn queues(ctx: Ctx, State(state): State<AppState>) -> Response 
 
 /// `GET /ui/schedules`.
 pub(crate) async fn schedules(ctx: Ctx, State(state): State<AppState>) -> Response {
+    if !ctx.can_see_schedules {
+        let body = html! {
+            (render::heading("Schedules", None))
+            p #schedules.error { "Schedules are the fleet's: a credential bound to a tenant, or without schedules:read, does not see them." }
+        };
+        return page(
+            StatusCode::FORBIDDEN,
+            layout(&ctx, Section::Schedules, "Schedules", &body),
+        );
+    }
     let Some(schedules) = &state.shared.schedules else {
         let body = html! {
             (render::heading("Schedules", None))
@@ -1077,7 +1087,7 @@ pub(crate) async fn schedules(ctx: Ctx, State(state): State<AppState>) -> Respon
         @else {
             div.scroll {
                 table #schedules {
-                    thead { tr { th { "schedule" } th { "timing" } th { "kind" } th { "next run" } th.num { "fired" } th.num { "skipped" } th { "last job" } th { "" } } }
+                    thead { tr { th { "schedule" } th { "timing" } th { "kind" } th { "next run" } th.num { "fired" } th.num { "skipped" } th { "last job" } th { "" } @if ctx.can_schedule { th { "" } } } }
                     tbody {
                         @for s in &list {
                             tr data-schedule=(s.schedule.id) {
@@ -1089,6 +1099,17 @@ pub(crate) async fn schedules(ctx: Ctx, State(state): State<AppState>) -> Respon
                                 td.num { (s.skipped) }
                                 td { @if let Some(j) = s.last_job() { a.mono href={ (base) "/jobs/" (j) } { (short_id(j)) } } @else { "–" } }
                                 td { @if s.paused() { span.badge { "paused" } } }
+                                @if ctx.can_schedule {
+                                    td.actions {
+                                        @let at = format!("{base}/schedules/{}", urlencode(&s.schedule.id));
+                                        @if s.paused() {
+                                            form method="post" action={ (at) "/resume" } { button.resume type="submit" { "Resume" } }
+                                        } @else {
+                                            form method="post" action={ (at) "/pause" } { button.pause type="submit" { "Pause" } }
+                                        }
+                                        form method="post" action={ (at) "/trigger" } { button.trigger type="submit" { "Run now" } }
+                                    }
+                                }
                             }
                         }
                     }
@@ -1100,6 +1121,49 @@ pub(crate) async fn schedules(ctx: Ctx, State(state): State<AppState>) -> Respon
         StatusCode::OK,
         layout(&ctx, Section::Schedules, "Schedules", &body),
     )
+}
+
+/// `POST /ui/schedules/{id}/{pause|resume|trigger}`; back to the schedules (a trigger shows
+/// the job it submitted).
+pub(crate) async fn schedule_action(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+) -> Response {
+    if !same_origin(&headers) || !ctx.can_schedule {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let Some(schedules) = &state.shared.schedules else {
+        return not_found(
+            &ctx,
+            Section::Schedules,
+            "No schedules are configured on this server.",
+        );
+    };
+    let back = format!("{}/schedules", ctx.base);
+    let done = match action.as_str() {
+        "pause" => schedules.pause(&id).await.map(|_| back),
+        "resume" => schedules.resume(&id).await.map(|_| back),
+        "trigger" => schedules
+            .trigger(&id)
+            .await
+            .map(|job| format!("{}/jobs/{job}", ctx.base)),
+        _ => {
+            return not_found(
+                &ctx,
+                Section::Schedules,
+                "No such action: pause, resume or trigger.",
+            );
+        }
+    };
+    match done {
+        Ok(to) => see_other(&to),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            not_found(&ctx, Section::Schedules, &e.to_string())
+        }
+        Err(e) => failed(&ctx, Section::Schedules, "the schedule", &e),
+    }
 }
 
 /// `GET /ui/workflows/{id}`: the graph, coloured by state, and its steps.

@@ -47,7 +47,8 @@ pub(crate) fn layout(ctx: &Ctx, section: Section, title: &str, body: &Markup) ->
                 header.top {
                     a.brand href=(base) { "jobforge" }
                     nav #nav {
-                        @for (s, key, path, label) in Section::ALL {
+                        @for (s, key, path, label) in Section::ALL.into_iter()
+                            .filter(|(s, ..)| *s != Section::Schedules || ctx.can_see_schedules) {
                             a data-nav=(key) href={ (base) (path) }
                                 aria-current=[(s == section).then_some("page")] { (label) }
                         }
