@@ -628,7 +628,7 @@ async fn the_api_retries_a_dead_job_too() {
 }
 
 #[tokio::test]
-async fn the_list_filters_by_creation_time() {
+async fn the_list_filters_by_creation_time_and_tag() {
     let c = Console::start();
     let admin = c.login(&c.admin).await;
     let mut early = Vec::new();
@@ -671,6 +671,28 @@ async fn the_list_filters_by_creation_time() {
         )
         .await;
     assert_eq!(ids(&html), early, "to: only the earlier jobs, oldest first");
+    // And by tag, through the API's listing too.
+    let vip = c
+        .submit(json!({"kind": "timed", "payload": 9, "delay_ms": 600_000, "tags": ["vip"]}))
+        .await;
+    let (_, html) = c.page(&admin, "/ui/jobs?tag=vip").await;
+    assert_eq!(ids(&html), vec![vip.clone()]);
+    let listed: Value = c
+        .http
+        .get(format!("{}/v1/jobs?tag=vip", c.base))
+        .header("x-api-key", &c.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
+    assert_eq!(listed["items"][0]["id"], vip.as_str());
     let (status, html) = c.page(&admin, "/ui/jobs?from=yesterday").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(html.contains("from"), "{html}");

@@ -25,7 +25,9 @@ use jobforge::memory::{ExecutionRecord, Window};
 use jobforge::postgres::{PostgresBackend, PostgresConfig, PostgresState, RingMove};
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
-use jobforge::state::{CancelOutcome, Claim, Finish, StateManager, Transition, TransitionResult};
+use jobforge::state::{
+    CancelOutcome, Claim, Finish, JobFilter, Page, StateManager, Transition, TransitionResult,
+};
 use jobforge::store::JobStore;
 use jobforge::{ErrorKind, JobId, Memory, WorkerId};
 use parking_lot::Mutex;
@@ -2060,5 +2062,69 @@ async fn claims_racing_submits_leave_no_job_behind() {
         0,
         "{missing} of {} jobs never claimed",
         submitted.len()
+    );
+}
+
+// ------------------------------------------------------------------ listing with a scan budget
+
+/// A filter no index serves walks at most the scan budget per call: a page that matches
+/// nothing in it answers empty with a cursor, and following cursors finds every match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_walks_at_most_its_scan_budget_per_call() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let backend = schema
+        .connect_with(schema.config().with_list_scan_budget(10))
+        .await;
+    let state: Arc<dyn StateManager> = backend.store();
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let mut r = conformance::record(NewJob::new("k"));
+        if i == 45 {
+            r.tags.push("needle".into());
+        }
+        ids.push(r.id);
+        state.create(vec![r]).await.unwrap();
+    }
+    let filter = JobFilter {
+        tag: Some("needle".into()),
+        ..JobFilter::default()
+    };
+    // The first call walks ten jobs, finds none, and says where it stopped.
+    let first = state.list(&filter, &Page::first(5)).await.unwrap();
+    assert!(first.items.is_empty());
+    assert_eq!(
+        first.next,
+        Some(ids[9]),
+        "the walk stops at its budget's end"
+    );
+    assert_eq!(
+        conformance::walk_list(state.as_ref(), &filter, Page::first(5)).await,
+        vec![ids[45]]
+    );
+    let desc = state
+        .list(&filter, &Page::first(5).descending())
+        .await
+        .unwrap();
+    assert_eq!(
+        desc.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![ids[45]]
+    );
+    // What an index serves is not limited: every queued job is in a walk of the index.
+    let queued = JobFilter {
+        state: Some(JobState::Queued),
+        ..JobFilter::default()
+    };
+    let page = state.list(&queued, &Page::first(30)).await.unwrap();
+    assert_eq!(page.items.len(), 30);
+    assert_eq!(page.next, Some(ids[29]));
+    // An unfiltered page fills from the first rows it walks.
+    let all = state
+        .list(&JobFilter::default(), &Page::first(8))
+        .await
+        .unwrap();
+    assert_eq!(
+        all.items.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..8].to_vec()
     );
 }

@@ -37,6 +37,7 @@ macro_rules! store_contract {
             state_cancel,
             state_events_record_every_transition,
             state_pagination_and_filters,
+            state_lists_filter_by_tag,
             state_counts,
             state_batch_answers_in_order,
             state_fence_is_the_claim_token,

@@ -55,6 +55,11 @@ pub struct PostgresConfig {
     /// intervals at most, even while another transaction keeps vacuum from removing them
     /// (see docs/backends.md, "Under long transactions"). Default 2 s.
     pub ring_interval: Duration,
+    /// Most jobs one `list` call looks at beyond what an index narrows it to (default 5,000,
+    /// as the Redis store; at least a page). A filter that matches few of the jobs it walks
+    /// (a kind among finished jobs, a tag) answers a short page and a cursor to continue,
+    /// instead of reading the whole table for one page.
+    pub list_scan_budget: usize,
 }
 
 impl Default for PostgresConfig {
@@ -72,6 +77,7 @@ impl Default for PostgresConfig {
             max_value_bytes: 64 * 1024,
             max_events_per_job: 64,
             ring_interval: Duration::from_secs(2),
+            list_scan_budget: 5_000,
         }
     }
 }
@@ -151,6 +157,13 @@ impl PostgresConfig {
     #[must_use]
     pub fn with_max_events_per_job(mut self, max: usize) -> Self {
         self.max_events_per_job = max;
+        self
+    }
+
+    /// Look at most `n` jobs per `list` call beyond what an index narrows it to.
+    #[must_use]
+    pub fn with_list_scan_budget(mut self, n: usize) -> Self {
+        self.list_scan_budget = n;
         self
     }
 

@@ -186,6 +186,9 @@ pub struct JobFilter {
     /// Only the steps of this workflow ([`crate::workflow`]).
     #[serde(default)]
     pub workflow: Option<JobId>,
+    /// Only jobs carrying this tag.
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 impl JobFilter {
@@ -202,6 +205,10 @@ impl JobFilter {
             && self
                 .workflow
                 .is_none_or(|w| record.step.as_ref().is_some_and(|s| s.workflow == w))
+            && self
+                .tag
+                .as_deref()
+                .is_none_or(|t| record.tags.iter().any(|x| x == t))
     }
 }
 

@@ -654,6 +654,74 @@ pub async fn state_events_record_every_transition(s: Arc<dyn StateManager>) {
     assert!(s.events(JobId::new()).await.unwrap().is_empty());
 }
 
+/// Every page of `filter` from the start, following cursors (a store may answer short or
+/// empty pages with a cursor when its scan budget runs out); the ids in walk order.
+pub async fn walk_list(s: &dyn StateManager, filter: &JobFilter, page: Page) -> Vec<JobId> {
+    let mut seen = Vec::new();
+    let mut at = page.clone();
+    for _ in 0..10_000 {
+        let got = s.list(filter, &at).await.unwrap();
+        assert!(got.items.len() <= page.limit);
+        seen.extend(got.items.iter().map(|r| r.id));
+        match got.next {
+            Some(cursor) => at = page.clone().after(cursor),
+            None => return seen,
+        }
+    }
+    panic!("the listing never ended");
+}
+
+pub async fn state_lists_filter_by_tag(s: Arc<dyn StateManager>) {
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let mut r = record(NewJob::new(if i % 2 == 0 { "even" } else { "odd" }));
+        if i % 5 == 0 {
+            r.tags.push("blue".into());
+        }
+        if i == 29 {
+            r.tags = vec!["rare".into(), "blue-ish".into()];
+        }
+        ids.push(r.id);
+        assert!(matches!(
+            s.create(vec![r]).await.unwrap()[0],
+            Created::New(_)
+        ));
+    }
+    let tagged = |tag: &str| JobFilter {
+        tag: Some(tag.into()),
+        ..Default::default()
+    };
+    let blue: Vec<JobId> = ids.iter().copied().step_by(5).collect();
+    assert_eq!(
+        walk_list(s.as_ref(), &tagged("blue"), Page::first(2)).await,
+        blue
+    );
+    assert_eq!(
+        walk_list(s.as_ref(), &tagged("blue"), Page::first(4).descending()).await,
+        blue.iter().rev().copied().collect::<Vec<_>>()
+    );
+    // A tag is matched whole: `blue` is not `blue-ish`.
+    assert_eq!(
+        walk_list(s.as_ref(), &tagged("rare"), Page::first(10)).await,
+        vec![ids[29]]
+    );
+    assert!(
+        walk_list(s.as_ref(), &tagged("none-such"), Page::first(10))
+            .await
+            .is_empty()
+    );
+    // With a kind: the even blue ones (0, 10, 20).
+    let even_blue = JobFilter {
+        kind: Some("even".into()),
+        tag: Some("blue".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        walk_list(s.as_ref(), &even_blue, Page::first(10)).await,
+        vec![ids[0], ids[10], ids[20]]
+    );
+}
+
 pub async fn state_pagination_and_filters(s: Arc<dyn StateManager>) {
     let w = WorkerId::new("w");
     let mut ids = Vec::new();

@@ -330,7 +330,9 @@ pub(crate) async fn get_job(
 ///
 /// Jobs matching every filter given, oldest first (or newest first with `order=desc`), a page
 /// at a time. Pass the answer's `next_cursor` as `cursor` for the next page; it is `null` on the
-/// last one. Cursors are opaque: keep the filters and order the same while paging.
+/// last one. Cursors are opaque: keep the filters and order the same while paging. Each call
+/// looks at a bounded number of jobs, so a filter that matches few of them may answer a page
+/// shorter than `limit`, even empty, with a cursor: keep following it until it is `null`.
 #[utoipa::path(
     get,
     path = "/v1/jobs",
@@ -376,6 +378,7 @@ pub(crate) async fn list(
         queue: params.queue,
         tenant: tenant_filter,
         workflow: None,
+        tag: params.tag,
     };
     let paged = state.shared.orchestrator.list(&filter, &page).await?;
     Ok(Json(JobPage {

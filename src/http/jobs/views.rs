@@ -318,6 +318,8 @@ pub(crate) struct ListParams {
     pub(super) queue: Option<String>,
     /// Only jobs of this tenant.
     pub(super) tenant: Option<String>,
+    /// Only jobs carrying this tag.
+    pub(super) tag: Option<String>,
     /// Page size, 1 to 1,000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub(super) limit: Option<usize>,
@@ -344,6 +346,7 @@ impl ListParams {
                 "kind" => params.kind = Some(value),
                 "queue" => params.queue = Some(value),
                 "tenant" => params.tenant = Some(value),
+                "tag" => params.tag = Some(value),
                 "limit" => {
                     let limit = value
                         .parse::<usize>()

@@ -236,6 +236,8 @@ pub(crate) struct ListQuery {
     #[serde(default)]
     queue: Option<String>,
     #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
     after: Option<String>,
     #[serde(default)]
     order: Option<String>,
@@ -368,6 +370,7 @@ impl ListQuery {
                 queue: nonempty(self.queue.as_ref()).map(str::to_owned),
                 tenant,
                 workflow: None,
+                tag: nonempty(self.tag.as_ref()).map(str::to_owned),
             },
             Page {
                 after,
@@ -389,6 +392,7 @@ impl ListQuery {
             ("state", &self.state),
             ("kind", &self.kind),
             ("queue", &self.queue),
+            ("tag", &self.tag),
             ("order", &self.order),
             ("from", &self.from),
             ("to", &self.to),
@@ -474,6 +478,7 @@ pub(crate) async fn jobs(
             }
             label { "kind " input name="kind" value=(filter.kind.as_deref().unwrap_or_default()) placeholder="any"; }
             label { "queue " input name="queue" value=(filter.queue.as_deref().unwrap_or_default()) placeholder="any"; }
+            label { "tag " input name="tag" value=(filter.tag.as_deref().unwrap_or_default()) placeholder="any"; }
             label { "created from (UTC) " input type="datetime-local" name="from" value=(q.from.as_deref().unwrap_or_default()); }
             label { "to " input type="datetime-local" name="to" value=(q.to.as_deref().unwrap_or_default()); }
             label { "order "
@@ -490,8 +495,11 @@ pub(crate) async fn jobs(
         }
         @match &listed {
             Ok(found) => {
-                @if found.items.is_empty() { p.empty { "No job matches." } }
-                @else { (jobs_table(&ctx, &found.items, "jobs")) }
+                @if found.items.is_empty() && found.next.is_none() { p.empty { "No job matches." } }
+                @else if !found.items.is_empty() { (jobs_table(&ctx, &found.items, "jobs")) }
+                @if found.next.is_some() && found.items.len() < LIST_PAGE {
+                    p.hint #partial { "The store looks at a bounded number of jobs per page; more may match further on." }
+                }
                 @if let Some(next) = found.next {
                     p.pager { a #next-page href=(q.next_link(base, next)) { "Next page →" } }
                 }
@@ -522,6 +530,7 @@ fn bulk_form(base: &str, filter: &JobFilter, q: &ListQuery) -> Markup {
                 @if let Some(s) = filter.state { input type="hidden" name="state" value=(s.as_str()); }
                 @if let Some(k) = &filter.kind { input type="hidden" name="kind" value=(k); }
                 @if let Some(q) = &filter.queue { input type="hidden" name="queue" value=(q); }
+                @if let Some(t) = &filter.tag { input type="hidden" name="tag" value=(t); }
                 @if let Some(f) = nonempty(q.from.as_ref()) { input type="hidden" name="from" value=(f); }
                 @if let Some(t) = nonempty(q.to.as_ref()) { input type="hidden" name="to" value=(t); }
                 span { "Every matching job (at most " (BULK_MOST) "): " }
@@ -548,6 +557,8 @@ pub(crate) struct BulkForm {
     #[serde(default)]
     queue: Option<String>,
     #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
     from: Option<String>,
     #[serde(default)]
     to: Option<String>,
@@ -570,6 +581,7 @@ pub(crate) async fn bulk(
         state: form.state.clone(),
         kind: form.kind.clone(),
         queue: form.queue.clone(),
+        tag: form.tag.clone(),
         order: Some("asc".to_owned()),
         from: form.from.clone(),
         to: form.to.clone(),

@@ -333,42 +333,83 @@ impl PostgresState {
         finish_statement(&self.shared.pool, &self.shared, &self.sql, transitions).await
     }
 
-    async fn list_page(&self, filter: &JobFilter, page: &Page) -> Result<Vec<JobRow>> {
-        let mut sql = format!(
-            "SELECT {JOB_COLUMNS} FROM {}.jobs WHERE true",
-            self.shared.quoted_schema()
-        );
+    /// One page of `filter` (up to `limit + 1` rows, to tell whether more follow), and where
+    /// the walk stopped when its scan budget ran out before the page filled.
+    ///
+    /// The conditions an index serves (a workflow, a tenant, the states with an index of
+    /// their own, a kind among dead or cancelled jobs) narrow a walk by id that reads at most
+    /// `list_scan_budget` rows; the other conditions filter what it read. The walk streams
+    /// (`row_number` over an ordered scan), so a page that fills early stops early; without
+    /// a budget a filter matching nothing would read the whole table for one page. The row
+    /// at the budget's end is answered even when it does not match (`matched` false), as the
+    /// place to continue from.
+    async fn list_page(
+        &self,
+        filter: &JobFilter,
+        page: &Page,
+    ) -> Result<(Vec<JobRow>, Option<JobId>)> {
         let mut n = 0;
         let mut param = || {
             n += 1;
             n
         };
+        let order = match page.order {
+            Order::Asc => "ASC",
+            Order::Desc => "DESC",
+        };
+        let cmp = if page.order == Order::Asc { ">" } else { "<" };
+        let mut inner = String::from("true");
+        let mut outer = String::from("true");
         if let Some(state) = filter.state {
-            // A literal (one of five fixed names), so the planner can use the partial
+            // A literal (one of six fixed names), so the planner can use the partial
             // indexes whose predicate names states.
-            sql.push_str(&format!(" AND state = '{}'", state.as_str()));
+            let cond = format!(" AND state = '{}'", state.as_str());
+            if matches!(
+                state,
+                JobState::Queued | JobState::Dead | JobState::Cancelled
+            ) {
+                inner.push_str(&cond);
+            } else {
+                outer.push_str(&cond);
+            }
         }
         if filter.kind.is_some() {
-            sql.push_str(&format!(" AND kind = ${}", param()));
+            let cond = format!(" AND kind = ${}", param());
+            if matches!(filter.state, Some(JobState::Dead | JobState::Cancelled)) {
+                inner.push_str(&cond);
+            } else {
+                outer.push_str(&cond);
+            }
         }
         if filter.queue.is_some() {
-            sql.push_str(&format!(" AND queue = ${}", param()));
+            outer.push_str(&format!(" AND queue = ${}", param()));
         }
         if filter.tenant.is_some() {
-            sql.push_str(&format!(" AND tenant = ${}", param()));
+            inner.push_str(&format!(" AND tenant = ${}", param()));
         }
         if filter.workflow.is_some() {
-            sql.push_str(&format!(" AND workflow_id = ${}", param()));
+            inner.push_str(&format!(" AND workflow_id = ${}", param()));
         }
-        let (cmp, order) = match page.order {
-            Order::Asc => (">", "ASC"),
-            Order::Desc => ("<", "DESC"),
-        };
+        if filter.tag.is_some() {
+            outer.push_str(&format!(" AND ${} = ANY(tags)", param()));
+        }
         if page.after.is_some() {
-            sql.push_str(&format!(" AND id {cmp} ${}", param()));
+            inner.push_str(&format!(" AND id {cmp} ${}", param()));
         }
-        sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", param()));
-        let mut query = sqlx::query_as::<_, JobRow>(sqlx::AssertSqlSafe(sql));
+        let budget_param = param();
+        let limit_param = param();
+        let schema = self.shared.quoted_schema();
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, matched FROM (
+                 SELECT w.*, ({outer}) AS matched
+                 FROM (SELECT j.*, row_number() OVER (ORDER BY j.id {order}) AS walked
+                       FROM (SELECT * FROM {schema}.jobs WHERE {inner}
+                             ORDER BY id {order} LIMIT ${budget_param}) j) w
+                 WHERE ({outer}) OR w.walked = ${budget_param}
+             ) x
+             ORDER BY id {order} LIMIT ${limit_param}"
+        );
+        let mut query = sqlx::query_as::<_, ListedRow>(sqlx::AssertSqlSafe(sql));
         if let Some(kind) = &filter.kind {
             query = query.bind(kind.as_str());
         }
@@ -381,20 +422,44 @@ impl PostgresState {
         if let Some(workflow) = filter.workflow {
             query = query.bind(*workflow.as_uuid());
         }
+        if let Some(tag) = &filter.tag {
+            query = query.bind(tag.as_str());
+        }
         if let Some(after) = page.after {
             query = query.bind(*after.as_uuid());
         }
-        query = query.bind(
-            i64::try_from(page.limit)
-                .unwrap_or(i64::MAX)
-                .saturating_add(1),
-        );
+        let limit = i64::try_from(page.limit)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1);
+        let budget = i64::try_from(self.shared.config.list_scan_budget)
+            .unwrap_or(i64::MAX)
+            .max(limit);
+        query = query.bind(budget).bind(limit);
         self.shared.count_statement();
-        query
+        let rows = query
             .fetch_all(&self.shared.pool)
             .await
-            .map_err(|e| db_error("list jobs", e))
+            .map_err(|e| db_error("list jobs", e))?;
+        // The budget's last row, when it was reached and did not match, says where to go on.
+        let mut stopped = None;
+        let mut found = Vec::with_capacity(rows.len());
+        for r in rows {
+            if r.matched {
+                found.push(r.row);
+            } else {
+                stopped = Some(JobId::from_uuid(r.row.id));
+            }
+        }
+        Ok((found, stopped))
     }
+}
+
+/// A listed row, and whether it matched the filter (the walk's last row may not).
+#[derive(sqlx::FromRow)]
+struct ListedRow {
+    #[sqlx(flatten)]
+    row: JobRow,
+    matched: bool,
 }
 
 /// New jobs as the create statements take them: one array per column (`$1` to `$13`), the

@@ -185,7 +185,7 @@ impl StateManager for PostgresState {
 
     async fn list(&self, filter: &JobFilter, page: &Page) -> Result<Paged<JobRecord>> {
         page.validate()?;
-        let mut rows = self.list_page(filter, page).await?;
+        let (mut rows, stopped) = self.list_page(filter, page).await?;
         let more = rows.len() > page.limit;
         rows.truncate(page.limit);
         let items = rows
@@ -195,7 +195,8 @@ impl StateManager for PostgresState {
         let next = if more {
             items.last().map(|r| r.id)
         } else {
-            None
+            // A short page whose walk ran out of budget goes on from where the walk stopped.
+            stopped
         };
         Ok(Paged { items, next })
     }

@@ -191,6 +191,7 @@ impl StateManager for RedisState {
             filter.kind.as_deref().map_or_else(Vec::new, arg),
             filter.queue.as_deref().map_or_else(Vec::new, arg),
             filter.tenant.as_deref().map_or_else(Vec::new, arg),
+            filter.tag.as_deref().map_or_else(Vec::new, arg),
         ];
         let reply = self
             .core

@@ -248,6 +248,11 @@ impl Slot {
                     .and_then(|e| e.step.as_ref())
                     .is_some_and(|s| s.workflow == w)
             })
+            && filter.tag.as_deref().is_none_or(|t| {
+                self.extra
+                    .as_ref()
+                    .is_some_and(|e| e.tags.iter().any(|x| x == t))
+            })
     }
 }
 

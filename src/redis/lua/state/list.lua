@@ -1,10 +1,10 @@
 -- ARGV: index ('all' | 's:<state>' | 'k:<kind>' | 'wf:<workflow id>'), after ('' for the start), limit,
--- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant filters ('' none).
+-- order ('asc' | 'desc'), scan budget, state, kind, queue, tenant, tag filters ('' none).
 -- Walks the index by id from the cursor ('all' merges the indexes of every kind), checking
 -- at most `budget` ids. Returns {records ({id, d, m, a pending step's countdown or false,
 -- the latest progress report or false} each), next cursor or false}.
 local after, limit, order, budget = ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-local fs, fk, fq, ft = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local fs, fk, fq, ft, ftag = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local fcode = CODE[fs]
 local desc = order == 'desc'
 local WINDOW = 200
@@ -76,7 +76,16 @@ while not more and scanned < budget do
       if fk ~= '' then ok = t.k == fk end
       if ok and fq ~= '' then ok = t.q == fq end
     end
-    if ok and ft ~= '' then ok = cjson.decode(d).tenant == ft end
+    if ok and (ft ~= '' or ftag ~= '') then
+      local blob = cjson.decode(d)
+      if ft ~= '' then ok = blob.tenant == ft end
+      if ok and ftag ~= '' then
+        ok = false
+        for _, tag in ipairs(blob.tags or {}) do
+          if tag == ftag then ok = true; break end
+        end
+      end
+    end
     if ok and #items == limit then more = true; break end
     scanned = scanned + 1
     last_scanned = id
