@@ -114,22 +114,26 @@ macro_rules! engine_scenarios {
 mod in_memory {
     use super::deploy::{Deployed, Deployment};
     engine_scenarios!(InMemory);
+    scenarios!(InMemory: a_paused_queue_is_not_claimed_until_resumed);
 }
 
 mod postgres {
     use super::deploy::{Deployed, Deployment};
     engine_scenarios!(Postgres);
+    scenarios!(Postgres: a_paused_queue_is_not_claimed_until_resumed);
 }
 
 mod redis {
     use super::deploy::{Deployed, Deployment};
     engine_scenarios!(Redis);
+    scenarios!(Redis: a_paused_queue_is_not_claimed_until_resumed);
 }
 
 /// Redis Streams delivery beside a PostgreSQL state: the `Split` store.
 mod streams_postgres {
     use super::deploy::{Deployed, Deployment};
     engine_scenarios!(StreamsPostgres);
+    scenarios!(StreamsPostgres: a_split_store_says_it_cannot_pause_queues);
 }
 
 // --- The scenarios, on the deployment each test is given. ---
@@ -812,4 +816,75 @@ async fn a_state_without_a_queue_is_refused_and_a_wrapped_store_works() {
         JobState::Succeeded
     );
     pool.shutdown(WAIT).await;
+}
+
+/// Longer than a pool takes to read the paused queues (about once a second).
+const PAUSE_SEEN: Duration = Duration::from_millis(1_600);
+
+async fn a_paused_queue_is_not_claimed_until_resumed(d: &Deployed) {
+    let orch = d
+        .builder()
+        .handler("noop", |_ctx: JobContext| async move { Ok(Value::Null) })
+        .build()
+        .unwrap();
+    // Paused before any pool starts: not even a first claim takes its jobs.
+    assert!(orch.pause_queue("slow").await.unwrap());
+    assert!(!orch.pause_queue("slow").await.unwrap(), "already paused");
+    assert_eq!(
+        orch.paused_queues()
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec!["slow".to_owned()]
+    );
+    let held = orch
+        .submit(NewJob::new("noop").queue("slow"))
+        .await
+        .unwrap()
+        .id;
+    let pool = orch
+        .start_workers(workers().queues(["default", "slow"]))
+        .unwrap();
+    let free = orch.submit(NewJob::new("noop")).await.unwrap().id;
+    until_state(&orch, free, JobState::Succeeded).await;
+    tokio::time::sleep(PAUSE_SEEN).await;
+    assert_eq!(
+        orch.get(held).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    assert!(orch.resume_queue("slow").await.unwrap());
+    until_state(&orch, held, JobState::Succeeded).await;
+    // Paused while the pool runs: within about a second its claims leave the queue out.
+    assert!(orch.pause_queue("slow").await.unwrap());
+    tokio::time::sleep(PAUSE_SEEN).await;
+    let later = orch
+        .submit(NewJob::new("noop").queue("slow"))
+        .await
+        .unwrap()
+        .id;
+    let other = orch.submit(NewJob::new("noop")).await.unwrap().id;
+    until_state(&orch, other, JobState::Succeeded).await;
+    tokio::time::sleep(PAUSE_SEEN).await;
+    assert_eq!(
+        orch.get(later).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    assert!(orch.resume_queue("slow").await.unwrap());
+    assert!(!orch.resume_queue("slow").await.unwrap(), "already running");
+    until_state(&orch, later, JobState::Succeeded).await;
+    assert!(orch.paused_queues().await.unwrap().is_empty());
+    // A bad name is refused, naming the field.
+    let err = orch.pause_queue("has space").await.unwrap_err();
+    assert_eq!(err.field(), Some("queue"));
+    let report = pool.shutdown(WAIT).await;
+    assert!(report.drained);
+}
+
+async fn a_split_store_says_it_cannot_pause_queues(d: &Deployed) {
+    let orch = d.builder().build().unwrap();
+    let err = orch.pause_queue("slow").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Configuration);
+    assert!(err.to_string().contains("cannot pause queues"), "{err}");
+    assert!(orch.paused_queues().await.unwrap().is_empty());
 }

@@ -781,3 +781,91 @@ async fn schedules_need_their_own_scopes_on_the_console_too() {
     let r = c.post(&admin, "/ui/schedules/nowhere/pause", &c.base).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn queues_are_paused_and_resumed_by_an_admin() {
+    let c = Console::start();
+    let post = |path: &str, key: &str| {
+        c.http
+            .post(format!("{}{path}", c.base))
+            .header("x-api-key", key.to_owned())
+            .send()
+    };
+    // Over the API: admin only; reading needs jobs:read.
+    let r = post("/v1/queues/default/pause", &c.reader).await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post("/v1/queues/default/pause", &c.admin).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"queue": "default", "paused": true, "changed": true})
+    );
+    let again: Value = post("/v1/queues/default/pause", &c.admin)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["changed"], false);
+    let paused: Value = c
+        .http
+        .get(format!("{}/v1/queues/paused", c.base))
+        .header("x-api-key", &c.reader)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(paused, json!({"paused": ["default"]}));
+    let r = post("/v1/queues/has%20space/pause", &c.admin)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["field"], "queue", "{problem}");
+    // A job on the paused queue (the server's workers serve `default`) waits; resumed, it runs.
+    let job = c.submit(json!({"kind": "echo", "payload": 1})).await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(c.job(&job).await["state"], "queued");
+
+    // On the console: the reader sees the paused queue but no buttons, and cannot act.
+    let reader = c.login(&c.reader).await;
+    let (_, html) = c.page(&reader, "/ui/queues").await;
+    assert!(html.contains(r#"data-paused="default""#), "{html}");
+    assert!(
+        !html.contains("pause-form") && !html.contains("Resume"),
+        "{html}"
+    );
+    let forged = c
+        .http
+        .post(format!("{}/ui/queues/resume", c.base))
+        .header("cookie", &reader)
+        .header("origin", &c.base)
+        .form(&[("queue", "default")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // The admin resumes it there.
+    let admin = c.login(&c.admin).await;
+    let (_, html) = c.page(&admin, "/ui/queues").await;
+    assert!(
+        html.contains("pause-form") && html.contains("Resume"),
+        "{html}"
+    );
+    let r = c
+        .http
+        .post(format!("{}/ui/queues/resume", c.base))
+        .header("cookie", &admin)
+        .header("origin", &c.base)
+        .form(&[("queue", "default")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    c.wait_state(&job, "succeeded").await;
+    let (_, html) = c.page(&admin, "/ui/queues").await;
+    assert!(html.contains("None: every queue runs."), "{html}");
+}

@@ -35,6 +35,9 @@ use super::{jobs, memory, ops, schedules, workflows};
         jobs::cancel,
         jobs::retry,
         jobs::stats,
+        jobs::paused_queues,
+        jobs::pause_queue,
+        jobs::resume_queue,
         workflows::submit,
         workflows::get_workflow,
         workflows::cancel,
@@ -115,6 +118,13 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
         ],
         "listJobs" => &[InvalidParameter, BackendUnavailable, Timeout],
         "getQueueStats" => &[BackendUnavailable, Timeout],
+        "getPausedQueues" => &[BackendUnavailable, Timeout],
+        "pauseQueue" | "resumeQueue" => &[
+            InvalidParameter,
+            PausingNotSupported,
+            BackendUnavailable,
+            Timeout,
+        ],
         "getKindReflection" => &[
             InvalidParameter,
             NotFound,
@@ -248,6 +258,10 @@ fn example_of(kind: ProblemType) -> Value {
         ),
         ProblemType::WorkflowsNotSupported => (
             "this store does not keep workflows yet; use the in-memory, PostgreSQL or Redis store",
+            None,
+        ),
+        ProblemType::PausingNotSupported => (
+            "this store cannot pause queues; use the in-memory, PostgreSQL or Redis store",
             None,
         ),
         ProblemType::Forbidden => (

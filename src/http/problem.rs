@@ -57,6 +57,8 @@ pub enum ProblemType {
     /// 501: the server's store keeps no workflows (Redis Streams beside PostgreSQL), so
     /// workflows cannot be submitted.
     WorkflowsNotSupported,
+    /// 501: the server's store cannot pause queues (Redis Streams beside PostgreSQL).
+    PausingNotSupported,
     /// 403: the caller may not use this route as it is authenticated (a tenant-bound
     /// credential on fleet-wide schedules).
     Forbidden,
@@ -66,7 +68,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 19] = [
+    pub const ALL: [ProblemType; 20] = [
         ProblemType::MalformedJson,
         ProblemType::UnsupportedMediaType,
         ProblemType::Validation,
@@ -84,6 +86,7 @@ impl ProblemType {
         ProblemType::MemoryNotConfigured,
         ProblemType::SchedulesNotConfigured,
         ProblemType::WorkflowsNotSupported,
+        ProblemType::PausingNotSupported,
         ProblemType::Forbidden,
         ProblemType::Internal,
     ];
@@ -109,6 +112,7 @@ impl ProblemType {
             ProblemType::MemoryNotConfigured => "memory-not-configured",
             ProblemType::SchedulesNotConfigured => "schedules-not-configured",
             ProblemType::WorkflowsNotSupported => "workflows-not-supported",
+            ProblemType::PausingNotSupported => "pausing-not-supported",
             ProblemType::Forbidden => "forbidden",
             ProblemType::Internal => "internal",
         }
@@ -138,7 +142,8 @@ impl ProblemType {
             | ProblemType::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             ProblemType::MemoryNotConfigured
             | ProblemType::SchedulesNotConfigured
-            | ProblemType::WorkflowsNotSupported => StatusCode::NOT_IMPLEMENTED,
+            | ProblemType::WorkflowsNotSupported
+            | ProblemType::PausingNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -165,6 +170,7 @@ impl ProblemType {
             ProblemType::MemoryNotConfigured => "No memory is configured on this server",
             ProblemType::SchedulesNotConfigured => "No schedules are kept by this server",
             ProblemType::WorkflowsNotSupported => "This server's store keeps no workflows",
+            ProblemType::PausingNotSupported => "This server's store cannot pause queues",
             ProblemType::Forbidden => "Not allowed for these credentials",
             ProblemType::Internal => "Internal error",
         }

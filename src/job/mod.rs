@@ -15,6 +15,6 @@ pub(crate) use limits::nesting_depth;
 pub use model::{
     DEFAULT_QUEUE, JobEvent, JobRecord, MAX_DELAY, NewJob, Priority, Progress, RetryPolicy,
 };
-pub(crate) use model::{after, clamp_delay};
+pub(crate) use model::{after, check_queue_name, clamp_delay};
 pub use payload::Payload;
 pub use state::JobState;

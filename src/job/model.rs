@@ -319,6 +319,11 @@ impl NewJob {
     }
 }
 
+/// Check a queue name as a submission would (field `queue`).
+pub(crate) fn check_queue_name(queue: &str, limits: &crate::job::Limits) -> Result<()> {
+    check_name("queue", queue, limits.max_queue_len)
+}
+
 /// A name (kind, queue): non-empty, at most `max` bytes, no whitespace or control characters.
 fn check_name(field: &'static str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max, "whitespace or control characters", |c| {

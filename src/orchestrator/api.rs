@@ -146,6 +146,32 @@ pub trait JobOrchestrator: Send + Sync + 'static {
         self.submit(job).await
     }
 
+    /// Pause a queue, fleet-wide: no worker pool on this store claims its jobs until it is
+    /// resumed (each pool reads the paused queues about once a second). Jobs can still be
+    /// submitted to it, and jobs already claimed run to their end. Answers whether it was
+    /// running before. A store that cannot pause queues answers a configuration error.
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        let _ = queue;
+        Err(Error::new(
+            ErrorKind::Configuration,
+            "this orchestrator cannot pause queues",
+        ))
+    }
+
+    /// Resume a paused queue; answers whether it was paused.
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        let _ = queue;
+        Err(Error::new(
+            ErrorKind::Configuration,
+            "this orchestrator cannot pause queues",
+        ))
+    }
+
+    /// The queues paused now.
+    async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(std::collections::BTreeSet::new())
+    }
+
     /// Cancel every unfinished step of a workflow: pending and queued steps at once, running
     /// ones through their cancellation token. Answers how many steps it cancelled or asked
     /// to stop. An unknown workflow is a [`ErrorKind::NotFound`] error.

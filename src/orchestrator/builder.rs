@@ -211,6 +211,7 @@ impl OrchestratorBuilder {
             limits,
             running: RunningJobs::default(),
             scheduler: crate::schedule::SchedulerMetrics::default(),
+            queues_changed: tokio::sync::watch::Sender::new(0),
         }))
     }
 }

@@ -37,6 +37,9 @@ pub(crate) struct Engine {
     pub(crate) running: RunningJobs,
     /// What this process's schedulers did (every pool's, and `Schedules::fire_due`).
     pub(crate) scheduler: crate::schedule::SchedulerMetrics,
+    /// Bumped when this process pauses or resumes a queue: its own pools read the paused
+    /// queues at once instead of at their next second.
+    pub(crate) queues_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Engine {
@@ -409,6 +412,34 @@ impl JobOrchestrator for Orchestrator {
         }
         tracing::info!(workflow_id = %id, steps = n, "workflow cancelled");
         Ok(n)
+    }
+
+    async fn pause_queue(&self, queue: &str) -> Result<bool> {
+        crate::job::check_queue_name(queue, &self.engine.limits)?;
+        let changed = self.engine.store.set_queue_paused(queue, true).await?;
+        if changed {
+            self.engine
+                .queues_changed
+                .send_modify(|g| *g = g.wrapping_add(1));
+            tracing::info!(queue, "queue paused");
+        }
+        Ok(changed)
+    }
+
+    async fn resume_queue(&self, queue: &str) -> Result<bool> {
+        crate::job::check_queue_name(queue, &self.engine.limits)?;
+        let changed = self.engine.store.set_queue_paused(queue, false).await?;
+        if changed {
+            self.engine
+                .queues_changed
+                .send_modify(|g| *g = g.wrapping_add(1));
+            tracing::info!(queue, "queue resumed");
+        }
+        Ok(changed)
+    }
+
+    async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.engine.store.paused_queues().await
     }
 }
 

@@ -4,6 +4,7 @@
 mod reconciler;
 mod split;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -86,6 +87,25 @@ pub trait JobStore: StateManager {
         false
     }
 
+    /// The queues no worker pool claims from until they are resumed, fleet-wide: every pool
+    /// on this store reads them about once a second. None by default (a store that cannot
+    /// pause has nothing paused).
+    async fn paused_queues(&self) -> Result<BTreeSet<String>> {
+        Ok(BTreeSet::new())
+    }
+
+    /// Pause (`paused: true`) or resume a queue; answers whether that changed anything.
+    /// Jobs can still be submitted to a paused queue, and jobs already claimed run to their
+    /// end. By default a store cannot pause queues (a configuration error says so).
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        let _ = (queue, paused);
+        Err(crate::Error::new(
+            crate::ErrorKind::Configuration,
+            "this store cannot pause queues (the in-memory, PostgreSQL and Redis stores can; \
+             a Split store cannot)",
+        ))
+    }
+
     /// Finish `transitions` (as [`StateManager::finish`]) and claim up to `req.max` due jobs
     /// (as [`JobStore::claim_due`], without waiting: `req.wait` is ignored) in one step: a
     /// worker settles what its slots finished and takes their next jobs in one round trip.
@@ -145,6 +165,12 @@ impl<S: JobStore> JobStore for Arc<S> {
     }
     fn supports_workflows(&self) -> bool {
         (**self).supports_workflows()
+    }
+    async fn paused_queues(&self) -> Result<BTreeSet<String>> {
+        (**self).paused_queues().await
+    }
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        (**self).set_queue_paused(queue, paused).await
     }
     async fn finish_and_claim(
         &self,

@@ -27,6 +27,9 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/retry", post(retry))
         .route("/v1/queues/stats", get(stats))
+        .route("/v1/queues/paused", get(paused_queues))
+        .route("/v1/queues/{queue}/pause", post(pause_queue))
+        .route("/v1/queues/{queue}/resume", post(resume_queue))
 }
 
 pub(super) fn parse_id(raw: &str) -> ApiResult<JobId> {
@@ -536,5 +539,91 @@ mod tests {
             view.as_ref().and_then(|v| v.get("payload")).cloned(),
             Some(json!({"a": 1}))
         );
+    }
+}
+
+/// Paused queues
+///
+/// The queues no worker claims from until they are resumed.
+#[utoipa::path(
+    get,
+    path = "/v1/queues/paused",
+    tag = "queues",
+    operation_id = "getPausedQueues",
+    responses((status = 200, description = "The paused queues, by name.", body = PausedView,
+        example = json!({"paused": ["reports"]})))
+)]
+pub(crate) async fn paused_queues(State(state): State<AppState>) -> ApiResult<Json<PausedView>> {
+    let paused = state.shared.orchestrator.paused_queues().await?;
+    Ok(Json(PausedView {
+        paused: paused.into_iter().collect(),
+    }))
+}
+
+/// Pause a queue
+///
+/// Fleet-wide: every worker pool on this store stops claiming the queue's jobs within about a
+/// second. Jobs can still be submitted to it; jobs already claimed run to their end.
+/// Repeating it is harmless (`changed: false`). Scope `admin`.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/pause",
+    tag = "queues",
+    operation_id = "pauseQueue",
+    params(("queue" = String, Path, description = "The queue's name.", example = "reports")),
+    responses((status = 200, description = "The queue is paused.", body = QueuePauseView))
+)]
+pub(crate) async fn pause_queue(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueuePauseView>> {
+    set_paused(&state, queue, true).await
+}
+
+/// Resume a queue
+///
+/// Workers claim the queue's jobs again within about a second. Scope `admin`.
+#[utoipa::path(
+    post,
+    path = "/v1/queues/{queue}/resume",
+    tag = "queues",
+    operation_id = "resumeQueue",
+    params(("queue" = String, Path, description = "The queue's name.", example = "reports")),
+    responses((status = 200, description = "The queue runs.", body = QueuePauseView))
+)]
+pub(crate) async fn resume_queue(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueuePauseView>> {
+    set_paused(&state, queue, false).await
+}
+
+async fn set_paused(
+    state: &AppState,
+    queue: String,
+    paused: bool,
+) -> ApiResult<Json<QueuePauseView>> {
+    let orchestrator = &state.shared.orchestrator;
+    let changed = if paused {
+        orchestrator.pause_queue(&queue).await
+    } else {
+        orchestrator.resume_queue(&queue).await
+    }
+    .map_err(pause_problem)?;
+    Ok(Json(QueuePauseView {
+        queue,
+        paused,
+        changed,
+    }))
+}
+
+/// A store that cannot pause answers 501; a bad name is a parameter.
+pub(crate) fn pause_problem(e: crate::Error) -> Problem {
+    match e.kind() {
+        crate::ErrorKind::Configuration => {
+            Problem::new(ProblemType::PausingNotSupported, e.message())
+        }
+        crate::ErrorKind::InvalidInput => Problem::parameter("queue", e.message()),
+        _ => Problem::from(e),
     }
 }

@@ -560,3 +560,22 @@ impl From<Stats> for StatsView {
         }
     }
 }
+
+/// The paused queues.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PausedView {
+    /// Their names, in order.
+    pub(super) paused: Vec<String>,
+}
+
+/// What a pause or resume did.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"queue": "reports", "paused": true, "changed": true}))]
+pub(crate) struct QueuePauseView {
+    /// The queue.
+    pub(super) queue: String,
+    /// Whether it is paused now.
+    pub(super) paused: bool,
+    /// Whether this call changed that (`false` when it already was).
+    pub(super) changed: bool,
+}

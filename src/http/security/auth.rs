@@ -22,14 +22,14 @@ use super::scope::{Scope, Tier};
 /// | route | scope |
 /// |---|---|
 /// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
-/// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
+/// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/queues/paused`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
 /// | `GET /v1/memory...` | `memory:read` |
 /// | `PUT /v1/memory/...`, `DELETE /v1/memory/...` | `memory:write` |
 /// | `GET /v1/schedules`, `GET /v1/schedules/...` | `schedules:read` |
 /// | `PUT /v1/schedules/{id}`, `DELETE /v1/schedules/{id}`, `POST /v1/schedules/{id}/pause`, `.../resume`, `.../trigger` | `schedules:write` |
-/// | anything else under `/v1`, and `/metrics` | `admin` |
+/// | anything else under `/v1` (`POST /v1/queues/{queue}/pause` and `.../resume` among them), and `/metrics` | `admin` |
 /// | `GET /ui/...` (the console's pages) | `jobs:read` (`schedules:read` under `/ui/schedules`) |
-/// | `POST /ui/...` (the console's actions) | `jobs:write` (`schedules:write` under `/ui/schedules`) |
+/// | `POST /ui/...` (the console's actions) | `jobs:write` (`schedules:write` under `/ui/schedules`, `admin` under `/ui/queues`) |
 ///
 /// The console's login, logout and assets (`/ui/login`, `/ui/logout`, `/ui/assets/...`) need
 /// no credential at all.
@@ -65,6 +65,10 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
     if let Some((_, rest)) = console_path(path) {
         // The console's schedule pages need what `/v1/schedules` needs.
         let schedules = rest == "/schedules" || rest.starts_with("/schedules/");
+        // Pausing a queue stops the whole fleet's work on it: `admin`, as on the API.
+        if !read && rest.starts_with("/queues/") {
+            return Some(Scope::Admin);
+        }
         return Some(match (read, *method == Method::POST, schedules) {
             (true, _, false) => Scope::JobsRead,
             (true, _, true) => Scope::SchedulesRead,
@@ -89,7 +93,7 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
                 Scope::JobsWrite
             }
             (["workflows", id], true) if !id.is_empty() => Scope::JobsRead,
-            (["queues", "stats"], true) => Scope::JobsRead,
+            (["queues", "stats" | "paused"], true) => Scope::JobsRead,
             (["kinds", kind, "reflection"], true) if !kind.is_empty() => Scope::JobsRead,
             (["memory", ..], true) => Scope::MemoryRead,
             (["memory", _, ..], false) if *method == Method::PUT || *method == Method::DELETE => {

@@ -63,6 +63,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/kinds", get(pages::kinds))
         .route("/ui/kinds/{kind}", get(pages::kind))
         .route("/ui/queues", get(pages::queues))
+        .route("/ui/queues/pause", post(pages::queue_pause))
+        .route("/ui/queues/resume", post(pages::queue_resume))
         .route("/ui/schedules", get(pages::schedules))
         .route("/ui/schedules/{id}/{action}", post(pages::schedule_action))
         .route("/ui/workflows/{id}", get(pages::workflow))
@@ -106,6 +108,8 @@ pub(crate) struct Ctx {
     pub(crate) can_see_schedules: bool,
     /// Whether the caller may pause, resume and trigger them (`schedules:write`).
     pub(crate) can_schedule: bool,
+    /// Whether the caller may pause and resume queues (`admin`).
+    pub(crate) is_admin: bool,
     /// Who is signed in, when credentials are checked.
     pub(crate) who: Option<String>,
     /// The caller's tenant: it sees only that tenant's jobs.
@@ -141,11 +145,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
         // Schedules are the fleet's: a tenant's credential never sees them (as on the API).
         let can_see_schedules = allows(Scope::SchedulesRead) && tenant.is_none();
         let can_schedule = can_see_schedules && allows(Scope::SchedulesWrite);
+        let is_admin = allows(Scope::Admin);
         Ok(Ctx {
             base,
             can_write,
             can_see_schedules,
             can_schedule,
+            is_admin,
             who,
             tenant,
         })

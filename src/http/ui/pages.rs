@@ -39,10 +39,10 @@ fn not_found(ctx: &Ctx, section: Section, what: &str) -> Response {
 }
 
 fn failed(ctx: &Ctx, section: Section, what: &str, err: &Error) -> Response {
-    let status = if err.kind() == ErrorKind::InvalidInput {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let status = match err.kind() {
+        ErrorKind::InvalidInput => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Configuration => StatusCode::NOT_IMPLEMENTED,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     page(
         status,
@@ -1045,6 +1045,7 @@ pub(crate) async fn queues(ctx: Ctx, State(state): State<AppState>) -> Response 
         Err(e) => return failed(&ctx, Section::Queues, "the queues", &e),
     };
     let q = &stats.queue;
+    let paused = state.shared.orchestrator.paused_queues().await;
     let body = html! {
         (render::heading("Queues", Some("Delivery: due, waiting for their time, held by workers, dead-lettered.")))
         div.scroll {
@@ -1058,12 +1059,93 @@ pub(crate) async fn queues(ctx: Ctx, State(state): State<AppState>) -> Response 
                 }
             }
         }
-        p.hint { "Counts per kind, as the store keeps them. Pausing a queue is not supported yet." }
+        p.hint { "Counts per kind, as the store keeps them." }
+        section.panel #pausing {
+            h2 { "Paused queues" }
+            p.hint { "No worker claims from a paused queue (every pool reads them about once a second); jobs can still be submitted to it, and jobs already running finish." }
+            @match &paused {
+                Ok(p) if p.is_empty() => p #paused.empty { "None: every queue runs." },
+                Ok(p) => {
+                    table #paused {
+                        tbody {
+                            @for q in p {
+                                tr data-paused=(q) {
+                                    td { (q) }
+                                    @if ctx.is_admin {
+                                        td { form method="post" action={ (ctx.base) "/queues/resume" } {
+                                            input type="hidden" name="queue" value=(q);
+                                            button.resume type="submit" { "Resume" }
+                                        } }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                },
+                Err(e) if e.kind() == ErrorKind::Configuration => p.hint { "This store cannot pause queues." },
+                Err(e) => (render::failure("the paused queues", e)),
+            }
+            @if ctx.is_admin && paused.is_ok() {
+                form #pause-form.filter method="post" action={ (ctx.base) "/queues/pause" } {
+                    label { "queue " input name="queue" required placeholder="default"; }
+                    button #pause-button.danger type="submit" { "Pause" }
+                }
+            }
+        }
     };
     page(
         StatusCode::OK,
         layout(&ctx, Section::Queues, "Queues", &body),
     )
+}
+
+/// The pause form's body.
+#[derive(Debug, Deserialize)]
+pub(crate) struct QueueForm {
+    queue: String,
+}
+
+/// `POST /ui/queues/pause`.
+pub(crate) async fn queue_pause(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<QueueForm>,
+) -> Response {
+    queue_action(ctx, state, headers, form, true).await
+}
+
+/// `POST /ui/queues/resume`.
+pub(crate) async fn queue_resume(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<QueueForm>,
+) -> Response {
+    queue_action(ctx, state, headers, form, false).await
+}
+
+async fn queue_action(
+    ctx: Ctx,
+    state: AppState,
+    headers: HeaderMap,
+    form: QueueForm,
+    pause: bool,
+) -> Response {
+    if !same_origin(&headers) || !ctx.is_admin {
+        return StatusCode::FORBIDDEN.into_response();
+    }
+    let queue = form.queue.trim();
+    let orchestrator = &state.shared.orchestrator;
+    let done = if pause {
+        orchestrator.pause_queue(queue).await
+    } else {
+        orchestrator.resume_queue(queue).await
+    };
+    match done {
+        Ok(_) => see_other(&format!("{}/queues", ctx.base)),
+        Err(e) => failed(&ctx, Section::Queues, "the queue", &e),
+    }
 }
 
 /// `GET /ui/schedules`.

@@ -24,6 +24,7 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
     let engine = Arc::clone(&shared.engine);
     let mut failures = 0u32;
     let batch = shared.config.batch_size;
+    let mut epoch = shared.queues_epoch.subscribe();
     loop {
         let first = tokio::select! {
             biased;
@@ -33,7 +34,21 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
                 Err(_) => break,
             },
         };
-        let step = shared.fetcher_step();
+        epoch.borrow_and_update();
+        let queues = shared.active_queues();
+        let step = if !shared
+            .queues_known
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            // Not before the paused queues were read once (a paused queue is not claimed
+            // from at start either).
+            FetcherStep::Wait
+        } else if queues.is_empty() {
+            // Every queue of this pool is paused: look again when one comes back.
+            FetcherStep::Wait
+        } else {
+            shared.fetcher_step()
+        };
         if step != FetcherStep::Claim {
             // Jobs wait in the buffer, or the finisher's next round trip claims: a claim
             // now would only carry fewer jobs. Look again when the finisher goes idle; and,
@@ -61,7 +76,7 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
         ));
         let req = Reserve {
             worker: &shared.worker,
-            queues: &shared.config.queues,
+            queues: &queues,
             max: permits.len(),
             lease: shared.config.lease,
             wait: shared.config.poll_wait,
@@ -75,6 +90,9 @@ pub(super) async fn fetch_loop(shared: Arc<PoolShared>) {
         let claims = tokio::select! {
             biased;
             r = &mut claim => r,
+            // A queue was paused (or resumed) while the claim waited for work: stop waiting
+            // (claims are cancel-safe) and claim again with the queues as they are now.
+            Ok(()) = epoch.changed() => continue,
             () = shared.stop.cancelled() => {
                 let landing = shared.config.poll_wait.saturating_add(Duration::from_secs(5));
                 if let Ok(Ok(claims)) = tokio::time::timeout(landing, &mut claim).await {

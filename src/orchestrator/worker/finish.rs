@@ -246,7 +246,8 @@ async fn round_trip(
     let gate = (failures == 0)
         .then(|| shared.claiming.try_read().ok())
         .flatten();
-    let permits = if gate.is_some() && !shared.is_stopping() {
+    let queues = shared.active_queues();
+    let permits = if gate.is_some() && !shared.is_stopping() && !queues.is_empty() {
         take_free_slots(shared, shared.claim_size(max))
     } else {
         Vec::new()
@@ -257,7 +258,7 @@ async fn round_trip(
     } else {
         let req = Reserve {
             worker: &shared.worker,
-            queues: &shared.config.queues,
+            queues: &queues,
             max: permits.len(),
             lease: shared.config.lease,
             wait: Duration::ZERO,

@@ -27,6 +27,7 @@ mod execute;
 mod fetch;
 mod finish;
 mod heartbeat;
+mod paused;
 mod record;
 mod watchdog;
 
@@ -35,6 +36,7 @@ use execute::executor_loop;
 use fetch::fetch_loop;
 use finish::{SHUTDOWN_FINISH_GRACE, finish_loop};
 use heartbeat::heartbeat_loop;
+use paused::paused_loop;
 use record::record_loop;
 use watchdog::Watchdog;
 
@@ -139,6 +141,13 @@ struct PoolShared {
     records_dropped: AtomicU64,
     /// Set by a shutdown: past it, the finisher stops retrying a store that refuses.
     give_up_at: parking_lot::Mutex<Option<Instant>>,
+    /// The configured queues that are not paused (see `paused.rs`).
+    active_queues: parking_lot::RwLock<Arc<[String]>>,
+    /// Whether the paused queues were read once: the fetcher's first claim waits for it.
+    queues_known: AtomicBool,
+    /// Bumped when `active_queues` changes: a claim waiting for work with the old queues
+    /// stops waiting.
+    queues_epoch: tokio::sync::watch::Sender<u64>,
 }
 
 impl PoolShared {
@@ -263,6 +272,7 @@ pub struct WorkerPool {
     fetcher: Option<JoinHandle<()>>,
     finisher: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    paused: Option<JoinHandle<()>>,
     recorder: Option<JoinHandle<()>>,
     scheduler: Option<JoinHandle<()>>,
     watchdog: Option<Watchdog>,
@@ -327,7 +337,11 @@ impl WorkerPool {
             runtime: runtime.clone(),
             records_dropped: AtomicU64::new(0),
             give_up_at: parking_lot::Mutex::new(None),
+            active_queues: parking_lot::RwLock::new(Arc::from(Vec::new())),
+            queues_known: AtomicBool::new(false),
+            queues_epoch: tokio::sync::watch::Sender::new(0),
         });
+        *shared.active_queues.write() = shared.config.queues.clone().into();
         // One name, one pool: two pools of this process under one worker id would read
         // as one worker in every job's history.
         if !engine.running.add_pool(&shared.worker, &shared.stop) {
@@ -343,6 +357,7 @@ impl WorkerPool {
         let recorder = runtime.spawn(record_loop(Arc::clone(&shared), record_rx));
         let finisher = runtime.spawn(finish_loop(Arc::clone(&shared), done_rx, record_tx));
         let heartbeat = runtime.spawn(heartbeat_loop(Arc::clone(&shared)));
+        let paused = runtime.spawn(paused_loop(Arc::clone(&shared)));
         // Long-lived executors, one per concurrency slot: a job costs a channel hand-off
         // instead of a task spawn.
         {
@@ -374,6 +389,7 @@ impl WorkerPool {
             fetcher: Some(fetcher),
             finisher: Some(finisher),
             heartbeat: Some(heartbeat),
+            paused: Some(paused),
             recorder: Some(recorder),
             scheduler,
             watchdog,
@@ -433,6 +449,9 @@ impl WorkerPool {
             // their leases (they run again), and the finisher ends.
             *shared.give_up_at.lock() = Instant::now().checked_add(SHUTDOWN_FINISH_GRACE);
             let _ = finisher.await;
+        }
+        if let Some(paused) = self.paused.take() {
+            paused.abort();
         }
         if let Some(heartbeat) = self.heartbeat.take() {
             heartbeat.abort();

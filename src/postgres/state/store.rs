@@ -251,6 +251,47 @@ impl JobStore for PostgresState {
         true
     }
 
+    async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.shared.count_statement();
+        let rows: Vec<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT queue FROM {}.paused_queues",
+            self.shared.quoted_schema()
+        )))
+        .fetch_all(&self.shared.pool)
+        .await
+        .map_err(|e| db_error("read the paused queues", e))?;
+        Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        let schema = self.shared.quoted_schema();
+        let sql = if paused {
+            format!(
+                "INSERT INTO {schema}.paused_queues (queue, paused_at) VALUES ($1, now()) \
+                 ON CONFLICT (queue) DO NOTHING"
+            )
+        } else {
+            format!("DELETE FROM {schema}.paused_queues WHERE queue = $1")
+        };
+        self.shared.count_statement();
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(queue)
+            .execute(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("pause or resume a queue", e))?;
+        if done.rows_affected() > 0 && !paused {
+            // Workers waiting for work look again.
+            self.shared.count_statement();
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.shared.channel)
+                .bind(queue)
+                .execute(&self.shared.pool)
+                .await
+                .map_err(|e| db_error("announce a resumed queue", e))?;
+        }
+        Ok(done.rows_affected() > 0)
+    }
+
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());

@@ -288,6 +288,34 @@ impl JobStore for RedisState {
         true
     }
 
+    async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
+        let reply = self
+            .core
+            .link
+            .query(
+                "read the paused queues",
+                ::redis::cmd("SMEMBERS").arg(format!("{}:paused", self.core.prefix)),
+            )
+            .await?;
+        Ok(array("paused queues", reply)?
+            .iter()
+            .filter_map(text)
+            .map(str::to_owned)
+            .collect())
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        let key = format!("{}:paused", self.core.prefix);
+        let mut cmd = ::redis::cmd(if paused { "SADD" } else { "SREM" });
+        cmd.arg(key).arg(queue);
+        let reply = self
+            .core
+            .link
+            .query("pause or resume a queue", &cmd)
+            .await?;
+        Ok(matches!(reply, Value::Int(n) if n > 0))
+    }
+
     async fn claim_due(&self, req: &Reserve<'_>) -> Result<Vec<Claim>> {
         if req.max == 0 || req.queues.is_empty() {
             return Ok(Vec::new());

@@ -196,6 +196,20 @@ impl<S: JobStore> JobStore for CircuitBreaker<S> {
         self.inner().supports_workflows()
     }
 
+    async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
+        self.guard(STATE_KEY, Duration::ZERO, self.inner().paused_queues())
+            .await
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        self.guard(
+            STATE_KEY,
+            Duration::ZERO,
+            self.inner().set_queue_paused(queue, paused),
+        )
+        .await
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

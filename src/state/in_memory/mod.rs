@@ -71,6 +71,8 @@ pub struct InMemoryState {
     notify: tokio::sync::Notify,
     /// The schedules kept beside the jobs.
     schedules: Arc<crate::schedule::InMemorySchedules>,
+    /// Queues no worker pool claims from until resumed.
+    paused: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// A history entry without the repeated job id.
@@ -589,6 +591,7 @@ impl InMemoryState {
             config,
             notify: tokio::sync::Notify::new(),
             schedules: Arc::default(),
+            paused: parking_lot::Mutex::default(),
         }
     }
 

@@ -389,4 +389,23 @@ impl JobStore for InMemoryState {
     fn supports_workflows(&self) -> bool {
         true
     }
+
+    async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
+        Ok(self.paused.lock().clone())
+    }
+
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        let mut set = self.paused.lock();
+        let changed = if paused {
+            set.insert(queue.to_owned())
+        } else {
+            set.remove(queue)
+        };
+        drop(set);
+        if changed && !paused {
+            // Pools waiting on this store look again.
+            self.notify.notify_waiters();
+        }
+        Ok(changed)
+    }
 }
