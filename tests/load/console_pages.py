@@ -146,7 +146,7 @@ def main():
         status, _, live = c.request("GET", "/ui/live")
         counts = json.loads(live)["counts"]
         print("jobs by state: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
-        _, _, html = c.request("GET", "/ui/jobs?state=succeeded&kind=echo")
+        _, _, html = c.request("GET", "/ui/jobs?order=asc")
         some = re.search(rb'data-id="([0-9a-f-]{36})"', html)
         job_id = some.group(1).decode() if some else ""
         _, _, html = c.request("GET", "/ui/jobs")

