@@ -838,15 +838,15 @@ async fn queues_are_paused_and_resumed_by_an_admin() {
         !html.contains("pause-form") && !html.contains("Resume"),
         "{html}"
     );
-    let forged = c
-        .http
-        .post(format!("{}/ui/queues/resume", c.base))
-        .header("cookie", &reader)
-        .header("origin", &c.base)
-        .form(&[("queue", "default")])
-        .send()
-        .await
-        .unwrap();
+    let resume = |cookie: String| {
+        c.http
+            .post(format!("{}/ui/queues/resume", c.base))
+            .header("cookie", cookie)
+            .header("origin", c.base.clone())
+            .form(&[("queue", "default")])
+            .send()
+    };
+    let forged = resume(reader.clone()).await.unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     // The admin resumes it there.
     let admin = c.login(&c.admin).await;
@@ -855,15 +855,7 @@ async fn queues_are_paused_and_resumed_by_an_admin() {
         html.contains("pause-form") && html.contains("Resume"),
         "{html}"
     );
-    let r = c
-        .http
-        .post(format!("{}/ui/queues/resume", c.base))
-        .header("cookie", &admin)
-        .header("origin", &c.base)
-        .form(&[("queue", "default")])
-        .send()
-        .await
-        .unwrap();
+    let r = resume(admin.clone()).await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     c.wait_state(&job, "succeeded").await;
     let (_, html) = c.page(&admin, "/ui/queues").await;

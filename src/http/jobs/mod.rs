@@ -212,7 +212,17 @@ pub(crate) async fn submit(
         .shared
         .metrics
         .submitted(1, u64::from(submitted.created));
-    let record = find(&state, submitted.id, tenant.as_ref()).await?;
+    created_response(&state, submitted, tenant.as_ref()).await
+}
+
+/// The answer to a submission (or a retry): `201` with the new job, or `200` with the job
+/// an idempotency key already named (`Idempotent-Replayed: true`); `Location` either way.
+async fn created_response(
+    state: &AppState,
+    submitted: crate::Submitted,
+    tenant: Option<&Tenant>,
+) -> ApiResult<Response> {
+    let record = find(state, submitted.id, tenant).await?;
     let status = if submitted.created {
         StatusCode::CREATED
     } else {
@@ -478,22 +488,7 @@ pub(crate) async fn retry(
         .shared
         .metrics
         .submitted(1, u64::from(submitted.created));
-    let record = find(&state, submitted.id, tenant.as_ref()).await?;
-    let status = if submitted.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let mut response = (status, Json(JobView::from(record))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location(submitted.id)) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    if !submitted.created {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    created_response(&state, submitted, tenant.as_ref()).await
 }
 
 /// Queue statistics

@@ -1127,27 +1127,23 @@ pub(crate) struct QueueForm {
     queue: String,
 }
 
-/// `POST /ui/queues/pause`.
-pub(crate) async fn queue_pause(
+/// `POST /ui/queues/{pause|resume}`.
+pub(crate) async fn queue_action(
     ctx: Ctx,
     State(state): State<AppState>,
     headers: HeaderMap,
+    Path(action): Path<String>,
     axum::Form(form): axum::Form<QueueForm>,
 ) -> Response {
-    queue_action(ctx, state, headers, form, true).await
+    let pause = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => return not_found(&ctx, Section::Queues, "No such action: pause or resume."),
+    };
+    set_queue(ctx, state, headers, form, pause).await
 }
 
-/// `POST /ui/queues/resume`.
-pub(crate) async fn queue_resume(
-    ctx: Ctx,
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    axum::Form(form): axum::Form<QueueForm>,
-) -> Response {
-    queue_action(ctx, state, headers, form, false).await
-}
-
-async fn queue_action(
+async fn set_queue(
     ctx: Ctx,
     state: AppState,
     headers: HeaderMap,

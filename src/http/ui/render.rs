@@ -35,14 +35,7 @@ pub(crate) fn layout(ctx: &Ctx, section: Section, title: &str, body: &Markup) ->
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { (title) " · jobforge" }
-                link rel="stylesheet" href={ (base) "/assets/app.css" };
-                script src={ (base) "/assets/app.js" } defer {}
-            }
+            (head(base, title, true))
             body data-base=(base) {
                 header.top {
                     a.brand href=(base) { "jobforge" }
@@ -69,18 +62,26 @@ pub(crate) fn layout(ctx: &Ctx, section: Section, title: &str, body: &Markup) ->
     }
 }
 
+/// A page's head: its title, the style sheet and (for the console's pages) the script.
+fn head(base: &str, title: &str, script: bool) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            meta name="color-scheme" content="light dark";
+            title { (title) " · jobforge" }
+            link rel="stylesheet" href={ (base) "/assets/app.css" };
+            @if script { script src={ (base) "/assets/app.js" } defer {} }
+        }
+    }
+}
+
 /// The login form, with the reason a key was refused.
 pub(crate) fn login(base: &str, next: Option<&str>, error: Option<&str>, open: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                meta name="color-scheme" content="light dark";
-                title { "Log in · jobforge" }
-                link rel="stylesheet" href={ (base) "/assets/app.css" };
-            }
+            (head(base, "Log in", false))
             body.login {
                 main.card {
                     h1 { "jobforge" }
