@@ -134,16 +134,19 @@ pub(crate) struct Guard {
 
 /// Where a path sits in the console: its base (`/ui`, or `/admin/ui` when the router is
 /// nested under `/admin`) and the rest after it (`""`, `/jobs`, ...); `None` outside it.
-/// A path under `/v1` is never the console's.
+/// A path with a `v1` segment anywhere is the API's, never the console's (a router nested
+/// under `/ui` serves its API at `/ui/v1/...`, which must keep the API's scopes and never
+/// take the console's cookie).
 #[must_use]
 pub(crate) fn console_path(path: &str) -> Option<(&str, &str)> {
+    if path.split('/').any(|s| s == "v1") {
+        return None;
+    }
     let mut offset = 0;
     for segment in path.split('/') {
         let end = offset + segment.len();
-        match segment {
-            "v1" => return None,
-            "ui" => return path.get(..end).zip(path.get(end..)),
-            _ => {}
+        if segment == "ui" {
+            return path.get(..end).zip(path.get(end..));
         }
         offset = end + 1;
     }
@@ -434,6 +437,25 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn the_console_is_found_by_its_segment_and_never_under_v1() {
+        assert_eq!(console_path("/ui"), Some(("/ui", "")));
+        assert_eq!(console_path("/ui/jobs/x"), Some(("/ui", "/jobs/x")));
+        assert_eq!(
+            console_path("/admin/ui/login"),
+            Some(("/admin/ui", "/login"))
+        );
+        assert_eq!(console_path("/uix/jobs"), None);
+        assert_eq!(console_path("/v1/jobs"), None);
+        assert_eq!(console_path("/v1/ui"), None);
+        // A router nested under `/ui`: its API keeps the API's scopes.
+        assert_eq!(console_path("/ui/v1/schedules/x/pause"), None);
+        assert_eq!(
+            required_scope(&Method::POST, "/ui/v1/schedules/x/pause"),
+            Some(Scope::SchedulesWrite)
+        );
+    }
 
     #[test]
     fn route_scopes() {
