@@ -105,16 +105,21 @@ impl Console {
         r["id"].as_str().expect("an id").to_owned()
     }
 
-    async fn job(&self, id: &str) -> Value {
+    /// `GET path` on the API with `key`, as JSON.
+    async fn get_json(&self, path: &str, key: &str) -> Value {
         self.http
-            .get(format!("{}/v1/jobs/{id}", self.base))
-            .header("x-api-key", &self.admin)
+            .get(format!("{}{path}", self.base))
+            .header("x-api-key", key)
             .send()
             .await
             .expect("get")
             .json()
             .await
             .expect("json")
+    }
+
+    async fn job(&self, id: &str) -> Value {
+        self.get_json(&format!("/v1/jobs/{id}"), &self.admin).await
     }
 
     async fn wait_state(&self, id: &str, state: &str) -> Value {
@@ -677,16 +682,7 @@ async fn the_list_filters_by_creation_time_and_tag() {
         .await;
     let (_, html) = c.page(&admin, "/ui/jobs?tag=vip").await;
     assert_eq!(ids(&html), vec![vip.clone()]);
-    let listed: Value = c
-        .http
-        .get(format!("{}/v1/jobs?tag=vip", c.base))
-        .header("x-api-key", &c.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed = c.get_json("/v1/jobs?tag=vip", &c.admin).await;
     assert_eq!(
         listed["items"].as_array().map(Vec::len),
         Some(1),
@@ -746,28 +742,20 @@ async fn schedules_need_their_own_scopes_on_the_console_too() {
     let admin = c.login(&admin_key).await;
     let r = c.post(&admin, "/ui/schedules/nightly/pause", &c.base).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    let schedule = |key: String| {
-        let http = c.http.clone();
-        let url = format!("{}/v1/schedules/nightly", c.base);
-        async move {
-            http.get(url)
-                .header("x-api-key", key)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
-    };
-    assert_eq!(schedule(admin_key.clone()).await["paused"], true);
+    assert_eq!(
+        c.get_json("/v1/schedules/nightly", &admin_key).await["paused"],
+        true
+    );
     let (_, html) = c.page(&admin, "/ui/schedules").await;
     assert!(html.contains("Resume"), "{html}");
     let r = c
         .post(&admin, "/ui/schedules/nightly/resume", &c.base)
         .await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(schedule(admin_key.clone()).await["paused"], false);
+    assert_eq!(
+        c.get_json("/v1/schedules/nightly", &admin_key).await["paused"],
+        false
+    );
     let r = c
         .post(&admin, "/ui/schedules/nightly/trigger", &c.base)
         .await;
@@ -808,16 +796,7 @@ async fn queues_are_paused_and_resumed_by_an_admin() {
         .await
         .unwrap();
     assert_eq!(again["changed"], false);
-    let paused: Value = c
-        .http
-        .get(format!("{}/v1/queues/paused", c.base))
-        .header("x-api-key", &c.reader)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let paused = c.get_json("/v1/queues/paused", &c.reader).await;
     assert_eq!(paused, json!({"paused": ["default"]}));
     let r = post("/v1/queues/has%20space/pause", &c.admin)
         .await

@@ -341,7 +341,8 @@ impl ListQuery {
         Window::parse(self.from.as_ref(), self.to.as_ref())
     }
 
-    fn filter_and_page(&self, tenant: Option<String>) -> crate::Result<(JobFilter, Page)> {
+    /// The filter, the first page and the time window this query asks for.
+    fn filter_and_page(&self, tenant: Option<String>) -> crate::Result<(JobFilter, Page, Window)> {
         let state = nonempty(self.state.as_ref())
             .map(str::parse::<JobState>)
             .transpose()?;
@@ -362,7 +363,8 @@ impl ListQuery {
                 ));
             }
         };
-        let after = after.or(self.window()?.start(order));
+        let window = self.window()?;
+        let after = after.or(window.start(order));
         Ok((
             JobFilter {
                 state,
@@ -377,6 +379,7 @@ impl ListQuery {
                 limit: LIST_PAGE,
                 order,
             },
+            window,
         ))
     }
 
@@ -450,11 +453,10 @@ pub(crate) async fn jobs(
     Query(q): Query<ListQuery>,
 ) -> Response {
     let base = &ctx.base;
-    let (filter, page_req) = match q.filter_and_page(ctx.tenant.clone()) {
+    let (filter, page_req, window) = match q.filter_and_page(ctx.tenant.clone()) {
         Ok(found) => found,
         Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
     };
-    let window = q.window().unwrap_or_default();
     let listed = fill_page(&state, &filter, page_req.clone(), window).await;
     let selected = filter.state.map(JobState::as_str);
     let body = html! {
@@ -609,11 +611,7 @@ pub(crate) async fn bulk(
         to: form.to.clone(),
         ..ListQuery::default()
     };
-    let window = match q.window() {
-        Ok(w) => w,
-        Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
-    };
-    let (filter, mut page_req) = match q.filter_and_page(ctx.tenant.clone()) {
+    let (filter, mut page_req, window) = match q.filter_and_page(ctx.tenant.clone()) {
         Ok(found) => found,
         Err(e) => return failed(&ctx, Section::Jobs, "the filter", &e),
     };
@@ -850,9 +848,8 @@ pub(crate) async fn cancel(
         Err(refused) => return refused,
     };
     match state.shared.orchestrator.cancel(record.id).await {
-        Ok(
-            CancelOutcome::Cancelled | CancelOutcome::Requested | CancelOutcome::AlreadyFinished(_),
-        ) => see_other(&format!("{}/jobs/{}", ctx.base, record.id)),
+        // Whatever it did, the job's page says what the job is now.
+        Ok(_) => see_other(&format!("{}/jobs/{}", ctx.base, record.id)),
         Err(e) => failed(&ctx, Section::Jobs, "the cancel", &e),
     }
 }

@@ -5,14 +5,13 @@ use std::time::Duration;
 
 use axum::Extension;
 use axum::Form;
-use axum::extract::OriginalUri;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cookie::{Cookie, SameSite};
 use serde::Deserialize;
 
-use super::{SESSION_COOKIE, page, render, see_other};
-use crate::http::security::{Scope, SessionVerifier, console_path};
+use super::{Ctx, SESSION_COOKIE, page, render, see_other};
+use crate::http::security::{Scope, SessionVerifier};
 
 /// How long a session cookie lives in the browser.
 const SESSION_LIFETIME: Duration = Duration::from_secs(8 * 3600);
@@ -52,12 +51,6 @@ const NEXT_SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERI
     .remove(b'_')
     .remove(b'.');
 
-fn base_of(uri: &OriginalUri) -> String {
-    console_path(uri.path())
-        .map_or("/ui", |(base, _)| base)
-        .to_owned()
-}
-
 #[derive(Deserialize)]
 pub(crate) struct NextQuery {
     next: Option<String>,
@@ -65,11 +58,10 @@ pub(crate) struct NextQuery {
 
 /// `GET /ui/login`.
 pub(crate) async fn login_form(
-    uri: OriginalUri,
+    Ctx { base, .. }: Ctx,
     verifier: Option<Extension<SessionVerifier>>,
     axum::extract::Query(q): axum::extract::Query<NextQuery>,
 ) -> Response {
-    let base = base_of(&uri);
     let open = verifier.is_none_or(|v| !v.auth_enabled());
     page(
         StatusCode::OK,
@@ -86,12 +78,11 @@ pub(crate) struct LoginForm {
 
 /// `POST /ui/login`: check the key; on success set the session cookie and go on.
 pub(crate) async fn login(
-    uri: OriginalUri,
+    Ctx { base, .. }: Ctx,
     headers: HeaderMap,
     verifier: Option<Extension<SessionVerifier>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let base = base_of(&uri);
     if !super::same_origin(&headers) {
         return StatusCode::FORBIDDEN.into_response();
     }
@@ -141,8 +132,7 @@ pub(crate) async fn login(
 }
 
 /// `POST /ui/logout`: forget the session.
-pub(crate) async fn logout(uri: OriginalUri, headers: HeaderMap) -> Response {
-    let base = base_of(&uri);
+pub(crate) async fn logout(Ctx { base, .. }: Ctx, headers: HeaderMap) -> Response {
     if !super::same_origin(&headers) {
         return StatusCode::FORBIDDEN.into_response();
     }
