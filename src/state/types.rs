@@ -360,6 +360,12 @@ pub struct StateCounts {
     pub total: StateTally,
     /// Per kind.
     pub per_kind: BTreeMap<String, StateTally>,
+    /// Attempts that failed and were queued for another ([`Finish::Retry`] applied and not
+    /// turned into a cancel), all kinds, since the store was made: a running total that only
+    /// grows, so the difference of two readings is the retries between them (the console's
+    /// "retried per second"). Deferrals and hand-backs at shutdown are not retries.
+    #[serde(default)]
+    pub retried: u64,
 }
 
 /// Durable job records, the state machine and history.

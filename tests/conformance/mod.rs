@@ -482,6 +482,7 @@ pub async fn state_retry_defer_and_not_due(s: Arc<dyn StateManager>) {
         (r.state, r.attempt, r.last_error.as_deref()),
         (JobState::Queued, 1, Some("flaky"))
     );
+    assert_eq!(s.counts().await.unwrap().retried, 1, "a retry is counted");
     // Not due yet: an early delivery is told when (the delay counted from the store's
     // clock, which is this one's within a second here).
     match claim_one(s.as_ref(), id, &w, LONG).await {
@@ -506,6 +507,11 @@ pub async fn state_retry_defer_and_not_due(s: Arc<dyn StateManager>) {
     .unwrap();
     let r2 = claimed(claim_one(s.as_ref(), id2, &w, LONG).await);
     assert_eq!(r2.attempt, 1, "deferral kept the attempt");
+    assert_eq!(
+        s.counts().await.unwrap().retried,
+        1,
+        "a deferral is not a retry"
+    );
 }
 
 pub async fn state_lease_expiry_with_attempts_spent_is_dead(s: Arc<dyn StateManager>) {
@@ -1350,7 +1356,9 @@ pub async fn queuing_state_finish_and_claim_settles_then_claims(
         Some((Some(JobState::Running), JobState::Succeeded)),
         "{events:?}"
     );
-    let counts = s.counts().await.unwrap().total;
+    let counts = s.counts().await.unwrap();
+    assert_eq!(counts.retried, 1, "the retry is counted");
+    let counts = counts.total;
     assert_eq!(
         (counts.queued, counts.running, counts.succeeded),
         (1, 3, 1),

@@ -225,7 +225,9 @@ const FINISHED_COUNTED: &str = r"
         UNION ALL
         SELECT kind, 'running', -1 FROM f_upd
         UNION ALL
-        SELECT kind, state, 1 FROM f_upd";
+        SELECT kind, state, 1 FROM f_upd
+        UNION ALL
+        SELECT kind, 'retried', 1 FROM f_upd WHERE op = 'retry' AND state = 'queued'";
 
 /// Claim named jobs (the generic path: a queue delivered them). Locks in id order so
 /// concurrent batches cannot deadlock.
@@ -357,7 +359,8 @@ f_upd AS (
     RETURNING j.id, j.kind, j.queue, j.priority, j.state, j.attempt, j.version, j.run_at,
         i.worker, j.claimed_by,
         CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
-             THEN 'cancelled by request' ELSE i.message END AS message
+             THEN 'cancelled by request' ELSE i.message END AS message,
+        i.op
 ),
 -- A job put back (retried, deferred, released) is ready to claim again from the ring.
 f_readied AS (
@@ -398,6 +401,9 @@ counted AS (
         SELECT kind, 'running' AS st, -1 AS delta FROM f_upd
         UNION ALL
         SELECT kind, state, 1 FROM f_upd
+        UNION ALL
+        -- (a running total of retries, kept beside the states: `StateCounts::retried`)
+        SELECT kind, 'retried', 1 FROM f_upd WHERE op = 'retry' AND state = 'queued'
     ) x
     GROUP BY kind, st HAVING sum(delta) <> 0
 )"

@@ -227,6 +227,10 @@ impl StateManager for PostgresState {
         let rows = self.counts_on(&self.shared.pool).await?;
         let mut counts = StateCounts::default();
         for row in rows {
+            if row.state == "retried" {
+                counts.retried += u64::try_from(row.n).unwrap_or(0);
+                continue;
+            }
             let state = parse_state(&row.state)?;
             let n = u64::try_from(row.n).unwrap_or(0);
             *counts.total.get_mut(state) += n;

@@ -23,6 +23,8 @@ struct Settled {
     priority: i16,
     /// The lane score of a job put back in its queue.
     score: Option<i64>,
+    /// A failed attempt queued for another (counted in `StateCounts::retried`).
+    retry: bool,
 }
 
 /// The record `finish` writes for `t` when the stored one is `old` (as this store's claim
@@ -106,6 +108,7 @@ fn settle(old: &[u8], t: &Transition, now: i64, keep: usize) -> Option<Settled> 
         key: p.key.to_owned(),
         priority: p.priority,
         score,
+        retry: to == JobState::Queued && matches!(t.finish, Finish::Retry { .. }),
     })
 }
 
@@ -172,6 +175,7 @@ impl Core {
                 arg(s.priority),
                 s.score.map_or_else(Vec::new, arg),
                 arg(&s.key),
+                if s.retry { b"1".to_vec() } else { Vec::new() },
             ]);
             prepared.answers.push((i, s.state, s.version));
         }

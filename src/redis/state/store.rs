@@ -255,6 +255,10 @@ impl StateManager for RedisState {
             let (Some(field), Some(n)) = (text(field), int(value)) else {
                 continue;
             };
+            if field == "retried" {
+                counts.retried = u64::try_from(n.max(0)).unwrap_or(0);
+                continue;
+            }
             let Some((state, kind)) = field.split_once(':') else {
                 continue;
             };

@@ -300,6 +300,8 @@ struct Inner {
     /// Finished jobs in the order they finished, for retention.
     finished: VecDeque<(DateTime<Utc>, JobId)>,
     total: StateTally,
+    /// Attempts that failed and were queued again (see `StateCounts::retried`).
+    retried: u64,
     per_kind: HashMap<Arc<str>, StateTally, foldhash::fast::RandomState>,
     names: Names,
     /// Delivery order, built on the first `claim_due` (when the store is its own queue) and

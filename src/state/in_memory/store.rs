@@ -151,6 +151,8 @@ impl StateManager for InMemoryState {
             let effect = t.finish.effect(slot.attempt, slot.cancel_requested, now_at);
             let to = effect.to;
             debug_assert!(from.can_transition_to(to));
+            let retried =
+                to == JobState::Queued && matches!(t.finish, crate::job::Finish::Retry { .. });
             slot.attempt = effect.attempt;
             if let Some(run_at) = effect.run_at {
                 slot.run_at = micros(run_at);
@@ -184,6 +186,7 @@ impl StateManager for InMemoryState {
                 max_events,
             );
             inner.tally(&kind, Some(from), Some(to));
+            inner.retried += u64::from(retried);
             if to.is_terminal() {
                 inner.finished.push_back((now_at, t.id));
                 finished_any = true;
@@ -361,6 +364,7 @@ impl StateManager for InMemoryState {
         inner.sweep(Utc::now(), &self.config);
         Ok(StateCounts {
             total: inner.total,
+            retried: inner.retried,
             per_kind: inner
                 .per_kind
                 .iter()

@@ -22,7 +22,8 @@
 --   P:done, P:done:dead  LISTs of finished jobs, each after the time (us, as text) its
 --                retention ends (one list per retention, so each is in expiry order):
 --                state letter (upper case: has an idempotency key), id, kind
---   P:c          HASH "<state>:<kind>" -> count;  P:queues  SET of queue names
+--   P:c          HASH "<state>:<kind>" -> count, and "retried" -> retries ever;
+--   P:queues     SET of queue names
 --   P:ik:<key>   STRING idempotency key -> job id
 -- Workflow steps (`crate::workflow`; their links are in d):
 --   P:i:wf:<workflow id>  ZSET of its steps (score 0, so by id = the order they were added)
@@ -527,6 +528,8 @@ local function settle_held(t, id, code, delay, text, worker, keep, retention, de
     t.r = NOW + tonumber(delay); score = fmt(t.r)
     t.le = text; t.fl = bor(t.fl, F_LE)
     reason = text
+    -- A running total of retries, beside the counts (`StateCounts::retried`).
+    tallies.retried = (tallies.retried or 0) + 1
   elseif code == 'defer' then
     t.r = NOW + tonumber(delay); score = fmt(t.r)
     t.a = math.max(0, t.a - 1)
