@@ -840,3 +840,137 @@ async fn queues_are_paused_and_resumed_by_an_admin() {
     let (_, html) = c.page(&admin, "/ui/queues").await;
     assert!(html.contains("None: every queue runs."), "{html}");
 }
+
+#[tokio::test]
+async fn a_finished_job_is_deleted_from_the_console_and_the_api() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    let reader = c.login(&c.reader).await;
+    let done = c.submit(json!({"kind": "echo", "payload": 1})).await;
+    c.wait_state(&done, "succeeded").await;
+    let (_, html) = c.page(&reader, &format!("/ui/jobs/{done}")).await;
+    assert!(!html.contains("delete-button"), "read only: {html}");
+    let r = c
+        .post(&reader, &format!("/ui/jobs/{done}/delete"), &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (_, html) = c.page(&admin, &format!("/ui/jobs/{done}")).await;
+    assert!(html.contains("delete-button"), "{html}");
+    let r = c
+        .post(&admin, &format!("/ui/jobs/{done}/delete"), &c.base)
+        .await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (status, _) = c.page(&admin, &format!("/ui/jobs/{done}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "the job is gone");
+
+    // The API: DELETE needs jobs:write, a finished job, and answers 204 once.
+    let delete = |id: String, key: String| {
+        c.http
+            .delete(format!("{}/v1/jobs/{id}", c.base))
+            .header("x-api-key", key)
+            .send()
+    };
+    let failed = c
+        .submit(json!({"kind": "fail_n_times", "payload": {"permanent": true}}))
+        .await;
+    c.wait_state(&failed, "dead").await;
+    let r = delete(failed.clone(), c.reader.clone()).await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "jobs:read may not delete"
+    );
+    let r = delete(failed.clone(), c.admin.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = delete(failed.clone(), c.admin.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let queued = c
+        .submit(json!({"kind": "echo", "payload": 1, "delay_ms": 600_000}))
+        .await;
+    let r = delete(queued.clone(), c.admin.clone()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let problem: Value = r.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("only a finished job"),
+        "{problem}"
+    );
+    assert_eq!(c.job(&queued).await["state"], "queued");
+    let stats = c.get_json("/v1/queues/stats", &c.admin).await;
+    assert_eq!(
+        (
+            stats["jobs"]["succeeded"].as_u64(),
+            stats["jobs"]["dead"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "{stats}"
+    );
+
+    // In bulk, over a list filtered to one finished state.
+    let many: Vec<String> = futures_util::future::join_all(
+        (0..3).map(|i| c.submit(json!({"kind": "echo", "payload": i, "tags": ["sweep"]}))),
+    )
+    .await;
+    for id in &many {
+        c.wait_state(id, "succeeded").await;
+    }
+    let (_, html) = c.page(&admin, "/ui/jobs?state=succeeded&tag=sweep").await;
+    assert!(html.contains("bulk-delete"), "{html}");
+    let r = c
+        .http
+        .post(format!("{}/ui/jobs/bulk", c.base))
+        .header("cookie", &admin)
+        .header("origin", &c.base)
+        .form(&[
+            ("action", "delete"),
+            ("state", "succeeded"),
+            ("tag", "sweep"),
+            ("confirm", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("Deleted%203%20of%203"),
+        "{:?}",
+        r.headers()["location"]
+    );
+    for id in &many {
+        let r = c
+            .http
+            .get(format!("{}/v1/jobs/{id}", c.base))
+            .header("x-api-key", &c.admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn the_overview_charts_retries_from_the_stores_running_total() {
+    let c = Console::start();
+    let admin = c.login(&c.admin).await;
+    // Fails once, then succeeds: one retry.
+    let id = c
+        .submit(json!({"kind": "fail_n_times", "payload": {"times": 1}}))
+        .await;
+    c.wait_state(&id, "succeeded").await;
+    let (status, live) = c.page(&admin, "/ui/live").await;
+    assert_eq!(status, StatusCode::OK);
+    let live: Value = serde_json::from_str(&live).unwrap();
+    assert_eq!(live["retried"], 1, "{live}");
+    let stats = c.get_json("/v1/queues/stats", &c.admin).await;
+    assert_eq!(stats["retried"], 1, "{stats}");
+    let (_, html) = c.page(&admin, "/ui").await;
+    assert!(
+        html.contains("key-retried"),
+        "the chart's legend names retries"
+    );
+}

@@ -782,6 +782,82 @@ async fn memory_stays_bounded_only_retained_records_are_left() {
     ns.cleanup().await;
 }
 
+/// A job deleted before its retention ended is counted down once: when the sweep reaches
+/// its retention entry later, it passes over it (before, it counted the job down again, so
+/// a later job of the same kind and state went uncounted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_job_is_not_counted_down_again_by_the_sweep() {
+    let Some(url) = redis_url("a_deleted_job_is_not_counted_down_again_by_the_sweep") else {
+        return;
+    };
+    let ns = Namespaces::new(&url);
+    let name = ns.fresh("deleted");
+    let state = RedisState::connect(
+        RedisStateConfig::new(url.as_str())
+            .with_namespace(&name)
+            .with_retention(Duration::from_millis(200))
+            .with_dead_retention(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let w = WorkerId::new("w");
+    let die = |id| {
+        let (state, w) = (&state, &w);
+        async move {
+            let claims = state
+                .claim(&[id], w, Duration::from_secs(30))
+                .await
+                .unwrap();
+            let [Claim::Claimed(r)] = &claims[..] else {
+                panic!("{claims:?}")
+            };
+            state
+                .finish(vec![conformance::finish(
+                    r,
+                    w,
+                    Finish::Dead {
+                        error: "bad".into(),
+                    },
+                )])
+                .await
+                .unwrap();
+        }
+    };
+    let first = conformance::record(NewJob::new("gone"));
+    let first_id = first.id;
+    state.create(vec![first]).await.unwrap();
+    die(first_id).await;
+    assert_eq!(
+        state.delete_finished(first_id).await.unwrap(),
+        jobforge::store::Deleted::Deleted
+    );
+    assert_eq!(state.counts().await.unwrap().total.dead, 0);
+    // Past the first one's retention, a second dead job of the kind; its finish sweeps the
+    // first one's entry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = conformance::record(NewJob::new("gone"));
+    let second_id = second.id;
+    state.create(vec![second]).await.unwrap();
+    die(second_id).await;
+    while state.sweep().await.unwrap() > 0 {}
+    assert_eq!(
+        state.counts().await.unwrap().total.dead,
+        1,
+        "the second dead job is counted"
+    );
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys = keys_of(&mut conn, &name).await;
+    assert!(
+        keys.iter().all(|k| !k.ends_with(":deleted")),
+        "the sweep let go of the deleted ids: {keys:?}"
+    );
+    ns.cleanup().await;
+}
+
 /// The drains of large backlogs: few round trips, and a per-job cost that does not grow as
 /// the backlog shrinks (lenient: the machine is shared). `per_batch` is seconds per job of
 /// each batch, in order.

@@ -56,7 +56,8 @@ macro_rules! store_contract {
     };
 }
 
-/// The clauses a store that keeps workflows keeps (`JobStore::supports_workflows`).
+/// The clauses a store that keeps workflows keeps (`JobStore::supports_workflows`), and
+/// deletes finished jobs (every store but a `Split`).
 macro_rules! workflow_contract {
     ($deployment:ident) => {
         clauses!($deployment, store:
@@ -64,6 +65,7 @@ macro_rules! workflow_contract {
             workflow_failure_policies,
             workflow_cancel_and_takeover_settle_dependents,
             workflow_a_long_chain_is_cancelled_in_one_step,
+            store_deletes_finished_jobs,
         );
     };
 }

@@ -39,11 +39,15 @@
     });
   }
 
+  // Per second between samples, of a count (`retried`: the store's running total of
+  // retries; the others: jobs in that state, so a job leaving retention never counts
+  // below zero).
+  function value(p, key) { return key === "retried" ? (p.retried || 0) : p.counts[key]; }
   function rate(key) {
     var out = [];
     for (var i = 1; i < points.length; i++) {
       var dt = (points[i].at - points[i - 1].at) / 1000;
-      var dv = points[i].counts[key] - points[i - 1].counts[key];
+      var dv = value(points[i], key) - value(points[i - 1], key);
       out.push(dt > 0 && dv > 0 ? dv / dt : 0);
     }
     return out;
@@ -51,7 +55,7 @@
 
   function draw() {
     if (throughput) {
-      series(throughput, ["succeeded", "dead", "cancelled"].map(function (k) {
+      series(throughput, ["succeeded", "dead", "retried", "cancelled"].map(function (k) {
         return { name: k, values: rate(k) };
       }));
     }

@@ -34,6 +34,7 @@ use super::{jobs, memory, ops, schedules, workflows};
         jobs::events,
         jobs::cancel,
         jobs::retry,
+        jobs::delete_job,
         jobs::stats,
         jobs::paused_queues,
         jobs::pause_queue,
@@ -106,6 +107,14 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
             NotFound,
             Conflict,
             Validation,
+            BackendUnavailable,
+            Timeout,
+        ],
+        "deleteJob" => &[
+            InvalidParameter,
+            NotFound,
+            Conflict,
+            DeletingNotSupported,
             BackendUnavailable,
             Timeout,
         ],
@@ -262,6 +271,10 @@ fn example_of(kind: ProblemType) -> Value {
         ),
         ProblemType::PausingNotSupported => (
             "this store cannot pause queues; use the in-memory, PostgreSQL or Redis store",
+            None,
+        ),
+        ProblemType::DeletingNotSupported => (
+            "this store cannot delete jobs before their retention ends; use the in-memory, PostgreSQL or Redis store, or let retention delete them",
             None,
         ),
         ProblemType::Forbidden => (

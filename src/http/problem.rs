@@ -59,6 +59,9 @@ pub enum ProblemType {
     WorkflowsNotSupported,
     /// 501: the server's store cannot pause queues (Redis Streams beside PostgreSQL).
     PausingNotSupported,
+    /// 501: the server's store cannot delete jobs before their retention ends (Redis
+    /// Streams beside PostgreSQL).
+    DeletingNotSupported,
     /// 403: the caller may not use this route as it is authenticated (a tenant-bound
     /// credential on fleet-wide schedules).
     Forbidden,
@@ -68,7 +71,7 @@ pub enum ProblemType {
 
 impl ProblemType {
     /// Every problem type, for documentation and tests.
-    pub const ALL: [ProblemType; 20] = [
+    pub const ALL: [ProblemType; 21] = [
         ProblemType::MalformedJson,
         ProblemType::UnsupportedMediaType,
         ProblemType::Validation,
@@ -87,6 +90,7 @@ impl ProblemType {
         ProblemType::SchedulesNotConfigured,
         ProblemType::WorkflowsNotSupported,
         ProblemType::PausingNotSupported,
+        ProblemType::DeletingNotSupported,
         ProblemType::Forbidden,
         ProblemType::Internal,
     ];
@@ -113,6 +117,7 @@ impl ProblemType {
             ProblemType::SchedulesNotConfigured => "schedules-not-configured",
             ProblemType::WorkflowsNotSupported => "workflows-not-supported",
             ProblemType::PausingNotSupported => "pausing-not-supported",
+            ProblemType::DeletingNotSupported => "deleting-not-supported",
             ProblemType::Forbidden => "forbidden",
             ProblemType::Internal => "internal",
         }
@@ -143,7 +148,8 @@ impl ProblemType {
             ProblemType::MemoryNotConfigured
             | ProblemType::SchedulesNotConfigured
             | ProblemType::WorkflowsNotSupported
-            | ProblemType::PausingNotSupported => StatusCode::NOT_IMPLEMENTED,
+            | ProblemType::PausingNotSupported
+            | ProblemType::DeletingNotSupported => StatusCode::NOT_IMPLEMENTED,
             ProblemType::Forbidden => StatusCode::FORBIDDEN,
             ProblemType::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -171,6 +177,7 @@ impl ProblemType {
             ProblemType::SchedulesNotConfigured => "No schedules are kept by this server",
             ProblemType::WorkflowsNotSupported => "This server's store keeps no workflows",
             ProblemType::PausingNotSupported => "This server's store cannot pause queues",
+            ProblemType::DeletingNotSupported => "This server's store cannot delete jobs",
             ProblemType::Forbidden => "Not allowed for these credentials",
             ProblemType::Internal => "Internal error",
         }

@@ -146,6 +146,36 @@ pub trait JobOrchestrator: Send + Sync + 'static {
         self.submit(job).await
     }
 
+    /// Delete a finished job (succeeded, dead or cancelled) now, with its history, instead
+    /// of when its retention ends; its idempotency key is free again.
+    ///
+    /// A job that is not finished is a [`ErrorKind::Conflict`] error (cancel it first), as
+    /// is a workflow step (it is kept as long as its workflow); a job not found is
+    /// [`ErrorKind::NotFound`]; a store that cannot delete jobs answers a configuration
+    /// error.
+    ///
+    /// ```
+    /// use jobforge::prelude::*;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> jobforge::Result<()> {
+    /// let orchestrator = Orchestrator::builder().build()?;
+    /// let id = orchestrator.submit(NewJob::new("report")).await?.id;
+    /// let err = orchestrator.delete(id).await.err().map(|e| e.kind());
+    /// assert_eq!(err, Some(jobforge::ErrorKind::Conflict), "a queued job is not deleted");
+    /// orchestrator.cancel(id).await?;
+    /// orchestrator.delete(id).await?;
+    /// assert!(orchestrator.get(id).await?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn delete(&self, id: JobId) -> Result<()> {
+        let _ = id;
+        Err(Error::new(
+            ErrorKind::Configuration,
+            "this orchestrator cannot delete jobs",
+        ))
+    }
+
     /// Pause a queue, fleet-wide: no worker pool on this store claims its jobs until it is
     /// resumed (each pool reads the paused queues about once a second). Jobs can still be
     /// submitted to it, and jobs already claimed run to their end. Answers whether it was

@@ -414,6 +414,34 @@ impl JobOrchestrator for Orchestrator {
         Ok(n)
     }
 
+    async fn delete(&self, id: JobId) -> Result<()> {
+        use crate::store::Deleted;
+        match self.engine.store.delete_finished(id).await? {
+            Deleted::Deleted => {
+                tracing::info!(job_id = %id, "job deleted");
+                Ok(())
+            }
+            Deleted::NotFinished(state) => Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "job {id} is {state}; only a finished job (succeeded, dead or cancelled) \
+                     can be deleted: cancel it first, or wait for it to end"
+                ),
+            )),
+            Deleted::Step => Err(Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "job {id} is a workflow step; steps are kept as long as their workflow \
+                     (their retention deletes them)"
+                ),
+            )),
+            Deleted::NotFound => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no job {id}; it may have been deleted already, or have left retention"),
+            )),
+        }
+    }
+
     async fn pause_queue(&self, queue: &str) -> Result<bool> {
         crate::job::check_queue_name(queue, &self.engine.limits)?;
         let changed = self.engine.store.set_queue_paused(queue, true).await?;

@@ -286,6 +286,15 @@ impl<S: JobStore> JobStore for Timeout<S> {
         .await
     }
 
+    async fn delete_finished(&self, id: crate::job::JobId) -> Result<crate::store::Deleted> {
+        self.backend(
+            "delete a job",
+            Duration::ZERO,
+            self.inner.delete_finished(id),
+        )
+        .await
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::Result;
+use crate::job::{JobId, JobState};
 use crate::queue::{QueueStats, Reserve};
 use crate::schedule::ScheduleStore;
 use crate::state::{Claim, StateManager, Transition, TransitionResult};
@@ -106,6 +107,20 @@ pub trait JobStore: StateManager {
         ))
     }
 
+    /// Delete a finished job (succeeded, dead or cancelled) now, with its history, instead of
+    /// when its retention ends: it leaves the counts and listings, and its idempotency key is
+    /// free again. Only a finished job that is not a workflow step goes (a step stays while
+    /// its workflow is kept); see [`Deleted`] for the other answers. By default a store
+    /// cannot delete jobs (a configuration error says so).
+    async fn delete_finished(&self, id: JobId) -> Result<Deleted> {
+        let _ = id;
+        Err(crate::Error::new(
+            crate::ErrorKind::Configuration,
+            "this store cannot delete jobs before their retention ends (the in-memory, \
+             PostgreSQL and Redis stores can; a Split store cannot)",
+        ))
+    }
+
     /// Finish `transitions` (as [`StateManager::finish`]) and claim up to `req.max` due jobs
     /// (as [`JobStore::claim_due`], without waiting: `req.wait` is ignored) in one step: a
     /// worker settles what its slots finished and takes their next jobs in one round trip.
@@ -123,6 +138,19 @@ pub trait JobStore: StateManager {
     ) -> Result<FinishAndClaim> {
         finish_then_claim(self, transitions, req).await
     }
+}
+
+/// What [`JobStore::delete_finished`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    /// The job and its history are gone.
+    Deleted,
+    /// The job is not finished (it is in this state): cancel it first, or let it end.
+    NotFinished(JobState),
+    /// The job is a workflow step: it is kept as long as its workflow.
+    Step,
+    /// No such job (never submitted, already deleted, or past retention).
+    NotFound,
 }
 
 /// What [`JobStore::finish_and_claim`] did: the answer to each finish, in order, and the jobs
@@ -171,6 +199,9 @@ impl<S: JobStore> JobStore for Arc<S> {
     }
     async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
         (**self).set_queue_paused(queue, paused).await
+    }
+    async fn delete_finished(&self, id: JobId) -> Result<Deleted> {
+        (**self).delete_finished(id).await
     }
     async fn finish_and_claim(
         &self,

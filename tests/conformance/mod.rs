@@ -1678,6 +1678,12 @@ pub async fn workflow_a_step_waits_for_every_dependency(s: Arc<dyn jobforge::sto
         a_done.result.as_ref().map(Payload::as_str),
         Some(r#"{"total":42}"#)
     );
+    // A finished step stays as long as its workflow: it is not deleted alone.
+    assert_eq!(
+        s.delete_finished(a).await.unwrap(),
+        jobforge::store::Deleted::Step
+    );
+    assert!(s.get(a).await.unwrap().is_some());
 }
 
 /// When a dependency ends dead: a step that cancels is cancelled (and so are the cancelling
@@ -1882,4 +1888,83 @@ pub async fn workflow_a_long_chain_is_cancelled_in_one_step(s: Arc<dyn jobforge:
         .and_then(|e| e.reason.clone())
         .unwrap_or_default();
     assert!(reason.contains(&ids[998].to_string()), "{reason}");
+}
+
+/// `delete_finished` drops a finished job now: record, history, count, listing, and its
+/// idempotency key (free for a new job); an unfinished job and an unknown id are answered,
+/// not deleted.
+pub async fn store_deletes_finished_jobs(s: Arc<dyn jobforge::store::JobStore>) {
+    use jobforge::store::Deleted;
+    let w = WorkerId::new("w");
+    let done = create_one(s.as_ref(), NewJob::new("del").idempotency_key("del-key")).await;
+    let waiting = create_one(s.as_ref(), NewJob::new("del")).await;
+    let failed = create_one(s.as_ref(), NewJob::new("del")).await;
+    let r = claimed(claim_one(s.as_ref(), done, &w, LONG).await);
+    let f = claimed(claim_one(s.as_ref(), failed, &w, LONG).await);
+    s.finish(vec![
+        finish(&r, &w, Finish::Succeeded { result: None }),
+        finish(&f, &w, Finish::Dead { error: "no".into() }),
+    ])
+    .await
+    .unwrap();
+
+    assert_eq!(
+        s.delete_finished(waiting).await.unwrap(),
+        Deleted::NotFinished(JobState::Queued)
+    );
+    assert_eq!(
+        s.delete_finished(JobId::new()).await.unwrap(),
+        Deleted::NotFound
+    );
+    assert_eq!(s.delete_finished(done).await.unwrap(), Deleted::Deleted);
+    assert_eq!(s.delete_finished(failed).await.unwrap(), Deleted::Deleted);
+    assert_eq!(
+        s.delete_finished(done).await.unwrap(),
+        Deleted::NotFound,
+        "a deleted job is gone"
+    );
+    assert!(s.get(done).await.unwrap().is_none());
+    assert!(
+        s.get(waiting).await.unwrap().is_some(),
+        "only the named job goes"
+    );
+    let counts = s.counts().await.unwrap();
+    assert_eq!(
+        (
+            counts.total.queued,
+            counts.total.succeeded,
+            counts.total.dead
+        ),
+        (1, 0, 0),
+        "{counts:?}"
+    );
+    let dead = walk_list(
+        s.as_ref(),
+        &JobFilter {
+            state: Some(JobState::Dead),
+            ..JobFilter::default()
+        },
+        Page::first(10),
+    )
+    .await;
+    assert!(dead.is_empty(), "{dead:?}");
+    let all = walk_list(
+        s.as_ref(),
+        &JobFilter {
+            kind: Some("del".into()),
+            ..JobFilter::default()
+        },
+        Page::first(10),
+    )
+    .await;
+    assert_eq!(all, vec![waiting]);
+    // The key is free again.
+    let again = s
+        .create(vec![record(NewJob::new("del").idempotency_key("del-key"))])
+        .await
+        .unwrap();
+    assert!(
+        matches!(again[..], [Created::New(id)] if id != done),
+        "{again:?}"
+    );
 }

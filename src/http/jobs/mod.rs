@@ -22,7 +22,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/batch", post(submit_batch))
-        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}", get(get_job).delete(delete_job))
         .route("/v1/jobs/{id}/events", get(events))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route("/v1/jobs/{id}/retry", post(retry))
@@ -489,6 +489,35 @@ pub(crate) async fn retry(
         .metrics
         .submitted(1, u64::from(submitted.created));
     created_response(&state, submitted, tenant.as_ref()).await
+}
+
+/// Delete a finished job
+///
+/// Deletes a succeeded, dead or cancelled job and its history now, instead of when its
+/// retention ends; its idempotency key is free again. A job that is not finished (cancel it
+/// first), or a workflow step (kept as long as its workflow), answers `409`; an unknown id
+/// (or one already deleted) `404`.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    operation_id = "deleteJob",
+    params(("id" = uuid::Uuid, Path, description = "The finished job's id.", example = "01890a5d-ac96-774b-b9aa-76a1c8c8a1f4")),
+    responses((status = 204, description = "The job and its history are gone."))
+)]
+pub(crate) async fn delete_job(
+    State(state): State<AppState>,
+    tenant: Option<Extension<Tenant>>,
+    Path(id): Path<String>,
+) -> ApiResult<axum::http::StatusCode> {
+    let id = find_visible(&state, tenant, &id).await?.id;
+    match state.shared.orchestrator.delete(id).await {
+        Ok(()) => Ok(axum::http::StatusCode::NO_CONTENT),
+        Err(e) if e.kind() == crate::ErrorKind::Configuration => {
+            Err(Problem::new(ProblemType::DeletingNotSupported, e.message()))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Queue statistics

@@ -508,7 +508,8 @@ impl From<crate::state::StateTally> for StateCountsView {
     "ready": 12, "delayed": 3, "in_flight": 4, "dead": 1,
     "per_kind": {"echo": {"ready": 12, "delayed": 3, "in_flight": 4, "dead": 1}},
     "jobs": {"pending": 0, "queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0},
-    "jobs_per_kind": {"echo": {"pending": 0, "queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0}}
+    "jobs_per_kind": {"echo": {"pending": 0, "queued": 15, "running": 4, "succeeded": 980, "dead": 1, "cancelled": 0}},
+    "retried": 37
 }))]
 pub(crate) struct StatsView {
     /// Due and waiting.
@@ -525,6 +526,9 @@ pub(crate) struct StatsView {
     pub(super) jobs: StateCountsView,
     /// Job records by state, per kind.
     pub(super) jobs_per_kind: BTreeMap<String, StateCountsView>,
+    /// Attempts that failed and were queued for another, since the store began: a running
+    /// total, so two readings give the retries between them.
+    pub(super) retried: u64,
 }
 
 impl From<Stats> for StatsView {
@@ -551,6 +555,7 @@ impl From<Stats> for StatsView {
                 })
                 .collect(),
             jobs: s.jobs.total.into(),
+            retried: s.jobs.retried,
             jobs_per_kind: s
                 .jobs
                 .per_kind

@@ -21,7 +21,7 @@ use super::scope::{Scope, Tier};
 ///
 /// | route | scope |
 /// |---|---|
-/// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
+/// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `DELETE /v1/jobs/{id}`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
 /// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/queues/paused`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
 /// | `GET /v1/memory...` | `memory:read` |
 /// | `PUT /v1/memory/...`, `DELETE /v1/memory/...` | `memory:write` |
@@ -29,7 +29,7 @@ use super::scope::{Scope, Tier};
 /// | `PUT /v1/schedules/{id}`, `DELETE /v1/schedules/{id}`, `POST /v1/schedules/{id}/pause`, `.../resume`, `.../trigger` | `schedules:write` |
 /// | anything else under `/v1` (`POST /v1/queues/{queue}/pause` and `.../resume` among them), and `/metrics` | `admin` |
 /// | `GET /ui/...` (the console's pages) | `jobs:read` (`schedules:read` under `/ui/schedules`) |
-/// | `POST /ui/...` (the console's actions) | `jobs:write` (`schedules:write` under `/ui/schedules`, `admin` under `/ui/queues`) |
+/// | `POST /ui/...` (the console's actions, deleting a finished job among them) | `jobs:write` (`schedules:write` under `/ui/schedules`, `admin` under `/ui/queues`) |
 ///
 /// The console's login, logout and assets (`/ui/login`, `/ui/logout`, `/ui/assets/...`) need
 /// no credential at all.
@@ -43,7 +43,8 @@ use super::scope::{Scope, Tier};
 ///
 /// assert_eq!(required_scope(&Method::POST, "/v1/jobs"), Some(Scope::JobsWrite));
 /// assert_eq!(required_scope(&Method::GET, "/v1/jobs/0190"), Some(Scope::JobsRead));
-/// assert_eq!(required_scope(&Method::DELETE, "/v1/jobs/0190"), Some(Scope::Admin));
+/// assert_eq!(required_scope(&Method::DELETE, "/v1/jobs/0190"), Some(Scope::JobsWrite));
+/// assert_eq!(required_scope(&Method::DELETE, "/v1/jobs/0190/events"), Some(Scope::Admin));
 /// assert_eq!(required_scope(&Method::PUT, "/v1/memory/ns/key"), Some(Scope::MemoryWrite));
 /// assert_eq!(required_scope(&Method::POST, "/v1/schedules/nightly/trigger"), Some(Scope::SchedulesWrite));
 /// assert_eq!(required_scope(&Method::GET, "/docs"), None);
@@ -85,6 +86,9 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
             (["jobs", id, "cancel" | "retry"], false)
                 if *method == Method::POST && !id.is_empty() =>
             {
+                Scope::JobsWrite
+            }
+            (["jobs", id], false) if *method == Method::DELETE && !id.is_empty() => {
                 Scope::JobsWrite
             }
             (["jobs", ..], true) => Scope::JobsRead,

@@ -60,6 +60,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/jobs/{id}/cancel", post(pages::cancel))
         .route("/ui/jobs/{id}/retry", post(pages::retry))
+        .route("/ui/jobs/{id}/delete", post(pages::delete))
         .route("/ui/kinds", get(pages::kinds))
         .route("/ui/kinds/{kind}", get(pages::kind))
         .route("/ui/queues", get(pages::queues))

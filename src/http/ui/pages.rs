@@ -114,10 +114,13 @@ pub(crate) async fn overview(ctx: Ctx, State(state): State<AppState>) -> Respons
                 }
             }
             section.panel {
-                h2 { "Finished per second" }
+                h2 { "Jobs per second" }
                 svg #chart-throughput.chart viewBox="0 0 300 120" preserveAspectRatio="none" role="img"
-                    aria-label="jobs finished per second" {}
-                p.legend { span.key-succeeded { "succeeded" } " " span.key-dead { "dead" } " " span.key-cancelled { "cancelled" } }
+                    aria-label="jobs succeeded, failed for good, retried and cancelled per second" {}
+                p.legend {
+                    span.key-succeeded { "succeeded" } " " span.key-dead { "failed (dead)" } " "
+                    span.key-retried { "retried" } " " span.key-cancelled { "cancelled" }
+                }
             }
             section.panel {
                 h2 { "Queue depth" }
@@ -203,6 +206,8 @@ pub(crate) struct Live {
     /// Milliseconds since the epoch, on the server's clock.
     at: i64,
     counts: StateTally,
+    /// Attempts retried since the store began (a running total: the chart draws its rate).
+    retried: u64,
     /// Per kind, for the overview's table (at most [`LIVE_KINDS`] kinds).
     per_kind: BTreeMap<String, StateTally>,
     ready: u64,
@@ -216,6 +221,7 @@ pub(crate) async fn live(State(state): State<AppState>) -> Response {
         Ok(stats) => Json(Live {
             at: chrono::Utc::now().timestamp_millis(),
             counts: stats.jobs.total,
+            retried: stats.jobs.retried,
             per_kind: stats.jobs.per_kind.into_iter().take(LIVE_KINDS).collect(),
             ready: stats.queue.ready,
             delayed: stats.queue.delayed,
@@ -542,14 +548,16 @@ async fn fill_page(
 /// Most jobs one bulk action touches.
 const BULK_MOST: usize = 1_000;
 
-/// The bulk actions a filtered list offers: cancel what has not finished, retry what died.
+/// The bulk actions a filtered list offers: cancel what has not finished, retry what died,
+/// delete what finished (a list filtered to one finished state).
 fn bulk_form(base: &str, filter: &JobFilter, q: &ListQuery) -> Markup {
     let cancellable = filter
         .state
         .is_none_or(|s| matches!(s, JobState::Pending | JobState::Queued | JobState::Running));
     let retryable = filter.state == Some(JobState::Dead);
+    let deletable = filter.state.is_some_and(JobState::is_terminal);
     html! {
-        @if cancellable || retryable {
+        @if cancellable || retryable || deletable {
             form #bulk-form.bulk method="post" action={ (base) "/jobs/bulk" } {
                 @if let Some(s) = filter.state { input type="hidden" name="state" value=(s.as_str()); }
                 @if let Some(k) = &filter.kind { input type="hidden" name="kind" value=(k); }
@@ -565,9 +573,20 @@ fn bulk_form(base: &str, filter: &JobFilter, q: &ListQuery) -> Markup {
                 @if retryable {
                     button #bulk-retry type="submit" name="action" value="retry" { "Retry them" }
                 }
+                @if deletable {
+                    button #bulk-delete.danger type="submit" name="action" value="delete" { "Delete them" }
+                }
             }
         }
     }
+}
+
+/// What a bulk action does to each matching job.
+#[derive(Clone, Copy)]
+enum Bulk {
+    Cancel,
+    Retry,
+    Delete,
 }
 
 /// A bulk action's form.
@@ -590,8 +609,9 @@ pub(crate) struct BulkForm {
     confirm: Option<String>,
 }
 
-/// `POST /ui/jobs/bulk`: cancel (or retry, for dead jobs) every job the filter matches, up
-/// to [`BULK_MOST`], then show the list again with what was done.
+/// `POST /ui/jobs/bulk`: cancel (or retry, for dead jobs; or delete, for finished ones)
+/// every job the filter matches, up to [`BULK_MOST`], then show the list again with what
+/// was done.
 pub(crate) async fn bulk(
     ctx: Ctx,
     State(state): State<AppState>,
@@ -619,13 +639,17 @@ pub(crate) async fn bulk(
         let e = Error::invalid_input("confirm", "tick the box to confirm a bulk action");
         return failed(&ctx, Section::Jobs, "the bulk action", &e);
     }
-    let retry = match form.action.as_str() {
-        "cancel" => false,
-        "retry" if filter.state == Some(JobState::Dead) => true,
+    let action = match form.action.as_str() {
+        "cancel" => Bulk::Cancel,
+        "retry" if filter.state == Some(JobState::Dead) => Bulk::Retry,
+        "delete" if filter.state.is_some_and(JobState::is_terminal) => Bulk::Delete,
         other => {
             let e = Error::invalid_input(
                 "action",
-                format!("`{other}` is not a bulk action here; cancel, or retry on dead jobs"),
+                format!(
+                    "`{other}` is not a bulk action here; cancel, retry on dead jobs, or \
+                     delete on jobs of one finished state"
+                ),
             );
             return failed(&ctx, Section::Jobs, "the bulk action", &e);
         }
@@ -643,18 +667,26 @@ pub(crate) async fn bulk(
                 break 'pages;
             }
             seen += 1;
-            let done = if retry {
-                r.state == JobState::Dead
-                    && r.step.is_none()
-                    && orchestrator.retry(r.id).await.is_ok_and(|s| s.created)
-            } else {
-                matches!(
-                    r.state,
-                    JobState::Pending | JobState::Queued | JobState::Running
-                ) && matches!(
-                    orchestrator.cancel(r.id).await,
-                    Ok(CancelOutcome::Cancelled | CancelOutcome::Requested)
-                )
+            let done = match action {
+                Bulk::Retry => {
+                    r.state == JobState::Dead
+                        && r.step.is_none()
+                        && orchestrator.retry(r.id).await.is_ok_and(|s| s.created)
+                }
+                Bulk::Cancel => {
+                    matches!(
+                        r.state,
+                        JobState::Pending | JobState::Queued | JobState::Running
+                    ) && matches!(
+                        orchestrator.cancel(r.id).await,
+                        Ok(CancelOutcome::Cancelled | CancelOutcome::Requested)
+                    )
+                }
+                Bulk::Delete => {
+                    r.state.is_terminal()
+                        && r.step.is_none()
+                        && orchestrator.delete(r.id).await.is_ok()
+                }
             };
             touched += usize::from(done);
         }
@@ -663,10 +695,12 @@ pub(crate) async fn bulk(
             None => break,
         }
     }
-    let what = if retry {
-        format!("Retried {touched} of {seen} matching jobs as new jobs.")
-    } else {
-        format!("Cancelled (or asked to cancel) {touched} of {seen} matching jobs.")
+    let what = match action {
+        Bulk::Retry => format!("Retried {touched} of {seen} matching jobs as new jobs."),
+        Bulk::Cancel => {
+            format!("Cancelled (or asked to cancel) {touched} of {seen} matching jobs.")
+        }
+        Bulk::Delete => format!("Deleted {touched} of {seen} matching jobs."),
     };
     let back = ListQuery { order: None, ..q };
     see_other(&format!(
@@ -721,7 +755,7 @@ pub(crate) async fn job(
             h1 { "Job " span.mono { (r.id) } }
             p.sub { span #job-state data-state=(r.state.as_str()) { (r.state.as_str()) } " · " (r.kind) " on " (r.queue) }
         }
-        @if ctx.can_write && (cancellable || r.state == JobState::Dead) {
+        @if ctx.can_write && (cancellable || r.state.is_terminal()) {
             div.actions {
                 @if cancellable {
                     form #cancel-form method="post" action={ (base) "/jobs/" (r.id) "/cancel" } {
@@ -733,6 +767,11 @@ pub(crate) async fn job(
                 @if r.state == JobState::Dead && r.step.is_none() {
                     form #retry-form method="post" action={ (base) "/jobs/" (r.id) "/retry" } {
                         button #retry-button type="submit" { "Retry as a new job" }
+                    }
+                }
+                @if r.state.is_terminal() && r.step.is_none() {
+                    form #delete-form method="post" action={ (base) "/jobs/" (r.id) "/delete" } {
+                        button #delete-button.danger type="submit" { "Delete" }
                     }
                 }
             }
@@ -877,6 +916,37 @@ pub(crate) async fn retry(
             ),
         ),
         Err(e) => failed(&ctx, Section::Jobs, "the retry", &e),
+    }
+}
+
+/// `POST /ui/jobs/{id}/delete`: a finished job goes now, with its history; back to the list
+/// with what was done.
+pub(crate) async fn delete(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let record = match action_target(&ctx, &state, &headers, &id).await {
+        Ok(r) => r,
+        Err(refused) => return refused,
+    };
+    match state.shared.orchestrator.delete(record.id).await {
+        Ok(()) => see_other(&format!(
+            "{}/jobs?done={}",
+            ctx.base,
+            urlencode(&format!("Deleted job {}.", record.id))
+        )),
+        Err(e) if e.kind() == ErrorKind::Conflict => page(
+            StatusCode::CONFLICT,
+            layout(
+                &ctx,
+                Section::Jobs,
+                "Not deleted",
+                &render::failure("a delete", &e),
+            ),
+        ),
+        Err(e) => failed(&ctx, Section::Jobs, "the delete", &e),
     }
 }
 

@@ -565,6 +565,27 @@ counted AS (
 )
 SELECT count(*) FROM del";
 
+/// Delete one finished job that is not a workflow step, with its history; counts follow.
+/// Answers the job's state and whether it is a step (no row: no such job), and whether it
+/// went.
+const DELETE_FINISHED: &str = r"
+WITH target AS (
+    SELECT id, state, step IS NOT NULL AS is_step FROM {s}.jobs WHERE id = $1 FOR UPDATE
+),
+del AS (
+    DELETE FROM {s}.jobs j USING target t
+    WHERE j.id = t.id AND t.state IN ('succeeded', 'dead', 'cancelled') AND NOT t.is_step
+    RETURNING j.id, j.kind, j.state
+),
+history AS (
+    DELETE FROM {s}.job_events e USING del WHERE e.job_id = del.id
+),
+counted AS (
+    INSERT INTO {s}.job_count_deltas (slot, kind, state, n)
+    SELECT {delta_slot}, kind, state, -1 FROM del
+)
+SELECT t.state, t.is_step, (SELECT count(*) FROM del) > 0 AS deleted FROM target t";
+
 /// The prepared statement texts of one schema.
 pub(super) struct Statements {
     pub(super) create: Arc<str>,
@@ -582,6 +603,7 @@ pub(super) struct Statements {
     pub(super) counts: Arc<str>,
     pub(super) queue_delayed: Arc<str>,
     pub(super) purge: Arc<str>,
+    pub(super) delete_finished: Arc<str>,
 }
 
 impl Statements {
@@ -643,6 +665,7 @@ impl Statements {
             counts: sql(COUNTS),
             queue_delayed: sql(QUEUE_DELAYED),
             purge: sql(PURGE),
+            delete_finished: sql(DELETE_FINISHED),
         }
     }
 }

@@ -267,6 +267,22 @@ impl JobStore for PostgresState {
         Ok(rows.into_iter().map(|(q,)| q).collect())
     }
 
+    async fn delete_finished(&self, id: JobId) -> Result<crate::store::Deleted> {
+        use crate::store::Deleted;
+        self.shared.count_statement();
+        let row: Option<(String, bool, bool)> = sqlx::query_as(stmt(&self.sql.delete_finished))
+            .bind(*id.as_uuid())
+            .fetch_optional(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("delete a job", e))?;
+        Ok(match row {
+            None => Deleted::NotFound,
+            Some((_, _, true)) => Deleted::Deleted,
+            Some((_, true, false)) => Deleted::Step,
+            Some((state, false, false)) => Deleted::NotFinished(parse_state(&state)?),
+        })
+    }
+
     async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
         let schema = self.shared.quoted_schema();
         let sql = if paused {

@@ -308,6 +308,28 @@ impl JobStore for RedisState {
             .collect())
     }
 
+    async fn delete_finished(&self, id: JobId) -> Result<crate::store::Deleted> {
+        use crate::store::Deleted;
+        let reply = self
+            .core
+            .link
+            .eval(&SCRIPTS.delete, &[&self.core.prefix], &[arg(id)])
+            .await?;
+        let parts = array("delete", reply)?;
+        match parts.first().and_then(text) {
+            Some("deleted") => Ok(Deleted::Deleted),
+            Some("step") => Ok(Deleted::Step),
+            Some("missing") => Ok(Deleted::NotFound),
+            Some("not_finished") => parts
+                .get(1)
+                .and_then(text)
+                .and_then(|s| s.parse().ok())
+                .map(Deleted::NotFinished)
+                .ok_or_else(|| unexpected("delete", &Value::Array(parts.clone()))),
+            _ => Err(unexpected("delete", &Value::Array(parts))),
+        }
+    }
+
     async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
         let key = format!("{}:paused", self.core.prefix);
         let mut cmd = ::redis::cmd(if paused { "SADD" } else { "SREM" });

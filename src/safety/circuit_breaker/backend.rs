@@ -210,6 +210,11 @@ impl<S: JobStore> JobStore for CircuitBreaker<S> {
         .await
     }
 
+    async fn delete_finished(&self, id: crate::job::JobId) -> Result<crate::store::Deleted> {
+        self.guard(STATE_KEY, Duration::ZERO, self.inner().delete_finished(id))
+            .await
+    }
+
     async fn finish_and_claim(
         &self,
         transitions: Vec<Transition>,

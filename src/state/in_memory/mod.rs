@@ -516,22 +516,45 @@ impl Inner {
                 break;
             }
             self.finished.pop_front();
-            if let Some(slot) = self.jobs.remove(&id) {
-                if let Some(key) = slot.idempotency_key() {
-                    if self.keys.get(key) == Some(&id) {
-                        self.keys.remove(key);
-                    }
-                }
-                self.tally(&slot.kind, Some(slot.state), None);
-                if self
-                    .per_kind
-                    .get(&slot.kind)
-                    .is_some_and(|t| t.total() == 0)
-                {
-                    self.per_kind.remove(&slot.kind);
+            // (a job deleted before its retention ended is gone already)
+            self.forget(&id);
+        }
+    }
+
+    /// Drop a record: its idempotency key (while it names it) and its count go with it.
+    fn forget(&mut self, id: &JobId) {
+        if let Some(slot) = self.jobs.remove(id) {
+            if let Some(key) = slot.idempotency_key() {
+                if self.keys.get(key) == Some(id) {
+                    self.keys.remove(key);
                 }
             }
+            self.tally(&slot.kind, Some(slot.state), None);
+            if self
+                .per_kind
+                .get(&slot.kind)
+                .is_some_and(|t| t.total() == 0)
+            {
+                self.per_kind.remove(&slot.kind);
+            }
         }
+    }
+
+    /// [`JobStore::delete_finished`](crate::store::JobStore::delete_finished) (its entry in
+    /// `finished` is skipped when its turn comes).
+    fn delete_finished(&mut self, id: &JobId) -> crate::store::Deleted {
+        use crate::store::Deleted;
+        let Some(slot) = self.jobs.get(id) else {
+            return Deleted::NotFound;
+        };
+        if !slot.state.is_terminal() {
+            return Deleted::NotFinished(slot.state);
+        }
+        if slot.extra.as_ref().is_some_and(|e| e.step.is_some()) {
+            return Deleted::Step;
+        }
+        self.forget(id);
+        Deleted::Deleted
     }
 }
 

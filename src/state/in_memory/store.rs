@@ -398,6 +398,10 @@ impl JobStore for InMemoryState {
         Ok(self.paused.lock().clone())
     }
 
+    async fn delete_finished(&self, id: JobId) -> Result<crate::store::Deleted> {
+        Ok(self.inner.lock().delete_finished(&id))
+    }
+
     async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
         let mut set = self.paused.lock();
         let changed = if paused {

@@ -25,6 +25,8 @@
 --   P:c          HASH "<state>:<kind>" -> count, and "retried" -> retries ever;
 --   P:queues     SET of queue names
 --   P:ik:<key>   STRING idempotency key -> job id
+--   P:deleted    SET of the ids of jobs deleted before their retention ended, until the
+--                sweep passes their retention entries
 -- Workflow steps (`crate::workflow`; their links are in d):
 --   P:i:wf:<workflow id>  ZSET of its steps (score 0, so by id = the order they were added)
 --   P:wf:dep     HASH id -> the ids of the steps after it, 36 bytes each (until it ends)
@@ -130,6 +132,9 @@ local STATE_INDEX = {[DEAD] = P .. ':i:s:dead', [CANCELLED] = P .. ':i:s:cancell
 -- Finished ids to append to the retention lists (see `finished`).
 local DONE, DONE_DEAD = P .. ':done', P .. ':done:dead'
 local DONE_OUT = {}
+-- Ids of finished jobs deleted before their retention ended, until the sweep reaches their
+-- entries in the retention lists (SET).
+local DELETED = P .. ':deleted'
 
 -- Index and queue updates, gathered per command and key and sent in bulk at the end:
 -- removals first, then additions, so an id removed and re-added in one call stays.
@@ -344,6 +349,19 @@ local function sweep(limit, keep_leases)
       n = n + 1
     end
     if n > 0 then redis.call('LTRIM', list, 2 * n, -1) end
+  end
+  -- Jobs deleted before their retention ended (delete.lua) are gone already: their
+  -- entries are only passed over (and let go of the set that names them).
+  if #gone > 0 and redis.call('EXISTS', DELETED) == 1 then
+    local ids = {}
+    for i, entry in ipairs(gone) do ids[i] = string.sub(entry, 2, 37) end
+    local seen = redis.call('SMISMEMBER', DELETED, unpack(ids))
+    local kept, dropped = {}, {}
+    for i, entry in ipairs(gone) do
+      if seen[i] == 1 then dropped[#dropped + 1] = ids[i] else kept[#kept + 1] = entry end
+    end
+    if #dropped > 0 then chunked({'SREM', DELETED}, dropped) end
+    gone = kept
   end
   if #gone == 0 then return reaped end
   local ids, keyed, kinds = {}, {}, {}
