@@ -66,5 +66,5 @@ fn every_operation_has_summary_description_examples_and_errors() {
             }
         }
     }
-    assert_eq!(operations, 30);
+    assert_eq!(operations, 32);
 }

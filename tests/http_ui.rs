@@ -401,6 +401,7 @@ async fn every_page_answers() {
         "/ui/kinds/echo",
         "/ui/queues",
         "/ui/schedules",
+        "/ui/workflows",
     ] {
         let (status, html) = c.page(&admin, path).await;
         assert_eq!(status, StatusCode::OK, "{path}: {html}");
@@ -484,6 +485,22 @@ async fn a_workflow_is_drawn_as_its_graph() {
         .to_owned();
     let (_, job) = c.page(&admin, &format!("/ui/jobs/{close}")).await;
     assert!(job.contains(&format!("/ui/workflows/{id}")), "{job}");
+    // The workflows page lists it (among the newest jobs), and opens one by id.
+    let (status, list) = c.page(&admin, "/ui/workflows").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains(&format!(r#"data-workflow="{id}""#)), "{list}");
+    let r = c
+        .http
+        .get(format!("{}/ui/workflows?id={id}", c.base))
+        .header("cookie", &admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        r.headers()["location"].to_str().unwrap(),
+        format!("/ui/workflows/{id}")
+    );
 }
 
 #[tokio::test]
@@ -973,4 +990,33 @@ async fn the_overview_charts_retries_from_the_stores_running_total() {
         html.contains("key-retried"),
         "the chart's legend names retries"
     );
+}
+
+#[tokio::test]
+async fn queues_show_their_depth_per_priority() {
+    let c = Console::start();
+    // The server's workers serve `default` only: jobs on `held` wait.
+    for (priority, delay_ms) in [(5, 0), (5, 0), (0, 0), (0, 600_000)] {
+        c.submit(json!({
+            "kind": "echo", "payload": 1, "queue": "held", "priority": priority,
+            "delay_ms": delay_ms
+        }))
+        .await;
+    }
+    let depths = c.get_json("/v1/queues/depths", &c.reader).await;
+    assert_eq!(
+        depths,
+        json!({"queues": [{
+            "queue": "held",
+            "ready": [{"priority": 5, "ready": 2}, {"priority": 0, "ready": 1}],
+            "delayed": 1,
+            "at_least": false
+        }]}),
+        "{depths}"
+    );
+    let reader = c.login(&c.reader).await;
+    let (status, html) = c.page(&reader, "/ui/queues").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains(r#"data-depth-queue="held""#), "{html}");
+    assert!(html.contains("priority 5: 2"), "{html}");
 }

@@ -66,6 +66,7 @@ macro_rules! workflow_contract {
             workflow_cancel_and_takeover_settle_dependents,
             workflow_a_long_chain_is_cancelled_in_one_step,
             store_deletes_finished_jobs,
+            store_reports_queue_depths,
         );
     };
 }

@@ -37,6 +37,7 @@ use super::{jobs, memory, ops, schedules, workflows};
         jobs::delete_job,
         jobs::stats,
         jobs::paused_queues,
+        jobs::queue_depths,
         jobs::pause_queue,
         jobs::resume_queue,
         workflows::submit,
@@ -128,6 +129,7 @@ fn errors_of(operation_id: &str) -> &'static [ProblemType] {
         "listJobs" => &[InvalidParameter, BackendUnavailable, Timeout],
         "getQueueStats" => &[BackendUnavailable, Timeout],
         "getPausedQueues" => &[BackendUnavailable, Timeout],
+        "getQueueDepths" => &[BackendUnavailable, Timeout],
         "pauseQueue" | "resumeQueue" => &[
             InvalidParameter,
             PausingNotSupported,

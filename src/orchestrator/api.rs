@@ -202,6 +202,13 @@ pub trait JobOrchestrator: Send + Sync + 'static {
         Ok(std::collections::BTreeSet::new())
     }
 
+    /// Jobs waiting per queue, due ones per priority, as the store counts them
+    /// ([`JobStore::queue_depths`](crate::store::JobStore::queue_depths)): empty where the
+    /// store cannot tell.
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        Ok(Vec::new())
+    }
+
     /// Cancel every unfinished step of a workflow: pending and queued steps at once, running
     /// ones through their cancellation token. Answers how many steps it cancelled or asked
     /// to stop. An unknown workflow is a [`ErrorKind::NotFound`] error.

@@ -469,6 +469,10 @@ impl JobOrchestrator for Orchestrator {
     async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
         self.engine.store.paused_queues().await
     }
+
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        self.engine.store.queue_depths().await
+    }
 }
 
 impl Orchestrator {

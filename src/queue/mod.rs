@@ -9,5 +9,6 @@ mod types;
 pub use in_memory::{InMemoryQueue, InMemoryQueueConfig};
 pub use inspect::QueueInspect;
 pub use types::{
-    DeadLetter, Envelope, KindQueueStats, Lease, QueueManager, QueueStats, Requeue, Reserve,
+    DeadLetter, Envelope, KindQueueStats, Lease, PriorityDepth, QueueDepth, QueueManager,
+    QueueStats, Requeue, Reserve,
 };

@@ -129,6 +129,37 @@ pub struct QueueStats {
     pub per_kind: BTreeMap<String, KindQueueStats>,
 }
 
+/// Jobs waiting in one queue ([`JobStore::queue_depths`](crate::store::JobStore::queue_depths)).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// The queue.
+    pub queue: String,
+    /// Due jobs per priority, highest priority first (priorities with none are left out).
+    pub ready: Vec<PriorityDepth>,
+    /// Jobs waiting for their `run_at`, all priorities.
+    pub delayed: u64,
+    /// The store stopped counting at its budget: the counts are at least these (a
+    /// PostgreSQL lane past 10,000 jobs, say).
+    pub at_least: bool,
+}
+
+impl QueueDepth {
+    /// Every due job of the queue.
+    #[must_use]
+    pub fn ready_total(&self) -> u64 {
+        self.ready.iter().map(|p| p.ready).sum()
+    }
+}
+
+/// Due jobs of one priority in one queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityDepth {
+    /// The priority.
+    pub priority: Priority,
+    /// How many are due.
+    pub ready: u64,
+}
+
 /// Delivery with leases, batch-first: one call reserves, extends or acknowledges many jobs.
 ///
 /// Delivery is at-least-once: a job whose lease runs out is delivered again. The

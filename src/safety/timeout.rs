@@ -286,6 +286,11 @@ impl<S: JobStore> JobStore for Timeout<S> {
         .await
     }
 
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        self.backend("queue depths", Duration::ZERO, self.inner.queue_depths())
+            .await
+    }
+
     async fn delete_finished(&self, id: crate::job::JobId) -> Result<crate::store::Deleted> {
         self.backend(
             "delete a job",

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::Result;
 use crate::job::{JobId, JobState};
-use crate::queue::{QueueStats, Reserve};
+use crate::queue::{QueueDepth, QueueStats, Reserve};
 use crate::schedule::ScheduleStore;
 use crate::state::{Claim, StateManager, Transition, TransitionResult};
 
@@ -105,6 +105,14 @@ pub trait JobStore: StateManager {
             "this store cannot pause queues (the in-memory, PostgreSQL and Redis stores can; \
              a Split store cannot)",
         ))
+    }
+
+    /// Jobs waiting per queue, due ones per priority, in queue order: what an operator reads
+    /// to see which queue and which priority backs up. A bounded read (a store may stop
+    /// counting at a budget and say so, [`QueueDepth::at_least`]). None by default (a store
+    /// that cannot tell answers an empty list).
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
+        Ok(Vec::new())
     }
 
     /// Delete a finished job (succeeded, dead or cancelled) now, with its history, instead of
@@ -202,6 +210,9 @@ impl<S: JobStore> JobStore for Arc<S> {
     }
     async fn delete_finished(&self, id: JobId) -> Result<Deleted> {
         (**self).delete_finished(id).await
+    }
+    async fn queue_depths(&self) -> Result<Vec<QueueDepth>> {
+        (**self).queue_depths().await
     }
     async fn finish_and_claim(
         &self,

@@ -1968,3 +1968,60 @@ pub async fn store_deletes_finished_jobs(s: Arc<dyn jobforge::store::JobStore>) 
         "{again:?}"
     );
 }
+
+/// `queue_depths` counts queued jobs per queue, due ones per priority (highest first), and
+/// leaves out what is running, cancelled or finished.
+pub async fn store_reports_queue_depths(s: Arc<dyn jobforge::store::JobStore>) {
+    use jobforge::queue::{PriorityDepth, QueueDepth};
+    let job = |queue: &str, priority: i16| NewJob::new("depth").queue(queue).priority(priority);
+    // (records as the orchestrator makes them, with their priority and delay)
+    let create = |j: NewJob| {
+        let mut r = JobRecord::from_job(j);
+        (r.state, r.attempt, r.started_at) = (JobState::Queued, 0, None);
+        let s = Arc::clone(&s);
+        async move {
+            let id = r.id;
+            s.create(vec![r]).await.unwrap();
+            id
+        }
+    };
+    for j in [
+        job("alpha", 5),
+        job("alpha", 5),
+        job("alpha", 0),
+        job("alpha", 0).delay(Duration::from_secs(3600)),
+        job("beta", 0),
+    ] {
+        create(j).await;
+    }
+    // Cancelled while due, and claimed: neither waits any more.
+    let cancelled = create(job("alpha", 5)).await;
+    s.cancel(cancelled, "no").await.unwrap();
+    let running = create(job("beta", 9)).await;
+    claimed(claim_one(s.as_ref(), running, &WorkerId::new("w"), LONG).await);
+
+    let depths = s.queue_depths().await.unwrap();
+    let ready = |pairs: &[(i16, u64)]| -> Vec<PriorityDepth> {
+        pairs
+            .iter()
+            .map(|&(priority, ready)| PriorityDepth { priority, ready })
+            .collect()
+    };
+    assert_eq!(
+        depths,
+        vec![
+            QueueDepth {
+                queue: "alpha".into(),
+                ready: ready(&[(5, 2), (0, 1)]),
+                delayed: 1,
+                at_least: false,
+            },
+            QueueDepth {
+                queue: "beta".into(),
+                ready: ready(&[(0, 1)]),
+                delayed: 0,
+                at_least: false,
+            },
+        ]
+    );
+}

@@ -167,6 +167,7 @@ def main():
             ("kinds", "/ui/kinds"),
             ("kind echo", "/ui/kinds/echo"),
             ("queues", "/ui/queues"),
+            ("workflows", "/ui/workflows"),
         ]
         print(f"\n| page | median ms | slowest ms | status |\n|---|---:|---:|---|")
         worst = 0.0

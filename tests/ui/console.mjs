@@ -625,6 +625,26 @@ async function checkCancel(admin) {
   });
 }
 
+/** Delete a finished job from its page: the console goes back to the list and says so. */
+async function checkDelete(admin) {
+  const { page } = admin;
+  await check('deleting a succeeded job with #delete-button: back on the list, and the API answers 404', async () => {
+    const id = await submit({ kind: 'echo', payload: { delete: 'me' }, tags: ['ui-test'] });
+    await waitForState(id, 'succeeded');
+    await open(page, `/ui/jobs/${id}`);
+    await expectAbsent(page, '#cancel-button', '#cancel-button on a succeeded job');
+    const form = page.locator('form#delete-form');
+    if ((await form.count()) !== 1) fail('a succeeded job\'s page has no form#delete-form for the admin');
+    const { post, landed } = await submitForm(page, '#delete-button', `/ui/jobs/${id}/delete`);
+    if (post.status() !== 303) fail(`the delete post answered ${post.status()}, not 303${await originHint(post)}`);
+    if (pathOf(landed.url()) !== '/ui/jobs') fail(`the delete post led to ${landed.url()}, not the jobs list`);
+    const notice = (await count(page, '#bulk-done')) ? (await text(page, '#bulk-done')) : '';
+    if (!notice.includes(id)) fail(`the list does not say the job was deleted: ${JSON.stringify(notice)}`);
+    const res = await api('GET', `/v1/jobs/${id}`);
+    if (res.status !== 404) fail(`GET /v1/jobs/${id} after the delete answered ${res.status}, not 404`);
+  });
+}
+
 /**
  * Retry a dead job from its page. The engine runs a dead job again as a new job (tagged
  * `retry-of:<id>`; the dead one stays dead), so the console may show the copy or the dead job
@@ -719,10 +739,11 @@ async function checkKind(admin) {
     await screenshot(page, 'kind.png');
   });
 
-  await check('queues and schedules pages render from the navigation bar', async () => {
+  await check('queues, schedules and workflows pages render from the navigation bar', async () => {
     for (const [section, expected, selector] of [
       ['queues', '/ui/queues', 'table#queues tr[data-queue]'],
       ['schedules', '/ui/schedules', '#schedules'],
+      ['workflows', '/ui/workflows', 'form#workflow-open'],
     ]) {
       const nav = page.waitForResponse((r) => r.request().isNavigationRequest() && pathOf(r.url()) === expected);
       await page.locator(`nav#nav a[data-nav=${section}]`).click();
@@ -732,6 +753,7 @@ async function checkKind(admin) {
       await page.waitForLoadState('load');
       await expectFrame(page, res);
       await expectPresent(page, selector);
+      await screenshot(page, `${section}.png`);
     }
   });
 }
@@ -864,6 +886,7 @@ async function main() {
     await checkJobPage(admin);
     await checkCancel(admin);
     await checkRetry(admin);
+    await checkDelete(admin);
     await checkKind(admin);
     await checkReader(browser, admin);
     await checkPhoneAndDark(browser, admin);

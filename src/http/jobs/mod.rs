@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/jobs/{id}/retry", post(retry))
         .route("/v1/queues/stats", get(stats))
         .route("/v1/queues/paused", get(paused_queues))
+        .route("/v1/queues/depths", get(queue_depths))
         .route("/v1/queues/{queue}/pause", post(pause_queue))
         .route("/v1/queues/{queue}/resume", post(resume_queue))
 }
@@ -489,6 +490,28 @@ pub(crate) async fn retry(
         .metrics
         .submitted(1, u64::from(submitted.created));
     created_response(&state, submitted, tenant.as_ref()).await
+}
+
+/// Queue depths
+///
+/// Jobs waiting in each queue: due ones per priority (highest first) and those waiting for
+/// their time. A store may stop counting a long lane at its budget (PostgreSQL at 10,000
+/// jobs per queue and priority); `at_least` then says the counts are lower bounds. Empty on
+/// a store that cannot tell (Redis Streams beside PostgreSQL).
+#[utoipa::path(
+    get,
+    path = "/v1/queues/depths",
+    tag = "queues",
+    operation_id = "getQueueDepths",
+    responses((status = 200, description = "The queues' depths now.", body = QueueDepthsView))
+)]
+pub(crate) async fn queue_depths(
+    State(state): State<AppState>,
+) -> ApiResult<Json<QueueDepthsView>> {
+    let depths = state.shared.orchestrator.queue_depths().await?;
+    Ok(Json(QueueDepthsView {
+        queues: depths.into_iter().map(QueueDepthView::from).collect(),
+    }))
 }
 
 /// Delete a finished job

@@ -566,6 +566,61 @@ impl From<Stats> for StatsView {
     }
 }
 
+/// Jobs waiting in one queue.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({
+    "queue": "default", "ready": [{"priority": 10, "ready": 3}, {"priority": 0, "ready": 120}],
+    "delayed": 7, "at_least": false
+}))]
+pub(crate) struct QueueDepthView {
+    /// The queue.
+    pub(super) queue: String,
+    /// Due jobs per priority, highest priority first.
+    pub(super) ready: Vec<PriorityDepthView>,
+    /// Jobs waiting for their time, all priorities.
+    pub(super) delayed: u64,
+    /// The store stopped counting at its budget: the counts are at least these.
+    pub(super) at_least: bool,
+}
+
+/// Due jobs of one priority.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PriorityDepthView {
+    /// The priority.
+    pub(super) priority: i16,
+    /// How many are due.
+    pub(super) ready: u64,
+}
+
+impl From<crate::queue::QueueDepth> for QueueDepthView {
+    fn from(d: crate::queue::QueueDepth) -> Self {
+        Self {
+            queue: d.queue,
+            ready: d
+                .ready
+                .into_iter()
+                .map(|p| PriorityDepthView {
+                    priority: p.priority,
+                    ready: p.ready,
+                })
+                .collect(),
+            delayed: d.delayed,
+            at_least: d.at_least,
+        }
+    }
+}
+
+/// The queues' depths, by name.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"queues": [{
+    "queue": "default", "ready": [{"priority": 10, "ready": 3}, {"priority": 0, "ready": 120}],
+    "delayed": 7, "at_least": false
+}]}))]
+pub(crate) struct QueueDepthsView {
+    /// One entry per queue with jobs waiting.
+    pub(super) queues: Vec<QueueDepthView>,
+}
+
 /// The paused queues.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PausedView {

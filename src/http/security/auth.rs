@@ -22,7 +22,7 @@ use super::scope::{Scope, Tier};
 /// | route | scope |
 /// |---|---|
 /// | `POST /v1/jobs`, `POST /v1/jobs/batch`, `POST /v1/jobs/{id}/cancel`, `POST /v1/jobs/{id}/retry`, `DELETE /v1/jobs/{id}`, `POST /v1/workflows`, `POST /v1/workflows/{id}/cancel` | `jobs:write` |
-/// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/queues/paused`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
+/// | `GET /v1/jobs`, `GET /v1/jobs/...`, `GET /v1/workflows/{id}`, `GET /v1/queues/stats`, `GET /v1/queues/paused`, `GET /v1/queues/depths`, `GET /v1/kinds/{kind}/reflection` | `jobs:read` |
 /// | `GET /v1/memory...` | `memory:read` |
 /// | `PUT /v1/memory/...`, `DELETE /v1/memory/...` | `memory:write` |
 /// | `GET /v1/schedules`, `GET /v1/schedules/...` | `schedules:read` |
@@ -97,7 +97,7 @@ pub fn required_scope(method: &Method, path: &str) -> Option<Scope> {
                 Scope::JobsWrite
             }
             (["workflows", id], true) if !id.is_empty() => Scope::JobsRead,
-            (["queues", "stats" | "paused"], true) => Scope::JobsRead,
+            (["queues", "stats" | "paused" | "depths"], true) => Scope::JobsRead,
             (["kinds", kind, "reflection"], true) if !kind.is_empty() => Scope::JobsRead,
             (["memory", ..], true) => Scope::MemoryRead,
             (["memory", _, ..], false) if *method == Method::PUT || *method == Method::DELETE => {

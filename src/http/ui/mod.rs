@@ -67,6 +67,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/ui/queues/{action}", post(pages::queue_action))
         .route("/ui/schedules", get(pages::schedules))
         .route("/ui/schedules/{id}/{action}", post(pages::schedule_action))
+        .route("/ui/workflows", get(pages::workflows))
         .route("/ui/workflows/{id}", get(pages::workflow))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))

@@ -1135,8 +1135,46 @@ pub(crate) async fn queues(ctx: Ctx, State(state): State<AppState>) -> Response 
     };
     let q = &stats.queue;
     let paused = state.shared.orchestrator.paused_queues().await;
+    let depths = state.shared.orchestrator.queue_depths().await;
+    let paused_now = paused.as_ref().ok();
     let body = html! {
         (render::heading("Queues", Some("Delivery: due, waiting for their time, held by workers, dead-lettered.")))
+        section.panel #depths {
+            h2 { "Depth per queue and priority" }
+            @match &depths {
+                Ok(d) if d.is_empty() => p.empty { "No job is waiting in any queue (or this store cannot count them per queue)." },
+                Ok(d) => {
+                    div.scroll {
+                        table #queue-depths {
+                            thead { tr { th { "queue" } th.num { "due" } th { "due by priority" } th.num { "waiting for their time" } } }
+                            tbody {
+                                @for depth in d {
+                                    @let more = if depth.at_least { "+" } else { "" };
+                                    tr data-depth-queue=(depth.queue) {
+                                        td {
+                                            (depth.queue)
+                                            @if paused_now.is_some_and(|p| p.contains(&depth.queue)) { " " span.tag { "paused" } }
+                                        }
+                                        td.num data-depth="ready" { (depth.ready_total()) (more) }
+                                        td {
+                                            @for p in &depth.ready {
+                                                span.tag data-priority=(p.priority) { "priority " (p.priority) ": " (p.ready) (more) } " "
+                                            }
+                                        }
+                                        td.num data-depth="delayed" { (depth.delayed) (more) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    @if d.iter().any(|x| x.at_least) {
+                        p.hint { "+: the store stopped counting a long queue at its budget; there are at least this many." }
+                    }
+                }
+                Err(e) => (render::failure("the depths", e)),
+            }
+        }
+        h2 { "By kind" }
         div.scroll {
             table #queues {
                 thead { tr { th { "" } th.num { "ready" } th.num { "delayed" } th.num { "in flight" } th.num { "dead-lettered" } } }
@@ -1346,13 +1384,117 @@ pub(crate) async fn schedule_action(
 }
 
 /// `GET /ui/workflows/{id}`: the graph, coloured by state, and its steps.
+/// How many of the newest jobs the workflows page looks through for workflow steps.
+const WORKFLOW_SCAN: usize = 500;
+
+/// The workflows page's query: an id to open.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct WorkflowQuery {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// `GET /ui/workflows`: open a workflow by id, and the workflows that the newest jobs belong
+/// to (one bounded read: stores keep no list of workflows, only their steps).
+pub(crate) async fn workflows(
+    ctx: Ctx,
+    State(state): State<AppState>,
+    Query(q): Query<WorkflowQuery>,
+) -> Response {
+    if let Some(raw) = nonempty(q.id.as_ref()) {
+        return match parse_job_id(raw.trim()) {
+            Some(id) => see_other(&format!("{}/workflows/{id}", ctx.base)),
+            None => not_found(
+                &ctx,
+                Section::Workflows,
+                "That is not a workflow id (a UUID, as POST /v1/workflows answered).",
+            ),
+        };
+    }
+    let newest = state
+        .shared
+        .orchestrator
+        .list(
+            &JobFilter {
+                tenant: ctx.tenant.clone(),
+                ..JobFilter::default()
+            },
+            &Page {
+                after: None,
+                limit: WORKFLOW_SCAN,
+                order: crate::state::Order::Desc,
+            },
+        )
+        .await;
+    let newest = match newest {
+        Ok(n) => n.items,
+        Err(e) => return failed(&ctx, Section::Workflows, "the newest jobs", &e),
+    };
+    // Each workflow met, in the order first met (newest first), with its steps' states.
+    let mut seen: Vec<(JobId, String, StateTally)> = Vec::new();
+    for r in &newest {
+        let Some(step) = &r.step else { continue };
+        let at = match seen.iter().position(|(id, ..)| *id == step.workflow) {
+            Some(at) => at,
+            None => {
+                seen.push((
+                    step.workflow,
+                    step.workflow_name.clone(),
+                    StateTally::default(),
+                ));
+                seen.len() - 1
+            }
+        };
+        if let Some((_, _, tally)) = seen.get_mut(at) {
+            *tally.get_mut(r.state) += 1;
+        }
+    }
+    let base = &ctx.base;
+    let body = html! {
+        (render::heading("Workflows", Some("A workflow's page draws its steps as a graph, coloured by state.")))
+        form.filter #workflow-open method="get" action={ (base) "/workflows" } {
+            label { "workflow id" input type="text" name="id" placeholder="0190..." required; }
+            button type="submit" { "Open" }
+        }
+        section.panel {
+            h2 { "Among the newest " (WORKFLOW_SCAN) " jobs" }
+            @if seen.is_empty() {
+                p.empty { "No workflow step among them." }
+            } @else {
+                div.scroll {
+                    table #workflows {
+                        thead { tr { th { "workflow" } th { "id" } th { "steps among them, by state" } } }
+                        tbody {
+                            @for (id, name, tally) in &seen {
+                                tr data-workflow=(id) {
+                                    td { a.workflow-link href={ (base) "/workflows/" (id) } { (name) } }
+                                    td.mono { (id) }
+                                    td { @for (s, n) in tally_rows(tally) { @if n > 0 { (render::state_badge(s)) " " (n) " " } } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    page(
+        StatusCode::OK,
+        layout(&ctx, Section::Workflows, "Workflows", &body),
+    )
+}
+
 pub(crate) async fn workflow(
     ctx: Ctx,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Response {
     let Some(id) = parse_job_id(&id) else {
-        return not_found(&ctx, Section::Jobs, "That is not a workflow id (a UUID).");
+        return not_found(
+            &ctx,
+            Section::Workflows,
+            "That is not a workflow id (a UUID).",
+        );
     };
     let status = match state.shared.orchestrator.workflow(id).await {
         Ok(Some(s))
@@ -1362,8 +1504,8 @@ pub(crate) async fn workflow(
         {
             s
         }
-        Ok(_) => return not_found(&ctx, Section::Jobs, "No such workflow."),
-        Err(e) => return failed(&ctx, Section::Jobs, "the workflow", &e),
+        Ok(_) => return not_found(&ctx, Section::Workflows, "No such workflow."),
+        Err(e) => return failed(&ctx, Section::Workflows, "the workflow", &e),
     };
     let base = ctx.base.clone();
     let body = html! {

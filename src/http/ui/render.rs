@@ -17,15 +17,17 @@ pub(crate) enum Section {
     Kinds,
     Queues,
     Schedules,
+    Workflows,
 }
 
 impl Section {
-    const ALL: [(Section, &'static str, &'static str, &'static str); 5] = [
+    const ALL: [(Section, &'static str, &'static str, &'static str); 6] = [
         (Section::Overview, "overview", "", "Overview"),
         (Section::Jobs, "jobs", "/jobs", "Jobs"),
         (Section::Kinds, "kinds", "/kinds", "Kinds"),
         (Section::Queues, "queues", "/queues", "Queues"),
         (Section::Schedules, "schedules", "/schedules", "Schedules"),
+        (Section::Workflows, "workflows", "/workflows", "Workflows"),
     ];
 }
 

@@ -586,6 +586,36 @@ counted AS (
 )
 SELECT t.state, t.is_step, (SELECT count(*) FROM del) > 0 AS deleted FROM target t";
 
+/// Queued jobs per queue and priority, due (`ready`) or not (`delayed`), each count stopping
+/// at `$1`, for at most `$2` lanes. The lanes are found by skipping through `jobs_due` (one
+/// index probe per queue and priority, however many jobs each holds), and each count reads
+/// that index's range of the lane.
+const QUEUE_DEPTHS: &str = r"
+WITH RECURSIVE lanes(queue, priority) AS (
+    (SELECT queue, priority FROM {s}.jobs WHERE state = 'queued'
+     ORDER BY queue, priority DESC LIMIT 1)
+    UNION ALL
+    SELECT n.queue, n.priority FROM lanes l CROSS JOIN LATERAL (
+        SELECT * FROM (
+            (SELECT queue, priority FROM {s}.jobs
+             WHERE state = 'queued' AND queue = l.queue AND priority < l.priority
+             ORDER BY queue, priority DESC LIMIT 1)
+            UNION ALL
+            (SELECT queue, priority FROM {s}.jobs
+             WHERE state = 'queued' AND queue > l.queue
+             ORDER BY queue, priority DESC LIMIT 1)
+        ) x LIMIT 1
+    ) n
+)
+SELECT l.queue, l.priority,
+    (SELECT count(*) FROM (SELECT 1 FROM {s}.jobs j
+        WHERE j.state = 'queued' AND j.queue = l.queue AND j.priority = l.priority
+          AND j.run_at <= now() LIMIT $1) r) AS ready,
+    (SELECT count(*) FROM (SELECT 1 FROM {s}.jobs j
+        WHERE j.state = 'queued' AND j.queue = l.queue AND j.priority = l.priority
+          AND j.run_at > now() LIMIT $1) d) AS delayed
+FROM (SELECT * FROM lanes LIMIT $2) l";
+
 /// The prepared statement texts of one schema.
 pub(super) struct Statements {
     pub(super) create: Arc<str>,
@@ -604,6 +634,7 @@ pub(super) struct Statements {
     pub(super) queue_delayed: Arc<str>,
     pub(super) purge: Arc<str>,
     pub(super) delete_finished: Arc<str>,
+    pub(super) queue_depths: Arc<str>,
 }
 
 impl Statements {
@@ -666,6 +697,7 @@ impl Statements {
             queue_delayed: sql(QUEUE_DELAYED),
             purge: sql(PURGE),
             delete_finished: sql(DELETE_FINISHED),
+            queue_depths: sql(QUEUE_DEPTHS),
         }
     }
 }

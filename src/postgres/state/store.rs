@@ -249,6 +249,11 @@ impl StateManager for PostgresState {
     }
 }
 
+/// Most jobs [`JobStore::queue_depths`] counts per queue, priority and due or not.
+const DEPTH_BUDGET: i64 = 10_000;
+/// Most queue and priority pairs it reads.
+const MOST_LANES: i64 = 1_000;
+
 #[async_trait]
 impl JobStore for PostgresState {
     fn supports_workflows(&self) -> bool {
@@ -265,6 +270,44 @@ impl JobStore for PostgresState {
         .await
         .map_err(|e| db_error("read the paused queues", e))?;
         Ok(rows.into_iter().map(|(q,)| q).collect())
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        use crate::queue::{PriorityDepth, QueueDepth};
+        self.shared.count_statement();
+        let rows: Vec<(String, i16, i64, i64)> = sqlx::query_as(stmt(&self.sql.queue_depths))
+            .bind(DEPTH_BUDGET)
+            .bind(MOST_LANES)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("count the queues' depths", e))?;
+        let mut out: Vec<QueueDepth> = Vec::new();
+        let lanes = rows.len();
+        for (queue, priority, ready, delayed) in rows {
+            if out.last().is_none_or(|d| d.queue != queue) {
+                out.push(QueueDepth {
+                    queue,
+                    ..QueueDepth::default()
+                });
+            }
+            let Some(depth) = out.last_mut() else {
+                continue;
+            };
+            depth.at_least |= ready >= DEPTH_BUDGET || delayed >= DEPTH_BUDGET;
+            depth.delayed += u64::try_from(delayed).unwrap_or(0);
+            if ready > 0 {
+                depth.ready.push(PriorityDepth {
+                    priority,
+                    ready: u64::try_from(ready).unwrap_or(0),
+                });
+            }
+        }
+        if i64::try_from(lanes).unwrap_or(i64::MAX) >= MOST_LANES {
+            if let Some(last) = out.last_mut() {
+                last.at_least = true;
+            }
+        }
+        Ok(out)
     }
 
     async fn delete_finished(&self, id: JobId) -> Result<crate::store::Deleted> {

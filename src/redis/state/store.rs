@@ -308,6 +308,55 @@ impl JobStore for RedisState {
             .collect())
     }
 
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        use crate::queue::{PriorityDepth, QueueDepth};
+        /// Most lane entries one call reads, over all queues.
+        const BUDGET: usize = 20_000;
+        /// Most due jobs one call moves from a queue's waiting set to its lanes.
+        const MOVED: usize = 1_000;
+        let reply = self
+            .core
+            .link
+            .eval(
+                &SCRIPTS.depths,
+                &[&self.core.prefix],
+                &[arg(BUDGET), arg(MOVED)],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for row in array("queue depths", reply)? {
+            let row = array("a queue's depth", row)?;
+            let bad = || unexpected("queue depths", &Value::Array(row.clone()));
+            let (Some(queue), Some(delayed), Some(at_least)) = (
+                row.first().and_then(text),
+                row.get(1).and_then(int),
+                row.get(2).and_then(int),
+            ) else {
+                return Err(bad());
+            };
+            let mut depth = QueueDepth {
+                queue: queue.to_owned(),
+                delayed: u64::try_from(delayed).unwrap_or(0),
+                at_least: at_least == 1,
+                ..QueueDepth::default()
+            };
+            for pair in row.get(3..).unwrap_or_default().chunks(2) {
+                let [priority, ready] = pair else {
+                    return Err(bad());
+                };
+                let (Some(priority), Some(ready)) = (int(priority), int(ready)) else {
+                    return Err(bad());
+                };
+                depth.ready.push(PriorityDepth {
+                    priority: i16::try_from(priority).map_err(|_| bad())?,
+                    ready: u64::try_from(ready).unwrap_or(0),
+                });
+            }
+            out.push(depth);
+        }
+        Ok(out)
+    }
+
     async fn delete_finished(&self, id: JobId) -> Result<crate::store::Deleted> {
         use crate::store::Deleted;
         let reply = self

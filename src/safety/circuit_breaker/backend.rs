@@ -210,6 +210,11 @@ impl<S: JobStore> JobStore for CircuitBreaker<S> {
         .await
     }
 
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        self.guard(STATE_KEY, Duration::ZERO, self.inner().queue_depths())
+            .await
+    }
+
     async fn delete_finished(&self, id: crate::job::JobId) -> Result<crate::store::Deleted> {
         self.guard(STATE_KEY, Duration::ZERO, self.inner().delete_finished(id))
             .await

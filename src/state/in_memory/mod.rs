@@ -812,6 +812,43 @@ impl InMemoryState {
         stats
     }
 
+    /// Queued jobs per queue, due ones per priority (see
+    /// [`JobStore::queue_depths`](crate::store::JobStore::queue_depths)): one pass over the
+    /// records, exact.
+    #[must_use]
+    pub fn queue_depths_now(&self) -> Vec<crate::queue::QueueDepth> {
+        use std::collections::BTreeMap;
+        let now = micros(Utc::now());
+        let inner = self.inner.lock();
+        let mut by_queue: BTreeMap<&str, (BTreeMap<Reverse<i16>, u64>, u64)> = BTreeMap::new();
+        for slot in inner.jobs.values() {
+            if slot.state != JobState::Queued {
+                continue;
+            }
+            let (ready, delayed) = by_queue.entry(&slot.queue).or_default();
+            if slot.run_at > now {
+                *delayed += 1;
+            } else {
+                *ready.entry(Reverse(slot.priority)).or_default() += 1;
+            }
+        }
+        by_queue
+            .into_iter()
+            .map(|(queue, (ready, delayed))| crate::queue::QueueDepth {
+                queue: queue.to_owned(),
+                ready: ready
+                    .into_iter()
+                    .map(|(Reverse(priority), ready)| crate::queue::PriorityDepth {
+                        priority,
+                        ready,
+                    })
+                    .collect(),
+                delayed,
+                at_least: false,
+            })
+            .collect()
+    }
+
     /// Drop finished jobs past retention now (it also happens as jobs finish).
     pub fn sweep(&self) {
         self.inner.lock().sweep(Utc::now(), &self.config);

@@ -398,6 +398,10 @@ impl JobStore for InMemoryState {
         Ok(self.paused.lock().clone())
     }
 
+    async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
+        Ok(self.queue_depths_now())
+    }
+
     async fn delete_finished(&self, id: JobId) -> Result<crate::store::Deleted> {
         Ok(self.inner.lock().delete_finished(&id))
     }

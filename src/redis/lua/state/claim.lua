@@ -32,24 +32,7 @@ else
     for _, id in ipairs(reap(q, max - #ids, 4, SNOW)) do ids[#ids + 1] = id end
   end
   -- Waiting jobs that came due join the tail of their lane.
-  for _, q in ipairs(queues) do
-    local wk = wait_key(q)
-    local due_ids = redis.call('ZRANGEBYSCORE', wk, '-inf', SNOW, 'LIMIT', 0, max)
-    if #due_ids > 0 then
-      local wm = hmget(P .. ':m', due_ids)
-      for j, id in ipairs(due_ids) do
-        local m = wm[j]
-        zrem(wk, id)
-        if m and string.byte(m, 1) == QUEUED then
-          local t = unm(m)
-          unfile(t, id)
-          file(t, id, nil, false)
-          put_m(id, mk(t))
-        end
-      end
-      flush()
-    end
-  end
+  for _, q in ipairs(queues) do promote(q, max) end
   -- Lanes of every queue, highest priority first (queues of one priority in the order
   -- given); each lane in the order its jobs became due.
   local lanes = {}

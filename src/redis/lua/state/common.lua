@@ -580,3 +580,23 @@ local function settle_held(t, id, code, delay, text, worker, keep, retention, de
   tally(to, t.k, 1)
   return to, nm
 end
+
+-- Waiting jobs of queue q that came due, at most `max` of them, join the tail of their lane.
+local function promote(q, max)
+  local wk = wait_key(q)
+  local due_ids = redis.call('ZRANGEBYSCORE', wk, '-inf', SNOW, 'LIMIT', 0, max)
+  if #due_ids > 0 then
+    local wm = hmget(P .. ':m', due_ids)
+    for j, id in ipairs(due_ids) do
+      local m = wm[j]
+      zrem(wk, id)
+      if m and string.byte(m, 1) == QUEUED then
+        local t = unm(m)
+        unfile(t, id)
+        file(t, id, nil, false)
+        put_m(id, mk(t))
+      end
+    end
+    flush()
+  end
+end
