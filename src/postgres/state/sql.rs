@@ -586,35 +586,44 @@ counted AS (
 )
 SELECT t.state, t.is_step, (SELECT count(*) FROM del) > 0 AS deleted FROM target t";
 
-/// Queued jobs per queue and priority, due (`ready`) or not (`delayed`), each count stopping
-/// at `$1`, for at most `$2` lanes. The lanes are found by skipping through `jobs_due` (one
-/// index probe per queue and priority, however many jobs each holds), and each count reads
-/// that index's range of the lane.
-const QUEUE_DEPTHS: &str = r"
+/// The queues and priorities that have rows in the ready ring (`job_ready`, which holds a row
+/// for every queued job, and rows of jobs claimed since, until its slot is emptied), at most
+/// `$1` of them: found by skipping through the ring's index, one probe per queue and
+/// priority however many rows each has.
+const QUEUE_LANES: &str = r"
 WITH RECURSIVE lanes(queue, priority) AS (
-    (SELECT queue, priority FROM {s}.jobs WHERE state = 'queued'
-     ORDER BY queue, priority DESC LIMIT 1)
+    (SELECT queue, priority FROM {s}.job_ready ORDER BY queue, priority DESC LIMIT 1)
     UNION ALL
     SELECT n.queue, n.priority FROM lanes l CROSS JOIN LATERAL (
         SELECT * FROM (
-            (SELECT queue, priority FROM {s}.jobs
-             WHERE state = 'queued' AND queue = l.queue AND priority < l.priority
+            (SELECT queue, priority FROM {s}.job_ready
+             WHERE queue = l.queue AND priority < l.priority
              ORDER BY queue, priority DESC LIMIT 1)
             UNION ALL
-            (SELECT queue, priority FROM {s}.jobs
-             WHERE state = 'queued' AND queue > l.queue
+            (SELECT queue, priority FROM {s}.job_ready
+             WHERE queue > l.queue
              ORDER BY queue, priority DESC LIMIT 1)
         ) x LIMIT 1
     ) n
 )
-SELECT l.queue, l.priority,
-    (SELECT count(*) FROM (SELECT 1 FROM {s}.jobs j
-        WHERE j.state = 'queued' AND j.queue = l.queue AND j.priority = l.priority
-          AND j.run_at <= now() LIMIT $1) r) AS ready,
-    (SELECT count(*) FROM (SELECT 1 FROM {s}.jobs j
-        WHERE j.state = 'queued' AND j.queue = l.queue AND j.priority = l.priority
-          AND j.run_at > now() LIMIT $1) d) AS delayed
-FROM (SELECT * FROM lanes LIMIT $2) l";
+SELECT queue, priority FROM lanes LIMIT $1";
+
+/// Per queue `$1` and priority `$2`: the queued jobs among the first `$3` ring rows of the
+/// lane, due (`ready`) or not (`delayed`) by their records, and how many rows were read (a
+/// lane read to the budget may hold more).
+const QUEUE_DEPTHS: &str = r"
+SELECT l.queue, l.priority, c.ready, c.delayed, c.scanned
+FROM unnest($1::text[], $2::smallint[]) AS l(queue, priority)
+CROSS JOIN LATERAL (
+    SELECT count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND j.run_at <= now())
+               AS ready,
+           count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND j.run_at > now())
+               AS delayed,
+           count(*) AS scanned
+    FROM (SELECT r.id FROM {s}.job_ready r
+          WHERE r.queue = l.queue AND r.priority = l.priority LIMIT $3) r
+    LEFT JOIN {s}.jobs j ON j.id = r.id
+) c";
 
 /// The prepared statement texts of one schema.
 pub(super) struct Statements {
@@ -634,6 +643,7 @@ pub(super) struct Statements {
     pub(super) queue_delayed: Arc<str>,
     pub(super) purge: Arc<str>,
     pub(super) delete_finished: Arc<str>,
+    pub(super) queue_lanes: Arc<str>,
     pub(super) queue_depths: Arc<str>,
 }
 
@@ -697,6 +707,7 @@ impl Statements {
             queue_delayed: sql(QUEUE_DELAYED),
             purge: sql(PURGE),
             delete_finished: sql(DELETE_FINISHED),
+            queue_lanes: sql(QUEUE_LANES),
             queue_depths: sql(QUEUE_DEPTHS),
         }
     }

@@ -249,10 +249,13 @@ impl StateManager for PostgresState {
     }
 }
 
-/// Most jobs [`JobStore::queue_depths`] counts per queue, priority and due or not.
+/// Most ready-ring rows [`JobStore::queue_depths`] reads, shared among the queues and
+/// priorities it finds (each reads at least [`LANE_LEAST`] and at most [`LANE_MOST`]).
 const DEPTH_BUDGET: i64 = 10_000;
+const LANE_LEAST: i64 = 100;
+const LANE_MOST: i64 = 5_000;
 /// Most queue and priority pairs it reads.
-const MOST_LANES: i64 = 1_000;
+const MOST_LANES: i64 = 200;
 
 #[async_trait]
 impl JobStore for PostgresState {
@@ -275,15 +278,32 @@ impl JobStore for PostgresState {
     async fn queue_depths(&self) -> Result<Vec<crate::queue::QueueDepth>> {
         use crate::queue::{PriorityDepth, QueueDepth};
         self.shared.count_statement();
-        let rows: Vec<(String, i16, i64, i64)> = sqlx::query_as(stmt(&self.sql.queue_depths))
-            .bind(DEPTH_BUDGET)
+        let lanes: Vec<(String, i16)> = sqlx::query_as(stmt(&self.sql.queue_lanes))
             .bind(MOST_LANES)
+            .fetch_all(&self.shared.pool)
+            .await
+            .map_err(|e| db_error("find the queues' lanes", e))?;
+        if lanes.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The budget shared among the lanes, so the read stays bounded however many.
+        let per_lane = (DEPTH_BUDGET / i64::try_from(lanes.len()).unwrap_or(i64::MAX))
+            .clamp(LANE_LEAST, LANE_MOST);
+        let (queues, priorities): (Vec<String>, Vec<i16>) = lanes.into_iter().unzip();
+        self.shared.count_statement();
+        let rows: Vec<(String, i16, i64, i64, i64)> = sqlx::query_as(stmt(&self.sql.queue_depths))
+            .bind(&queues)
+            .bind(&priorities)
+            .bind(per_lane)
             .fetch_all(&self.shared.pool)
             .await
             .map_err(|e| db_error("count the queues' depths", e))?;
         let mut out: Vec<QueueDepth> = Vec::new();
-        let lanes = rows.len();
-        for (queue, priority, ready, delayed) in rows {
+        let most = i64::try_from(queues.len()).unwrap_or(i64::MAX) >= MOST_LANES;
+        for (queue, priority, ready, delayed, scanned) in rows {
+            if ready == 0 && delayed == 0 && scanned < per_lane {
+                continue; // (only rows of jobs claimed since)
+            }
             if out.last().is_none_or(|d| d.queue != queue) {
                 out.push(QueueDepth {
                     queue,
@@ -293,7 +313,7 @@ impl JobStore for PostgresState {
             let Some(depth) = out.last_mut() else {
                 continue;
             };
-            depth.at_least |= ready >= DEPTH_BUDGET || delayed >= DEPTH_BUDGET;
+            depth.at_least |= scanned >= per_lane;
             depth.delayed += u64::try_from(delayed).unwrap_or(0);
             if ready > 0 {
                 depth.ready.push(PriorityDepth {
@@ -302,7 +322,7 @@ impl JobStore for PostgresState {
                 });
             }
         }
-        if i64::try_from(lanes).unwrap_or(i64::MAX) >= MOST_LANES {
+        if most {
             if let Some(last) = out.last_mut() {
                 last.at_least = true;
             }
