@@ -906,16 +906,20 @@ pub(crate) async fn retry(
     };
     match state.shared.orchestrator.retry(record.id).await {
         Ok(copy) => see_other(&format!("{}/jobs/{}", ctx.base, copy.id)),
-        Err(e) if e.kind() == ErrorKind::Conflict => page(
+        Err(e) => action_failed(&ctx, "Not retried", "the retry", &e),
+    }
+}
+
+/// A job action that failed: a refusal (the job is not in a state for it) answers 409 with
+/// the reason, anything else as [`failed`] does.
+fn action_failed(ctx: &Ctx, title: &str, what: &str, e: &Error) -> Response {
+    if e.kind() == ErrorKind::Conflict {
+        page(
             StatusCode::CONFLICT,
-            layout(
-                &ctx,
-                Section::Jobs,
-                "Not retried",
-                &render::failure("a retry", &e),
-            ),
-        ),
-        Err(e) => failed(&ctx, Section::Jobs, "the retry", &e),
+            layout(ctx, Section::Jobs, title, &render::failure(what, e)),
+        )
+    } else {
+        failed(ctx, Section::Jobs, what, e)
     }
 }
 
@@ -937,16 +941,7 @@ pub(crate) async fn delete(
             ctx.base,
             urlencode(&format!("Deleted job {}.", record.id))
         )),
-        Err(e) if e.kind() == ErrorKind::Conflict => page(
-            StatusCode::CONFLICT,
-            layout(
-                &ctx,
-                Section::Jobs,
-                "Not deleted",
-                &render::failure("a delete", &e),
-            ),
-        ),
-        Err(e) => failed(&ctx, Section::Jobs, "the delete", &e),
+        Err(e) => action_failed(&ctx, "Not deleted", "the delete", &e),
     }
 }
 
