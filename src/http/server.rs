@@ -57,6 +57,14 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Ask a running server's `/health` and exit 0 if it answers 200 within 2 s, 1 otherwise:
+    /// the container image's health check (it has no shell and no curl). Plain HTTP only.
+    Health {
+        /// The server's address (default: `--bind`/`JOBFORGE_BIND`, with an unspecified
+        /// address such as 0.0.0.0 asked on loopback).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
 }
 
 /// `jobforge-server keys ...`.
@@ -177,7 +185,54 @@ pub async fn run(cli: Cli) -> Result<(), BoxError> {
             println!("{}", generate_key_command()?);
             Ok(())
         }
+        Some(Command::Health { addr }) => {
+            let addr = loopback_if_unspecified(addr.unwrap_or(cli.serve.bind));
+            let status = health_check(addr, Duration::from_secs(2)).await?;
+            println!("{status}");
+            Ok(())
+        }
         None => serve(cli.serve).await,
+    }
+}
+
+/// An unspecified address (`0.0.0.0`, `::`) is where a server listens, not where to ask it:
+/// ask on loopback instead.
+fn loopback_if_unspecified(mut addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    addr
+}
+
+/// `GET /health` on `addr` over plain HTTP/1.1; answers the status line of a 200, or an error
+/// naming what went wrong.
+async fn health_check(addr: SocketAddr, within: Duration) -> Result<String, BoxError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(
+                format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut answer = Vec::new();
+        stream.take(4096).read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(within, ask)
+        .await
+        .map_err(|_| format!("{addr} did not answer GET /health within {within:?}"))?
+        .map_err(|e| format!("GET /health on {addr} failed: {e}"))?;
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or("").trim().to_owned();
+    if status.starts_with("HTTP/1.1 200") {
+        Ok(status)
+    } else {
+        Err(format!("GET /health on {addr} answered {status:?}, not 200").into())
     }
 }
 
@@ -573,5 +628,58 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    /// A server on a free port that answers every connection with `answer`.
+    async fn answering(answer: &'static str) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn health_passes_only_on_a_200() {
+        let ok = answering("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+        assert_eq!(
+            health_check(ok, Duration::from_secs(2)).await.unwrap(),
+            "HTTP/1.1 200 OK"
+        );
+        let down = answering("HTTP/1.1 503 Service Unavailable\r\n\r\n").await;
+        let err = health_check(down, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("503"), "{err}");
+        // Nothing listening: refused, said so.
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let err = health_check(closed, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("failed"), "{err}");
+    }
+
+    #[test]
+    fn an_unspecified_address_is_asked_on_loopback() {
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(loopback_if_unspecified(any).to_string(), "127.0.0.1:8080");
+        let six: SocketAddr = "[::]:9".parse().unwrap();
+        assert_eq!(loopback_if_unspecified(six).to_string(), "[::1]:9");
+        let set: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(loopback_if_unspecified(set), set);
     }
 }
