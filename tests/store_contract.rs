@@ -46,6 +46,7 @@ macro_rules! store_contract {
             state_history_of_a_live_job_is_bounded,
             state_every_finish_means_one_thing,
             state_progress_is_fenced_and_read_back,
+            state_keeps_the_trace_context,
         );
         clauses!($deployment, store:
             queuing_state_claims_by_priority_and_waits_for_due_jobs,

@@ -64,6 +64,7 @@ pub struct NewJob {
     pub(crate) tags: Vec<String>,
     pub(crate) tenant: Option<String>,
     pub(crate) strategy: Option<String>,
+    pub(crate) traceparent: Option<String>,
     /// A payload that failed to serialize in the builder; reported by `validate`.
     pub(crate) invalid_payload: Option<String>,
 }
@@ -85,6 +86,7 @@ impl NewJob {
             tags: Vec::new(),
             tenant: None,
             strategy: None,
+            traceparent: None,
             invalid_payload: None,
         }
     }
@@ -182,6 +184,34 @@ impl NewJob {
     pub fn strategy(mut self, name: impl Into<String>) -> Self {
         self.strategy = Some(name.into());
         self
+    }
+
+    /// The W3C trace context of the span that submits the job (a `traceparent` header value,
+    /// `00-<trace id>-<parent id>-<flags>`): each attempt's span is its child, so a trace
+    /// follows the job from the request that made it to the handler that ran it (feature
+    /// `otel` records the spans; the value is kept with the job on every store whatever the
+    /// features). With feature `otel`, a job submitted without one takes the current span's.
+    ///
+    /// ```
+    /// use jobforge::NewJob;
+    ///
+    /// let job = NewJob::new("resize")
+    ///     .traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    /// assert!(job.validate(&jobforge::Limits::default()).is_ok());
+    /// let bad = NewJob::new("resize").traceparent("not a trace");
+    /// let err = bad.validate(&jobforge::Limits::default()).unwrap_err();
+    /// assert_eq!(err.field(), Some("traceparent"));
+    /// ```
+    #[must_use]
+    pub fn traceparent(mut self, traceparent: impl Into<String>) -> Self {
+        self.traceparent = Some(traceparent.into());
+        self
+    }
+
+    /// The trace context the job carries, if any.
+    #[must_use]
+    pub fn trace_context(&self) -> Option<&str> {
+        self.traceparent.as_deref()
     }
 
     /// The job's id, fixed when the builder was made.
@@ -293,6 +323,9 @@ impl NewJob {
         if let Some(strategy) = &self.strategy {
             check_label("strategy", strategy, limits.max_label_len)?;
         }
+        if let Some(traceparent) = &self.traceparent {
+            check_traceparent(traceparent)?;
+        }
         if self.tags.len() > limits.max_tags {
             return Err(Error::invalid_input(
                 "tags",
@@ -329,6 +362,29 @@ fn check_name(field: &'static str, value: &str, max: usize) -> Result<()> {
     check_text(field, value, max, "whitespace or control characters", |c| {
         c.is_whitespace() || c.is_control()
     })
+}
+
+/// A W3C `traceparent` (version 00): `00-<32 hex>-<16 hex>-<2 hex>`, lower case, ids not all
+/// zero.
+fn check_traceparent(value: &str) -> Result<()> {
+    let hex = |p: &str, n: usize| {
+        p.len() == n && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    let parts: Vec<&str> = value.split('-').collect();
+    let ok = matches!(parts[..], [v, t, p, f]
+        if v == "00" && hex(t, 32) && hex(p, 16) && hex(f, 2)
+            && t.bytes().any(|b| b != b'0') && p.bytes().any(|b| b != b'0'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_input(
+            "traceparent",
+            format!(
+                "`{}` is not a W3C traceparent; expected 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lower case",
+                value.chars().take(80).collect::<String>()
+            ),
+        ))
+    }
 }
 
 /// A label (tag, tenant, key): non-empty, at most `max` bytes, no control characters.
@@ -389,6 +445,9 @@ pub struct JobRecord {
     pub tags: Vec<String>,
     /// The tenant it belongs to, if any.
     pub tenant: Option<String>,
+    /// The W3C trace context of the span that submitted it ([`NewJob::traceparent`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The strategy named at submission, if any.
     pub strategy: Option<String>,
     /// When it is (or was) due to run.
@@ -482,6 +541,7 @@ impl JobRecord {
             tags: job.tags,
             tenant: job.tenant,
             strategy: job.strategy,
+            traceparent: job.traceparent,
             run_at,
             created_at: now,
             updated_at: now,

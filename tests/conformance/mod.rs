@@ -2025,3 +2025,25 @@ pub async fn store_reports_queue_depths(s: Arc<dyn jobforge::store::JobStore>) {
         ]
     );
 }
+
+/// A job's W3C trace context is kept as submitted, and a claim hands it to the worker (each
+/// attempt's span is its child).
+pub async fn state_keeps_the_trace_context(s: Arc<dyn StateManager>) {
+    const TRACE: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut r = JobRecord::from_job(NewJob::new("traced").traceparent(TRACE));
+    (r.state, r.attempt, r.started_at) = (JobState::Queued, 0, None);
+    let id = r.id;
+    let plain = record(NewJob::new("traced"));
+    let plain_id = plain.id;
+    s.create(vec![r, plain]).await.unwrap();
+    let got = s.get(id).await.unwrap().unwrap();
+    assert_eq!(got.traceparent.as_deref(), Some(TRACE));
+    let none = s.get(plain_id).await.unwrap().unwrap();
+    assert_eq!(none.traceparent, None);
+    let claimed = claimed(claim_one(s.as_ref(), id, &WorkerId::new("w"), LONG).await);
+    assert_eq!(
+        claimed.traceparent.as_deref(),
+        Some(TRACE),
+        "the claim carries it"
+    );
+}

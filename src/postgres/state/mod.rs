@@ -183,7 +183,8 @@ impl PostgresState {
                 None => None,
             });
         }
-        let columns = NewColumns::of(jobs.iter())?;
+        let mut columns = NewColumns::of(jobs.iter())?;
+        let traceparents = std::mem::take(&mut columns.traceparents);
         self.shared.count_statement();
         let (stored, _notified): (i64, i64) = columns
             .bind(
@@ -192,6 +193,7 @@ impl PostgresState {
             )
             .bind(states)
             .bind(steps)
+            .bind(traceparents)
             .fetch_one(&self.shared.pool)
             .await
             .map_err(|e| db_error("store a workflow's steps", e))?;
@@ -214,13 +216,15 @@ impl PostgresState {
         exec: E,
         jobs: &[&JobRecord],
     ) -> Result<Vec<SkippedRow>> {
-        let columns = NewColumns::of(jobs.iter().copied())?;
+        let mut columns = NewColumns::of(jobs.iter().copied())?;
+        let traceparents = std::mem::take(&mut columns.traceparents);
         self.shared.count_statement();
         columns
             .bind(
                 sqlx::query_as::<_, SkippedRow>(stmt(&self.sql.create)),
                 &self.shared.channel,
             )
+            .bind(traceparents)
             .fetch_all(exec)
             .await
             .map_err(|e| db_error("store new jobs", e))
@@ -485,6 +489,9 @@ struct NewColumns<'a> {
     strategies: Vec<Option<&'a str>>,
     run_ats: Vec<chrono::DateTime<chrono::Utc>>,
     created: Vec<chrono::DateTime<chrono::Utc>>,
+    /// Bound apart, after the statement's own parameters (`$15` in `CREATE`, `$17` in
+    /// `CREATE_STEPS`).
+    traceparents: Vec<Option<&'a str>>,
 }
 
 impl<'a> NewColumns<'a> {
@@ -504,6 +511,7 @@ impl<'a> NewColumns<'a> {
             strategies: Vec::with_capacity(n),
             run_ats: Vec::with_capacity(n),
             created: Vec::with_capacity(n),
+            traceparents: Vec::with_capacity(n),
         };
         for job in jobs {
             c.ids.push(*job.id.as_uuid());
@@ -524,6 +532,7 @@ impl<'a> NewColumns<'a> {
             c.strategies.push(job.strategy.as_deref());
             c.run_ats.push(job.run_at);
             c.created.push(job.created_at);
+            c.traceparents.push(job.traceparent.as_deref());
         }
         Ok(c)
     }

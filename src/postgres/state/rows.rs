@@ -44,6 +44,8 @@ pub(super) struct JobRow {
     pub(super) waiting_on: Option<i32>,
     /// The latest progress report (JSON).
     pub(super) progress: Option<String>,
+    /// The W3C trace context it was submitted in.
+    pub(super) traceparent: Option<String>,
 }
 
 pub(super) fn stored_payload(text: String, id: Uuid) -> Result<Payload> {
@@ -94,6 +96,7 @@ impl JobRow {
             tags: self.tags,
             tenant: self.tenant,
             strategy: self.strategy,
+            traceparent: self.traceparent,
             run_at: self.run_at,
             created_at: self.created_at,
             updated_at: self.updated_at,

@@ -21,7 +21,7 @@ pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload,
     max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, lease_owner, \
     lease_expires_at, cancel_requested, version, step::text AS step, waiting_on, \
-    progress::text AS progress";
+    progress::text AS progress, traceparent";
 
 /// The same, qualified by the alias `j`.
 const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, j.state, \
@@ -29,7 +29,7 @@ const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, 
     j.strategy, j.run_at, j.created_at, j.updated_at, j.started_at, j.finished_at, \
     j.result::text AS result, j.last_error, j.lease_owner, j.lease_expires_at, \
     j.cancel_requested, j.version, j.step::text AS step, j.waiting_on, \
-    j.progress::text AS progress";
+    j.progress::text AS progress, j.traceparent";
 
 /// Insert a batch of jobs (one `UNNEST` of column arrays), their times by the server's clock
 /// (`run_at` keeps its distance from the submitter's `created_at`); a taken id or idempotency key
@@ -40,18 +40,19 @@ const CREATE: &str = r"
 WITH ins AS (
     INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
         timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
-        version)
+        version, traceparent)
     -- Times by this server's clock: the submitter's `run_at - created_at` from now.
     SELECT id, kind, queue, payload::json, 'queued', priority, 0, max_attempts, timeout_ms,
         idempotency_key,
         CASE WHEN tags IS NULL THEN '{}'::text[]
              ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
-        tenant, strategy, now() + (run_at - created_at), now(), now(), 1
+        tenant, strategy, now() + (run_at - created_at), now(), now(), 1, traceparent
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
                 $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
-                $11::text[], $12::timestamptz[], $13::timestamptz[])
+                $11::text[], $12::timestamptz[], $13::timestamptz[], $15::text[])
         WITH ORDINALITY AS t(id, kind, queue, payload, priority, max_attempts, timeout_ms,
-                             idempotency_key, tags, tenant, strategy, run_at, created_at, ord)
+                             idempotency_key, tags, tenant, strategy, run_at, created_at,
+                             traceparent, ord)
     ORDER BY ord
     ON CONFLICT DO NOTHING
     RETURNING id, kind, queue, priority, run_at, idempotency_key
@@ -98,20 +99,21 @@ const CREATE_STEPS: &str = r"
 WITH ins AS (
     INSERT INTO {s}.jobs (id, kind, queue, payload, state, priority, attempt, max_attempts,
         timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, updated_at,
-        version, step, workflow_id, waiting_on, step_policy)
+        version, step, workflow_id, waiting_on, step_policy, traceparent)
     SELECT id, kind, queue, payload::json, state, priority, 0, max_attempts, timeout_ms,
         idempotency_key,
         CASE WHEN tags IS NULL THEN '{}'::text[]
              ELSE ARRAY(SELECT json_array_elements_text(tags::json)) END,
         tenant, strategy, now() + (run_at - created_at), now(), now(), 1, step::jsonb,
         (step::jsonb->>'workflow')::uuid, (step::jsonb->>'waiting_on')::int,
-        step::jsonb->>'on_dependency_failure'
+        step::jsonb->>'on_dependency_failure', traceparent
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::smallint[],
                 $6::int[], $7::bigint[], $8::text[], $9::text[], $10::text[],
-                $11::text[], $12::timestamptz[], $13::timestamptz[], $15::text[], $16::text[])
+                $11::text[], $12::timestamptz[], $13::timestamptz[], $15::text[], $16::text[],
+                $17::text[])
         WITH ORDINALITY AS t(id, kind, queue, payload, priority, max_attempts, timeout_ms,
                              idempotency_key, tags, tenant, strategy, run_at, created_at,
-                             state, step, ord)
+                             state, step, traceparent, ord)
     ORDER BY ord
     RETURNING id, kind, queue, priority, run_at, state
 ),

@@ -28,6 +28,8 @@ pub(super) struct BlobOut<'a> {
     idempotency_key: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     step: Option<&'a crate::workflow::StepLink>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -46,6 +48,8 @@ pub(super) struct BlobIn {
     pub(super) idempotency_key: Option<String>,
     #[serde(default)]
     pub(super) step: Option<Box<crate::workflow::StepLink>>,
+    #[serde(default)]
+    pub(super) traceparent: Option<String>,
 }
 
 // Flags in `m` (see common.lua).
@@ -394,6 +398,7 @@ pub(super) fn parse_record(values: &[Value]) -> Result<JobRecord> {
         tags: blob.tags,
         tenant: blob.tenant,
         strategy: blob.strategy,
+        traceparent: blob.traceparent,
         run_at: m.run_at,
         created_at: from_micros(blob.created_at),
         updated_at: m.updated_at,
@@ -476,6 +481,7 @@ impl Core {
             timeout_ms: record.timeout.map(crate::util::dur_millis),
             idempotency_key: record.idempotency_key.as_deref(),
             step: record.step.as_deref(),
+            traceparent: record.traceparent.as_deref(),
         })?;
         let delay = micros(record.run_at).saturating_sub(micros(record.created_at));
         Ok(vec![

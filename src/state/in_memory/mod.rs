@@ -93,6 +93,7 @@ struct Extra {
     tags: Vec<String>,
     tenant: Option<String>,
     strategy: Option<String>,
+    traceparent: Option<String>,
     result: Option<Payload>,
     last_error: Option<String>,
     /// Its place in a workflow, if it is a step.
@@ -139,6 +140,7 @@ impl Slot {
             || !r.tags.is_empty()
             || r.tenant.is_some()
             || r.strategy.is_some()
+            || r.traceparent.is_some()
             || r.result.is_some()
             || r.last_error.is_some()
             || r.step.is_some()
@@ -149,6 +151,7 @@ impl Slot {
                 tags: r.tags,
                 tenant: r.tenant,
                 strategy: r.strategy,
+                traceparent: r.traceparent,
                 result: r.result,
                 last_error: r.last_error,
                 step: r.step,
@@ -219,6 +222,7 @@ impl Slot {
             tags: extra.map(|e| e.tags.clone()).unwrap_or_default(),
             tenant: extra.and_then(|e| e.tenant.clone()),
             strategy: extra.and_then(|e| e.strategy.clone()),
+            traceparent: extra.and_then(|e| e.traceparent.clone()),
             run_at: time(self.run_at),
             created_at: time(self.created_at),
             updated_at: time(self.updated_at),
