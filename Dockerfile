@@ -14,9 +14,9 @@ WORKDIR /src
 # The sources (.dockerignore keeps out target/, .git/ and node_modules/).
 COPY . .
 # rustls throughout: no OpenSSL to build against. The features of the server image:
-# PostgreSQL, Redis, the HTTP API and console, mimalloc.
+# PostgreSQL, Redis, the HTTP API and console, mimalloc, OpenTelemetry (OTEL_* variables).
 RUN cargo build --release --locked --bin jobforge-server \
-        --features http,postgres,redis,mimalloc \
+        --features http,postgres,redis,mimalloc,otel \
     && install -D -m 0755 target/release/jobforge-server /out/jobforge-server
 
 FROM gcr.io/distroless/cc-debian12:nonroot
@@ -26,7 +26,8 @@ LABEL org.opencontainers.image.title="jobforge-server" \
       org.opencontainers.image.licenses="MIT OR Apache-2.0" \
       dev.jobforge.env.backends="DATABASE_URL (PostgreSQL), REDIS_URL (Redis); neither: in-memory" \
       dev.jobforge.env.roles="JOBFORGE_NO_WORKERS=true (API only), JOBFORGE_WORKERS_ONLY=true (workers only)" \
-      dev.jobforge.env.auth="JOBFORGE_API_KEY_HASHES or JOBFORGE_API_KEYS_FILE, JOBFORGE_JWT_* (required on a public address)"
+      dev.jobforge.env.auth="JOBFORGE_API_KEY_HASHES or JOBFORGE_API_KEYS_FILE, JOBFORGE_JWT_* (required on a public address)" \
+      dev.jobforge.env.otel="OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, ... (spans per attempt and job metrics over OTLP/HTTP)"
 COPY --from=build /out/jobforge-server /usr/local/bin/jobforge-server
 # Listen on every interface inside the container; the server refuses a public address
 # without authentication, so configure keys (or JWT) as docs/AUTHENTICATION.md says.

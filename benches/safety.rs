@@ -49,6 +49,7 @@ fn ctx() -> JobContext {
         tags: Vec::new(),
         tenant: Some("acme".to_owned()),
         strategy: None,
+        traceparent: None,
         run_at: now,
         created_at: now,
         updated_at: now,

@@ -50,6 +50,7 @@
 //! | *(none)* | the in-memory engine: everything above |
 //! | `postgres` | `postgres::PostgresBackend`: `postgres::PostgresState` (also the queue, with [`OrchestratorBuilder::store`]), `postgres::PostgresQueue` and `postgres::PostgresMemory`, on sqlx |
 //! | `redis` | `redis::RedisBackend`: `redis::RedisState` (its own queue: the Redis-only deployment), `redis::RedisStreamsQueue` (Redis delivery beside another state, in a [`store::Split`] with its reconciler), `redis::RedisRateLimit`, on one connection: many workers on many hosts share one Redis (7.0 or later, with `maxmemory-policy noeviction`) |
+//! | `otel` | `otel`: a span per job attempt in the trace that submitted the job (W3C `traceparent` kept with it), the OTLP exporter from the `OTEL_*` variables, job counts as OpenTelemetry metrics |
 //! | `full` | every optional backend |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -63,6 +64,9 @@ pub mod http;
 pub mod job;
 pub mod memory;
 pub mod orchestrator;
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub mod otel;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;

@@ -43,6 +43,7 @@ fn record(kind: &str, tenant: Option<&str>) -> JobRecord {
         tags: Vec::new(),
         tenant: tenant.map(str::to_owned),
         strategy: None,
+        traceparent: None,
         run_at: now,
         created_at: now,
         updated_at: now,

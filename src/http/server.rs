@@ -489,6 +489,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), BoxError> {
         }
         Some(orchestrator.start_workers(config)?)
     };
+    // Feature `otel`, exporting: the job counts as OpenTelemetry metrics every 10 s (the
+    // figures /metrics serves), beside the spans of each attempt.
+    #[cfg(feature = "otel")]
+    if crate::otel::configured_by_env() {
+        let gauges = crate::otel::Gauges::new(&*opentelemetry::global::meter_provider());
+        let orchestrator = orchestrator.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                if let Ok(stats) = crate::JobOrchestrator::stats(&orchestrator).await {
+                    gauges.record(&stats);
+                }
+            }
+        });
+    }
     tracing::info!(backends = built.backends, kinds = ?kinds, workers = workers.is_some(), "jobforge-server starting");
     if args.workers_only {
         println!(

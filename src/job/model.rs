@@ -541,6 +541,10 @@ impl JobRecord {
             tags: job.tags,
             tenant: job.tenant,
             strategy: job.strategy,
+            // (feature `otel`: a job submitted inside a trace joins it)
+            #[cfg(feature = "otel")]
+            traceparent: job.traceparent.or_else(crate::otel::current_traceparent),
+            #[cfg(not(feature = "otel"))]
             traceparent: job.traceparent,
             run_at,
             created_at: now,

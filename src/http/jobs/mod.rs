@@ -174,6 +174,18 @@ fn header_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     }
 }
 
+/// The W3C `traceparent` header, if sent: the jobs submitted take it, so each attempt's span
+/// (feature `otel`) joins the caller's trace. Its format is checked with the job's fields
+/// (field `traceparent`).
+fn header_traceparent(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    match headers.get("traceparent") {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Problem::parameter("traceparent", "the header must be visible ASCII text")
+        }),
+    }
+}
+
 /// Submit a job
 ///
 /// Validates the job and queues it. The answer is the stored job, `201 Created` with a
@@ -185,7 +197,10 @@ fn header_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
     path = "/v1/jobs",
     tag = "jobs",
     operation_id = "submitJob",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the submission idempotent when the body has no `idempotency_key`.", example = "order-42-confirmation")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes the submission idempotent when the body has no `idempotency_key`.", example = "order-42-confirmation"),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: the job's attempts are spans of this trace (feature `otel`).", example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    ),
     request_body(content = SubmitJob, description = "The job to submit."),
     responses(
         (status = 201, description = "The job was created and queued.", body = JobView,
@@ -201,7 +216,10 @@ pub(crate) async fn submit(
     ApiJson(body): ApiJson<SubmitJob>,
 ) -> ApiResult<Response> {
     let tenant = tenant.map(|Extension(t)| t);
-    let job = to_new_job(body, tenant.as_ref(), header_key(&headers)?, "")?;
+    let mut job = to_new_job(body, tenant.as_ref(), header_key(&headers)?, "")?;
+    if let Some(traceparent) = header_traceparent(&headers)? {
+        job = job.traceparent(traceparent);
+    }
     check_kind(&state, &job, "kind")?;
     let submitted = state
         .shared
@@ -259,6 +277,7 @@ pub(super) fn rename_field(mut problem: Problem, prefix: &str) -> Problem {
     path = "/v1/jobs/batch",
     tag = "jobs",
     operation_id = "submitJobs",
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context: every job's attempts are spans of this trace (feature `otel`).", example = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")),
     request_body(content = SubmitBatch, description = "The jobs to submit."),
     responses(
         (status = 201, description = "At least one job was created.", body = BatchView),
@@ -268,9 +287,11 @@ pub(super) fn rename_field(mut problem: Problem, prefix: &str) -> Problem {
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     tenant: Option<Extension<Tenant>>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<SubmitBatch>,
 ) -> ApiResult<Response> {
     let tenant = tenant.map(|Extension(t)| t);
+    let traceparent = header_traceparent(&headers)?;
     let max = state.shared.max_batch;
     if body.jobs.is_empty() || body.jobs.len() > max {
         return Err(Problem::validation(
@@ -285,7 +306,10 @@ pub(crate) async fn submit_batch(
     let mut jobs = Vec::with_capacity(body.jobs.len());
     for (i, item) in body.jobs.into_iter().enumerate() {
         let prefix = format!("jobs[{i}].");
-        let job = to_new_job(item, tenant.as_ref(), None, &prefix)?;
+        let mut job = to_new_job(item, tenant.as_ref(), None, &prefix)?;
+        if let Some(traceparent) = traceparent {
+            job = job.traceparent(traceparent);
+        }
         check_kind(&state, &job, &format!("{prefix}kind"))?;
         // Name the job that breaks the default limits; the engine checks the real ones.
         if let Err(e) = job.validate(&limits) {

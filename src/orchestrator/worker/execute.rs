@@ -52,8 +52,21 @@ pub(super) async fn executor_loop(
             max_attempts: record.max_attempts,
             timeout,
         });
-        let span =
-            tracing::info_span!("job", id = %ctx.id(), kind = %ctx.kind(), attempt = ctx.attempt());
+        let span = tracing::info_span!(
+            "job",
+            id = %ctx.id(),
+            kind = %ctx.kind(),
+            queue = %record.queue,
+            attempt = ctx.attempt(),
+            worker = %shared.worker,
+            outcome = tracing::field::Empty,
+        );
+        // The attempt is a span of the trace that submitted the job (feature `otel`).
+        #[cfg(feature = "otel")]
+        if let Some(traceparent) = record.traceparent.as_deref() {
+            crate::otel::set_parent(&span, traceparent);
+        }
+        let attempt_span = span.clone();
         let (id, attempt, max_attempts) = (record.id, record.attempt, record.max_attempts);
         let retry = shared.engine.retry_of(kind);
         let done = AssertUnwindSafe(run_job(&shared, ctx, kind, stop, timeout, retry))
@@ -84,6 +97,8 @@ pub(super) async fn executor_loop(
                     record: None,
                 }
             });
+        attempt_span.record("outcome", outcome_name(&done));
+        drop(attempt_span);
         super::note(&shared.job_micros, started.elapsed());
         {
             let mut busy = me.busy.lock();
@@ -100,6 +115,21 @@ pub(super) async fn executor_loop(
         // trip can claim the slot's next job with it.
         drop(permit);
         shared.send_done(&done_tx, done);
+    }
+}
+
+/// What an attempt came to, for its span: the finish it asks for, or `none` (its claim was
+/// lost, or the job was handed back).
+fn outcome_name(done: &Done) -> &'static str {
+    use crate::state::Finish;
+    match done.transition.as_ref().map(|t| &t.finish) {
+        None => "none",
+        Some(Finish::Succeeded { .. }) => "succeeded",
+        Some(Finish::Retry { .. }) => "retry",
+        Some(Finish::Defer { .. }) => "deferred",
+        Some(Finish::Dead { .. }) => "dead",
+        Some(Finish::Cancelled { .. }) => "cancelled",
+        Some(Finish::Release { .. }) => "released",
     }
 }
 
