@@ -12,8 +12,9 @@
 //!
 //! Contenders: `direct`; a fixed hedge after the first half's p95 of `direct`; fixed inline
 //! retries (2); a fixed per-attempt timeout of 1.5× the first half's p99; the oracle (per
-//! kind, the fixed contender that completed the most jobs with the lowest p99); `adaptive`
-//! (learning from its own run only, from an empty memory). Queue retries use the library's
+//! kind, the fixed contender that completed the most jobs with the lowest p99); `adaptive`,
+//! starting from the history the fixed settings were chosen from (the calibration run's
+//! executions in its memory: what a careful user knew), and learning from its own run. Queue retries use the library's
 //! default backoff (1 s base, full jitter), 5 attempts.
 //!
 //! Reported per kind and in total: completed, p50 and p99 submit → finish, handler calls,
@@ -33,7 +34,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jobforge::memory::{Window, recommend};
+use jobforge::memory::reflection::{DRIFT_WINDOW, drift};
+use jobforge::memory::{Recommendation, Window};
 use jobforge::prelude::*;
 use jobforge::strategy::{Adaptive, Hedged, InlineRetry};
 use jobforge::{Handler, Result};
@@ -201,15 +203,26 @@ impl KindResult {
 
 struct Run {
     per_kind: BTreeMap<String, KindResult>,
+    /// The run's memory: its execution history.
+    memory: Option<Arc<dyn jobforge::Memory>>,
     /// `adaptive` only: executions of `drift` after the change until its recommendation
     /// changed (`None`: it did not within the run).
     adapted_after: Option<u64>,
 }
 
-async fn run(setup: &Setup, jobs: u64, seed: u64, halves: u64) -> Result<Run> {
+async fn run(
+    setup: &Setup,
+    jobs: u64,
+    seed: u64,
+    halves: u64,
+    history: Option<Arc<dyn jobforge::Memory>>,
+) -> Result<Run> {
     let calls = Arc::new(Calls::default());
     let retry = RetryPolicy::new(5);
     let mut builder = Orchestrator::builder();
+    if let Some(history) = history {
+        builder = builder.memory(history);
+    }
     for kind in KINDS {
         let mut config = KindConfig::new(handler(Arc::clone(&calls)))
             .retry(retry)
@@ -253,15 +266,7 @@ async fn run(setup: &Setup, jobs: u64, seed: u64, halves: u64) -> Result<Run> {
         calls.drifted.store(half == 1, Ordering::Relaxed);
         let before: HashMap<&str, u64> = KINDS.iter().map(|k| (*k, calls.calls(k))).collect();
         let recommended_before = if matches!(setup, Setup::Adaptive) && half == 1 {
-            Some(
-                recommend(
-                    &orchestrator
-                        .memory()
-                        .reflect("drift", Window::Last(500))
-                        .await?,
-                )
-                .strategy,
-            )
+            Some(shape(&steering(&orchestrator, "drift").await?))
         } else {
             None
         };
@@ -304,13 +309,8 @@ async fn run(setup: &Setup, jobs: u64, seed: u64, halves: u64) -> Result<Run> {
                 if adapted_after.is_none() {
                     // (the recorder writes executions in the background)
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    let now = recommend(
-                        &orchestrator
-                            .memory()
-                            .reflect("drift", Window::Last(500))
-                            .await?,
-                    );
-                    if now.strategy != *before {
+                    let now = shape(&steering(&orchestrator, "drift").await?);
+                    if now != *before {
                         adapted_after = Some(drift_seen);
                     }
                 }
@@ -342,8 +342,31 @@ async fn run(setup: &Setup, jobs: u64, seed: u64, halves: u64) -> Result<Run> {
     workers.shutdown(Duration::from_secs(10)).await;
     Ok(Run {
         per_kind,
+        memory: Some(Arc::clone(orchestrator.memory())),
         adapted_after,
     })
+}
+
+/// What `adaptive` steers `kind` by now: its recommendation over the latest 500 executions,
+/// or over the latest `DRIFT_WINDOW` when those drifted (as `Adaptive` does).
+async fn steering(orchestrator: &Orchestrator, kind: &str) -> Result<Recommendation> {
+    let long = orchestrator
+        .memory()
+        .reflect(kind, Window::Last(500))
+        .await?;
+    let recent = orchestrator
+        .memory()
+        .reflect(kind, Window::Last(DRIFT_WINDOW))
+        .await?;
+    Ok(match drift(&long, &recent) {
+        Some(_) => recent.recommendation,
+        None => long.recommendation,
+    })
+}
+
+/// The part of a recommendation that changes what runs.
+fn shape(r: &Recommendation) -> (jobforge::memory::StrategyChoice, u32, bool) {
+    (r.strategy, r.inline_retries, r.hedge_delay.is_some())
 }
 
 fn ms(d: Duration) -> String {
@@ -366,7 +389,7 @@ async fn main() -> Result<()> {
 
     // What a careful user measures first: `direct`'s numbers in the first half (before the
     // drift), per kind, on other jobs of the same kinds; the fixed settings come from them.
-    let calibration = run(&Setup::Direct, jobs, seed + 1_000, 1).await?;
+    let calibration = run(&Setup::Direct, jobs, seed + 1_000, 1, None).await?;
     let mut hedge = BTreeMap::new();
     let mut timeout = BTreeMap::new();
     for kind in KINDS {
@@ -388,7 +411,16 @@ async fn main() -> Result<()> {
     let mut results: Vec<(String, Run)> = Vec::new();
     for (name, setup) in &contenders {
         println!("  running {name}...");
-        results.push(((*name).to_owned(), run(setup, jobs, seed, 2).await?));
+        // Adaptive starts from the history the fixed settings were chosen from (the
+        // calibration run's executions): the same knowledge a careful user had.
+        let history = match setup {
+            Setup::Adaptive => calibration.memory.clone(),
+            _ => None,
+        };
+        results.push((
+            (*name).to_owned(),
+            run(setup, jobs, seed, 2, history).await?,
+        ));
     }
     // The oracle: per kind, the fixed contender (not adaptive) that completed the most jobs,
     // then had the lowest p99.
@@ -413,6 +445,7 @@ async fn main() -> Result<()> {
         "oracle".to_owned(),
         Run {
             per_kind: oracle,
+            memory: None,
             adapted_after: None,
         },
     ));

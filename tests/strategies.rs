@@ -96,6 +96,7 @@ fn recommend(strategy: StrategyChoice, confident: bool) -> Recommendation {
         hedge_delay: None,
         confident,
         rationale: "fixed by the test".to_owned(),
+        no_retry_classes: Vec::new(),
     }
 }
 
@@ -661,16 +662,91 @@ async fn adaptive_spends_inline_retries_where_they_rescue() {
     assert!(decision(&ctx).contains("2 inline retries used"));
 
     // Where retries have not rescued anything, none are spent.
-    let memory = FakeMemory::with(confident("k", StrategyChoice::Direct));
+    let mut refl = confident("k", StrategyChoice::Direct);
+    refl.retry_rescue_rate = Some(0.0);
+    let memory = FakeMemory::with(refl);
     let (handler, calls) = scripted(|_, _| async { Err(JobError::retryable("blip")) });
     let ctx = ctx_with("k", memory, false);
-    let adaptive = Adaptive::new();
+    let adaptive = Adaptive::new().with_inline_pause(Duration::ZERO, Duration::ZERO);
     assert!(matches!(
         adaptive.run(&ctx, handler.as_ref()).await,
         Outcome::Retry { .. }
     ));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert_eq!(ctx.inline_retries(), 0);
+}
+
+/// A context for a job whose id puts it in (or out of) the one job in ten that keeps
+/// retrying hopeless classes.
+fn ctx_exploring(kind: &str, memory: Arc<dyn Memory>, exploring: bool) -> JobContext {
+    loop {
+        let job = NewJob::new(kind);
+        if (job.id().as_uuid().as_u128() % 10 == 0) == exploring {
+            return JobContext::new(
+                JobRecord::from_job(job),
+                WorkerId::new("w"),
+                memory,
+                CancellationToken::new(),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn adaptive_fails_at_once_the_classes_retries_never_rescued() {
+    let mut refl = confident("k", StrategyChoice::InlineRetry);
+    refl.recommendation.inline_retries = 2;
+    refl.recommendation.no_retry_classes = vec!["bad_payload".to_owned()];
+    let memory = FakeMemory::with(refl);
+    let adaptive = Adaptive::new().with_inline_pause(Duration::ZERO, Duration::ZERO);
+    let failing = |class: &'static str| {
+        scripted(move |_, _| async move { Err(JobError::retryable("nope").with_class(class)) })
+    };
+
+    // The hopeless class: failed for good at the first call, no inline retry, no queue retry.
+    let (handler, calls) = failing("bad_payload");
+    let ctx = ctx_exploring("k", memory.clone(), false);
+    let outcome = adaptive.run(&ctx, handler.as_ref()).await;
+    let Outcome::Failed(error) = outcome else {
+        panic!("expected a permanent failure, got {outcome:?}")
+    };
+    assert_eq!(error.class(), "bad_payload");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(
+        decision(&ctx).contains("no retry of bad_payload"),
+        "{}",
+        decision(&ctx)
+    );
+
+    // Another class of the same kind keeps its retries.
+    let (handler, calls) = failing("timeout");
+    let ctx = ctx_exploring("k", memory.clone(), false);
+    assert!(matches!(
+        adaptive.run(&ctx, handler.as_ref()).await,
+        Outcome::Retry { .. }
+    ));
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "two inline retries");
+
+    // One job in ten still retries the hopeless class, so history can show it rescued.
+    let (handler, calls) = failing("bad_payload");
+    let ctx = ctx_exploring("k", memory.clone(), true);
+    assert!(matches!(
+        adaptive.run(&ctx, handler.as_ref()).await,
+        Outcome::Retry { .. }
+    ));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Switched off, the class is retried like any other.
+    let (handler, calls) = failing("bad_payload");
+    let ctx = ctx_exploring("k", memory, false);
+    let off = Adaptive::new()
+        .with_inline_pause(Duration::ZERO, Duration::ZERO)
+        .class_fail_fast(false);
+    assert!(matches!(
+        off.run(&ctx, handler.as_ref()).await,
+        Outcome::Retry { .. }
+    ));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -718,7 +794,8 @@ async fn adaptive_reflects_once_per_refresh_not_per_job() {
         adaptive.run(&ctx, handler.as_ref()).await;
     }
     assert_eq!(calls.load(Ordering::SeqCst), 100);
-    assert_eq!(memory.reflects(), 1);
+    // One load: two reflections, the window and the latest executions (the drift check).
+    assert_eq!(memory.reflects(), 2);
 
     // After the interval, one background refresh, however many jobs notice.
     tokio::time::advance(Duration::from_secs(11)).await;
@@ -727,12 +804,12 @@ async fn adaptive_reflects_once_per_refresh_not_per_job() {
         adaptive.run(&ctx, handler.as_ref()).await;
     }
     tokio::task::yield_now().await;
-    assert_eq!(memory.reflects(), 2);
+    assert_eq!(memory.reflects(), 4);
 
     // A second kind has its own entry.
     let ctx = ctx_with("other", memory.clone(), false);
     adaptive.run(&ctx, handler.as_ref()).await;
-    assert_eq!(memory.reflects(), 3);
+    assert_eq!(memory.reflects(), 6);
 }
 
 #[tokio::test]
@@ -745,9 +822,11 @@ async fn adaptive_can_refresh_by_execution_count() {
         adaptive.run(&ctx, handler.as_ref()).await;
         tokio::task::yield_now().await;
     }
+    // Three or four refreshes of two reflections each (the window, and the latest
+    // executions for the drift check).
     let reflects = memory.reflects();
     assert!(
-        (3..=4).contains(&reflects),
+        (6..=8).contains(&reflects),
         "{reflects} reflects for 30 jobs"
     );
 }

@@ -26,7 +26,7 @@
 //!
 //! [`Memory`]: super::Memory
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -77,6 +77,11 @@ pub const MAX_ATTEMPTS_LADDER: [(f64, u32); 3] = [(0.1, 1), (0.3, 2), (0.6, 3)];
 
 /// `max_attempts` when retries rescue at least 60% of the jobs that failed.
 pub const MAX_ATTEMPTS_WHEN_RESCUED: u32 = 5;
+
+/// Jobs that must have failed with an error class, none of them rescued by a retry, before
+/// the recommendation lists the class in
+/// [`Recommendation::no_retry_classes`](crate::memory::Recommendation::no_retry_classes).
+pub const NO_RETRY_MIN_JOBS: u64 = 5;
 
 /// Latency percentiles of a set of executions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -283,7 +288,9 @@ where
     let mut durations: Vec<u64> = Vec::with_capacity(runs.size_hint().0);
     // Jobs that failed at least once, and whether they also succeeded.
     let mut failed_jobs: HashMap<JobId, bool, foldhash::fast::RandomState> = HashMap::default();
-    let mut errors: HashMap<&'a str, u64> = HashMap::new();
+    // Per error class: executions that failed with it, and the jobs they were of.
+    let mut errors: HashMap<&'a str, (u64, HashSet<JobId>)> = HashMap::new();
+    let mut succeeded_jobs: HashSet<JobId> = HashSet::new();
 
     for run in runs.clone() {
         count += 1;
@@ -303,8 +310,13 @@ where
         }
         if matches!(outcome, OutcomeClass::Retried | OutcomeClass::Failed) {
             if let Some(class) = run.error_class() {
-                *errors.entry(class).or_insert(0) += 1;
+                let (n, jobs) = errors.entry(class).or_default();
+                *n += 1;
+                jobs.insert(run.job_id());
             }
+        }
+        if outcome == OutcomeClass::Succeeded {
+            succeeded_jobs.insert(run.job_id());
         }
     }
 
@@ -330,9 +342,12 @@ where
 
     let mut top_errors: Vec<ErrorClassCount> = errors
         .into_iter()
-        .map(|(class, count)| ErrorClassCount {
+        .map(|(class, (count, jobs))| ErrorClassCount {
             class: class.to_owned(),
             count,
+            jobs: u64::try_from(jobs.len()).unwrap_or(u64::MAX),
+            rescued: u64::try_from(jobs.iter().filter(|j| succeeded_jobs.contains(j)).count())
+                .unwrap_or(u64::MAX),
         })
         .collect();
     top_errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.class.cmp(&b.class)));
@@ -375,6 +390,7 @@ fn placeholder() -> Recommendation {
         hedge_delay: None,
         confident: false,
         rationale: String::new(),
+        no_retry_classes: Vec::new(),
     }
 }
 
@@ -495,6 +511,7 @@ pub fn recommend(r: &Reflection) -> Recommendation {
         hedge_delay: None,
         confident: true,
         rationale: String::new(),
+        no_retry_classes: Vec::new(),
     };
     let strategy_why = if long_tail && sr >= HEDGE_MIN_SUCCESS_RATE {
         rec.strategy = StrategyChoice::Hedged;
@@ -541,8 +558,115 @@ pub fn recommend(r: &Reflection) -> Recommendation {
     } else {
         format!("Direct: {tail}: tail is short")
     };
-    rec.rationale = format!("{strategy_why}; {sample}; {timeout_why}; {attempts_why}");
+    // Error classes retries have never rescued: failed at once, per class.
+    let hopeless: Vec<&ErrorClassCount> = r
+        .top_errors
+        .iter()
+        .filter(|e| e.jobs >= NO_RETRY_MIN_JOBS && e.rescued == 0)
+        .collect();
+    rec.no_retry_classes = hopeless.iter().map(|e| e.class.clone()).collect();
+    let classes_why = if hopeless.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; retries never rescued {}: fail {} at once",
+            hopeless
+                .iter()
+                .map(|e| format!("`{}` ({} jobs)", e.class, e.jobs))
+                .collect::<Vec<_>>()
+                .join(", "),
+            if hopeless.len() == 1 { "it" } else { "them" }
+        )
+    };
+    rec.rationale = format!("{strategy_why}; {sample}; {timeout_why}; {attempts_why}{classes_why}");
     rec
+}
+
+/// The executions the drift check compares with the longer window (see [`drift`]).
+pub const DRIFT_WINDOW: usize = 50;
+
+/// Ratio of medians (or of p99s) between the recent and the longer window that counts as a
+/// change (either way).
+pub const DRIFT_LATENCY_RATIO: f64 = 2.0;
+
+/// Difference of success rates between the recent and the longer window that counts as a
+/// change.
+pub const DRIFT_SUCCESS_GAP: f64 = 0.15;
+
+/// Whether a kind's latest executions (`recent`, the latest [`DRIFT_WINDOW`]) behave unlike
+/// its longer history (`long`): a windowed comparison, so a change shows within
+/// [`DRIFT_WINDOW`] executions instead of being averaged away by hundreds of older ones.
+/// `Some` with the reason, citing the numbers, when `recent` is confident on its own and
+/// its median or p99 moved by [`DRIFT_LATENCY_RATIO`] or more either way, its success rate
+/// by [`DRIFT_SUCCESS_GAP`] or more, or it recommends another strategy.
+///
+/// ```
+/// use std::time::Duration;
+/// use jobforge::memory::{ExecutionRecord, OutcomeClass, reflect_on};
+/// use jobforge::memory::reflection::drift;
+/// use jobforge::JobId;
+///
+/// let run = |ms: u64| ExecutionRecord {
+///     job_id: JobId::new(), kind: "sync".into(), strategy: "direct".into(),
+///     outcome: OutcomeClass::Succeeded, duration: Duration::from_millis(ms), attempt: 1,
+///     inline_retries: 0, error_class: None, at: chrono::Utc::now(), decision: None,
+/// };
+/// let before: Vec<ExecutionRecord> = (0..450).map(|_| run(10)).collect();
+/// let after: Vec<ExecutionRecord> = (0..50).map(|_| run(40)).collect();
+/// let all: Vec<&ExecutionRecord> = before.iter().chain(&after).collect();
+/// let recent: Vec<&ExecutionRecord> = after.iter().collect();
+/// let why = drift(&reflect_on("sync", &all), &reflect_on("sync", &recent)).unwrap();
+/// assert!(why.contains("p50 10 ms → 40 ms"), "{why}");
+/// // Before the change, the latest executions were like the rest: no drift.
+/// let long: Vec<&ExecutionRecord> = before.iter().collect();
+/// let steady: Vec<&ExecutionRecord> = before.iter().skip(400).collect();
+/// assert_eq!(drift(&reflect_on("sync", &long), &reflect_on("sync", &steady)), None);
+/// ```
+#[must_use]
+pub fn drift(long: &Reflection, recent: &Reflection) -> Option<String> {
+    if !recent.recommendation.confident {
+        return None;
+    }
+    let moved = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
+        (Some(a), Some(b)) if !a.is_zero() && !b.is_zero() => {
+            let r = b.as_secs_f64() / a.as_secs_f64();
+            r >= DRIFT_LATENCY_RATIO || r <= 1.0 / DRIFT_LATENCY_RATIO
+        }
+        _ => false,
+    };
+    let mut why = Vec::new();
+    let pair = |a: Option<Duration>, b: Option<Duration>| {
+        format!(
+            "{} → {}",
+            a.map_or_else(|| "-".to_owned(), human),
+            b.map_or_else(|| "-".to_owned(), human)
+        )
+    };
+    if moved(long.p50, recent.p50) {
+        why.push(format!("p50 {}", pair(long.p50, recent.p50)));
+    }
+    if moved(long.p99, recent.p99) {
+        why.push(format!("p99 {}", pair(long.p99, recent.p99)));
+    }
+    if let (Some(a), Some(b)) = (long.success_rate, recent.success_rate) {
+        if (a - b).abs() >= DRIFT_SUCCESS_GAP {
+            why.push(format!("success rate {} → {}", percent(a), percent(b)));
+        }
+    }
+    if long.recommendation.strategy != recent.recommendation.strategy {
+        why.push(format!(
+            "they call for {:?} where the longer history called for {:?}",
+            recent.recommendation.strategy, long.recommendation.strategy
+        ));
+    }
+    (!why.is_empty()).then(|| {
+        format!(
+            "the latest {} executions differ from the {} before: {}",
+            recent.count,
+            long.count,
+            why.join(", ")
+        )
+    })
 }
 
 fn not_confident(r: &Reflection, ended: u64) -> Recommendation {
@@ -646,6 +770,59 @@ mod tests {
         assert_eq!(summary.p50, Some(ms(55)));
         assert_eq!(summary.p99, Some(Duration::from_micros(99_100)));
         assert_eq!(LatencySummary::of([]), LatencySummary::default());
+    }
+
+    fn runs(n: usize, ms_each: u64, outcome: OutcomeClass) -> Vec<ExecutionRecord> {
+        (0..n)
+            .map(|_| ExecutionRecord {
+                job_id: JobId::new(),
+                kind: "k".into(),
+                strategy: "direct".into(),
+                outcome,
+                duration: ms(ms_each),
+                attempt: 1,
+                inline_retries: 0,
+                error_class: (outcome != OutcomeClass::Succeeded).then(|| "e".to_owned()),
+                at: chrono::Utc::now(),
+                decision: None,
+            })
+            .collect()
+    }
+
+    fn reflect_all(parts: &[&[ExecutionRecord]]) -> Reflection {
+        let all: Vec<&ExecutionRecord> = parts.iter().flat_map(|p| p.iter()).collect();
+        reflect_on("k", &all)
+    }
+
+    #[test]
+    fn drift_sees_a_fall_in_success_and_names_the_numbers() {
+        let steady = runs(450, 10, OutcomeClass::Succeeded);
+        let mut late = runs(35, 10, OutcomeClass::Succeeded);
+        late.extend(runs(15, 10, OutcomeClass::Retried));
+        let long = reflect_all(&[&steady, &late]);
+        let recent = reflect_all(&[&late]);
+        let why = drift(&long, &recent).expect("a drift");
+        assert!(why.contains("success rate 97% → 70%"), "{why}");
+        assert!(why.contains("the latest 50 executions"), "{why}");
+    }
+
+    #[test]
+    fn drift_needs_a_confident_recent_window_and_a_real_change() {
+        let steady = runs(500, 10, OutcomeClass::Succeeded);
+        // Too few recent executions to judge: no drift, however different.
+        let few = runs(5, 400, OutcomeClass::Succeeded);
+        assert_eq!(drift(&reflect_all(&[&steady]), &reflect_all(&[&few])), None);
+        // A 50% slower median is not a drift (the bound is 2×).
+        let slower = runs(50, 15, OutcomeClass::Succeeded);
+        assert_eq!(
+            drift(&reflect_all(&[&steady, &slower]), &reflect_all(&[&slower])),
+            None
+        );
+        // A long tail appearing: p99 and the recommended strategy change.
+        let mut tail = runs(45, 10, OutcomeClass::Succeeded);
+        tail.extend(runs(5, 300, OutcomeClass::Succeeded));
+        let why = drift(&reflect_all(&[&steady, &tail]), &reflect_all(&[&tail])).expect("a drift");
+        assert!(why.contains("p99") && why.contains("Hedged"), "{why}");
     }
 
     proptest::proptest! {

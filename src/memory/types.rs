@@ -207,6 +207,13 @@ pub struct Recommendation {
     pub confident: bool,
     /// Why, in plain language, citing the numbers.
     pub rationale: String,
+    /// Error classes retries have never rescued (at least
+    /// [`NO_RETRY_MIN_JOBS`](crate::memory::reflection::NO_RETRY_MIN_JOBS) jobs failed with one, none
+    /// of them succeeded later): retrying them spends attempts for nothing, so
+    /// [`Adaptive`](crate::strategy::Adaptive) fails them at once. Per class, not per kind:
+    /// the kind's other failures keep their retries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_retry_classes: Vec<String>,
 }
 
 /// How often one error class was seen.
@@ -216,6 +223,12 @@ pub struct ErrorClassCount {
     pub class: String,
     /// Executions that ended with it.
     pub count: u64,
+    /// Jobs that failed with it at least once.
+    #[serde(default)]
+    pub jobs: u64,
+    /// Of those jobs, the ones that succeeded later: retries rescued them.
+    #[serde(default)]
+    pub rescued: u64,
 }
 
 /// What the history of one kind says.

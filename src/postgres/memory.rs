@@ -115,11 +115,18 @@ failed_jobs AS (
     GROUP BY job_id
     HAVING bool_or(outcome = 'retried' OR inline_retries > 0)
 ),
+succeeded_jobs AS (
+    SELECT DISTINCT job_id FROM runs WHERE outcome = 'succeeded'
+),
 errors AS (
-    SELECT error_class, count(*) AS n FROM runs
-    WHERE outcome IN ('retried', 'failed') AND error_class IS NOT NULL
-    GROUP BY error_class
-    ORDER BY n DESC, error_class COLLATE "C"
+    -- Per class: failed executions, the jobs they were of, and of those the jobs that
+    -- succeeded later (retries rescued them).
+    SELECT r.error_class, count(*) AS n, count(DISTINCT r.job_id) AS jobs,
+           count(DISTINCT s.job_id) AS rescued
+    FROM runs r LEFT JOIN succeeded_jobs s ON s.job_id = r.job_id
+    WHERE r.outcome IN ('retried', 'failed') AND r.error_class IS NOT NULL
+    GROUP BY r.error_class
+    ORDER BY n DESC, r.error_class COLLATE "C"
     LIMIT 5
 )
 SELECT s.*, p.lows, p.highs, p.fracs,
@@ -127,7 +134,10 @@ SELECT s.*, p.lows, p.highs, p.fracs,
     (SELECT count(*) FILTER (WHERE rescued) FROM failed_jobs) AS rescued_jobs,
     (SELECT array_agg(error_class ORDER BY n DESC, error_class COLLATE "C") FROM errors)
         AS error_classes,
-    (SELECT array_agg(n ORDER BY n DESC, error_class COLLATE "C") FROM errors) AS error_counts
+    (SELECT array_agg(n ORDER BY n DESC, error_class COLLATE "C") FROM errors) AS error_counts,
+    (SELECT array_agg(jobs ORDER BY n DESC, error_class COLLATE "C") FROM errors) AS error_jobs,
+    (SELECT array_agg(rescued ORDER BY n DESC, error_class COLLATE "C") FROM errors)
+        AS error_rescued
 FROM stats s, percentiles p"#;
 
 const RUNS_ALL: &str = r"
@@ -260,6 +270,8 @@ struct StatsRow {
     rescued_jobs: i64,
     error_classes: Option<Vec<String>>,
     error_counts: Option<Vec<i64>>,
+    error_jobs: Option<Vec<i64>>,
+    error_rescued: Option<Vec<i64>>,
 }
 
 fn outcome_name(outcome: OutcomeClass) -> &'static str {
@@ -381,9 +393,17 @@ impl PostgresMemory {
             .unwrap_or_default()
             .into_iter()
             .zip(row.error_counts.unwrap_or_default())
-            .map(|(class, n)| ErrorClassCount {
+            .zip(
+                row.error_jobs
+                    .unwrap_or_default()
+                    .into_iter()
+                    .zip(row.error_rescued.unwrap_or_default()),
+            )
+            .map(|((class, n), (jobs, rescued))| ErrorClassCount {
                 class,
                 count: count_u64(n),
+                jobs: count_u64(jobs),
+                rescued: count_u64(rescued),
             })
             .collect();
         let ended = count.saturating_sub(deferred + cancelled);
@@ -411,6 +431,7 @@ impl PostgresMemory {
                 hedge_delay: None,
                 confident: false,
                 rationale: String::new(),
+                no_retry_classes: Vec::new(),
             },
         };
         reflection.recommendation = recommend(&reflection);

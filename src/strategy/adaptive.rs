@@ -29,6 +29,7 @@ use crate::memory::{Reflection, StrategyChoice, Window};
 /// | `inline_retries` | in-process retries of retryable errors, as [`InlineRetry`](super::InlineRetry) does; capped at 3 |
 /// | `strategy == Hedged` + `hedge_delay` (else `p95`) | **hedges** each attempt after that delay, *only if the kind is idempotent*; otherwise runs once and notes the refusal |
 /// | `max_attempts` | not acted on by default (a job's stored attempts cannot change); with [`Adaptive::fail_fast`], see below |
+/// | `no_retry_classes` | a failure of one of these error classes (retries never rescued it) is returned as permanent at once: per class, so the kind's other failures keep their retries ([`Adaptive::class_fail_fast`]; one job in ten still retries, to keep learning) |
 /// | `rationale` | copied into the decision recorded with the execution |
 ///
 /// The kind's (or job's) own timeout still bounds the whole delivery, retries and hedges
@@ -68,6 +69,7 @@ pub struct Adaptive {
     max_inline_retries: u32,
     min_timeout: Duration,
     fail_fast: bool,
+    class_fail_fast: bool,
     warned: parking_lot::Mutex<HashSet<String>>,
 }
 
@@ -118,6 +120,10 @@ pub struct Tuning {
     pub hedge_refused: bool,
     /// A retryable failure is returned as permanent (see [`Adaptive::fail_fast`]).
     pub fail_fast: bool,
+    /// Error classes retries have never rescued: a failure of one of them is returned as
+    /// permanent at once, neither retried in process nor given back to the queue
+    /// ([`Recommendation::no_retry_classes`](crate::memory::Recommendation::no_retry_classes)).
+    pub no_retry_classes: Vec<String>,
 }
 
 impl fmt::Display for Tuning {
@@ -138,9 +144,16 @@ impl fmt::Display for Tuning {
         if self.fail_fast {
             f.write_str(", fail fast")?;
         }
+        if !self.no_retry_classes.is_empty() {
+            write!(f, ", no retry of {}", self.no_retry_classes.join(", "))?;
+        }
         Ok(())
     }
 }
+
+/// One job in this many keeps retrying the classes retries never rescued (see
+/// [`Tuning::no_retry_classes`]).
+const EXPLORE: u128 = 10;
 
 impl Adaptive {
     /// The name it is registered under unless renamed with [`Adaptive::with_name`].
@@ -154,11 +167,15 @@ impl Adaptive {
         Self {
             name: Self::NAME.to_owned(),
             base: Arc::new(Direct),
-            cache: ReflectionCache::new(CacheConfig::default()),
+            cache: ReflectionCache::new(CacheConfig {
+                drift: true,
+                ..CacheConfig::default()
+            }),
             pause: Pause::default(),
             max_inline_retries: 3,
             min_timeout: Duration::from_millis(10),
             fail_fast: false,
+            class_fail_fast: true,
             warned: parking_lot::Mutex::new(HashSet::new()),
         }
     }
@@ -229,6 +246,17 @@ impl Adaptive {
         self
     }
 
+    /// Fail at once the error classes retries have never rescued
+    /// ([`Recommendation::no_retry_classes`](crate::memory::Recommendation::no_retry_classes);
+    /// on by default): a failure of such a class is returned as permanent instead of retried
+    /// in process or given back to the queue, except in one job of ten, which keeps retrying
+    /// so the history can show a class being rescued again.
+    #[must_use]
+    pub fn class_fail_fast(mut self, enabled: bool) -> Self {
+        self.class_fail_fast = enabled;
+        self
+    }
+
     /// What this strategy does for a job of a kind with `reflection`, whose kind is
     /// `idempotent` or not. Pure: it is what [`Strategy::run`] follows, offered to inspect
     /// and test the choice.
@@ -265,6 +293,11 @@ impl Adaptive {
             fail_fast: self.fail_fast
                 && rec.max_attempts <= 1
                 && reflection.retry_rescue_rate.is_some(),
+            no_retry_classes: if self.class_fail_fast {
+                rec.no_retry_classes.clone()
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -299,8 +332,12 @@ impl Strategy for Adaptive {
         let hedges = AtomicU32::new(0);
         let last_hedge: parking_lot::Mutex<Option<HedgeReport>> = parking_lot::Mutex::new(None);
         let (hedges, last_hedge, plan) = (&hedges, &last_hedge, &tuning);
+        // One job in EXPLORE keeps retrying even the classes retries never rescued, so the
+        // history keeps telling whether they still cannot be (a class that starts being
+        // rescued leaves the list).
+        let explore = ctx.id().as_uuid().as_u128() % EXPLORE == 0;
         let (outcome, used) = retry_inline(ctx, tuning.inline_retries, self.pause, || async move {
-            match plan.hedge_delay {
+            let outcome = match plan.hedge_delay {
                 Some(delay) => {
                     let (outcome, report) = hedge(ctx, handler, delay, plan.timeout).await;
                     if report.hedged() {
@@ -310,6 +347,21 @@ impl Strategy for Adaptive {
                     outcome
                 }
                 None => attempt(ctx, handler, plan.timeout).await,
+            };
+            match outcome {
+                Outcome::Retry { error, .. }
+                    if !explore && plan.no_retry_classes.iter().any(|c| c == error.class()) =>
+                {
+                    Outcome::Failed(
+                        JobError::permanent(format!(
+                            "{} (adaptive: retries have never rescued class `{}` of this kind)",
+                            error.message(),
+                            error.class()
+                        ))
+                        .with_class(error.class().to_owned()),
+                    )
+                }
+                other => other,
             }
         })
         .await;

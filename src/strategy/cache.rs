@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::handler::JobContext;
+use crate::memory::reflection::{DRIFT_WINDOW, drift};
 use crate::memory::{Reflection, Window};
 
 /// How a [`ReflectionCache`] asks and how often it asks again.
@@ -27,6 +28,9 @@ pub(super) struct CacheConfig {
     pub(super) interval: Duration,
     /// Also refresh after serving this many executions of the kind.
     pub(super) after_runs: Option<u64>,
+    /// Also reflect on the latest [`DRIFT_WINDOW`] executions and steer by them when they
+    /// drifted from the window ([`drift`]): two reflections per refresh.
+    pub(super) drift: bool,
 }
 
 impl Default for CacheConfig {
@@ -36,6 +40,7 @@ impl Default for CacheConfig {
             window: Window::Last(500),
             interval: Duration::from_secs(30),
             after_runs: None,
+            drift: false,
         }
     }
 }
@@ -120,7 +125,7 @@ impl ReflectionCache {
         let slot = self.slot(ctx.kind());
         slot.loaded
             .get_or_init(|| async {
-                slot.store(fetch(ctx, self.config.window).await);
+                slot.store(fetch(ctx, self.config.window, self.config.drift).await);
             })
             .await;
         let (reflection, age) = {
@@ -133,9 +138,9 @@ impl ReflectionCache {
         if stale && !slot.refreshing.swap(true, Ordering::AcqRel) {
             let guard = RefreshGuard(Arc::clone(&slot));
             let ctx = ctx.clone();
-            let window = self.config.window;
+            let (window, drift) = (self.config.window, self.config.drift);
             let refresh = async move {
-                let reflection = fetch(&ctx, window).await;
+                let reflection = fetch(&ctx, window, drift).await;
                 guard.0.store(reflection);
                 drop(guard);
             };
@@ -151,13 +156,37 @@ impl ReflectionCache {
     }
 }
 
-async fn fetch(ctx: &JobContext, window: Window) -> Option<Arc<Reflection>> {
-    match ctx.memory().reflect(ctx.kind(), window).await {
-        Ok(reflection) => Some(Arc::new(reflection)),
+/// The kind's reflection over `window`, unless its latest executions drifted from it
+/// ([`drift`]): then the reflection over those alone, its rationale saying why, so a change
+/// is acted on within [`DRIFT_WINDOW`] executions instead of being averaged away.
+async fn fetch(ctx: &JobContext, window: Window, check_drift: bool) -> Option<Arc<Reflection>> {
+    let long = match ctx.memory().reflect(ctx.kind(), window).await {
+        Ok(reflection) => reflection,
         Err(err) => {
             tracing::warn!(kind = ctx.kind(), error = %err, "could not reflect on the kind's history; steering without it until the next refresh");
-            None
+            return None;
         }
+    };
+    if !check_drift || matches!(window, Window::Last(n) if n <= DRIFT_WINDOW) {
+        return Some(Arc::new(long));
+    }
+    let Ok(mut recent) = ctx
+        .memory()
+        .reflect(ctx.kind(), Window::Last(DRIFT_WINDOW))
+        .await
+    else {
+        return Some(Arc::new(long));
+    };
+    match drift(&long, &recent) {
+        Some(why) => {
+            tracing::info!(kind = ctx.kind(), %why, "the kind drifted; steering by its latest executions");
+            recent.recommendation.rationale = format!(
+                "drift: {why}; re-tuned from the latest {} executions: {}",
+                recent.count, recent.recommendation.rationale
+            );
+            Some(Arc::new(recent))
+        }
+        None => Some(Arc::new(long)),
     }
 }
 

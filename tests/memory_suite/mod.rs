@@ -35,6 +35,7 @@ pub async fn run_all(make: &dyn Fn() -> Arc<dyn Memory>) {
     reflect_honours_the_window(make()).await;
     reflect_of_an_unknown_kind_is_empty_and_not_confident(make()).await;
     reflect_recommends_from_history(make()).await;
+    reflect_names_the_error_classes_retries_never_rescue(make()).await;
 }
 
 /// One execution of `job`.
@@ -518,4 +519,61 @@ pub async fn reflect_recommends_from_history(m: Arc<dyn Memory>) {
     assert_eq!(rec.hedge_delay, Some(ms(300)));
     assert_eq!(rec.timeout, Some(ms(3_000)));
     assert!(rec.rationale.contains("tail is long"), "{}", rec.rationale);
+}
+
+/// Per error class: the jobs that failed with it and how many succeeded later; a class with
+/// at least `NO_RETRY_MIN_JOBS` jobs and none rescued is named in `no_retry_classes`, the
+/// kind's other classes keep their retries.
+pub async fn reflect_names_the_error_classes_retries_never_rescue(m: Arc<dyn Memory>) {
+    let class = |mut r: ExecutionRecord, c: &str| {
+        r.error_class = Some(c.to_owned());
+        r
+    };
+    let mut batch: Vec<ExecutionRecord> = (0..30)
+        .map(|_| fresh("parse", OutcomeClass::Succeeded, 10))
+        .collect();
+    // Six jobs with a bad payload: retried, then dead; never rescued.
+    for _ in 0..6 {
+        let job = JobId::new();
+        batch.push(class(
+            run(job, "parse", OutcomeClass::Retried, 10),
+            "bad_payload",
+        ));
+        batch.push(class(
+            run(job, "parse", OutcomeClass::Failed, 10),
+            "bad_payload",
+        ));
+    }
+    // Eight jobs that timed out once and then succeeded.
+    for _ in 0..8 {
+        let job = JobId::new();
+        batch.push(class(
+            run(job, "parse", OutcomeClass::Retried, 10),
+            "timeout",
+        ));
+        batch.push(run(job, "parse", OutcomeClass::Succeeded, 10));
+    }
+    m.record(&batch).await.unwrap();
+    let r = m.reflect("parse", Window::All).await.unwrap();
+    let by_class: Vec<(String, u64, u64, u64)> = r
+        .top_errors
+        .iter()
+        .map(|e| (e.class.clone(), e.count, e.jobs, e.rescued))
+        .collect();
+    assert_eq!(
+        by_class,
+        [
+            ("bad_payload".to_owned(), 12, 6, 0),
+            ("timeout".to_owned(), 8, 8, 8)
+        ]
+    );
+    let rec = &r.recommendation;
+    assert!(rec.confident);
+    assert_eq!(rec.no_retry_classes, ["bad_payload"]);
+    assert!(
+        rec.rationale
+            .contains("retries never rescued `bad_payload` (6 jobs)"),
+        "{}",
+        rec.rationale
+    );
 }
