@@ -369,6 +369,19 @@ fn shape(r: &Recommendation) -> (jobforge::memory::StrategyChoice, u32, bool) {
     (r.strategy, r.inline_retries, r.hedge_delay.is_some())
 }
 
+fn print_row(contender: &str, kind: &str, k: &KindResult) {
+    println!(
+        "{:<16} {:<10} {:>9} {:>7} {:>7} {:>7} {:>7}",
+        contender,
+        kind,
+        k.completed,
+        ms(k.pick(0.5)),
+        ms(k.pick(0.99)),
+        k.calls,
+        k.wasted()
+    );
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e3)
 }
@@ -459,27 +472,9 @@ async fn main() -> Result<()> {
         for kind in KINDS {
             let k = &r.per_kind[kind];
             total.add(k);
-            println!(
-                "{:<16} {:<10} {:>9} {:>7} {:>7} {:>7} {:>7}",
-                name,
-                kind,
-                k.completed,
-                ms(k.pick(0.5)),
-                ms(k.pick(0.99)),
-                k.calls,
-                k.wasted()
-            );
+            print_row(name, kind, k);
         }
-        println!(
-            "{:<16} {:<10} {:>9} {:>7} {:>7} {:>7} {:>7}",
-            name,
-            "TOTAL",
-            total.completed,
-            ms(total.pick(0.5)),
-            ms(total.pick(0.99)),
-            total.calls,
-            total.wasted()
-        );
+        print_row(name, "TOTAL", &total);
     }
     println!(
         "\noracle picks: {}",
