@@ -443,27 +443,11 @@ impl JobOrchestrator for Orchestrator {
     }
 
     async fn pause_queue(&self, queue: &str) -> Result<bool> {
-        crate::job::check_queue_name(queue, &self.engine.limits)?;
-        let changed = self.engine.store.set_queue_paused(queue, true).await?;
-        if changed {
-            self.engine
-                .queues_changed
-                .send_modify(|g| *g = g.wrapping_add(1));
-            tracing::info!(queue, "queue paused");
-        }
-        Ok(changed)
+        self.set_queue_paused(queue, true).await
     }
 
     async fn resume_queue(&self, queue: &str) -> Result<bool> {
-        crate::job::check_queue_name(queue, &self.engine.limits)?;
-        let changed = self.engine.store.set_queue_paused(queue, false).await?;
-        if changed {
-            self.engine
-                .queues_changed
-                .send_modify(|g| *g = g.wrapping_add(1));
-            tracing::info!(queue, "queue resumed");
-        }
-        Ok(changed)
+        self.set_queue_paused(queue, false).await
     }
 
     async fn paused_queues(&self) -> Result<std::collections::BTreeSet<String>> {
@@ -476,6 +460,20 @@ impl JobOrchestrator for Orchestrator {
 }
 
 impl Orchestrator {
+    /// Pause or resume `queue` in the store; when that changed anything, this process's pools
+    /// look again at once (others within their next read, about a second).
+    async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<bool> {
+        crate::job::check_queue_name(queue, &self.engine.limits)?;
+        let changed = self.engine.store.set_queue_paused(queue, paused).await?;
+        if changed {
+            self.engine
+                .queues_changed
+                .send_modify(|g| *g = g.wrapping_add(1));
+            tracing::info!(queue, paused, "queue paused or resumed");
+        }
+        Ok(changed)
+    }
+
     /// Every step of workflow `id`, in id order (the order they were added).
     async fn workflow_steps(&self, id: WorkflowId) -> Result<Vec<JobRecord>> {
         let filter = JobFilter {

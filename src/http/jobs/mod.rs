@@ -165,25 +165,27 @@ pub(super) fn check_kind(state: &AppState, job: &NewJob, field: &str) -> ApiResu
     Ok(())
 }
 
-fn header_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
-    match headers.get("idempotency-key") {
+/// The header `name` as text, if sent; a value that is not visible ASCII is a parameter
+/// error naming it.
+fn text_header<'h>(headers: &'h HeaderMap, name: &'static str) -> ApiResult<Option<&'h str>> {
+    match headers.get(name) {
         None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            Problem::parameter("Idempotency-Key", "the header must be visible ASCII text")
-        }),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| Problem::parameter(name, "the header must be visible ASCII text")),
     }
+}
+
+fn header_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    text_header(headers, "Idempotency-Key")
 }
 
 /// The W3C `traceparent` header, if sent: the jobs submitted take it, so each attempt's span
 /// (feature `otel`) joins the caller's trace. Its format is checked with the job's fields
 /// (field `traceparent`).
 fn header_traceparent(headers: &HeaderMap) -> ApiResult<Option<&str>> {
-    match headers.get("traceparent") {
-        None => Ok(None),
-        Some(v) => v.to_str().map(Some).map_err(|_| {
-            Problem::parameter("traceparent", "the header must be visible ASCII text")
-        }),
-    }
+    text_header(headers, "traceparent")
 }
 
 /// Submit a job

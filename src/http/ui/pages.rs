@@ -1124,13 +1124,18 @@ pub(crate) async fn kind(
 
 /// `GET /ui/queues`: delivery counts, overall and per kind.
 pub(crate) async fn queues(ctx: Ctx, State(state): State<AppState>) -> Response {
-    let stats = match state.shared.orchestrator.stats().await {
+    // Three independent reads of the store, at once.
+    let orchestrator = &state.shared.orchestrator;
+    let (stats, paused, depths) = futures_util::join!(
+        orchestrator.stats(),
+        orchestrator.paused_queues(),
+        orchestrator.queue_depths()
+    );
+    let stats = match stats {
         Ok(s) => s,
         Err(e) => return failed(&ctx, Section::Queues, "the queues", &e),
     };
     let q = &stats.queue;
-    let paused = state.shared.orchestrator.paused_queues().await;
-    let depths = state.shared.orchestrator.queue_depths().await;
     let paused_now = paused.as_ref().ok();
     let body = html! {
         (render::heading("Queues", Some("Delivery: due, waiting for their time, held by workers, dead-lettered.")))
