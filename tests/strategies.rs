@@ -116,6 +116,7 @@ fn reflection(kind: &str, count: u64, recommendation: Recommendation) -> Reflect
         p95: None,
         p99: None,
         retry_rescue_rate: None,
+        transient_rescue_rate: None,
         top_errors: Vec::new(),
         recommendation,
     }

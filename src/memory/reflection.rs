@@ -52,9 +52,10 @@ pub const TIMEOUT_CEILING: Duration = Duration::from_secs(24 * 60 * 60);
 /// The tail is long when `p99 ≥ LONG_TAIL_RATIO × p50`.
 pub const LONG_TAIL_RATIO: f64 = 3.0;
 
-/// Hedging needs at least this success rate: hedging a kind that fails often doubles
-/// failing work instead of cutting latency.
-pub const HEDGE_MIN_SUCCESS_RATE: f64 = 0.95;
+/// Hedging needs at least this success rate: in a kind that fails more often than it
+/// succeeds, a slow call is likelier a failure than a straggler, and a hedge doubles failing
+/// work. (Above it, what hedges cost is bounded where they run, by a hedge budget.)
+pub const HEDGE_MIN_SUCCESS_RATE: f64 = 0.5;
 
 /// In-process retries need at least this retry rescue rate.
 pub const INLINE_MIN_RESCUE_RATE: f64 = 0.5;
@@ -66,6 +67,12 @@ pub const INLINE_MIN_TRANSIENT_SHARE: f64 = 0.5;
 
 /// In-process retries recommended with [`StrategyChoice::InlineRetry`].
 pub const INLINE_RETRIES: u32 = 2;
+
+/// In-process retries recommended while no job of the kind has failed with a retryable
+/// error: free while nothing fails, and when failures begin, the first ones are retried at
+/// once (not after the queue's backoff) and their executions show at once whether a retry
+/// rescues them.
+pub const INLINE_PROBE_RETRIES: u32 = 1;
 
 /// `max_attempts` when the history says nothing about retries (too few executions, or no
 /// job ever failed with a retryable error).
@@ -288,8 +295,9 @@ where
     let mut durations: Vec<u64> = Vec::with_capacity(runs.size_hint().0);
     // Jobs that failed at least once, and whether they also succeeded.
     let mut failed_jobs: HashMap<JobId, bool, foldhash::fast::RandomState> = HashMap::default();
-    // Per error class: executions that failed with it, and the jobs they were of.
-    let mut errors: HashMap<&'a str, (u64, HashSet<JobId>)> = HashMap::new();
+    // Per error class: executions that failed with it, of those the ones that failed for
+    // good, and the jobs they were of.
+    let mut errors: HashMap<&'a str, (u64, u64, HashSet<JobId>)> = HashMap::new();
     let mut succeeded_jobs: HashSet<JobId> = HashSet::new();
 
     for run in runs.clone() {
@@ -310,8 +318,11 @@ where
         }
         if matches!(outcome, OutcomeClass::Retried | OutcomeClass::Failed) {
             if let Some(class) = run.error_class() {
-                let (n, jobs) = errors.entry(class).or_default();
+                let (n, failed, jobs) = errors.entry(class).or_default();
                 *n += 1;
+                if outcome == OutcomeClass::Failed {
+                    *failed += 1;
+                }
                 jobs.insert(run.job_id());
             }
         }
@@ -320,11 +331,9 @@ where
         }
     }
 
-    let retry_rescue_rate = if failed_jobs.is_empty() {
-        None
-    } else {
+    let mut rescued = 0usize;
+    if !failed_jobs.is_empty() {
         // Second pass, only when some job failed: which of those jobs also succeeded.
-        let mut rescued = 0usize;
         for run in runs {
             if run.outcome() == OutcomeClass::Succeeded {
                 if let Some(seen) = failed_jobs.get_mut(&run.job_id()) {
@@ -335,23 +344,45 @@ where
                 }
             }
         }
-        ratio(rescued as u64, failed_jobs.len() as u64)
-    };
+    }
+    let retry_rescue_rate = ratio(rescued as u64, failed_jobs.len() as u64);
 
     let latency = LatencySummary::of_unsorted_nanos(&mut durations);
 
-    let mut top_errors: Vec<ErrorClassCount> = errors
+    let mut top_errors: Vec<(ErrorClassCount, HashSet<JobId>)> = errors
         .into_iter()
-        .map(|(class, (count, jobs))| ErrorClassCount {
-            class: class.to_owned(),
-            count,
-            jobs: u64::try_from(jobs.len()).unwrap_or(u64::MAX),
-            rescued: u64::try_from(jobs.iter().filter(|j| succeeded_jobs.contains(j)).count())
-                .unwrap_or(u64::MAX),
+        .map(|(class, (count, failed, jobs))| {
+            (
+                ErrorClassCount {
+                    class: class.to_owned(),
+                    count,
+                    jobs: u64::try_from(jobs.len()).unwrap_or(u64::MAX),
+                    rescued: u64::try_from(
+                        jobs.iter().filter(|j| succeeded_jobs.contains(j)).count(),
+                    )
+                    .unwrap_or(u64::MAX),
+                    failed,
+                },
+                jobs,
+            )
         })
         .collect();
-    top_errors.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.class.cmp(&b.class)));
+    top_errors.sort_by(|(a, _), (b, _)| b.count.cmp(&a.count).then_with(|| a.class.cmp(&b.class)));
     top_errors.truncate(5);
+    // The rescue rate without the jobs of hopeless classes (never rescued, by definition,
+    // so only the denominator shrinks).
+    let hopeless_failed_jobs = top_errors
+        .iter()
+        .filter(|(class, _)| hopeless(class))
+        .flat_map(|(_, jobs)| jobs.iter())
+        .filter(|job| failed_jobs.contains_key(*job))
+        .collect::<HashSet<_>>()
+        .len();
+    let transient_rescue_rate = ratio(
+        rescued as u64,
+        failed_jobs.len().saturating_sub(hopeless_failed_jobs) as u64,
+    );
+    let top_errors: Vec<ErrorClassCount> = top_errors.into_iter().map(|(c, _)| c).collect();
 
     let ended = count.saturating_sub(deferred + cancelled);
     let mut reflection = Reflection {
@@ -369,6 +400,7 @@ where
         p95: latency.p95,
         p99: latency.p99,
         retry_rescue_rate,
+        transient_rescue_rate,
         top_errors,
         recommendation: placeholder(),
     };
@@ -394,12 +426,24 @@ fn placeholder() -> Recommendation {
     }
 }
 
+/// Whether retries have never rescued an error class, often enough to stop trying: at
+/// least [`NO_RETRY_MIN_JOBS`] jobs failed with it and none of them succeeded later.
+fn hopeless(class: &ErrorClassCount) -> bool {
+    class.jobs >= NO_RETRY_MIN_JOBS && class.rescued == 0
+}
+
 /// What to do about a kind, from the numbers of a [`Reflection`] (its `recommendation`
 /// field is ignored). [`reflect_on`] calls this; a backend that computes the numbers itself
 /// calls it too, so every backend recommends alike.
 ///
-/// Let `ended = count − deferred − cancelled`, `sr` the success rate and `rescue` the retry
-/// rescue rate. The rules, in order:
+/// Let `ended = count − deferred − cancelled` and `sr` the success rate. First the
+/// **hopeless classes**: error classes among `top_errors` with at least
+/// [`NO_RETRY_MIN_JOBS`] jobs, none rescued. They go to `no_retry_classes` (failed at
+/// once), and the rules below judge retries on the *other* failures: `rescue` is the
+/// [`transient_rescue_rate`](Reflection::transient_rescue_rate) and the retried and failed
+/// counts leave out the hopeless classes' executions (unless every failed job was of a
+/// hopeless class: then there is nothing else to judge, and the kind's own numbers are
+/// read). Then, in order:
 ///
 /// 1. **Too few to judge.** With `ended <` [`MIN_SAMPLE`] (or no latency): not confident;
 ///    [`Direct`](StrategyChoice::Direct), no timeout, no hedge, no inline retries,
@@ -410,18 +454,21 @@ fn placeholder() -> Recommendation {
 ///    [`DEFAULT_MAX_ATTEMPTS`]; under 0.1 → 1; under 0.3 → 2; under 0.6 → 3; otherwise
 ///    [`MAX_ATTEMPTS_WHEN_RESCUED`] (see [`MAX_ATTEMPTS_LADDER`]). Retries are spent only
 ///    where they have worked.
-/// 4. **Strategy**, first match wins:
-///    - [`Hedged`](StrategyChoice::Hedged) with `hedge_delay = min(p95, 3 × p50)` when the
-///      tail is long (a call three times slower than the median is already in the tail),
-///      `p99 ≥` [`LONG_TAIL_RATIO`]` × p50`, and `sr ≥` [`HEDGE_MIN_SUCCESS_RATE`];
-///    - [`InlineRetry`](StrategyChoice::InlineRetry) with [`INLINE_RETRIES`] in-process
-///      retries when failures are mostly transient (`retried / (retried + failed) ≥`
-///      [`INLINE_MIN_TRANSIENT_SHARE`], or no failed executions at all) and retries rescue
-///      them (`rescue ≥` [`INLINE_MIN_RESCUE_RATE`]);
-///    - [`Direct`](StrategyChoice::Direct) otherwise.
+/// 4. **In-process retries**: [`INLINE_PROBE_RETRIES`] while no job has failed at all
+///    (`rescue` is `None` and no execution failed); [`INLINE_RETRIES`] when failures are
+///    mostly transient (`retried / (retried + failed) ≥` [`INLINE_MIN_TRANSIENT_SHARE`], or
+///    no failed executions at all) and retries rescue them (`rescue ≥`
+///    [`INLINE_MIN_RESCUE_RATE`]).
+/// 5. **A hedge** with `hedge_delay = min(p95, 3 × p50)` when the tail is long (a call three
+///    times slower than the median is already in the tail), `p99 ≥` [`LONG_TAIL_RATIO`]` ×
+///    p50`, and `sr ≥` [`HEDGE_MIN_SUCCESS_RATE`]. The extra calls a hedge costs are bounded
+///    where it runs, by [`Adaptive`](crate::strategy::Adaptive)'s hedge budget.
 ///
-///    `inline_retries` is non-zero only with `InlineRetry`, `hedge_delay` set only with
-///    `Hedged`.
+/// The strategy is [`Hedged`](StrategyChoice::Hedged) with a hedge (and `inline_retries`
+/// as rule 4 says: each attempt hedged, failures retried in process),
+/// [`InlineRetry`](StrategyChoice::InlineRetry) with rescued in-process retries alone, and
+/// [`Direct`](StrategyChoice::Direct) otherwise (the probe retry leaves it `Direct`: a
+/// precaution, not what the history calls for).
 ///
 /// The rationale leads with the strategy and why, then the sample, the timeout and the
 /// attempts, citing the numbers: for example "Hedged: p99 1.2 s is 8.0× p50 150 ms: tail is
@@ -437,6 +484,21 @@ pub fn recommend(r: &Reflection) -> Recommendation {
         return not_confident(r, ended);
     }
     let sample = format!("{ended} executions ran, success rate {}", percent(sr));
+
+    // Error classes retries have never rescued: failed at once, per class; the other rules
+    // judge retries on the remaining failures.
+    let hopeless: Vec<&ErrorClassCount> = r.top_errors.iter().filter(|e| hopeless(e)).collect();
+    // (When every failed job was of a hopeless class, there is nothing else to judge: the
+    // rules read the kind's own numbers, so attempts still fall as rescues do.)
+    let per_class = !hopeless.is_empty() && r.transient_rescue_rate.is_some();
+    let (mut retried, mut failed, mut rescue_rate) = (r.retried, r.failed, r.retry_rescue_rate);
+    if per_class {
+        for class in &hopeless {
+            failed = failed.saturating_sub(class.failed);
+            retried = retried.saturating_sub(class.count.saturating_sub(class.failed));
+        }
+        rescue_rate = r.transient_rescue_rate;
+    }
 
     // Timeout from the tail.
     let raw = scale(p99, TIMEOUT_TAIL_FACTOR);
@@ -461,10 +523,17 @@ pub fn recommend(r: &Reflection) -> Recommendation {
     }
 
     // Attempts from the rescue rate.
-    let (max_attempts, attempts_why) = match r.retry_rescue_rate {
+    let others = if !per_class {
+        ""
+    } else {
+        " of the other classes"
+    };
+    let (max_attempts, attempts_why) = match rescue_rate {
         None => (
             DEFAULT_MAX_ATTEMPTS,
-            format!("no job failed with a retryable error: keep {DEFAULT_MAX_ATTEMPTS} attempts"),
+            format!(
+                "no job failed with a retryable error{others}: keep {DEFAULT_MAX_ATTEMPTS} attempts"
+            ),
         ),
         Some(rescue) => {
             let attempts = MAX_ATTEMPTS_LADDER
@@ -479,8 +548,8 @@ pub fn recommend(r: &Reflection) -> Recommendation {
             (
                 attempts,
                 format!(
-                    "retries rescued {} of the jobs that failed: {verdict}, allow {attempts} \
-                     attempt{}",
+                    "retries rescued {} of the jobs that failed{others}: {verdict}, allow \
+                     {attempts} attempt{}",
                     percent(rescue),
                     if attempts == 1 { "" } else { "s" }
                 ),
@@ -488,20 +557,15 @@ pub fn recommend(r: &Reflection) -> Recommendation {
         }
     };
 
-    // Strategy, first match wins.
     let tail_ratio = tail_ratio(p50, p99);
     let long_tail = tail_ratio >= LONG_TAIL_RATIO;
-    let transient_share = ratio(r.retried, r.retried + r.failed);
+    let transient_share = ratio(retried, retried + failed);
     let mostly_transient = transient_share.is_none_or(|t| t >= INLINE_MIN_TRANSIENT_SHARE);
     let tail = format!(
         "p99 {} is {}× p50 {}",
         human(p99),
         ratio_text(tail_ratio),
         human(p50)
-    );
-    let no_hedge = format!(
-        "success rate under {} rules out hedging",
-        percent(HEDGE_MIN_SUCCESS_RATE)
     );
     let mut rec = Recommendation {
         strategy: StrategyChoice::Direct,
@@ -511,60 +575,83 @@ pub fn recommend(r: &Reflection) -> Recommendation {
         hedge_delay: None,
         confident: true,
         rationale: String::new(),
-        no_retry_classes: Vec::new(),
+        no_retry_classes: hopeless.iter().map(|e| e.class.clone()).collect(),
     };
-    let strategy_why = if long_tail && sr >= HEDGE_MIN_SUCCESS_RATE {
-        rec.strategy = StrategyChoice::Hedged;
+    // In-process retries: none seen failing yet, one probe; else where they rescue.
+    let probe = rescue_rate.is_none() && failed == 0;
+    let inline_why = if probe {
+        rec.inline_retries = INLINE_PROBE_RETRIES;
+        Some(
+            "no job has failed with a retryable error yet: one in-process retry as a probe, so \
+             a first failure is retried at once and shows whether retries rescue"
+                .to_owned(),
+        )
+    } else {
+        rescue_rate
+            .filter(|rescue| *rescue >= INLINE_MIN_RESCUE_RATE && mostly_transient)
+            .map(|rescue| {
+                rec.inline_retries = INLINE_RETRIES;
+                let transient = transient_share.map_or_else(
+                    || "in-process retries absorbed every failure".to_owned(),
+                    |t| format!("{} of failed executions{others} were transient", percent(t)),
+                );
+                format!(
+                    "{transient} and retries rescued {} of failed jobs{others}: retry in process \
+                 up to {INLINE_RETRIES} times",
+                    percent(rescue)
+                )
+            })
+    };
+    // A hedge.
+    let hedge_why = if !long_tail {
+        None
+    } else if sr < HEDGE_MIN_SUCCESS_RATE {
+        Some(Err(format!(
+            "{tail}, but a success rate under {} rules out hedging: slow calls are likelier \
+             failures than stragglers",
+            percent(HEDGE_MIN_SUCCESS_RATE)
+        )))
+    } else {
         // Hedge where the slow calls begin: after p95 (at most ~5% extra calls), or sooner,
         // after LONG_TAIL_RATIO × p50, when the tail already starts below p95: a call three
         // times slower than the median is in the tail, and hedging at a p95 that lies inside
         // the tail would start the hedge too late to help.
         let body_edge = scale(p50, LONG_TAIL_RATIO);
-        if body_edge < p95 {
+        Some(Ok(if body_edge < p95 {
             rec.hedge_delay = Some(body_edge);
             format!(
-                "Hedged: {tail}: tail is long and starts below p95 {}: hedge after {LONG_TAIL_RATIO}× p50 = {}",
+                "{tail}: tail is long and starts below p95 {}: hedge after {LONG_TAIL_RATIO}× p50 = {}",
                 human(p95),
                 human(body_edge)
             )
         } else {
             rec.hedge_delay = Some(p95);
-            format!(
-                "Hedged: {tail}: tail is long, hedge after p95 {}",
-                human(p95)
-            )
-        }
-    } else if let Some(rescue) = r
-        .retry_rescue_rate
-        .filter(|rescue| *rescue >= INLINE_MIN_RESCUE_RATE && mostly_transient)
-    {
-        rec.strategy = StrategyChoice::InlineRetry;
-        rec.inline_retries = INLINE_RETRIES;
-        let transient = transient_share.map_or_else(
-            || "in-process retries absorbed every failure".to_owned(),
-            |t| format!("{} of failed executions were transient", percent(t)),
-        );
-        let mut why = format!(
-            "InlineRetry: {transient} and retries rescued {} of failed jobs: retry in process \
-             up to {INLINE_RETRIES} times",
-            percent(rescue)
-        );
-        if long_tail {
-            let _ = write!(why, " ({tail}, but {no_hedge})");
-        }
-        why
-    } else if long_tail {
-        format!("Direct: {tail}: tail is long, but {no_hedge}")
-    } else {
-        format!("Direct: {tail}: tail is short")
+            format!("{tail}: tail is long, hedge after p95 {}", human(p95))
+        }))
     };
-    // Error classes retries have never rescued: failed at once, per class.
-    let hopeless: Vec<&ErrorClassCount> = r
-        .top_errors
-        .iter()
-        .filter(|e| e.jobs >= NO_RETRY_MIN_JOBS && e.rescued == 0)
-        .collect();
-    rec.no_retry_classes = hopeless.iter().map(|e| e.class.clone()).collect();
+    let strategy_why = match (hedge_why, inline_why) {
+        (Some(Ok(hedge)), Some(inline)) => {
+            rec.strategy = StrategyChoice::Hedged;
+            format!("Hedged: {hedge}; and {inline}")
+        }
+        (Some(Ok(hedge)), None) => {
+            rec.strategy = StrategyChoice::Hedged;
+            format!("Hedged: {hedge}")
+        }
+        // A probe is a precaution, not what the history calls for: the strategy stays.
+        (Some(Err(no_hedge)), Some(inline)) if probe => format!("Direct: {no_hedge}; {inline}"),
+        (None, Some(inline)) if probe => format!("Direct: {tail}: tail is short; {inline}"),
+        (Some(Err(no_hedge)), Some(inline)) => {
+            rec.strategy = StrategyChoice::InlineRetry;
+            format!("InlineRetry: {inline} ({no_hedge})")
+        }
+        (None, Some(inline)) => {
+            rec.strategy = StrategyChoice::InlineRetry;
+            format!("InlineRetry: {inline}")
+        }
+        (Some(Err(no_hedge)), None) => format!("Direct: {no_hedge}"),
+        (None, None) => format!("Direct: {tail}: tail is short"),
+    };
     let classes_why = if hopeless.is_empty() {
         String::new()
     } else {
@@ -585,20 +672,31 @@ pub fn recommend(r: &Reflection) -> Recommendation {
 /// The executions the drift check compares with the longer window (see [`drift`]).
 pub const DRIFT_WINDOW: usize = 50;
 
-/// Ratio of medians (or of p99s) between the recent and the longer window that counts as a
-/// change (either way).
+/// Ratio of medians between the recent and the longer window that counts as a change
+/// (either way).
 pub const DRIFT_LATENCY_RATIO: f64 = 2.0;
 
-/// Difference of success rates between the recent and the longer window that counts as a
-/// change.
+/// The smallest difference of success rates between the recent and the longer window that
+/// counts as a change (see [`DRIFT_SIGMAS`] for the larger one noisy rates need).
 pub const DRIFT_SUCCESS_GAP: f64 = 0.15;
+
+/// A success rate counts as changed only when it moved by this many standard errors of the
+/// recent window's rate (binomial, at the longer window's rate), and at least by
+/// [`DRIFT_SUCCESS_GAP`]: 50 executions of a kind that succeeds two times in three swing by
+/// ±7 points without any change.
+pub const DRIFT_SIGMAS: f64 = 3.0;
 
 /// Whether a kind's latest executions (`recent`, the latest [`DRIFT_WINDOW`]) behave unlike
 /// its longer history (`long`): a windowed comparison, so a change shows within
 /// [`DRIFT_WINDOW`] executions instead of being averaged away by hundreds of older ones.
-/// `Some` with the reason, citing the numbers, when `recent` is confident on its own and
-/// its median or p99 moved by [`DRIFT_LATENCY_RATIO`] or more either way, its success rate
-/// by [`DRIFT_SUCCESS_GAP`] or more, or it recommends another strategy.
+///
+/// `Some` with the reason, citing the numbers, when `recent` is confident on its own and its
+/// median moved by [`DRIFT_LATENCY_RATIO`] or more either way, or its success rate moved by
+/// more than chance allows (at least [`DRIFT_SUCCESS_GAP`], and [`DRIFT_SIGMAS`] standard
+/// errors). Only numbers that 50 executions measure steadily are compared: their p99 is
+/// decided by the slowest one or two and swings by more than 2× from window to window on a
+/// kind with a steady long tail, and so would a recommendation drawn from it, steering such a
+/// kind off its hedge for nothing. A change in the tail alone shows in the longer window.
 ///
 /// ```
 /// use std::time::Duration;
@@ -627,37 +725,27 @@ pub fn drift(long: &Reflection, recent: &Reflection) -> Option<String> {
     if !recent.recommendation.confident {
         return None;
     }
-    let moved = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
-        (Some(a), Some(b)) if !a.is_zero() && !b.is_zero() => {
-            let r = b.as_secs_f64() / a.as_secs_f64();
-            r >= DRIFT_LATENCY_RATIO || r <= 1.0 / DRIFT_LATENCY_RATIO
-        }
-        _ => false,
-    };
     let mut why = Vec::new();
-    let pair = |a: Option<Duration>, b: Option<Duration>| {
-        format!(
-            "{} → {}",
-            a.map_or_else(|| "-".to_owned(), human),
-            b.map_or_else(|| "-".to_owned(), human)
-        )
-    };
-    if moved(long.p50, recent.p50) {
-        why.push(format!("p50 {}", pair(long.p50, recent.p50)));
+    if let (Some(a), Some(b)) = (long.p50, recent.p50) {
+        if !a.is_zero() && !b.is_zero() {
+            let r = b.as_secs_f64() / a.as_secs_f64();
+            if r >= DRIFT_LATENCY_RATIO || r <= 1.0 / DRIFT_LATENCY_RATIO {
+                why.push(format!("p50 {} → {}", human(a), human(b)));
+            }
+        }
     }
-    if moved(long.p99, recent.p99) {
-        why.push(format!("p99 {}", pair(long.p99, recent.p99)));
-    }
-    if let (Some(a), Some(b)) = (long.success_rate, recent.success_rate) {
-        if (a - b).abs() >= DRIFT_SUCCESS_GAP {
+    // Success rates without the classes the longer history already fails at once: the
+    // latest executions of a burst are its retries, and a window full of a known hopeless
+    // class is no news.
+    let known = &long.recommendation.no_retry_classes;
+    if let (Some((a, _)), Some((b, n))) =
+        (success_without(long, known), success_without(recent, known))
+    {
+        #[allow(clippy::cast_precision_loss)]
+        let noise = DRIFT_SIGMAS * (a * (1.0 - a) / n.max(1) as f64).sqrt();
+        if n >= MIN_SAMPLE && (a - b).abs() >= DRIFT_SUCCESS_GAP.max(noise) {
             why.push(format!("success rate {} → {}", percent(a), percent(b)));
         }
-    }
-    if long.recommendation.strategy != recent.recommendation.strategy {
-        why.push(format!(
-            "they call for {:?} where the longer history called for {:?}",
-            recent.recommendation.strategy, long.recommendation.strategy
-        ));
     }
     (!why.is_empty()).then(|| {
         format!(
@@ -667,6 +755,22 @@ pub fn drift(long: &Reflection, recent: &Reflection) -> Option<String> {
             why.join(", ")
         )
     })
+}
+
+/// The success rate over executions that ran to an end, leaving out failures of `classes`,
+/// and how many executions that is; `None` when none are left.
+fn success_without(r: &Reflection, classes: &[String]) -> Option<(f64, u64)> {
+    let left_out: u64 = r
+        .top_errors
+        .iter()
+        .filter(|e| classes.contains(&e.class))
+        .map(|e| e.count)
+        .sum();
+    let ended = r
+        .count
+        .saturating_sub(r.deferred + r.cancelled)
+        .saturating_sub(left_out);
+    ratio(r.succeeded, ended).map(|rate| (rate.min(1.0), ended))
 }
 
 fn not_confident(r: &Reflection, ended: u64) -> Recommendation {
@@ -789,6 +893,14 @@ mod tests {
             .collect()
     }
 
+    /// A job that failed once (retried) and then succeeded: a transient failure.
+    fn rescued_failure() -> Vec<ExecutionRecord> {
+        let mut pair = runs(1, 10, OutcomeClass::Retried);
+        pair.extend(runs(1, 10, OutcomeClass::Succeeded));
+        pair[1].job_id = pair[0].job_id;
+        pair
+    }
+
     fn reflect_all(parts: &[&[ExecutionRecord]]) -> Reflection {
         let all: Vec<&ExecutionRecord> = parts.iter().flat_map(|p| p.iter()).collect();
         reflect_on("k", &all)
@@ -797,8 +909,10 @@ mod tests {
     #[test]
     fn drift_sees_a_fall_in_success_and_names_the_numbers() {
         let steady = runs(450, 10, OutcomeClass::Succeeded);
-        let mut late = runs(35, 10, OutcomeClass::Succeeded);
-        late.extend(runs(15, 10, OutcomeClass::Retried));
+        let mut late = runs(20, 10, OutcomeClass::Succeeded);
+        for _ in 0..15 {
+            late.extend(rescued_failure());
+        }
         let long = reflect_all(&[&steady, &late]);
         let recent = reflect_all(&[&late]);
         let why = drift(&long, &recent).expect("a drift");
@@ -818,11 +932,84 @@ mod tests {
             drift(&reflect_all(&[&steady, &slower]), &reflect_all(&[&slower])),
             None
         );
-        // A long tail appearing: p99 and the recommended strategy change.
-        let mut tail = runs(45, 10, OutcomeClass::Succeeded);
-        tail.extend(runs(5, 300, OutcomeClass::Succeeded));
-        let why = drift(&reflect_all(&[&steady, &tail]), &reflect_all(&[&tail])).expect("a drift");
-        assert!(why.contains("p99") && why.contains("Hedged"), "{why}");
+        // A steady long tail: one call in twelve is slow. Windows of 50 differ in their p99
+        // and in whether they hedge, by chance; that is not a drift.
+        let tail: Vec<ExecutionRecord> = (0..500)
+            .flat_map(|i| {
+                runs(
+                    1,
+                    if i % 12 == 0 { 400 } else { 10 },
+                    OutcomeClass::Succeeded,
+                )
+            })
+            .collect();
+        for start in (0..=450).step_by(10) {
+            let window = &tail[start..start + 50];
+            assert_eq!(
+                drift(&reflect_all(&[&tail]), &reflect_all(&[window])),
+                None,
+                "window at {start}"
+            );
+        }
+        // A noisy success rate (two in three) moving by less than chance allows.
+        let mut noisy = runs(330, 10, OutcomeClass::Succeeded);
+        noisy.extend(runs(170, 10, OutcomeClass::Retried));
+        let mut lucky = runs(40, 10, OutcomeClass::Succeeded);
+        lucky.extend(runs(10, 10, OutcomeClass::Retried));
+        assert_eq!(
+            drift(&reflect_all(&[&noisy]), &reflect_all(&[&lucky])),
+            None,
+            "80% against 66% in 50 executions is within chance"
+        );
+    }
+
+    #[test]
+    fn a_window_of_a_known_hopeless_class_is_not_a_drift() {
+        // The longer history: half the jobs fail with `e` every time (never rescued).
+        let mut long = runs(300, 10, OutcomeClass::Succeeded);
+        for _ in 0..100 {
+            let job = JobId::new();
+            let mut failed = runs(2, 10, OutcomeClass::Retried);
+            failed.extend(runs(1, 10, OutcomeClass::Failed));
+            for r in &mut failed {
+                r.job_id = job;
+            }
+            long.extend(failed);
+        }
+        let all = reflect_all(&[&long]);
+        assert_eq!(all.recommendation.no_retry_classes, vec!["e".to_owned()]);
+        // The latest 50 are all retries of that class, as at the end of a burst.
+        let tail = &long[long.len() - 50..];
+        assert_eq!(drift(&all, &reflect_all(&[tail])), None);
+    }
+
+    #[test]
+    fn drift_is_seen_within_the_window_after_a_change() {
+        // 450 reliable executions, then a quarter of calls start failing: the detector, fed
+        // the latest DRIFT_WINDOW after each new execution, fires within the window.
+        let steady = runs(450, 10, OutcomeClass::Succeeded);
+        let changed: Vec<ExecutionRecord> = (0..100)
+            .flat_map(|i| {
+                if i % 4 == 0 {
+                    rescued_failure()
+                } else {
+                    runs(1, 10, OutcomeClass::Succeeded)
+                }
+            })
+            .collect();
+        let mut fired = None;
+        for after in 1..=changed.len() {
+            let all: Vec<&ExecutionRecord> = steady.iter().chain(&changed[..after]).collect();
+            let start = all.len().saturating_sub(500);
+            let long = reflect_on("k", &all[start..]);
+            let recent = reflect_on("k", &all[all.len() - DRIFT_WINDOW..]);
+            if drift(&long, &recent).is_some() {
+                fired = Some(after);
+                break;
+            }
+        }
+        let fired = fired.expect("the change is seen");
+        assert!(fired <= DRIFT_WINDOW, "seen after {fired} executions");
     }
 
     proptest::proptest! {
@@ -874,6 +1061,7 @@ mod tests {
             p95: Some(ms(p[1])),
             p99: Some(ms(p[2])),
             retry_rescue_rate: rescue,
+            transient_rescue_rate: rescue,
             top_errors: Vec::new(),
             recommendation: placeholder(),
         }
@@ -899,7 +1087,14 @@ mod tests {
         let rec = recommend(&stats(100, 0, 0, [150, 400, 1_200], None));
         assert_eq!(rec.strategy, StrategyChoice::Hedged);
         assert_eq!(rec.hedge_delay, Some(ms(400)));
-        assert_eq!(rec.inline_retries, 0);
+        // Nothing has failed: one in-process retry, for free until something does.
+        assert_eq!(rec.inline_retries, INLINE_PROBE_RETRIES);
+        assert!(
+            rec.rationale
+                .contains("no job has failed with a retryable error yet"),
+            "{}",
+            rec.rationale
+        );
         assert_eq!(rec.timeout, Some(ms(1_800)));
         assert!(
             rec.rationale
@@ -907,14 +1102,128 @@ mod tests {
             "{}",
             rec.rationale
         );
-        // The same tail with a poor success rate does not hedge.
-        let rec = recommend(&stats(80, 0, 20, [150, 400, 1_200], None));
+        // The same tail in a kind that fails more often than it succeeds does not hedge.
+        let rec = recommend(&stats(40, 0, 60, [150, 400, 1_200], None));
         assert_eq!(rec.strategy, StrategyChoice::Direct);
         assert!(
             rec.rationale.contains("rules out hedging"),
             "{}",
             rec.rationale
         );
+    }
+
+    #[test]
+    fn a_long_tail_with_rescued_transient_failures_hedges_and_retries_in_process() {
+        let rec = recommend(&stats(75, 25, 0, [10, 300, 400], Some(1.0)));
+        assert_eq!(rec.strategy, StrategyChoice::Hedged);
+        assert_eq!(rec.hedge_delay, Some(ms(30)));
+        assert_eq!(rec.inline_retries, INLINE_RETRIES);
+        assert!(
+            rec.rationale.contains(
+                "hedge after 3× p50 = 30 ms; and 100% of failed executions were transient"
+            ),
+            "{}",
+            rec.rationale
+        );
+    }
+
+    #[test]
+    fn retries_are_judged_without_the_classes_they_never_rescued() {
+        // 100 jobs: 15 with a bad payload failed every call (4 retried, then failed: never
+        // rescued); 20 others failed once with a timeout and succeeded on retry.
+        let mut r = stats(85, 15 * 4 + 20, 15, [10, 12, 15], Some(20.0 / 35.0));
+        r.transient_rescue_rate = Some(1.0);
+        r.top_errors = vec![
+            ErrorClassCount {
+                class: "bad_payload".into(),
+                count: 75,
+                jobs: 15,
+                rescued: 0,
+                failed: 15,
+            },
+            ErrorClassCount {
+                class: "timeout".into(),
+                count: 20,
+                jobs: 20,
+                rescued: 20,
+                failed: 0,
+            },
+        ];
+        let rec = recommend(&r);
+        assert_eq!(rec.no_retry_classes, vec!["bad_payload".to_owned()]);
+        // The timeouts alone: all transient, all rescued, so retry them in process and allow
+        // every attempt; judged on every failure, the rescue rate (57%) would allow 3.
+        assert_eq!(rec.strategy, StrategyChoice::InlineRetry);
+        assert_eq!(rec.max_attempts, MAX_ATTEMPTS_WHEN_RESCUED);
+        assert!(
+            rec.rationale
+                .contains("retries rescued 100% of failed jobs of the other classes"),
+            "{}",
+            rec.rationale
+        );
+        // The same numbers with the bad payloads failing fast (one execution each, failed):
+        // still judged on the timeouts alone.
+        let mut fast = stats(85, 20, 15, [10, 12, 15], Some(1.0));
+        fast.transient_rescue_rate = Some(1.0);
+        fast.top_errors = r.top_errors.clone();
+        fast.top_errors[0].count = 15;
+        let rec = recommend(&fast);
+        assert_eq!(rec.strategy, StrategyChoice::InlineRetry);
+        // Without the per-class view, 15 failed against 20 retried is a 57% transient share
+        // and 20/35 rescued: no in-process retries.
+        fast.top_errors.clear();
+        fast.retry_rescue_rate = Some(20.0 / 35.0);
+        fast.transient_rescue_rate = fast.retry_rescue_rate;
+        fast.failed = 25;
+        assert_eq!(recommend(&fast).strategy, StrategyChoice::Direct);
+    }
+
+    #[test]
+    fn reflection_counts_the_rescue_rate_without_hopeless_jobs() {
+        let record = |job: JobId, outcome, class: Option<&str>| ExecutionRecord {
+            job_id: job,
+            kind: "k".into(),
+            strategy: "direct".into(),
+            outcome,
+            duration: ms(10),
+            attempt: 1,
+            inline_retries: 0,
+            error_class: class.map(str::to_owned),
+            at: chrono::Utc::now(),
+            decision: None,
+        };
+        let mut history = Vec::new();
+        for _ in 0..6 {
+            let bad = JobId::new();
+            history.push(record(bad, OutcomeClass::Retried, Some("bad_payload")));
+            history.push(record(bad, OutcomeClass::Failed, Some("bad_payload")));
+        }
+        for _ in 0..4 {
+            let flaky = JobId::new();
+            history.push(record(flaky, OutcomeClass::Retried, Some("timeout")));
+            history.push(record(flaky, OutcomeClass::Succeeded, None));
+        }
+        for _ in 0..20 {
+            history.push(record(JobId::new(), OutcomeClass::Succeeded, None));
+        }
+        let refs: Vec<&ExecutionRecord> = history.iter().collect();
+        let r = reflect_on("k", &refs);
+        assert_eq!(r.retry_rescue_rate, Some(0.4));
+        assert_eq!(r.transient_rescue_rate, Some(1.0));
+        let bad = r
+            .top_errors
+            .iter()
+            .find(|e| e.class == "bad_payload")
+            .expect("class");
+        assert_eq!(
+            (bad.count, bad.failed, bad.jobs, bad.rescued),
+            (12, 6, 6, 0)
+        );
+        assert_eq!(
+            r.recommendation.no_retry_classes,
+            vec!["bad_payload".to_owned()]
+        );
+        assert_eq!(r.recommendation.strategy, StrategyChoice::InlineRetry);
     }
 
     #[test]

@@ -229,6 +229,9 @@ pub struct ErrorClassCount {
     /// Of those jobs, the ones that succeeded later: retries rescued them.
     #[serde(default)]
     pub rescued: u64,
+    /// Of `count`, the executions that failed for good (the rest were retried).
+    #[serde(default)]
+    pub failed: u64,
 }
 
 /// What the history of one kind says.
@@ -268,6 +271,12 @@ pub struct Reflection {
     /// or any execution with `inline_retries > 0` — the fraction that also have a
     /// `Succeeded` execution; `None` when none failed.
     pub retry_rescue_rate: Option<f64>,
+    /// `retry_rescue_rate` over the failed jobs none of whose failures is of a class
+    /// retries never rescued (see
+    /// [`Recommendation::no_retry_classes`]): what retries do for the failures still worth
+    /// retrying. The same as `retry_rescue_rate` when no class is hopeless.
+    #[serde(default)]
+    pub transient_rescue_rate: Option<f64>,
     /// The most frequent error classes among failed executions (`Retried` or `Failed`),
     /// most frequent first, ties by class name, at most 5.
     pub top_errors: Vec<ErrorClassCount>,

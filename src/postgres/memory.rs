@@ -111,7 +111,7 @@ percentiles AS (
     FROM points JOIN ran a ON a.i = points.lo JOIN ran b ON b.i = points.hi
 ),
 failed_jobs AS (
-    SELECT bool_or(outcome = 'succeeded') AS rescued FROM runs
+    SELECT job_id, bool_or(outcome = 'succeeded') AS rescued FROM runs
     GROUP BY job_id
     HAVING bool_or(outcome = 'retried' OR inline_retries > 0)
 ),
@@ -122,22 +122,34 @@ errors AS (
     -- Per class: failed executions, the jobs they were of, and of those the jobs that
     -- succeeded later (retries rescued them).
     SELECT r.error_class, count(*) AS n, count(DISTINCT r.job_id) AS jobs,
-           count(DISTINCT s.job_id) AS rescued
+           count(DISTINCT s.job_id) AS rescued,
+           count(*) FILTER (WHERE r.outcome = 'failed') AS failed_n
     FROM runs r LEFT JOIN succeeded_jobs s ON s.job_id = r.job_id
     WHERE r.outcome IN ('retried', 'failed') AND r.error_class IS NOT NULL
     GROUP BY r.error_class
     ORDER BY n DESC, r.error_class COLLATE "C"
     LIMIT 5
+),
+hopeless_jobs AS (
+    -- Jobs that failed with a class retries never rescued (as `recommend` judges it).
+    SELECT DISTINCT r.job_id FROM runs r JOIN errors e ON e.error_class = r.error_class
+    WHERE r.outcome IN ('retried', 'failed')
+      AND e.jobs >= {no_retry_min_jobs} AND e.rescued = 0
 )
 SELECT s.*, p.lows, p.highs, p.fracs,
     (SELECT count(*) FROM failed_jobs) AS failed_jobs,
     (SELECT count(*) FILTER (WHERE rescued) FROM failed_jobs) AS rescued_jobs,
+    (SELECT count(*) FROM failed_jobs f
+        WHERE NOT EXISTS (SELECT 1 FROM hopeless_jobs h WHERE h.job_id = f.job_id))
+        AS transient_failed_jobs,
     (SELECT array_agg(error_class ORDER BY n DESC, error_class COLLATE "C") FROM errors)
         AS error_classes,
     (SELECT array_agg(n ORDER BY n DESC, error_class COLLATE "C") FROM errors) AS error_counts,
     (SELECT array_agg(jobs ORDER BY n DESC, error_class COLLATE "C") FROM errors) AS error_jobs,
     (SELECT array_agg(rescued ORDER BY n DESC, error_class COLLATE "C") FROM errors)
-        AS error_rescued
+        AS error_rescued,
+    (SELECT array_agg(failed_n ORDER BY n DESC, error_class COLLATE "C") FROM errors)
+        AS error_failed
 FROM stats s, percentiles p"#;
 
 const RUNS_ALL: &str = r"
@@ -268,10 +280,12 @@ struct StatsRow {
     fracs: Option<Vec<f64>>,
     failed_jobs: i64,
     rescued_jobs: i64,
+    transient_failed_jobs: i64,
     error_classes: Option<Vec<String>>,
     error_counts: Option<Vec<i64>>,
     error_jobs: Option<Vec<i64>>,
     error_rescued: Option<Vec<i64>>,
+    error_failed: Option<Vec<i64>>,
 }
 
 fn outcome_name(outcome: OutcomeClass) -> &'static str {
@@ -315,7 +329,12 @@ impl PostgresMemory {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let entry =
             |template: &str| shared.sql(&template.replace("{entry_columns}", ENTRY_COLUMNS));
-        let reflect = |runs: &str| shared.sql(&format!("{runs}{REFLECT_TAIL}"));
+        let reflect = |runs: &str| {
+            shared.sql(&format!("{runs}{REFLECT_TAIL}").replace(
+                "{no_retry_min_jobs}",
+                &crate::memory::reflection::NO_RETRY_MIN_JOBS.to_string(),
+            ))
+        };
         let sql = Statements {
             put: entry(PUT),
             get: entry(GET),
@@ -399,11 +418,13 @@ impl PostgresMemory {
                     .into_iter()
                     .zip(row.error_rescued.unwrap_or_default()),
             )
-            .map(|((class, n), (jobs, rescued))| ErrorClassCount {
+            .zip(row.error_failed.unwrap_or_default())
+            .map(|(((class, n), (jobs, rescued)), failed)| ErrorClassCount {
                 class,
                 count: count_u64(n),
                 jobs: count_u64(jobs),
                 rescued: count_u64(rescued),
+                failed: count_u64(failed),
             })
             .collect();
         let ended = count.saturating_sub(deferred + cancelled);
@@ -422,6 +443,10 @@ impl PostgresMemory {
             p95: percentiles.get(2).copied(),
             p99: percentiles.get(3).copied(),
             retry_rescue_rate: ratio(count_u64(row.rescued_jobs), count_u64(row.failed_jobs)),
+            transient_rescue_rate: ratio(
+                count_u64(row.rescued_jobs),
+                count_u64(row.transient_failed_jobs),
+            ),
             top_errors,
             recommendation: Recommendation {
                 strategy: StrategyChoice::Direct,

@@ -555,21 +555,32 @@ pub async fn reflect_names_the_error_classes_retries_never_rescue(m: Arc<dyn Mem
     }
     m.record(&batch).await.unwrap();
     let r = m.reflect("parse", Window::All).await.unwrap();
-    let by_class: Vec<(String, u64, u64, u64)> = r
+    let by_class: Vec<(String, u64, u64, u64, u64)> = r
         .top_errors
         .iter()
-        .map(|e| (e.class.clone(), e.count, e.jobs, e.rescued))
+        .map(|e| (e.class.clone(), e.count, e.jobs, e.rescued, e.failed))
         .collect();
     assert_eq!(
         by_class,
         [
-            ("bad_payload".to_owned(), 12, 6, 0),
-            ("timeout".to_owned(), 8, 8, 8)
+            ("bad_payload".to_owned(), 12, 6, 0, 6),
+            ("timeout".to_owned(), 8, 8, 8, 0)
         ]
     );
+    // 8 of the 14 failed jobs were rescued; without the 6 bad payloads, all 8 were.
+    assert_eq!(r.retry_rescue_rate, Some(8.0 / 14.0));
+    assert_eq!(r.transient_rescue_rate, Some(1.0));
     let rec = &r.recommendation;
     assert!(rec.confident);
     assert_eq!(rec.no_retry_classes, ["bad_payload"]);
+    // Judged without the bad payloads, the timeouts are retried in process.
+    assert_eq!(
+        rec.strategy,
+        StrategyChoice::InlineRetry,
+        "{}",
+        rec.rationale
+    );
+    assert_eq!(rec.max_attempts, 5, "{}", rec.rationale);
     assert!(
         rec.rationale
             .contains("retries never rescued `bad_payload` (6 jobs)"),
