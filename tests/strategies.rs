@@ -28,6 +28,8 @@ struct FakeMemory {
     reflections: Mutex<HashMap<String, Reflection>>,
     reflects: AtomicUsize,
     records: Mutex<Vec<ExecutionRecord>>,
+    /// Entries are kept for real (adaptive records its decision changes there).
+    entries: jobforge::memory::InMemoryMemory,
 }
 
 impl FakeMemory {
@@ -51,11 +53,11 @@ fn unsupported() -> Error {
 
 #[async_trait]
 impl Memory for FakeMemory {
-    async fn put(&self, _entry: NewEntry) -> jobforge::Result<Entry> {
-        Err(unsupported())
+    async fn put(&self, entry: NewEntry) -> jobforge::Result<Entry> {
+        self.entries.put(entry).await
     }
-    async fn get(&self, _ns: &str, _key: &str) -> jobforge::Result<Option<Entry>> {
-        Ok(None)
+    async fn get(&self, ns: &str, key: &str) -> jobforge::Result<Option<Entry>> {
+        self.entries.get(ns, key).await
     }
     async fn update(
         &self,
@@ -728,14 +730,15 @@ async fn adaptive_fails_at_once_the_classes_retries_never_rescued() {
     ));
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two inline retries");
 
-    // One job in ten still retries the hopeless class, so history can show it rescued.
+    // One job in ten still retries the hopeless class, so history can show it rescued:
+    // through the queue, not in process.
     let (handler, calls) = failing("bad_payload");
     let ctx = ctx_exploring("k", memory.clone(), true);
     assert!(matches!(
         adaptive.run(&ctx, handler.as_ref()).await,
         Outcome::Retry { .. }
     ));
-    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // Switched off, the class is retried like any other.
     let (handler, calls) = failing("bad_payload");
@@ -851,6 +854,110 @@ async fn adaptive_picks_up_a_new_recommendation_after_refresh() {
     let ctx = ctx_with("k", memory.clone(), false);
     adaptive.run(&ctx, handler.as_ref()).await;
     assert!(decision(&ctx).contains("no hedge"), "{}", decision(&ctx));
+}
+
+#[tokio::test]
+async fn adaptive_records_when_its_decision_changes_and_why() {
+    let memory = FakeMemory::with(reflection("k", 5, recommend(StrategyChoice::Direct, false)));
+    let adaptive = Adaptive::new().with_refresh_after_runs(1);
+    let (handler, _) = scripted(|_, _| async { Ok(json!(0)) });
+    let run = |memory: Arc<FakeMemory>| {
+        let ctx = ctx_with("k", memory, false);
+        let (adaptive, handler) = (&adaptive, Arc::clone(&handler));
+        async move { adaptive.run(&ctx, handler.as_ref()).await }
+    };
+    run(memory.clone()).await;
+    run(memory.clone()).await;
+    assert_eq!(
+        Adaptive::last_change(memory.as_ref(), "k").await.unwrap(),
+        None,
+        "no change yet"
+    );
+    let mut now = confident("k", StrategyChoice::InlineRetry);
+    now.recommendation.inline_retries = 2;
+    now.recommendation.rationale = "InlineRetry: retries rescued 90% of failed jobs".to_owned();
+    memory.reflections.lock().insert("k".to_owned(), now);
+    let mut change = None;
+    for _ in 0..20 {
+        run(memory.clone()).await;
+        tokio::task::yield_now().await;
+        change = Adaptive::last_change(memory.as_ref(), "k").await.unwrap();
+        if change.is_some() {
+            break;
+        }
+    }
+    let change = change.expect("the change is recorded");
+    assert_eq!(change.from, "base strategy `direct`");
+    assert_eq!(change.to, "no hedge; 2 inline retries");
+    assert_eq!(
+        change.why,
+        "InlineRetry: retries rescued 90% of failed jobs"
+    );
+    assert_eq!(change.executions, 500);
+    // Running on under the same decision records nothing new.
+    for _ in 0..5 {
+        run(memory.clone()).await;
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        Adaptive::last_change(memory.as_ref(), "k").await.unwrap(),
+        Some(change)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn adaptive_hedges_within_its_budget() {
+    let mut refl = confident("k", StrategyChoice::Hedged);
+    refl.recommendation.hedge_delay = Some(Duration::from_millis(10));
+    let memory = FakeMemory::with(refl);
+    // Every job's first call is slow; a hedge is fast.
+    let seen: Arc<Mutex<HashMap<JobId, usize>>> = Arc::default();
+    let (handler, calls) = scripted(move |_, ctx: JobContext| {
+        let first = {
+            let mut seen = seen.lock();
+            let n = seen.entry(ctx.id()).or_default();
+            *n += 1;
+            *n == 1
+        };
+        async move {
+            if first {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(json!(0))
+        }
+    });
+    // No budget beyond the reserve: the first HEDGE_RESERVE slow jobs are hedged, no more.
+    let adaptive = Adaptive::new().with_hedge_budget(0.0);
+    let mut hedged = 0;
+    for _ in 0..15 {
+        let ctx = ctx_with("k", memory.clone(), true);
+        let started = tokio::time::Instant::now();
+        adaptive.run(&ctx, handler.as_ref()).await;
+        let d = decision(&ctx);
+        if started.elapsed() < Duration::from_secs(1) {
+            hedged += 1;
+            assert!(d.contains("hedge won"), "{d}");
+        } else {
+            assert!(d.contains("hedge budget spent; not hedged"), "{d}");
+        }
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let burst = jobforge::strategy::HEDGE_RESERVE as usize;
+    assert_eq!(hedged, burst);
+    assert_eq!(calls.load(Ordering::SeqCst), 15 + burst);
+    // A budget of one hedge per attempt hedges them all.
+    let adaptive = Adaptive::new().with_hedge_budget(1.0);
+    for _ in 0..15 {
+        let ctx = ctx_with("k", memory.clone(), true);
+        let started = tokio::time::Instant::now();
+        adaptive.run(&ctx, handler.as_ref()).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{}",
+            decision(&ctx)
+        );
+        assert!(decision(&ctx).contains("hedge budget 100% extra calls"));
+    }
 }
 
 #[tokio::test]

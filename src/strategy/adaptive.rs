@@ -1,4 +1,4 @@
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -70,6 +70,11 @@ pub struct Adaptive {
     min_timeout: Duration,
     fail_fast: bool,
     class_fail_fast: bool,
+    hedge_budget: f64,
+    /// Per kind: attempts and hedges, decayed (see [`Adaptive::with_hedge_budget`]).
+    budgets: parking_lot::Mutex<HashMap<String, HedgeSpend>>,
+    /// Per kind: the latest plan, to notice when its shape changes.
+    last_plans: parking_lot::Mutex<HashMap<String, AdaptivePlan>>,
     warned: parking_lot::Mutex<HashSet<String>>,
 }
 
@@ -83,7 +88,9 @@ impl fmt::Debug for Adaptive {
             .field("max_inline_retries", &self.max_inline_retries)
             .field("min_timeout", &self.min_timeout)
             .field("fail_fast", &self.fail_fast)
-            .finish()
+            .field("class_fail_fast", &self.class_fail_fast)
+            .field("hedge_budget", &self.hedge_budget)
+            .finish_non_exhaustive()
     }
 }
 
@@ -126,6 +133,49 @@ pub struct Tuning {
     pub no_retry_classes: Vec<String>,
 }
 
+impl AdaptivePlan {
+    /// Whether `other` does the same as this plan, numbers aside (see `shape`).
+    fn same_shape(&self, other: &AdaptivePlan) -> bool {
+        match (self, other) {
+            (AdaptivePlan::Base { .. }, AdaptivePlan::Base { .. }) => true,
+            (AdaptivePlan::Tuned(a), AdaptivePlan::Tuned(b)) => {
+                a.hedge_delay.is_some() == b.hedge_delay.is_some()
+                    && a.inline_retries == b.inline_retries
+                    && a.fail_fast == b.fail_fast
+                    && a.no_retry_classes == b.no_retry_classes
+            }
+            _ => false,
+        }
+    }
+
+    /// What the plan does, without its numbers (which move with every refresh): whether
+    /// it runs the base strategy, hedges, retries in process, and which classes fail fast.
+    fn shape(&self, base: &str) -> String {
+        let t = match self {
+            AdaptivePlan::Base { .. } => return format!("base strategy `{base}`"),
+            AdaptivePlan::Tuned(t) => t,
+        };
+        let mut parts = vec![
+            if t.hedge_delay.is_some() {
+                "hedge".to_owned()
+            } else {
+                "no hedge".to_owned()
+            },
+            match t.inline_retries {
+                0 => "no inline retries".to_owned(),
+                n => format!("{n} inline retries"),
+            },
+        ];
+        if t.fail_fast {
+            parts.push("fail fast".to_owned());
+        }
+        if !t.no_retry_classes.is_empty() {
+            parts.push(format!("no retry of {}", t.no_retry_classes.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
 impl fmt::Display for Tuning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.timeout {
@@ -151,6 +201,44 @@ impl fmt::Display for Tuning {
     }
 }
 
+/// Hedges allowed beyond the budget's share, so a kind's first slow attempts can be hedged
+/// before it has many attempts to its name (see [`Adaptive::with_hedge_budget`]).
+pub const HEDGE_RESERVE: f64 = 2.0;
+
+/// The hedge budget is kept over about this many of a kind's latest attempts: both counts
+/// decay by `1 − 1/HEDGE_BUDGET_WINDOW` per attempt.
+pub const HEDGE_BUDGET_WINDOW: u32 = 1_000;
+
+const HEDGE_DECAY: f64 = 1.0 - 1.0 / HEDGE_BUDGET_WINDOW as f64;
+
+/// A kind's recent attempts and hedges, decayed per attempt.
+#[derive(Debug, Default, Clone, Copy)]
+struct HedgeSpend {
+    attempts: f64,
+    hedges: f64,
+}
+
+/// A change of what [`Adaptive`] does for a kind, recorded in the memory (see
+/// [`Adaptive::last_change`]) and shown by `GET /v1/kinds/{kind}/reflection`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct DecisionChange {
+    /// When it changed.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// What it did before, in short (for example `hedge; no inline retries`).
+    pub from: String,
+    /// What it does now.
+    pub to: String,
+    /// Why: the rationale of the recommendation it follows now, with its numbers.
+    pub why: String,
+    /// Executions the new decision was drawn from.
+    pub executions: u64,
+}
+
+fn hopeless_class(plan: &Tuning, error: &JobError) -> bool {
+    plan.no_retry_classes.iter().any(|c| c == error.class())
+}
+
 /// One job in this many keeps retrying the classes retries never rescued (see
 /// [`Tuning::no_retry_classes`]).
 const EXPLORE: u128 = 10;
@@ -158,6 +246,9 @@ const EXPLORE: u128 = 10;
 impl Adaptive {
     /// The name it is registered under unless renamed with [`Adaptive::with_name`].
     pub const NAME: &'static str = "adaptive";
+
+    /// The memory namespace its decision changes are recorded in, one entry per kind.
+    pub const CHANGES_NAMESPACE: &'static str = "jobforge.adaptive";
 
     /// [`Direct`] until confident; reflections over the latest 500 executions, refreshed every
     /// 30 s; at most 3 inline retries, 10–50 ms apart; timeouts no shorter than 10 ms; no fail
@@ -176,6 +267,9 @@ impl Adaptive {
             min_timeout: Duration::from_millis(10),
             fail_fast: false,
             class_fail_fast: true,
+            hedge_budget: 0.1,
+            budgets: parking_lot::Mutex::new(HashMap::new()),
+            last_plans: parking_lot::Mutex::new(HashMap::new()),
             warned: parking_lot::Mutex::new(HashSet::new()),
         }
     }
@@ -257,6 +351,122 @@ impl Adaptive {
         self
     }
 
+    /// Hedges cost at most this share of extra calls per kind (default 0.1: 10%), whatever
+    /// the recommendation: over the kind's latest [`HEDGE_BUDGET_WINDOW`] or so attempts
+    /// (counts decay, so old spending is forgotten and idle time earns nothing), a hedge
+    /// starts only while hedges stay within `budget ×` attempts, plus a reserve of
+    /// [`HEDGE_RESERVE`] for a kind's first attempts. Past the budget an attempt that
+    /// outlives the hedge delay is left to finish alone, and its decision says so. `0.0`
+    /// hedges only the reserve; values are clamped to `0.0..=1.0`.
+    #[must_use]
+    pub fn with_hedge_budget(mut self, budget: f64) -> Self {
+        self.hedge_budget = if budget.is_nan() {
+            0.0
+        } else {
+            budget.clamp(0.0, 1.0)
+        };
+        self
+    }
+
+    /// The latest change of what `Adaptive` does for `kind`, as any process running it
+    /// recorded it in `memory` (namespace [`Adaptive::CHANGES_NAMESPACE`], key the kind);
+    /// `None` before the first change.
+    ///
+    /// # Errors
+    /// What the memory returns on a failed read; an entry that does not parse is
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend).
+    pub async fn last_change(
+        memory: &dyn crate::Memory,
+        kind: &str,
+    ) -> crate::Result<Option<DecisionChange>> {
+        let Some(entry) = memory.get(Self::CHANGES_NAMESPACE, kind).await? else {
+            return Ok(None);
+        };
+        serde_json::from_value(entry.value).map(Some).map_err(|e| {
+            crate::Error::new(
+                crate::ErrorKind::Backend,
+                format!(
+                    "the memory entry {}/{kind} is not a decision change ({e}); delete it, \
+                     the next change rewrites it",
+                    Self::CHANGES_NAMESPACE
+                ),
+            )
+        })
+    }
+
+    /// Start a hedge for `kind` if its budget allows one now.
+    fn spend_hedge(&self, kind: &str) -> bool {
+        let mut budgets = self.budgets.lock();
+        let spend = budgets.entry(kind.to_owned()).or_default();
+        if spend.hedges + 1.0 <= self.hedge_budget * spend.attempts + HEDGE_RESERVE {
+            spend.hedges += 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Count an attempt of `kind` that may be hedged.
+    fn count_attempt(&self, kind: &str) {
+        let mut budgets = self.budgets.lock();
+        if let Some(spend) = budgets.get_mut(kind) {
+            spend.attempts = spend.attempts * HEDGE_DECAY + 1.0;
+            spend.hedges *= HEDGE_DECAY;
+        } else {
+            budgets.insert(
+                kind.to_owned(),
+                HedgeSpend {
+                    attempts: 1.0,
+                    hedges: 0.0,
+                },
+            );
+        }
+    }
+
+    /// Note the plan for `kind`; when its shape differs from the previous one this process
+    /// ran, record the change in the memory (in the background).
+    fn note_plan(&self, ctx: &JobContext, plan: &AdaptivePlan, reflection: Option<&Reflection>) {
+        // Compared field by field: nothing is allocated unless the shape changed.
+        let previous = {
+            let mut last = self.last_plans.lock();
+            match last.get_mut(ctx.kind()) {
+                Some(previous) if previous.same_shape(plan) => return,
+                Some(previous) => Some(std::mem::replace(previous, plan.clone())),
+                None => {
+                    last.insert(ctx.kind().to_owned(), plan.clone());
+                    None
+                }
+            }
+        };
+        let Some(previous) = previous else { return };
+        let change = DecisionChange {
+            at: chrono::Utc::now(),
+            from: previous.shape(self.base.name()),
+            to: plan.shape(self.base.name()),
+            why: match plan {
+                AdaptivePlan::Base { reason } => reason.clone(),
+                AdaptivePlan::Tuned(_) => reflection
+                    .map(|r| r.recommendation.rationale.clone())
+                    .unwrap_or_default(),
+            },
+            executions: reflection.map_or(0, |r| r.count),
+        };
+        tracing::info!(kind = ctx.kind(), from = %change.from, to = %change.to, why = %change.why, "adaptive changed its decision");
+        let Ok(value) = serde_json::to_value(&change) else {
+            return;
+        };
+        let ctx = ctx.clone();
+        let write = async move {
+            let entry = crate::memory::NewEntry::new(Self::CHANGES_NAMESPACE, ctx.kind(), value);
+            if let Err(err) = ctx.memory().put(entry).await {
+                tracing::warn!(kind = ctx.kind(), error = %err, "could not record adaptive's decision change");
+            }
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(write);
+        }
+    }
+
     /// What this strategy does for a job of a kind with `reflection`, whose kind is
     /// `idempotent` or not. Pure: it is what [`Strategy::run`] follows, offered to inspect
     /// and test the choice.
@@ -322,7 +532,9 @@ impl Strategy for Adaptive {
 
     async fn run(&self, ctx: &JobContext, handler: &dyn Handler) -> Outcome {
         let reflection = self.cache.get(ctx).await;
-        let tuning = match self.plan(reflection.as_deref(), ctx.is_idempotent()) {
+        let plan = self.plan(reflection.as_deref(), ctx.is_idempotent());
+        self.note_plan(ctx, &plan, reflection.as_deref());
+        let tuning = match plan {
             AdaptivePlan::Base { reason } => return self.run_base(ctx, handler, &reason).await,
             AdaptivePlan::Tuned(tuning) => tuning,
         };
@@ -331,39 +543,53 @@ impl Strategy for Adaptive {
         }
         let hedges = AtomicU32::new(0);
         let last_hedge: parking_lot::Mutex<Option<HedgeReport>> = parking_lot::Mutex::new(None);
-        let (hedges, last_hedge, plan) = (&hedges, &last_hedge, &tuning);
+        let kind = ctx.kind();
+        let may_hedge = || self.spend_hedge(kind);
+        let (hedges, last_hedge, plan, may_hedge) = (&hedges, &last_hedge, &tuning, &may_hedge);
         // One job in EXPLORE keeps retrying even the classes retries never rescued, so the
         // history keeps telling whether they still cannot be (a class that starts being
-        // rescued leaves the list).
+        // rescued leaves the list). It retries them through the queue only, with its backoff:
+        // enough to tell, without a burst of in-process calls on top.
         let explore = ctx.id().as_uuid().as_u128() % EXPLORE == 0;
-        let (outcome, used) = retry_inline(ctx, tuning.inline_retries, self.pause, || async move {
-            let outcome = match plan.hedge_delay {
-                Some(delay) => {
-                    let (outcome, report) = hedge(ctx, handler, delay, plan.timeout).await;
-                    if report.hedged() {
-                        hedges.fetch_add(1, Ordering::Relaxed);
+        let hopeless = |outcome: &Outcome| match outcome {
+            Outcome::Retry { error, .. } => hopeless_class(plan, error),
+            _ => false,
+        };
+        let worth = |outcome: &Outcome| !hopeless(outcome);
+        let (outcome, used) = retry_inline(
+            ctx,
+            tuning.inline_retries,
+            self.pause,
+            worth,
+            || async move {
+                let outcome = match plan.hedge_delay {
+                    Some(delay) => {
+                        self.count_attempt(kind);
+                        let (outcome, report) =
+                            hedge(ctx, handler, delay, plan.timeout, Some(may_hedge)).await;
+                        if report.hedged() {
+                            hedges.fetch_add(1, Ordering::Relaxed);
+                        }
+                        *last_hedge.lock() = Some(report);
+                        outcome
                     }
-                    *last_hedge.lock() = Some(report);
-                    outcome
+                    None => attempt(ctx, handler, plan.timeout).await,
+                };
+                match outcome {
+                    Outcome::Retry { error, .. } if !explore && hopeless_class(plan, &error) => {
+                        Outcome::Failed(
+                            JobError::permanent(format!(
+                                "{} (adaptive: retries have never rescued class `{}` of this kind)",
+                                error.message(),
+                                error.class()
+                            ))
+                            .with_class(error.class().to_owned()),
+                        )
+                    }
+                    other => other,
                 }
-                None => attempt(ctx, handler, plan.timeout).await,
-            };
-            match outcome {
-                Outcome::Retry { error, .. }
-                    if !explore && plan.no_retry_classes.iter().any(|c| c == error.class()) =>
-                {
-                    Outcome::Failed(
-                        JobError::permanent(format!(
-                            "{} (adaptive: retries have never rescued class `{}` of this kind)",
-                            error.message(),
-                            error.class()
-                        ))
-                        .with_class(error.class().to_owned()),
-                    )
-                }
-                other => other,
-            }
-        })
+            },
+        )
         .await;
         let outcome = match outcome {
             Outcome::Retry { error, .. } if tuning.fail_fast => Outcome::Failed(
@@ -376,6 +602,12 @@ impl Strategy for Adaptive {
             other => other,
         };
         let mut ran = Vec::new();
+        if tuning.hedge_delay.is_some() {
+            ran.push(format!(
+                "hedge budget {:.0}% extra calls",
+                self.hedge_budget * 100.0
+            ));
+        }
         if tuning.inline_retries > 0 {
             ran.push(format!("{used} inline retries used"));
         }

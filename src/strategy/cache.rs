@@ -180,8 +180,26 @@ async fn fetch(ctx: &JobContext, window: Window, check_drift: bool) -> Option<Ar
     match drift(&long, &recent) {
         Some(why) => {
             tracing::info!(kind = ctx.kind(), %why, "the kind drifted; steering by its latest executions");
+            // Classes the longer history saw never rescued stay failed at once: 50 executions
+            // may hold too few of them to tell again. (The exploring jobs keep testing them,
+            // and the longer window drops a class once it is rescued.)
+            let mut kept = Vec::new();
+            for class in &long.recommendation.no_retry_classes {
+                if !recent.recommendation.no_retry_classes.contains(class) {
+                    recent.recommendation.no_retry_classes.push(class.clone());
+                    kept.push(format!("`{class}`"));
+                }
+            }
+            let kept = if kept.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; still failing at once, from the longer history: {}",
+                    kept.join(", ")
+                )
+            };
             recent.recommendation.rationale = format!(
-                "drift: {why}; re-tuned from the latest {} executions: {}",
+                "drift: {why}; re-tuned from the latest {} executions: {}{kept}",
                 recent.count, recent.recommendation.rationale
             );
             Some(Arc::new(recent))

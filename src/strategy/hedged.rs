@@ -158,7 +158,7 @@ impl Strategy for Hedged {
             return outcome;
         }
         let (delay, source) = self.delay_for(ctx).await;
-        let (outcome, report) = hedge(ctx, handler, delay, None).await;
+        let (outcome, report) = hedge(ctx, handler, delay, None, None).await;
         ctx.set_decision(format!(
             "{}: hedge delay {} ({source}); {report}",
             self.name,
@@ -193,6 +193,8 @@ pub(super) enum HedgeReport {
     NotNeeded(String),
     /// The job was cancelled before the delay passed; no hedge started.
     Skipped(String),
+    /// The delay passed but the kind's hedge budget was spent; no hedge started.
+    OverBudget(String),
     /// Both ran; the first attempt succeeded first.
     PrimaryWon,
     /// Both ran; the hedge succeeded first.
@@ -203,7 +205,10 @@ pub(super) enum HedgeReport {
 
 impl HedgeReport {
     pub(super) fn hedged(&self) -> bool {
-        !matches!(self, HedgeReport::NotNeeded(_) | HedgeReport::Skipped(_))
+        !matches!(
+            self,
+            HedgeReport::NotNeeded(_) | HedgeReport::Skipped(_) | HedgeReport::OverBudget(_)
+        )
     }
 }
 
@@ -216,6 +221,9 @@ impl std::fmt::Display for HedgeReport {
             HedgeReport::Skipped(outcome) => {
                 write!(f, "cancelled before the delay; not hedged: {outcome}")
             }
+            HedgeReport::OverBudget(outcome) => {
+                write!(f, "hedge budget spent; not hedged: {outcome}")
+            }
             HedgeReport::PrimaryWon => f.write_str("hedged; first attempt won"),
             HedgeReport::HedgeWon => f.write_str("hedged; hedge won"),
             HedgeReport::BothFailed { primary, hedge } => {
@@ -225,13 +233,15 @@ impl std::fmt::Display for HedgeReport {
     }
 }
 
-/// Run `handler`, and a second time beside it if the first has not finished after `delay`.
-/// Each attempt runs on its own child context, under `timeout` if set.
+/// Run `handler`, and a second time beside it if the first has not finished after `delay`
+/// (and `may_hedge`, if given, allows it then: a hedge budget). Each attempt runs on its own
+/// child context, under `timeout` if set.
 pub(super) async fn hedge(
     ctx: &JobContext,
     handler: &dyn Handler,
     delay: Duration,
     timeout: Option<Duration>,
+    may_hedge: Option<&(dyn Fn() -> bool + Sync)>,
 ) -> (Outcome, HedgeReport) {
     let first_ctx = ctx.child();
     let first = attempt(&first_ctx, handler, timeout);
@@ -247,6 +257,11 @@ pub(super) async fn hedge(
     if ctx.is_cancelled() {
         let outcome = first.await;
         let report = HedgeReport::Skipped(describe(&outcome));
+        return (outcome, report);
+    }
+    if may_hedge.is_some_and(|may| !may()) {
+        let outcome = first.await;
+        let report = HedgeReport::OverBudget(describe(&outcome));
         return (outcome, report);
     }
     let second_ctx = ctx.child();

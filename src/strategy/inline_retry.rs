@@ -111,9 +111,13 @@ impl Strategy for InlineRetry {
     }
 
     async fn run(&self, ctx: &JobContext, handler: &dyn Handler) -> Outcome {
-        let (outcome, used) = retry_inline(ctx, self.retries, self.pause, || {
-            attempt(ctx, handler, None)
-        })
+        let (outcome, used) = retry_inline(
+            ctx,
+            self.retries,
+            self.pause,
+            |_| true,
+            || attempt(ctx, handler, None),
+        )
         .await;
         ctx.set_decision(format!(
             "{}: {used} of {} inline retries used; {}",
@@ -158,12 +162,14 @@ fn retry_in_process(outcome: &Outcome) -> bool {
     matches!(outcome, Outcome::Retry { after: None, .. })
 }
 
-/// Run `attempt`, then again while it fails retryably, up to `retries` more times. Returns
-/// the last outcome and the retries made (each one counted on `ctx`).
+/// Run `attempt`, then again while it fails retryably (and `worth` says the failure is
+/// worth retrying in process), up to `retries` more times. Returns the last outcome and the
+/// retries made (each one counted on `ctx`).
 pub(super) async fn retry_inline<F, Fut>(
     ctx: &JobContext,
     retries: u32,
     pause: Pause,
+    worth: impl Fn(&Outcome) -> bool,
     mut attempt: F,
 ) -> (Outcome, u32)
 where
@@ -173,7 +179,8 @@ where
     let mut used = 0;
     loop {
         let outcome = attempt().await;
-        if used >= retries || !retry_in_process(&outcome) || ctx.is_cancelled() {
+        if used >= retries || !retry_in_process(&outcome) || !worth(&outcome) || ctx.is_cancelled()
+        {
             return (outcome, used);
         }
         tokio::select! {

@@ -26,7 +26,9 @@ mod fallback;
 mod hedged;
 mod inline_retry;
 
-pub use adaptive::{Adaptive, AdaptivePlan, Tuning};
+pub use adaptive::{
+    Adaptive, AdaptivePlan, DecisionChange, HEDGE_BUDGET_WINDOW, HEDGE_RESERVE, Tuning,
+};
 pub use backoff::RetryPolicy;
 pub use direct::Direct;
 pub use fallback::Fallback;
