@@ -302,6 +302,41 @@ async fn retries_strategies_dead_letters() {
             .as_str()
             .is_some_and(|r| !r.is_empty())
     );
+    assert_eq!(reflection["last_change"], Value::Null, "{reflection}");
+    // The adaptive strategy's latest decision change, as any process records it in the
+    // memory, comes with the reflection.
+    let change = json!({
+        "at": "2026-12-05T11:02:03Z", "from": "base strategy `direct`",
+        "to": "no hedge; 2 inline retries", "why": "InlineRetry: retries rescued 90%",
+        "executions": 120
+    });
+    let r = s
+        .http
+        .put(s.url("/v1/memory/jobforge.adaptive/fail_n_times"))
+        .json(&json!({ "value": change }))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (status, reflection) = s.get("/v1/kinds/fail_n_times/reflection").await;
+    assert_eq!(status, StatusCode::OK);
+    let last = &reflection["last_change"];
+    assert_eq!(
+        (
+            &last["from"],
+            &last["to"],
+            &last["why"],
+            &last["executions"]
+        ),
+        (
+            &change["from"],
+            &change["to"],
+            &change["why"],
+            &change["executions"]
+        ),
+        "{reflection}"
+    );
+    assert_eq!(last["at"], "2026-12-05T11:02:03.000Z");
     let (status, reflection) = s
         .get("/v1/kinds/fail_n_times/reflection?window=last:2")
         .await;

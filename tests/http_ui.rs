@@ -417,6 +417,34 @@ async fn every_page_answers() {
     let (_, html) = c.page(&admin, "/ui/kinds/echo").await;
     assert!(html.contains(r#"data-field="count">1<"#), "{html}");
     assert!(html.contains(r#"id="decision""#) && html.contains(r#"id="histogram""#));
+    assert!(
+        !html.contains(r#"id="last-change""#),
+        "no change recorded yet"
+    );
+    // With a decision change recorded (as the adaptive strategy records it), the kind page
+    // shows it under the decision, escaped.
+    let r = c
+        .http
+        .put(format!("{}/v1/memory/jobforge.adaptive/echo", c.base))
+        .header("x-api-key", &c.admin)
+        .json(&json!({"value": {
+            "at": "2026-12-05T11:02:03Z", "from": "base strategy `direct`",
+            "to": "hedge; 1 inline retries", "why": "Hedged: p99 <b>8×</b> p50",
+            "executions": 120
+        }}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let (_, html) = c.page(&admin, "/ui/kinds/echo").await;
+    assert!(html.contains(r#"id="last-change""#), "{html}");
+    assert!(
+        html.contains("2026-12-05 11:02:03 UTC")
+            && html.contains("<strong>hedge; 1 inline retries</strong>")
+            && html.contains("Hedged: p99 &lt;b&gt;8×&lt;/b&gt; p50")
+            && html.contains("(from 120 executions)"),
+        "{html}"
+    );
     // The live counts the overview polls.
     let r = c
         .http

@@ -11,6 +11,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use crate::strategy::Adaptive;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -437,6 +439,8 @@ pub(crate) struct RecommendationView {
     confident: bool,
     /// Why, in plain language, citing the numbers.
     rationale: String,
+    /// Error classes retries have never rescued: the adaptive strategy fails them at once.
+    no_retry_classes: Vec<String>,
 }
 
 fn ms(d: Option<Duration>) -> Option<f64> {
@@ -457,6 +461,7 @@ impl From<Recommendation> for RecommendationView {
             hedge_delay_ms: ms(r.hedge_delay),
             confident: r.confident,
             rationale: r.rationale,
+            no_retry_classes: r.no_retry_classes,
         }
     }
 }
@@ -468,6 +473,27 @@ pub(crate) struct ErrorClassView {
     class: String,
     /// Executions that ended with it.
     count: u64,
+    /// Jobs that failed with it at least once.
+    jobs: u64,
+    /// Of those jobs, the ones a retry rescued.
+    rescued: u64,
+    /// Of `count`, the executions that failed for good.
+    failed: u64,
+}
+
+/// A change of what the adaptive strategy does for the kind.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DecisionChangeView {
+    /// When it changed (RFC 3339).
+    at: String,
+    /// What it did before.
+    from: String,
+    /// What it does now.
+    to: String,
+    /// Why, citing the numbers it used.
+    why: String,
+    /// Executions the new decision was drawn from.
+    executions: u64,
 }
 
 /// What the recorded executions of one kind say, and what to do about it.
@@ -477,12 +503,18 @@ pub(crate) struct ErrorClassView {
     "count": 120, "succeeded": 80, "retried": 36, "failed": 4, "deferred": 0, "cancelled": 0,
     "success_rate": 0.6667, "deferred_rate": 0.0,
     "p50_ms": 1.2, "p90_ms": 2.8, "p95_ms": 3.5, "p99_ms": 7.9,
-    "retry_rescue_rate": 0.9,
-    "top_errors": [{"class": "flaky", "count": 40}],
+    "retry_rescue_rate": 0.9, "transient_rescue_rate": 0.9,
+    "top_errors": [{"class": "flaky", "count": 40, "jobs": 40, "rescued": 36, "failed": 4}],
     "recommendation": {
         "strategy": "inline_retry", "timeout_ms": 40.0, "max_attempts": 3, "inline_retries": 1,
         "hedge_delay_ms": null, "confident": true,
-        "rationale": "retries rescued 90% of failures; retry in process once before giving the job back"
+        "rationale": "retries rescued 90% of failures; retry in process once before giving the job back",
+        "no_retry_classes": []
+    },
+    "last_change": {
+        "at": "2026-12-05T11:02:03Z", "from": "base strategy `direct`",
+        "to": "no hedge; 2 inline retries", "executions": 120,
+        "why": "InlineRetry: 90% of failed executions were transient and retries rescued 90% of failed jobs: retry in process up to 2 times"
     }
 }))]
 pub(crate) struct ReflectionView {
@@ -514,10 +546,15 @@ pub(crate) struct ReflectionView {
     p99_ms: Option<f64>,
     /// Of the jobs that failed at least once, the fraction that later succeeded.
     retry_rescue_rate: Option<f64>,
+    /// The same, leaving out the jobs of classes retries never rescued.
+    transient_rescue_rate: Option<f64>,
     /// The most frequent error classes, most frequent first.
     top_errors: Vec<ErrorClassView>,
     /// What to do about it.
     recommendation: RecommendationView,
+    /// The adaptive strategy's latest change of decision for the kind, and why; `null`
+    /// before the first.
+    last_change: Option<DecisionChangeView>,
 }
 
 impl From<Reflection> for ReflectionView {
@@ -537,15 +574,20 @@ impl From<Reflection> for ReflectionView {
             p95_ms: ms(r.p95),
             p99_ms: ms(r.p99),
             retry_rescue_rate: r.retry_rescue_rate,
+            transient_rescue_rate: r.transient_rescue_rate,
             top_errors: r
                 .top_errors
                 .into_iter()
                 .map(|e| ErrorClassView {
                     class: e.class,
                     count: e.count,
+                    jobs: e.jobs,
+                    rescued: e.rescued,
+                    failed: e.failed,
                 })
                 .collect(),
             recommendation: r.recommendation.into(),
+            last_change: None,
         }
     }
 }
@@ -596,7 +638,22 @@ pub(crate) async fn reflection(
             _ => p,
         }
     })?;
-    Ok(Json(reflection.into()))
+    let mut view: ReflectionView = reflection.into();
+    // The latest decision change is shown when it can be read; the reflection stands without.
+    view.last_change = match Adaptive::last_change(memory.as_ref(), &kind).await {
+        Ok(change) => change.map(|c| DecisionChangeView {
+            at: c.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            from: c.from,
+            to: c.to,
+            why: c.why,
+            executions: c.executions,
+        }),
+        Err(err) => {
+            tracing::warn!(kind, error = %err, "could not read adaptive's latest decision change");
+            None
+        }
+    };
+    Ok(Json(view))
 }
 
 #[cfg(test)]

@@ -1036,9 +1036,15 @@ pub(crate) async fn kind(
             },
         )
         .await;
-    let reflection = match &state.shared.memory {
-        Some(memory) => Some(memory.reflect(&kind, state.shared.reflection_window).await),
-        None => None,
+    let (reflection, last_change) = match &state.shared.memory {
+        Some(memory) => (
+            Some(memory.reflect(&kind, state.shared.reflection_window).await),
+            crate::strategy::Adaptive::last_change(memory.as_ref(), &kind)
+                .await
+                .ok()
+                .flatten(),
+        ),
+        None => (None, None),
     };
     let durations: Vec<Duration> = recent
         .as_ref()
@@ -1092,9 +1098,23 @@ pub(crate) async fn kind(
                                     tr { th { "attempts" } td { (rec.max_attempts) } }
                                     tr { th { "inline retries" } td { (rec.inline_retries) } }
                                     tr { th { "hedge after" } td { (render::duration(rec.hedge_delay)) } }
+                                    @if !rec.no_retry_classes.is_empty() {
+                                        tr { th { "fail at once" } td { (rec.no_retry_classes.join(", ")) } }
+                                    }
                                 }
                             }
                             p.rationale { (rec.rationale) }
+                        }
+                        @if let Some(change) = &last_change {
+                            div #last-change {
+                                h3 { "Last change" }
+                                p {
+                                    (change.at.format("%Y-%m-%d %H:%M:%S UTC")) ": "
+                                    (change.from) " → " strong { (change.to) }
+                                    " (from " (change.executions) " executions)"
+                                }
+                                p.rationale { (change.why) }
+                            }
                         }
                     },
                     _ => p #decision.hint { "No decision without a reflection." },
