@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jobforge::memory::reflection::{DRIFT_WINDOW, drift};
+use jobforge::memory::reflection::{DRIFT_WINDOW, steer};
 use jobforge::memory::{Recommendation, Window};
 use jobforge::prelude::*;
 use jobforge::strategy::{Adaptive, Hedged, InlineRetry};
@@ -372,10 +372,7 @@ async fn steering(orchestrator: &Orchestrator, kind: &str) -> Result<Recommendat
         .memory()
         .reflect(kind, Window::Last(DRIFT_WINDOW))
         .await?;
-    Ok(match drift(&long, &recent) {
-        Some(_) => recent.recommendation,
-        None => long.recommendation,
-    })
+    Ok(steer(long, recent).0.recommendation)
 }
 
 /// The part of a recommendation that changes what runs.

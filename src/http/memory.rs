@@ -11,8 +11,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-
-use crate::strategy::Adaptive;
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
@@ -23,6 +21,7 @@ use crate::memory::{
     Entry, EntryQuery, MAX_SEARCH_LIMIT, Memory, NewEntry, Recommendation, Reflection,
     StrategyChoice, Window,
 };
+use crate::strategy::Adaptive;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -631,7 +630,12 @@ pub(crate) async fn reflection(
             .with_field("kind"));
         }
     }
-    let reflection = memory.reflect(&kind, window).await.map_err(|e| {
+    // Two independent reads of the memory, at once.
+    let (reflection, last_change) = futures_util::join!(
+        memory.reflect(&kind, window),
+        Adaptive::last_change(memory.as_ref(), &kind)
+    );
+    let reflection = reflection.map_err(|e| {
         let p = Problem::from(e);
         match p.field.clone() {
             Some(field) if p.status == 422 => Problem::parameter(&field, p.detail),
@@ -640,7 +644,7 @@ pub(crate) async fn reflection(
     })?;
     let mut view: ReflectionView = reflection.into();
     // The latest decision change is shown when it can be read; the reflection stands without.
-    view.last_change = match Adaptive::last_change(memory.as_ref(), &kind).await {
+    view.last_change = match last_change {
         Ok(change) => change.map(|c| DecisionChangeView {
             at: c.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             from: c.from,

@@ -757,6 +757,40 @@ pub fn drift(long: &Reflection, recent: &Reflection) -> Option<String> {
     })
 }
 
+/// What to steer a kind by: `long` (its reflection over the longer window), unless its
+/// latest [`DRIFT_WINDOW`] executions (`recent`) drifted from it ([`drift`]). Then `recent`,
+/// its rationale saying why (`drift: …`), and keeping the longer history's
+/// `no_retry_classes`: 50 executions may hold too few of them to tell again (the exploring
+/// jobs keep testing them, and the longer window drops a class once it is rescued).
+/// Returns the reflection and, on a drift, the reason. This is what
+/// [`Adaptive`](crate::strategy::Adaptive) steers by at each refresh.
+#[must_use]
+pub fn steer(long: Reflection, mut recent: Reflection) -> (Reflection, Option<String>) {
+    let Some(why) = drift(&long, &recent) else {
+        return (long, None);
+    };
+    let mut kept = Vec::new();
+    for class in &long.recommendation.no_retry_classes {
+        if !recent.recommendation.no_retry_classes.contains(class) {
+            recent.recommendation.no_retry_classes.push(class.clone());
+            kept.push(format!("`{class}`"));
+        }
+    }
+    let kept = if kept.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; still failing at once, from the longer history: {}",
+            kept.join(", ")
+        )
+    };
+    recent.recommendation.rationale = format!(
+        "drift: {why}; re-tuned from the latest {} executions: {}{kept}",
+        recent.count, recent.recommendation.rationale
+    );
+    (recent, Some(why))
+}
+
 /// The success rate over executions that ran to an end, leaving out failures of `classes`,
 /// and how many executions that is; `None` when none are left.
 fn success_without(r: &Reflection, classes: &[String]) -> Option<(f64, u64)> {

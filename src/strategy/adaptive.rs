@@ -394,10 +394,13 @@ impl Adaptive {
         })
     }
 
-    /// Start a hedge for `kind` if its budget allows one now.
+    /// Start a hedge for `kind` if its budget allows one now (its attempt was counted first,
+    /// by `count_attempt`).
     fn spend_hedge(&self, kind: &str) -> bool {
         let mut budgets = self.budgets.lock();
-        let spend = budgets.entry(kind.to_owned()).or_default();
+        let Some(spend) = budgets.get_mut(kind) else {
+            return false;
+        };
         if spend.hedges + 1.0 <= self.hedge_budget * spend.attempts + HEDGE_RESERVE {
             spend.hedges += 1.0;
             true
@@ -551,11 +554,7 @@ impl Strategy for Adaptive {
         // rescued leaves the list). It retries them through the queue only, with its backoff:
         // enough to tell, without a burst of in-process calls on top.
         let explore = ctx.id().as_uuid().as_u128() % EXPLORE == 0;
-        let hopeless = |outcome: &Outcome| match outcome {
-            Outcome::Retry { error, .. } => hopeless_class(plan, error),
-            _ => false,
-        };
-        let worth = |outcome: &Outcome| !hopeless(outcome);
+        let worth = |outcome: &Outcome| !matches!(outcome, Outcome::Retry { error, .. } if hopeless_class(plan, error));
         let (outcome, used) = retry_inline(
             ctx,
             tuning.inline_retries,

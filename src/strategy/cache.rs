@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::handler::JobContext;
-use crate::memory::reflection::{DRIFT_WINDOW, drift};
+use crate::memory::reflection::{DRIFT_WINDOW, steer};
 use crate::memory::{Reflection, Window};
 
 /// How a [`ReflectionCache`] asks and how often it asks again.
@@ -29,7 +29,7 @@ pub(super) struct CacheConfig {
     /// Also refresh after serving this many executions of the kind.
     pub(super) after_runs: Option<u64>,
     /// Also reflect on the latest [`DRIFT_WINDOW`] executions and steer by them when they
-    /// drifted from the window ([`drift`]): two reflections per refresh.
+    /// drifted from the window ([`steer`]): two reflections per refresh.
     pub(super) drift: bool,
 }
 
@@ -156,9 +156,9 @@ impl ReflectionCache {
     }
 }
 
-/// The kind's reflection over `window`, unless its latest executions drifted from it
-/// ([`drift`]): then the reflection over those alone, its rationale saying why, so a change
-/// is acted on within [`DRIFT_WINDOW`] executions instead of being averaged away.
+/// The kind's reflection over `window`, or over its latest [`DRIFT_WINDOW`] executions when
+/// those drifted from it ([`steer`]), so a change is acted on within [`DRIFT_WINDOW`]
+/// executions instead of being averaged away.
 async fn fetch(ctx: &JobContext, window: Window, check_drift: bool) -> Option<Arc<Reflection>> {
     let long = match ctx.memory().reflect(ctx.kind(), window).await {
         Ok(reflection) => reflection,
@@ -170,42 +170,18 @@ async fn fetch(ctx: &JobContext, window: Window, check_drift: bool) -> Option<Ar
     if !check_drift || matches!(window, Window::Last(n) if n <= DRIFT_WINDOW) {
         return Some(Arc::new(long));
     }
-    let Ok(mut recent) = ctx
+    let Ok(recent) = ctx
         .memory()
         .reflect(ctx.kind(), Window::Last(DRIFT_WINDOW))
         .await
     else {
         return Some(Arc::new(long));
     };
-    match drift(&long, &recent) {
-        Some(why) => {
-            tracing::info!(kind = ctx.kind(), %why, "the kind drifted; steering by its latest executions");
-            // Classes the longer history saw never rescued stay failed at once: 50 executions
-            // may hold too few of them to tell again. (The exploring jobs keep testing them,
-            // and the longer window drops a class once it is rescued.)
-            let mut kept = Vec::new();
-            for class in &long.recommendation.no_retry_classes {
-                if !recent.recommendation.no_retry_classes.contains(class) {
-                    recent.recommendation.no_retry_classes.push(class.clone());
-                    kept.push(format!("`{class}`"));
-                }
-            }
-            let kept = if kept.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; still failing at once, from the longer history: {}",
-                    kept.join(", ")
-                )
-            };
-            recent.recommendation.rationale = format!(
-                "drift: {why}; re-tuned from the latest {} executions: {}{kept}",
-                recent.count, recent.recommendation.rationale
-            );
-            Some(Arc::new(recent))
-        }
-        None => Some(Arc::new(long)),
+    let (steering, drifted) = steer(long, recent);
+    if let Some(why) = drifted {
+        tracing::info!(kind = ctx.kind(), %why, "the kind drifted; steering by its latest executions");
     }
+    Some(Arc::new(steering))
 }
 
 #[cfg(test)]

@@ -1037,13 +1037,14 @@ pub(crate) async fn kind(
         )
         .await;
     let (reflection, last_change) = match &state.shared.memory {
-        Some(memory) => (
-            Some(memory.reflect(&kind, state.shared.reflection_window).await),
-            crate::strategy::Adaptive::last_change(memory.as_ref(), &kind)
-                .await
-                .ok()
-                .flatten(),
-        ),
+        Some(memory) => {
+            // Two independent reads of the memory, at once.
+            let (reflection, change) = futures_util::join!(
+                memory.reflect(&kind, state.shared.reflection_window),
+                crate::strategy::Adaptive::last_change(memory.as_ref(), &kind)
+            );
+            (Some(reflection), change.ok().flatten())
+        }
         None => (None, None),
     };
     let durations: Vec<Duration> = recent
