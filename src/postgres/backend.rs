@@ -89,11 +89,15 @@ impl PostgresBackend {
             // tables that then grow: seq scans are for when no index applies.
             // And no JIT compilation: these statements run in a millisecond or two, and
             // compiling one (which a plan's cost can trigger on a server's defaults) takes
-            // longer than a second.
+            // longer than a second. No parallel plans either: starting workers for a
+            // statement of a few milliseconds costs more than it saves, and a generic plan
+            // that chose a parallel scan of `jobs` (the finish joined with its leases, once
+            // `jobs` had grown) held a burn-down to a few hundred jobs a second.
             .options([
                 ("plan_cache_mode", "force_generic_plan"),
                 ("enable_seqscan", "off"),
                 ("jit", "off"),
+                ("max_parallel_workers_per_gather", "0"),
             ]);
         let target = format!(
             "{}:{} (database `{}`, user `{}`)",
@@ -137,7 +141,8 @@ impl PostgresBackend {
     /// docs/backends.md, *Connecting*).
     ///
     /// For batch speed, open the pool with `plan_cache_mode=force_generic_plan`,
-    /// `enable_seqscan=off` and `jit=off` (`PgConnectOptions::options`), as
+    /// `enable_seqscan=off`, `jit=off` and `max_parallel_workers_per_gather=0`
+    /// (`PgConnectOptions::options`), as
     /// [`connect`](Self::connect) does: otherwise PostgreSQL plans each of the first five
     /// runs of a statement for its bound values (planning a batch of thousands of values
     /// costs more than running it), a generic plan made while the tables are new and small
