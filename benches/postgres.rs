@@ -109,7 +109,7 @@ fn bench(c: &mut Criterion) {
             pg,
             format!(
                 "TRUNCATE {SCHEMA}.jobs, {SCHEMA}.job_events, {SCHEMA}.job_counts, \
-                 {SCHEMA}.job_count_deltas, {SCHEMA}.job_ready"
+                 {SCHEMA}.job_count_deltas, {SCHEMA}.job_ready, {SCHEMA}.job_leases"
             ),
         ));
     };

@@ -26,7 +26,8 @@ use jobforge::postgres::{PostgresBackend, PostgresConfig, PostgresState, RingMov
 use jobforge::prelude::*;
 use jobforge::queue::{QueueManager, Reserve};
 use jobforge::state::{
-    CancelOutcome, Claim, Finish, JobFilter, Page, StateManager, Transition, TransitionResult,
+    CancelOutcome, Claim, Finish, Heartbeat, JobFilter, Page, StateManager, Transition,
+    TransitionResult,
 };
 use jobforge::store::JobStore;
 use jobforge::{ErrorKind, JobId, Memory, WorkerId};
@@ -1853,34 +1854,29 @@ async fn counts_stay_exact_as_the_ring_folds_their_changes() {
 }
 
 /// Times the store's statements read `jobs_lease`, as the statistics count index scans;
-/// `pool`'s one connection is made to report its counts first.
-async fn lease_index_scans(
+/// The statistics the server keeps for `relation` (in `schema`), flushed first: sequential
+/// and index scans of an index (`idx_scan`) or rows updated in a table (`n_tup_upd`).
+async fn stat(
     pg: &PostgresBackend,
     admin: &mut sqlx::PgConnection,
     schema: &TestSchema,
+    sql: &str,
 ) -> i64 {
     sqlx::query("SELECT pg_stat_force_next_flush()")
         .execute(pg.pool())
         .await
         .unwrap();
     sqlx::query("SELECT 1").execute(pg.pool()).await.unwrap();
-    scalar_i64(
-        admin,
-        format!(
-            "SELECT idx_scan FROM pg_stat_user_indexes \
-             WHERE schemaname = '{}' AND indexrelname = 'jobs_lease'",
-            schema.name
-        ),
-    )
-    .await
+    scalar_i64(admin, sql.replace("{schema}", &schema.name)).await
 }
 
-/// Finishes and heartbeats find their rows by id. With `state = 'running'` in their lock's
-/// condition, the plan made at connect (tables empty) read them through `jobs_lease`, whose
-/// predicate that is, and walked all of it: while a horizon is held, a dead entry for every
-/// lease since.
+/// A claim writes a narrow lease row and leaves the job's row as it was; heartbeats extend
+/// the lease alone; the finish writes the row once. (Before, a claim and every heartbeat
+/// rewrote the wide row, each leaving a dead version a held horizon keeps.) Heartbeats and
+/// finishes find their leases by id and token, never through the expiry index that
+/// takeovers walk: while a horizon is held that index keeps an entry for every lease since.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn finishes_and_heartbeats_do_not_read_the_lease_index() {
+async fn claims_and_heartbeats_write_the_lease_not_the_job_row() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
     // One connection, so every statement runs with the plan made at connect; one look for
@@ -1898,13 +1894,17 @@ async fn finishes_and_heartbeats_do_not_read_the_lease_index() {
     let mut holder = hold_the_horizon(&schema).await;
     let w = WorkerId::new("w");
     let queues = vec!["default".to_owned()];
+    let updated = "SELECT n_tup_upd FROM pg_stat_user_tables \
+                   WHERE schemaname = '{schema}' AND relname = 'jobs'";
+    let expiry_scans = "SELECT coalesce(sum(idx_scan), 0)::bigint FROM pg_stat_user_indexes \
+                        WHERE schemaname = '{schema}' AND indexrelname LIKE 'job_leases_%expires_at%'";
     store.create(records(200)).await.unwrap();
+    let before = stat(&pg, &mut admin, &schema, updated).await;
     let claims = store
         .claim_due(&due_request(&w, &queues, 200))
         .await
         .unwrap();
     assert_eq!(claimed_ids(&claims).len(), 200);
-    let before = lease_index_scans(&pg, &mut admin, &schema).await;
     let records: Vec<&JobRecord> = claims
         .iter()
         .filter_map(|c| match c {
@@ -1912,6 +1912,33 @@ async fn finishes_and_heartbeats_do_not_read_the_lease_index() {
             _ => None,
         })
         .collect();
+    let held: Vec<jobforge::state::Held> = records
+        .iter()
+        .map(|r| jobforge::state::Held::of(r))
+        .collect();
+    let beats = store
+        .heartbeat(&held, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(beats.iter().all(|b| matches!(b, Heartbeat::Held { .. })));
+    assert_eq!(
+        stat(&pg, &mut admin, &schema, updated).await - before,
+        0,
+        "a claim and a heartbeat of 200 jobs rewrote job rows"
+    );
+    // Readers see the lease.
+    let one = store.get(records[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            one.state,
+            one.attempt,
+            one.lease_owner.as_ref(),
+            one.version
+        ),
+        (JobState::Running, 1, Some(&w), records[0].version)
+    );
+    assert!(one.lease_expires_at.is_some());
+    let scans = stat(&pg, &mut admin, &schema, expiry_scans).await;
     for chunk in records.chunks(10) {
         let held: Vec<jobforge::state::Held> =
             chunk.iter().map(|r| jobforge::state::Held::of(r)).collect();
@@ -1926,15 +1953,174 @@ async fn finishes_and_heartbeats_do_not_read_the_lease_index() {
             .collect();
         store.finish(finishes).await.unwrap();
     }
-    let after = lease_index_scans(&pg, &mut admin, &schema).await;
     assert_eq!(
-        after - before,
+        stat(&pg, &mut admin, &schema, expiry_scans).await - scans,
         0,
-        "20 heartbeats and 20 finishes read jobs_lease {} times",
-        after - before
+        "20 heartbeats and 20 finishes read the lease expiry index"
+    );
+    assert_eq!(
+        stat(&pg, &mut admin, &schema, updated).await - before,
+        200,
+        "the finishes wrote each job row once"
+    );
+    let done = store.get(records[0].id).await.unwrap().unwrap();
+    assert_eq!((done.state, done.lease_owner), (JobState::Succeeded, None));
+    let history = store.events(records[0].id).await.unwrap();
+    let claim = history.iter().find(|e| e.to == JobState::Running).unwrap();
+    assert_eq!(
+        (claim.from, claim.attempt, claim.worker.as_ref()),
+        (Some(JobState::Queued), 1, Some(&w))
     );
     assert_eq!(store.counts().await.unwrap().total.succeeded, 200);
     sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+}
+
+/// A claim leaves the job row as it was, so a second claim of the same job that waited for
+/// the row's lock reads nothing new there: it must see the first claim's lease, which it
+/// reads once it holds the lock (`leases_live`, a snapshot of its own). Without that, both
+/// claims of each job here would win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_that_waited_for_the_row_sees_the_lease_another_claim_took() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema.connect().await;
+    let store = pg.store();
+    let jobs = records(5);
+    let ids: Vec<JobId> = jobs.iter().map(|r| r.id).collect();
+    store.create(jobs).await.unwrap();
+    let mut locker = schema.admin().await;
+    for &id in &ids {
+        // Hold the row, so both claims start, take their snapshots, and wait for it.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; SELECT 1 FROM \"{}\".jobs WHERE id = '{id}' FOR UPDATE;",
+            schema.name
+        )))
+        .execute(&mut locker)
+        .await
+        .unwrap();
+        let claim = |worker: &'static str| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .claim(&[id], &WorkerId::new(worker), Duration::from_secs(30))
+                    .await
+                    .unwrap()
+            })
+        };
+        let (a, b) = (claim("a"), claim("b"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+        let (a, b) = (a.await.unwrap(), b.await.unwrap());
+        let won = [&a, &b]
+            .iter()
+            .filter(|c| matches!(c[..], [Claim::Claimed(_)]))
+            .count();
+        assert_eq!(won, 1, "both or neither claim won job {id}: {a:?} {b:?}");
+        let lost = if matches!(a[..], [Claim::Claimed(_)]) {
+            &b
+        } else {
+            &a
+        };
+        assert!(
+            matches!(
+                lost[..],
+                [Claim::Skipped {
+                    state: Some(JobState::Running),
+                    ..
+                }]
+            ),
+            "{lost:?}"
+        );
+    }
+    let counts = store.counts().await.unwrap();
+    assert_eq!((counts.total.running, counts.total.queued), (5, 0));
+}
+
+/// The lease slots move on with the ring: a move empties the slot it moves to, keeping the
+/// leases of jobs still running there (they heartbeat and finish as before), and dropping
+/// the leases of jobs already settled, so the lease table holds a few moves' worth of rows
+/// whatever a held horizon keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_slots_move_on_keeping_the_leases_still_held() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema
+        .connect_with(
+            schema
+                .config()
+                .with_ring_interval(Duration::from_secs(3600)),
+        )
+        .await;
+    let store = pg.store();
+    let mut admin = schema.admin().await;
+    let _holder = hold_the_horizon(&schema).await;
+    let w = WorkerId::new("w");
+    let queues = vec!["default".to_owned()];
+    store.create(records(10)).await.unwrap();
+    let claims = store
+        .claim_due(&due_request(&w, &queues, 10))
+        .await
+        .unwrap();
+    let held: Vec<JobRecord> = claims
+        .into_iter()
+        .filter_map(|c| match c {
+            Claim::Claimed(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(held.len(), 10);
+    // Nine finish; one runs on.
+    let (running, done) = held.split_first().unwrap();
+    store
+        .finish(
+            done.iter()
+                .map(|r| conformance::finish(r, &w, Finish::Succeeded { result: None }))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let leases = format!("SELECT count(*) FROM \"{}\".job_leases", schema.name);
+    assert_eq!(scalar_i64(&mut admin, leases.clone()).await, 10);
+    for _ in 0..3 {
+        pg.store().rotate_ready().await.unwrap();
+    }
+    assert_eq!(
+        scalar_i64(&mut admin, leases.clone()).await,
+        1,
+        "three moves keep the one lease still held"
+    );
+    let beats = store
+        .heartbeat(
+            &[jobforge::state::Held::of(running)],
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(beats[..], [Heartbeat::Held { .. }]), "{beats:?}");
+    let now = store.get(running.id).await.unwrap().unwrap();
+    assert_eq!(
+        (now.state, now.lease_owner.as_ref()),
+        (JobState::Running, Some(&w))
+    );
+    let finished = store
+        .finish(vec![conformance::finish(
+            running,
+            &w,
+            Finish::Succeeded { result: None },
+        )])
+        .await
+        .unwrap();
+    assert!(matches!(
+        finished[..],
+        [TransitionResult::Applied {
+            state: JobState::Succeeded,
+            ..
+        }]
+    ));
+    for _ in 0..3 {
+        pg.store().rotate_ready().await.unwrap();
+    }
+    assert_eq!(scalar_i64(&mut admin, leases).await, 0);
 }
 
 /// A slot still holding a backlog (more live rows than a move writes back) keeps the ring

@@ -510,10 +510,13 @@ fn is_hot(table: &str) -> bool {
     HOT_TABLES.contains(&table)
 }
 
-/// The store's hot tables: the records, the counts, and the ready ring where claims find
-/// queued jobs (its three slots and the row naming the current one).
+/// The store's hot tables: the records, the counts, the ready ring where claims find
+/// queued jobs (its three slots and the row naming the current one), and the leases.
 const HOT_TABLES: &[&str] = &[
     "jobs",
+    "job_leases_0",
+    "job_leases_1",
+    "job_leases_2",
     "job_counts",
     "job_count_deltas_0",
     "job_count_deltas_1",

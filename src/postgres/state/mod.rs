@@ -21,7 +21,7 @@ mod store;
 pub use ring::RingMove;
 
 use rows::*;
-use sql::{JOB_COLUMNS, Statements};
+use sql::{JOB_COLUMNS, JOB_NOW, LIVE_LEASE, Statements};
 
 /// Durable job records in PostgreSQL: the `jobs` table (with the indexes claiming, listing
 /// and retention need), the `job_events` history, and counts kept as states change.
@@ -366,16 +366,16 @@ impl PostgresState {
         let mut outer = String::from("true");
         if let Some(state) = filter.state {
             // A literal (one of six fixed names), so the planner can use the partial
-            // indexes whose predicate names states.
+            // indexes whose predicate names states. The walk reads rows (a running job's
+            // row still says `queued`: its lease says it runs), the filter the job as shown.
             let cond = format!(" AND state = '{}'", state.as_str());
             if matches!(
                 state,
                 JobState::Queued | JobState::Dead | JobState::Cancelled
             ) {
                 inner.push_str(&cond);
-            } else {
-                outer.push_str(&cond);
             }
+            outer.push_str(&cond);
         }
         if filter.kind.is_some() {
             let cond = format!(" AND kind = ${}", param());
@@ -406,12 +406,14 @@ impl PostgresState {
         // No `ORDER BY` at the top: the rows come in the walk's order (an ordered scan, a
         // window over it, a filter), and a sort there would read the whole budget before
         // the first row (2.3 ms for every page, measured). The caller sorts what it gets.
+        let live_lease = LIVE_LEASE.replace("{s}", schema);
         let sql = format!(
             "SELECT {JOB_COLUMNS}, matched FROM (
                  SELECT w.*, ({outer}) AS matched
-                 FROM (SELECT j.*, row_number() OVER (ORDER BY j.id {order}) AS walked
+                 FROM (SELECT {JOB_NOW}, row_number() OVER (ORDER BY j.id {order}) AS walked
                        FROM (SELECT * FROM {schema}.jobs WHERE {inner}
-                             ORDER BY id {order} LIMIT ${budget_param}) j) w
+                             ORDER BY id {order} LIMIT ${budget_param}) j
+                       {live_lease}) w
                  WHERE ({outer}) OR w.walked = ${budget_param}
              ) x
              LIMIT ${limit_param}"

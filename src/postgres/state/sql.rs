@@ -4,10 +4,17 @@ use std::sync::Arc;
 
 use crate::postgres::Shared;
 
-/// What a claim reads of the rows it locks.
-const CLAIM_COLUMNS: &str = "id, kind, queue, priority, state, run_at, attempt, max_attempts, \
-    lease_owner, lease_expires_at, cancel_requested, started_at, claimed_by, claimed_from, \
-    claim_attempt, claim_reason, claim_version";
+/// What a claim reads of the job rows it locks (qualified by `{a}`): the record, which it
+/// answers for the jobs it claims, and the claim the row settled last.
+const CLAIM_COLUMNS: &str = "{a}.id, {a}.kind, {a}.queue, {a}.payload, {a}.state, {a}.priority, \
+    {a}.attempt, {a}.max_attempts, {a}.timeout_ms, {a}.idempotency_key, {a}.tags, {a}.tenant, \
+    {a}.strategy, {a}.run_at, {a}.created_at, {a}.updated_at, {a}.started_at, {a}.finished_at, \
+    {a}.result, {a}.last_error, {a}.cancel_requested, {a}.version, {a}.step, {a}.waiting_on, \
+    {a}.progress, {a}.traceparent, {a}.claimed_by, {a}.claimed_from, {a}.claim_attempt, \
+    {a}.claim_reason, {a}.claim_version";
+
+/// The slot of `job_leases` that new leases go to (migration `20261205000004_leases.sql`).
+const LEASE_SLOT: &str = "(SELECT lease_slot FROM {s}.job_ring WHERE one = true)";
 
 /// The slot of the ready ring that new rows go to.
 const RING_SLOT: &str = "(SELECT slot FROM {s}.job_ring WHERE one = true)";
@@ -16,20 +23,36 @@ const RING_SLOT: &str = "(SELECT slot FROM {s}.job_ring WHERE one = true)";
 /// holds the ready ring: migration `20261204000005_delta_ring.sql`).
 const DELTA_SLOT: &str = "(SELECT delta_slot FROM {s}.job_ring WHERE one = true)";
 
-/// The columns of a job row, as [`JobRow`] reads them.
+/// The columns of a job row, as [`JobRow`] reads them (from a row that already has them
+/// as shown, as [`JOB_NOW`] makes them).
 pub(super) const JOB_COLUMNS: &str = "id, kind, queue, payload::text AS payload, state, priority, attempt, \
     max_attempts, timeout_ms, idempotency_key, tags, tenant, strategy, run_at, created_at, \
     updated_at, started_at, finished_at, result::text AS result, last_error, lease_owner, \
     lease_expires_at, cancel_requested, version, step::text AS step, waiting_on, \
     progress::text AS progress, traceparent";
 
-/// The same, qualified by the alias `j`.
-const JOB_COLUMNS_J: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, j.state, \
-    j.priority, j.attempt, j.max_attempts, j.timeout_ms, j.idempotency_key, j.tags, j.tenant, \
-    j.strategy, j.run_at, j.created_at, j.updated_at, j.started_at, j.finished_at, \
-    j.result::text AS result, j.last_error, j.lease_owner, j.lease_expires_at, \
-    j.cancel_requested, j.version, j.step::text AS step, j.waiting_on, \
-    j.progress::text AS progress, j.traceparent";
+/// A job as readers see it, from the row `j` and its live lease `l` (joined by
+/// [`LIVE_LEASE`], NULL when none): while a claim holds it, the job is `running` with the
+/// lease's attempt, owner, expiry, start and token (as its version); the row tells the rest.
+pub(super) const JOB_NOW: &str = "j.id, j.kind, j.queue, j.payload::text AS payload, \
+    CASE WHEN l.token IS NULL THEN j.state ELSE 'running' END AS state, j.priority, \
+    coalesce(l.attempt, j.attempt) AS attempt, j.max_attempts, j.timeout_ms, \
+    j.idempotency_key, j.tags, j.tenant, j.strategy, j.run_at, j.created_at, \
+    CASE WHEN l.token IS NULL THEN j.updated_at ELSE greatest(j.updated_at, l.started_at) END \
+        AS updated_at, \
+    coalesce(l.started_at, j.started_at) AS started_at, j.finished_at, \
+    j.result::text AS result, j.last_error, l.worker AS lease_owner, \
+    l.expires_at AS lease_expires_at, j.cancel_requested, \
+    CASE WHEN l.token IS NULL THEN j.version ELSE greatest(j.version, l.token) END AS version, \
+    j.step::text AS step, j.waiting_on, j.progress::text AS progress, j.traceparent";
+
+/// The live lease of the row `j` as `l`: a claim the row has not settled yet (its token
+/// above the row's `claim_version`). At most one is live: a claim inserts one only when
+/// none is, and a takeover settles the one it replaces.
+pub(super) const LIVE_LEASE: &str = "LEFT JOIN LATERAL (
+    SELECT x.token, x.attempt, x.worker, x.expires_at, x.started_at FROM {s}.job_leases x
+    WHERE x.id = j.id AND x.token > coalesce(j.claim_version, 0)
+    ORDER BY x.token DESC LIMIT 1) l ON true";
 
 /// Insert a batch of jobs (one `UNNEST` of column arrays), their times by the server's clock
 /// (`run_at` keeps its distance from the submitter's `created_at`); a taken id or idempotency key
@@ -139,72 +162,106 @@ SELECT (SELECT count(*) FROM ins) AS stored, (SELECT count(*) FROM notified) AS 
 const KEY_HOLDERS: &str =
     "SELECT idempotency_key, id FROM {s}.jobs WHERE idempotency_key = ANY($1::text[])";
 
-/// The part of a claim after the candidate rows are locked (CTE `locked`): decide each row
-/// (claim, takeover, attempts spent, not due, skip), update, record events, count.
-/// `{worker}` and `{lease}` (micros) are parameter placeholders.
+/// The part of a claim after the candidate rows are locked (CTE `locked`: the job rows'
+/// [`CLAIM_COLUMNS`], and their live lease as `l_token`, `l_attempt`, `l_worker`,
+/// `l_expires`, `l_started`, `l_from`, `l_reason`, NULL when none): decide each row (claim,
+/// takeover, attempts spent, not due, skip), write the new leases, settle the claims that
+/// takeovers and ends replace, record events. `{worker}` and `{lease}` (micros) are
+/// parameter placeholders. Answers the jobs claimed as `upd` (with `from_state`), as readers
+/// would see them now, and the jobs that ended.
 const CLAIM_TAIL: &str = r"
 decided AS (
     SELECT l.*,
         CASE
-            WHEN l.state = 'queued' AND l.run_at > now() THEN 'not_due'
-            WHEN l.state = 'queued' THEN 'claimed'
-            WHEN l.state = 'running' AND l.lease_expires_at <= now()
+            WHEN l.l_token IS NULL AND l.state = 'queued' AND l.run_at > now() THEN 'not_due'
+            WHEN l.l_token IS NULL AND l.state = 'queued' THEN 'claimed'
+            WHEN l.l_token IS NOT NULL AND l.l_expires <= now()
                  AND l.cancel_requested THEN 'cancelled'
-            WHEN l.state = 'running' AND l.lease_expires_at <= now()
-                 AND l.attempt >= l.max_attempts THEN 'exhausted'
-            WHEN l.state = 'running' AND l.lease_expires_at <= now() THEN 'claimed'
+            WHEN l.l_token IS NOT NULL AND l.l_expires <= now()
+                 AND l.l_attempt >= l.max_attempts THEN 'exhausted'
+            WHEN l.l_token IS NOT NULL AND l.l_expires <= now() THEN 'claimed'
             ELSE 'skipped'
         END AS outcome,
-        CASE WHEN l.state = 'running' THEN
+        CASE WHEN l.l_token IS NOT NULL THEN
             CASE WHEN l.cancel_requested
-                THEN 'cancelled by request; the lease of ' || coalesce(l.lease_owner, 'unknown')
-                     || ' expired during attempt ' || l.attempt
-                WHEN l.attempt >= l.max_attempts
-                THEN 'worker_lost: lease of ' || coalesce(l.lease_owner, 'unknown')
-                     || ' expired during attempt ' || l.attempt || ' of ' || l.max_attempts
+                THEN 'cancelled by request; the lease of ' || l.l_worker
+                     || ' expired during attempt ' || l.l_attempt
+                WHEN l.l_attempt >= l.max_attempts
+                THEN 'worker_lost: lease of ' || l.l_worker
+                     || ' expired during attempt ' || l.l_attempt || ' of ' || l.max_attempts
                      || '; no attempts left'
-                ELSE 'lease of ' || coalesce(l.lease_owner, 'unknown')
-                     || ' expired during attempt ' || l.attempt || '; taken over'
+                ELSE 'lease of ' || l.l_worker
+                     || ' expired during attempt ' || l.l_attempt || '; taken over'
             END
-        END AS reason
+        END AS reason,
+        CASE WHEN l.l_token IS NULL THEN l.state ELSE 'running' END AS found
     FROM locked l
 ),
-upd AS (
-    -- `ends`: a dead worker's job that ends here (attempts spent: dead; cancel asked: cancelled).
+-- The claim a takeover or a dead worker's end replaces is settled on the row (its fields
+-- become the row's latest claim); the end of attempts is written there too.
+settled AS (
     UPDATE {s}.jobs j SET
         state = CASE d.outcome WHEN 'exhausted' THEN 'dead' WHEN 'cancelled' THEN 'cancelled'
-                               ELSE 'running' END,
-        attempt = CASE WHEN d.ends THEN j.attempt ELSE j.attempt + 1 END,
-        lease_owner = CASE WHEN d.ends THEN NULL ELSE {worker} END,
-        lease_expires_at = CASE WHEN d.ends THEN NULL
-                                ELSE now() + {lease} * interval '1 microsecond' END,
-        started_at = CASE WHEN d.ends THEN j.started_at ELSE now() END,
-        finished_at = CASE WHEN d.ends THEN now() ELSE j.finished_at END,
+                               ELSE j.state END,
+        attempt = d.l_attempt,
+        started_at = d.l_started,
+        finished_at = CASE WHEN d.outcome = 'claimed' THEN j.finished_at ELSE now() END,
         last_error = CASE WHEN d.outcome = 'exhausted' THEN d.reason ELSE j.last_error END,
-        claimed_by = CASE WHEN d.ends THEN NULL ELSE {worker} END,
-        claimed_from = CASE WHEN d.ends THEN NULL ELSE d.state END,
-        claim_attempt = CASE WHEN d.ends THEN NULL ELSE j.attempt + 1 END,
-        claim_reason = CASE WHEN d.ends THEN NULL ELSE d.reason END,
-        claim_version = CASE WHEN d.ends THEN NULL ELSE j.version + 1 END,
+        claimed_by = d.l_worker,
+        claimed_from = d.l_from,
+        claim_attempt = d.l_attempt,
+        claim_reason = d.l_reason,
+        claim_version = d.l_token,
         updated_at = now(),
-        version = j.version + 1
-    FROM (SELECT *, outcome IN ('exhausted', 'cancelled') AS ends FROM decided) d
-    WHERE j.id = d.id AND d.outcome IN ('claimed', 'exhausted', 'cancelled')
-    RETURNING d.state AS from_state, {job_columns_j}
+        version = CASE WHEN d.outcome = 'claimed' THEN j.version
+                       ELSE greatest(j.version, d.l_token) + 1 END
+    FROM decided d
+    WHERE j.id = d.id AND d.l_token IS NOT NULL
+      AND d.outcome IN ('claimed', 'exhausted', 'cancelled')
+    RETURNING j.id, j.state, j.version, j.attempt
+),
+-- A new lease for each job claimed: its token is above every version the job had.
+leased AS (
+    INSERT INTO {s}.job_leases (slot, id, queue, token, attempt, worker, expires_at,
+                                started_at, claimed_from, reason)
+    SELECT {lease_slot}, d.id, d.queue,
+           greatest(d.version, coalesce(d.l_token, 0), coalesce(d.claim_version, 0)) + 1,
+           coalesce(d.l_attempt, d.attempt) + 1, {worker},
+           now() + {lease} * interval '1 microsecond', now(), d.found, d.reason
+    FROM decided d WHERE d.outcome = 'claimed'
+    RETURNING id, token, attempt, worker, expires_at, started_at
+),
+upd AS (
+    SELECT d.found AS from_state, d.id, d.kind, d.queue, d.payload::text AS payload,
+           'running'::text AS state, d.priority, n.attempt, d.max_attempts, d.timeout_ms,
+           d.idempotency_key, d.tags, d.tenant, d.strategy, d.run_at, d.created_at,
+           n.started_at AS updated_at, n.started_at, d.finished_at, d.result::text AS result,
+           d.last_error, n.worker AS lease_owner, n.expires_at AS lease_expires_at,
+           d.cancel_requested, n.token AS version, d.step::text AS step, d.waiting_on,
+           d.progress::text AS progress, d.traceparent
+    FROM decided d JOIN leased n ON n.id = d.id
+    UNION ALL
+    -- A dead worker's job that ends here (attempts spent: dead; cancel asked: cancelled).
+    SELECT d.found, d.id, d.kind, d.queue, d.payload::text, t.state, d.priority, t.attempt,
+           d.max_attempts, d.timeout_ms, d.idempotency_key, d.tags, d.tenant, d.strategy,
+           d.run_at, d.created_at, now(), d.l_started, now(), d.result::text, d.last_error,
+           NULL::text, NULL::timestamptz, d.cancel_requested, t.version, d.step::text,
+           d.waiting_on, d.progress::text, d.traceparent
+    FROM decided d JOIN settled t ON t.id = d.id
+    WHERE d.outcome IN ('exhausted', 'cancelled')
 ),
 events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
-    -- The previous claim, which the row now forgets.
+    -- The claim the row held before the one a takeover or an end settles onto it.
     SELECT d.id, d.claim_version, d.started_at, d.claimed_from, 'running', d.claim_attempt,
            d.claimed_by, d.claim_reason
-    FROM decided d JOIN upd u ON u.id = d.id
+    FROM decided d JOIN settled t ON t.id = d.id
     WHERE d.claimed_by IS NOT NULL
     UNION ALL
-    -- A dead worker's job that ends: the move to dead or cancelled. (A claim itself is kept
-    -- on the row.)
-    SELECT u.id, u.version, now(), 'running', u.state, u.attempt, {worker}, d.reason
-    FROM upd u JOIN decided d ON d.id = u.id
+    -- A dead worker's job that ends: the move to dead or cancelled.
+    SELECT t.id, t.version, now(), 'running', t.state, t.attempt, {worker}, d.reason
+    FROM settled t JOIN decided d ON d.id = t.id
     WHERE d.outcome IN ('exhausted', 'cancelled')
 ),
 ";
@@ -232,14 +289,26 @@ const FINISHED_COUNTED: &str = r"
         SELECT kind, 'retried', 1 FROM f_upd WHERE op = 'retry' AND state = 'queued'";
 
 /// Claim named jobs (the generic path: a queue delivered them). Locks in id order so
-/// concurrent batches cannot deadlock.
+/// concurrent batches cannot deadlock; their live leases are read once the locks are held
+/// (`leases_live`, with a snapshot of its own: see the migration
+/// `20261205000004_leases.sql`).
 const CLAIM_IDS_HEAD: &str = r"
-WITH locked AS (
-    SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+WITH rows AS (
+    SELECT {claim_columns_j} FROM {s}.jobs j WHERE j.id = ANY($1::uuid[])
+    ORDER BY j.id FOR UPDATE
+),
+live AS MATERIALIZED (
+    SELECT * FROM {s}.leases_live(ARRAY(SELECT id FROM rows))
+),
+locked AS (
+    SELECT r.*, v.token AS l_token, v.attempt AS l_attempt, v.worker AS l_worker,
+           v.expires_at AS l_expires, v.started_at AS l_started, v.claimed_from AS l_from,
+           v.reason AS l_reason
+    FROM rows r LEFT JOIN live v ON v.id = r.id
 ),";
 
 const CLAIM_IDS_FOOT: &str = r"
-SELECT i.id AS input_id, coalesce(d.outcome, 'skipped') AS outcome, d.state AS found_state,
+SELECT i.id AS input_id, coalesce(d.outcome, 'skipped') AS outcome, d.found AS found_state,
        d.run_at AS found_run_at, d.reason AS found_reason, u.*
 FROM unnest($1::uuid[]) WITH ORDINALITY AS i(id, ord)
 LEFT JOIN decided d ON d.id = i.id
@@ -251,15 +320,18 @@ ORDER BY i.ord";
 /// the leases that expired within the window, see `PostgresState::takeover_window`), then due
 /// jobs of each queue from the ready ring by priority, run_at and id, skipping rows other
 /// workers hold.
-/// `{queues}`, `{max}` and `{takeovers}` are parameter placeholders; `{not_finished}` keeps
-/// off the rows a finish in the same statement settles (or is `true`).
+/// `{queues}`, `{max}` and `{takeovers}` are parameter placeholders; `{not_finished}` names
+/// the jobs a finish in the same statement settles, which the look leaves out.
 const CLAIM_DUE_HEAD: &str = r"
+-- (Leases are read through functions: see the migration `20261205000004_leases.sql`.)
 expired AS (
-    SELECT {claim_columns} FROM {s}.jobs
-    WHERE {takeovers} > 0 AND state = 'running' AND lease_expires_at <= now()
-      AND lease_expires_at > now() - {takeovers} * interval '1 microsecond'
-      AND queue = ANY({queues}::text[]) AND {not_finished}
-    ORDER BY lease_expires_at LIMIT {max} FOR UPDATE SKIP LOCKED
+    SELECT {claim_columns_j}, e.token AS l_token, e.attempt AS l_attempt,
+           e.worker AS l_worker, e.expires_at AS l_expires, e.started_at AS l_started,
+           e.claimed_from AS l_from, e.reason AS l_reason
+    FROM {s}.leases_expired({queues}::text[], {takeovers}, {max}, {not_finished}) e
+    JOIN {s}.jobs j ON j.id = e.id
+    WHERE e.token > coalesce(j.claim_version, 0)
+    FOR UPDATE OF j SKIP LOCKED
 ),
 -- The ready ring's due rows, as many as the takeovers leave room for (taken once each:
 -- see `ring_take` in the migration `20261204000003_ready_ring.sql`).
@@ -268,15 +340,21 @@ taken AS MATERIALIZED (
     FROM {s}.ring_take({queues}::text[], greatest({max} - (SELECT count(*) FROM expired), 0)) t
 ),
 -- Their jobs, locked in id order (a ring row whose job moved on, cancelled, is dropped:
--- `decided` skips it).
+-- `decided` skips it), and their live leases once the locks are held (none, unless another
+-- claim took the job meanwhile).
 due AS (
-    SELECT {claim_columns} FROM {s}.jobs WHERE id = ANY (ARRAY(SELECT id FROM taken))
-    ORDER BY id FOR UPDATE
+    SELECT {claim_columns_j} FROM {s}.jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM taken))
+    ORDER BY j.id FOR UPDATE
+),
+due_live AS MATERIALIZED (
+    SELECT * FROM {s}.leases_live(ARRAY(SELECT id FROM due))
 ),
 locked AS (
-    SELECT {claim_columns} FROM expired
+    SELECT * FROM expired
     UNION ALL
-    SELECT {claim_columns} FROM due
+    SELECT d.*, v.token, v.attempt, v.worker, v.expires_at, v.started_at, v.claimed_from,
+           v.reason
+    FROM due d LEFT JOIN due_live v ON v.id = d.id
 ),";
 
 /// Ring rows taken but neither claimed nor dropped go back to the ring for the next claim:
@@ -290,31 +368,26 @@ unseen AS (
        OR EXISTS (SELECT 1 FROM decided d WHERE d.id = t.id AND d.outcome = 'not_due')
 ),";
 
-/// (`found_state`: the state the row was locked in, `running` for a takeover.)
+/// (`found_state`: the state the job was locked in, `running` for a takeover.)
 const CLAIM_DUE_FOOT: &str = r"
-SELECT u.id AS input_id, d.outcome, d.state AS found_state,
+SELECT u.id AS input_id, d.outcome, d.found AS found_state,
        NULL::timestamptz AS found_run_at, d.reason AS found_reason, u.*
 FROM upd u JOIN decided d ON d.id = u.id
 ORDER BY u.priority DESC, u.run_at, u.id";
 
-/// Extend the leases of the claims still held (fenced on each claim's token); answers them.
-/// The rows are locked in id order first, as `FINISH` locks them: a heartbeat and a finish
-/// of the same worker's jobs wait for one another but never deadlock.
+/// Extend the leases of the claims still held (fenced on each claim's token: a lease the
+/// row has settled, or a takeover replaced, is not extended); answers them. Only the narrow
+/// lease rows are written, each by the pool that holds it (a takeover skips locked leases),
+/// so no lock order is needed.
 const HEARTBEAT: &str = r"
--- (By id and token, the state checked on what the lock read: see `f_locked` in the finish.)
-WITH held AS MATERIALIZED (
-    SELECT j.id, j.state FROM {s}.jobs j
-    JOIN unnest($1::uuid[], $2::bigint[]) AS h(id, token) ON j.id = h.id
-    WHERE j.claim_version = h.token
-    ORDER BY j.id
-    FOR UPDATE OF j
-)
-UPDATE {s}.jobs j SET lease_expires_at = now() + $3 * interval '1 microsecond'
-FROM held WHERE j.id = held.id AND held.state = 'running'
-RETURNING j.id, j.claim_version, j.cancel_requested";
+UPDATE {s}.job_leases l SET expires_at = now() + $3 * interval '1 microsecond'
+FROM unnest($1::uuid[], $2::bigint[]) AS h(id, token), {s}.jobs j
+WHERE l.id = h.id AND l.token = h.token AND j.id = h.id
+  AND coalesce(j.claim_version, 0) < h.token
+RETURNING l.id, l.token, j.cancel_requested";
 
 /// The finish's common table expressions (`input`, `f_locked`, `f_upd`, `f_events`,
-/// `trimmed`, `notified`), shared by [`FINISH`] and the finish-and-claim statement.
+/// `trimmed`, `notified`, `f_conflicts`), shared by [`FINISH`] and the finish-and-claim statement.
 macro_rules! finish_ctes {
     () => {
         r"
@@ -323,14 +396,20 @@ input AS (
                          $6::text[], $7::text[])
         WITH ORDINALITY AS t(id, worker, token, op, delay_us, message, result, ord)
 ),
--- Locked by id and claim token alone, and the state checked on what the lock read: a
--- condition on `jobs.state` here or in `f_upd` would let the planner read the rows through
--- `jobs_lease` (its predicate is `state = 'running'`), with a plan made while that index was
--- small that walks all of it, dead entries of every finished lease included (4.5 ms per
--- finish after 30 s of a held horizon).
+-- The rows whose live lease is the input's claim, locked in id order. A takeover settles
+-- the lease it replaces on the row (`claim_version`): the lock reads the row again, so a
+-- finish that waited for it sees that its claim is gone. The row's earlier claim (`prev_*`)
+-- goes to the history below when this one replaces it.
 f_locked AS MATERIALIZED (
-    SELECT j.id, j.state FROM {s}.jobs j JOIN input i ON j.id = i.id
-    WHERE j.claim_version = i.token
+    SELECT j.id, j.claimed_by AS prev_by, j.claim_version AS prev_version,
+           j.started_at AS prev_started, j.claimed_from AS prev_from,
+           j.claim_attempt AS prev_attempt, j.claim_reason AS prev_reason,
+           l.token, l.attempt AS l_attempt, l.worker AS l_worker, l.started_at AS l_started,
+           l.claimed_from AS l_from, l.reason AS l_reason
+    FROM input i
+    JOIN {s}.leases_live(ARRAY(SELECT id FROM input)) l ON l.id = i.id AND l.token = i.token
+    JOIN {s}.jobs j ON j.id = i.id
+    WHERE coalesce(j.claim_version, 0) < l.token
     ORDER BY j.id
     FOR UPDATE OF j
 ),
@@ -347,17 +426,21 @@ f_upd AS (
                       WHEN i.op = 'release' THEN now()
                       ELSE j.run_at END,
         attempt = CASE WHEN i.op IN ('defer', 'release') AND NOT j.cancel_requested
-                       THEN greatest(j.attempt - 1, 0) ELSE j.attempt END,
+                       THEN greatest(l.l_attempt - 1, 0) ELSE l.l_attempt END,
         last_error = CASE WHEN i.op = 'dead' OR (i.op = 'retry' AND NOT j.cancel_requested)
                           THEN i.message ELSE j.last_error END,
         finished_at = CASE WHEN i.op IN ('succeeded', 'dead', 'cancelled') OR j.cancel_requested
                            THEN now() ELSE j.finished_at END,
-        lease_owner = NULL,
-        lease_expires_at = NULL,
+        started_at = l.l_started,
+        claimed_by = l.l_worker,
+        claimed_from = l.l_from,
+        claim_attempt = l.l_attempt,
+        claim_reason = l.l_reason,
+        claim_version = l.token,
         updated_at = now(),
-        version = j.version + 1
+        version = greatest(j.version, l.token) + 1
     FROM input i JOIN f_locked l ON l.id = i.id
-    WHERE j.id = i.id AND l.state = 'running' AND j.claim_version = i.token
+    WHERE j.id = i.id
     RETURNING j.id, j.kind, j.queue, j.priority, j.state, j.attempt, j.version, j.run_at,
         i.worker, j.claimed_by,
         CASE WHEN i.op IN ('retry', 'defer', 'release') AND j.state = 'cancelled'
@@ -370,26 +453,38 @@ f_readied AS (
     SELECT {ring_slot}, queue, priority, run_at, id FROM f_upd WHERE state = 'queued'
 ),
 -- A plain success by the worker that claimed the job (most finishes) writes no event: the
--- row tells it (`EVENTS` reads it from `finished_at`, `claimed_by` and `version`).
+-- row tells it (`EVENTS` reads it from `finished_at`, `claimed_by` and `version`). The claim
+-- the row held before this one (a job's earlier attempt) goes to the history.
 f_events AS (
     INSERT INTO {s}.job_events (job_id, version, at, from_state, to_state, attempt, worker,
                                 reason)
     SELECT id, version, now(), 'running', state, attempt, worker, message FROM f_upd
     WHERE NOT (state = 'succeeded' AND message IS NULL AND worker = claimed_by)
+    UNION ALL
+    SELECT l.id, l.prev_version, l.prev_started, l.prev_from, 'running', l.prev_attempt,
+           l.prev_by, l.prev_reason
+    FROM f_locked l JOIN f_upd u ON u.id = l.id
+    WHERE l.prev_by IS NOT NULL
 ),
 -- A job with more changes than the history keeps (versions count every change, so most jobs
--- are never looked at): drop all but its first event and the latest $9 - 4 (with the
--- one written above, submission and the latest claim kept on the row: $9 in all).
+-- are never looked at): drop all but its first event and the latest $9 - 5 (with the
+-- two written above, the earlier claim and the move, submission and the latest claim kept
+-- on the row: $9 in all).
 trimmed AS (
     DELETE FROM {s}.job_events e USING f_upd u
     WHERE u.version > $9 AND e.job_id = u.id
       AND e.version > (SELECT min(f.version) FROM {s}.job_events f WHERE f.job_id = u.id)
       AND e.version < (SELECT g.version FROM {s}.job_events g WHERE g.job_id = u.id
-                       ORDER BY g.version DESC OFFSET $9 - 5 LIMIT 1)
+                       ORDER BY g.version DESC OFFSET $9 - 6 LIMIT 1)
 ),
 notified AS (
     SELECT pg_notify($8, queue)
     FROM (SELECT DISTINCT queue FROM f_upd WHERE state = 'queued' AND run_at <= now()) q
+),
+-- For the answers of the jobs not finished here: who holds them now (one call for all).
+f_conflicts AS MATERIALIZED (
+    SELECT * FROM {s}.leases_live(ARRAY(
+        SELECT i.id FROM input i WHERE NOT EXISTS (SELECT 1 FROM f_upd u WHERE u.id = i.id)))
 )"
     };
 }
@@ -423,12 +518,14 @@ const FINISH: &str = concat!(
     ",",
     finish_counted!(),
     r"
-SELECT cur.state AS cur_state, cur.claim_version AS cur_claim, cur.lease_owner AS cur_owner,
+SELECT CASE WHEN cl.token IS NULL THEN cj.state ELSE 'running' END AS cur_state,
+       coalesce(cl.token, cj.claim_version) AS cur_claim, cl.worker AS cur_owner,
        u.state AS new_state, u.version AS new_version,
        (SELECT count(*) FROM notified) AS notified
 FROM input i
 LEFT JOIN f_upd u ON u.id = i.id
-LEFT JOIN {s}.jobs cur ON u.id IS NULL AND cur.id = i.id
+LEFT JOIN {s}.jobs cj ON u.id IS NULL AND cj.id = i.id
+LEFT JOIN f_conflicts cl ON cl.id = cj.id
 ORDER BY i.ord"
 );
 
@@ -445,28 +542,40 @@ SELECT CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_cur_state END AS f_cur_state,
        CASE WHEN c.rn IS NULL OR c.rn = 1 THEN f.f_new_version END AS f_new_version,
        f.notified, c.*
 FROM (
-    SELECT array_agg(cur.state ORDER BY i.ord) AS f_cur_state,
-           array_agg(cur.claim_version ORDER BY i.ord) AS f_cur_claim,
-           array_agg(cur.lease_owner ORDER BY i.ord) AS f_cur_owner,
+    SELECT array_agg(CASE WHEN cl.token IS NULL THEN cj.state ELSE 'running' END
+                     ORDER BY i.ord) AS f_cur_state,
+           array_agg(coalesce(cl.token, cj.claim_version) ORDER BY i.ord) AS f_cur_claim,
+           array_agg(cl.worker ORDER BY i.ord) AS f_cur_owner,
            array_agg(u.state ORDER BY i.ord) AS f_new_state,
            array_agg(u.version ORDER BY i.ord) AS f_new_version,
            (SELECT count(*) FROM notified) AS notified
     FROM input i
     LEFT JOIN f_upd u ON u.id = i.id
-    LEFT JOIN {s}.jobs cur ON u.id IS NULL AND cur.id = i.id
+    LEFT JOIN {s}.jobs cj ON u.id IS NULL AND cj.id = i.id
+LEFT JOIN f_conflicts cl ON cl.id = cj.id
 ) f
 LEFT JOIN (
     SELECT row_number() OVER (ORDER BY u.priority DESC, u.run_at, u.id) AS rn,
-           u.id AS input_id, d.outcome, d.state AS found_state,
+           u.id AS input_id, d.outcome, d.found AS found_state,
            NULL::timestamptz AS found_run_at, d.reason AS found_reason, u.*
     FROM upd u JOIN decided d ON d.id = u.id
 ) c ON true
 ORDER BY c.rn";
 
-/// Cancel one job: queued at once, running by setting the flag its heartbeat reports.
+/// Cancel one job: queued at once, running by setting the flag its heartbeat reports. Whether
+/// it runs is read once its row is locked (`leases_live`: a claim that committed while the
+/// cancel waited leaves the row as it was).
 const CANCEL: &str = r"
-WITH locked AS (
+WITH rows AS (
     SELECT id, kind, state FROM {s}.jobs WHERE id = $1 FOR UPDATE
+),
+live AS MATERIALIZED (
+    SELECT * FROM {s}.leases_live(ARRAY(SELECT id FROM rows))
+),
+locked AS (
+    SELECT r.id, r.kind,
+           CASE WHEN EXISTS (SELECT 1 FROM live) THEN 'running' ELSE r.state END AS state
+    FROM rows r
 ),
 upd AS (
     UPDATE {s}.jobs j SET
@@ -499,14 +608,15 @@ counted AS (
 SELECT state FROM locked";
 
 /// Keep a progress report on the record of a claim that still holds its job (by id, the
-/// primary key, and token); answers a row only when it did.
+/// primary key, and token: the lease is live); answers a row only when it did.
 const PROGRESS: &str = r"
-UPDATE {s}.jobs SET progress = $3::jsonb
-WHERE id = $1 AND claim_version = $2 AND state = 'running'
+UPDATE {s}.jobs j SET progress = $3::jsonb
+WHERE j.id = $1 AND coalesce(j.claim_version, 0) < $2
+  AND EXISTS (SELECT 1 FROM {s}.job_leases l WHERE l.id = $1 AND l.token = $2)
 RETURNING 1";
 
-/// A job's history: submission, the latest claim and a plain success from its row, the rest
-/// from `job_events`. (A success is on the row when the finish wrote no event for it: the
+/// A job's history: submission, the latest settled claim and a plain success from its row,
+/// the claim that holds it now from its lease, the rest from `job_events`. (A success is on the row when the finish wrote no event for it: the
 /// job's version then has no event.)
 const EVENTS: &str = r"
 SELECT at, from_state, to_state, attempt, worker, reason FROM (
@@ -519,6 +629,11 @@ SELECT at, from_state, to_state, attempt, worker, reason FROM (
     SELECT claim_version, started_at, claimed_from, 'running', claim_attempt, claimed_by,
            claim_reason
     FROM {s}.jobs WHERE id = $1 AND claimed_by IS NOT NULL
+    UNION ALL
+    -- The claim that holds it now.
+    SELECT l.token, l.started_at, l.claimed_from, 'running', l.attempt, l.worker, l.reason
+    FROM {s}.jobs j JOIN {s}.job_leases l ON l.id = j.id AND l.token > coalesce(j.claim_version, 0)
+    WHERE j.id = $1
     UNION ALL
     SELECT j.version, j.finished_at, 'running', 'succeeded', j.attempt, j.claimed_by,
            NULL::text
@@ -610,21 +725,24 @@ WITH RECURSIVE lanes(queue, priority) AS (
 )
 SELECT queue, priority FROM lanes LIMIT $1";
 
-/// Per queue `$1` and priority `$2`: the queued jobs among the first `$3` ring rows of the
-/// lane, due (`ready`) or not (`delayed`) by their records, and how many rows were read (a
-/// lane read to the budget may hold more).
+/// Per queue `$1` and priority `$2`: the queued jobs (not running on a lease) among the first
+/// `$3` ring rows of the lane, due (`ready`) or not (`delayed`) by their records, and how many
+/// rows were read (a lane read to the budget may hold more).
 const QUEUE_DEPTHS: &str = r"
 SELECT l.queue, l.priority, c.ready, c.delayed, c.scanned
 FROM unnest($1::text[], $2::smallint[]) AS l(queue, priority)
 CROSS JOIN LATERAL (
-    SELECT count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND j.run_at <= now())
-               AS ready,
-           count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND j.run_at > now())
-               AS delayed,
+    SELECT count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND ll.token IS NULL
+                                           AND j.run_at <= now()) AS ready,
+           count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND ll.token IS NULL
+                                           AND j.run_at > now()) AS delayed,
            count(*) AS scanned
     FROM (SELECT r.id FROM {s}.job_ready r
           WHERE r.queue = l.queue AND r.priority = l.priority LIMIT $3) r
     LEFT JOIN {s}.jobs j ON j.id = r.id
+    LEFT JOIN LATERAL (
+        SELECT x.token FROM {s}.job_leases x
+        WHERE x.id = j.id AND x.token > coalesce(j.claim_version, 0) LIMIT 1) ll ON true
 ) c";
 
 /// The prepared statement texts of one schema.
@@ -654,15 +772,16 @@ impl Statements {
         let sql = |template: &str| {
             shared.sql(
                 &template
+                    .replace("{live_lease}", LIVE_LEASE)
                     .replace("{ring_slot}", RING_SLOT)
-                    .replace("{delta_slot}", DELTA_SLOT),
+                    .replace("{delta_slot}", DELTA_SLOT)
+                    .replace("{lease_slot}", LEASE_SLOT),
             )
         };
         let tail = |worker: &str, lease: &str| {
             CLAIM_TAIL
                 .replace("{worker}", worker)
                 .replace("{lease}", lease)
-                .replace("{job_columns_j}", JOB_COLUMNS_J)
         };
         let due_head = |queues: &str, max: &str, takeovers: &str, not_finished: &str| {
             CLAIM_DUE_HEAD
@@ -672,6 +791,7 @@ impl Statements {
                 .replace("{not_finished}", not_finished)
         };
         let counted = |finished: &str| CLAIM_COUNTED.replace("{finished}", finished);
+        let claim_columns_j = CLAIM_COLUMNS.replace("{a}", "j");
         Self {
             create: sql(CREATE),
             create_steps: sql(CREATE_STEPS),
@@ -681,28 +801,28 @@ impl Statements {
                 tail("$2", "$3"),
                 counted("")
             )
-            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            .replace("{claim_columns_j}", &claim_columns_j)),
             claim_due: sql(&format!(
                 "WITH {}{}{CLAIM_DUE_UNSEEN}{}{CLAIM_DUE_FOOT}",
-                due_head("$1", "$2", "$5", "true"),
+                due_head("$1", "$2", "$5", "'{}'::uuid[]"),
                 tail("$3", "$4"),
                 counted("")
             )
-            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            .replace("{claim_columns_j}", &claim_columns_j)),
             finish_and_claim: sql(&format!(
                 "WITH {},{}{}{CLAIM_DUE_UNSEEN}{}{FINISH_AND_CLAIM_FOOT}",
                 finish_ctes!(),
-                due_head("$10", "$11", "$14", "NOT (id = ANY($1::uuid[]))"),
+                due_head("$10", "$11", "$14", "$1::uuid[]"),
                 tail("$12", "$13"),
                 counted(FINISHED_COUNTED)
             )
-            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            .replace("{claim_columns_j}", &claim_columns_j)),
             heartbeat: sql(HEARTBEAT),
             progress: sql(PROGRESS),
             finish: sql(FINISH),
             cancel: sql(CANCEL),
             get: sql(&format!(
-                "SELECT {JOB_COLUMNS} FROM {{s}}.jobs WHERE id = $1"
+                "SELECT {JOB_NOW} FROM {{s}}.jobs j {{live_lease}} WHERE j.id = $1"
             )),
             events: sql(EVENTS),
             counts: sql(COUNTS),
