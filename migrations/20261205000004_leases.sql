@@ -15,9 +15,11 @@
 -- `running`, with the lease's attempt, owner, expiry and token as its version.
 --
 -- Heartbeats extend the lease row only. Takeovers find expired leases through
--- `job_leases_expiry`. The rows are split into three slots like the ready ring; every due
--- `ring_rotate` moves the lease slot on, writing the live leases of the slot it empties
--- back into it (they are few: one per job running), whatever the ready ring does.
+-- `job_leases_expiry`. The rows are split into three slots like the ready ring; the backend
+-- calls `lease_rotate` after each `ring_rotate`, in a transaction of its own (so neither
+-- move holds its lock while the other waits for one): it moves the lease slot on, writing
+-- the live leases of the slot it empties back into it (they are few: one per job running),
+-- whatever the ready ring does.
 CREATE TABLE job_leases (
     slot         smallint    NOT NULL,
     id           uuid        NOT NULL,
@@ -38,8 +40,15 @@ CREATE TABLE job_leases_2 PARTITION OF job_leases FOR VALUES IN (2);
 CREATE INDEX job_leases_id ON job_leases (id, token);
 CREATE INDEX job_leases_expiry ON job_leases (expires_at);
 
-ALTER TABLE job_ring ADD COLUMN lease_slot smallint NOT NULL DEFAULT 0
-    CHECK (lease_slot BETWEEN 0 AND 2);
+-- The slot new leases go to, and when the lease slots last moved on: one row, in a table of
+-- its own without an index (`job_ring`'s row is rewritten by every move of the ready ring;
+-- rewritten by the lease moves too, its versions outgrew a page while a horizon was held,
+-- and every further one added a primary-key entry).
+CREATE TABLE job_lease_ring (
+    slot     smallint    NOT NULL CHECK (slot BETWEEN 0 AND 2),
+    moved_at timestamptz NOT NULL
+);
+INSERT INTO job_lease_ring (slot, moved_at) VALUES (0, now());
 
 -- The big claim and finish statements read `job_leases` only through the two functions
 -- below. A `TRUNCATE` of a slot invalidates every cached plan that reads the table (see
@@ -86,7 +95,7 @@ BEGIN
     FOR UPDATE OF l SKIP LOCKED;
 END $$;
 
--- Move the lease slot on, then the rest as before (`20261204000005_delta_ring.sql`).
+-- As before (`20261204000005_delta_ring.sql`), but a job with a live lease is not queued.
 CREATE OR REPLACE FUNCTION ring_rotate(min_age interval, most_carried bigint,
                                        OUT outcome text, OUT new_slot smallint,
                                        OUT carried bigint)
@@ -100,7 +109,6 @@ AS $$
 DECLARE
     cur smallint;
     dcur smallint;
-    lcur smallint;
     due boolean;
     part text;
     deltas text;
@@ -108,12 +116,9 @@ DECLARE
     ps smallint[];
     rs timestamptz[];
     ids uuid[];
-    kept job_leases[];
-    live_ids uuid[];
-    live_tokens bigint[];
 BEGIN
     carried := 0;
-    SELECT slot, delta_slot, lease_slot, looked_at <= now() - min_age INTO cur, dcur, lcur, due
+    SELECT slot, delta_slot, looked_at <= now() - min_age INTO cur, dcur, due
     FROM job_ring WHERE one = true FOR UPDATE SKIP LOCKED;
     IF NOT FOUND OR NOT due THEN
         outcome := 'not_due';
@@ -133,27 +138,6 @@ BEGIN
         UPDATE job_ring SET delta_slot = (dcur + 1) % 3 WHERE one = true;
     EXCEPTION WHEN lock_not_available THEN
         NULL; -- writers still hold that slot: the next call folds it
-    END;
-    -- Leases: keep the live ones of the next slot (jobs still running on them), empty it, and
-    -- send new leases there. Which are live is found before the lock (no new lease goes to
-    -- that slot, and what a lock would keep out, heartbeats and finishes, only ends or extends
-    -- leases): under the lock, only those rows are read again, as they are now.
-    BEGIN
-        SELECT array_agg(l.id), array_agg(l.token) INTO live_ids, live_tokens
-        FROM job_leases l JOIN jobs j ON j.id = l.id
-        WHERE l.slot = (lcur + 1) % 3 AND l.token > coalesce(j.claim_version, 0);
-        EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE',
-                       format('job_leases_%s', (lcur + 1) % 3));
-        SELECT array_agg(l) INTO kept FROM job_leases l
-        WHERE l.slot = (lcur + 1) % 3
-          AND (l.id, l.token) IN (SELECT * FROM unnest(live_ids, live_tokens));
-        EXECUTE format('TRUNCATE %I', format('job_leases_%s', (lcur + 1) % 3));
-        IF kept IS NOT NULL THEN
-            INSERT INTO job_leases SELECT * FROM unnest(kept);
-        END IF;
-        UPDATE job_ring SET lease_slot = (lcur + 1) % 3 WHERE one = true;
-    EXCEPTION WHEN lock_not_available THEN
-        NULL; -- heartbeats or finishes still hold that slot: the next call empties it
     END;
     new_slot := (cur + 1) % 3;
     part := format('job_ready_%s', new_slot);
@@ -188,6 +172,49 @@ BEGIN
     UPDATE job_ring SET slot = new_slot, rotated_at = now(), looked_at = now()
     WHERE one = true;
     outcome := 'moved';
+END $$;
+
+-- Move the lease slot on if it last moved at least `min_age` ago: empty the next slot with
+-- TRUNCATE, keeping its live leases (jobs still running on them), and send new leases there.
+-- Which leases are live is read before the lock: no new lease goes to that slot, and what
+-- the lock keeps out (heartbeats, finishes, takeovers) only extends or ends leases, so under
+-- the lock only those rows are read again, as they are then. Answers whether it moved.
+CREATE FUNCTION lease_rotate(min_age interval) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+SET lock_timeout = '20ms'
+SET enable_seqscan = on
+AS $$
+DECLARE
+    cur smallint;
+    due boolean;
+    nxt smallint;
+    live_ids uuid[];
+    live_tokens bigint[];
+    kept job_leases[];
+BEGIN
+    SELECT slot, moved_at <= now() - min_age INTO cur, due
+    FROM job_lease_ring FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND OR NOT due THEN
+        RETURN false;
+    END IF;
+    nxt := (cur + 1) % 3;
+    SELECT array_agg(l.id), array_agg(l.token) INTO live_ids, live_tokens
+    FROM job_leases l JOIN jobs j ON j.id = l.id
+    WHERE l.slot = nxt AND l.token > coalesce(j.claim_version, 0);
+    BEGIN
+        EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', format('job_leases_%s', nxt));
+    EXCEPTION WHEN lock_not_available THEN
+        RETURN false; -- heartbeats or finishes still hold that slot: the next call moves it
+    END;
+    SELECT array_agg(l) INTO kept FROM job_leases l
+    WHERE l.slot = nxt AND (l.id, l.token) IN (SELECT * FROM unnest(live_ids, live_tokens));
+    EXECUTE format('TRUNCATE %I', format('job_leases_%s', nxt));
+    IF kept IS NOT NULL THEN
+        INSERT INTO job_leases SELECT * FROM unnest(kept);
+    END IF;
+    UPDATE job_lease_ring SET slot = nxt, moved_at = now();
+    RETURN true;
 END $$;
 
 -- Jobs running before this migration: their claim becomes a lease, and their row goes back

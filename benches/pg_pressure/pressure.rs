@@ -511,7 +511,8 @@ fn is_hot(table: &str) -> bool {
 }
 
 /// The store's hot tables: the records, the counts, the ready ring where claims find
-/// queued jobs (its three slots and the row naming the current one), and the leases.
+/// queued jobs (its three slots and the row naming the current one), and the leases (their
+/// slots and the row naming the current one).
 const HOT_TABLES: &[&str] = &[
     "jobs",
     "job_leases_0",
@@ -525,6 +526,7 @@ const HOT_TABLES: &[&str] = &[
     "job_ready_1",
     "job_ready_2",
     "job_ring",
+    "job_lease_ring",
 ];
 
 #[tokio::main]

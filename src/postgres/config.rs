@@ -51,9 +51,10 @@ pub struct PostgresConfig {
     /// Default 64, as the other stores.
     pub max_events_per_job: usize,
     /// How often the ready ring, where claims find queued jobs, moves on to its next slot,
-    /// which it empties with `TRUNCATE`. A claim meets the dead rows of about three such
-    /// intervals at most, even while another transaction keeps vacuum from removing them
-    /// (see docs/backends.md, "Under long transactions"). Default 2 s.
+    /// which it empties with `TRUNCATE` (and so do the slots of count changes and of
+    /// leases). A claim meets the dead rows of about three such intervals at most, even
+    /// while another transaction keeps vacuum from removing them (see docs/backends.md,
+    /// "Under long transactions"). Default 2 s.
     pub ring_interval: Duration,
     /// Most jobs one `list` call looks at beyond what an index narrows it to (default 5,000,
     /// as the Redis store; at least a page). A filter that matches few of the jobs it walks

@@ -62,8 +62,24 @@ impl PostgresState {
 
     /// Move the ring on if it last moved at least `interval` ago (by any process): one call
     /// of the function `ring_rotate` (see the migration `20261204000003_ready_ring.sql`), so
-    /// the lock every claim waits for is held for that call only.
+    /// the lock every claim waits for is held for that call only. Then, in a statement of its
+    /// own (each move holds its lock only for itself), the lease slots likewise
+    /// (`lease_rotate`, migration `20261205000004_leases.sql`), whatever the ready ring did.
     pub(crate) async fn rotate_ready_after(&self, interval: Duration) -> Result<RingMove> {
+        let ring = self.rotate_ring_after(interval).await;
+        self.shared.count_statement();
+        sqlx::query_scalar::<_, bool>(AssertSqlSafe(format!(
+            "SELECT {}.lease_rotate($1 * interval '1 microsecond')",
+            self.shared.quoted_schema()
+        )))
+        .bind(dur_micros(interval))
+        .fetch_one(&self.shared.pool)
+        .await
+        .map_err(|e| db_error("move the lease slots on", e))?;
+        ring
+    }
+
+    async fn rotate_ring_after(&self, interval: Duration) -> Result<RingMove> {
         self.shared.count_statement();
         let (outcome, slot, carried): (String, Option<i16>, i64) =
             sqlx::query_as(AssertSqlSafe(format!(

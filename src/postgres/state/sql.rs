@@ -14,7 +14,7 @@ const CLAIM_COLUMNS: &str = "{a}.id, {a}.kind, {a}.queue, {a}.payload, {a}.state
     {a}.claim_reason, {a}.claim_version";
 
 /// The slot of `job_leases` that new leases go to (migration `20261205000004_leases.sql`).
-const LEASE_SLOT: &str = "(SELECT lease_slot FROM {s}.job_ring WHERE one = true)";
+const LEASE_SLOT: &str = "(SELECT slot FROM {s}.job_lease_ring)";
 
 /// The slot of the ready ring that new rows go to.
 const RING_SLOT: &str = "(SELECT slot FROM {s}.job_ring WHERE one = true)";
