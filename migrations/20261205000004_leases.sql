@@ -57,11 +57,13 @@ INSERT INTO job_lease_ring (slot, moved_at) VALUES (0, now());
 -- 32 ran at 17-19k jobs/s instead of 25-27k). The functions' own statements are small and
 -- quick to plan again.
 
--- The live leases of `ids`, read with a snapshot of its own (VOLATILE): a claim calls it
--- once it holds the rows' locks, so it sees a lease that another claim of the same job
--- committed while it waited for them (the other claim left the job row as it was, so the
--- row the lock reads again tells nothing). A cancel does the same.
-CREATE FUNCTION leases_live(ids uuid[])
+-- The leases of `ids`, live or settled, read with a snapshot of its own (VOLATILE): a claim
+-- calls it once it holds the rows' locks, so it sees a lease that another claim of the same
+-- job committed while it waited for them (the other claim left the job row as it was, so the
+-- row the lock reads again tells nothing). A cancel and a finish do the same. The caller
+-- keeps the live one: the lease whose token is above the `claim_version` of the row it holds
+-- (at most one is).
+CREATE FUNCTION leases_of(ids uuid[])
 RETURNS TABLE (id uuid, token bigint, attempt integer, worker text, expires_at timestamptz,
                started_at timestamptz, claimed_from text, reason text)
 LANGUAGE plpgsql VOLATILE ROWS 64 SET search_path FROM CURRENT AS $$
@@ -69,8 +71,8 @@ BEGIN
     RETURN QUERY
     SELECT l.id, l.token, l.attempt, l.worker, l.expires_at, l.started_at, l.claimed_from,
            l.reason
-    FROM job_leases l JOIN jobs j ON j.id = l.id
-    WHERE l.id = ANY (ids) AND l.token > coalesce(j.claim_version, 0);
+    FROM job_leases l
+    WHERE l.id = ANY (ids);
 END $$;
 
 -- At most `most` live leases of `queues` that expired within `window_us` microseconds

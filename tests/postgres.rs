@@ -1977,7 +1977,7 @@ async fn claims_and_heartbeats_write_the_lease_not_the_job_row() {
 
 /// A claim leaves the job row as it was, so a second claim of the same job that waited for
 /// the row's lock reads nothing new there: it must see the first claim's lease, which it
-/// reads once it holds the lock (`leases_live`, a snapshot of its own). Without that, both
+/// reads once it holds the lock (`leases_of`, a snapshot of its own). Without that, both
 /// claims of each job here would win.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_that_waited_for_the_row_sees_the_lease_another_claim_took() {

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use crate::postgres::Shared;
 
-/// What a claim reads of the job rows it locks (qualified by `{a}`): the record, which it
-/// answers for the jobs it claims, and the claim the row settled last.
-const CLAIM_COLUMNS: &str = "{a}.id, {a}.kind, {a}.queue, {a}.payload, {a}.state, {a}.priority, \
-    {a}.attempt, {a}.max_attempts, {a}.timeout_ms, {a}.idempotency_key, {a}.tags, {a}.tenant, \
-    {a}.strategy, {a}.run_at, {a}.created_at, {a}.updated_at, {a}.started_at, {a}.finished_at, \
-    {a}.result, {a}.last_error, {a}.cancel_requested, {a}.version, {a}.step, {a}.waiting_on, \
-    {a}.progress, {a}.traceparent, {a}.claimed_by, {a}.claimed_from, {a}.claim_attempt, \
-    {a}.claim_reason, {a}.claim_version";
+/// What a claim reads of the job rows `j` it locks: the record, which it answers for the jobs
+/// it claims, and the claim the row settled last.
+const CLAIM_COLUMNS: &str = "j.id, j.kind, j.queue, j.payload, j.state, j.priority, \
+    j.attempt, j.max_attempts, j.timeout_ms, j.idempotency_key, j.tags, j.tenant, \
+    j.strategy, j.run_at, j.created_at, j.updated_at, j.started_at, j.finished_at, \
+    j.result, j.last_error, j.cancel_requested, j.version, j.step, j.waiting_on, \
+    j.progress, j.traceparent, j.claimed_by, j.claimed_from, j.claim_attempt, \
+    j.claim_reason, j.claim_version";
 
 /// The slot of `job_leases` that new leases go to (migration `20261205000004_leases.sql`).
 const LEASE_SLOT: &str = "(SELECT slot FROM {s}.job_lease_ring)";
@@ -50,7 +50,8 @@ pub(super) const JOB_NOW: &str = "j.id, j.kind, j.queue, j.payload::text AS payl
 /// above the row's `claim_version`). At most one is live: a claim inserts one only when
 /// none is, and a takeover settles the one it replaces.
 pub(super) const LIVE_LEASE: &str = "LEFT JOIN LATERAL (
-    SELECT x.token, x.attempt, x.worker, x.expires_at, x.started_at FROM {s}.job_leases x
+    SELECT x.token, x.attempt, x.worker, x.expires_at, x.started_at, x.claimed_from, x.reason
+    FROM {s}.job_leases x
     WHERE x.id = j.id AND x.token > coalesce(j.claim_version, 0)
     ORDER BY x.token DESC LIMIT 1) l ON true";
 
@@ -290,21 +291,21 @@ const FINISHED_COUNTED: &str = r"
 
 /// Claim named jobs (the generic path: a queue delivered them). Locks in id order so
 /// concurrent batches cannot deadlock; their live leases are read once the locks are held
-/// (`leases_live`, with a snapshot of its own: see the migration
+/// (`leases_of`, with a snapshot of its own: see the migration
 /// `20261205000004_leases.sql`).
 const CLAIM_IDS_HEAD: &str = r"
 WITH rows AS (
-    SELECT {claim_columns_j} FROM {s}.jobs j WHERE j.id = ANY($1::uuid[])
+    SELECT {claim_columns} FROM {s}.jobs j WHERE j.id = ANY($1::uuid[])
     ORDER BY j.id FOR UPDATE
 ),
 live AS MATERIALIZED (
-    SELECT * FROM {s}.leases_live(ARRAY(SELECT id FROM rows))
+    SELECT * FROM {s}.leases_of(ARRAY(SELECT id FROM rows))
 ),
 locked AS (
     SELECT r.*, v.token AS l_token, v.attempt AS l_attempt, v.worker AS l_worker,
            v.expires_at AS l_expires, v.started_at AS l_started, v.claimed_from AS l_from,
            v.reason AS l_reason
-    FROM rows r LEFT JOIN live v ON v.id = r.id
+    FROM rows r LEFT JOIN live v ON v.id = r.id AND v.token > coalesce(r.claim_version, 0)
 ),";
 
 const CLAIM_IDS_FOOT: &str = r"
@@ -325,7 +326,7 @@ ORDER BY i.ord";
 const CLAIM_DUE_HEAD: &str = r"
 -- (Leases are read through functions: see the migration `20261205000004_leases.sql`.)
 expired AS (
-    SELECT {claim_columns_j}, e.token AS l_token, e.attempt AS l_attempt,
+    SELECT {claim_columns}, e.token AS l_token, e.attempt AS l_attempt,
            e.worker AS l_worker, e.expires_at AS l_expires, e.started_at AS l_started,
            e.claimed_from AS l_from, e.reason AS l_reason
     FROM {s}.leases_expired({queues}::text[], {takeovers}, {max}, {not_finished}) e
@@ -343,18 +344,19 @@ taken AS MATERIALIZED (
 -- `decided` skips it), and their live leases once the locks are held (none, unless another
 -- claim took the job meanwhile).
 due AS (
-    SELECT {claim_columns_j} FROM {s}.jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM taken))
+    SELECT {claim_columns} FROM {s}.jobs j WHERE j.id = ANY (ARRAY(SELECT id FROM taken))
     ORDER BY j.id FOR UPDATE
 ),
 due_live AS MATERIALIZED (
-    SELECT * FROM {s}.leases_live(ARRAY(SELECT id FROM due))
+    SELECT * FROM {s}.leases_of(ARRAY(SELECT id FROM due))
 ),
 locked AS (
     SELECT * FROM expired
     UNION ALL
     SELECT d.*, v.token, v.attempt, v.worker, v.expires_at, v.started_at, v.claimed_from,
            v.reason
-    FROM due d LEFT JOIN due_live v ON v.id = d.id
+    FROM due d
+    LEFT JOIN due_live v ON v.id = d.id AND v.token > coalesce(d.claim_version, 0)
 ),";
 
 /// Ring rows taken but neither claimed nor dropped go back to the ring for the next claim:
@@ -407,7 +409,7 @@ f_locked AS MATERIALIZED (
            l.token, l.attempt AS l_attempt, l.worker AS l_worker, l.started_at AS l_started,
            l.claimed_from AS l_from, l.reason AS l_reason
     FROM input i
-    JOIN {s}.leases_live(ARRAY(SELECT id FROM input)) l ON l.id = i.id AND l.token = i.token
+    JOIN {s}.leases_of(ARRAY(SELECT id FROM input)) l ON l.id = i.id AND l.token = i.token
     JOIN {s}.jobs j ON j.id = i.id
     WHERE coalesce(j.claim_version, 0) < l.token
     ORDER BY j.id
@@ -483,7 +485,7 @@ notified AS (
 ),
 -- For the answers of the jobs not finished here: who holds them now (one call for all).
 f_conflicts AS MATERIALIZED (
-    SELECT * FROM {s}.leases_live(ARRAY(
+    SELECT * FROM {s}.leases_of(ARRAY(
         SELECT i.id FROM input i WHERE NOT EXISTS (SELECT 1 FROM f_upd u WHERE u.id = i.id)))
 )"
     };
@@ -525,7 +527,7 @@ SELECT CASE WHEN cl.token IS NULL THEN cj.state ELSE 'running' END AS cur_state,
 FROM input i
 LEFT JOIN f_upd u ON u.id = i.id
 LEFT JOIN {s}.jobs cj ON u.id IS NULL AND cj.id = i.id
-LEFT JOIN f_conflicts cl ON cl.id = cj.id
+LEFT JOIN f_conflicts cl ON cl.id = cj.id AND cl.token > coalesce(cj.claim_version, 0)
 ORDER BY i.ord"
 );
 
@@ -552,7 +554,7 @@ FROM (
     FROM input i
     LEFT JOIN f_upd u ON u.id = i.id
     LEFT JOIN {s}.jobs cj ON u.id IS NULL AND cj.id = i.id
-LEFT JOIN f_conflicts cl ON cl.id = cj.id
+LEFT JOIN f_conflicts cl ON cl.id = cj.id AND cl.token > coalesce(cj.claim_version, 0)
 ) f
 LEFT JOIN (
     SELECT row_number() OVER (ORDER BY u.priority DESC, u.run_at, u.id) AS rn,
@@ -563,18 +565,19 @@ LEFT JOIN (
 ORDER BY c.rn";
 
 /// Cancel one job: queued at once, running by setting the flag its heartbeat reports. Whether
-/// it runs is read once its row is locked (`leases_live`: a claim that committed while the
+/// it runs is read once its row is locked (`leases_of`: a claim that committed while the
 /// cancel waited leaves the row as it was).
 const CANCEL: &str = r"
 WITH rows AS (
-    SELECT id, kind, state FROM {s}.jobs WHERE id = $1 FOR UPDATE
+    SELECT id, kind, state, claim_version FROM {s}.jobs WHERE id = $1 FOR UPDATE
 ),
 live AS MATERIALIZED (
-    SELECT * FROM {s}.leases_live(ARRAY(SELECT id FROM rows))
+    SELECT * FROM {s}.leases_of(ARRAY(SELECT id FROM rows))
 ),
 locked AS (
     SELECT r.id, r.kind,
-           CASE WHEN EXISTS (SELECT 1 FROM live) THEN 'running' ELSE r.state END AS state
+           CASE WHEN EXISTS (SELECT 1 FROM live v WHERE v.token > coalesce(r.claim_version, 0))
+                THEN 'running' ELSE r.state END AS state
     FROM rows r
 ),
 upd AS (
@@ -632,8 +635,8 @@ SELECT at, from_state, to_state, attempt, worker, reason FROM (
     UNION ALL
     -- The claim that holds it now.
     SELECT l.token, l.started_at, l.claimed_from, 'running', l.attempt, l.worker, l.reason
-    FROM {s}.jobs j JOIN {s}.job_leases l ON l.id = j.id AND l.token > coalesce(j.claim_version, 0)
-    WHERE j.id = $1
+    FROM {s}.jobs j {live_lease}
+    WHERE j.id = $1 AND l.token IS NOT NULL
     UNION ALL
     SELECT j.version, j.finished_at, 'running', 'succeeded', j.attempt, j.claimed_by,
            NULL::text
@@ -729,20 +732,18 @@ SELECT queue, priority FROM lanes LIMIT $1";
 /// `$3` ring rows of the lane, due (`ready`) or not (`delayed`) by their records, and how many
 /// rows were read (a lane read to the budget may hold more).
 const QUEUE_DEPTHS: &str = r"
-SELECT l.queue, l.priority, c.ready, c.delayed, c.scanned
-FROM unnest($1::text[], $2::smallint[]) AS l(queue, priority)
+SELECT q.queue, q.priority, c.ready, c.delayed, c.scanned
+FROM unnest($1::text[], $2::smallint[]) AS q(queue, priority)
 CROSS JOIN LATERAL (
-    SELECT count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND ll.token IS NULL
+    SELECT count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND l.token IS NULL
                                            AND j.run_at <= now()) AS ready,
-           count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND ll.token IS NULL
+           count(DISTINCT j.id) FILTER (WHERE j.state = 'queued' AND l.token IS NULL
                                            AND j.run_at > now()) AS delayed,
            count(*) AS scanned
     FROM (SELECT r.id FROM {s}.job_ready r
-          WHERE r.queue = l.queue AND r.priority = l.priority LIMIT $3) r
+          WHERE r.queue = q.queue AND r.priority = q.priority LIMIT $3) r
     LEFT JOIN {s}.jobs j ON j.id = r.id
-    LEFT JOIN LATERAL (
-        SELECT x.token FROM {s}.job_leases x
-        WHERE x.id = j.id AND x.token > coalesce(j.claim_version, 0) LIMIT 1) ll ON true
+    {live_lease}
 ) c";
 
 /// The prepared statement texts of one schema.
@@ -791,7 +792,6 @@ impl Statements {
                 .replace("{not_finished}", not_finished)
         };
         let counted = |finished: &str| CLAIM_COUNTED.replace("{finished}", finished);
-        let claim_columns_j = CLAIM_COLUMNS.replace("{a}", "j");
         Self {
             create: sql(CREATE),
             create_steps: sql(CREATE_STEPS),
@@ -801,14 +801,14 @@ impl Statements {
                 tail("$2", "$3"),
                 counted("")
             )
-            .replace("{claim_columns_j}", &claim_columns_j)),
+            .replace("{claim_columns}", CLAIM_COLUMNS)),
             claim_due: sql(&format!(
                 "WITH {}{}{CLAIM_DUE_UNSEEN}{}{CLAIM_DUE_FOOT}",
                 due_head("$1", "$2", "$5", "'{}'::uuid[]"),
                 tail("$3", "$4"),
                 counted("")
             )
-            .replace("{claim_columns_j}", &claim_columns_j)),
+            .replace("{claim_columns}", CLAIM_COLUMNS)),
             finish_and_claim: sql(&format!(
                 "WITH {},{}{}{CLAIM_DUE_UNSEEN}{}{FINISH_AND_CLAIM_FOOT}",
                 finish_ctes!(),
@@ -816,7 +816,7 @@ impl Statements {
                 tail("$12", "$13"),
                 counted(FINISHED_COUNTED)
             )
-            .replace("{claim_columns_j}", &claim_columns_j)),
+            .replace("{claim_columns}", CLAIM_COLUMNS)),
             heartbeat: sql(HEARTBEAT),
             progress: sql(PROGRESS),
             finish: sql(FINISH),
