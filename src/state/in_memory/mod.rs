@@ -444,6 +444,15 @@ impl Inner {
     /// steps after it in turn. Answers whether a step became queued. A job without
     /// dependents costs one look at its out-of-line fields.
     fn settle_dependents(&mut self, done: JobId, now_at: DateTime<Utc>, max_events: usize) -> bool {
+        // Most jobs are no workflow's step: answered without the walk's allocation.
+        let has_dependents = self
+            .jobs
+            .get(&done)
+            .and_then(|slot| slot.extra.as_ref()?.step.as_ref())
+            .is_some_and(|link| !link.dependents.is_empty());
+        if !has_dependents {
+            return false;
+        }
         let now = micros(now_at);
         let mut readied = false;
         let mut ended = vec![done];
