@@ -2040,6 +2040,92 @@ async fn a_claim_that_waited_for_the_row_sees_the_lease_another_claim_took() {
 /// leases of jobs still running there (they heartbeat and finish as before), and dropping
 /// the leases of jobs already settled, so the lease table holds a few moves' worth of rows
 /// whatever a held horizon keeps.
+/// A move of the ready ring that finds its next slot held waits for it without a lock
+/// request queued: statements that come after it and read the slot go on (a waiting
+/// `LOCK TABLE` made every later reader of the slot wait behind it, up to its timeout). It
+/// answers `busy` then; once the slot has gone five intervals unmoved, it waits as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_waiting_for_its_slot_queues_no_lock_ahead_of_the_claims() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let _pg = schema
+        .connect_with(
+            schema
+                .config()
+                .with_ring_interval(Duration::from_secs(3600)),
+        )
+        .await;
+    let s = &schema.name;
+    let mut admin = schema.admin().await;
+    let next = (scalar_i64(
+        &mut admin,
+        format!("SELECT slot::bigint FROM \"{s}\".job_ring"),
+    )
+    .await
+        + 1)
+        % 3;
+    // Due (looked at two hours ago) but moved just now: not patient.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{s}\".job_ring SET looked_at = now() - interval '2 hours', rotated_at = now()"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    // A reader holds the next slot.
+    let mut reader = schema.admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; SELECT count(*) FROM \"{s}\".job_ready_{next};"
+    )))
+    .execute(&mut reader)
+    .await
+    .unwrap();
+    let mut mover = schema.admin().await;
+    let rotate = format!("SELECT outcome FROM \"{s}\".ring_rotate(interval '1 hour', 10000)");
+    let moving = {
+        let rotate = rotate.clone();
+        tokio::spawn(async move {
+            sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(rotate))
+                .fetch_one(&mut mover)
+                .await
+                .unwrap()
+        })
+    };
+    // Meanwhile another reader asks for the slot over and over without waiting.
+    let mut later = schema.admin().await;
+    let (mut tries, mut refused) = (0u32, 0u32);
+    while !moving.is_finished() {
+        let got = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; LOCK TABLE \"{s}\".job_ready_{next} IN ACCESS SHARE MODE NOWAIT; ROLLBACK;"
+        )))
+        .execute(&mut later)
+        .await;
+        tries += 1;
+        if got.is_err() {
+            refused += 1;
+            sqlx::raw_sql("ROLLBACK").execute(&mut later).await.unwrap();
+        }
+    }
+    assert_eq!(moving.await.unwrap(), "busy");
+    assert!(tries > 0);
+    assert_eq!(
+        refused, 0,
+        "{refused} of {tries} readers were held behind the move's lock request"
+    );
+    // Overdue (five intervals unmoved): it waits for the slot, and moves once it is free.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "UPDATE \"{s}\".job_ring SET rotated_at = now() - interval '6 hours'"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut reader).await.unwrap();
+    let outcome = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(rotate))
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(outcome, "moved");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_slots_move_on_keeping_the_leases_still_held() {
     let url = database_url_or_skip!();
