@@ -1555,32 +1555,29 @@ async fn the_ready_ring_moves_on_without_losing_or_doubling_a_job() {
         CancelOutcome::Cancelled
     );
     assert_eq!(ring_rows(&mut admin, &schema).await, 8);
-    // Two movers at once: one moves, the other finds it moving (or moved).
+    // Two movers at once: one moves, the other finds it moving; or, when the second starts
+    // after the first committed (`rotate_ready` moves whenever it last moved), it moves on
+    // once more. Never both into the same slot.
     let (a, b) = tokio::join!(store.rotate_ready(), store.rotate_ready());
-    let moves = [a.unwrap(), b.unwrap()];
-    assert_eq!(
-        moves
-            .iter()
-            .filter(|m| matches!(m, RingMove::Moved { .. }))
-            .count(),
-        1,
-        "{moves:?}"
-    );
-    let slot = moves
+    let mut slots: Vec<i16> = [a.unwrap(), b.unwrap()]
         .iter()
-        .find_map(|m| match m {
-            RingMove::Moved { slot, .. } => Some(*slot),
-            _ => None,
+        .filter_map(|m| match m {
+            RingMove::Moved { slot, carried: 0 } => Some(*slot),
+            RingMove::NotDue => None,
+            other => panic!("{other:?}"),
         })
-        .unwrap();
-    assert_eq!(slot, 1);
-    assert_eq!(
-        store.rotate_ready().await.unwrap(),
-        RingMove::Moved {
-            slot: 2,
-            carried: 0
-        }
-    );
+        .collect();
+    slots.sort_unstable();
+    assert!(slots == [1] || slots == [1, 2], "{slots:?}");
+    if slots == [1] {
+        assert_eq!(
+            store.rotate_ready().await.unwrap(),
+            RingMove::Moved {
+                slot: 2,
+                carried: 0
+            }
+        );
+    }
     // Slot 0's turn again: its queued jobs are written back, the cancelled one is dropped.
     assert_eq!(
         store.rotate_ready().await.unwrap(),
@@ -2036,10 +2033,6 @@ async fn a_claim_that_waited_for_the_row_sees_the_lease_another_claim_took() {
     assert_eq!((counts.total.running, counts.total.queued), (5, 0));
 }
 
-/// The lease slots move on with the ring: a move empties the slot it moves to, keeping the
-/// leases of jobs still running there (they heartbeat and finish as before), and dropping
-/// the leases of jobs already settled, so the lease table holds a few moves' worth of rows
-/// whatever a held horizon keeps.
 /// A move of the ready ring that finds its next slot held waits for it without a lock
 /// request queued: statements that come after it and read the slot go on (a waiting
 /// `LOCK TABLE` made every later reader of the slot wait behind it, up to its timeout). It
@@ -2126,6 +2119,10 @@ async fn a_move_waiting_for_its_slot_queues_no_lock_ahead_of_the_claims() {
     assert_eq!(outcome, "moved");
 }
 
+/// The lease slots move on with the ring: a move empties the slot it moves to, keeping the
+/// leases of jobs still running there (they heartbeat and finish as before), and dropping
+/// the leases of jobs already settled, so the lease table holds a few moves' worth of rows
+/// whatever a held horizon keeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_slots_move_on_keeping_the_leases_still_held() {
     let url = database_url_or_skip!();
