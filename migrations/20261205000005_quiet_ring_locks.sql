@@ -127,7 +127,13 @@ BEGIN
     outcome := 'moved';
 END $$;
 
--- As before (`20261205000004_leases.sql`), its lock taken by `lock_quietly`, patient likewise.
+-- As before (`20261205000004_leases.sql`), its lock taken by `lock_quietly`, patient likewise;
+-- and a lease that came into the slot after the live ones were read is kept. A claim writes
+-- its lease to the slot it read in `job_lease_ring` when its statement began: one that took
+-- longer than two moves (waiting for a job's row, on a starved machine) writes to this slot
+-- while it is read, or after, and the read before the lock did not see it. Rows leave a
+-- slot only by its `TRUNCATE`, so the read under the lock counts the slot's rows: when more
+-- are there than the first read saw, the live ones are read again, under the lock.
 CREATE OR REPLACE FUNCTION lease_rotate(min_age interval) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path FROM CURRENT
@@ -140,7 +146,8 @@ DECLARE
     patient boolean;
     nxt smallint;
     live_ids uuid[];
-    live_tokens bigint[];
+    seen bigint;
+    now_seen bigint;
     kept job_leases[];
 BEGIN
     SELECT slot, moved_at <= now() - min_age, moved_at <= now() - 5 * min_age
@@ -150,14 +157,26 @@ BEGIN
         RETURN false;
     END IF;
     nxt := (cur + 1) % 3;
-    SELECT array_agg(l.id), array_agg(l.token) INTO live_ids, live_tokens
-    FROM job_leases l JOIN jobs j ON j.id = l.id
-    WHERE l.slot = nxt AND l.token > coalesce(j.claim_version, 0);
+    -- (a job purged meanwhile has no row: its lease is not live)
+    SELECT count(*),
+           array_agg(l.id) FILTER (WHERE j.id IS NOT NULL
+                                     AND l.token > coalesce(j.claim_version, 0))
+    INTO seen, live_ids
+    FROM job_leases l LEFT JOIN jobs j ON j.id = l.id
+    WHERE l.slot = nxt;
     IF NOT lock_quietly(format('job_leases_%s', nxt), interval '20ms', patient) THEN
         RETURN false; -- claims, heartbeats or finishes still hold that slot: the next call
     END IF;
-    SELECT array_agg(l) INTO kept FROM job_leases l
-    WHERE l.slot = nxt AND (l.id, l.token) IN (SELECT * FROM unnest(live_ids, live_tokens));
+    -- The slot's rows of those jobs, as they are now (one scan; a settled lease of the same
+    -- job kept with them is dead to readers, and goes at a later move).
+    SELECT count(*), array_agg(l) FILTER (WHERE l.id = ANY (live_ids))
+    INTO now_seen, kept
+    FROM job_leases l WHERE l.slot = nxt;
+    IF now_seen <> seen THEN
+        SELECT array_agg(l) INTO kept
+        FROM job_leases l JOIN jobs j ON j.id = l.id
+        WHERE l.slot = nxt AND l.token > coalesce(j.claim_version, 0);
+    END IF;
     EXECUTE format('TRUNCATE %I', format('job_leases_%s', nxt));
     IF kept IS NOT NULL THEN
         INSERT INTO job_leases SELECT * FROM unnest(kept);

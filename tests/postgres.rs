@@ -2033,6 +2033,68 @@ async fn a_claim_that_waited_for_the_row_sees_the_lease_another_claim_took() {
     assert_eq!((counts.total.running, counts.total.queued), (5, 0));
 }
 
+/// A lease written into the next lease slot while a move reads it (a claim that read the
+/// slot's number two moves ago and took that long) is kept by the move, not emptied with
+/// the slot: the move counts the slot's rows again under its lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_written_while_the_slot_moves_is_kept() {
+    let url = database_url_or_skip!();
+    let schema = TestSchema::new(&url);
+    let pg = schema
+        .connect_with(
+            schema
+                .config()
+                .with_ring_interval(Duration::from_secs(3600)),
+        )
+        .await;
+    let store = pg.store();
+    let s = &schema.name;
+    let mut admin = schema.admin().await;
+    let job = records(1).remove(0);
+    let id = job.id;
+    store.create(vec![job]).await.unwrap();
+    let next = (scalar_i64(
+        &mut admin,
+        format!("SELECT slot::bigint FROM \"{s}\".job_lease_ring"),
+    )
+    .await
+        + 1)
+        % 3;
+    // The slow claim's lease, not committed yet.
+    let mut claim = schema.admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN; INSERT INTO \"{s}\".job_leases (slot, id, queue, token, attempt, worker, \
+         expires_at, started_at, claimed_from, reason) VALUES ({next}, '{id}', 'default', 2, 1, \
+         'slow', now() + interval '30 seconds', now(), 'queued', NULL);"
+    )))
+    .execute(&mut claim)
+    .await
+    .unwrap();
+    let mut mover = schema.admin().await;
+    let moving = {
+        let rotate = format!("SELECT \"{s}\".lease_rotate(interval '0')");
+        tokio::spawn(async move {
+            sqlx::query_scalar::<_, bool>(sqlx::AssertSqlSafe(rotate))
+                .fetch_one(&mut mover)
+                .await
+                .unwrap()
+        })
+    };
+    // The move has read the slot and waits for its lock: the claim commits.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    sqlx::raw_sql("COMMIT").execute(&mut claim).await.unwrap();
+    assert!(
+        moving.await.unwrap(),
+        "the move waits for the claim, then moves"
+    );
+    let job = store.get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.lease_owner),
+        (JobState::Running, Some(WorkerId::new("slow"))),
+        "the lease written while the slot moved is still there"
+    );
+}
+
 /// A move of the ready ring that finds its next slot held waits for it without a lock
 /// request queued: statements that come after it and read the slot go on (a waiting
 /// `LOCK TABLE` made every later reader of the slot wait behind it, up to its timeout). It
