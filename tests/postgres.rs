@@ -1481,6 +1481,12 @@ async fn connect_ring_by_hand(schema: &TestSchema) -> PostgresBackend {
         .await
 }
 
+/// The slot a move of `ring` (`job_ring`, `job_lease_ring`) goes to next.
+async fn next_slot(admin: &mut sqlx::PgConnection, schema: &TestSchema, ring: &str) -> i64 {
+    let sql = format!("SELECT slot::bigint FROM \"{}\".{ring}", schema.name);
+    (scalar_i64(admin, sql).await + 1) % 3
+}
+
 /// `n` new records of kind `k`, due now.
 fn records(n: usize) -> Vec<JobRecord> {
     (0..n)
@@ -2040,26 +2046,14 @@ async fn a_claim_that_waited_for_the_row_sees_the_lease_another_claim_took() {
 async fn a_lease_written_while_the_slot_moves_is_kept() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
-    let pg = schema
-        .connect_with(
-            schema
-                .config()
-                .with_ring_interval(Duration::from_secs(3600)),
-        )
-        .await;
+    let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     let s = &schema.name;
     let mut admin = schema.admin().await;
     let job = records(1).remove(0);
     let id = job.id;
     store.create(vec![job]).await.unwrap();
-    let next = (scalar_i64(
-        &mut admin,
-        format!("SELECT slot::bigint FROM \"{s}\".job_lease_ring"),
-    )
-    .await
-        + 1)
-        % 3;
+    let next = next_slot(&mut admin, &schema, "job_lease_ring").await;
     // The slow claim's lease, not committed yet.
     let mut claim = schema.admin().await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -2103,22 +2097,10 @@ async fn a_lease_written_while_the_slot_moves_is_kept() {
 async fn a_move_waiting_for_its_slot_queues_no_lock_ahead_of_the_claims() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
-    let _pg = schema
-        .connect_with(
-            schema
-                .config()
-                .with_ring_interval(Duration::from_secs(3600)),
-        )
-        .await;
+    let _pg = connect_ring_by_hand(&schema).await;
     let s = &schema.name;
     let mut admin = schema.admin().await;
-    let next = (scalar_i64(
-        &mut admin,
-        format!("SELECT slot::bigint FROM \"{s}\".job_ring"),
-    )
-    .await
-        + 1)
-        % 3;
+    let next = next_slot(&mut admin, &schema, "job_ring").await;
     // Due (looked at two hours ago) but moved just now: not patient.
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "UPDATE \"{s}\".job_ring SET looked_at = now() - interval '2 hours', rotated_at = now()"
@@ -2189,13 +2171,7 @@ async fn a_move_waiting_for_its_slot_queues_no_lock_ahead_of_the_claims() {
 async fn the_lease_slots_move_on_keeping_the_leases_still_held() {
     let url = database_url_or_skip!();
     let schema = TestSchema::new(&url);
-    let pg = schema
-        .connect_with(
-            schema
-                .config()
-                .with_ring_interval(Duration::from_secs(3600)),
-        )
-        .await;
+    let pg = connect_ring_by_hand(&schema).await;
     let store = pg.store();
     let mut admin = schema.admin().await;
     let _holder = hold_the_horizon(&schema).await;
