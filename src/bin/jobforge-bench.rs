@@ -434,16 +434,21 @@ struct Tally {
 }
 
 impl Tally {
-    /// Count `n` more jobs done (`absolute`: the count is now `n`, as read from the store).
-    fn add(&self, n: u64, absolute: bool) {
+    /// One more job done (a handler of this process).
+    fn count_one(&self) {
         // (SeqCst with `wait_for`'s store of the target and load of the count: one of the
         // two sees the other's write, so the wake-up is never missed)
-        let now = if absolute {
-            self.done.store(n, Ordering::SeqCst);
-            n
-        } else {
-            self.done.fetch_add(n, Ordering::SeqCst).saturating_add(n)
-        };
+        let now = self.done.fetch_add(1, Ordering::SeqCst).saturating_add(1);
+        self.wake_at(now);
+    }
+
+    /// The jobs done are now `n` (as the store counts them, for worker processes).
+    fn set(&self, n: u64) {
+        self.done.store(n, Ordering::SeqCst);
+        self.wake_at(n);
+    }
+
+    fn wake_at(&self, now: u64) {
         let target = self.target.load(Ordering::SeqCst);
         if target > 0 && now >= target {
             self.reached.notify_one();
@@ -473,7 +478,7 @@ fn handler(
                 tokio::time::sleep(work).await;
             }
             if let Some(d) = done {
-                d.add(1, false);
+                d.count_one();
             }
             Ok(serde_json::Value::Null)
         })
@@ -659,7 +664,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(async move {
             loop {
                 if let Ok(stats) = orch.stats().await {
-                    done.add(stats.jobs.total.succeeded, true);
+                    done.set(stats.jobs.total.succeeded);
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }

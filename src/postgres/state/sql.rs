@@ -773,6 +773,7 @@ impl Statements {
         let sql = |template: &str| {
             shared.sql(
                 &template
+                    .replace("{claim_columns}", CLAIM_COLUMNS)
                     .replace("{live_lease}", LIVE_LEASE)
                     .replace("{ring_slot}", RING_SLOT)
                     .replace("{delta_slot}", DELTA_SLOT)
@@ -800,23 +801,20 @@ impl Statements {
                 "{CLAIM_IDS_HEAD}{}{}{CLAIM_IDS_FOOT}",
                 tail("$2", "$3"),
                 counted("")
-            )
-            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            )),
             claim_due: sql(&format!(
                 "WITH {}{}{CLAIM_DUE_UNSEEN}{}{CLAIM_DUE_FOOT}",
                 due_head("$1", "$2", "$5", "'{}'::uuid[]"),
                 tail("$3", "$4"),
                 counted("")
-            )
-            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            )),
             finish_and_claim: sql(&format!(
                 "WITH {},{}{}{CLAIM_DUE_UNSEEN}{}{FINISH_AND_CLAIM_FOOT}",
                 finish_ctes!(),
                 due_head("$10", "$11", "$14", "$1::uuid[]"),
                 tail("$12", "$13"),
                 counted(FINISHED_COUNTED)
-            )
-            .replace("{claim_columns}", CLAIM_COLUMNS)),
+            )),
             heartbeat: sql(HEARTBEAT),
             progress: sql(PROGRESS),
             finish: sql(FINISH),
